@@ -1,0 +1,270 @@
+//! `ConnectorTable`: a declared table as a DataFusion `TableProvider`.
+//!
+//! A scan reads only what the query needs: the requested columns, the columns the needed
+//! computed columns use, and the columns of the watermark expression. It becomes a
+//! [`StreamSourceExec`] with the computed columns and the watermark compiled by DataFusion.
+//! `INSERT INTO` becomes a [`StreamSinkExec`] writing the table's physical columns.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, Result, plan_err};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::table_definition::{ColumnKind, TableDefinition};
+use crate::connectors::options::parse_duration;
+use crate::connectors::{SinkConnector, SourceConnector};
+use crate::physical::sink::StreamSinkExec;
+use crate::physical::source::{ComputedColumn, StreamSourceExec, WatermarkStrategy};
+
+/// Default of `scan.watermark.future-tolerance`.
+pub const DEFAULT_FUTURE_TOLERANCE: Duration = Duration::from_secs(86_400);
+
+/// A connector table (see the module docs).
+#[derive(Debug)]
+pub struct ConnectorTable {
+    definition: Arc<TableDefinition>,
+    source: Option<Arc<dyn SourceConnector>>,
+    sink: Option<Arc<dyn SinkConnector>>,
+    schema: SchemaRef,
+}
+
+impl ConnectorTable {
+    /// A table over the given connector sides.
+    pub fn new(
+        definition: Arc<TableDefinition>,
+        source: Option<Arc<dyn SourceConnector>>,
+        sink: Option<Arc<dyn SinkConnector>>,
+    ) -> Self {
+        let schema = definition.schema();
+        Self {
+            definition,
+            source,
+            sink,
+            schema,
+        }
+    }
+
+    /// The declaration.
+    pub fn definition(&self) -> &Arc<TableDefinition> {
+        &self.definition
+    }
+
+    fn connector_name(&self) -> &str {
+        self.definition.connector().unwrap_or("memory")
+    }
+}
+
+/// Indices (into `columns`) of the columns an expression reads.
+fn referenced(expr: &Expr, schema: &Schema) -> Vec<usize> {
+    expr.column_refs()
+        .iter()
+        .filter_map(|c| schema.index_of(&c.name).ok())
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for ConnectorTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(&self.definition.sql)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(source) = &self.source else {
+            return plan_err!(
+                "table {} (connector '{}') is a sink: it can be written with INSERT INTO but not \
+                 read",
+                self.definition.name,
+                self.connector_name()
+            );
+        };
+        let def = &self.definition;
+        let all: Vec<usize> = (0..def.columns.len()).collect();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or(all);
+        let schema = self.schema.as_ref();
+
+        // Computed columns needed by the output or the watermark.
+        let mut computed_needed: BTreeSet<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| def.columns[i].is_computed())
+            .collect();
+        if let Some(w) = &def.watermark {
+            for i in referenced(&w.expr, schema) {
+                if def.columns[i].is_computed() {
+                    computed_needed.insert(i);
+                }
+            }
+        }
+        // Source columns needed by the output, the computed columns and the watermark.
+        let mut source_needed: BTreeSet<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| !def.columns[i].is_computed())
+            .collect();
+        let mut exprs: Vec<&Expr> = Vec::new();
+        for &i in &computed_needed {
+            if let ColumnKind::Computed { expr, .. } = &def.columns[i].kind {
+                exprs.push(expr);
+            }
+        }
+        if let Some(w) = &def.watermark {
+            exprs.push(&w.expr);
+        }
+        for e in exprs {
+            for i in referenced(e, schema) {
+                if !def.columns[i].is_computed() {
+                    source_needed.insert(i);
+                }
+            }
+        }
+
+        // Map table column index -> index in the connector's (source-only) schema.
+        let source_index: Vec<Option<usize>> = {
+            let mut next = 0;
+            def.columns
+                .iter()
+                .map(|c| {
+                    if c.is_computed() {
+                        None
+                    } else {
+                        next += 1;
+                        Some(next - 1)
+                    }
+                })
+                .collect()
+        };
+        let read_projection: Vec<usize> = source_needed
+            .iter()
+            .filter_map(|&i| source_index[i])
+            .collect();
+        // Layout produced by the source before the output projection: read, then computed.
+        let layout: Vec<usize> = source_needed
+            .iter()
+            .copied()
+            .chain(computed_needed.iter().copied())
+            .collect();
+        let read_schema =
+            Arc::new(schema.project(&source_needed.iter().copied().collect::<Vec<_>>())?);
+        let read_dfschema = DFSchema::try_from(Arc::clone(&read_schema))?;
+        let mut computed = Vec::with_capacity(computed_needed.len());
+        for &i in &computed_needed {
+            let column = &def.columns[i];
+            if let ColumnKind::Computed { expr, .. } = &column.kind {
+                computed.push(ComputedColumn {
+                    field: column.field(),
+                    expr: state.create_physical_expr(expr.clone(), &read_dfschema)?,
+                });
+            }
+        }
+        let full_schema = Arc::new(schema.project(&layout)?);
+        let watermark = match &def.watermark {
+            Some(w) => {
+                let full_dfschema = DFSchema::try_from(Arc::clone(&full_schema))?;
+                let options = &def.options;
+                let idle_timeout = options.get_duration("scan.watermark.idle-timeout")?;
+                let future_tolerance = options
+                    .get("scan.watermark.future-tolerance")
+                    .and_then(parse_duration)
+                    .unwrap_or(DEFAULT_FUTURE_TOLERANCE);
+                Some(WatermarkStrategy {
+                    expr: state.create_physical_expr(w.expr.clone(), &full_dfschema)?,
+                    display: w.sql.clone(),
+                    idle_timeout,
+                    future_tolerance,
+                })
+            }
+            None => None,
+        };
+        let output_projection: Vec<usize> = wanted
+            .iter()
+            .map(|i| layout.iter().position(|l| l == i).unwrap_or(0))
+            .collect();
+        let config = state.config();
+        Ok(Arc::new(StreamSourceExec::try_new(
+            def.name.clone(),
+            Arc::clone(source),
+            read_projection,
+            computed,
+            watermark,
+            output_projection,
+            config.target_partitions(),
+            config.batch_size(),
+        )?))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(sink) = &self.sink else {
+            return plan_err!(
+                "table {} (connector '{}') is a source: it can be read but not written. Declare \
+                 a sink table, e.g. WITH ('connector' = 'print'), and INSERT INTO that",
+                self.definition.name,
+                self.connector_name()
+            );
+        };
+        if insert_op != InsertOp::Append {
+            return plan_err!(
+                "{insert_op} is not supported for table {}; use INSERT INTO",
+                self.definition.name
+            );
+        }
+        let projection: Vec<usize> = self
+            .definition
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_computed())
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Arc::new(StreamSinkExec::try_new(
+            input,
+            self.definition.name.clone(),
+            Arc::clone(sink),
+            projection,
+        )?))
+    }
+}
+
+impl ConnectorTable {
+    /// For downcasting from `dyn TableProvider`.
+    pub fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

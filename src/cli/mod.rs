@@ -1,0 +1,8 @@
+//! The `sabot` command line: `sabot run FILE.sql` and its output.
+//!
+//! - [`run`]: runs a script statement by statement, queries and INSERTs as jobs with a progress
+//!   line and a summary, stopping cleanly on Ctrl-C.
+//! - [`output`]: prints result rows as a table, CSV or JSON lines, as they arrive.
+
+pub mod output;
+pub mod run;

@@ -1,0 +1,196 @@
+//! `sabot run FILE.sql`: statements in order; queries and INSERTs run as jobs.
+//!
+//! A query prints its rows as they arrive; an `INSERT INTO` runs until its input ends (or
+//! Ctrl-C) and reports the rows written. Runs longer than a second show a progress line on
+//! standard error (events read, events/s, watermark, late rows), and every job ends with a
+//! summary line there. An error names the statement, its line in the script and the cause.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::common::{DataFusionError, Result};
+use futures::StreamExt;
+
+use super::output::{OutputFormat, ResultPrinter};
+use crate::context::SabotContext;
+use crate::physical::message::format_watermark;
+use crate::planner::script::{ScriptStatement, split_statements};
+use crate::planner::statement::{StatementKind, classify};
+use crate::runtime::job::start_job;
+use crate::runtime::job_context::JobContext;
+
+/// The job currently running, for the progress line and the Ctrl-C summary.
+pub type CurrentJob = Arc<Mutex<Option<(Arc<JobContext>, Instant)>>>;
+
+/// A failed statement.
+#[derive(Debug)]
+pub struct StatementError {
+    /// 1-based index of the statement in the script.
+    pub index: usize,
+    /// The statement.
+    pub statement: ScriptStatement,
+    /// The cause.
+    pub error: DataFusionError,
+}
+
+impl std::fmt::Display for StatementError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text: String = self
+            .statement
+            .sql
+            .lines()
+            .take(6)
+            .collect::<Vec<_>>()
+            .join("\n    ");
+        if self.statement.sql.lines().count() > 6 {
+            text.push_str("\n    ...");
+        }
+        write!(
+            f,
+            "error in statement {} (line {}):\n    {text}\n{}",
+            self.index,
+            self.statement.line,
+            self.error.strip_backtrace()
+        )
+    }
+}
+
+/// Runs every statement of `script` in order; stops at the first error.
+pub async fn run_script(
+    ctx: &SabotContext,
+    script: &str,
+    format: OutputFormat,
+    current: &CurrentJob,
+) -> std::result::Result<(), StatementError> {
+    let statements = split_statements(script).map_err(|error| StatementError {
+        index: 0,
+        statement: ScriptStatement {
+            sql: script.lines().next().unwrap_or_default().to_string(),
+            line: 1,
+        },
+        error,
+    })?;
+    for (i, statement) in statements.into_iter().enumerate() {
+        if let Err(error) = run_statement(ctx, &statement, format, current).await {
+            return Err(StatementError {
+                index: i + 1,
+                statement,
+                error,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn run_statement(
+    ctx: &SabotContext,
+    statement: &ScriptStatement,
+    format: OutputFormat,
+    current: &CurrentJob,
+) -> Result<()> {
+    let kind = classify(&statement.sql);
+    let df = ctx.sql(&statement.sql).await?;
+    if !matches!(kind, StatementKind::Query | StatementKind::Insert) {
+        df.collect().await?;
+        return Ok(());
+    }
+    let mut job = start_job(df, ctx.config().checkpoint_interval).await?;
+    let started = Instant::now();
+    if let Ok(mut c) = current.lock() {
+        *c = Some((Arc::clone(&job.context), started));
+    }
+    let stdout = std::io::stdout();
+    let mut printer = ResultPrinter::new(format, job.stream.schema(), stdout.lock());
+    let mut inserted = None;
+    while let Some(batch) = job.stream.next().await {
+        let batch = batch?;
+        if kind == StatementKind::Insert {
+            let counts = batch.column(0).as_primitive::<UInt64Type>();
+            if counts.len() > 0 {
+                inserted = Some(counts.value(0));
+            }
+            continue;
+        }
+        printer.print(&batch)?;
+    }
+    if kind == StatementKind::Query {
+        printer.finish()?;
+    }
+    if let Ok(mut c) = current.lock() {
+        *c = None;
+    }
+    let stats = &job.context.stats;
+    let elapsed = started.elapsed();
+    if let Some(n) = inserted {
+        eprintln!("inserted {n} rows");
+    }
+    if stats.events_in() > 0 {
+        eprintln!("{}", summary(&job.context, elapsed));
+    }
+    Ok(())
+}
+
+/// One line about a job: events, rate, late rows, malformed records, time.
+pub fn summary(job: &JobContext, elapsed: Duration) -> String {
+    let s = &job.stats;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mut line = format!(
+        "job {}: {} events in {:.2}s ({:.0} events/s), {} rows out, {} late rows dropped",
+        job.job_id,
+        s.events_in(),
+        secs,
+        s.events_in() as f64 / secs,
+        s.rows_out(),
+        s.late_rows()
+    );
+    if s.malformed_records() > 0 {
+        line.push_str(&format!(
+            ", {} malformed records skipped",
+            s.malformed_records()
+        ));
+    }
+    line
+}
+
+/// Prints a progress line for the current job every second (on a terminal, in place).
+pub async fn report_progress(current: CurrentJob) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last: Option<(u64, u64, Instant)> = None;
+    let mut printed = 0u64;
+    loop {
+        ticker.tick().await;
+        let job = current.lock().ok().and_then(|c| c.clone());
+        let Some((job, started)) = job else {
+            last = None;
+            continue;
+        };
+        let events = job.stats.events_in();
+        let now = Instant::now();
+        let rate = match last {
+            Some((id, prev, at)) if id == job.job_id => {
+                (events.saturating_sub(prev)) as f64
+                    / now.duration_since(at).as_secs_f64().max(1e-9)
+            }
+            _ => events as f64 / now.duration_since(started).as_secs_f64().max(1e-9),
+        };
+        last = Some((job.job_id, events, now));
+        if now.duration_since(started) < Duration::from_secs(1) {
+            continue;
+        }
+        printed += 1;
+        let line = format!(
+            "events {events}  {rate:.0}/s  watermark {}  late {}",
+            format_watermark(job.stats.watermark()),
+            job.stats.late_rows()
+        );
+        if terminal {
+            eprint!("\r\x1b[2K{line}\r");
+        } else if printed % 5 == 1 {
+            eprintln!("{line}");
+        }
+    }
+}

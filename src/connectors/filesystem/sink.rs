@@ -1,0 +1,166 @@
+//! Writing rows into files that appear complete or not at all.
+//!
+//! Each writer owns one in-progress file at a time, `.part-<run>-<partition>-<n>.<ext>.inprogress`
+//! in the target directory. At a barrier or at the end of input the file is flushed, synced and
+//! renamed to `part-<run>-<partition>-<n>.<ext>`; a rename within one directory is atomic, so a
+//! reader sees each file either complete or not at all. Empty files are never published.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, exec_datafusion_err};
+
+use crate::catalog::table_definition::TableDefinition;
+use crate::connectors::format::{LineEncoder, encoder};
+use crate::connectors::options::TableOptions;
+use crate::connectors::{SinkConnector, SinkWriter};
+
+/// The sink side of a filesystem table.
+#[derive(Debug)]
+pub struct FileSink {
+    path: String,
+    options: TableOptions,
+    /// Distinguishes the files of one run of a job from another's.
+    run: String,
+}
+
+impl FileSink {
+    /// A sink writing into the directory `path`.
+    pub fn new(def: &TableDefinition, path: String) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Self {
+            path,
+            options: def.options.clone(),
+            run: format!("{:x}", nanos & 0xffff_ffff_ffff),
+        }
+    }
+}
+
+impl SinkConnector for FileSink {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn open_writer(
+        &self,
+        _schema: SchemaRef,
+        partition: usize,
+        _num_partitions: usize,
+    ) -> Result<Box<dyn SinkWriter>> {
+        std::fs::create_dir_all(&self.path)
+            .map_err(|e| exec_datafusion_err!("cannot create directory '{}': {e}", self.path))?;
+        Ok(Box::new(FileWriter {
+            dir: PathBuf::from(&self.path),
+            prefix: format!("part-{}-{partition}", self.run),
+            encoder: encoder(&self.options)?,
+            buffer: Vec::new(),
+            file: None,
+            sequence: 0,
+        }))
+    }
+
+    fn explain(&self) -> String {
+        format!(
+            "path={}, format={}",
+            self.path,
+            self.options.get("format").unwrap_or("json")
+        )
+    }
+}
+
+struct InProgress {
+    file: File,
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+struct FileWriter {
+    dir: PathBuf,
+    prefix: String,
+    encoder: Box<dyn LineEncoder>,
+    buffer: Vec<u8>,
+    file: Option<InProgress>,
+    sequence: usize,
+}
+
+impl FileWriter {
+    fn current(&mut self) -> Result<&mut InProgress> {
+        if self.file.is_none() {
+            let name = format!(
+                "{}-{}.{}",
+                self.prefix,
+                self.sequence,
+                self.encoder.extension()
+            );
+            self.sequence += 1;
+            let temp = self.dir.join(format!(".{name}.inprogress"));
+            let target = self.dir.join(name);
+            let file = File::create(&temp)
+                .map_err(|e| exec_datafusion_err!("cannot create {}: {e}", temp.display()))?;
+            self.file = Some(InProgress { file, temp, target });
+        }
+        match self.file.as_mut() {
+            Some(f) => Ok(f),
+            None => Err(exec_datafusion_err!("no file open")),
+        }
+    }
+
+    /// Publishes the in-progress file under its final name.
+    fn commit(&mut self) -> Result<()> {
+        let Some(mut f) = self.file.take() else {
+            return Ok(());
+        };
+        f.file
+            .flush()
+            .and_then(|_| f.file.sync_all())
+            .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()))?;
+        std::fs::rename(&f.temp, &f.target).map_err(|e| {
+            exec_datafusion_err!(
+                "cannot rename {} to {}: {e}",
+                f.temp.display(),
+                f.target.display()
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl SinkWriter for FileWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        self.encoder.encode(batch, &mut buffer)?;
+        let f = self.current()?;
+        let result = f
+            .file
+            .write_all(&buffer)
+            .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()));
+        self.buffer = buffer;
+        result
+    }
+
+    async fn on_barrier(&mut self, _epoch: u64) -> Result<()> {
+        self.commit()
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.commit()
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // An unfinished file (a cancelled or failed job) is removed, never published.
+        if let Some(f) = self.file.take() {
+            let _ = std::fs::remove_file(&f.temp);
+        }
+    }
+}

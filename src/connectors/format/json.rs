@@ -1,0 +1,218 @@
+//! JSON lines: one object per line, fields matched to columns by name.
+//!
+//! Missing fields are NULL, unknown fields are ignored, timestamps accept ISO-8601
+//! (`2024-01-01T10:00:00Z`) and `yyyy-MM-dd HH:mm:ss[.fff]`.
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::arrow::json::reader::{Decoder, ReaderBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result};
+
+use super::{LineChunk, LineDecoder, LineEncoder, decode_line_by_line};
+use crate::connectors::options::TableOptions;
+
+/// Decodes JSON lines (see the module docs).
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    ignore_errors: bool,
+    skipped: u64,
+}
+
+impl JsonDecoder {
+    /// A decoder producing `schema`.
+    pub fn try_new(schema: SchemaRef, options: &TableOptions) -> Result<Self> {
+        Ok(Self {
+            schema,
+            ignore_errors: options
+                .get_bool("json.ignore-parse-errors")?
+                .unwrap_or(false),
+            skipped: 0,
+        })
+    }
+
+    fn new_decoder(&self, rows: usize) -> Result<Decoder> {
+        Ok(ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(rows.max(1))
+            .build_decoder()?)
+    }
+}
+
+fn decode_all(
+    decoder: &mut Decoder,
+    text: &[u8],
+) -> std::result::Result<Option<RecordBatch>, String> {
+    let mut offset = 0;
+    while offset < text.len() {
+        let read = decoder.decode(&text[offset..]).map_err(|e| e.to_string())?;
+        if read == 0 {
+            break;
+        }
+        offset += read;
+    }
+    decoder.flush().map_err(|e| e.to_string())
+}
+
+impl LineDecoder for JsonDecoder {
+    fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>> {
+        let mut text = Vec::with_capacity(chunk.lines.iter().map(|l| l.len() + 1).sum());
+        for line in chunk.lines {
+            text.extend_from_slice(line);
+            text.push(b'\n');
+        }
+        let mut decoder = self.new_decoder(chunk.lines.len())?;
+        if let Ok(batch) = decode_all(&mut decoder, &text) {
+            return Ok(batch);
+        }
+        // Slow path: find (or skip) the bad lines.
+        let schema = self.schema.clone();
+        let batches = decode_line_by_line(
+            chunk,
+            self.ignore_errors,
+            &mut self.skipped,
+            "json",
+            |line| {
+                let mut one = ReaderBuilder::new(schema.clone())
+                    .with_batch_size(1)
+                    .build_decoder()
+                    .map_err(|e| e.to_string())?;
+                let mut text = line.to_vec();
+                text.push(b'\n');
+                decode_all(&mut one, &text)
+            },
+        )?;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(concat_batches(&self.schema, &batches)?))
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+/// Encodes rows as JSON lines.
+pub struct JsonEncoder;
+
+impl LineEncoder for JsonEncoder {
+    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let mut writer = LineDelimitedWriter::new(out);
+        writer.write(batch)?;
+        writer
+            .finish()
+            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+    }
+
+    fn extension(&self) -> &'static str {
+        "json"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{
+        DataType, Field, Schema, TimeUnit, TimestampMillisecondType,
+    };
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    fn options(pairs: &[(&str, &str)]) -> TableOptions {
+        TableOptions::new(
+            "t",
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    fn lines(text: &[&str]) -> Vec<Vec<u8>> {
+        text.iter().map(|l| l.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn both_timestamp_spellings() {
+        let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
+        let l = lines(&[
+            r#"{"id": 1, "ts": "2024-01-01T00:00:01Z"}"#,
+            r#"{"id": 2, "ts": "2024-01-01 00:00:02.500", "other": true}"#,
+            r#"{"id": 3}"#,
+        ]);
+        let b = d
+            .decode(LineChunk {
+                origin: "f",
+                first_line: 1,
+                lines: &l,
+            })
+            .unwrap()
+            .unwrap();
+        let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.value(0), 1_704_067_201_000);
+        assert_eq!(ts.value(1), 1_704_067_202_500);
+        assert!(ts.is_null(2));
+    }
+
+    #[test]
+    fn bad_line_is_reported_with_its_number() {
+        let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
+        let l = lines(&[r#"{"id": 1}"#, r#"{"id": "x"#, r#"{"id": 3}"#]);
+        let err = d
+            .decode(LineChunk {
+                origin: "data/bids.json",
+                first_line: 10,
+                lines: &l,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data/bids.json at line 11"), "{err}");
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_and_counted_when_asked() {
+        let mut d =
+            JsonDecoder::try_new(schema(), &options(&[("json.ignore-parse-errors", "true")]))
+                .unwrap();
+        let l = lines(&[
+            r#"{"id": 1}"#,
+            "not json",
+            r#"{"id": "seven"}"#,
+            r#"{"id": 4}"#,
+        ]);
+        let b = d
+            .decode(LineChunk {
+                origin: "f",
+                first_line: 1,
+                lines: &l,
+            })
+            .unwrap()
+            .unwrap();
+        let ids = b
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(ids.values().to_vec(), vec![1, 4]);
+        assert_eq!(d.skipped(), 2);
+    }
+
+    #[test]
+    fn encoder_writes_lines() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![1, 2]))],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        JsonEncoder.encode(&batch, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"id\":1}\n{\"id\":2}\n");
+    }
+}

@@ -1,0 +1,115 @@
+//! Record formats: lines of text to Arrow batches and back.
+//!
+//! Decoders take a chunk of complete lines and decode it in one go with arrow's JSON or CSV
+//! decoder. Only when that fails are the lines decoded one by one, to name the exact line and
+//! cause, or, with `<format>.ignore-parse-errors`, to skip the bad lines and count them. The
+//! fast path therefore costs nothing for error reporting.
+
+pub mod csv;
+pub mod json;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, exec_err, plan_err};
+
+use super::options::TableOptions;
+
+/// A chunk of lines read from one place.
+#[derive(Debug, Clone, Copy)]
+pub struct LineChunk<'a> {
+    /// Where the lines come from, for error messages (a file path, a topic/partition).
+    pub origin: &'a str,
+    /// Line number of the first line, 1-based.
+    pub first_line: usize,
+    /// The lines, without line terminators.
+    pub lines: &'a [Vec<u8>],
+}
+
+/// Decodes lines of one format into batches of a fixed schema.
+pub trait LineDecoder: Send {
+    /// Decodes every line of `chunk` (empty lines are skipped).
+    fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>>;
+
+    /// Lines skipped as malformed so far.
+    fn skipped(&self) -> u64;
+}
+
+/// Encodes batches as lines of one format.
+pub trait LineEncoder: Send {
+    /// Appends the rows of `batch`, one line each, to `out`.
+    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+
+    /// File name extension.
+    fn extension(&self) -> &'static str;
+}
+
+/// The formats a line-based connector accepts.
+pub const FORMATS: &[&str] = &["json", "csv"];
+
+/// Builds the decoder named by the `format` option for `schema` (the columns to produce;
+/// `csv_columns` maps them to positions in a CSV line).
+pub fn decoder(
+    options: &TableOptions,
+    schema: SchemaRef,
+    full_schema: SchemaRef,
+    projection: &[usize],
+) -> Result<Box<dyn LineDecoder>> {
+    match options.get_choice("format", FORMATS)? {
+        Some("json") | None => Ok(Box::new(json::JsonDecoder::try_new(schema, options)?)),
+        Some("csv") => Ok(Box::new(csv::CsvDecoder::try_new(
+            full_schema,
+            projection.to_vec(),
+            options,
+        )?)),
+        Some(other) => plan_err!("format {other} cannot be decoded"),
+    }
+}
+
+/// Builds the encoder named by the `format` option.
+pub fn encoder(options: &TableOptions) -> Result<Box<dyn LineEncoder>> {
+    match options.get_choice("format", FORMATS)? {
+        Some("json") | None => Ok(Box::new(json::JsonEncoder)),
+        Some("csv") => Ok(Box::new(csv::CsvEncoder::try_new(options)?)),
+        Some(other) => plan_err!("format {other} cannot be encoded"),
+    }
+}
+
+/// Shared slow path: decodes lines one by one with `decode_one`, skipping (and counting) or
+/// reporting the first bad line.
+pub(crate) fn decode_line_by_line<F>(
+    chunk: LineChunk<'_>,
+    ignore_errors: bool,
+    skipped: &mut u64,
+    format: &str,
+    mut decode_one: F,
+) -> Result<Vec<RecordBatch>>
+where
+    F: FnMut(&[u8]) -> std::result::Result<Option<RecordBatch>, String>,
+{
+    let mut batches = Vec::new();
+    for (i, line) in chunk.lines.iter().enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match decode_one(line) {
+            Ok(Some(b)) => batches.push(b),
+            Ok(None) => {}
+            Err(cause) => {
+                if ignore_errors {
+                    *skipped += 1;
+                    continue;
+                }
+                let text = String::from_utf8_lossy(line);
+                let shown: String = text.chars().take(200).collect();
+                return exec_err!(
+                    "malformed {format} record in {} at line {}: {cause}. The record: {shown}. \
+                     Fix the record, or set '{format}.ignore-parse-errors' = 'true' to skip \
+                     (and count) malformed records",
+                    chunk.origin,
+                    chunk.first_line + i
+                );
+            }
+        }
+    }
+    Ok(batches)
+}

@@ -1,0 +1,170 @@
+//! The `memory` connector: a table without `connector`, kept in this process.
+//!
+//! Rows inserted with `INSERT INTO` are appended in order; a scan reads them in that order as
+//! one partition, so a streaming query over a memory table is fully deterministic (which the SQL
+//! tests rely on). The input is bounded: a scan sees the rows present when it starts.
+
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result, plan_err};
+
+use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
+use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
+use crate::catalog::table_definition::TableDefinition;
+
+/// Options of an in-memory table (only the common source options).
+pub const MEMORY_OPTIONS: &[OptionSpec] = &[];
+
+/// The rows of one memory table.
+#[derive(Debug)]
+pub struct MemoryStore {
+    schema: SchemaRef,
+    batches: RwLock<Vec<RecordBatch>>,
+}
+
+impl MemoryStore {
+    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        self.batches
+            .read()
+            .map(|b| b.clone())
+            .map_err(|_| DataFusionError::Internal("memory table lock poisoned".into()))
+    }
+
+    fn append(&self, batch: RecordBatch) -> Result<()> {
+        self.batches
+            .write()
+            .map(|mut b| b.push(batch))
+            .map_err(|_| DataFusionError::Internal("memory table lock poisoned".into()))
+    }
+}
+
+/// Source and sink over one [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryConnector {
+    store: Arc<MemoryStore>,
+}
+
+/// Builds the connector of an in-memory table.
+pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
+    def.options
+        .validate("memory", &[MEMORY_OPTIONS, SOURCE_COMMON_OPTIONS])?;
+    if let Some(c) = def.metadata_columns().first() {
+        return plan_err!(
+            "column {} of in-memory table {} is a METADATA column; only the kafka connector has \
+             record metadata",
+            c.name,
+            def.name
+        );
+    }
+    Ok(MemoryConnector {
+        store: Arc::new(MemoryStore {
+            schema: def.source_schema(),
+            batches: RwLock::new(Vec::new()),
+        }),
+    })
+}
+
+impl SourceConnector for MemoryConnector {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.store.schema)
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
+    fn num_partitions(&self, _parallelism: usize) -> usize {
+        1
+    }
+
+    fn open(
+        &self,
+        _partition: usize,
+        _num_partitions: usize,
+        projection: &[usize],
+        batch_size: usize,
+    ) -> Result<Box<dyn SourceReader>> {
+        let mut chunks = Vec::new();
+        for batch in self.store.snapshot()? {
+            let batch = batch.project(projection)?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = batch_size.min(batch.num_rows() - offset);
+                chunks.push(batch.slice(offset, len));
+                offset += len;
+            }
+        }
+        chunks.reverse();
+        Ok(Box::new(MemoryReader { chunks }))
+    }
+
+    fn explain(&self) -> String {
+        let rows: usize = self
+            .store
+            .snapshot()
+            .map(|b| b.iter().map(|b| b.num_rows()).sum())
+            .unwrap_or(0);
+        format!("rows={rows}")
+    }
+}
+
+struct MemoryReader {
+    /// Remaining chunks, last first.
+    chunks: Vec<RecordBatch>,
+}
+
+#[async_trait]
+impl SourceReader for MemoryReader {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        Ok(self.chunks.pop().map(SourceBatch::new))
+    }
+}
+
+impl SinkConnector for MemoryConnector {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn open_writer(
+        &self,
+        _schema: SchemaRef,
+        _partition: usize,
+        _num_partitions: usize,
+    ) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(MemoryWriter {
+            store: Arc::clone(&self.store),
+        }))
+    }
+
+    fn explain(&self) -> String {
+        "append".to_string()
+    }
+}
+
+struct MemoryWriter {
+    store: Arc<MemoryStore>,
+}
+
+#[async_trait]
+impl SinkWriter for MemoryWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        // Rows take the table's column names and nullability.
+        let batch = RecordBatch::try_new(Arc::clone(&self.store.schema), batch.columns().to_vec())?;
+        self.store.append(batch)
+    }
+
+    async fn on_barrier(&mut self, _epoch: u64) -> Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! Connectors: where rows come from and where they go.
+//!
+//! A connector is one folder (or file) behind two small traits. A [`SourceConnector`] is
+//! planned once per table scan and opens one [`SourceReader`] per parallel partition; the
+//! reader yields Arrow batches of the table's physical and metadata columns. Watermarks,
+//! computed columns and barriers are *not* the connector's business: the
+//! [`StreamSourceExec`](crate::physical::source::StreamSourceExec) adds them around any reader.
+//! A [`SinkConnector`] opens one [`SinkWriter`] per input partition; writers make their output
+//! visible at barriers and at the end of input.
+//!
+//! Options are parsed into typed structs by [`options::TableOptions`]: every connector lists
+//! the keys it accepts, and an unknown or misspelled key is a plan error naming the valid ones.
+
+pub mod blackhole;
+pub mod datagen;
+pub mod filesystem;
+pub mod format;
+pub mod memory;
+pub mod nexmark;
+pub mod options;
+pub mod print;
+pub mod registry;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result;
+
+/// Rows read by a source reader, tagged with the split (e.g. Kafka partition) they came from.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// The rows, in the reader's projected schema.
+    pub batch: RecordBatch,
+    /// Index of the split within the reader, `0..num_splits()`.
+    pub split: usize,
+}
+
+impl SourceBatch {
+    /// Rows of split 0.
+    pub fn new(batch: RecordBatch) -> Self {
+        Self { batch, split: 0 }
+    }
+}
+
+/// Reads the rows of one parallel partition of a source.
+#[async_trait]
+pub trait SourceReader: Send {
+    /// Number of independently ordered splits this reader interleaves; each gets its own
+    /// watermark. 1 unless the reader reads several Kafka partitions.
+    fn num_splits(&self) -> usize {
+        1
+    }
+
+    /// The next batch, or `None` at the end of a bounded input.
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>>;
+
+    /// Records that could not be decoded and were skipped so far.
+    fn malformed_records(&self) -> u64 {
+        0
+    }
+}
+
+/// A table's source side (see the module docs).
+pub trait SourceConnector: Debug + Send + Sync {
+    /// Connector name, e.g. `nexmark`.
+    fn name(&self) -> &'static str;
+
+    /// Physical and metadata columns the readers produce.
+    fn schema(&self) -> SchemaRef;
+
+    /// True if the input ends.
+    fn is_bounded(&self) -> bool;
+
+    /// Number of parallel readers, given the session's parallelism.
+    fn num_partitions(&self, parallelism: usize) -> usize;
+
+    /// Opens reader `partition` of `num_partitions`, producing the columns `projection` of
+    /// [`schema`](Self::schema) (in that order) in batches of at most `batch_size` rows.
+    fn open(
+        &self,
+        partition: usize,
+        num_partitions: usize,
+        projection: &[usize],
+        batch_size: usize,
+    ) -> Result<Box<dyn SourceReader>>;
+
+    /// Parameters shown by EXPLAIN, e.g. `path=/data/bids.json, format=json`.
+    fn explain(&self) -> String;
+}
+
+/// Writes the rows of one input partition of a sink.
+#[async_trait]
+pub trait SinkWriter: Send {
+    /// Writes rows (in the sink table's schema).
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// Barrier `epoch` passed: everything written so far must become durable and visible.
+    async fn on_barrier(&mut self, epoch: u64) -> Result<()>;
+
+    /// End of input: flush and close.
+    async fn finish(&mut self) -> Result<()>;
+}
+
+/// A table's sink side (see the module docs).
+pub trait SinkConnector: Debug + Send + Sync {
+    /// Connector name, e.g. `print`.
+    fn name(&self) -> &'static str;
+
+    /// Opens the writer of input partition `partition` of `num_partitions`.
+    fn open_writer(
+        &self,
+        schema: SchemaRef,
+        partition: usize,
+        num_partitions: usize,
+    ) -> Result<Box<dyn SinkWriter>>;
+
+    /// Parameters shown by EXPLAIN.
+    fn explain(&self) -> String;
+}

@@ -1,0 +1,67 @@
+//! Connector registry: from a table definition's `connector` option to its source and sink.
+
+use std::sync::Arc;
+
+use datafusion::common::{Result, plan_err};
+
+use super::{SinkConnector, SourceConnector};
+use crate::catalog::connector_table::ConnectorTable;
+use crate::catalog::table_definition::TableDefinition;
+
+/// Connectors and what they are, for error messages and docs.
+pub const CONNECTORS: &[(&str, &str)] = &[
+    (
+        "filesystem",
+        "bounded files (json lines, csv) as a source; rolling files as a sink",
+    ),
+    ("datagen", "random or sequence rows"),
+    ("nexmark", "the Nexmark auction benchmark's events"),
+    ("print", "a sink printing every row"),
+    ("blackhole", "a sink discarding every row"),
+    ("kafka", "Kafka topics (not available yet)"),
+];
+
+/// Builds the `TableProvider` of a declared table.
+pub fn build_table(def: TableDefinition) -> Result<ConnectorTable> {
+    let def = Arc::new(def);
+    let (source, sink): (
+        Option<Arc<dyn SourceConnector>>,
+        Option<Arc<dyn SinkConnector>>,
+    ) = match def.connector() {
+        None => {
+            let memory = super::memory::build(&def)?;
+            (Some(Arc::new(memory.clone())), Some(Arc::new(memory)))
+        }
+        Some("filesystem") => {
+            let (source, sink) = super::filesystem::build(&def)?;
+            (Some(source), Some(sink))
+        }
+        Some("datagen") => (Some(super::datagen::build(&def)?), None),
+        Some("nexmark") => (Some(super::nexmark::build(&def)?), None),
+        Some("print") => (None, Some(super::print::build(&def)?)),
+        Some("blackhole") => (None, Some(super::blackhole::build(&def)?)),
+        Some("kafka") => {
+            return plan_err!(
+                "the kafka connector is not available in this build yet (table {}); use \
+                     filesystem, datagen or nexmark",
+                def.name
+            );
+        }
+        Some(other) => {
+            let names: Vec<&str> = CONNECTORS.iter().map(|(n, _)| *n).collect();
+            return plan_err!(
+                "unknown connector '{other}' for table {}. Valid connectors: {}",
+                def.name,
+                names.join(", ")
+            );
+        }
+    };
+    if sink.is_some() && source.is_none() && def.watermark.is_some() {
+        return plan_err!(
+            "table {} is a sink ({}) and cannot have a WATERMARK; watermarks belong to sources",
+            def.name,
+            def.connector().unwrap_or("memory")
+        );
+    }
+    Ok(ConnectorTable::new(def, source, sink))
+}

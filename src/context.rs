@@ -1,0 +1,107 @@
+//! `SabotContext`: a DataFusion `SessionContext` that speaks streaming SQL.
+//!
+//! It is a `SessionContext` (it dereferences to one) whose planner knows the window TVFs, the
+//! window aggregation rewrite, the streaming physical operators and the connector tables, and
+//! whose [`sql`](SabotContext::sql) also accepts Sabot's statements (Flink `CREATE TABLE`,
+//! `SET 'key' = 'value'`). Results are ordinary DataFusion `DataFrame`s and record batch streams.
+
+use std::ops::Deref;
+use std::sync::{Arc, RwLock};
+
+use datafusion::common::{Result, plan_err};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::SabotConfig;
+use crate::planner::extension_planner::StreamingQueryPlanner;
+use crate::planner::script::split_statements;
+use crate::planner::statement;
+use crate::planner::streaming_rule::StreamingPipelineRule;
+use crate::planner::window_aggregate_rule::WindowAggregateRule;
+use crate::planner::window_tvf::WindowTvfPlanner;
+
+/// A session with Sabot's streaming extensions (see the module docs).
+#[derive(Clone)]
+pub struct SabotContext {
+    ctx: SessionContext,
+    config: Arc<RwLock<SabotConfig>>,
+}
+
+impl std::fmt::Debug for SabotContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SabotContext")
+            .field("session_id", &self.ctx.session_id())
+            .finish()
+    }
+}
+
+/// Creates a session with the streaming extensions. The one call an embedding program needs.
+pub fn session_context(config: SabotConfig) -> SabotContext {
+    SabotContext::new(config)
+}
+
+impl SabotContext {
+    /// See [`session_context`].
+    pub fn new(config: SabotConfig) -> Self {
+        let session_config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(config.parallelism.max(1))
+            .with_batch_size(config.batch_size.max(1));
+        let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
+            vec![Arc::new(WindowAggregateRule)];
+        logical_rules.extend(Optimizer::new().rules);
+        let mut physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
+            PhysicalOptimizer::new().rules;
+        // Before the final sanity check, which must see the streaming operators.
+        let at = physical_rules.len().saturating_sub(1);
+        physical_rules.insert(at, Arc::new(StreamingPipelineRule));
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_default_features()
+            .with_optimizer_rules(logical_rules)
+            .with_physical_optimizer_rules(physical_rules)
+            .with_query_planner(Arc::new(StreamingQueryPlanner))
+            .with_relation_planners(vec![Arc::new(WindowTvfPlanner)])
+            .build();
+        Self {
+            ctx: SessionContext::new_with_state(state),
+            config: Arc::new(RwLock::new(config)),
+        }
+    }
+
+    /// Runs one statement: Sabot's own, or anything DataFusion accepts.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let statements = split_statements(sql)?;
+        match statements.as_slice() {
+            [one] => statement::execute(&self.ctx, &self.config, &one.sql).await,
+            [] => plan_err!("no SQL statement given"),
+            _ => plan_err!(
+                "{} statements given; `sql` runs one at a time (split the script, or use \
+                 `sabot run`)",
+                statements.len()
+            ),
+        }
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> SabotConfig {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The underlying DataFusion session.
+    pub fn session_context(&self) -> &SessionContext {
+        &self.ctx
+    }
+}
+
+impl Deref for SabotContext {
+    type Target = SessionContext;
+
+    fn deref(&self) -> &SessionContext {
+        &self.ctx
+    }
+}

@@ -1,0 +1,88 @@
+//! # Sabot: streaming SQL on Apache DataFusion
+//!
+//! Sabot runs continuous SQL over event streams: Flink-style DDL declares sources with event
+//! time and watermarks, and TUMBLE, HOP and SESSION windows aggregate them with every DataFusion
+//! aggregate function. DataFusion parses, types, optimizes and computes; Sabot adds the streaming
+//! parts: unbounded sources, watermarks, windows, exchanges that keep control messages in order,
+//! and sinks.
+//!
+//! ## The data path
+//!
+//! SQL goes through DataFusion's parser after two small rewriters ([`planner::window_syntax`]),
+//! is planned by DataFusion's SQL planner with a relation planner for window table functions
+//! ([`planner::window_tvf`]), and optimized by DataFusion's optimizer with one extra rule that
+//! turns a `GROUP BY window_start, window_end` into a window aggregation
+//! ([`planner::window_aggregate_rule`]). The physical plan is DataFusion's, with Sabot's
+//! operators ([`physical`]) for sources, windows, exchanges and sinks, and a last rule
+//! ([`planner::streaming_rule`]) that swaps stock stateless operators inside a stream for their
+//! streaming twins.
+//!
+//! ## The control path
+//!
+//! Inside a pipeline every partition is one ordered stream of messages: data batches,
+//! watermarks, idleness notices and checkpoint barriers ([`physical::message`]). A source derives
+//! its watermark from the table's `WATERMARK FOR` expression per split; every operator that joins
+//! streams takes the minimum and never moves it back; a window fires exactly once, when the
+//! watermark passes its end. Barriers are injected at the sources and aligned wherever streams
+//! merge, so everything before barrier N is exactly the data of checkpoint N.
+//!
+//! ## The guarantees
+//!
+//! - Results are event-time correct and independent of batch sizes and arrival timing within a
+//!   source split: lateness is decided per record, against the watermark in force before it.
+//! - Late rows are dropped and counted, never silently; malformed records fail the query with
+//!   file, line and cause, or are skipped and counted when asked.
+//! - At the end of a bounded input the watermark jumps to +infinity and every open window fires,
+//!   so a streaming query over files gives exactly the batch answer.
+//!
+//! ## Embedding
+//!
+//! One call gives a session; statements go through `sql`, and a query's rows are an ordinary
+//! DataFusion record batch stream that yields windows as they close:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> datafusion::error::Result<()> {
+//! use futures::StreamExt;
+//!
+//! let ctx = sabot::session_context(sabot::SabotConfig::default());
+//! ctx.sql(
+//!     "CREATE TABLE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
+//!        WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND
+//!      ) WITH ('connector' = 'nexmark', 'nexmark.table.type' = 'bid',
+//!              'events.num' = '100000', 'tps' = '10000', 'throttle' = 'false',
+//!              'base-time' = '2024-01-01 00:00:00')",
+//! )
+//! .await?;
+//! let mut windows = ctx
+//!     .sql(
+//!         "SELECT window_start, COUNT(*) AS bids, MAX(price) AS top
+//!          FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+//!          GROUP BY window_start, window_end",
+//!     )
+//!     .await?
+//!     .execute_stream()
+//!     .await?;
+//! let mut windows_seen = 0;
+//! while let Some(batch) = windows.next().await {
+//!     windows_seen += batch?.num_rows();
+//! }
+//! // 100,000 events at 10,000 per second of event time span 10 one-second windows.
+//! assert_eq!(windows_seen, 10);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The `sabot` binary runs the same SQL from a script: `sabot run query.sql`.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod context;
+pub mod physical;
+pub mod planner;
+pub mod runtime;
+
+pub use config::SabotConfig;
+pub use context::{SabotContext, session_context};

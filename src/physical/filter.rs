@@ -1,0 +1,146 @@
+//! `StreamFilterExec`: WHERE / HAVING inside a streaming pipeline.
+//!
+//! Stateless. Keeps the rows for which the predicate is true (and their per-row watermarks),
+//! then applies the optional column projection DataFusion may have folded into the filter.
+//! Watermarks, idleness and barriers pass through unchanged and in order.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+
+use super::message::{MessageStream, StreamBatch};
+use super::streaming::{StreamingExec, data_only, execute_input, map_data};
+
+/// Streaming filter (see the module docs).
+#[derive(Debug)]
+pub struct StreamFilterExec {
+    input: Arc<dyn ExecutionPlan>,
+    predicate: Arc<dyn PhysicalExpr>,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl StreamFilterExec {
+    /// The streaming equivalent of a stock `FilterExec` (same input, predicate, projection).
+    pub fn from_filter(filter: &FilterExec) -> Self {
+        Self {
+            input: Arc::clone(filter.input()),
+            predicate: Arc::clone(filter.predicate()),
+            projection: filter.projection().as_ref().map(|p| p.to_vec()),
+            properties: Arc::clone(filter.properties()),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for StreamFilterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StreamFilterExec: {}", self.predicate)?;
+        if let Some(p) = &self.projection {
+            write!(f, ", projection={p:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for StreamFilterExec {
+    fn name(&self) -> &str {
+        "StreamFilterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        f(&self.predicate)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return internal_err!("StreamFilterExec needs exactly one child");
+        };
+        Ok(Arc::new(Self {
+            input,
+            predicate: Arc::clone(&self.predicate),
+            projection: self.projection.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(data_only(
+            self.schema(),
+            self.execute_stream(partition, context)?,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+impl StreamingExec for StreamFilterExec {
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
+        let input = execute_input(&self.input, partition, context)?;
+        let predicate = Arc::clone(&self.predicate);
+        let projection = self.projection.clone();
+        let schema = self.schema();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        Ok(map_data(input, move |batch| {
+            let _timer = baseline.elapsed_compute().timer();
+            let rows = batch.num_rows();
+            let mask = predicate.evaluate(&batch.batch)?.into_array(rows)?;
+            if mask.data_type() != &DataType::Boolean {
+                return internal_err!("filter predicate is {}, not boolean", mask.data_type());
+            }
+            let mut mask = mask.as_boolean().clone();
+            if mask.null_count() > 0 {
+                // NULL means "not true": drop the row.
+                mask = datafusion::arrow::compute::prep_null_mask_filter(&mask);
+            }
+            let mut out = batch.filter(&mask)?;
+            if let Some(p) = &projection {
+                let projected = out.batch.project(p)?;
+                out = StreamBatch::with_row_watermarks(
+                    datafusion::arrow::record_batch::RecordBatch::try_new(
+                        Arc::clone(&schema),
+                        projected.columns().to_vec(),
+                    )?,
+                    out.row_watermarks,
+                );
+            }
+            baseline.record_output(out.num_rows());
+            Ok(out)
+        }))
+    }
+}

@@ -1,0 +1,58 @@
+//! Streaming physical operators.
+//!
+//! Each operator is a DataFusion `ExecutionPlan` plus a [`StreamingExec`] face that speaks the
+//! in-band protocol of [`message`]: data, watermarks, idleness and barriers in one ordered stream
+//! per partition. The data face (`execute`) yields plain record batches.
+//!
+//! | operator | file | state |
+//! |---|---|---|
+//! | `StreamSourceExec` | [`source`] | per-split watermarks |
+//! | `StreamFilterExec` | [`filter`] | none |
+//! | `StreamProjectionExec` | [`projection`] | none |
+//! | `StreamExchangeExec` | [`exchange`] | per-input watermarks, barrier alignment |
+//! | `WindowAssignExec` | [`window_assign`] | none |
+//! | `WindowAggregateExec` | [`window_aggregate`] | slices / session rows per key |
+//! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
+//!
+//! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
+//! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds).
+
+pub mod aggregation;
+pub mod event_time;
+pub mod exchange;
+pub mod filter;
+pub mod message;
+pub mod projection;
+pub mod sink;
+pub mod source;
+pub mod streaming;
+pub mod watermark_tracker;
+pub mod window_aggregate;
+pub mod window_assign;
+pub mod window_spec;
+
+use datafusion::physical_plan::ExecutionPlan;
+
+pub use streaming::StreamingExec;
+
+/// The streaming face of a plan node, if it is one of ours.
+pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn StreamingExec> {
+    macro_rules! try_as {
+        ($($t:ty),* $(,)?) => {
+            $(
+                if let Some(p) = plan.downcast_ref::<$t>() {
+                    return Some(p);
+                }
+            )*
+        };
+    }
+    try_as!(
+        source::StreamSourceExec,
+        filter::StreamFilterExec,
+        projection::StreamProjectionExec,
+        exchange::StreamExchangeExec,
+        window_assign::WindowAssignExec,
+        window_aggregate::WindowAggregateExec,
+    );
+    None
+}

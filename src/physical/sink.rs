@@ -1,0 +1,216 @@
+//! `StreamSinkExec`: INSERT INTO a connector table.
+//!
+//! Runs every input partition in its own task with its own [`SinkWriter`]. Data is written as it
+//! arrives; at a barrier the writer makes everything before it durable and visible, then the
+//! partition acknowledges the barrier to the job (the checkpoint issue will wait for these
+//! acknowledgements before committing). At the end of input the writers finish and the node
+//! yields one row: the number of rows written, as DataFusion's INSERT does.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use futures::StreamExt;
+
+use super::message::StreamMessage;
+use super::streaming::execute_input;
+use crate::connectors::SinkConnector;
+use crate::runtime::job_context::JobContext;
+
+/// Streaming sink (see the module docs).
+#[derive(Debug)]
+pub struct StreamSinkExec {
+    input: Arc<dyn ExecutionPlan>,
+    table: String,
+    sink: Arc<dyn SinkConnector>,
+    /// Columns of the input handed to the writers (computed columns are not written).
+    projection: Vec<usize>,
+    /// Schema of the rows handed to the writers.
+    sink_schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+impl StreamSinkExec {
+    /// Writes the columns `projection` of `input` into `sink`.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        table: String,
+        sink: Arc<dyn SinkConnector>,
+        projection: Vec<usize>,
+    ) -> Result<Self> {
+        let sink_schema = Arc::new(input.schema().project(&projection)?);
+        let boundedness = match input.boundedness() {
+            Boundedness::Bounded => Boundedness::Bounded,
+            Boundedness::Unbounded { .. } => Boundedness::Unbounded {
+                requires_infinite_memory: false,
+            },
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            boundedness,
+        );
+        Ok(Self {
+            input,
+            table,
+            sink,
+            projection,
+            sink_schema,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for StreamSinkExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StreamSinkExec: table={}, connector={}({}), partitions={}, commit=on barrier and end of input",
+            self.table,
+            self.sink.name(),
+            self.sink.explain(),
+            self.input.output_partitioning().partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for StreamSinkExec {
+    fn name(&self) -> &str {
+        "StreamSinkExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return internal_err!("StreamSinkExec needs exactly one child");
+        };
+        Ok(Arc::new(Self::try_new(
+            input,
+            self.table.clone(),
+            Arc::clone(&self.sink),
+            self.projection.clone(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("StreamSinkExec has one output partition, asked for {partition}");
+        }
+        let inputs = self.input.output_partitioning().partition_count();
+        let job = JobContext::of(&context);
+        let mut tasks = Vec::with_capacity(inputs);
+        for i in 0..inputs {
+            let messages = execute_input(&self.input, i, Arc::clone(&context))?;
+            let writer = self
+                .sink
+                .open_writer(Arc::clone(&self.sink_schema), i, inputs)?;
+            if let Some(job) = &job {
+                job.register_sink_partition();
+            }
+            let job = job.clone();
+            let projection = self.projection.clone();
+            let baseline = BaselineMetrics::new(&self.metrics, i);
+            tasks.push(SpawnedTask::spawn(async move {
+                let mut writer = writer;
+                let mut messages = messages;
+                let mut written: u64 = 0;
+                while let Some(msg) = messages.next().await {
+                    match msg? {
+                        StreamMessage::Data(batch) => {
+                            let rows = batch.num_rows();
+                            if rows == 0 {
+                                continue;
+                            }
+                            writer.write(&batch.batch.project(&projection)?).await?;
+                            written += rows as u64;
+                            baseline.record_output(rows);
+                            if let Some(job) = &job {
+                                job.stats.add_rows_out(rows as u64);
+                            }
+                        }
+                        StreamMessage::Barrier(b) => {
+                            writer.on_barrier(b.epoch).await?;
+                            if let Some(job) = &job {
+                                job.acknowledge_barrier(b.epoch);
+                            }
+                        }
+                        StreamMessage::Watermark(_) | StreamMessage::Idle => {}
+                    }
+                }
+                writer.finish().await?;
+                baseline.done();
+                Ok::<u64, DataFusionError>(written)
+            }));
+        }
+        let schema = count_schema();
+        let out_schema = Arc::clone(&schema);
+        let total = futures::stream::once(async move {
+            // The first failing partition fails the INSERT; dropping the others cancels them.
+            let joins = tasks.into_iter().map(|task| async move {
+                task.join()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+            });
+            let total: u64 = futures::future::try_join_all(joins)
+                .await?
+                .into_iter()
+                .sum();
+            let column: ArrayRef = Arc::new(UInt64Array::from(vec![total]));
+            Ok(RecordBatch::try_new(out_schema, vec![column])?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, total)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}

@@ -1,0 +1,524 @@
+//! `StreamSourceExec`: reads a connector and puts it on the streaming protocol.
+//!
+//! One partition per connector reader. For each batch the reader yields, the source
+//!
+//! 1. computes the table's computed columns (`c AS expr`),
+//! 2. evaluates the `WATERMARK FOR col AS expr` expression per row and keeps, per split, the
+//!    running maximum. Each row carries the watermark in force *before* it (as if the watermark
+//!    advanced after every record), so lateness downstream never depends on batch sizes. The
+//!    partition's watermark is the minimum over its splits ([`WatermarkTracker`]).
+//!    Event times further than `scan.watermark.future-tolerance` ahead of the wall clock are
+//!    counted and do not advance the watermark: one absurd timestamp cannot make every later
+//!    row late,
+//! 3. emits the projected rows, then the watermark if it advanced.
+//!
+//! A split without data for `scan.watermark.idle-timeout` is idle and stops holding back the
+//! watermark; when all are idle the partition emits [`StreamMessage::Idle`]. At the end of a
+//! bounded input the watermark jumps to [`END_OF_TIME`], firing every open window.
+//!
+//! Barriers: when the job asks for a checkpoint, the source emits `Barrier(epoch)` between two
+//! batches. Reading runs in its own task, one batch ahead, so the barrier is never delayed by a
+//! slow read. State: the per-split watermarks (positions come with the checkpoint issue).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, plan_err};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use tokio::sync::{mpsc, watch};
+
+use super::event_time::to_millis;
+use super::message::{
+    CheckpointBarrier, END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
+};
+use super::streaming::{StreamingExec, data_only};
+use super::watermark_tracker::WatermarkTracker;
+use crate::connectors::{SourceBatch, SourceConnector};
+use crate::runtime::job_context::JobContext;
+
+/// A computed column: name and expression over the read columns.
+#[derive(Debug, Clone)]
+pub struct ComputedColumn {
+    /// Output field.
+    pub field: Field,
+    /// Expression over the connector's projected columns.
+    pub expr: Arc<dyn PhysicalExpr>,
+}
+
+/// How a source derives its watermark.
+#[derive(Debug, Clone)]
+pub struct WatermarkStrategy {
+    /// `WATERMARK FOR col AS <expr>` over the read + computed columns.
+    pub expr: Arc<dyn PhysicalExpr>,
+    /// Human-readable form for EXPLAIN.
+    pub display: String,
+    /// `scan.watermark.idle-timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// `scan.watermark.future-tolerance`.
+    pub future_tolerance: Duration,
+}
+
+/// Streaming scan of a connector table (see the module docs).
+#[derive(Debug)]
+pub struct StreamSourceExec {
+    table: String,
+    connector: Arc<dyn SourceConnector>,
+    /// Columns of the connector schema to read.
+    read_projection: Vec<usize>,
+    computed: Vec<ComputedColumn>,
+    watermark: Option<WatermarkStrategy>,
+    /// Indices into read + computed columns to output.
+    output_projection: Vec<usize>,
+    batch_size: usize,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl StreamSourceExec {
+    /// Builds the scan. `output_projection` indexes the read columns followed by the computed
+    /// columns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_new(
+        table: String,
+        connector: Arc<dyn SourceConnector>,
+        read_projection: Vec<usize>,
+        computed: Vec<ComputedColumn>,
+        watermark: Option<WatermarkStrategy>,
+        output_projection: Vec<usize>,
+        parallelism: usize,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let connector_schema = connector.schema();
+        let mut fields: Vec<Field> = Vec::new();
+        for &i in &read_projection {
+            if i >= connector_schema.fields().len() {
+                return internal_err!("source projection index {i} out of range");
+            }
+            fields.push(connector_schema.field(i).clone());
+        }
+        fields.extend(computed.iter().map(|c| c.field.clone()));
+        let mut output_fields = Vec::with_capacity(output_projection.len());
+        for &i in &output_projection {
+            match fields.get(i) {
+                Some(f) => output_fields.push(f.clone()),
+                None => return internal_err!("source output index {i} out of range"),
+            }
+        }
+        let schema = Arc::new(Schema::new(output_fields));
+        let partitions = connector.num_partitions(parallelism.max(1)).max(1);
+        let boundedness = if connector.is_bounded() {
+            Boundedness::Bounded
+        } else {
+            Boundedness::Unbounded {
+                requires_infinite_memory: false,
+            }
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            boundedness,
+        );
+        if batch_size == 0 {
+            return plan_err!("batch size must be at least 1");
+        }
+        Ok(Self {
+            table,
+            connector,
+            read_projection,
+            computed,
+            watermark,
+            output_projection,
+            batch_size,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The table read.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// True if this source has a watermark definition.
+    pub fn has_watermark(&self) -> bool {
+        self.watermark.is_some()
+    }
+}
+
+impl DisplayAs for StreamSourceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let schema = self.schema();
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        write!(
+            f,
+            "StreamSourceExec: table={}, connector={}({}), partitions={}, columns=[{}]",
+            self.table,
+            self.connector.name(),
+            self.connector.explain(),
+            self.properties.partitioning.partition_count(),
+            columns.join(", ")
+        )?;
+        match &self.watermark {
+            Some(w) => {
+                write!(f, ", watermark={}", w.display)?;
+                if let Some(idle) = w.idle_timeout {
+                    write!(f, ", idle_timeout={}ms", idle.as_millis())?;
+                }
+            }
+            None => write!(f, ", watermark=none (end of input only)")?,
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for StreamSourceExec {
+    fn name(&self) -> &str {
+        "StreamSourceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for c in &self.computed {
+            if f(&c.expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        if let Some(w) = &self.watermark {
+            return f(&w.expr);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("StreamSourceExec has no children");
+        }
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(data_only(
+            self.schema(),
+            self.execute_stream(partition, context)?,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+impl StreamingExec for StreamSourceExec {
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
+        let partitions = self.properties.partitioning.partition_count();
+        let mut reader = self.connector.open(
+            partition,
+            partitions,
+            &self.read_projection,
+            self.batch_size,
+        )?;
+        let splits = reader.num_splits().max(1);
+        let (tx, rx) = mpsc::channel::<Result<Option<SourceBatch>>>(2);
+        let job = JobContext::of(&context);
+        let malformed_job = job.clone();
+        let reading = SpawnedTask::spawn(async move {
+            let mut reported = 0;
+            loop {
+                let next = reader.next_batch().await;
+                let malformed = reader.malformed_records();
+                if malformed > reported {
+                    if let Some(job) = &malformed_job {
+                        job.stats.add_malformed_records(malformed - reported);
+                    }
+                    reported = malformed;
+                }
+                let done = !matches!(next, Ok(Some(_)));
+                if tx.send(next).await.is_err() || done {
+                    break;
+                }
+            }
+        });
+        let barrier_requests = job.as_ref().map(|j| {
+            let mut rx = j.barrier_requests();
+            rx.mark_unchanged();
+            rx
+        });
+        let watermark_cell = job.as_ref().map(|j| j.stats.register_source_partition());
+        let state = SourceState {
+            rx,
+            _reading: reading,
+            barrier_requests,
+            computed: self.computed.clone(),
+            watermark: self.watermark.clone(),
+            output_projection: self.output_projection.clone(),
+            schema: self.schema(),
+            tracker: WatermarkTracker::new(splits),
+            split_watermarks: vec![NO_WATERMARK; splits],
+            last_data: vec![Instant::now(); splits],
+            idle: vec![false; splits],
+            pending: std::collections::VecDeque::new(),
+            finished: false,
+            all_idle_announced: false,
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            future_rows: MetricBuilder::new(&self.metrics).counter("future_event_times", partition),
+            future_warned: false,
+            job,
+            watermark_cell,
+            table: self.table.clone(),
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |mut state| async move {
+                let next = state.next_message().await;
+                next.map(|m| (m, state))
+            },
+        )))
+    }
+}
+
+struct SourceState {
+    rx: mpsc::Receiver<Result<Option<SourceBatch>>>,
+    _reading: SpawnedTask<()>,
+    barrier_requests: Option<watch::Receiver<u64>>,
+    computed: Vec<ComputedColumn>,
+    watermark: Option<WatermarkStrategy>,
+    output_projection: Vec<usize>,
+    schema: SchemaRef,
+    tracker: WatermarkTracker,
+    split_watermarks: Vec<i64>,
+    last_data: Vec<Instant>,
+    idle: Vec<bool>,
+    pending: std::collections::VecDeque<StreamMessage>,
+    finished: bool,
+    all_idle_announced: bool,
+    baseline: BaselineMetrics,
+    future_rows: Count,
+    future_warned: bool,
+    job: Option<Arc<JobContext>>,
+    watermark_cell: Option<Arc<AtomicI64>>,
+    table: String,
+}
+
+impl SourceState {
+    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
+        loop {
+            if let Some(msg) = self.pending.pop_front() {
+                return Some(Ok(msg));
+            }
+            if self.finished {
+                return None;
+            }
+            let idle_deadline = self.next_idle_deadline();
+            let barrier = async {
+                match self.barrier_requests.as_mut() {
+                    Some(rx) => match rx.changed().await {
+                        Ok(()) => Some(*rx.borrow_and_update()),
+                        Err(_) => None,
+                    },
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                epoch = barrier => match epoch {
+                    Some(epoch) => return Some(Ok(StreamMessage::Barrier(CheckpointBarrier { epoch }))),
+                    // The job went away: no more barriers.
+                    None => self.barrier_requests = None,
+                },
+                item = self.rx.recv() => match item {
+                    Some(Ok(Some(batch))) => {
+                        if let Err(e) = self.process(batch) {
+                            self.finished = true;
+                            return Some(Err(e));
+                        }
+                    }
+                    Some(Ok(None)) | None => self.finish(),
+                    Some(Err(e)) => {
+                        self.finished = true;
+                        return Some(Err(e));
+                    }
+                },
+                _ = sleep_until(idle_deadline) => self.check_idle(),
+            }
+        }
+    }
+
+    fn next_idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.watermark.as_ref()?.idle_timeout?;
+        self.last_data
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(t, _)| *t + timeout)
+            .min()
+    }
+
+    fn check_idle(&mut self) {
+        let Some(timeout) = self.watermark.as_ref().and_then(|w| w.idle_timeout) else {
+            return;
+        };
+        let now = Instant::now();
+        for split in 0..self.idle.len() {
+            if !self.idle[split] && now.duration_since(self.last_data[split]) >= timeout {
+                self.idle[split] = true;
+                if let Some(wm) = self.tracker.mark_idle(split) {
+                    self.emit_watermark(wm);
+                }
+            }
+        }
+        if self.tracker.all_idle() && !self.all_idle_announced {
+            self.all_idle_announced = true;
+            self.pending.push_back(StreamMessage::Idle);
+        }
+    }
+
+    fn emit_watermark(&mut self, wm: i64) {
+        if let Some(cell) = &self.watermark_cell {
+            cell.store(wm, Ordering::Relaxed);
+        }
+        self.pending.push_back(StreamMessage::Watermark(wm));
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        if self.tracker.current() != END_OF_TIME {
+            for split in 0..self.tracker.num_inputs() {
+                self.tracker.mark_finished(split);
+            }
+            self.emit_watermark(END_OF_TIME);
+        }
+        self.baseline.done();
+    }
+
+    fn process(&mut self, input: SourceBatch) -> Result<()> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        let split = input.split.min(self.split_watermarks.len() - 1);
+        let rows = input.batch.num_rows();
+        self.last_data[split] = Instant::now();
+        if self.idle[split] {
+            self.idle[split] = false;
+            self.all_idle_announced = false;
+            self.tracker.mark_active(split);
+        }
+
+        // Read columns followed by computed columns.
+        let mut columns: Vec<ArrayRef> = input.batch.columns().to_vec();
+        let mut fields: Vec<Field> = input
+            .batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if !self.computed.is_empty() {
+            let base = input.batch.clone();
+            for c in &self.computed {
+                let value = c.expr.evaluate(&base)?.into_array(rows)?;
+                columns.push(value);
+                fields.push(c.field.clone());
+            }
+        }
+        let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+
+        let mut row_watermarks = None;
+        let mut advanced = None;
+        if let Some(strategy) = &self.watermark {
+            let candidates = to_millis(&strategy.expr.evaluate(&full)?.into_array(rows)?)?;
+            let limit =
+                wall_clock_ms().saturating_add(strategy.future_tolerance.as_millis() as i64);
+            let mut split_wm = self.split_watermarks[split];
+            let mut before = Vec::with_capacity(rows);
+            let mut future = 0usize;
+            for i in 0..rows {
+                before.push(split_wm);
+                if candidates.is_valid(i) {
+                    let c = candidates.value(i);
+                    if c > limit {
+                        future += 1;
+                    } else if c > split_wm {
+                        split_wm = c;
+                    }
+                }
+            }
+            if future > 0 {
+                self.future_rows.add(future);
+                if !self.future_warned {
+                    self.future_warned = true;
+                    log::warn!(
+                        "table {}: {future} event time(s) more than {:?} ahead of the wall clock \
+                         did not advance the watermark (scan.watermark.future-tolerance)",
+                        self.table,
+                        strategy.future_tolerance
+                    );
+                }
+            }
+            let before = Int64Array::from(before);
+            row_watermarks = self.tracker.refine_row_watermarks(split, Some(&before));
+            self.split_watermarks[split] = split_wm;
+            advanced = self.tracker.update(split, split_wm);
+        }
+
+        let output = full.project(&self.output_projection)?;
+        let output = RecordBatch::try_new(Arc::clone(&self.schema), output.columns().to_vec())?;
+        self.baseline.record_output(rows);
+        if let Some(job) = &self.job {
+            job.stats.add_events_in(rows as u64);
+        }
+        self.pending
+            .push_back(StreamMessage::Data(StreamBatch::with_row_watermarks(
+                output,
+                row_watermarks,
+            )));
+        if let Some(wm) = advanced {
+            self.emit_watermark(wm);
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => futures::future::pending().await,
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

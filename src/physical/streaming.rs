@@ -1,0 +1,92 @@
+//! The two faces of a streaming operator.
+//!
+//! Every streaming node is an ordinary DataFusion [`ExecutionPlan`]: its `execute` yields plain
+//! record batches, so embedders, `collect` and stock operators *above* a streaming pipeline see
+//! nothing unusual. Inside the pipeline, operators talk through [`StreamingExec::execute_stream`],
+//! which yields the typed [`StreamMessage`]s (data, watermarks, idleness, barriers).
+//!
+//! [`execute_input`] is how an operator opens its input: the message stream of a streaming
+//! child, or, for a stock bounded child (a dimension table, an in-memory table), its batches
+//! followed by the final watermark. A stock child over an unbounded input would have lost the
+//! control messages; that is a planner bug and reported as an internal error.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::internal_err;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use futures::StreamExt;
+
+use super::message::{END_OF_TIME, MessageStream, StreamBatch, StreamMessage};
+
+/// A physical operator that speaks the in-band streaming protocol.
+pub trait StreamingExec: ExecutionPlan {
+    /// Opens partition `partition` as a stream of messages.
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream>;
+}
+
+/// Returns the streaming face of `plan`, if it has one.
+pub fn as_streaming(plan: &Arc<dyn ExecutionPlan>) -> Option<&dyn StreamingExec> {
+    super::downcast_streaming(plan.as_ref())
+}
+
+/// True if `plan` speaks the streaming protocol.
+pub fn is_streaming(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    as_streaming(plan).is_some()
+}
+
+/// Opens the input `plan` of a streaming operator as a message stream (see the module docs).
+pub fn execute_input(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: Arc<TaskContext>,
+) -> Result<MessageStream> {
+    if let Some(streaming) = as_streaming(plan) {
+        return streaming.execute_stream(partition, context);
+    }
+    if plan.boundedness().is_unbounded() {
+        return internal_err!(
+            "{} over an unbounded input sits inside a streaming pipeline and would drop its \
+             watermarks and barriers",
+            plan.name()
+        );
+    }
+    let batches = plan.execute(partition, context)?;
+    let data = batches.map(|b| b.map(|batch| StreamMessage::Data(StreamBatch::new(batch))));
+    let end = futures::stream::once(async { Ok(StreamMessage::Watermark(END_OF_TIME)) });
+    Ok(Box::pin(data.chain(end)))
+}
+
+/// The data face of a message stream: keeps the rows, drops the control messages.
+pub fn data_only(schema: SchemaRef, messages: MessageStream) -> SendableRecordBatchStream {
+    let batches = messages.filter_map(|msg| async move {
+        match msg {
+            Ok(StreamMessage::Data(b)) if b.num_rows() > 0 => Some(Ok(b.batch)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// Applies `f` to every data batch of `input`, passing control messages through unchanged.
+/// Batches that come out empty are dropped.
+pub fn map_data<F>(input: MessageStream, mut f: F) -> MessageStream
+where
+    F: FnMut(StreamBatch) -> Result<StreamBatch> + Send + 'static,
+{
+    Box::pin(input.filter_map(move |msg| {
+        let out = match msg {
+            Ok(StreamMessage::Data(batch)) => match f(batch) {
+                Ok(b) if b.num_rows() == 0 => None,
+                Ok(b) => Some(Ok(StreamMessage::Data(b))),
+                Err(e) => Some(Err(e)),
+            },
+            other => Some(other),
+        };
+        futures::future::ready(out)
+    }))
+}

@@ -1,0 +1,208 @@
+//! The `WindowAggregateExec` plan node.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, PlanProperties,
+};
+
+use super::session::SessionAggregateStream;
+use super::stream::WindowAggregateStream;
+use crate::physical::aggregation::AggregateSet;
+use crate::physical::message::MessageStream;
+use crate::physical::streaming::{StreamingExec, data_only, execute_input};
+use crate::physical::window_spec::{WindowKind, WindowSpec, format_ms};
+use crate::planner::window_aggregate_node::GroupColumn;
+
+/// TUMBLE / HOP aggregation (see the module docs).
+#[derive(Debug)]
+pub struct WindowAggregateExec {
+    pub(super) input: Arc<dyn ExecutionPlan>,
+    pub(super) spec: WindowSpec,
+    pub(super) time_expr: Arc<dyn PhysicalExpr>,
+    pub(super) keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    /// SESSION: sessions are tracked per value of these expressions.
+    pub(super) partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub(super) aggregates: Arc<AggregateSet>,
+    pub(super) group_columns: Vec<GroupColumn>,
+    properties: Arc<PlanProperties>,
+    pub(super) metrics: ExecutionPlanMetricsSet,
+}
+
+impl WindowAggregateExec {
+    /// Builds the node; `schema` is the output schema (group columns, then aggregates).
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        spec: WindowSpec,
+        time_expr: Arc<dyn PhysicalExpr>,
+        keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
+        partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Arc<AggregateSet>,
+        group_columns: Vec<GroupColumn>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let partitions = input.output_partitioning().partition_count();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            input.boundedness(),
+        );
+        Ok(Self {
+            input,
+            spec,
+            time_expr,
+            keys,
+            partition_keys,
+            aggregates,
+            group_columns,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The window.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    fn is_session(&self) -> bool {
+        matches!(self.spec.kind, WindowKind::Session { .. })
+    }
+
+    /// Expressions whose values must meet in one task: the session partition keys for
+    /// SESSION, the group keys otherwise.
+    fn distribution_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        if self.is_session() {
+            self.partition_keys.clone()
+        } else {
+            self.keys.iter().map(|(e, _)| Arc::clone(e)).collect()
+        }
+    }
+}
+
+impl DisplayAs for WindowAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<&str> = self.keys.iter().map(|(_, n)| n.as_str()).collect();
+        let aggs: Vec<String> = self
+            .aggregates
+            .aggregates
+            .iter()
+            .map(|a| a.name().to_string())
+            .collect();
+        write!(
+            f,
+            "WindowAggregateExec: {} on {}",
+            self.spec, self.time_expr
+        )?;
+        if self.is_session() {
+            let parts: Vec<String> = self.partition_keys.iter().map(|e| e.to_string()).collect();
+            write!(f, ", partition by=[{}]", parts.join(", "))?;
+        } else {
+            write!(f, ", slice={}", format_ms(self.spec.slice_size()))?;
+        }
+        write!(
+            f,
+            ", keys=[{}], aggr=[{}], partitions={}, emit=on watermark, late=drop",
+            keys.join(", "),
+            aggs.join(", "),
+            self.properties.partitioning.partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for WindowAggregateExec {
+    fn name(&self) -> &str {
+        "WindowAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        let keys = self.distribution_keys();
+        InputDistributionRequirements::new(vec![if keys.is_empty() {
+            Distribution::SinglePartition
+        } else {
+            Distribution::KeyPartitioned(keys)
+        }])
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![!self.distribution_keys().is_empty()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let mut exprs: Vec<&Arc<dyn PhysicalExpr>> = vec![&self.time_expr];
+        exprs.extend(self.keys.iter().map(|(e, _)| e));
+        exprs.extend(self.partition_keys.iter());
+        for e in exprs {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return internal_err!("WindowAggregateExec needs exactly one child");
+        };
+        Ok(Arc::new(Self::try_new(
+            input,
+            self.spec,
+            Arc::clone(&self.time_expr),
+            self.keys.clone(),
+            self.partition_keys.clone(),
+            Arc::clone(&self.aggregates),
+            self.group_columns.clone(),
+            self.schema(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(data_only(
+            self.schema(),
+            self.execute_stream(partition, context)?,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+impl StreamingExec for WindowAggregateExec {
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
+        let input = execute_input(&self.input, partition, Arc::clone(&context))?;
+        if self.is_session() {
+            SessionAggregateStream::open(self, input, partition, &context)
+        } else {
+            WindowAggregateStream::open(self, input, partition, &context)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `WindowAggregateExec`: TUMBLE and HOP aggregation, one row per key and window.
+//!
+//! - [`exec`]: the plan node, its distribution (hash of the group keys) and EXPLAIN line.
+//! - [`slices`]: the state, slices of `gcd(size, slide)` ms each holding a DataFusion group
+//!   table, and how windows are assembled from them.
+//! - [`stream`]: the per-partition loop over data, watermarks and barriers.
+//! - [`session`]: SESSION windows, which merge per key and so keep rows, not slices.
+//!
+//! **Semantics.** A row with event time `t` belongs to the slice `[s, s + slice)` containing
+//! it. It is *late* (dropped and counted) if the earliest window containing its slice has
+//! already fired, judged against the watermark in force just before the row arrived. A window
+//! `[start, end)` fires once, when the watermark reaches `end - 1`; its row carries the final
+//! values. TUMBLE slices are whole windows and are finished directly; HOP slices are frozen into
+//! partial aggregate state when they can receive no more rows and merged into each window that
+//! contains them, so a row costs one update however many windows it is in.
+//!
+//! **State.** Open and frozen slices with their keys and accumulators. A slice is freed when
+//! the last window containing it has fired, so state is bounded by the window size plus the
+//! watermark delay, per key.
+//!
+//! **Barriers** are forwarded in order (the checkpoint issue snapshots the slices there);
+//! **watermarks** are forwarded after the windows they fire.
+
+mod exec;
+mod session;
+mod slices;
+mod stream;
+
+pub use exec::WindowAggregateExec;

@@ -1,0 +1,387 @@
+//! SESSION windows: per-key activity sessions `[first event, last event + gap)`.
+//!
+//! Sessions merge when a row bridges them, so partial aggregates cannot be kept per slice.
+//! Instead the operator keeps the *rows* of open sessions (only the evaluated group keys and
+//! aggregate arguments, not whole input rows) and aggregates a session with DataFusion's
+//! accumulators when it fires. A row opens `[t, t + gap)` and merges with every open session of
+//! its partition key that overlaps or touches it (Flink's rule). Sessions that would already have
+//! fired under the row's own watermark do not take it; if the row's resulting session has
+//! fired too, the row is late and dropped.
+//!
+//! State: the buffered rows of open sessions, freed when the session fires (a batch's buffer is
+//! released when its last open row is).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::interleave;
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
+use futures::StreamExt;
+
+use super::exec::WindowAggregateExec;
+use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
+use crate::physical::event_time::to_millis;
+use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
+use crate::physical::window_spec::WindowSpec;
+use crate::planner::window_aggregate_node::GroupColumn;
+use crate::runtime::job_context::JobContext;
+
+/// Evaluated keys and aggregate inputs of one input batch, kept while sessions use its rows.
+struct Buffered {
+    keys: Vec<ArrayRef>,
+    inputs: AggregateInputs,
+    live: usize,
+}
+
+#[derive(Debug)]
+struct Session {
+    start: i64,
+    end: i64,
+    /// (buffer id, row) of every row in the session.
+    rows: Vec<(u64, usize)>,
+}
+
+pub(super) struct SessionAggregateStream {
+    input: MessageStream,
+    gap: i64,
+    time_expr: Arc<dyn PhysicalExpr>,
+    partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    partition_ids: Option<Box<dyn GroupValues>>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Arc<AggregateSet>,
+    group_columns: Vec<GroupColumn>,
+    schema: SchemaRef,
+    /// Key schema of the firing aggregation: session ordinal, then the group keys.
+    fire_key_schema: SchemaRef,
+    sessions: Vec<Vec<Session>>,
+    buffers: std::collections::HashMap<u64, Buffered>,
+    next_buffer: u64,
+    watermark: i64,
+    /// No open session ends before this: watermarks below it fire nothing.
+    min_end: i64,
+    pending: VecDeque<StreamMessage>,
+    scratch: Vec<usize>,
+    baseline: BaselineMetrics,
+    late_rows: Count,
+    null_time_rows: Count,
+    job: Option<Arc<JobContext>>,
+}
+
+impl SessionAggregateStream {
+    pub fn open(
+        exec: &WindowAggregateExec,
+        input: MessageStream,
+        partition: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<MessageStream> {
+        let input_schema = exec.input.schema();
+        let field_of = |e: &Arc<dyn PhysicalExpr>, name: String| -> Result<Field> {
+            Ok(Field::new(
+                name,
+                e.data_type(&input_schema)?,
+                e.nullable(&input_schema)?,
+            ))
+        };
+        let partition_fields = exec
+            .partition_keys
+            .iter()
+            .enumerate()
+            .map(|(i, e)| field_of(e, format!("p{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let partition_ids = match key_schema(partition_fields) {
+            Some(schema) => Some(new_group_values(schema, &GroupOrdering::None)?),
+            None => None,
+        };
+        let mut fire_fields = vec![Field::new("__session", DataType::UInt32, false)];
+        for (e, name) in &exec.keys {
+            fire_fields.push(field_of(e, name.clone())?);
+        }
+        let Some(fire_key_schema) = key_schema(fire_fields) else {
+            return internal_err!("session key schema is never empty");
+        };
+        let stream = Self {
+            input,
+            gap: exec.spec.size(),
+            time_expr: Arc::clone(&exec.time_expr),
+            partition_exprs: exec.partition_keys.clone(),
+            partition_ids,
+            keys: exec.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            aggregates: Arc::clone(&exec.aggregates),
+            group_columns: exec.group_columns.clone(),
+            schema: exec.schema(),
+            fire_key_schema,
+            sessions: Vec::new(),
+            buffers: std::collections::HashMap::new(),
+            next_buffer: 0,
+            watermark: NO_WATERMARK,
+            min_end: i64::MAX,
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+            baseline: BaselineMetrics::new(&exec.metrics, partition),
+            late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
+            null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
+            job: JobContext::of(context),
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            stream,
+            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
+        )))
+    }
+
+    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
+        loop {
+            if let Some(msg) = self.pending.pop_front() {
+                return Some(Ok(msg));
+            }
+            let msg = match self.input.next().await? {
+                Ok(msg) => msg,
+                Err(e) => return Some(Err(e)),
+            };
+            let result = match msg {
+                StreamMessage::Data(batch) => self.process(batch),
+                StreamMessage::Watermark(w) => self.on_watermark(w),
+                other => {
+                    self.pending.push_back(other);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    fn process(&mut self, batch: StreamBatch) -> Result<()> {
+        let _timer = self.baseline.elapsed_compute().timer();
+        let rows = batch.num_rows();
+        let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
+        let evaluate = |exprs: &[Arc<dyn PhysicalExpr>]| {
+            exprs
+                .iter()
+                .map(|e| e.evaluate(&batch.batch).and_then(|v| v.into_array(rows)))
+                .collect::<Result<Vec<ArrayRef>>>()
+        };
+        let partition_values = evaluate(&self.partition_exprs)?;
+        match self.partition_ids.as_mut() {
+            Some(ids) => ids.intern(&partition_values, &mut self.scratch)?,
+            None => {
+                self.scratch.clear();
+                self.scratch.resize(rows, 0);
+            }
+        }
+        let buffer_id = self.next_buffer;
+        self.next_buffer += 1;
+        let mut live = 0;
+        let (mut late, mut null_time) = (0usize, 0usize);
+        for i in 0..rows {
+            if times.is_null(i) {
+                null_time += 1;
+                continue;
+            }
+            let t = times.value(i);
+            let watermark = batch.row_watermark(i, self.watermark);
+            let pk = self.scratch[i];
+            if pk >= self.sessions.len() {
+                self.sessions.resize_with(pk + 1, Vec::new);
+            }
+            let list = &mut self.sessions[pk];
+            let (mut start, mut end) = (t, t.saturating_add(self.gap));
+            // Open sessions this row touches, that had not fired before the row arrived.
+            let mut touching = Vec::new();
+            for (j, s) in list.iter().enumerate() {
+                if s.start <= end && t <= s.end && WindowSpec::fire_time(s.end) > watermark {
+                    start = start.min(s.start);
+                    end = end.max(s.end);
+                    touching.push(j);
+                }
+            }
+            if WindowSpec::fire_time(end) <= watermark {
+                late += 1;
+                continue;
+            }
+            let mut merged = Session {
+                start,
+                end,
+                rows: vec![(buffer_id, i)],
+            };
+            for j in touching.into_iter().rev() {
+                let s = list.remove(j);
+                merged.rows.extend(s.rows);
+            }
+            let at = list.partition_point(|s| s.start < merged.start);
+            list.insert(at, merged);
+            self.min_end = self.min_end.min(end);
+            live += 1;
+        }
+        if late > 0 {
+            self.late_rows.add(late);
+            if let Some(job) = &self.job {
+                job.stats.add_late_rows(late as u64);
+            }
+        }
+        if null_time > 0 {
+            self.null_time_rows.add(null_time);
+        }
+        if live > 0 {
+            let buffered = Buffered {
+                keys: evaluate(&self.keys)?,
+                inputs: self.aggregates.evaluate(&batch.batch)?,
+                live,
+            };
+            self.buffers.insert(buffer_id, buffered);
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        if WindowSpec::fire_time(self.min_end) <= watermark {
+            let elapsed = self.baseline.elapsed_compute().clone();
+            let _timer = elapsed.timer();
+            let mut fired = Vec::new();
+            let mut min_end = i64::MAX;
+            for list in self.sessions.iter_mut() {
+                let mut j = 0;
+                while j < list.len() {
+                    if WindowSpec::fire_time(list[j].end) <= watermark {
+                        fired.push(list.remove(j));
+                    } else {
+                        min_end = min_end.min(list[j].end);
+                        j += 1;
+                    }
+                }
+            }
+            self.min_end = min_end;
+            if !fired.is_empty() {
+                let batch = self.aggregate(&fired)?;
+                self.release(&fired);
+                self.baseline.record_output(batch.num_rows());
+                self.pending
+                    .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+            }
+        }
+        self.pending.push_back(StreamMessage::Watermark(watermark));
+        Ok(())
+    }
+
+    /// Aggregates the rows of fired sessions: one output row per session and group key.
+    fn aggregate(&self, fired: &[Session]) -> Result<RecordBatch> {
+        // Gather the rows from the buffers they live in.
+        let mut used: Vec<u64> = Vec::new();
+        let mut slot_of = std::collections::HashMap::new();
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let mut ordinals: Vec<u32> = Vec::new();
+        for (ordinal, session) in fired.iter().enumerate() {
+            for &(buffer, row) in &session.rows {
+                let slot = *slot_of.entry(buffer).or_insert_with(|| {
+                    used.push(buffer);
+                    used.len() - 1
+                });
+                picks.push((slot, row));
+                ordinals.push(ordinal as u32);
+            }
+        }
+        let buffers = used
+            .iter()
+            .map(|b| match self.buffers.get(b) {
+                Some(buffered) => Ok(buffered),
+                None => internal_err!("session row refers to a released buffer"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let gather = |arrays: Vec<&ArrayRef>| -> Result<ArrayRef> {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            Ok(interleave(&refs, &picks)?)
+        };
+        let rows = picks.len();
+        let mut keys: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ordinals))];
+        for k in 0..self.keys.len() {
+            keys.push(gather(buffers.iter().map(|b| &b.keys[k]).collect())?);
+        }
+        let mut values = Vec::with_capacity(self.aggregates.len());
+        let mut filters = Vec::with_capacity(self.aggregates.len());
+        for a in 0..self.aggregates.len() {
+            let args = (0..buffers[0].inputs.values[a].len())
+                .map(|v| gather(buffers.iter().map(|b| &b.inputs.values[a][v]).collect()))
+                .collect::<Result<Vec<_>>>()?;
+            values.push(args);
+            filters.push(match &buffers[0].inputs.filters[a] {
+                Some(_) => {
+                    let masks: Vec<ArrayRef> = buffers
+                        .iter()
+                        .map(|b| match &b.inputs.filters[a] {
+                            Some(m) => Ok(Arc::new(m.clone()) as ArrayRef),
+                            None => internal_err!("filter missing in a session buffer"),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let gathered = gather(masks.iter().collect())?;
+                    Some(gathered.as_boolean().clone())
+                }
+                None => None::<BooleanArray>,
+            });
+        }
+        let mut table =
+            GroupedAggregation::try_new(Arc::clone(&self.aggregates), Some(&self.fire_key_schema))?;
+        table.update(&keys, &AggregateInputs { values, filters }, rows)?;
+        let result = table.finish()?;
+
+        // Output columns: group keys and window columns in declared order, then aggregates.
+        let ordinals = result.keys[0].as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, column) in self.group_columns.iter().enumerate() {
+            match column {
+                GroupColumn::Key(k) => columns.push(Arc::clone(&result.keys[k + 1])),
+                GroupColumn::Window(field) => {
+                    let tz = match self.schema.field(i).data_type() {
+                        DataType::Timestamp(_, tz) => tz.clone(),
+                        _ => None,
+                    };
+                    let values: Vec<i64> = ordinals
+                        .values()
+                        .iter()
+                        .map(|o| {
+                            let s = &fired[*o as usize];
+                            field.value(s.start, s.end)
+                        })
+                        .collect();
+                    columns.push(Arc::new(
+                        TimestampMillisecondArray::from(values).with_timezone_opt(tz),
+                    ));
+                }
+            }
+        }
+        columns.extend(result.values);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// Frees buffers whose rows all belonged to fired sessions.
+    fn release(&mut self, fired: &[Session]) {
+        for session in fired {
+            for &(buffer, _) in &session.rows {
+                let free = match self.buffers.get_mut(&buffer) {
+                    Some(b) => {
+                        b.live -= 1;
+                        b.live == 0
+                    }
+                    None => false,
+                };
+                if free {
+                    self.buffers.remove(&buffer);
+                }
+            }
+        }
+    }
+}

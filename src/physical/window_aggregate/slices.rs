@@ -1,0 +1,239 @@
+//! Slice state of a TUMBLE / HOP aggregation and the assembly of windows from slices.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
+
+use crate::physical::aggregation::{AggregateInputs, AggregateSet, Emitted, GroupedAggregation};
+use crate::physical::window_spec::{WindowKind, WindowSpec};
+
+/// A window that fired, with its final values.
+#[derive(Debug)]
+pub(super) struct FiredWindow {
+    pub start: i64,
+    pub end: i64,
+    pub result: Emitted,
+}
+
+/// Open slices (accepting rows) and, for HOP, frozen slices (partial state awaiting the
+/// windows that contain them).
+#[derive(Debug)]
+pub(super) struct SliceState {
+    spec: WindowSpec,
+    set: Arc<AggregateSet>,
+    key_schema: Option<SchemaRef>,
+    open: BTreeMap<i64, GroupedAggregation>,
+    frozen: BTreeMap<i64, Emitted>,
+    /// HOP: end of the next window to fire (windows before it have fired).
+    next_end: i64,
+}
+
+impl SliceState {
+    pub fn new(spec: WindowSpec, set: Arc<AggregateSet>, key_schema: Option<SchemaRef>) -> Self {
+        Self {
+            spec,
+            set,
+            key_schema,
+            open: BTreeMap::new(),
+            frozen: BTreeMap::new(),
+            next_end: i64::MIN,
+        }
+    }
+
+    /// Adds rows (all of slice `slice_start`).
+    pub fn update(
+        &mut self,
+        slice_start: i64,
+        keys: &[ArrayRef],
+        inputs: &AggregateInputs,
+        rows: usize,
+    ) -> Result<()> {
+        let table = match self.open.entry(slice_start) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(GroupedAggregation::try_new(
+                Arc::clone(&self.set),
+                self.key_schema.as_ref(),
+            )?),
+        };
+        table.update(keys, inputs, rows)
+    }
+
+    /// Number of slices held.
+    #[cfg(test)]
+    pub fn slices(&self) -> usize {
+        self.open.len() + self.frozen.len()
+    }
+
+    /// Fires every window whose end - 1 is at or below `watermark`, in order of end.
+    pub fn fire(&mut self, watermark: i64, fired: &mut Vec<FiredWindow>) -> Result<()> {
+        match self.spec.kind {
+            WindowKind::Tumble { size } => {
+                while let Some((&start, _)) = self.open.first_key_value() {
+                    let end = start.saturating_add(size);
+                    if WindowSpec::fire_time(end) > watermark {
+                        break;
+                    }
+                    if let Some(mut table) = self.open.remove(&start) {
+                        let result = table.finish()?;
+                        if result.groups > 0 {
+                            fired.push(FiredWindow { start, end, result });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            WindowKind::Hop { slide, size } => self.fire_hop(watermark, slide, size, fired),
+            WindowKind::Session { .. } => Ok(()),
+        }
+    }
+
+    fn fire_hop(
+        &mut self,
+        watermark: i64,
+        slide: i64,
+        size: i64,
+        fired: &mut Vec<FiredWindow>,
+    ) -> Result<()> {
+        // Freeze slices that can take no more rows: their earliest window has fired.
+        while let Some((&start, _)) = self.open.first_key_value() {
+            if WindowSpec::fire_time(self.spec.first_window_end_of_slice(start)) > watermark {
+                break;
+            }
+            if let Some(mut table) = self.open.remove(&start) {
+                let state = table.take_state()?;
+                if state.groups > 0 {
+                    self.frozen.insert(start, state);
+                }
+            }
+        }
+        // Fire windows over frozen slices, earliest end first, skipping empty stretches.
+        while let Some((&earliest, _)) = self.frozen.first_key_value() {
+            let end = self
+                .next_end
+                .max(self.spec.first_window_end_of_slice(earliest));
+            if WindowSpec::fire_time(end) > watermark {
+                break;
+            }
+            let start = end - size;
+            let mut table =
+                GroupedAggregation::try_new(Arc::clone(&self.set), self.key_schema.as_ref())?;
+            for (_, state) in self.frozen.range(start..end) {
+                table.merge(&state.keys, &state.states, state.groups)?;
+            }
+            let result = table.finish()?;
+            if result.groups > 0 {
+                fired.push(FiredWindow { start, end, result });
+            }
+            self.next_end = end.saturating_add(slide);
+            // Slices before the next window's start belong to no window that can still fire.
+            let keep_from = self.next_end - size;
+            self.frozen = self.frozen.split_off(&keep_from);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::functions_aggregate::sum::sum_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::col;
+
+    fn set() -> Arc<AggregateSet> {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let sum = AggregateExprBuilder::new(sum_udaf(), vec![col("v", &schema).unwrap()])
+            .schema(Arc::clone(&schema))
+            .alias("sum")
+            .build()
+            .unwrap();
+        let count = AggregateExprBuilder::new(count_udaf(), vec![col("v", &schema).unwrap()])
+            .schema(schema)
+            .alias("count")
+            .build()
+            .unwrap();
+        Arc::new(
+            AggregateSet::try_new(vec![Arc::new(sum), Arc::new(count)], vec![None, None]).unwrap(),
+        )
+    }
+
+    fn add(state: &mut SliceState, set: &AggregateSet, slice: i64, values: Vec<i64>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(values.clone()))],
+        )
+        .unwrap();
+        let inputs = set.evaluate(&batch).unwrap();
+        state.update(slice, &[], &inputs, values.len()).unwrap();
+    }
+
+    fn sums(fired: &[FiredWindow]) -> Vec<(i64, i64, i64)> {
+        fired
+            .iter()
+            .map(|w| {
+                (
+                    w.start,
+                    w.end,
+                    w.result.values[0].as_primitive::<Int64Type>().value(0),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tumble_fires_at_end_minus_one() {
+        let set = set();
+        let mut state = SliceState::new(WindowSpec::tumble(10, 0).unwrap(), Arc::clone(&set), None);
+        add(&mut state, &set, 0, vec![1, 2]);
+        add(&mut state, &set, 10, vec![5]);
+        let mut fired = vec![];
+        state.fire(8, &mut fired).unwrap();
+        assert!(fired.is_empty(), "window [0,10) fires at 9, not 8");
+        state.fire(9, &mut fired).unwrap();
+        assert_eq!(sums(&fired), vec![(0, 10, 3)]);
+        state.fire(i64::MAX, &mut fired).unwrap();
+        assert_eq!(sums(&fired), vec![(0, 10, 3), (10, 20, 5)]);
+        assert_eq!(state.slices(), 0, "fired state is freed");
+    }
+
+    #[test]
+    fn hop_merges_slices_into_every_window() {
+        // size 4, slide 2: slices of 2. Values at slice 0 -> 1, slice 2 -> 10, slice 4 -> 100.
+        let set = set();
+        let mut state = SliceState::new(WindowSpec::hop(2, 4, 0).unwrap(), Arc::clone(&set), None);
+        add(&mut state, &set, 0, vec![1]);
+        add(&mut state, &set, 2, vec![10]);
+        add(&mut state, &set, 4, vec![100]);
+        let mut fired = vec![];
+        state.fire(i64::MAX, &mut fired).unwrap();
+        assert_eq!(
+            sums(&fired),
+            vec![(-2, 2, 1), (0, 4, 11), (2, 6, 110), (4, 8, 100)]
+        );
+        assert_eq!(state.slices(), 0);
+    }
+
+    #[test]
+    fn hop_fires_incrementally_and_frees_slices() {
+        let set = set();
+        let mut state = SliceState::new(WindowSpec::hop(2, 4, 0).unwrap(), Arc::clone(&set), None);
+        add(&mut state, &set, 0, vec![1]);
+        add(&mut state, &set, 2, vec![10]);
+        let mut fired = vec![];
+        state.fire(3, &mut fired).unwrap();
+        assert_eq!(sums(&fired), vec![(-2, 2, 1), (0, 4, 11)]);
+        // slice 0 is in no future window any more
+        assert_eq!(state.slices(), 1);
+        add(&mut state, &set, 4, vec![100]);
+        fired.clear();
+        state.fire(i64::MAX, &mut fired).unwrap();
+        assert_eq!(sums(&fired), vec![(2, 6, 110), (4, 8, 100)]);
+    }
+}

@@ -1,0 +1,223 @@
+//! The per-partition loop of `WindowAggregateExec`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
+use futures::StreamExt;
+
+use super::exec::WindowAggregateExec;
+use super::slices::{FiredWindow, SliceState};
+use crate::physical::aggregation::{AggregateSet, key_schema};
+use crate::physical::event_time::to_millis;
+use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
+use crate::physical::window_spec::WindowSpec;
+use crate::planner::window_aggregate_node::GroupColumn;
+use crate::runtime::job_context::JobContext;
+
+pub(super) struct WindowAggregateStream {
+    input: MessageStream,
+    spec: WindowSpec,
+    time_expr: Arc<dyn PhysicalExpr>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Arc<AggregateSet>,
+    group_columns: Vec<GroupColumn>,
+    schema: SchemaRef,
+    state: SliceState,
+    watermark: i64,
+    pending: VecDeque<StreamMessage>,
+    baseline: BaselineMetrics,
+    late_rows: Count,
+    null_time_rows: Count,
+    job: Option<Arc<JobContext>>,
+}
+
+impl WindowAggregateStream {
+    pub fn open(
+        exec: &WindowAggregateExec,
+        input: MessageStream,
+        partition: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<MessageStream> {
+        let input_schema = exec.input.schema();
+        let key_fields = exec
+            .keys
+            .iter()
+            .map(|(e, name)| {
+                Ok(Field::new(
+                    name,
+                    e.data_type(&input_schema)?,
+                    e.nullable(&input_schema)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stream = Self {
+            input,
+            spec: exec.spec,
+            time_expr: Arc::clone(&exec.time_expr),
+            keys: exec.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            aggregates: Arc::clone(&exec.aggregates),
+            group_columns: exec.group_columns.clone(),
+            schema: exec.schema(),
+            state: SliceState::new(
+                exec.spec,
+                Arc::clone(&exec.aggregates),
+                key_schema(key_fields),
+            ),
+            watermark: NO_WATERMARK,
+            pending: VecDeque::new(),
+            baseline: BaselineMetrics::new(&exec.metrics, partition),
+            late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
+            null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
+            job: JobContext::of(context),
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            stream,
+            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
+        )))
+    }
+
+    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
+        loop {
+            if let Some(msg) = self.pending.pop_front() {
+                return Some(Ok(msg));
+            }
+            let msg = match self.input.next().await? {
+                Ok(msg) => msg,
+                Err(e) => return Some(Err(e)),
+            };
+            let result = match msg {
+                StreamMessage::Data(batch) => self.process(batch),
+                StreamMessage::Watermark(w) => self.on_watermark(w),
+                other => {
+                    self.pending.push_back(other);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    fn process(&mut self, batch: StreamBatch) -> Result<()> {
+        let _timer = self.baseline.elapsed_compute().timer();
+        let rows = batch.num_rows();
+        let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
+        let keys = self
+            .keys
+            .iter()
+            .map(|e| e.evaluate(&batch.batch).and_then(|v| v.into_array(rows)))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let inputs = self.aggregates.evaluate(&batch.batch)?;
+
+        // Slice of every row; rows whose earliest window already fired are late.
+        let check_late = batch.row_watermarks.is_some() || self.watermark != NO_WATERMARK;
+        let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
+        let mut late = 0usize;
+        let mut null_time = 0usize;
+        let mut last: Option<usize> = None;
+        for i in 0..rows {
+            if times.is_null(i) {
+                null_time += 1;
+                continue;
+            }
+            let slice = self.spec.slice_start(times.value(i));
+            if check_late {
+                let first_end = self.spec.first_window_end_of_slice(slice);
+                if WindowSpec::fire_time(first_end) <= batch.row_watermark(i, self.watermark) {
+                    late += 1;
+                    continue;
+                }
+            }
+            let g = match last {
+                Some(g) if groups[g].0 == slice => g,
+                _ => match groups.iter().position(|(s, _)| *s == slice) {
+                    Some(g) => g,
+                    None => {
+                        groups.push((slice, Vec::new()));
+                        groups.len() - 1
+                    }
+                },
+            };
+            groups[g].1.push(i as u32);
+            last = Some(g);
+        }
+        if late > 0 {
+            self.late_rows.add(late);
+            if let Some(job) = &self.job {
+                job.stats.add_late_rows(late as u64);
+            }
+        }
+        if null_time > 0 {
+            self.null_time_rows.add(null_time);
+        }
+        for (slice, indices) in groups {
+            if indices.len() == rows {
+                self.state.update(slice, &keys, &inputs, rows)?;
+            } else {
+                let idx = UInt32Array::from(indices);
+                let sub_keys = keys
+                    .iter()
+                    .map(|k| Ok(take(k, &idx, None)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let sub_inputs = inputs.take(&idx)?;
+                self.state
+                    .update(slice, &sub_keys, &sub_inputs, idx.len())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let mut fired = Vec::new();
+        {
+            let _timer = self.baseline.elapsed_compute().timer();
+            self.state.fire(watermark, &mut fired)?;
+        }
+        for window in fired {
+            let batch = self.output_batch(window)?;
+            self.baseline.record_output(batch.num_rows());
+            self.pending
+                .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+        }
+        self.pending.push_back(StreamMessage::Watermark(watermark));
+        Ok(())
+    }
+
+    fn output_batch(&self, window: FiredWindow) -> Result<RecordBatch> {
+        let FiredWindow { start, end, result } = window;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, column) in self.group_columns.iter().enumerate() {
+            match column {
+                GroupColumn::Key(k) => columns.push(Arc::clone(&result.keys[*k])),
+                GroupColumn::Window(field) => {
+                    let tz = match self.schema.field(i).data_type() {
+                        DataType::Timestamp(_, tz) => tz.clone(),
+                        _ => None,
+                    };
+                    let array = TimestampMillisecondArray::from_value(
+                        field.value(start, end),
+                        result.groups,
+                    )
+                    .with_timezone_opt(tz);
+                    columns.push(Arc::new(array));
+                }
+            }
+        }
+        columns.extend(result.values);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}

@@ -1,0 +1,27 @@
+//! From SQL text to a streaming physical plan.
+//!
+//! The planner is DataFusion's, extended at its documented seams by named rewriters, each
+//! doing one thing:
+//!
+//! 1. [`script`] splits a script into statements; [`statement`] dispatches each one: Sabot's
+//!    own (Flink [`ddl`], `SET`, `DESCRIBE`) or DataFusion's.
+//! 2. [`window_syntax`]: `TABLE t` arguments and group windows (`GROUP BY TUMBLE(ts, ...)`)
+//!    become window table functions.
+//! 3. [`window_tvf`]: a DataFusion `RelationPlanner` turning `TUMBLE/HOP/SESSION(...)` in FROM
+//!    into a [`window_assign_node::WindowAssignNode`].
+//! 4. [`window_aggregate_rule`]: an optimizer rule turning `GROUP BY window_start, window_end`
+//!    over a window into one [`window_aggregate_node::WindowAggregateNode`].
+//! 5. [`extension_planner`]: the logical nodes to physical streaming operators.
+//! 6. [`streaming_rule`]: a physical optimizer rule replacing stock operators inside streaming
+//!    pipelines by their streaming twins, and refusing what cannot run on an unbounded input.
+
+pub mod ddl;
+pub mod extension_planner;
+pub mod script;
+pub mod statement;
+pub mod streaming_rule;
+pub mod window_aggregate_node;
+pub mod window_aggregate_rule;
+pub mod window_assign_node;
+pub mod window_syntax;
+pub mod window_tvf;

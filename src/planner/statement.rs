@@ -1,0 +1,315 @@
+//! Statement dispatch: one `match` from a statement's leading words to its handler.
+//!
+//! Sabot's own statements (Flink `CREATE TABLE`, `SET 'key' = 'value'`, `DESCRIBE` of a connector
+//! table) are handled here; everything else goes to DataFusion after the window rewriters, so
+//! batch SQL behaves exactly as DataFusion's.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, plan_err};
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use super::ddl::{parse_create_table, resolve};
+use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
+use crate::catalog::connector_table::ConnectorTable;
+use crate::catalog::table_definition::ColumnKind;
+use crate::config::{SabotConfig, Setting};
+use crate::connectors::registry::build_table;
+
+/// What kind of statement a text is, judged by its first words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `CREATE TABLE ...`
+    CreateTable,
+    /// `SET key = value` / `SET 'key' = 'value'`
+    Set { key: String, value: Option<String> },
+    /// `DESCRIBE t` / `DESC t`
+    Describe { table: String },
+    /// A query returning rows (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `SHOW`)
+    Query,
+    /// `INSERT INTO ...`
+    Insert,
+    /// Anything else (DataFusion DDL and DML).
+    Other,
+}
+
+fn words(sql: &str) -> Vec<Token> {
+    let dialect = GenericDialect {};
+    Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect()
+}
+
+fn word(t: Option<&Token>) -> String {
+    match t {
+        Some(Token::Word(w)) => w.value.to_ascii_uppercase(),
+        _ => String::new(),
+    }
+}
+
+fn text_of(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) => Some(w.value.clone()),
+        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => Some(s.clone()),
+        Token::Number(n, _) => Some(n.clone()),
+        _ => None,
+    }
+}
+
+/// Classifies a statement (see [`StatementKind`]).
+pub fn classify(sql: &str) -> StatementKind {
+    let tokens = words(sql);
+    let first = word(tokens.first());
+    match first.as_str() {
+        "CREATE" if word(tokens.get(1)) == "TABLE" || word(tokens.get(2)) == "TABLE" => {
+            StatementKind::CreateTable
+        }
+        "SET" => {
+            // SET key = value, with the key possibly quoted or dotted.
+            let mut key = String::new();
+            let mut i = 1;
+            while let Some(t) = tokens.get(i) {
+                match t {
+                    Token::Eq => break,
+                    Token::Word(w) if w.value.eq_ignore_ascii_case("TO") => break,
+                    Token::Period => key.push('.'),
+                    other => key.push_str(&text_of(other).unwrap_or_default()),
+                }
+                i += 1;
+            }
+            let value = tokens.get(i + 1).and_then(text_of);
+            StatementKind::Set { key, value }
+        }
+        "DESCRIBE" | "DESC" if tokens.len() >= 2 => {
+            let table: String = tokens[1..]
+                .iter()
+                .map(|t| match t {
+                    Token::Period => ".".to_string(),
+                    other => text_of(other).unwrap_or_default(),
+                })
+                .collect();
+            StatementKind::Describe { table }
+        }
+        "SELECT" | "WITH" | "VALUES" | "EXPLAIN" | "SHOW" | "(" => StatementKind::Query,
+        "INSERT" => StatementKind::Insert,
+        _ if tokens.first() == Some(&Token::LParen) => StatementKind::Query,
+        _ => StatementKind::Other,
+    }
+}
+
+/// Runs one statement against `ctx`, with Sabot's settings in `config`.
+pub async fn execute(
+    ctx: &SessionContext,
+    config: &std::sync::RwLock<SabotConfig>,
+    sql: &str,
+) -> Result<DataFrame> {
+    match classify(sql) {
+        StatementKind::CreateTable => {
+            if let Some(table) = parse_create_table(sql)? {
+                return create_table(ctx, table).await;
+            }
+            plan_with_datafusion(ctx, sql).await
+        }
+        StatementKind::Set { key, value } => match Setting::from_key(&key) {
+            Some(setting) => {
+                let Some(value) = value else {
+                    return plan_err!("SET {key} needs a value: SET '{key}' = '...'");
+                };
+                let mut c = config.write().map_err(|_| {
+                    datafusion::error::DataFusionError::Internal("config lock".into())
+                })?;
+                setting.apply(&mut c, &value)?;
+                apply_to_session(ctx, &c);
+                ctx.read_empty()
+            }
+            None if key.to_ascii_lowercase().starts_with("datafusion.") => {
+                plan_with_datafusion(ctx, &format!("SET {key} = '{}'", value.unwrap_or_default()))
+                    .await
+            }
+            None => plan_err!(
+                "unknown setting '{key}'. Sabot settings: parallelism, batch-size, \
+                 checkpoint.interval; DataFusion settings start with 'datafusion.'"
+            ),
+        },
+        StatementKind::Describe { table } => match connector_table(ctx, &table).await? {
+            Some(t) => describe(ctx, &t),
+            None => plan_with_datafusion(ctx, sql).await,
+        },
+        _ => plan_with_datafusion(ctx, sql).await,
+    }
+}
+
+/// Pushes Sabot's settings into DataFusion's session configuration.
+pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let options = state.config_mut().options_mut();
+    // Both values were validated by `Setting::apply`, so DataFusion accepts them.
+    let _ = options.set(
+        "datafusion.execution.target_partitions",
+        &config.parallelism.to_string(),
+    );
+    let _ = options.set(
+        "datafusion.execution.batch_size",
+        &config.batch_size.to_string(),
+    );
+}
+
+/// Parses with DataFusion's parser after the window rewriters, then plans and runs.
+pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    let prepared = prepare_window_syntax(sql)?;
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect.to_string())
+        .unwrap_or_else(|| Box::new(GenericDialect {}));
+    let mut statements = DFParserBuilder::new(prepared.as_ref())
+        .with_dialect(dialect.as_ref())
+        .build()?
+        .parse_statements()?;
+    if statements.len() != 1 {
+        return plan_err!(
+            "expected exactly one statement, found {}; run scripts with `sabot run` or \
+             SabotContext::sql_script",
+            statements.len()
+        );
+    }
+    let Some(mut statement) = statements.pop_front() else {
+        return plan_err!("no statement");
+    };
+    rewrite_statement(&mut statement)?;
+    let plan = state.statement_to_plan(statement).await?;
+    ctx.execute_logical_plan(plan).await
+}
+
+fn rewrite_statement(statement: &mut DFStatement) -> Result<()> {
+    match statement {
+        DFStatement::Statement(s) => rewrite_group_windows(s),
+        DFStatement::Explain(explain) => rewrite_statement(&mut explain.statement),
+        _ => Ok(()),
+    }
+}
+
+async fn create_table(ctx: &SessionContext, table: super::ddl::CreateTable) -> Result<DataFrame> {
+    let name = table.name.clone();
+    let if_not_exists = table.if_not_exists;
+    if ctx.table_exist(name.as_str())? {
+        if if_not_exists {
+            return ctx.read_empty();
+        }
+        return plan_err!(
+            "table {name} already exists; DROP TABLE {name} first, or use CREATE TABLE IF NOT \
+             EXISTS"
+        );
+    }
+    let definition = resolve(table, ctx)?;
+    let provider = build_table(definition)?;
+    ctx.register_table(name.as_str(), Arc::new(provider))?;
+    ctx.read_empty()
+}
+
+async fn connector_table(
+    ctx: &SessionContext,
+    name: &str,
+) -> Result<Option<Arc<dyn datafusion::datasource::TableProvider>>> {
+    if !ctx.table_exist(name)? {
+        return Ok(None);
+    }
+    let provider = ctx.table_provider(name).await?;
+    Ok(provider.is::<ConnectorTable>().then_some(provider))
+}
+
+/// `DESCRIBE` of a connector table: columns with their kind and the watermark (as Flink shows).
+fn describe(
+    ctx: &SessionContext,
+    provider: &Arc<dyn datafusion::datasource::TableProvider>,
+) -> Result<DataFrame> {
+    let Some(table) = provider.downcast_ref::<ConnectorTable>() else {
+        return plan_err!("not a connector table");
+    };
+    let def = table.definition();
+    let mut names = Vec::new();
+    let mut types = Vec::new();
+    let mut nulls = Vec::new();
+    let mut extras = Vec::new();
+    let mut watermarks = Vec::new();
+    for c in &def.columns {
+        names.push(c.name.clone());
+        types.push(c.data_type.to_string());
+        nulls.push(c.nullable);
+        extras.push(match &c.kind {
+            ColumnKind::Physical => None,
+            ColumnKind::Metadata { key, is_virtual } => Some(format!(
+                "METADATA FROM '{key}'{}",
+                if *is_virtual { " VIRTUAL" } else { "" }
+            )),
+            ColumnKind::Computed { sql, .. } => Some(format!("AS {sql}")),
+        });
+        watermarks.push(
+            def.watermark
+                .as_ref()
+                .filter(|w| w.column == c.name)
+                .map(|w| w.sql.clone()),
+        );
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("is_nullable", DataType::Boolean, false),
+        Field::new("extras", DataType::Utf8, true),
+        Field::new("watermark", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(names)),
+        Arc::new(StringArray::from(types)),
+        Arc::new(BooleanArray::from(nulls)),
+        Arc::new(StringArray::from(extras)),
+        Arc::new(StringArray::from(watermarks)),
+    ];
+    ctx.read_batch(RecordBatch::try_new(schema, columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statements() {
+        assert_eq!(
+            classify("create table t (a int)"),
+            StatementKind::CreateTable
+        );
+        assert_eq!(
+            classify("SET 'checkpoint.interval' = '500ms'"),
+            StatementKind::Set {
+                key: "checkpoint.interval".into(),
+                value: Some("500ms".into())
+            }
+        );
+        assert_eq!(
+            classify("SET parallelism = 4"),
+            StatementKind::Set {
+                key: "parallelism".into(),
+                value: Some("4".into())
+            }
+        );
+        assert_eq!(
+            classify("DESCRIBE bids"),
+            StatementKind::Describe {
+                table: "bids".into()
+            }
+        );
+        assert_eq!(classify("  select 1"), StatementKind::Query);
+        assert_eq!(classify("INSERT INTO t SELECT 1"), StatementKind::Insert);
+        assert_eq!(classify("DROP TABLE t"), StatementKind::Other);
+    }
+}

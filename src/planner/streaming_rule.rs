@@ -1,0 +1,164 @@
+//! `StreamingPipelineRule`: makes every pipeline above a streaming source speak the protocol.
+//!
+//! Runs after DataFusion's physical optimizer rules (which place exchanges for distribution
+//! requirements) and before its sanity check:
+//!
+//! 1. Stock stateless operators over a streaming input are replaced by their streaming twins:
+//!    `FilterExec` -> `StreamFilterExec`, `ProjectionExec` -> `StreamProjectionExec`,
+//!    `RepartitionExec` -> `StreamExchangeExec` (hash or round-robin; a round-robin feeding a
+//!    hash exchange is dropped), `CoalescePartitionsExec` -> a merging `StreamExchangeExec`;
+//!    `CooperativeExec` is removed (streaming operators yield at every channel receive). Their twins forward watermarks and
+//!    barriers instead of dropping them.
+//! 2. Operators that cannot run on an unbounded stream (a GROUP BY without a window, ORDER BY,
+//!    an unbounded join) are refused with an error that says what to write instead, rather than
+//!    DataFusion's generic "pipeline breaking" message.
+
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, plan_err};
+use datafusion::physical_expr::Partitioning;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+
+use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
+use crate::physical::filter::StreamFilterExec;
+use crate::physical::projection::StreamProjectionExec;
+use crate::physical::streaming::is_streaming;
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct StreamingPipelineRule;
+
+impl PhysicalOptimizerRule for StreamingPipelineRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = plan.transform_up(to_streaming)?.data;
+        check_unbounded(&plan)?;
+        Ok(plan)
+    }
+
+    fn name(&self) -> &str {
+        "sabot_streaming_pipeline"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Step 1 of the module docs, for one node whose children are already converted.
+fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
+        return Ok(Transformed::no(node));
+    }
+    if let Some(filter) = node.downcast_ref::<FilterExec>()
+        && filter.fetch().is_none()
+    {
+        return Ok(Transformed::yes(Arc::new(StreamFilterExec::from_filter(
+            filter,
+        ))));
+    }
+    if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        return Ok(Transformed::yes(Arc::new(
+            StreamProjectionExec::from_projection(projection),
+        )));
+    }
+    if let Some(repartition) = node.downcast_ref::<RepartitionExec>() {
+        let input = Arc::clone(repartition.input());
+        let exchange = match repartition.partitioning() {
+            Partitioning::Hash(exprs, n) => {
+                // A round-robin spread right before a hash exchange only adds a hop.
+                let input = match input.downcast_ref::<StreamExchangeExec>() {
+                    Some(rr) if matches!(rr.mode(), ExchangeMode::RoundRobin) => {
+                        Arc::clone(rr.children()[0])
+                    }
+                    _ => input,
+                };
+                StreamExchangeExec::try_new(input, ExchangeMode::Hash(exprs.clone()), *n)?
+            }
+            Partitioning::RoundRobinBatch(n) => {
+                StreamExchangeExec::try_new(input, ExchangeMode::RoundRobin, *n)?
+            }
+            other => {
+                return plan_err!("repartitioning a stream by {other} is not supported");
+            }
+        };
+        return Ok(Transformed::yes(Arc::new(exchange)));
+    }
+    if let Some(coalesce) = node.downcast_ref::<CoalescePartitionsExec>()
+        && coalesce.fetch().is_none()
+    {
+        let input = Arc::clone(coalesce.input());
+        if input.output_partitioning().partition_count() == 1 {
+            return Ok(Transformed::yes(input));
+        }
+        return Ok(Transformed::yes(Arc::new(StreamExchangeExec::try_new(
+            input,
+            ExchangeMode::Single,
+            1,
+        )?)));
+    }
+    if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
+        return Ok(Transformed::yes(Arc::clone(coop.input())));
+    }
+    Ok(Transformed::no(node))
+}
+
+/// Step 2 of the module docs.
+fn check_unbounded(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    plan.apply(|node| {
+        let unbounded_input = node
+            .children()
+            .iter()
+            .any(|c| c.boundedness().is_unbounded());
+        if !unbounded_input || is_streaming(node) || cuts_the_stream(node) {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        let name = node.name();
+        match name {
+            "AggregateExec" => plan_err!(
+                "GROUP BY over an unbounded stream needs a window, or the result would never be \
+                 final. Group by a window instead, e.g. \
+                 FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
+                 ... GROUP BY ..., window_start, window_end"
+            ),
+            "SortExec" | "SortPreservingMergeExec" => plan_err!(
+                "ORDER BY over an unbounded stream never finishes. Order within windows \
+                 downstream, or add LIMIT to a query over a bounded input"
+            ),
+            n if n.contains("Join") => plan_err!(
+                "this join of unbounded streams cannot be bounded: join within a window (both \
+                 sides grouped by the same window_start, window_end) or add a time bound \
+                 (l.ts BETWEEN r.ts - INTERVAL ... AND r.ts + INTERVAL ...)"
+            ),
+            "BoundedWindowAggExec" | "WindowAggExec" => plan_err!(
+                "OVER (...) window functions on an unbounded stream are not supported; use \
+                 TUMBLE, HOP or SESSION windows"
+            ),
+            "UnionExec" | "InterleaveExec" => plan_err!(
+                "UNION ALL of unbounded streams is not supported yet; write each stream into the \
+                 sink with its own INSERT INTO"
+            ),
+            other => plan_err!("{other} cannot run on an unbounded stream"),
+        }
+    })?;
+    Ok(())
+}
+
+/// Operators that end a stream after a number of rows: fine on unbounded input.
+fn cuts_the_stream(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.is::<GlobalLimitExec>()
+        || node.is::<LocalLimitExec>()
+        || node.fetch().is_some() && !node.name().starts_with("Sort")
+}

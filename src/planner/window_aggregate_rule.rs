@@ -1,0 +1,244 @@
+//! `WindowAggregateRule`: `Aggregate` over `WindowAssign` becomes one `WindowAggregate`.
+//!
+//! Turns
+//! ```text
+//! Aggregate: groupBy=[k, window_start, window_end], aggr=[count(*)]
+//!   [Filter | SubqueryAlias | column-only Projection]*
+//!     WindowAssign: TUMBLE(size=10s) on ts
+//!       <input>
+//! ```
+//! into
+//! ```text
+//! WindowAggregate: TUMBLE(size=10s) on ts, keys=[k], aggr=[count(*)]
+//!   [Filter | SubqueryAlias | Projection]*      (window columns removed)
+//!     <input>
+//! ```
+//! The nodes between are re-applied below the window because they do not look at the window
+//! columns (a filter that does is an error). The output schema is unchanged, so nothing above
+//! needs rewriting. An `Aggregate` whose GROUP BY has no window column is left alone: it is an
+//! ordinary aggregate over windowed rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    Aggregate, Expr, Extension, Filter, LogicalPlan, Projection, SubqueryAlias,
+    UserDefinedLogicalNodeCore,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use super::window_aggregate_node::{GroupColumn, WindowAggregateNode};
+use super::window_assign_node::{WindowAssignNode, WindowField};
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct WindowAggregateRule;
+
+impl OptimizerRule for WindowAggregateRule {
+    fn name(&self) -> &str {
+        "sabot_window_aggregate"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        match rewrite_aggregate(aggregate)? {
+            Some(node) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                node: Arc::new(node),
+            }))),
+            None => Ok(Transformed::no(plan)),
+        }
+    }
+}
+
+/// What the rewrite tracks while re-applying the nodes between the aggregate and the window.
+struct Tracked {
+    /// Output column index -> window column, at the current level.
+    windows: HashMap<usize, WindowField>,
+    /// The time column, at the current level.
+    time: Column,
+    /// Session partition columns, at the current level.
+    partition: Vec<Column>,
+}
+
+fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode>> {
+    // Walk down to the WindowAssign, remembering the nodes in between.
+    let mut chain: Vec<&LogicalPlan> = Vec::new();
+    let mut current = aggregate.input.as_ref();
+    let assign = loop {
+        match current {
+            LogicalPlan::Extension(ext) => {
+                match ext.node.as_any().downcast_ref::<WindowAssignNode>() {
+                    Some(assign) => break assign,
+                    None => return Ok(None),
+                }
+            }
+            LogicalPlan::Filter(Filter { input, .. })
+            | LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. }) => {
+                chain.push(current);
+                current = input.as_ref();
+            }
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                chain.push(current);
+                current = p.input.as_ref();
+            }
+            _ => return Ok(None),
+        }
+    };
+
+    let first_window = assign.first_window_column();
+    let mut tracked = Tracked {
+        windows: WindowField::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (first_window + i, *f))
+            .collect(),
+        time: assign.time_column.clone(),
+        partition: assign
+            .partition_keys
+            .iter()
+            .filter_map(|k| match k {
+                Expr::Column(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect(),
+    };
+
+    // Is this a windowed aggregation at all?
+    let top_schema = aggregate.input.schema();
+    let group_window = |expr: &Expr, tracked: &Tracked| -> Option<WindowField> {
+        match expr {
+            Expr::Column(c) => top_schema
+                .index_of_column(c)
+                .ok()
+                .and_then(|i| tracked.windows.get(&i).copied()),
+            _ => None,
+        }
+    };
+
+    // Re-apply the chain over the window's input, bottom-up.
+    let mut plan = assign.input.clone();
+    let mut level_schema = UserDefinedLogicalNodeCore::schema(assign).clone();
+    for node in chain.iter().rev() {
+        let references_window = |expr: &Expr, tracked: &Tracked| {
+            expr.column_refs().iter().any(|c| {
+                level_schema
+                    .index_of_column(c)
+                    .is_ok_and(|i| tracked.windows.contains_key(&i))
+            })
+        };
+        match node {
+            LogicalPlan::Filter(f) => {
+                if references_window(&f.predicate, &tracked) {
+                    return plan_err!(
+                        "a WHERE condition on window_start/window_end/window_time before the \
+                         window aggregation is not supported: `{}`; filter the aggregated \
+                         result instead (HAVING or an outer query)",
+                        f.predicate
+                    );
+                }
+                plan = LogicalPlan::Filter(Filter::try_new(f.predicate.clone(), Arc::new(plan))?);
+            }
+            LogicalPlan::SubqueryAlias(s) => {
+                plan = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                    Arc::new(plan),
+                    s.alias.clone(),
+                )?);
+                let requalify = |c: &Column| Column::new(Some(s.alias.clone()), c.name.clone());
+                tracked.time = requalify(&tracked.time);
+                tracked.partition = tracked.partition.iter().map(requalify).collect();
+            }
+            LogicalPlan::Projection(p) => {
+                let mut kept = Vec::new();
+                let mut windows = HashMap::new();
+                for (i, e) in p.expr.iter().enumerate() {
+                    let Expr::Column(c) = e else { return Ok(None) };
+                    let source = level_schema.index_of_column(c)?;
+                    match tracked.windows.get(&source) {
+                        Some(field) => {
+                            windows.insert(i, *field);
+                        }
+                        None => kept.push(e.clone()),
+                    }
+                }
+                for needed in std::iter::once(&tracked.time).chain(tracked.partition.iter()) {
+                    if !kept
+                        .iter()
+                        .any(|e| matches!(e, Expr::Column(c) if c == needed))
+                    {
+                        kept.push(Expr::Column(needed.clone()));
+                    }
+                }
+                plan = LogicalPlan::Projection(Projection::try_new(kept, Arc::new(plan))?);
+                tracked.windows = windows;
+            }
+            _ => return Ok(None),
+        }
+        level_schema = node.schema().clone();
+    }
+
+    let mut keys = Vec::new();
+    let mut group_columns = Vec::new();
+    for expr in &aggregate.group_expr {
+        if matches!(expr, Expr::GroupingSet(_)) {
+            return Ok(None);
+        }
+        if let Some(field) = group_window(expr, &tracked) {
+            group_columns.push(GroupColumn::Window(field));
+            continue;
+        }
+        if expr
+            .column_refs()
+            .iter()
+            .any(|c| group_window(&Expr::Column((*c).clone()), &tracked).is_some())
+        {
+            return plan_err!(
+                "GROUP BY `{expr}` computes on a window column; group by window_start, \
+                 window_end or window_time directly"
+            );
+        }
+        group_columns.push(GroupColumn::Key(keys.len()));
+        keys.push(expr.clone());
+    }
+    if !group_columns
+        .iter()
+        .any(|g| matches!(g, GroupColumn::Window(_)))
+    {
+        return Ok(None);
+    }
+    for aggr in &aggregate.aggr_expr {
+        if aggr
+            .column_refs()
+            .iter()
+            .any(|c| group_window(&Expr::Column((*c).clone()), &tracked).is_some())
+        {
+            return plan_err!(
+                "aggregate `{aggr}` reads a window column; window columns are constant per \
+                 window, select them as group columns instead"
+            );
+        }
+    }
+    Ok(Some(WindowAggregateNode {
+        input: plan,
+        time_expr: Expr::Column(tracked.time),
+        spec: assign.spec,
+        partition_keys: tracked.partition.into_iter().map(Expr::Column).collect(),
+        keys,
+        aggregates: aggregate.aggr_expr.clone(),
+        group_columns,
+        schema: aggregate.schema.clone(),
+    }))
+}

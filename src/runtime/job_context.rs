@@ -1,0 +1,198 @@
+//! `JobContext`: what the operators of one running job share.
+//!
+//! A job's physical plan runs with a `JobContext` in its `TaskContext` (a session-config
+//! extension). Sources read barrier requests from it, every operator reports progress into it
+//! (events read, late rows, source watermarks), and sinks acknowledge barriers to it. A plan
+//! executed without one (a plain `collect` by an embedder) simply runs without barriers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use datafusion::execution::TaskContext;
+use tokio::sync::watch;
+
+use crate::physical::message::{END_OF_TIME, NO_WATERMARK};
+
+/// Counters of a running job, readable while it runs.
+#[derive(Debug, Default)]
+pub struct JobStats {
+    events_in: AtomicU64,
+    late_rows: AtomicU64,
+    rows_out: AtomicU64,
+    malformed_records: AtomicU64,
+    source_watermarks: Mutex<Vec<Arc<AtomicI64>>>,
+}
+
+impl JobStats {
+    /// Rows read by all sources.
+    pub fn events_in(&self) -> u64 {
+        self.events_in.load(Ordering::Relaxed)
+    }
+
+    /// Rows dropped because their window had already fired.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows.load(Ordering::Relaxed)
+    }
+
+    /// Rows written by sinks or returned to the client.
+    pub fn rows_out(&self) -> u64 {
+        self.rows_out.load(Ordering::Relaxed)
+    }
+
+    /// Records skipped because they could not be decoded (with `*.ignore-parse-errors`).
+    pub fn malformed_records(&self) -> u64 {
+        self.malformed_records.load(Ordering::Relaxed)
+    }
+
+    /// Adds read rows.
+    pub fn add_events_in(&self, n: u64) {
+        self.events_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds late rows.
+    pub fn add_late_rows(&self, n: u64) {
+        self.late_rows.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds output rows.
+    pub fn add_rows_out(&self, n: u64) {
+        self.rows_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds skipped malformed records.
+    pub fn add_malformed_records(&self, n: u64) {
+        self.malformed_records.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Registers a source partition; the returned cell holds its watermark.
+    pub fn register_source_partition(&self) -> Arc<AtomicI64> {
+        let cell = Arc::new(AtomicI64::new(NO_WATERMARK));
+        if let Ok(mut all) = self.source_watermarks.lock() {
+            all.push(Arc::clone(&cell));
+        }
+        cell
+    }
+
+    /// Minimum watermark over the source partitions that have not finished.
+    pub fn watermark(&self) -> i64 {
+        let Ok(all) = self.source_watermarks.lock() else {
+            return NO_WATERMARK;
+        };
+        let live = all
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .filter(|w| *w != END_OF_TIME);
+        match live.min() {
+            Some(w) => w,
+            None if all.is_empty() => NO_WATERMARK,
+            None => END_OF_TIME,
+        }
+    }
+}
+
+/// Shared state of one running job (see the module docs).
+#[derive(Debug)]
+pub struct JobContext {
+    /// Job number.
+    pub job_id: u64,
+    /// Live counters.
+    pub stats: JobStats,
+    barrier_requests: watch::Sender<u64>,
+    sink_partitions: AtomicUsize,
+    acks: Mutex<HashMap<u64, usize>>,
+    completed_epoch: AtomicU64,
+}
+
+impl JobContext {
+    /// A new job context with no barrier requested yet.
+    pub fn new(job_id: u64) -> Self {
+        let (barrier_requests, _) = watch::channel(0);
+        Self {
+            job_id,
+            stats: JobStats::default(),
+            barrier_requests,
+            sink_partitions: AtomicUsize::new(0),
+            acks: Mutex::new(HashMap::new()),
+            completed_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The job context of a task, if it runs inside a job.
+    pub fn of(task: &TaskContext) -> Option<Arc<JobContext>> {
+        task.session_config().get_extension::<JobContext>()
+    }
+
+    /// Asks every source to emit the barrier of the next epoch; returns that epoch.
+    pub fn inject_barrier(&self) -> u64 {
+        let mut epoch = 0;
+        self.barrier_requests.send_modify(|e| {
+            *e += 1;
+            epoch = *e;
+        });
+        epoch
+    }
+
+    /// A receiver of barrier requests for a source partition.
+    pub fn barrier_requests(&self) -> watch::Receiver<u64> {
+        self.barrier_requests.subscribe()
+    }
+
+    /// Registers one sink partition that will acknowledge every barrier.
+    pub fn register_sink_partition(&self) {
+        self.sink_partitions.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A sink partition received barrier `epoch` after writing everything before it.
+    pub fn acknowledge_barrier(&self, epoch: u64) {
+        let expected = self.sink_partitions.load(Ordering::SeqCst);
+        let Ok(mut acks) = self.acks.lock() else {
+            return;
+        };
+        let count = acks.entry(epoch).or_insert(0);
+        *count += 1;
+        if *count >= expected {
+            acks.remove(&epoch);
+            self.completed_epoch.fetch_max(epoch, Ordering::SeqCst);
+        }
+    }
+
+    /// Highest epoch whose barrier reached every sink partition.
+    pub fn completed_epoch(&self) -> u64 {
+        self.completed_epoch.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barrier_completes_when_every_sink_partition_acknowledged() {
+        let job = JobContext::new(1);
+        job.register_sink_partition();
+        job.register_sink_partition();
+        let epoch = job.inject_barrier();
+        assert_eq!(epoch, 1);
+        job.acknowledge_barrier(1);
+        assert_eq!(job.completed_epoch(), 0);
+        job.acknowledge_barrier(1);
+        assert_eq!(job.completed_epoch(), 1);
+    }
+
+    #[test]
+    fn job_watermark_is_minimum_of_live_sources() {
+        let stats = JobStats::default();
+        assert_eq!(stats.watermark(), NO_WATERMARK);
+        let a = stats.register_source_partition();
+        let b = stats.register_source_partition();
+        a.store(10, Ordering::Relaxed);
+        b.store(20, Ordering::Relaxed);
+        assert_eq!(stats.watermark(), 10);
+        a.store(END_OF_TIME, Ordering::Relaxed);
+        assert_eq!(stats.watermark(), 20);
+        b.store(END_OF_TIME, Ordering::Relaxed);
+        assert_eq!(stats.watermark(), END_OF_TIME);
+    }
+}
