@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
@@ -33,6 +33,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
@@ -42,10 +43,6 @@ use tokio::sync::mpsc;
 use super::message::{MessageStream, StreamBatch, StreamMessage};
 use super::streaming::{StreamingExec, data_only, execute_input};
 use super::watermark_tracker::WatermarkTracker;
-
-/// Seed of the key hash: fixed, so a key lands in the same partition in every run (restoring
-/// keyed state at the same parallelism relies on it).
-const KEY_HASH_SEED: u64 = 0x5ab07;
 
 /// Messages buffered per (input, output) channel.
 const CHANNEL_CAPACITY: usize = 4;
@@ -354,9 +351,12 @@ impl Router {
                     .collect::<Result<Vec<_>>>()?;
                 self.hashes.clear();
                 self.hashes.resize(rows, 0);
+                // DataFusion's own repartitioning hash: a stock join fed by one of our exchanges
+                // and a stock RepartitionExec on its other side must agree on where a key goes.
+                // The seed is fixed, so a key also lands in the same partition in every run.
                 create_hashes(
                     &keys,
-                    &RandomState::with_seed(KEY_HASH_SEED),
+                    REPARTITION_RANDOM_STATE.random_state(),
                     &mut self.hashes,
                 )?;
                 let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];

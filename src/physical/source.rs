@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, plan_err};
@@ -451,7 +451,9 @@ impl SourceState {
                 fields.push(c.field.clone());
             }
         }
-        let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let full =
+            RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?;
 
         let mut row_watermarks = None;
         let mut advanced = None;
@@ -491,8 +493,15 @@ impl SourceState {
             advanced = self.tracker.update(split, split_wm);
         }
 
-        let output = full.project(&self.output_projection)?;
-        let output = RecordBatch::try_new(Arc::clone(&self.schema), output.columns().to_vec())?;
+        let columns: Vec<ArrayRef> = self
+            .output_projection
+            .iter()
+            .map(|&i| Arc::clone(full.column(i)))
+            .collect();
+        // A query reading no column (COUNT(*)) still needs the row count.
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let output =
+            RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
         self.baseline.record_output(rows);
         if let Some(job) = &self.job {
             job.stats.add_events_in(rows as u64);

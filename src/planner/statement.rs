@@ -125,11 +125,7 @@ pub async fn execute(
                 let Some(value) = value else {
                     return plan_err!("SET {key} needs a value: SET '{key}' = '...'");
                 };
-                let mut c = config.write().map_err(|_| {
-                    datafusion::error::DataFusionError::Internal("config lock".into())
-                })?;
-                setting.apply(&mut c, &value)?;
-                apply_to_session(ctx, &c);
+                set(ctx, config, setting, &value)?;
                 ctx.read_empty()
             }
             None if key.to_ascii_lowercase().starts_with("datafusion.") => {
@@ -147,6 +143,20 @@ pub async fn execute(
         },
         _ => plan_with_datafusion(ctx, sql).await,
     }
+}
+
+fn set(
+    ctx: &SessionContext,
+    config: &std::sync::RwLock<SabotConfig>,
+    setting: Setting,
+    value: &str,
+) -> Result<()> {
+    let mut c = config
+        .write()
+        .map_err(|_| datafusion::error::DataFusionError::Internal("config lock poisoned".into()))?;
+    setting.apply(&mut c, value)?;
+    apply_to_session(ctx, &c);
+    Ok(())
 }
 
 /// Pushes Sabot's settings into DataFusion's session configuration.
@@ -167,15 +177,17 @@ pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
 
 /// Parses with DataFusion's parser after the window rewriters, then plans and runs.
 pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
-    let prepared = prepare_window_syntax(sql)?;
     let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect.to_string())
-        .unwrap_or_else(|| Box::new(GenericDialect {}));
-    let mut statements = DFParserBuilder::new(prepared.as_ref())
-        .with_dialect(dialect.as_ref())
-        .build()?
-        .parse_statements()?;
+    let mut statements = {
+        let prepared = prepare_window_syntax(sql)?;
+        let dialect = state.config().options().sql_parser.dialect;
+        let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect.to_string())
+            .unwrap_or_else(|| Box::new(GenericDialect {}));
+        DFParserBuilder::new(prepared.as_ref())
+            .with_dialect(dialect.as_ref())
+            .build()?
+            .parse_statements()?
+    };
     if statements.len() != 1 {
         return plan_err!(
             "expected exactly one statement, found {}; run scripts with `sabot run` or \

@@ -436,10 +436,15 @@ fn rewrite_select(select: &mut Select) -> Result<Option<&'static str>> {
         .map_err(|e| plan_datafusion_err!("rewriting GROUP BY {}: {e}", window.kind))?;
     select.from[0].relation = factor;
 
-    // GROUP BY window_start, window_end instead of the window function.
+    // GROUP BY the window columns instead of the window function (window_time too, so that
+    // `TUMBLE_ROWTIME` can be selected; it is determined by the window anyway).
     group_exprs.remove(index);
-    group_exprs.insert(index, SqlExpr::Identifier(Ident::new("window_start")));
-    group_exprs.insert(index + 1, SqlExpr::Identifier(Ident::new("window_end")));
+    for (i, column) in ["window_start", "window_end", "window_time"]
+        .iter()
+        .enumerate()
+    {
+        group_exprs.insert(index + i, SqlExpr::Identifier(Ident::new(*column)));
+    }
 
     let kind = window.kind;
     if let ControlFlow::Break(e) = replace_window_properties(&mut select.projection, kind) {
@@ -572,7 +577,7 @@ mod tests {
         assert_eq!(
             out,
             "SELECT k, window_start AS s, COUNT(*) FROM TABLE(TUMBLE((SELECT * FROM t), \
-             DESCRIPTOR(ts), INTERVAL '10' SECOND)) AS t GROUP BY k, window_start, window_end \
+             DESCRIPTOR(ts), INTERVAL '10' SECOND)) AS t GROUP BY k, window_start, window_end, window_time \
              HAVING COUNT(*) > 1"
         );
     }
