@@ -66,19 +66,18 @@ impl AsyncDB for SabotDb {
                 .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
                 .collect::<Result<Vec<_>, _>>()?;
             for r in 0..batch.num_rows() {
-                rows.push(
-                    formatters
-                        .iter()
-                        .map(|f| {
-                            let v = f.value(r).to_string();
-                            if v.is_empty() {
-                                "(empty)".to_string()
-                            } else {
-                                v
-                            }
-                        })
-                        .collect(),
-                );
+                let cells: Vec<String> = formatters
+                    .iter()
+                    .map(|f| {
+                        let v = f.value(r).to_string();
+                        if v.is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                push_row(&mut rows, cells);
             }
         }
         Ok(DBOutput::Rows { types, rows })
@@ -92,6 +91,25 @@ impl AsyncDB for SabotDb {
 
     async fn sleep(dur: std::time::Duration) {
         tokio::time::sleep(dur).await;
+    }
+}
+
+/// Adds a row; a multi-line cell (an EXPLAIN plan) becomes one row per line, numbered and with
+/// its indentation drawn as dashes, after a row of the other cells (as DataFusion's own tests).
+fn push_row(rows: &mut Vec<Vec<String>>, cells: Vec<String>) {
+    if !cells.iter().any(|c| c.contains('\n')) {
+        rows.push(cells);
+        return;
+    }
+    let (multi, single): (Vec<String>, Vec<String>) =
+        cells.into_iter().partition(|c| c.contains('\n'));
+    rows.push(single);
+    for cell in multi {
+        for (i, line) in cell.lines().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            rows.push(vec![format!("{:02}){}{}", i + 1, "-".repeat(indent), trimmed.trim_end())]);
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_expr::Partitioning;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -115,45 +115,54 @@ fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
     Ok(Transformed::no(node))
 }
 
-/// Step 2 of the module docs.
-fn check_unbounded(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
-    plan.apply(|node| {
-        let unbounded_input = node
-            .children()
-            .iter()
-            .any(|c| c.boundedness().is_unbounded());
-        if !unbounded_input || is_streaming(node) || cuts_the_stream(node) {
-            return Ok(TreeNodeRecursion::Continue);
-        }
-        let name = node.name();
-        match name {
-            "AggregateExec" => plan_err!(
-                "GROUP BY over an unbounded stream needs a window, or the result would never be \
-                 final. Group by a window instead, e.g. \
-                 FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
-                 ... GROUP BY ..., window_start, window_end"
-            ),
-            "SortExec" | "SortPreservingMergeExec" => plan_err!(
-                "ORDER BY over an unbounded stream never finishes. Order within windows \
-                 downstream, or add LIMIT to a query over a bounded input"
-            ),
-            n if n.contains("Join") => plan_err!(
-                "this join of unbounded streams cannot be bounded: join within a window (both \
-                 sides grouped by the same window_start, window_end) or add a time bound \
-                 (l.ts BETWEEN r.ts - INTERVAL ... AND r.ts + INTERVAL ...)"
-            ),
-            "BoundedWindowAggExec" | "WindowAggExec" => plan_err!(
-                "OVER (...) window functions on an unbounded stream are not supported; use \
-                 TUMBLE, HOP or SESSION windows"
-            ),
-            "UnionExec" | "InterleaveExec" => plan_err!(
-                "UNION ALL of unbounded streams is not supported yet; write each stream into the \
-                 sink with its own INSERT INTO"
-            ),
-            other => plan_err!("{other} cannot run on an unbounded stream"),
-        }
-    })?;
-    Ok(())
+/// Step 2 of the module docs: reports the deepest operator that cannot run on its unbounded
+/// input (anything above it fails only because of it).
+fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    for child in node.children() {
+        check_unbounded(child)?;
+    }
+    let unbounded_input = node
+        .children()
+        .iter()
+        .any(|c| c.boundedness().is_unbounded());
+    if !unbounded_input || is_streaming(node) || cuts_the_stream(node) || is_row_wise(node) {
+        return Ok(());
+    }
+    match node.name() {
+        "AggregateExec" => plan_err!(
+            "GROUP BY over an unbounded stream needs a window, or the result would never be \
+             final. Group by a window instead, e.g. \
+             FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
+             ... GROUP BY ..., window_start, window_end"
+        ),
+        "SortExec" | "SortPreservingMergeExec" => plan_err!(
+            "ORDER BY over an unbounded stream never finishes. Order within windows \
+             downstream, or add LIMIT to a query over a bounded input"
+        ),
+        n if n.contains("Join") => plan_err!(
+            "this join of unbounded streams cannot be bounded: join within a window (both \
+             sides grouped by the same window_start, window_end) or add a time bound \
+             (l.ts BETWEEN r.ts - INTERVAL ... AND r.ts + INTERVAL ...)"
+        ),
+        "BoundedWindowAggExec" | "WindowAggExec" => plan_err!(
+            "OVER (...) window functions on an unbounded stream are not supported; use \
+             TUMBLE, HOP or SESSION windows"
+        ),
+        "UnionExec" | "InterleaveExec" => plan_err!(
+            "UNION ALL of unbounded streams is not supported yet; write each stream into the \
+             sink with its own INSERT INTO"
+        ),
+        other => plan_err!("{other} cannot run on an unbounded stream"),
+    }
+}
+
+/// Stock operators that handle one row at a time: harmless above an unbounded input.
+fn is_row_wise(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.is::<FilterExec>()
+        || node.is::<ProjectionExec>()
+        || node.is::<RepartitionExec>()
+        || node.is::<CoalescePartitionsExec>()
+        || node.is::<CooperativeExec>()
 }
 
 /// Operators that end a stream after a number of rows: fine on unbounded input.
