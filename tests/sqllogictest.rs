@@ -108,7 +108,12 @@ fn push_row(rows: &mut Vec<Vec<String>>, cells: Vec<String>) {
         for (i, line) in cell.lines().enumerate() {
             let trimmed = line.trim_start();
             let indent = line.len() - trimmed.len();
-            rows.push(vec![format!("{:02}){}{}", i + 1, "-".repeat(indent), trimmed.trim_end())]);
+            rows.push(vec![format!(
+                "{:02}){}{}",
+                i + 1,
+                "-".repeat(indent),
+                trimmed.trim_end()
+            )]);
         }
     }
 }

@@ -102,8 +102,8 @@ async fn run_statement(
     if let Ok(mut c) = current.lock() {
         *c = Some((Arc::clone(&job.context), started));
     }
-    let stdout = std::io::stdout();
-    let mut printer = ResultPrinter::new(format, job.stream.schema(), stdout.lock());
+    // Not a locked handle: a print sink of the same job writes to standard output too.
+    let mut printer = ResultPrinter::new(format, job.stream.schema(), std::io::stdout());
     let mut inserted = None;
     while let Some(batch) = job.stream.next().await {
         let batch = batch?;
@@ -115,6 +115,7 @@ async fn run_statement(
             continue;
         }
         printer.print(&batch)?;
+        job.context.stats.add_rows_out(batch.num_rows() as u64);
     }
     if kind == StatementKind::Query {
         printer.finish()?;

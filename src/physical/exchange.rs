@@ -519,3 +519,115 @@ impl Stream for ExchangeOutput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+    use futures::StreamExt;
+
+    use crate::physical::message::CheckpointBarrier;
+
+    fn data(v: i64) -> StreamMessage {
+        let batch =
+            RecordBatch::try_from_iter(vec![("v", Arc::new(Int64Array::from(vec![v])) as _)])
+                .unwrap();
+        StreamMessage::Data(StreamBatch::new(batch))
+    }
+
+    fn value(msg: &StreamMessage) -> String {
+        match msg {
+            StreamMessage::Data(b) => format!(
+                "d{}",
+                b.batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0)
+            ),
+            StreamMessage::Watermark(w) => format!("w{w}"),
+            StreamMessage::Idle => "idle".to_string(),
+            StreamMessage::Barrier(b) => format!("b{}", b.epoch),
+        }
+    }
+
+    /// An output merging the given per-input message lists (each input then ends).
+    async fn merge(inputs: Vec<Vec<StreamMessage>>) -> Vec<String> {
+        let mut receivers = Vec::new();
+        for messages in inputs {
+            let (tx, rx) = mpsc::channel(16);
+            for m in messages {
+                tx.send(Ok(m)).await.unwrap();
+            }
+            receivers.push(rx);
+        }
+        let n = receivers.len();
+        let metrics = ExecutionPlanMetricsSet::new();
+        let output = ExchangeOutput {
+            receivers,
+            tracker: WatermarkTracker::new(n),
+            blocked: vec![false; n],
+            finished: vec![false; n],
+            barrier: None,
+            next_poll: 0,
+            idle_announced: false,
+            _tasks: Arc::new(vec![]),
+            baseline: BaselineMetrics::new(&metrics, 0),
+        };
+        output.map(|m| value(&m.unwrap())).collect().await
+    }
+
+    #[tokio::test]
+    async fn barrier_is_aligned_across_inputs() {
+        let barrier = StreamMessage::Barrier(CheckpointBarrier { epoch: 1 });
+        let out = merge(vec![
+            vec![data(1), barrier.clone(), data(2)],
+            vec![data(10), data(11), barrier],
+        ])
+        .await;
+        // Row 2 came after the barrier on input 0: it must not overtake the barrier, which is
+        // forwarded once, after every pre-barrier row of both inputs.
+        let barrier_at = out.iter().position(|m| m == "b1").unwrap();
+        let mut before: Vec<&str> = out[..barrier_at].iter().map(|s| s.as_str()).collect();
+        before.sort();
+        assert_eq!(before, vec!["d1", "d10", "d11"]);
+        let after: Vec<&String> = out[barrier_at + 1..]
+            .iter()
+            .filter(|m| m.starts_with('d'))
+            .collect();
+        assert_eq!(after, vec!["d2"]);
+        assert_eq!(out.iter().filter(|m| *m == "b1").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn watermark_is_the_minimum_and_advances_when_inputs_finish() {
+        let out = merge(vec![
+            vec![StreamMessage::Watermark(10), StreamMessage::Watermark(30)],
+            vec![StreamMessage::Watermark(20)],
+        ])
+        .await;
+        let watermarks: Vec<i64> = out
+            .iter()
+            .filter_map(|m| m.strip_prefix('w'))
+            .map(|w| w.parse().unwrap())
+            .collect();
+        // min(10, 20) = 10 first, then min(30, 20) = 20; 30 only once input 1 has ended; never
+        // backwards; +inf when both have ended.
+        assert_eq!(watermarks[..2], [10, 20]);
+        assert!(watermarks.windows(2).all(|w| w[0] < w[1]), "{watermarks:?}");
+        assert_eq!(watermarks.last(), Some(&i64::MAX));
+    }
+
+    #[tokio::test]
+    async fn idle_input_does_not_hold_back_the_watermark() {
+        let out = merge(vec![
+            vec![StreamMessage::Watermark(100)],
+            vec![StreamMessage::Idle],
+        ])
+        .await;
+        assert_eq!(out.first().map(|s| s.as_str()), Some("w100"), "{out:?}");
+    }
+}

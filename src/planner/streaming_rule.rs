@@ -31,6 +31,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
 use crate::physical::projection::StreamProjectionExec;
+use crate::physical::sink::StreamSinkExec;
 use crate::physical::streaming::is_streaming;
 
 /// See the module docs.
@@ -156,9 +157,10 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
     }
 }
 
-/// Stock operators that handle one row at a time: harmless above an unbounded input.
+/// Operators that handle one row at a time (and our sink): harmless above an unbounded input.
 fn is_row_wise(node: &Arc<dyn ExecutionPlan>) -> bool {
-    node.is::<FilterExec>()
+    node.is::<StreamSinkExec>()
+        || node.is::<FilterExec>()
         || node.is::<ProjectionExec>()
         || node.is::<RepartitionExec>()
         || node.is::<CoalescePartitionsExec>()

@@ -1,0 +1,141 @@
+//! The `sabot run` command, driven as a user would: scripts in, rows and summaries out.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn sabot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sabot"))
+}
+
+fn run_script(script: &str, args: &[&str]) -> (i32, String, String) {
+    let mut child = sabot()
+        .arg("run")
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sabot");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write script");
+    let out = child.wait_with_output().expect("sabot ran");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+const LATE_SCRIPT: &str = "
+CREATE TABLE t (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts);
+INSERT INTO t VALUES
+  (1, TIMESTAMP '2024-01-01 00:00:01'), (1, TIMESTAMP '2024-01-01 00:00:12'),
+  (2, TIMESTAMP '2024-01-01 00:00:03'), (1, TIMESTAMP '2024-01-01 00:00:25'),
+  (1, TIMESTAMP '2024-01-01 00:00:11');
+SELECT k, window_start, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY k, window_start, window_end;
+";
+
+#[test]
+fn late_rows_are_dropped_and_counted_in_the_summary() {
+    // 03 arrives after 12 (window [0,10) fired) and 11 after 25 (window [10,20) fired).
+    let (code, stdout, stderr) = run_script(LATE_SCRIPT, &["--format", "csv"]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.remove(0), "k,window_start,n");
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            "1,2024-01-01T00:00:00,1",
+            "1,2024-01-01T00:00:10,1",
+            "1,2024-01-01T00:00:20,1"
+        ]
+    );
+    assert!(stderr.contains("2 late rows dropped"), "{stderr}");
+    assert!(stderr.contains("inserted 5 rows"), "{stderr}");
+}
+
+#[test]
+fn json_output_is_one_object_per_line() {
+    let (code, stdout, stderr) = run_script(
+        "SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, NULL ORDER BY a;",
+        &["--format", "json"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "{\"a\":1,\"b\":\"x\"}\n{\"a\":2,\"b\":null}\n");
+}
+
+#[test]
+fn table_output_has_a_header_and_a_row_count() {
+    let (code, stdout, stderr) = run_script("SELECT 42 AS answer;", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, " answer \n--------\n 42     \n(1 row)\n");
+}
+
+#[test]
+fn an_error_names_the_statement_and_line_and_fails_the_run() {
+    let script = "CREATE TABLE t (a BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts);\n\nSELECT nope FROM t;\nSELECT 1;";
+    let (code, stdout, stderr) = run_script(script, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("error in statement 2 (line 3):"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SELECT nope FROM t"), "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+    // The statement after the error never ran.
+    assert!(!stdout.contains('1'), "{stdout}");
+}
+
+#[test]
+fn a_script_file_and_options() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("q.sql");
+    std::fs::write(
+        &path,
+        "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '0',
+           'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '10');
+         SELECT SUM(id) AS total FROM g;",
+    )
+    .expect("write script");
+    let out = sabot()
+        .args(["run", "--format", "csv", "--parallelism", "2"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "total\n55\n");
+}
+
+#[test]
+fn a_missing_script_is_a_clear_error() {
+    let out = sabot()
+        .args(["run", "/no/such/file.sql"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read /no/such/file.sql"), "{stderr}");
+}
+
+#[test]
+fn print_sink_prints_rows_as_flink_does() {
+    let (code, stdout, stderr) = run_script(
+        "CREATE TABLE out (k BIGINT, n BIGINT) WITH ('connector' = 'print', 'print-identifier' = 'w');
+         INSERT INTO out VALUES (1, 2), (3, NULL);",
+        &["--parallelism", "1"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "w> +I[1, 2]\nw> +I[3, NULL]\n");
+}
