@@ -109,7 +109,7 @@ async fn run_statement(
         let batch = batch?;
         if kind == StatementKind::Insert {
             let counts = batch.column(0).as_primitive::<UInt64Type>();
-            if counts.len() > 0 {
+            if !counts.is_empty() {
                 inserted = Some(counts.value(0));
             }
             continue;

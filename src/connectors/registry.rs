@@ -21,13 +21,13 @@ pub const CONNECTORS: &[(&str, &str)] = &[
     ("kafka", "Kafka topics (not available yet)"),
 ];
 
+/// The source and sink sides of a table; either may be missing.
+type Sides = (Option<Arc<dyn SourceConnector>>, Option<Arc<dyn SinkConnector>>);
+
 /// Builds the `TableProvider` of a declared table.
 pub fn build_table(def: TableDefinition) -> Result<ConnectorTable> {
     let def = Arc::new(def);
-    let (source, sink): (
-        Option<Arc<dyn SourceConnector>>,
-        Option<Arc<dyn SinkConnector>>,
-    ) = match def.connector() {
+    let (source, sink): Sides = match def.connector() {
         None => {
             let memory = super::memory::build(&def)?;
             (Some(Arc::new(memory.clone())), Some(Arc::new(memory)))

@@ -46,7 +46,7 @@ pub enum ColumnSyntax {
         /// Column name.
         name: Ident,
         /// Declared type.
-        data_type: SqlType,
+        data_type: Box<SqlType>,
         /// `NOT NULL` given.
         not_null: bool,
         /// `METADATA [FROM 'key'] [VIRTUAL]`: (key, virtual).
@@ -57,7 +57,7 @@ pub enum ColumnSyntax {
         /// Column name.
         name: Ident,
         /// The expression.
-        expr: SqlExpr,
+        expr: Box<SqlExpr>,
     },
 }
 
@@ -193,7 +193,10 @@ fn parse_body(p: &mut Parser) -> std::result::Result<CreateTable, ParserError> {
             if p.parse_keyword(Keyword::AS) {
                 let expr = p.parse_expr()?;
                 skip_comment(p)?;
-                table.columns.push(ColumnSyntax::Computed { name, expr });
+                table.columns.push(ColumnSyntax::Computed {
+                    name,
+                    expr: Box::new(expr),
+                });
             } else {
                 let data_type = p.parse_data_type()?;
                 let mut not_null = false;
@@ -226,7 +229,7 @@ fn parse_body(p: &mut Parser) -> std::result::Result<CreateTable, ParserError> {
                 }
                 table.columns.push(ColumnSyntax::Declared {
                     name,
-                    data_type,
+                    data_type: Box::new(data_type),
                     not_null,
                     metadata,
                 });
@@ -377,7 +380,7 @@ pub fn resolve(table: CreateTable, ctx: &SessionContext) -> Result<TableDefiniti
                     let schema = planner
                         .build_schema(vec![ColumnDef {
                             name: name.clone(),
-                            data_type: data_type.clone(),
+                            data_type: data_type.as_ref().clone(),
                             options,
                         }])
                         .map_err(|e| {

@@ -21,7 +21,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use super::window_aggregate_node::{GroupColumn, WindowAggregateNode};
 use super::window_assign_node::WindowAssignNode;
 use crate::physical::aggregation::AggregateSet;
-use crate::physical::window_aggregate::WindowAggregateExec;
+use crate::physical::window_aggregate::{WindowAggregateExec, WindowAggregation};
 use crate::physical::window_assign::WindowAssignExec;
 
 /// Plans Sabot's logical extension nodes (see the module docs).
@@ -93,14 +93,17 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 filters.push(lowered.filter);
             }
             let set = Arc::new(AggregateSet::try_new(aggregates, filters)?);
-            return Ok(Some(Arc::new(WindowAggregateExec::try_new(
-                Arc::clone(physical_input),
-                agg.spec,
-                time,
+            let def = WindowAggregation {
+                spec: agg.spec,
+                time_expr: time,
                 keys,
                 partition_keys,
-                set,
-                agg.group_columns.clone(),
+                aggregates: set,
+                group_columns: agg.group_columns.clone(),
+            };
+            return Ok(Some(Arc::new(WindowAggregateExec::try_new(
+                Arc::clone(physical_input),
+                def,
                 Arc::clone(output_schema),
             )?)));
         }

@@ -181,7 +181,7 @@ pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<Dat
     let mut statements = {
         let prepared = prepare_window_syntax(sql)?;
         let dialect = state.config().options().sql_parser.dialect;
-        let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect.to_string())
+        let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect)
             .unwrap_or_else(|| Box::new(GenericDialect {}));
         DFParserBuilder::new(prepared.as_ref())
             .with_dialect(dialect.as_ref())

@@ -157,9 +157,10 @@ fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode
                     Arc::new(plan),
                     s.alias.clone(),
                 )?);
-                let requalify = |c: &Column| Column::new(Some(s.alias.clone()), c.name.clone());
-                tracked.time = requalify(&tracked.time);
-                tracked.partition = tracked.partition.iter().map(requalify).collect();
+                tracked.time = Column::new(Some(s.alias.clone()), tracked.time.name.clone());
+                for c in tracked.partition.iter_mut() {
+                    *c = Column::new(Some(s.alias.clone()), c.name.clone());
+                }
             }
             LogicalPlan::Projection(p) => {
                 let mut kept = Vec::new();

@@ -23,17 +23,28 @@ use crate::physical::streaming::{StreamingExec, data_only, execute_input};
 use crate::physical::window_spec::{WindowKind, WindowSpec, format_ms};
 use crate::planner::window_aggregate_node::GroupColumn;
 
-/// TUMBLE / HOP aggregation (see the module docs).
+/// What a window aggregation computes, over its input's columns.
+#[derive(Debug, Clone)]
+pub struct WindowAggregation {
+    /// The window.
+    pub spec: WindowSpec,
+    /// Event time of a row.
+    pub time_expr: Arc<dyn PhysicalExpr>,
+    /// Group keys other than the window columns, with their output names.
+    pub keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    /// SESSION: sessions are tracked per value of these expressions.
+    pub partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The aggregate functions.
+    pub aggregates: Arc<AggregateSet>,
+    /// Output order of keys and window columns.
+    pub group_columns: Vec<GroupColumn>,
+}
+
+/// TUMBLE / HOP / SESSION aggregation (see the module docs).
 #[derive(Debug)]
 pub struct WindowAggregateExec {
     pub(super) input: Arc<dyn ExecutionPlan>,
-    pub(super) spec: WindowSpec,
-    pub(super) time_expr: Arc<dyn PhysicalExpr>,
-    pub(super) keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
-    /// SESSION: sessions are tracked per value of these expressions.
-    pub(super) partition_keys: Vec<Arc<dyn PhysicalExpr>>,
-    pub(super) aggregates: Arc<AggregateSet>,
-    pub(super) group_columns: Vec<GroupColumn>,
+    pub(super) def: WindowAggregation,
     properties: Arc<PlanProperties>,
     pub(super) metrics: ExecutionPlanMetricsSet,
 }
@@ -42,12 +53,7 @@ impl WindowAggregateExec {
     /// Builds the node; `schema` is the output schema (group columns, then aggregates).
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
-        spec: WindowSpec,
-        time_expr: Arc<dyn PhysicalExpr>,
-        keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
-        partition_keys: Vec<Arc<dyn PhysicalExpr>>,
-        aggregates: Arc<AggregateSet>,
-        group_columns: Vec<GroupColumn>,
+        def: WindowAggregation,
         schema: SchemaRef,
     ) -> Result<Self> {
         let partitions = input.output_partitioning().partition_count();
@@ -59,12 +65,7 @@ impl WindowAggregateExec {
         );
         Ok(Self {
             input,
-            spec,
-            time_expr,
-            keys,
-            partition_keys,
-            aggregates,
-            group_columns,
+            def,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -72,28 +73,29 @@ impl WindowAggregateExec {
 
     /// The window.
     pub fn spec(&self) -> &WindowSpec {
-        &self.spec
+        &self.def.spec
     }
 
     fn is_session(&self) -> bool {
-        matches!(self.spec.kind, WindowKind::Session { .. })
+        matches!(self.def.spec.kind, WindowKind::Session { .. })
     }
 
     /// Expressions whose values must meet in one task: the session partition keys for
     /// SESSION, the group keys otherwise.
     fn distribution_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
         if self.is_session() {
-            self.partition_keys.clone()
+            self.def.partition_keys.clone()
         } else {
-            self.keys.iter().map(|(e, _)| Arc::clone(e)).collect()
+            self.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect()
         }
     }
 }
 
 impl DisplayAs for WindowAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let keys: Vec<&str> = self.keys.iter().map(|(_, n)| n.as_str()).collect();
+        let keys: Vec<&str> = self.def.keys.iter().map(|(_, n)| n.as_str()).collect();
         let aggs: Vec<String> = self
+            .def
             .aggregates
             .aggregates
             .iter()
@@ -102,13 +104,13 @@ impl DisplayAs for WindowAggregateExec {
         write!(
             f,
             "WindowAggregateExec: {} on {}",
-            self.spec, self.time_expr
+            self.def.spec, self.def.time_expr
         )?;
         if self.is_session() {
-            let parts: Vec<String> = self.partition_keys.iter().map(|e| e.to_string()).collect();
+            let parts: Vec<String> = self.def.partition_keys.iter().map(|e| e.to_string()).collect();
             write!(f, ", partition by=[{}]", parts.join(", "))?;
         } else {
-            write!(f, ", slice={}", format_ms(self.spec.slice_size()))?;
+            write!(f, ", slice={}", format_ms(self.def.spec.slice_size()))?;
         }
         write!(
             f,
@@ -150,9 +152,9 @@ impl ExecutionPlan for WindowAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let mut exprs: Vec<&Arc<dyn PhysicalExpr>> = vec![&self.time_expr];
-        exprs.extend(self.keys.iter().map(|(e, _)| e));
-        exprs.extend(self.partition_keys.iter());
+        let mut exprs: Vec<&Arc<dyn PhysicalExpr>> = vec![&self.def.time_expr];
+        exprs.extend(self.def.keys.iter().map(|(e, _)| e));
+        exprs.extend(self.def.partition_keys.iter());
         for e in exprs {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
@@ -168,16 +170,7 @@ impl ExecutionPlan for WindowAggregateExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("WindowAggregateExec needs exactly one child");
         };
-        Ok(Arc::new(Self::try_new(
-            input,
-            self.spec,
-            Arc::clone(&self.time_expr),
-            self.keys.clone(),
-            self.partition_keys.clone(),
-            Arc::clone(&self.aggregates),
-            self.group_columns.clone(),
-            self.schema(),
-        )?))
+        Ok(Arc::new(Self::try_new(input, self.def.clone(), self.schema())?))
     }
 
     fn execute(

@@ -26,4 +26,4 @@ mod session;
 mod slices;
 mod stream;
 
-pub use exec::WindowAggregateExec;
+pub use exec::{WindowAggregateExec, WindowAggregation};

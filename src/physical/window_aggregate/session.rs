@@ -94,6 +94,7 @@ impl SessionAggregateStream {
             ))
         };
         let partition_fields = exec
+            .def
             .partition_keys
             .iter()
             .enumerate()
@@ -104,7 +105,7 @@ impl SessionAggregateStream {
             None => None,
         };
         let mut fire_fields = vec![Field::new("__session", DataType::UInt32, false)];
-        for (e, name) in &exec.keys {
+        for (e, name) in &exec.def.keys {
             fire_fields.push(field_of(e, name.clone())?);
         }
         let Some(fire_key_schema) = key_schema(fire_fields) else {
@@ -112,13 +113,13 @@ impl SessionAggregateStream {
         };
         let stream = Self {
             input,
-            gap: exec.spec.size(),
-            time_expr: Arc::clone(&exec.time_expr),
-            partition_exprs: exec.partition_keys.clone(),
+            gap: exec.def.spec.size(),
+            time_expr: Arc::clone(&exec.def.time_expr),
+            partition_exprs: exec.def.partition_keys.clone(),
             partition_ids,
-            keys: exec.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            aggregates: Arc::clone(&exec.aggregates),
-            group_columns: exec.group_columns.clone(),
+            keys: exec.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            aggregates: Arc::clone(&exec.def.aggregates),
+            group_columns: exec.def.group_columns.clone(),
             schema: exec.schema(),
             fire_key_schema,
             sessions: Vec::new(),

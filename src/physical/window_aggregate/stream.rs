@@ -49,6 +49,7 @@ impl WindowAggregateStream {
     ) -> Result<MessageStream> {
         let input_schema = exec.input.schema();
         let key_fields = exec
+            .def
             .keys
             .iter()
             .map(|(e, name)| {
@@ -61,15 +62,15 @@ impl WindowAggregateStream {
             .collect::<Result<Vec<_>>>()?;
         let stream = Self {
             input,
-            spec: exec.spec,
-            time_expr: Arc::clone(&exec.time_expr),
-            keys: exec.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            aggregates: Arc::clone(&exec.aggregates),
-            group_columns: exec.group_columns.clone(),
+            spec: exec.def.spec,
+            time_expr: Arc::clone(&exec.def.time_expr),
+            keys: exec.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            aggregates: Arc::clone(&exec.def.aggregates),
+            group_columns: exec.def.group_columns.clone(),
             schema: exec.schema(),
             state: SliceState::new(
-                exec.spec,
-                Arc::clone(&exec.aggregates),
+                exec.def.spec,
+                Arc::clone(&exec.def.aggregates),
                 key_schema(key_fields),
             ),
             watermark: NO_WATERMARK,
