@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
+use sabot::cli::bench;
 use sabot::cli::output::OutputFormat;
 use sabot::cli::run::{CurrentJob, report_progress, run_script, summary};
 use sabot::config::{SabotConfig, Setting};
@@ -32,6 +33,33 @@ enum Command {
         #[arg(long)]
         checkpoint_interval: Option<String>,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// Nexmark queries over the built-in generator, into a blackhole sink.
+    Nexmark {
+        /// Queries to run, comma-separated: q0, q1, q2, q5-agg, q7-agg, q11 (default: all).
+        #[arg(long)]
+        query: Option<String>,
+        /// Nexmark events per run (all kinds; 46 of 50 are bids).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Events per second of event time (sets how many windows the run spans).
+        #[arg(long, default_value_t = 100_000)]
+        tps: u64,
+        /// Parallel tasks (1 measures one core).
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +82,16 @@ fn main() -> ExitCode {
                 parallelism,
                 checkpoint_interval,
             } => run(file, format, parallelism, checkpoint_interval).await,
+            Command::Bench {
+                suite:
+                    BenchSuite::Nexmark {
+                        query,
+                        events,
+                        tps,
+                        parallelism,
+                        json,
+                    },
+            } => bench_nexmark(query, events, tps, parallelism, json).await,
         }
     })
 }
@@ -116,4 +154,43 @@ async fn run(
     };
     progress.abort();
     outcome
+}
+
+async fn bench_nexmark(
+    query: Option<String>,
+    events: u64,
+    tps: u64,
+    parallelism: usize,
+    json: Option<String>,
+) -> ExitCode {
+    let queries: Vec<String> = match query {
+        Some(q) => q.split(',').map(|s| s.trim().to_string()).collect(),
+        None => bench::QUERIES.iter().map(|(n, _)| n.to_string()).collect(),
+    };
+    let mut results = Vec::new();
+    for q in &queries {
+        eprintln!("{q}: {events} events, parallelism {parallelism}");
+        match bench::bench(q, events, tps, parallelism).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("error: {q}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    print!("{}", bench::format_table(&results));
+    if let Some(path) = json {
+        let text = match serde_json::to_string_pretty(&results) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot encode results: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -139,3 +139,58 @@ fn print_sink_prints_rows_as_flink_does() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "w> +I[1, 2]\nw> +I[3, NULL]\n");
 }
+
+#[test]
+fn skipped_malformed_records_are_counted_in_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("events.json");
+    std::fs::write(
+        &data,
+        "{\"v\": 1}\n{\"v\": oops}\n{\"v\": 3}\nnot json at all\n",
+    )
+    .expect("write data");
+    let script = format!(
+        "CREATE TABLE e (v BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json', 'json.ignore-parse-errors' = 'true');
+         SELECT SUM(v) AS total FROM e;",
+        data.display()
+    );
+    let (code, stdout, stderr) = run_script(&script, &["--format", "csv"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "total\n4\n");
+    assert!(stderr.contains("2 malformed records skipped"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_stops_an_unbounded_job_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("forever.sql");
+    std::fs::write(
+        &script,
+        "CREATE TABLE bid (auction BIGINT, date_time TIMESTAMP(3), WATERMARK FOR date_time AS date_time)
+           WITH ('connector' = 'nexmark', 'nexmark.table.type' = 'bid', 'tps' = '1000');
+         SELECT window_start, COUNT(*) AS bids FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+         GROUP BY window_start, window_end;",
+    )
+    .expect("write script");
+    let child = sabot()
+        .args(["run", "--format", "csv"])
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sabot");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("sabot ended");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped by Ctrl-C; job"), "{stderr}");
+    // Windows closed while it ran were printed: the header and at least one full window.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("window_start,bids\n"), "{stdout}");
+    assert!(stdout.lines().count() >= 2, "{stdout}");
+}

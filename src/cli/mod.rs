@@ -3,6 +3,8 @@
 //! - [`run`]: runs a script statement by statement, queries and INSERTs as jobs with a progress
 //!   line and a summary, stopping cleanly on Ctrl-C.
 //! - [`output`]: prints result rows as a table, CSV or JSON lines, as they arrive.
+//! - [`bench`]: `sabot bench nexmark`, a measured run of one Nexmark query.
 
+pub mod bench;
 pub mod output;
 pub mod run;

@@ -22,7 +22,10 @@ pub const CONNECTORS: &[(&str, &str)] = &[
 ];
 
 /// The source and sink sides of a table; either may be missing.
-type Sides = (Option<Arc<dyn SourceConnector>>, Option<Arc<dyn SinkConnector>>);
+type Sides = (
+    Option<Arc<dyn SourceConnector>>,
+    Option<Arc<dyn SinkConnector>>,
+);
 
 /// Builds the `TableProvider` of a declared table.
 pub fn build_table(def: TableDefinition) -> Result<ConnectorTable> {

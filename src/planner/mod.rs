@@ -6,7 +6,8 @@
 //! 1. [`script`] splits a script into statements; [`statement`] dispatches each one: Sabot's
 //!    own (Flink [`ddl`], `SET`, `DESCRIBE`) or DataFusion's.
 //! 2. [`window_syntax`]: `TABLE t` arguments and group windows (`GROUP BY TUMBLE(ts, ...)`)
-//!    become window table functions.
+//!    become window table functions; [`flink_functions`] maps Flink function spellings
+//!    (`MOD(a, b)`) to DataFusion's.
 //! 3. [`window_tvf`]: a DataFusion `RelationPlanner` turning `TUMBLE/HOP/SESSION(...)` in FROM
 //!    into a [`window_assign_node::WindowAssignNode`].
 //! 4. [`window_aggregate_rule`]: an optimizer rule turning `GROUP BY window_start, window_end`
@@ -17,6 +18,7 @@
 
 pub mod ddl;
 pub mod extension_planner;
+pub mod flink_functions;
 pub mod script;
 pub mod statement;
 pub mod streaming_rule;

@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::ddl::{parse_create_table, resolve};
+use super::flink_functions::rewrite_flink_functions;
 use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
 use crate::catalog::connector_table::ConnectorTable;
 use crate::catalog::table_definition::ColumnKind;
@@ -205,7 +206,10 @@ pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<Dat
 
 fn rewrite_statement(statement: &mut DFStatement) -> Result<()> {
     match statement {
-        DFStatement::Statement(s) => rewrite_group_windows(s),
+        DFStatement::Statement(s) => {
+            rewrite_flink_functions(s);
+            rewrite_group_windows(s)
+        }
         DFStatement::Explain(explain) => rewrite_statement(&mut explain.statement),
         _ => Ok(()),
     }

@@ -107,7 +107,12 @@ impl DisplayAs for WindowAggregateExec {
             self.def.spec, self.def.time_expr
         )?;
         if self.is_session() {
-            let parts: Vec<String> = self.def.partition_keys.iter().map(|e| e.to_string()).collect();
+            let parts: Vec<String> = self
+                .def
+                .partition_keys
+                .iter()
+                .map(|e| e.to_string())
+                .collect();
             write!(f, ", partition by=[{}]", parts.join(", "))?;
         } else {
             write!(f, ", slice={}", format_ms(self.def.spec.slice_size()))?;
@@ -170,7 +175,11 @@ impl ExecutionPlan for WindowAggregateExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("WindowAggregateExec needs exactly one child");
         };
-        Ok(Arc::new(Self::try_new(input, self.def.clone(), self.schema())?))
+        Ok(Arc::new(Self::try_new(
+            input,
+            self.def.clone(),
+            self.schema(),
+        )?))
     }
 
     fn execute(

@@ -1,0 +1,165 @@
+//! `sabot bench nexmark`: one Nexmark query over the built-in generator, measured.
+//!
+//! Runs a short warm-up, then the query over `--events` events into a blackhole sink, and reports
+//! wall time, CPU time (from `getrusage`, so "per core" is measured, not assumed), events per
+//! second, events per second per core, and the peak resident memory of the process. Events are
+//! Nexmark events of all kinds (`events.num`), the benchmark's usual unit; a bid-only query reads
+//! 46 of every 50.
+
+use std::time::{Duration, Instant};
+
+use datafusion::common::{Result, plan_err};
+use futures::StreamExt;
+
+use crate::SabotConfig;
+use crate::planner::script::split_statements;
+use crate::runtime::job::start_job;
+
+/// The queries, compiled into the binary.
+pub const QUERIES: &[(&str, &str)] = &[
+    ("q0", include_str!("../../benches/nexmark/q0.sql")),
+    ("q1", include_str!("../../benches/nexmark/q1.sql")),
+    ("q2", include_str!("../../benches/nexmark/q2.sql")),
+    ("q5-agg", include_str!("../../benches/nexmark/q5-agg.sql")),
+    ("q7-agg", include_str!("../../benches/nexmark/q7-agg.sql")),
+    ("q11", include_str!("../../benches/nexmark/q11.sql")),
+];
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    /// Query name.
+    pub query: String,
+    /// Nexmark events (all kinds).
+    pub events: u64,
+    /// Rows the source read (bids for a bid query).
+    pub rows_read: u64,
+    /// Rows written to the sink.
+    pub rows_out: u64,
+    /// Parallelism.
+    pub parallelism: usize,
+    /// Wall-clock seconds.
+    pub wall_seconds: f64,
+    /// CPU seconds (user + system) of the process during the run.
+    pub cpu_seconds: f64,
+    /// Events per wall-clock second.
+    pub events_per_second: f64,
+    /// Events per CPU second.
+    pub events_per_core_second: f64,
+    /// Peak resident set size of the process, in MiB.
+    pub peak_rss_mib: f64,
+    /// Late rows dropped.
+    pub late_rows: u64,
+}
+
+/// CPU seconds used by this process so far, and its peak RSS in KiB.
+fn usage() -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct we pass; zeroed is a valid rusage.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    if rc != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as f64)
+}
+
+/// The script of `query` for `events` events at `tps` events per second of event time.
+pub fn query_script(query: &str, events: u64, tps: u64) -> Result<String> {
+    let Some((_, sql)) = QUERIES.iter().find(|(name, _)| *name == query) else {
+        let names: Vec<&str> = QUERIES.iter().map(|(n, _)| *n).collect();
+        return plan_err!(
+            "unknown Nexmark query '{query}'; available: {}",
+            names.join(", ")
+        );
+    };
+    Ok(sql
+        .replace("${EVENTS}", &events.to_string())
+        .replace("${TPS}", &tps.to_string()))
+}
+
+/// Runs `query` once over `events` events and measures it.
+pub async fn run_once(
+    query: &str,
+    events: u64,
+    tps: u64,
+    parallelism: usize,
+) -> Result<BenchResult> {
+    let ctx = crate::session_context(SabotConfig {
+        parallelism,
+        batch_size: 8192,
+        checkpoint_interval: None,
+    });
+    let script = query_script(query, events, tps)?;
+    let statements = split_statements(&script)?;
+    let Some((last, setup)) = statements.split_last() else {
+        return plan_err!("empty benchmark script");
+    };
+    for s in setup {
+        ctx.sql(&s.sql).await?.collect().await?;
+    }
+    let df = ctx.sql(&last.sql).await?;
+    let (cpu_before, _) = usage();
+    let started = Instant::now();
+    let mut job = start_job(df, None).await?;
+    while let Some(batch) = job.stream.next().await {
+        batch?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu_after, rss_kib) = usage();
+    let cpu = (cpu_after - cpu_before).max(1e-9);
+    let stats = &job.context.stats;
+    Ok(BenchResult {
+        query: query.to_string(),
+        events,
+        rows_read: stats.events_in(),
+        rows_out: stats.rows_out(),
+        parallelism,
+        wall_seconds: wall,
+        cpu_seconds: cpu,
+        events_per_second: events as f64 / wall.max(1e-9),
+        events_per_core_second: events as f64 / cpu,
+        peak_rss_mib: rss_kib / 1024.0,
+        late_rows: stats.late_rows(),
+    })
+}
+
+/// Warm-up, then the measured run.
+pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Result<BenchResult> {
+    let warmup = (events / 10).clamp(1, 1_000_000);
+    run_once(query, warmup, tps, parallelism).await?;
+    let ticker = tokio::spawn(async {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            eprint!("\r  running {:.0}s", started.elapsed().as_secs_f64());
+        }
+    });
+    let result = run_once(query, events, tps, parallelism).await;
+    ticker.abort();
+    eprint!("\r");
+    result
+}
+
+/// A table of results.
+pub fn format_table(results: &[BenchResult]) -> String {
+    let mut out = String::from(
+        "query   | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB\n\
+         --------+------------+-------------+---------+---------+-------------+---------------+-------------\n",
+    );
+    for r in results {
+        out.push_str(&format!(
+            "{:<7} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1}\n",
+            r.query,
+            r.events,
+            r.parallelism,
+            r.wall_seconds,
+            r.cpu_seconds,
+            r.events_per_second,
+            r.events_per_core_second,
+            r.peak_rss_mib
+        ));
+    }
+    out
+}
