@@ -101,6 +101,7 @@ impl<W: Write> ResultPrinter<W> {
 
     fn print_table(&mut self, batch: &RecordBatch) -> Result<()> {
         let cells = Self::cells(batch)?;
+        let width = |text: &str| text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
         if self.widths.is_none() {
             // Column widths from the header and the first rows; later wider values just push on.
             let mut widths: Vec<usize> = self
@@ -111,7 +112,7 @@ impl<W: Write> ResultPrinter<W> {
                 .collect();
             for row in &cells {
                 for (w, c) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(c.chars().count());
+                    *w = (*w).max(width(c));
                 }
             }
             let header: Vec<String> = self
@@ -128,12 +129,17 @@ impl<W: Write> ResultPrinter<W> {
         }
         let widths = self.widths.clone().unwrap_or_default();
         for row in cells {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!(" {:<w$} ", c, w = *w))
-                .collect();
-            writeln!(self.out, "{}", line.join("|")).map_err(io)?;
+            // A multi-line value (an EXPLAIN plan) continues on the following lines.
+            let lines: Vec<Vec<&str>> = row.iter().map(|c| c.lines().collect()).collect();
+            let height = lines.iter().map(|l| l.len()).max().unwrap_or(1).max(1);
+            for i in 0..height {
+                let line: Vec<String> = lines
+                    .iter()
+                    .zip(&widths)
+                    .map(|(l, w)| format!(" {:<w$} ", l.get(i).copied().unwrap_or(""), w = *w))
+                    .collect();
+                writeln!(self.out, "{}", line.join("|").trim_end()).map_err(io)?;
+            }
         }
         Ok(())
     }
@@ -187,7 +193,26 @@ mod tests {
     fn table() {
         assert_eq!(
             render(OutputFormat::Table),
-            " k    | name   \n------+--------\n 1    | a      \n NULL | bbbbbb \n(2 rows)\n"
+            " k    | name   \n------+--------\n 1    | a\n NULL | bbbbbb\n(2 rows)\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_values_continue_on_the_next_lines() {
+        let b = RecordBatch::try_from_iter(vec![
+            (
+                "plan_type",
+                Arc::new(StringArray::from(vec!["physical"])) as _,
+            ),
+            ("plan", Arc::new(StringArray::from(vec!["A\n  B"])) as _),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        let mut p = ResultPrinter::new(OutputFormat::Table, b.schema(), &mut out);
+        p.print(&b).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            " plan_type | plan \n-----------+------\n physical  | A\n           |   B\n"
         );
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -130,14 +131,12 @@ impl StreamingExec for StreamFilterExec {
             }
             let mut out = batch.filter(&mask)?;
             if let Some(p) = &projection {
-                let projected = out.batch.project(p)?;
-                out = StreamBatch::with_row_watermarks(
-                    datafusion::arrow::record_batch::RecordBatch::try_new(
-                        Arc::clone(&schema),
-                        projected.columns().to_vec(),
-                    )?,
-                    out.row_watermarks,
-                );
+                let columns = p.iter().map(|&i| Arc::clone(out.batch.column(i))).collect();
+                // Keep the row count even when no column is kept (COUNT(*)).
+                let options = RecordBatchOptions::new().with_row_count(Some(out.num_rows()));
+                let batch =
+                    RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
+                out = StreamBatch::with_row_watermarks(batch, out.row_watermarks);
             }
             baseline.record_output(out.num_rows());
             Ok(out)

@@ -6,7 +6,8 @@
 //! 1. Stock stateless operators over a streaming input are replaced by their streaming twins:
 //!    `FilterExec` -> `StreamFilterExec`, `ProjectionExec` -> `StreamProjectionExec`,
 //!    `RepartitionExec` -> `StreamExchangeExec` (hash or round-robin; a round-robin feeding a
-//!    hash exchange is dropped), `CoalescePartitionsExec` -> a merging `StreamExchangeExec`;
+//!    hash exchange is dropped), `CoalescePartitionsExec` -> a merging `StreamExchangeExec`
+//!    (a `fetch` of LIMIT pushdown becomes an explicit limit, which makes the stream bounded);
 //!    `CooperativeExec` is removed (streaming operators yield at every channel receive). Their twins forward watermarks and
 //!    barriers instead of dropping them.
 //! 2. Operators that cannot run on an unbounded stream (a GROUP BY without a window, ORDER BY,
@@ -63,12 +64,14 @@ fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
         return Ok(Transformed::no(node));
     }
-    if let Some(filter) = node.downcast_ref::<FilterExec>()
-        && filter.fetch().is_none()
-    {
-        return Ok(Transformed::yes(Arc::new(StreamFilterExec::from_filter(
-            filter,
-        ))));
+    if let Some(filter) = node.downcast_ref::<FilterExec>() {
+        let streaming: Arc<dyn ExecutionPlan> = Arc::new(StreamFilterExec::from_filter(filter));
+        // A fetch folded into the filter by LIMIT pushdown becomes an explicit limit, which
+        // also tells the operators above that the stream now ends.
+        return Ok(Transformed::yes(match filter.fetch() {
+            Some(n) => Arc::new(LocalLimitExec::new(streaming, n)),
+            None => streaming,
+        }));
     }
     if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
         return Ok(Transformed::yes(Arc::new(
@@ -97,18 +100,17 @@ fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
         };
         return Ok(Transformed::yes(Arc::new(exchange)));
     }
-    if let Some(coalesce) = node.downcast_ref::<CoalescePartitionsExec>()
-        && coalesce.fetch().is_none()
-    {
+    if let Some(coalesce) = node.downcast_ref::<CoalescePartitionsExec>() {
         let input = Arc::clone(coalesce.input());
-        if input.output_partitioning().partition_count() == 1 {
-            return Ok(Transformed::yes(input));
-        }
-        return Ok(Transformed::yes(Arc::new(StreamExchangeExec::try_new(
-            input,
-            ExchangeMode::Single,
-            1,
-        )?)));
+        let merged: Arc<dyn ExecutionPlan> = if input.output_partitioning().partition_count() == 1 {
+            input
+        } else {
+            Arc::new(StreamExchangeExec::try_new(input, ExchangeMode::Single, 1)?)
+        };
+        return Ok(Transformed::yes(match coalesce.fetch() {
+            Some(n) => Arc::new(GlobalLimitExec::new(merged, 0, Some(n))),
+            None => merged,
+        }));
     }
     if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
         return Ok(Transformed::yes(Arc::clone(coop.input())));

@@ -9,7 +9,7 @@
 //! fired too, the row is late and dropped.
 //!
 //! State: the buffered rows of open sessions, freed when the session fires (a batch's buffer is
-//! released when its last open row is).
+//! released when its last open row is), and the partition keys with open sessions.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,11 +17,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::interleave;
+use datafusion::arrow::compute::{interleave, take};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
@@ -198,30 +199,52 @@ impl SessionAggregateStream {
             }
             let list = &mut self.sessions[pk];
             let (mut start, mut end) = (t, t.saturating_add(self.gap));
-            // Open sessions this row touches, that had not fired before the row arrived.
-            let mut touching = Vec::new();
+            // Open sessions this row touches (that had not fired before the row arrived); the
+            // list is sorted by start, so a bridging row chains them in one pass.
+            let open = |s: &Session| WindowSpec::fire_time(s.end) > watermark;
+            let mut first = None;
+            let mut touching = 0;
             for (j, s) in list.iter().enumerate() {
-                if s.start <= end && t <= s.end && WindowSpec::fire_time(s.end) > watermark {
+                if s.start <= end && t <= s.end && open(s) {
                     start = start.min(s.start);
                     end = end.max(s.end);
-                    touching.push(j);
+                    first.get_or_insert(j);
+                    touching += 1;
                 }
             }
             if WindowSpec::fire_time(end) <= watermark {
                 late += 1;
                 continue;
             }
-            let mut merged = Session {
-                start,
-                end,
-                rows: vec![(buffer_id, i)],
-            };
-            for j in touching.into_iter().rev() {
-                let s = list.remove(j);
-                merged.rows.extend(s.rows);
+            match (first, touching) {
+                // The common case: the row extends one session.
+                (Some(j), 1) => {
+                    let s = &mut list[j];
+                    s.start = start;
+                    s.end = end;
+                    s.rows.push((buffer_id, i));
+                }
+                (None, _) => {
+                    let at = list.partition_point(|s| s.start < start);
+                    let rows = vec![(buffer_id, i)];
+                    list.insert(at, Session { start, end, rows });
+                }
+                // The row bridges several sessions: merge them.
+                (Some(_), _) => {
+                    let mut rows = vec![(buffer_id, i)];
+                    let mut j = 0;
+                    while j < list.len() {
+                        let s = &list[j];
+                        if s.start <= end && s.end >= start && open(s) {
+                            rows.extend(list.remove(j).rows);
+                        } else {
+                            j += 1;
+                        }
+                    }
+                    let at = list.partition_point(|s| s.start < start);
+                    list.insert(at, Session { start, end, rows });
+                }
             }
-            let at = list.partition_point(|s| s.start < merged.start);
-            list.insert(at, merged);
             self.min_end = self.min_end.min(end);
             live += 1;
         }
@@ -255,6 +278,7 @@ impl SessionAggregateStream {
             let _timer = elapsed.timer();
             let mut fired = Vec::new();
             let mut min_end = i64::MAX;
+            let mut active = 0;
             for list in self.sessions.iter_mut() {
                 let mut j = 0;
                 while j < list.len() {
@@ -265,8 +289,15 @@ impl SessionAggregateStream {
                         j += 1;
                     }
                 }
+                if list.is_empty() {
+                    // Give the memory back: most keys never come back.
+                    *list = Vec::new();
+                } else {
+                    active += 1;
+                }
             }
             self.min_end = min_end;
+            self.forget_idle_keys(active)?;
             if !fired.is_empty() {
                 let batch = self.aggregate(&fired)?;
                 self.release(&fired);
@@ -276,6 +307,41 @@ impl SessionAggregateStream {
             }
         }
         self.pending.push_back(StreamMessage::Watermark(watermark));
+        Ok(())
+    }
+
+    /// Drops the interned partition keys without open sessions once they outnumber the active
+    /// ones, so that state follows the keys in use, not every key ever seen (Nexmark's bidders
+    /// come and go forever). Amortized: a compaction happens after at least as many new keys as
+    /// it keeps.
+    fn forget_idle_keys(&mut self, active: usize) -> Result<()> {
+        let Some(ids) = self.partition_ids.as_mut() else {
+            return Ok(());
+        };
+        let interned = ids.len();
+        if interned < 4096 || interned < 2 * active {
+            return Ok(());
+        }
+        let keys = ids.emit(EmitTo::All)?;
+        let keep: Vec<u32> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let indices = UInt32Array::from(keep.clone());
+        let kept = keys
+            .iter()
+            .map(|k| Ok(take(k, &indices, None)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let mut new_ids = Vec::with_capacity(keep.len());
+        ids.intern(&kept, &mut new_ids)?;
+        let mut old: Vec<Vec<Session>> = std::mem::take(&mut self.sessions);
+        self.sessions = (0..ids.len()).map(|_| Vec::new()).collect();
+        for (j, &i) in keep.iter().enumerate() {
+            self.sessions[new_ids[j]] = std::mem::take(&mut old[i as usize]);
+        }
         Ok(())
     }
 
