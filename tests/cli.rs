@@ -76,7 +76,7 @@ fn json_output_is_one_object_per_line() {
 fn table_output_has_a_header_and_a_row_count() {
     let (code, stdout, stderr) = run_script("SELECT 42 AS answer;", &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, " answer \n--------\n 42\n(1 row)\n");
+    assert_eq!(stdout, " answer\n--------\n 42\n(1 row)\n");
 }
 
 #[test]

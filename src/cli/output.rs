@@ -123,7 +123,7 @@ impl<W: Write> ResultPrinter<W> {
                 .map(|(f, w)| format!(" {:<w$} ", f.name(), w = *w))
                 .collect();
             let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
-            writeln!(self.out, "{}", header.join("|")).map_err(io)?;
+            writeln!(self.out, "{}", header.join("|").trim_end()).map_err(io)?;
             writeln!(self.out, "{}", rule.join("+")).map_err(io)?;
             self.widths = Some(widths);
         }
@@ -193,7 +193,7 @@ mod tests {
     fn table() {
         assert_eq!(
             render(OutputFormat::Table),
-            " k    | name   \n------+--------\n 1    | a\n NULL | bbbbbb\n(2 rows)\n"
+            " k    | name\n------+--------\n 1    | a\n NULL | bbbbbb\n(2 rows)\n"
         );
     }
 
@@ -212,7 +212,7 @@ mod tests {
         p.print(&b).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            " plan_type | plan \n-----------+------\n physical  | A\n           |   B\n"
+            " plan_type | plan\n-----------+------\n physical  | A\n           |   B\n"
         );
     }
 
