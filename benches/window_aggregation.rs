@@ -20,6 +20,7 @@ fn setup(rt: &Runtime, keys: u64) -> SabotContext {
             parallelism: 1,
             batch_size: 8192,
             checkpoint_interval: None,
+            ..SabotConfig::default()
         });
         ctx.sql("CREATE TABLE t (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)")
             .await

@@ -5,6 +5,10 @@
 //! | `parallelism` (`parallelism.default`)               | tasks per keyed operator/source | CPU cores   |
 //! | `batch-size` (`datafusion.execution.batch_size`)    | rows per batch                  | 8192        |
 //! | `checkpoint.interval` (`execution.checkpointing.interval`) | barrier interval, `0` = off | 10 s     |
+//! | `state.dir` (`execution.checkpointing.dir`)          | checkpoint location; unset = no checkpoints | unset |
+//! | `checkpoint.retained` (`state.checkpoints.num-retained`) | complete checkpoints kept      | 3           |
+//! | `checkpoint.timeout` (`execution.checkpointing.timeout`) | abort a checkpoint after     | 10 min      |
+//! | `state.backend`                                      | `memory` (`rocksdb`: not yet)   | memory      |
 //!
 //! Any other `datafusion.*` key is DataFusion's own setting.
 
@@ -23,6 +27,12 @@ pub struct SabotConfig {
     pub batch_size: usize,
     /// Barrier (checkpoint) interval; `None` disables barriers.
     pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go; `None`: barriers flow but nothing is snapshotted.
+    pub state_dir: Option<String>,
+    /// Complete checkpoints kept.
+    pub checkpoint_retained: usize,
+    /// A checkpoint not complete after this is aborted.
+    pub checkpoint_timeout: Duration,
 }
 
 impl Default for SabotConfig {
@@ -33,6 +43,9 @@ impl Default for SabotConfig {
                 .unwrap_or(1),
             batch_size: 8192,
             checkpoint_interval: Some(Duration::from_secs(10)),
+            state_dir: None,
+            checkpoint_retained: 3,
+            checkpoint_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -46,6 +59,14 @@ pub enum Setting {
     BatchSize,
     /// `checkpoint.interval`
     CheckpointInterval,
+    /// `state.dir`
+    StateDir,
+    /// `checkpoint.retained`
+    CheckpointRetained,
+    /// `checkpoint.timeout`
+    CheckpointTimeout,
+    /// `state.backend`
+    StateBackend,
 }
 
 impl Setting {
@@ -57,6 +78,16 @@ impl Setting {
             "checkpoint.interval" | "execution.checkpointing.interval" => {
                 Some(Setting::CheckpointInterval)
             }
+            "state.dir" | "execution.checkpointing.dir" | "state.checkpoints.dir" => {
+                Some(Setting::StateDir)
+            }
+            "checkpoint.retained" | "state.checkpoints.num-retained" => {
+                Some(Setting::CheckpointRetained)
+            }
+            "checkpoint.timeout" | "execution.checkpointing.timeout" => {
+                Some(Setting::CheckpointTimeout)
+            }
+            "state.backend" | "state.backend.type" => Some(Setting::StateBackend),
             _ => None,
         }
     }
@@ -90,6 +121,37 @@ impl Setting {
                     );
                 }
             },
+            Setting::StateDir => {
+                let v = value.trim();
+                config.state_dir = (!v.is_empty()).then(|| v.to_string());
+            }
+            Setting::CheckpointRetained => match value.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => config.checkpoint_retained = n,
+                _ => {
+                    return plan_err!(
+                        "checkpoint.retained must be a positive integer, got '{value}'"
+                    );
+                }
+            },
+            Setting::CheckpointTimeout => match parse_duration(value) {
+                Some(d) if !d.is_zero() => config.checkpoint_timeout = d,
+                _ => {
+                    return plan_err!(
+                        "checkpoint.timeout must be a positive duration such as '10 min', got \
+                         '{value}'"
+                    );
+                }
+            },
+            Setting::StateBackend => match value.trim().to_ascii_lowercase().as_str() {
+                "memory" | "hashmap" => {}
+                "rocksdb" => {
+                    return plan_err!(
+                        "state.backend 'rocksdb' is not available yet; use 'memory' (state is \
+                         kept in memory and checkpointed as Arrow IPC files)"
+                    );
+                }
+                _ => return plan_err!("state.backend must be 'memory', got '{value}'"),
+            },
         }
         Ok(())
     }
@@ -100,6 +162,10 @@ impl Setting {
             Setting::Parallelism => "parallelism",
             Setting::BatchSize => "batch-size",
             Setting::CheckpointInterval => "checkpoint.interval",
+            Setting::StateDir => "state.dir",
+            Setting::CheckpointRetained => "checkpoint.retained",
+            Setting::CheckpointTimeout => "checkpoint.timeout",
+            Setting::StateBackend => "state.backend",
         }
     }
 
@@ -112,6 +178,10 @@ impl Setting {
                 Some(d) => format!("{}ms", d.as_millis()),
                 None => "0".to_string(),
             },
+            Setting::StateDir => config.state_dir.clone().unwrap_or_default(),
+            Setting::CheckpointRetained => config.checkpoint_retained.to_string(),
+            Setting::CheckpointTimeout => format!("{}ms", config.checkpoint_timeout.as_millis()),
+            Setting::StateBackend => "memory".to_string(),
         }
     }
 }

@@ -76,6 +76,7 @@
 //! The `sabot` binary runs the same SQL from a script: `sabot run query.sql`.
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod connectors;
@@ -83,6 +84,7 @@ pub mod context;
 pub mod physical;
 pub mod planner;
 pub mod runtime;
+pub mod state;
 
 pub use config::SabotConfig;
 pub use context::{SabotContext, session_context};

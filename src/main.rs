@@ -32,6 +32,10 @@ enum Command {
         /// Barrier interval such as `10s` or `500ms`; `0` disables barriers.
         #[arg(long)]
         checkpoint_interval: Option<String>,
+        /// Checkpoint into this directory and, when it holds checkpoints of an interrupted
+        /// run, resume from the newest one (exactly-once output into filesystem sinks).
+        #[arg(long)]
+        state_dir: Option<String>,
     },
     /// Benchmarks.
     Bench {
@@ -81,7 +85,8 @@ fn main() -> ExitCode {
                 format,
                 parallelism,
                 checkpoint_interval,
-            } => run(file, format, parallelism, checkpoint_interval).await,
+                state_dir,
+            } => run(file, format, parallelism, checkpoint_interval, state_dir).await,
             Command::Bench {
                 suite:
                     BenchSuite::Nexmark {
@@ -101,6 +106,7 @@ async fn run(
     format: OutputFormat,
     parallelism: Option<usize>,
     checkpoint_interval: Option<String>,
+    state_dir: Option<String>,
 ) -> ExitCode {
     let script = if file == "-" {
         let mut text = String::new();
@@ -130,6 +136,9 @@ async fn run(
     {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
+    }
+    if let Some(dir) = state_dir {
+        config.state_dir = Some(dir);
     }
     let ctx = sabot::session_context(config);
     let current: CurrentJob = Arc::new(Mutex::new(None));

@@ -13,13 +13,14 @@ use sabot::SabotConfig;
 use sabot::catalog::connector_table::ConnectorTable;
 use sabot::connectors::{SourceBatch, SourceConnector, SourceReader};
 use sabot::planner::ddl::{parse_create_table, resolve};
-use sabot::runtime::job::start_job;
+use sabot::runtime::job::{JobOptions, Started, start_job};
 
 fn config(parallelism: usize) -> SabotConfig {
     SabotConfig {
         parallelism,
         batch_size: 1000,
         checkpoint_interval: None,
+        ..SabotConfig::default()
     }
 }
 
@@ -84,7 +85,13 @@ async fn barriers_reach_every_sink_partition() -> Result<()> {
              GROUP BY auction, window_start, window_end",
         )
         .await?;
-    let mut job = start_job(df, Some(Duration::from_millis(20))).await?;
+    let options = JobOptions {
+        checkpoint_interval: Some(Duration::from_millis(20)),
+        checkpoints: None,
+    };
+    let Started::Running(mut job) = start_job(df, options).await? else {
+        panic!("a job without a state directory always runs");
+    };
     let context = Arc::clone(&job.context);
     let poll = tokio::spawn(async move { while job.stream.next().await.is_some() {} });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -238,6 +245,7 @@ async fn batch_size_does_not_change_results() -> Result<()> {
             parallelism: 2,
             batch_size,
             checkpoint_interval: None,
+            ..SabotConfig::default()
         });
         ctx.sql("CREATE TABLE t (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)")
             .await?;

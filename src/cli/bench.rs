@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use crate::SabotConfig;
 use crate::planner::script::split_statements;
-use crate::runtime::job::start_job;
+use crate::runtime::job::{JobOptions, Started, start_job};
 
 /// The queries, compiled into the binary.
 pub const QUERIES: &[(&str, &str)] = &[
@@ -90,6 +90,7 @@ pub async fn run_once(
         parallelism,
         batch_size: 8192,
         checkpoint_interval: None,
+        ..SabotConfig::default()
     });
     let script = query_script(query, events, tps)?;
     let statements = split_statements(&script)?;
@@ -102,7 +103,9 @@ pub async fn run_once(
     let df = ctx.sql(&last.sql).await?;
     let (cpu_before, _) = usage();
     let started = Instant::now();
-    let mut job = start_job(df, None).await?;
+    let Started::Running(mut job) = start_job(df, JobOptions::default()).await? else {
+        return datafusion::common::internal_err!("a benchmark job has no state directory");
+    };
     while let Some(batch) = job.stream.next().await {
         batch?;
     }

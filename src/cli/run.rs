@@ -19,7 +19,8 @@ use crate::context::SabotContext;
 use crate::physical::message::format_watermark;
 use crate::planner::script::{ScriptStatement, split_statements};
 use crate::planner::statement::{StatementKind, classify};
-use crate::runtime::job::start_job;
+use crate::checkpoint::coordinator::CheckpointConfig;
+use crate::runtime::job::{JobOptions, Started, start_job};
 use crate::runtime::job_context::JobContext;
 
 /// The job currently running, for the progress line and the Ctrl-C summary.
@@ -58,6 +59,12 @@ impl std::fmt::Display for StatementError {
     }
 }
 
+/// A short, stable fingerprint of a statement's SQL (whitespace-insensitive).
+pub fn fingerprint(sql: &str) -> String {
+    let normalized: Vec<&str> = sql.split_whitespace().collect();
+    format!("{:08x}", crc32fast::hash(normalized.join(" ").as_bytes()))
+}
+
 /// Runs every statement of `script` in order; stops at the first error.
 pub async fn run_script(
     ctx: &SabotContext,
@@ -74,7 +81,7 @@ pub async fn run_script(
         error,
     })?;
     for (i, statement) in statements.into_iter().enumerate() {
-        if let Err(error) = run_statement(ctx, &statement, format, current).await {
+        if let Err(error) = run_statement(ctx, &statement, i + 1, format, current).await {
             return Err(StatementError {
                 index: i + 1,
                 statement,
@@ -88,6 +95,7 @@ pub async fn run_script(
 async fn run_statement(
     ctx: &SabotContext,
     statement: &ScriptStatement,
+    ordinal: usize,
     format: OutputFormat,
     current: &CurrentJob,
 ) -> Result<()> {
@@ -97,7 +105,37 @@ async fn run_statement(
         df.collect().await?;
         return Ok(());
     }
-    let mut job = start_job(df, ctx.config().checkpoint_interval).await?;
+    let config = ctx.config();
+    // Each job of a script checkpoints into its own directory, named by its position; the
+    // fingerprint of its SQL guards against resuming a different query's state.
+    let checkpoints = config.state_dir.as_ref().map(|dir| {
+        let checkpoint = CheckpointConfig {
+            location: format!("{}/job-{ordinal}", dir.trim_end_matches('/')),
+            retained: config.checkpoint_retained,
+            timeout: config.checkpoint_timeout,
+        };
+        (checkpoint, fingerprint(&statement.sql))
+    });
+    let options = JobOptions {
+        checkpoint_interval: config.checkpoint_interval,
+        checkpoints,
+    };
+    let mut job = match start_job(df, options).await? {
+        Started::Running(job) => job,
+        Started::AlreadyFinished(epoch) => {
+            eprintln!(
+                "job {ordinal} already finished in an earlier run (checkpoint {epoch}); its \
+                 output is committed, skipping it"
+            );
+            return Ok(());
+        }
+    };
+    if job.restored_epoch > 0 {
+        eprintln!(
+            "job {ordinal}: resuming from checkpoint {}",
+            job.restored_epoch
+        );
+    }
     let started = Instant::now();
     if let Ok(mut c) = current.lock() {
         *c = Some((Arc::clone(&job.context), started));

@@ -51,11 +51,11 @@ impl SinkWriter for BlackholeWriter {
         Ok(())
     }
 
-    async fn on_barrier(&mut self, _epoch: u64) -> Result<()> {
-        Ok(())
+    async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
     }
 
-    async fn finish(&mut self) -> Result<()> {
-        Ok(())
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
     }
 }

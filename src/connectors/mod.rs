@@ -35,13 +35,57 @@ pub struct SourceBatch {
     pub batch: RecordBatch,
     /// Index of the split within the reader, `0..num_splits()`.
     pub split: usize,
+    /// The reader's position after these rows, for checkpoints (`None`: not resumable).
+    pub position: Option<serde_json::Value>,
 }
 
 impl SourceBatch {
     /// Rows of split 0.
     pub fn new(batch: RecordBatch) -> Self {
-        Self { batch, split: 0 }
+        Self {
+            batch,
+            split: 0,
+            position: None,
+        }
     }
+
+    /// Sets the reader position after these rows.
+    pub fn with_position(mut self, position: serde_json::Value) -> Self {
+        self.position = Some(position);
+        self
+    }
+}
+
+/// A reader position saved in a checkpoint.
+#[derive(Debug, Clone)]
+pub struct SavedPosition {
+    /// Reader partition that saved it.
+    pub partition: usize,
+    /// Partition count then.
+    pub num_partitions: usize,
+    /// The position (as in [`SourceBatch::position`]).
+    pub position: serde_json::Value,
+}
+
+/// The saved position of reader `partition` of `num_partitions`, for readers whose positions
+/// only make sense with the same partitioning; an error names `connector` otherwise.
+pub fn same_partition_position<'a>(
+    connector: &str,
+    saved: &'a [SavedPosition],
+    partition: usize,
+    num_partitions: usize,
+) -> Result<Option<&'a serde_json::Value>> {
+    if let Some(other) = saved.iter().find(|s| s.num_partitions != num_partitions) {
+        return datafusion::common::plan_err!(
+            "a {connector} source checkpointed with {} partitions cannot resume with \
+             {num_partitions}; restore it with the same parallelism",
+            other.num_partitions
+        );
+    }
+    Ok(saved
+        .iter()
+        .find(|s| s.partition == partition)
+        .map(|s| &s.position))
 }
 
 /// Reads the rows of one parallel partition of a source.
@@ -59,6 +103,20 @@ pub trait SourceReader: Send {
     /// Records that could not be decoded and were skipped so far.
     fn malformed_records(&self) -> u64 {
         0
+    }
+
+    /// Resumes reader `partition` of `num_partitions` after the positions of a checkpoint
+    /// (those of every reader of the run that wrote it).
+    fn restore(
+        &mut self,
+        partition: usize,
+        num_partitions: usize,
+        saved: &[SavedPosition],
+    ) -> Result<()> {
+        let _ = (partition, num_partitions, saved);
+        datafusion::common::plan_err!(
+            "this source cannot resume from a checkpoint; run the job without --state-dir"
+        )
     }
 }
 
@@ -96,11 +154,13 @@ pub trait SinkWriter: Send {
     /// Writes rows (in the sink table's schema).
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
 
-    /// Barrier `epoch` passed: everything written so far must become durable and visible.
-    async fn on_barrier(&mut self, epoch: u64) -> Result<()>;
+    /// Barrier `epoch` passed: make everything written so far durable and return how to make
+    /// it visible (a pre-commit, `Null` for nothing), applied by
+    /// [`SinkConnector::commit`] once the checkpoint is complete.
+    async fn on_barrier(&mut self, epoch: u64) -> Result<serde_json::Value>;
 
-    /// End of input: flush and close.
-    async fn finish(&mut self) -> Result<()>;
+    /// End of input: flush, close, and return the last pre-commit.
+    async fn finish(&mut self) -> Result<serde_json::Value>;
 }
 
 /// A table's sink side (see the module docs).
@@ -115,6 +175,13 @@ pub trait SinkConnector: Debug + Send + Sync {
         partition: usize,
         num_partitions: usize,
     ) -> Result<Box<dyn SinkWriter>>;
+
+    /// Makes a writer's pre-commit visible. Must be idempotent: recovery re-applies the
+    /// commits of the checkpoint it restores.
+    fn commit(&self, pre_commit: &serde_json::Value) -> Result<()> {
+        let _ = pre_commit;
+        Ok(())
+    }
 
     /// Parameters shown by EXPLAIN.
     fn explain(&self) -> String;

@@ -113,13 +113,14 @@ impl SinkWriter for PrintWriter {
         result.map_err(|e| DataFusionError::Execution(format!("print sink: {e}")))
     }
 
-    async fn on_barrier(&mut self, _epoch: u64) -> Result<()> {
+    async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {
         std::io::stdout()
             .flush()
+            .map(|_| serde_json::Value::Null)
             .map_err(|e| DataFusionError::Execution(format!("print sink: {e}")))
     }
 
-    async fn finish(&mut self) -> Result<()> {
+    async fn finish(&mut self) -> Result<serde_json::Value> {
         self.on_barrier(0).await
     }
 }

@@ -102,6 +102,14 @@ impl AggregateSet {
         self.aggregates.is_empty()
     }
 
+    /// Number of state columns of each aggregate (`GroupsAccumulator::state` arrays).
+    pub fn state_widths(&self) -> Result<Vec<usize>> {
+        self.aggregates
+            .iter()
+            .map(|a| Ok(a.state_fields()?.len()))
+            .collect()
+    }
+
     /// Output fields of the aggregates.
     pub fn output_fields(&self) -> Vec<Arc<Field>> {
         self.aggregates.iter().map(|a| a.field()).collect()

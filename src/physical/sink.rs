@@ -53,6 +53,16 @@ fn count_schema() -> SchemaRef {
 }
 
 impl StreamSinkExec {
+    /// The sink connector.
+    pub fn sink(&self) -> &Arc<dyn SinkConnector> {
+        &self.sink
+    }
+
+    /// Number of writers (input partitions).
+    pub fn writers(&self) -> usize {
+        self.input.output_partitioning().partition_count()
+    }
+
     /// Writes the columns `projection` of `input` into `sink`.
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
@@ -147,6 +157,9 @@ impl ExecutionPlan for StreamSinkExec {
         }
         let inputs = self.input.output_partitioning().partition_count();
         let job = JobContext::of(&context);
+        let checkpoint = job.as_ref().and_then(|j| {
+            Some((Arc::clone(j.checkpointing()?), j.operator_id(self)?.to_string()))
+        });
         let mut tasks = Vec::with_capacity(inputs);
         for i in 0..inputs {
             let messages = execute_input(&self.input, i, Arc::clone(&context))?;
@@ -157,12 +170,17 @@ impl ExecutionPlan for StreamSinkExec {
                 job.register_sink_partition();
             }
             let job = job.clone();
+            let checkpoint = checkpoint.clone();
+            let sink = Arc::clone(&self.sink);
             let projection = self.projection.clone();
             let baseline = BaselineMetrics::new(&self.metrics, i);
             tasks.push(SpawnedTask::spawn(async move {
                 let mut writer = writer;
                 let mut messages = messages;
                 let mut written: u64 = 0;
+                // Pre-commits not yet known to be committed, by epoch (see `Checkpointing`).
+                let mut outstanding: Vec<(u64, serde_json::Value)> = Vec::new();
+                let completed = checkpoint.as_ref().map(|(c, _)| c.completed());
                 while let Some(msg) = messages.next().await {
                     match msg? {
                         StreamMessage::Data(batch) => {
@@ -178,7 +196,23 @@ impl ExecutionPlan for StreamSinkExec {
                             }
                         }
                         StreamMessage::Barrier(b) => {
-                            writer.on_barrier(b.epoch).await?;
+                            let pre_commit = writer.on_barrier(b.epoch).await?;
+                            match (&checkpoint, &completed) {
+                                (Some((coordinator, operator)), Some(completed)) => {
+                                    let done = *completed.borrow();
+                                    outstanding.retain(|(epoch, _)| *epoch > done);
+                                    if !pre_commit.is_null() {
+                                        outstanding.push((b.epoch, pre_commit));
+                                    }
+                                    let meta = serde_json::Value::Array(
+                                        outstanding.iter().map(|(_, c)| c.clone()).collect(),
+                                    );
+                                    coordinator.snapshot(b.epoch, operator, i, inputs, meta, None)?;
+                                }
+                                // Without checkpoints a barrier publishes at once.
+                                _ if !pre_commit.is_null() => sink.commit(&pre_commit)?,
+                                _ => {}
+                            }
                             if let Some(job) = &job {
                                 job.acknowledge_barrier(b.epoch);
                             }
@@ -186,7 +220,25 @@ impl ExecutionPlan for StreamSinkExec {
                         StreamMessage::Watermark(_) | StreamMessage::Idle => {}
                     }
                 }
-                writer.finish().await?;
+                let last = writer.finish().await?;
+                match (&checkpoint, &completed) {
+                    (Some((coordinator, operator)), Some(completed)) => {
+                        // Committed with the job's final manifest.
+                        let done = *completed.borrow();
+                        outstanding.retain(|(epoch, _)| *epoch > done);
+                        let mut commits: Vec<serde_json::Value> =
+                            outstanding.into_iter().map(|(_, c)| c).collect();
+                        if !last.is_null() {
+                            commits.push(last);
+                        }
+                        // Everything upstream has ended too, so any later checkpoint may
+                        // publish these as well (commits are idempotent).
+                        let commits = serde_json::Value::Array(commits);
+                        coordinator.finished(operator, i, inputs, commits.clone(), Some(commits));
+                    }
+                    _ if !last.is_null() => sink.commit(&last)?,
+                    _ => {}
+                }
                 baseline.done();
                 Ok::<u64, DataFusionError>(written)
             }));

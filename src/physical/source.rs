@@ -47,7 +47,8 @@ use super::message::{
 };
 use super::streaming::{StreamingExec, data_only};
 use super::watermark_tracker::WatermarkTracker;
-use crate::connectors::{SourceBatch, SourceConnector};
+use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
+use crate::connectors::{SavedPosition, SourceBatch, SourceConnector};
 use crate::runtime::job_context::JobContext;
 
 /// A computed column: name and expression over the read columns.
@@ -250,8 +251,49 @@ impl StreamingExec for StreamSourceExec {
             self.batch_size,
         )?;
         let splits = reader.num_splits().max(1);
-        let (tx, rx) = mpsc::channel::<Result<Option<SourceBatch>>>(2);
         let job = JobContext::of(&context);
+        let checkpoint = job.as_ref().and_then(|j| {
+            let coordinator = j.checkpointing()?;
+            let operator = j.operator_id(self)?.to_string();
+            Some((Arc::clone(coordinator), operator))
+        });
+        let mut restored_watermarks = None;
+        if let Some((coordinator, operator)) = &checkpoint
+            && let Some(saved) = coordinator.restored(operator)
+        {
+            let positions: Vec<SavedPosition> = saved
+                .iter()
+                .filter_map(|p| {
+                    Some(SavedPosition {
+                        partition: p.partition,
+                        num_partitions: p.num_partitions,
+                        position: p.meta.get("position").filter(|v| !v.is_null())?.clone(),
+                    })
+                })
+                .collect();
+            reader.restore(partition, partitions, &positions)?;
+            // Same partitioning: this partition's split watermarks; otherwise the minimum of
+            // all, which never moves time forward past what any old partition had seen.
+            let own = saved
+                .iter()
+                .find(|p| p.partition == partition && p.num_partitions == partitions);
+            let watermarks = |p: &RestoredPartition| -> Vec<i64> {
+                p.meta
+                    .get("watermarks")
+                    .and_then(|w| w.as_array())
+                    .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+                    .unwrap_or_default()
+            };
+            restored_watermarks = match own {
+                Some(p) => Some(watermarks(p)),
+                None => saved
+                    .iter()
+                    .flat_map(watermarks)
+                    .min()
+                    .map(|w| vec![w; splits]),
+            };
+        }
+        let (tx, rx) = mpsc::channel::<Result<Option<SourceBatch>>>(2);
         let malformed_job = job.clone();
         let reading = SpawnedTask::spawn(async move {
             let mut reported = 0;
@@ -276,7 +318,7 @@ impl StreamingExec for StreamSourceExec {
             rx
         });
         let watermark_cell = job.as_ref().map(|j| j.stats.register_source_partition());
-        let state = SourceState {
+        let mut state = SourceState {
             rx,
             _reading: reading,
             barrier_requests,
@@ -297,7 +339,19 @@ impl StreamingExec for StreamSourceExec {
             job,
             watermark_cell,
             table: self.table.clone(),
+            checkpoint,
+            partition,
+            partitions,
+            position: None,
         };
+        if let Some(watermarks) = restored_watermarks {
+            for (split, wm) in watermarks.into_iter().enumerate().take(splits) {
+                if wm != NO_WATERMARK && wm != END_OF_TIME {
+                    state.split_watermarks[split] = wm;
+                    state.tracker.update(split, wm);
+                }
+            }
+        }
         Ok(Box::pin(futures::stream::unfold(
             state,
             |mut state| async move {
@@ -329,6 +383,12 @@ struct SourceState {
     job: Option<Arc<JobContext>>,
     watermark_cell: Option<Arc<AtomicI64>>,
     table: String,
+    /// The checkpoint coordinator and this operator's id, when checkpointing.
+    checkpoint: Option<(Arc<Checkpointing>, String)>,
+    partition: usize,
+    partitions: usize,
+    /// Reader position after the last batch taken.
+    position: Option<serde_json::Value>,
 }
 
 impl SourceState {
@@ -353,7 +413,13 @@ impl SourceState {
             tokio::select! {
                 biased;
                 epoch = barrier => match epoch {
-                    Some(epoch) => return Some(Ok(StreamMessage::Barrier(CheckpointBarrier { epoch }))),
+                    Some(epoch) => {
+                        if let Err(e) = self.snapshot(epoch) {
+                            self.finished = true;
+                            return Some(Err(e));
+                        }
+                        return Some(Ok(StreamMessage::Barrier(CheckpointBarrier { epoch })));
+                    }
                     // The job went away: no more barriers.
                     None => self.barrier_requests = None,
                 },
@@ -411,7 +477,32 @@ impl SourceState {
         self.pending.push_back(StreamMessage::Watermark(wm));
     }
 
+    /// This partition's checkpoint metadata: reader position and split watermarks.
+    fn meta(&self) -> serde_json::Value {
+        serde_json::json!({
+            "position": self.position,
+            "watermarks": self.split_watermarks,
+        })
+    }
+
+    fn snapshot(&self, epoch: u64) -> Result<()> {
+        match &self.checkpoint {
+            Some((coordinator, operator)) => coordinator.snapshot(
+                epoch,
+                operator,
+                self.partition,
+                self.partitions,
+                self.meta(),
+                None,
+            ),
+            None => Ok(()),
+        }
+    }
+
     fn finish(&mut self) {
+        if let Some((coordinator, operator)) = &self.checkpoint {
+            coordinator.finished(operator, self.partition, self.partitions, self.meta(), None);
+        }
         self.finished = true;
         if self.tracker.current() != END_OF_TIME {
             for split in 0..self.tracker.num_inputs() {
@@ -426,6 +517,9 @@ impl SourceState {
         let elapsed = self.baseline.elapsed_compute().clone();
         let _timer = elapsed.timer();
         let split = input.split.min(self.split_watermarks.len() - 1);
+        if input.position.is_some() {
+            self.position = input.position;
+        }
         let rows = input.batch.num_rows();
         self.last_data[split] = Instant::now();
         if self.idle[split] {

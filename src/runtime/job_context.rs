@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use datafusion::execution::TaskContext;
 use tokio::sync::watch;
 
+use crate::checkpoint::coordinator::Checkpointing;
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK};
 
 /// Counters of a running job, readable while it runs.
@@ -103,6 +104,8 @@ pub struct JobContext {
     sink_partitions: AtomicUsize,
     acks: Mutex<HashMap<u64, usize>>,
     completed_epoch: AtomicU64,
+    checkpointing: OnceLock<Arc<Checkpointing>>,
+    operator_ids: OnceLock<HashMap<usize, String>>,
 }
 
 impl JobContext {
@@ -116,7 +119,38 @@ impl JobContext {
             sink_partitions: AtomicUsize::new(0),
             acks: Mutex::new(HashMap::new()),
             completed_epoch: AtomicU64::new(0),
+            checkpointing: OnceLock::new(),
+            operator_ids: OnceLock::new(),
         }
+    }
+
+    /// Attaches the checkpoint coordinator; barriers continue from its restored epoch.
+    pub fn set_checkpointing(&self, checkpointing: Arc<Checkpointing>) {
+        let base = checkpointing.restored_epoch();
+        self.barrier_requests.send_replace(base);
+        self.completed_epoch.store(base, Ordering::SeqCst);
+        let _ = self.checkpointing.set(checkpointing);
+    }
+
+    /// The checkpoint coordinator, when the job checkpoints to a state directory.
+    pub fn checkpointing(&self) -> Option<&Arc<Checkpointing>> {
+        self.checkpointing.get()
+    }
+
+    /// Records the stable ids of the plan's nodes, keyed by node address.
+    pub fn set_operator_ids(&self, ids: HashMap<usize, String>) {
+        let _ = self.operator_ids.set(ids);
+    }
+
+    /// The stable id of the plan node at `node` (its address), if known.
+    pub fn operator_id<T: ?Sized>(&self, node: &T) -> Option<&str> {
+        let address = node as *const T as *const () as usize;
+        self.operator_ids.get()?.get(&address).map(String::as_str)
+    }
+
+    /// The last barrier epoch requested.
+    pub fn current_epoch(&self) -> u64 {
+        *self.barrier_requests.borrow()
     }
 
     /// The job context of a task, if it runs inside a job.

@@ -10,7 +10,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::Result;
 
 use super::values::FieldGen;
-use crate::connectors::{SourceBatch, SourceReader};
+use crate::connectors::{SavedPosition, SourceBatch, SourceReader, same_partition_position};
 
 /// A reader further behind its schedule than this re-bases the schedule.
 const MAX_LAG: Duration = Duration::from_secs(1);
@@ -54,7 +54,9 @@ impl DatagenReader {
             return;
         };
         let now = tokio::time::Instant::now();
-        let start = *self.start.get_or_insert(now);
+        // The schedule's origin: row `emitted` (0 at first, more after a restore) is due now.
+        let resumed = now.checked_sub(offset_of(self.emitted, rate)).unwrap_or(now);
+        let start = *self.start.get_or_insert(resumed);
         let offset = offset_of(self.emitted + rows - 1, rate);
         let Some(due) = start.checked_add(offset) else {
             return;
@@ -95,6 +97,30 @@ impl SourceReader for DatagenReader {
         let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
         self.next_row = self.next_row.saturating_add(rows.saturating_mul(self.step));
         self.emitted += rows;
-        Ok(Some(SourceBatch::new(batch)))
+        let position = serde_json::json!({ "next_row": self.next_row, "emitted": self.emitted });
+        Ok(Some(SourceBatch::new(batch).with_position(position)))
+    }
+
+    fn restore(
+        &mut self,
+        partition: usize,
+        num_partitions: usize,
+        saved: &[SavedPosition],
+    ) -> Result<()> {
+        let saved = same_partition_position("datagen", saved, partition, num_partitions)?;
+        if let Some(position) = saved {
+            let field = |name: &str| {
+                position.get(name).and_then(|v| v.as_u64()).ok_or_else(|| {
+                    datafusion::common::plan_datafusion_err!(
+                        "datagen checkpoint position {position} lacks '{name}'"
+                    )
+                })
+            };
+            self.next_row = field("next_row")?;
+            self.emitted = field("emitted")?;
+            // Pace from now on, as if starting fresh at the restored row.
+            self.start = None;
+        }
+        Ok(())
     }
 }

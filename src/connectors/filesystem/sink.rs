@@ -1,9 +1,12 @@
 //! Writing rows into files that appear complete or not at all.
 //!
 //! Each writer owns one in-progress file at a time, `.part-<run>-<partition>-<n>.<ext>.inprogress`
-//! in the target directory. At a barrier or at the end of input the file is flushed, synced and
-//! renamed to `part-<run>-<partition>-<n>.<ext>`; a rename within one directory is atomic, so a
-//! reader sees each file either complete or not at all. Empty files are never published.
+//! in the target directory. At a barrier or at the end of input the file is flushed and synced
+//! (the pre-commit); committing renames it to `part-<run>-<partition>-<n>.<ext>`. A rename
+//! within one directory is atomic, so a reader sees each file either complete or not at all.
+//! With checkpoints the commit happens only once the checkpoint's manifest is durable, and
+//! recovery re-applies it (renaming is idempotent: a file already renamed is left alone), so a
+//! crash never publishes rows twice or loses them. Empty files are never published.
 
 use std::fs::File;
 use std::io::Write;
@@ -67,6 +70,10 @@ impl SinkConnector for FileSink {
         }))
     }
 
+    fn commit(&self, pre_commit: &serde_json::Value) -> Result<()> {
+        commit_rename(pre_commit)
+    }
+
     fn explain(&self) -> String {
         format!(
             "path={}, format={}",
@@ -113,23 +120,43 @@ impl FileWriter {
         }
     }
 
-    /// Publishes the in-progress file under its final name.
-    fn commit(&mut self) -> Result<()> {
+    /// Closes the in-progress file durably; returns the rename that publishes it.
+    fn pre_commit(&mut self) -> Result<serde_json::Value> {
         let Some(mut f) = self.file.take() else {
-            return Ok(());
+            return Ok(serde_json::Value::Null);
         };
         f.file
             .flush()
             .and_then(|_| f.file.sync_all())
             .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()))?;
-        std::fs::rename(&f.temp, &f.target).map_err(|e| {
-            exec_datafusion_err!(
-                "cannot rename {} to {}: {e}",
-                f.temp.display(),
-                f.target.display()
-            )
-        })
+        Ok(serde_json::json!({
+            "rename": [f.temp.display().to_string(), f.target.display().to_string()]
+        }))
     }
+}
+
+/// Applies a pre-commit of [`FileWriter::pre_commit`] (idempotent).
+fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
+    let pair = pre_commit.get("rename").and_then(|r| r.as_array());
+    let (Some(from), Some(to)) = (
+        pair.and_then(|p| p.first()).and_then(|v| v.as_str()),
+        pair.and_then(|p| p.get(1)).and_then(|v| v.as_str()),
+    ) else {
+        return Err(exec_datafusion_err!(
+            "filesystem sink: malformed commit record {pre_commit}"
+        ));
+    };
+    let (from, to) = (PathBuf::from(from), PathBuf::from(to));
+    if !from.exists() && to.exists() {
+        return Ok(()); // committed before
+    }
+    std::fs::rename(&from, &to).map_err(|e| {
+        exec_datafusion_err!(
+            "cannot rename {} to {}: {e}",
+            from.display(),
+            to.display()
+        )
+    })
 }
 
 #[async_trait]
@@ -147,12 +174,12 @@ impl SinkWriter for FileWriter {
         result
     }
 
-    async fn on_barrier(&mut self, _epoch: u64) -> Result<()> {
-        self.commit()
+    async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {
+        self.pre_commit()
     }
 
-    async fn finish(&mut self) -> Result<()> {
-        self.commit()
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        self.pre_commit()
     }
 }
 

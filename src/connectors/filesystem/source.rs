@@ -12,7 +12,7 @@ use datafusion::common::{Result, exec_datafusion_err, exec_err};
 use crate::catalog::table_definition::TableDefinition;
 use crate::connectors::format::{LineChunk, LineDecoder, decoder};
 use crate::connectors::options::TableOptions;
-use crate::connectors::{SourceBatch, SourceConnector, SourceReader};
+use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
 /// The source side of a filesystem table.
 #[derive(Debug)]
@@ -114,6 +114,8 @@ impl SourceConnector for FileSource {
             decoder,
             batch_size,
             header,
+            resume: std::collections::HashMap::new(),
+            done: Vec::new(),
         }))
     }
 
@@ -130,8 +132,15 @@ struct OpenFile {
     name: String,
     reader: BufReader<File>,
     line: usize,
+    /// Bytes consumed so far.
+    offset: u64,
 }
 
+/// Reads the files of one partition in order.
+///
+/// Position (for checkpoints): the files finished and the byte offset and line number reached
+/// in the current one. Positions name files, not partitions, so a job restored with a different
+/// parallelism resumes every file where it stopped.
 struct FileReader {
     files: Vec<PathBuf>,
     next_file: usize,
@@ -139,6 +148,10 @@ struct FileReader {
     decoder: Box<dyn LineDecoder>,
     batch_size: usize,
     header: bool,
+    /// Restored positions within files: byte offset and line.
+    resume: std::collections::HashMap<String, (u64, usize)>,
+    /// Files finished, by name.
+    done: Vec<String>,
 }
 
 impl FileReader {
@@ -148,11 +161,25 @@ impl FileReader {
         };
         self.next_file += 1;
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|e| exec_datafusion_err!("cannot open {name}: {e}"))?;
+        let mut file =
+            File::open(path).map_err(|e| exec_datafusion_err!("cannot open {name}: {e}"))?;
+        if let Some(&(offset, line)) = self.resume.get(&name) {
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| exec_datafusion_err!("cannot resume {name} at byte {offset}: {e}"))?;
+            self.current = Some(OpenFile {
+                name,
+                reader: BufReader::with_capacity(1 << 20, file),
+                line,
+                offset,
+            });
+            return Ok(true);
+        }
         let mut open = OpenFile {
             name,
             reader: BufReader::with_capacity(1 << 20, file),
             line: 1,
+            offset: 0,
         };
         if self.header {
             let mut skip = Vec::new();
@@ -160,6 +187,7 @@ impl FileReader {
                 .read_until(b'\n', &mut skip)
                 .map_err(|e| exec_datafusion_err!("cannot read {}: {e}", open.name))?;
             open.line += 1;
+            open.offset += skip.len() as u64;
         }
         self.current = Some(open);
         Ok(true)
@@ -187,6 +215,7 @@ impl SourceReader for FileReader {
                 if read == 0 {
                     break;
                 }
+                file.offset += read as u64;
                 while matches!(line.last(), Some(b'\n' | b'\r')) {
                     line.pop();
                 }
@@ -194,9 +223,17 @@ impl SourceReader for FileReader {
             }
             file.line += lines.len();
             if lines.is_empty() {
+                let finished = file.name.clone();
+                self.done.push(finished);
                 self.current = None;
                 continue;
             }
+            let position = serde_json::json!({
+                "done": self.done,
+                "file": file.name,
+                "offset": file.offset,
+                "line": file.line,
+            });
             let chunk = LineChunk {
                 origin: &file.name,
                 first_line,
@@ -205,9 +242,39 @@ impl SourceReader for FileReader {
             if let Some(batch) = self.decoder.decode(chunk)?
                 && batch.num_rows() > 0
             {
-                return Ok(Some(SourceBatch::new(batch)));
+                return Ok(Some(SourceBatch::new(batch).with_position(position)));
             }
         }
+    }
+
+    fn restore(
+        &mut self,
+        _partition: usize,
+        _num_partitions: usize,
+        saved: &[SavedPosition],
+    ) -> Result<()> {
+        let mut done = std::collections::HashSet::new();
+        for s in saved {
+            let p = &s.position;
+            for name in p.get("done").and_then(|d| d.as_array()).into_iter().flatten() {
+                if let Some(name) = name.as_str() {
+                    done.insert(name.to_string());
+                }
+            }
+            if let (Some(file), Some(offset), Some(line)) = (
+                p.get("file").and_then(|v| v.as_str()),
+                p.get("offset").and_then(|v| v.as_u64()),
+                p.get("line").and_then(|v| v.as_u64()),
+            ) {
+                self.resume
+                    .insert(file.to_string(), (offset, line as usize));
+            }
+        }
+        self.files
+            .retain(|f| !done.contains(&f.display().to_string()));
+        self.done = done.into_iter().collect();
+        self.done.sort();
+        Ok(())
     }
 
     fn malformed_records(&self) -> u64 {

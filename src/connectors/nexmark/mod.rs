@@ -27,7 +27,7 @@ use datafusion::common::{Result, plan_err};
 
 use self::generator::{NexmarkConfig, NexmarkGenerator, NexmarkTable};
 use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
-use super::{SourceBatch, SourceConnector, SourceReader};
+use super::{SavedPosition, SourceBatch, SourceConnector, SourceReader, same_partition_position};
 use crate::catalog::table_definition::TableDefinition;
 
 /// Options of Nexmark tables.
@@ -202,6 +202,37 @@ impl SourceReader for NexmarkReader {
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
             max_rows = max_rows.min((self.tps / 10).max(1) as usize);
         }
-        Ok(self.generator.next_batch(max_rows)?.map(SourceBatch::new))
+        let position = |g: &NexmarkGenerator| serde_json::json!(g.position());
+        Ok(self
+            .generator
+            .next_batch(max_rows)?
+            .map(|b| SourceBatch::new(b).with_position(position(&self.generator))))
+    }
+
+    fn restore(
+        &mut self,
+        partition: usize,
+        num_partitions: usize,
+        saved: &[SavedPosition],
+    ) -> Result<()> {
+        let saved = same_partition_position("nexmark", saved, partition, num_partitions)?;
+        if let Some(position) = saved {
+            let Some(next) = position.as_u64() else {
+                return datafusion::common::plan_err!(
+                    "nexmark checkpoint position {position} is not an event number"
+                );
+            };
+            self.generator.seek(next);
+            if self.throttle.is_some() {
+                // Resume the pacing where the restored events are due, not from the start.
+                let due_ms = self.generator.event_time_ms(self.generator.position()) - self.base_time_ms;
+                let now = Instant::now();
+                self.throttle = Some(
+                    now.checked_sub(Duration::from_millis(due_ms.max(0) as u64))
+                        .unwrap_or(now),
+                );
+            }
+        }
+        Ok(())
     }
 }

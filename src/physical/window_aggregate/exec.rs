@@ -76,7 +76,8 @@ impl WindowAggregateExec {
         &self.def.spec
     }
 
-    fn is_session(&self) -> bool {
+    /// True for SESSION windows.
+    pub fn is_session(&self) -> bool {
         matches!(self.def.spec.kind, WindowKind::Session { .. })
     }
 

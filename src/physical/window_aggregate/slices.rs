@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::Result;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
+use datafusion::arrow::compute::concat;
+use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, exec_err};
 
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, Emitted, GroupedAggregation};
 use crate::physical::window_spec::{WindowKind, WindowSpec};
@@ -59,6 +61,97 @@ impl SliceState {
             )?),
         };
         table.update(keys, inputs, rows)
+    }
+
+    /// The state as batches, one per slice: `__slice`, `__frozen`, the key columns, then the
+    /// accumulator state columns of every aggregate (see [`state_columns`](Self::state_columns)).
+    /// The state stays in place: open tables are drained through `state()` and merged back.
+    pub fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::with_capacity(self.open.len() + self.frozen.len());
+        let open = std::mem::take(&mut self.open);
+        for (slice, mut table) in open {
+            let state = table.take_state()?;
+            if state.groups == 0 {
+                continue;
+            }
+            let mut fresh =
+                GroupedAggregation::try_new(Arc::clone(&self.set), self.key_schema.as_ref())?;
+            fresh.merge(&state.keys, &state.states, state.groups)?;
+            self.open.insert(slice, fresh);
+            out.push(state_batch(slice, false, &state)?);
+        }
+        for (slice, state) in &self.frozen {
+            out.push(state_batch(*slice, true, state)?);
+        }
+        Ok(out)
+    }
+
+    /// HOP: end of the next window to fire.
+    pub fn next_end(&self) -> i64 {
+        self.next_end
+    }
+
+    /// Adds restored state rows (batches of [`snapshot`](Self::snapshot), possibly filtered
+    /// to this partition's keys) and the restored next window end.
+    pub fn restore(&mut self, batches: &[RecordBatch], keys: usize, next_end: i64) -> Result<()> {
+        self.next_end = self.next_end.max(next_end);
+        for batch in batches {
+            let rows = batch.num_rows();
+            if rows == 0 {
+                continue;
+            }
+            let slice = batch
+                .column(0)
+                .as_primitive_opt::<Int64Type>()
+                .filter(|a| !a.is_null(0))
+                .map(|a| a.value(0));
+            let frozen = batch
+                .column(1)
+                .as_boolean_opt()
+                .filter(|a| !a.is_null(0))
+                .map(|a| a.value(0));
+            let (Some(slice), Some(frozen)) = (slice, frozen) else {
+                return exec_err!("window state batch lacks its slice columns");
+            };
+            let key_columns: Vec<ArrayRef> = batch.columns()[2..2 + keys].to_vec();
+            let mut rest = batch.columns()[2 + keys..].iter().cloned();
+            let widths = self.state_columns()?;
+            let states: Vec<Vec<ArrayRef>> = widths
+                .iter()
+                .map(|w| rest.by_ref().take(*w).collect())
+                .collect();
+            if frozen {
+                let restored = Emitted {
+                    keys: key_columns,
+                    values: vec![],
+                    states,
+                    groups: rows,
+                };
+                let merged = match self.frozen.remove(&slice) {
+                    // State of the same slice from another old partition: other keys.
+                    Some(prior) => concat_emitted(prior, restored)?,
+                    None => restored,
+                };
+                self.frozen.insert(slice, merged);
+            } else {
+                let table = match self.open.entry(slice) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(GroupedAggregation::try_new(
+                            Arc::clone(&self.set),
+                            self.key_schema.as_ref(),
+                        )?)
+                    }
+                };
+                table.merge(&key_columns, &states, rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of state columns of each aggregate.
+    pub fn state_columns(&self) -> Result<Vec<usize>> {
+        self.set.state_widths()
     }
 
     /// Number of slices held.
@@ -134,6 +227,52 @@ impl SliceState {
         }
         Ok(())
     }
+}
+
+/// One slice's state as a batch (see [`SliceState::snapshot`]).
+fn state_batch(slice: i64, frozen: bool, state: &Emitted) -> Result<RecordBatch> {
+    let rows = state.groups;
+    let mut fields = vec![
+        Field::new("__slice", datafusion::arrow::datatypes::DataType::Int64, true),
+        Field::new("__frozen", datafusion::arrow::datatypes::DataType::Boolean, true),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![slice; rows])),
+        Arc::new(BooleanArray::from(vec![frozen; rows])),
+    ];
+    for (i, k) in state.keys.iter().enumerate() {
+        fields.push(Field::new(format!("k{i}"), k.data_type().clone(), true));
+        columns.push(Arc::clone(k));
+    }
+    for (a, arrays) in state.states.iter().enumerate() {
+        for (j, s) in arrays.iter().enumerate() {
+            fields.push(Field::new(format!("s{a}_{j}"), s.data_type().clone(), true));
+            columns.push(Arc::clone(s));
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// Two partial states of one slice over disjoint keys, as one.
+fn concat_emitted(a: Emitted, b: Emitted) -> Result<Emitted> {
+    let join = |x: &[ArrayRef], y: &[ArrayRef]| -> Result<Vec<ArrayRef>> {
+        x.iter()
+            .zip(y)
+            .map(|(x, y)| Ok(concat(&[x.as_ref(), y.as_ref()])?))
+            .collect()
+    };
+    let states = a
+        .states
+        .iter()
+        .zip(&b.states)
+        .map(|(x, y)| join(x, y))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Emitted {
+        keys: join(&a.keys, &b.keys)?,
+        values: vec![],
+        states,
+        groups: a.groups + b.groups,
+    })
 }
 
 #[cfg(test)]

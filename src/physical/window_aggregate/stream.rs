@@ -21,7 +21,9 @@ use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::GroupColumn;
+use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
 use crate::runtime::job_context::JobContext;
+use crate::state::redistribute::rows_of_partition;
 
 pub(super) struct WindowAggregateStream {
     input: MessageStream,
@@ -38,6 +40,10 @@ pub(super) struct WindowAggregateStream {
     late_rows: Count,
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
+    checkpoint: Option<(Arc<Checkpointing>, String)>,
+    partition: usize,
+    partitions: usize,
+    ended: bool,
 }
 
 impl WindowAggregateStream {
@@ -60,7 +66,11 @@ impl WindowAggregateStream {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let stream = Self {
+        let checkpoint = JobContext::of(context).and_then(|j| {
+            Some((Arc::clone(j.checkpointing()?), j.operator_id(exec)?.to_string()))
+        });
+        let partitions = exec.properties().partitioning.partition_count();
+        let mut stream = Self {
             input,
             spec: exec.def.spec,
             time_expr: Arc::clone(&exec.def.time_expr),
@@ -79,7 +89,12 @@ impl WindowAggregateStream {
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
+            checkpoint,
+            partition,
+            partitions,
+            ended: false,
         };
+        stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(
             stream,
             |mut s| async move { s.next_message().await.map(|m| (m, s)) },
@@ -91,13 +106,20 @@ impl WindowAggregateStream {
             if let Some(msg) = self.pending.pop_front() {
                 return Some(Ok(msg));
             }
-            let msg = match self.input.next().await? {
-                Ok(msg) => msg,
-                Err(e) => return Some(Err(e)),
+            let msg = match self.input.next().await {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    self.on_end();
+                    return None;
+                }
             };
             let result = match msg {
                 StreamMessage::Data(batch) => self.process(batch),
                 StreamMessage::Watermark(w) => self.on_watermark(w),
+                StreamMessage::Barrier(b) => self.snapshot(b.epoch).map(|()| {
+                    self.pending.push_back(StreamMessage::Barrier(b));
+                }),
                 other => {
                     self.pending.push_back(other);
                     Ok(())
@@ -107,6 +129,94 @@ impl WindowAggregateStream {
                 return Some(Err(e));
             }
         }
+    }
+
+    fn meta(&self) -> serde_json::Value {
+        serde_json::json!({
+            "watermark": self.watermark,
+            "next_end": self.state.next_end(),
+            "keys": self.keys.len(),
+        })
+    }
+
+    /// Hands the slice state to the checkpoint coordinator.
+    fn snapshot(&mut self, epoch: u64) -> Result<()> {
+        let Some((coordinator, operator)) = self.checkpoint.clone() else {
+            return Ok(());
+        };
+        let batches = self.state.snapshot()?;
+        let state = batches
+            .first()
+            .map(|b| b.schema())
+            .map(|schema| (schema, batches));
+        coordinator.snapshot(
+            epoch,
+            &operator,
+            self.partition,
+            self.partitions,
+            self.meta(),
+            state,
+        )
+    }
+
+    fn on_end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if let Some((coordinator, operator)) = &self.checkpoint {
+            coordinator.finished(operator, self.partition, self.partitions, self.meta(), None);
+        }
+    }
+
+    /// Restores the state of the checkpoint the job resumes from, if any.
+    fn restore(&mut self) -> Result<()> {
+        let Some((coordinator, operator)) = &self.checkpoint else {
+            return Ok(());
+        };
+        let Some(saved) = coordinator.restored(operator) else {
+            return Ok(());
+        };
+        let same = saved
+            .iter()
+            .all(|p| p.num_partitions == self.partitions);
+        let number = |p: &RestoredPartition, key: &str| {
+            p.meta.get(key).and_then(|v| v.as_i64()).unwrap_or(NO_WATERMARK)
+        };
+        let mine: Vec<&RestoredPartition> = if same {
+            saved.iter().filter(|p| p.partition == self.partition).collect()
+        } else {
+            saved.iter().collect()
+        };
+        // With a different parallelism, the most conservative of the old watermarks.
+        self.watermark = mine
+            .iter()
+            .map(|p| number(p, "watermark"))
+            .min()
+            .unwrap_or(NO_WATERMARK);
+        let next_end = mine
+            .iter()
+            .map(|p| number(p, "next_end"))
+            .min()
+            .unwrap_or(i64::MIN);
+        let keys = self.keys.len();
+        let mut batches = Vec::new();
+        for p in mine {
+            for batch in &p.batches {
+                if same {
+                    batches.push(batch.clone());
+                } else {
+                    let key_columns = batch.columns()[2..2 + keys].to_vec();
+                    batches.push(rows_of_partition(
+                        batch,
+                        &key_columns,
+                        self.partition,
+                        self.partitions,
+                    )?);
+                }
+            }
+        }
+        self.state.restore(&batches, keys, next_end)
     }
 
     fn process(&mut self, batch: StreamBatch) -> Result<()> {

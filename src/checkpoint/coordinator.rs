@@ -1,0 +1,480 @@
+//! The checkpoint coordinator of one job.
+//!
+//! 1. Every `checkpoint.interval` the job's barrier timer asks [`Checkpointing::begin`] whether
+//!    a checkpoint may start (one at a time; one that outlives `checkpoint.timeout` is aborted)
+//!    and injects barrier N at every source partition.
+//! 2. Each participant (source partitions, window operators, sink writers) hands its snapshot
+//!    for N to [`Checkpointing::snapshot`] when the barrier passes it: small state as JSON
+//!    metadata, large state as Arrow batches written to the store as one IPC file. Participants
+//!    whose input has ended are [`finished`](Checkpointing::finished) and count as having
+//!    acknowledged every later checkpoint with their final snapshot.
+//! 3. When every participant partition has acknowledged N, the manifest is written (atomically,
+//!    last), then the sinks commit what they pre-committed at barrier N, then old checkpoints
+//!    are garbage-collected. A failed upload or manifest write aborts N; it never becomes the
+//!    latest checkpoint and its files are deleted.
+//! 4. At the end of a bounded job, [`Checkpointing::finish_job`] writes a final manifest marked
+//!    `finished` that carries the sinks' last pre-commits, then commits them.
+//!
+//! Recovery ([`Checkpointing::open`]) picks the newest intact checkpoint, loads every state
+//! file, verifies its checksum, and re-applies the sink commits of that checkpoint (commits
+//! are idempotent), so a crash between manifest and commit loses nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Result;
+
+use super::failpoint::{self, Failpoint};
+use super::manifest::{MANIFEST_FORMAT, Manifest, PartitionSnapshot};
+use super::store::CheckpointStore;
+use crate::connectors::SinkConnector;
+use crate::state::snapshot;
+
+/// Checkpoint settings of a job.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// `state.dir`: where checkpoints go.
+    pub location: String,
+    /// `checkpoint.retained`: complete checkpoints kept.
+    pub retained: usize,
+    /// `checkpoint.timeout`: a checkpoint not complete by then is aborted.
+    pub timeout: Duration,
+}
+
+/// An operator that snapshots state, with its partition count.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    /// Stable operator id (position in the plan and name).
+    pub operator: String,
+    /// Partitions that each acknowledge every checkpoint.
+    pub partitions: usize,
+    /// For sinks: the connector that commits what the writers pre-committed.
+    pub sink: Option<Arc<dyn SinkConnector>>,
+}
+
+/// The restored snapshot of one partition of an operator.
+#[derive(Debug, Clone)]
+pub struct RestoredPartition {
+    /// Partition that wrote it.
+    pub partition: usize,
+    /// Partition count of the operator then.
+    pub num_partitions: usize,
+    /// Its metadata.
+    pub meta: serde_json::Value,
+    /// Its state batches.
+    pub batches: Vec<RecordBatch>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    started: Instant,
+    snapshots: BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>,
+}
+
+/// The coordinator (see the module docs).
+#[derive(Debug)]
+pub struct Checkpointing {
+    store: CheckpointStore,
+    job: String,
+    config: CheckpointConfig,
+    participants: Vec<Participant>,
+    restored_epoch: u64,
+    restored: HashMap<String, Vec<RestoredPartition>>,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    finished: Mutex<BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>>,
+    final_commits: Mutex<BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>>,
+    completing: tokio::sync::Mutex<()>,
+    latest: AtomicU64,
+    completed: tokio::sync::watch::Sender<u64>,
+}
+
+/// What [`Checkpointing::open`] found.
+pub enum Opened {
+    /// Run the job (from a restored checkpoint or from the start).
+    Run(Arc<Checkpointing>),
+    /// The job already finished in an earlier run; its output is committed.
+    AlreadyFinished {
+        /// Epoch of the final checkpoint.
+        epoch: u64,
+    },
+}
+
+impl Checkpointing {
+    /// Opens the checkpoint store of job `job` with `participants`, restoring the newest
+    /// intact checkpoint if there is one.
+    pub async fn open(
+        config: CheckpointConfig,
+        job: String,
+        participants: Vec<Participant>,
+    ) -> Result<Opened> {
+        let store = CheckpointStore::open(&config.location)?;
+        let recovery = store.recover(&job).await?;
+        let mut restored = HashMap::new();
+        let mut restored_epoch = 0;
+        if let Some(recovery) = recovery {
+            for line in &recovery.skipped {
+                log::warn!("skipped a damaged checkpoint: {line}");
+                eprintln!("warning: skipped a damaged checkpoint: {line}");
+            }
+            let manifest = recovery.manifest;
+            restored_epoch = manifest.epoch;
+            // Commits are idempotent: what the crashed run may not have committed is now.
+            commit_sinks(&participants, &manifest.operators)?;
+            if manifest.finished {
+                return Ok(Opened::AlreadyFinished {
+                    epoch: manifest.epoch,
+                });
+            }
+            for (operator, partitions) in &manifest.operators {
+                let mut list = Vec::with_capacity(partitions.len());
+                for p in partitions {
+                    let batches = match &p.file {
+                        Some(file) => {
+                            let bytes = store.read_state(file).await?;
+                            snapshot::decode(&bytes, &file.path)?
+                        }
+                        None => vec![],
+                    };
+                    list.push(RestoredPartition {
+                        partition: p.partition,
+                        num_partitions: p.num_partitions,
+                        meta: p.meta.clone(),
+                        batches,
+                    });
+                }
+                restored.insert(operator.clone(), list);
+            }
+            for p in &participants {
+                if !restored.contains_key(&p.operator) {
+                    return datafusion::common::plan_err!(
+                        "checkpoint {restored_epoch} in '{}' has no state for operator {}: the \
+                         plan changed since it was written; use another --state-dir",
+                        config.location,
+                        p.operator
+                    );
+                }
+            }
+        }
+        let (completed, _) = tokio::sync::watch::channel(restored_epoch);
+        Ok(Opened::Run(Arc::new(Self {
+            store,
+            job,
+            config,
+            participants,
+            restored_epoch,
+            restored,
+            pending: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(BTreeMap::new()),
+            final_commits: Mutex::new(BTreeMap::new()),
+            completing: tokio::sync::Mutex::new(()),
+            latest: AtomicU64::new(restored_epoch),
+            completed,
+        })))
+    }
+
+    /// Epoch of the restored checkpoint (0: started from scratch).
+    pub fn restored_epoch(&self) -> u64 {
+        self.restored_epoch
+    }
+
+    /// Restored snapshots of `operator` (all partitions of the run that wrote them).
+    pub fn restored(&self, operator: &str) -> Option<&[RestoredPartition]> {
+        self.restored.get(operator).map(|v| v.as_slice())
+    }
+
+    /// Newest complete checkpoint.
+    pub fn latest(&self) -> u64 {
+        self.latest.load(Ordering::SeqCst)
+    }
+
+    /// A receiver of completed checkpoint epochs.
+    pub fn completed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.completed.subscribe()
+    }
+
+    /// Aborts checkpoints older than the timeout; true if checkpoint `epoch` may start now.
+    pub fn begin(self: &Arc<Self>, epoch: u64) -> bool {
+        let Ok(mut pending) = self.pending.lock() else {
+            return false;
+        };
+        let expired: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| p.started.elapsed() > self.config.timeout)
+            .map(|(e, _)| *e)
+            .collect();
+        for e in expired {
+            pending.remove(&e);
+            log::warn!(
+                "checkpoint {e} did not complete within {:?} and was aborted",
+                self.config.timeout
+            );
+            self.delete_later(e);
+        }
+        if !pending.is_empty() {
+            return false;
+        }
+        pending.insert(
+            epoch,
+            Pending {
+                started: Instant::now(),
+                snapshots: BTreeMap::new(),
+            },
+        );
+        true
+    }
+
+    fn delete_later(self: &Arc<Self>, epoch: u64) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.store.delete_checkpoint(epoch).await {
+                log::warn!("cannot delete aborted checkpoint {epoch}: {e}");
+            }
+        });
+    }
+
+    fn abort(self: &Arc<Self>, epoch: u64, why: &str) {
+        if let Ok(mut pending) = self.pending.lock()
+            && pending.remove(&epoch).is_some()
+        {
+            log::warn!("checkpoint {epoch} aborted: {why}");
+            eprintln!("warning: checkpoint {epoch} aborted: {why}");
+            self.delete_later(epoch);
+        }
+    }
+
+    /// Hands over the snapshot of `operator`'s `partition` for checkpoint `epoch`: `meta`
+    /// and optionally `state` batches (encoded now, uploaded in the background).
+    pub fn snapshot(
+        self: &Arc<Self>,
+        epoch: u64,
+        operator: &str,
+        partition: usize,
+        num_partitions: usize,
+        meta: serde_json::Value,
+        state: Option<(SchemaRef, Vec<RecordBatch>)>,
+    ) -> Result<()> {
+        let encoded = match &state {
+            Some((schema, batches)) => Some(snapshot::encode(schema, batches)?),
+            None => None,
+        };
+        failpoint::check(Failpoint::AfterOperatorSnapshot, epoch);
+        let this = Arc::clone(self);
+        let operator = operator.to_string();
+        tokio::spawn(async move {
+            let file = match encoded {
+                Some(bytes) => {
+                    let name = format!("{}-{partition}.arrow", sanitize(&operator));
+                    match this.store.put_state(epoch, &name, bytes).await {
+                        Ok(entry) => Some(entry),
+                        Err(e) => {
+                            this.abort(epoch, &e.to_string());
+                            return;
+                        }
+                    }
+                }
+                None => None,
+            };
+            let snapshot = PartitionSnapshot {
+                partition,
+                num_partitions,
+                meta,
+                file,
+            };
+            this.acknowledge(epoch, operator, snapshot);
+        });
+        Ok(())
+    }
+
+    /// `operator`'s `partition` ended its input: `meta` is its final snapshot, valid for every
+    /// later checkpoint. A sink's last pre-commit goes in `final_commit`, committed when the
+    /// job finishes.
+    pub fn finished(
+        self: &Arc<Self>,
+        operator: &str,
+        partition: usize,
+        num_partitions: usize,
+        meta: serde_json::Value,
+        final_commit: Option<serde_json::Value>,
+    ) {
+        let snapshot = PartitionSnapshot {
+            partition,
+            num_partitions,
+            meta,
+            file: None,
+        };
+        if let Some(commit) = final_commit
+            && let Ok(mut commits) = self.final_commits.lock()
+        {
+            commits.entry(operator.to_string()).or_default().insert(
+                partition,
+                PartitionSnapshot {
+                    meta: commit,
+                    ..snapshot.clone()
+                },
+            );
+        }
+        if let Ok(mut finished) = self.finished.lock() {
+            finished
+                .entry(operator.to_string())
+                .or_default()
+                .insert(partition, snapshot);
+        }
+        let epochs: Vec<u64> = match self.pending.lock() {
+            Ok(p) => p.keys().copied().collect(),
+            Err(_) => vec![],
+        };
+        for epoch in epochs {
+            self.maybe_complete(epoch);
+        }
+    }
+
+    fn acknowledge(self: &Arc<Self>, epoch: u64, operator: String, snapshot: PartitionSnapshot) {
+        {
+            let Ok(mut pending) = self.pending.lock() else {
+                return;
+            };
+            let Some(p) = pending.get_mut(&epoch) else {
+                return; // aborted
+            };
+            p.snapshots
+                .entry(operator)
+                .or_default()
+                .insert(snapshot.partition, snapshot);
+        }
+        self.maybe_complete(epoch);
+    }
+
+    /// Completes `epoch` in the background if every participant partition acknowledged it.
+    fn maybe_complete(self: &Arc<Self>, epoch: u64) {
+        let operators = {
+            let (Ok(mut pending), Ok(finished)) = (self.pending.lock(), self.finished.lock())
+            else {
+                return;
+            };
+            let Some(p) = pending.get(&epoch) else {
+                return;
+            };
+            let mut operators = BTreeMap::new();
+            for participant in &self.participants {
+                let acked = p.snapshots.get(&participant.operator);
+                let done = finished.get(&participant.operator);
+                let mut list = Vec::with_capacity(participant.partitions);
+                for partition in 0..participant.partitions {
+                    match acked
+                        .and_then(|a| a.get(&partition))
+                        .or_else(|| done.and_then(|d| d.get(&partition)))
+                    {
+                        Some(s) => list.push(s.clone()),
+                        None => return,
+                    }
+                }
+                operators.insert(participant.operator.clone(), list);
+            }
+            pending.remove(&epoch);
+            operators
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.complete(epoch, operators, false).await {
+                log::warn!("checkpoint {epoch} failed: {e}");
+                eprintln!("warning: checkpoint {epoch} failed: {e}");
+                this.delete_later(epoch);
+            }
+        });
+    }
+
+    async fn complete(
+        self: &Arc<Self>,
+        epoch: u64,
+        operators: BTreeMap<String, Vec<PartitionSnapshot>>,
+        finished: bool,
+    ) -> Result<()> {
+        let _one_at_a_time = self.completing.lock().await;
+        failpoint::check(Failpoint::BeforeManifest, epoch);
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            job: self.job.clone(),
+            epoch,
+            finished,
+            created_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            operators,
+        };
+        self.store.put_manifest(&manifest).await?;
+        self.latest.fetch_max(epoch, Ordering::SeqCst);
+        failpoint::check(Failpoint::AfterManifest, epoch);
+        commit_sinks(&self.participants, &manifest.operators)?;
+        failpoint::check(Failpoint::AfterSinkCommit, epoch);
+        self.completed.send_replace(epoch);
+        if let Err(e) = self
+            .store
+            .collect_garbage(epoch, self.config.retained)
+            .await
+        {
+            log::warn!("checkpoint garbage collection: {e}");
+        }
+        Ok(())
+    }
+
+    /// The job's input ended and every operator finished: writes the final manifest with the
+    /// sinks' last pre-commits and commits them.
+    pub async fn finish_job(self: &Arc<Self>, last_epoch: u64) -> Result<()> {
+        // A checkpoint still in flight can no longer complete: every participant is done.
+        let in_flight: Vec<u64> = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p).into_keys().collect(),
+            Err(_) => vec![],
+        };
+        for epoch in in_flight {
+            self.delete_later(epoch);
+        }
+        let operators = match self.final_commits.lock() {
+            Ok(c) => c
+                .iter()
+                .map(|(op, parts)| (op.clone(), parts.values().cloned().collect()))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
+        let epoch = last_epoch.max(self.latest()) + 1;
+        self.complete(epoch, operators, true).await
+    }
+}
+
+/// Applies the pre-commits recorded in a manifest's sink snapshots.
+fn commit_sinks(
+    participants: &[Participant],
+    operators: &BTreeMap<String, Vec<PartitionSnapshot>>,
+) -> Result<()> {
+    for participant in participants {
+        let Some(sink) = &participant.sink else {
+            continue;
+        };
+        for snapshot in operators.get(&participant.operator).into_iter().flatten() {
+            // A sink partition lists every pre-commit not known to be committed yet (those of
+            // aborted checkpoints too), oldest first.
+            match &snapshot.meta {
+                serde_json::Value::Array(commits) => {
+                    for commit in commits {
+                        sink.commit(commit)?;
+                    }
+                }
+                serde_json::Value::Null => {}
+                commit => sink.commit(commit)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sanitize(operator: &str) -> String {
+    operator
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}

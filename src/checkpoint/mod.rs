@@ -1,0 +1,12 @@
+//! Barrier-aligned checkpoints and recovery.
+//!
+//! - [`coordinator`]: starts checkpoints, collects the participants' snapshots, writes the
+//!   manifest, commits sinks, aborts what times out, and restores on start.
+//! - [`manifest`]: the manifest format.
+//! - [`store`]: the checkpoint location (`object_store`), checksums, recovery choice, GC.
+//! - [`failpoint`]: crashes at chosen protocol steps, for tests.
+
+pub mod coordinator;
+pub mod failpoint;
+pub mod manifest;
+pub mod store;

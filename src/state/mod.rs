@@ -1,0 +1,11 @@
+//! Operator state in checkpoints.
+//!
+//! Operators keep their state in memory as DataFusion structures (group values and
+//! accumulators) and, at a barrier, turn it into Arrow record batches: accumulators through
+//! `GroupsAccumulator::state`, restored through `merge_batch`, so every aggregate function is
+//! restorable. [`snapshot`] encodes those batches as Arrow IPC for the checkpoint store, and
+//! [`redistribute`] picks the rows of a restored keyed state that belong to a partition when a
+//! job restarts with a different parallelism.
+
+pub mod redistribute;
+pub mod snapshot;
