@@ -15,11 +15,11 @@ use datafusion::common::{DataFusionError, Result};
 use futures::StreamExt;
 
 use super::output::{OutputFormat, ResultPrinter};
+use crate::checkpoint::coordinator::CheckpointConfig;
 use crate::context::SabotContext;
 use crate::physical::message::format_watermark;
 use crate::planner::script::{ScriptStatement, split_statements};
 use crate::planner::statement::{StatementKind, classify};
-use crate::checkpoint::coordinator::CheckpointConfig;
 use crate::runtime::job::{JobOptions, Started, start_job};
 use crate::runtime::job_context::JobContext;
 

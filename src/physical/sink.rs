@@ -158,7 +158,10 @@ impl ExecutionPlan for StreamSinkExec {
         let inputs = self.input.output_partitioning().partition_count();
         let job = JobContext::of(&context);
         let checkpoint = job.as_ref().and_then(|j| {
-            Some((Arc::clone(j.checkpointing()?), j.operator_id(self)?.to_string()))
+            Some((
+                Arc::clone(j.checkpointing()?),
+                j.operator_id(self)?.to_string(),
+            ))
         });
         let mut tasks = Vec::with_capacity(inputs);
         for i in 0..inputs {
@@ -207,7 +210,8 @@ impl ExecutionPlan for StreamSinkExec {
                                     let meta = serde_json::Value::Array(
                                         outstanding.iter().map(|(_, c)| c.clone()).collect(),
                                     );
-                                    coordinator.snapshot(b.epoch, operator, i, inputs, meta, None)?;
+                                    coordinator
+                                        .snapshot(b.epoch, operator, i, inputs, meta, None)?;
                                 }
                                 // Without checkpoints a barrier publishes at once.
                                 _ if !pre_commit.is_null() => sink.commit(&pre_commit)?,

@@ -3,7 +3,7 @@
 //! A job is a DataFrame's physical plan executed with a [`JobContext`] in its task context, so
 //! that sources emit barriers when asked and every operator reports progress. While the job
 //! runs, a timer injects a barrier every `checkpoint.interval`. With a state directory the job
-//! also checkpoints: plan nodes get stable ids (their pre-order position and name), the
+//! also checkpoints: plan nodes get stable ids (name and ordinal among same-named nodes), the
 //! participants (sources, window operators, sink writers) are counted from the plan, the newest
 //! intact checkpoint is restored before anything runs, and the end of a bounded job writes a
 //! final checkpoint that commits the sinks' last output.
@@ -74,9 +74,14 @@ pub fn plan_participants(
     fn walk(
         node: &Arc<dyn ExecutionPlan>,
         ids: &mut HashMap<usize, String>,
+        counts: &mut HashMap<String, usize>,
         participants: &mut Vec<Participant>,
     ) {
-        let id = format!("{}-{}", ids.len(), node.name());
+        // Name and ordinal among the nodes of that name, in pre-order: stable when only
+        // exchanges come and go (as they do between parallelism 1 and N).
+        let count = counts.entry(node.name().to_string()).or_insert(0);
+        let id = format!("{}-{count}", node.name());
+        *count += 1;
         let address = Arc::as_ptr(node) as *const () as usize;
         ids.insert(address, id.clone());
         let plan = node.as_ref();
@@ -97,12 +102,12 @@ pub fn plan_participants(
             });
         }
         for child in node.children() {
-            walk(child, ids, participants);
+            walk(child, ids, counts, participants);
         }
     }
     let mut ids = HashMap::new();
     let mut participants = Vec::new();
-    walk(plan, &mut ids, &mut participants);
+    walk(plan, &mut ids, &mut HashMap::new(), &mut participants);
     (ids, participants)
 }
 
@@ -116,7 +121,9 @@ fn refuse_unsnapshotted(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
              without --state-dir / 'state.dir'"
         );
     }
-    plan.children().into_iter().try_for_each(refuse_unsnapshotted)
+    plan.children()
+        .into_iter()
+        .try_for_each(refuse_unsnapshotted)
 }
 
 /// Plans `df` and starts it as a job (see the module docs).

@@ -48,6 +48,9 @@ mod tests {
         let back = decode(&bytes, "test").unwrap();
         assert_eq!(back, vec![batch.clone(), batch.slice(1, 1)]);
         let err = decode(&bytes.slice(..bytes.len() / 2), "torn").unwrap_err();
-        assert!(err.to_string().contains("cannot decode state file torn"), "{err}");
+        assert!(
+            err.to_string().contains("cannot decode state file torn"),
+            "{err}"
+        );
     }
 }

@@ -55,7 +55,9 @@ impl DatagenReader {
         };
         let now = tokio::time::Instant::now();
         // The schedule's origin: row `emitted` (0 at first, more after a restore) is due now.
-        let resumed = now.checked_sub(offset_of(self.emitted, rate)).unwrap_or(now);
+        let resumed = now
+            .checked_sub(offset_of(self.emitted, rate))
+            .unwrap_or(now);
         let start = *self.start.get_or_insert(resumed);
         let offset = offset_of(self.emitted + rows - 1, rate);
         let Some(due) = start.checked_add(offset) else {

@@ -151,11 +151,7 @@ fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
         return Ok(()); // committed before
     }
     std::fs::rename(&from, &to).map_err(|e| {
-        exec_datafusion_err!(
-            "cannot rename {} to {}: {e}",
-            from.display(),
-            to.display()
-        )
+        exec_datafusion_err!("cannot rename {} to {}: {e}", from.display(), to.display())
     })
 }
 

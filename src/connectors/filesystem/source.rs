@@ -256,7 +256,12 @@ impl SourceReader for FileReader {
         let mut done = std::collections::HashSet::new();
         for s in saved {
             let p = &s.position;
-            for name in p.get("done").and_then(|d| d.as_array()).into_iter().flatten() {
+            for name in p
+                .get("done")
+                .and_then(|d| d.as_array())
+                .into_iter()
+                .flatten()
+            {
                 if let Some(name) = name.as_str() {
                     done.insert(name.to_string());
                 }

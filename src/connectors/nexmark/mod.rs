@@ -225,7 +225,8 @@ impl SourceReader for NexmarkReader {
             self.generator.seek(next);
             if self.throttle.is_some() {
                 // Resume the pacing where the restored events are due, not from the start.
-                let due_ms = self.generator.event_time_ms(self.generator.position()) - self.base_time_ms;
+                let due_ms =
+                    self.generator.event_time_ms(self.generator.position()) - self.base_time_ms;
                 let now = Instant::now();
                 self.throttle = Some(
                     now.checked_sub(Duration::from_millis(due_ms.max(0) as u64))

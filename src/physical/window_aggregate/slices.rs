@@ -233,8 +233,16 @@ impl SliceState {
 fn state_batch(slice: i64, frozen: bool, state: &Emitted) -> Result<RecordBatch> {
     let rows = state.groups;
     let mut fields = vec![
-        Field::new("__slice", datafusion::arrow::datatypes::DataType::Int64, true),
-        Field::new("__frozen", datafusion::arrow::datatypes::DataType::Boolean, true),
+        Field::new(
+            "__slice",
+            datafusion::arrow::datatypes::DataType::Int64,
+            true,
+        ),
+        Field::new(
+            "__frozen",
+            datafusion::arrow::datatypes::DataType::Boolean,
+            true,
+        ),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(vec![slice; rows])),
@@ -250,7 +258,10 @@ fn state_batch(slice: i64, frozen: bool, state: &Emitted) -> Result<RecordBatch>
             columns.push(Arc::clone(s));
         }
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Two partial states of one slice over disjoint keys, as one.

@@ -16,12 +16,12 @@ use futures::StreamExt;
 
 use super::exec::WindowAggregateExec;
 use super::slices::{FiredWindow, SliceState};
+use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::GroupColumn;
-use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
 use crate::runtime::job_context::JobContext;
 use crate::state::redistribute::rows_of_partition;
 
@@ -67,7 +67,10 @@ impl WindowAggregateStream {
             })
             .collect::<Result<Vec<_>>>()?;
         let checkpoint = JobContext::of(context).and_then(|j| {
-            Some((Arc::clone(j.checkpointing()?), j.operator_id(exec)?.to_string()))
+            Some((
+                Arc::clone(j.checkpointing()?),
+                j.operator_id(exec)?.to_string(),
+            ))
         });
         let partitions = exec.properties().partitioning.partition_count();
         let mut stream = Self {
@@ -177,14 +180,18 @@ impl WindowAggregateStream {
         let Some(saved) = coordinator.restored(operator) else {
             return Ok(());
         };
-        let same = saved
-            .iter()
-            .all(|p| p.num_partitions == self.partitions);
+        let same = saved.iter().all(|p| p.num_partitions == self.partitions);
         let number = |p: &RestoredPartition, key: &str| {
-            p.meta.get(key).and_then(|v| v.as_i64()).unwrap_or(NO_WATERMARK)
+            p.meta
+                .get(key)
+                .and_then(|v| v.as_i64())
+                .unwrap_or(NO_WATERMARK)
         };
         let mine: Vec<&RestoredPartition> = if same {
-            saved.iter().filter(|p| p.partition == self.partition).collect()
+            saved
+                .iter()
+                .filter(|p| p.partition == self.partition)
+                .collect()
         } else {
             saved.iter().collect()
         };
