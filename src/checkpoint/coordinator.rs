@@ -86,7 +86,6 @@ pub struct Checkpointing {
     restored: HashMap<String, Vec<RestoredPartition>>,
     pending: Mutex<BTreeMap<u64, Pending>>,
     finished: Mutex<BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>>,
-    final_commits: Mutex<BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>>,
     completing: tokio::sync::Mutex<()>,
     latest: AtomicU64,
     completed: tokio::sync::watch::Sender<u64>,
@@ -169,7 +168,6 @@ impl Checkpointing {
             restored,
             pending: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(BTreeMap::new()),
-            final_commits: Mutex::new(BTreeMap::new()),
             completing: tokio::sync::Mutex::new(()),
             latest: AtomicU64::new(restored_epoch),
             completed,
@@ -290,15 +288,14 @@ impl Checkpointing {
     }
 
     /// `operator`'s `partition` ended its input: `meta` is its final snapshot, valid for every
-    /// later checkpoint. A sink's last pre-commit goes in `final_commit`, committed when the
-    /// job finishes.
+    /// later checkpoint and for the job's final one (a sink's `meta` holds its last
+    /// pre-commits, committed when the job finishes).
     pub fn finished(
         self: &Arc<Self>,
         operator: &str,
         partition: usize,
         num_partitions: usize,
         meta: serde_json::Value,
-        final_commit: Option<serde_json::Value>,
     ) {
         let snapshot = PartitionSnapshot {
             partition,
@@ -306,17 +303,6 @@ impl Checkpointing {
             meta,
             file: None,
         };
-        if let Some(commit) = final_commit
-            && let Ok(mut commits) = self.final_commits.lock()
-        {
-            commits.entry(operator.to_string()).or_default().insert(
-                partition,
-                PartitionSnapshot {
-                    meta: commit,
-                    ..snapshot.clone()
-                },
-            );
-        }
         if let Ok(mut finished) = self.finished.lock() {
             finished
                 .entry(operator.to_string())
@@ -434,10 +420,16 @@ impl Checkpointing {
         for epoch in in_flight {
             self.delete_later(epoch);
         }
-        let operators = match self.final_commits.lock() {
-            Ok(c) => c
+        // The sinks' final snapshots carry their last pre-commits.
+        let operators = match self.finished.lock() {
+            Ok(finished) => self
+                .participants
                 .iter()
-                .map(|(op, parts)| (op.clone(), parts.values().cloned().collect()))
+                .filter(|p| p.sink.is_some())
+                .filter_map(|p| {
+                    let parts = finished.get(&p.operator)?;
+                    Some((p.operator.clone(), parts.values().cloned().collect()))
+                })
                 .collect(),
             Err(_) => BTreeMap::new(),
         };

@@ -20,6 +20,7 @@ pub mod nexmark;
 pub mod options;
 pub mod print;
 pub mod registry;
+mod splitmix;
 
 use std::fmt::Debug;
 

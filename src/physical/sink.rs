@@ -238,7 +238,7 @@ impl ExecutionPlan for StreamSinkExec {
                         // Everything upstream has ended too, so any later checkpoint may
                         // publish these as well (commits are idempotent).
                         let commits = serde_json::Value::Array(commits);
-                        coordinator.finished(operator, i, inputs, commits.clone(), Some(commits));
+                        coordinator.finished(operator, i, inputs, commits);
                     }
                     _ if !last.is_null() => sink.commit(&last)?,
                     _ => {}

@@ -501,7 +501,7 @@ impl SourceState {
 
     fn finish(&mut self) {
         if let Some((coordinator, operator)) = &self.checkpoint {
-            coordinator.finished(operator, self.partition, self.partitions, self.meta(), None);
+            coordinator.finished(operator, self.partition, self.partitions, self.meta());
         }
         self.finished = true;
         if self.tracker.current() != END_OF_TIME {

@@ -8,26 +8,8 @@ use std::sync::LazyLock;
 pub(super) const POOL_LEN: usize = 1 << 16;
 const POOL_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-// ---- Counter-based randomness (SplitMix64).
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-const fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The `n`-th output of the SplitMix64 stream seeded with `salt`.
-#[inline(always)]
-pub(super) fn rnd(n: u64, salt: u64) -> u64 {
-    mix64(salt.wrapping_add(n.wrapping_mul(GOLDEN)))
-}
-
-/// Uniform in `0..bound` (multiply-high).
-#[inline(always)]
-fn below(h: u64, bound: u64) -> u64 {
-    ((u128::from(h) * u128::from(bound)) >> 64) as u64
-}
+pub(super) use crate::connectors::splitmix::rnd;
+use crate::connectors::splitmix::{below, mix64, step};
 
 /// Uniform in `0..=span`.
 #[inline(always)]
@@ -52,7 +34,7 @@ pub(super) fn uniform_i128(h: u64, min: i128, max: i128) -> i128 {
         u128::from(up_to(h, span as u64))
     } else {
         // Wider than 64 bits (Decimal128 only): 128 random bits, modulo (bias < 2^-25).
-        let wide = (u128::from(h) << 64) | u128::from(mix64(h.wrapping_add(GOLDEN)));
+        let wide = (u128::from(h) << 64) | u128::from(step(h));
         if span == u128::MAX {
             wide
         } else {
@@ -70,7 +52,7 @@ pub(super) const PURPOSE_NULL: u64 = 1;
 /// Salt of the values (or NULL decisions) of source column `column` under `seed`.
 pub(super) fn column_salt(seed: u64, column: usize, purpose: u64) -> u64 {
     let stream = (column as u64).wrapping_mul(2).wrapping_add(purpose);
-    mix64(mix64(seed ^ S_SEED).wrapping_add(stream.wrapping_mul(GOLDEN)))
+    rnd(stream, mix64(seed ^ S_SEED))
 }
 
 /// Pseudo-random lowercase letters and digits; random strings are slices of it.

@@ -202,11 +202,9 @@ impl SourceReader for NexmarkReader {
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
             max_rows = max_rows.min((self.tps / 10).max(1) as usize);
         }
-        let position = |g: &NexmarkGenerator| serde_json::json!(g.position());
-        Ok(self
-            .generator
-            .next_batch(max_rows)?
-            .map(|b| SourceBatch::new(b).with_position(position(&self.generator))))
+        let batch = self.generator.next_batch(max_rows)?;
+        let position = serde_json::json!(self.generator.position());
+        Ok(batch.map(|b| SourceBatch::new(b).with_position(position)))
     }
 
     fn restore(

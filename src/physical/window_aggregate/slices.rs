@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use datafusion::arrow::compute::concat;
-use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_err};
 
@@ -95,6 +95,7 @@ impl SliceState {
     /// to this partition's keys) and the restored next window end.
     pub fn restore(&mut self, batches: &[RecordBatch], keys: usize, next_end: i64) -> Result<()> {
         self.next_end = self.next_end.max(next_end);
+        let widths = self.state_columns()?;
         for batch in batches {
             let rows = batch.num_rows();
             if rows == 0 {
@@ -115,7 +116,6 @@ impl SliceState {
             };
             let key_columns: Vec<ArrayRef> = batch.columns()[2..2 + keys].to_vec();
             let mut rest = batch.columns()[2 + keys..].iter().cloned();
-            let widths = self.state_columns()?;
             let states: Vec<Vec<ArrayRef>> = widths
                 .iter()
                 .map(|w| rest.by_ref().take(*w).collect())
@@ -233,16 +233,8 @@ impl SliceState {
 fn state_batch(slice: i64, frozen: bool, state: &Emitted) -> Result<RecordBatch> {
     let rows = state.groups;
     let mut fields = vec![
-        Field::new(
-            "__slice",
-            datafusion::arrow::datatypes::DataType::Int64,
-            true,
-        ),
-        Field::new(
-            "__frozen",
-            datafusion::arrow::datatypes::DataType::Boolean,
-            true,
-        ),
+        Field::new("__slice", DataType::Int64, true),
+        Field::new("__frozen", DataType::Boolean, true),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(vec![slice; rows])),

@@ -168,7 +168,7 @@ impl WindowAggregateStream {
         }
         self.ended = true;
         if let Some((coordinator, operator)) = &self.checkpoint {
-            coordinator.finished(operator, self.partition, self.partitions, self.meta(), None);
+            coordinator.finished(operator, self.partition, self.partitions, self.meta());
         }
     }
 

@@ -1,32 +1,8 @@
 //! Counter-based randomness: each drawn value is the `n`-th output of the SplitMix64 stream
 //! seeded with a per-field salt, so every field of event `n` is a pure function of `n`.
 
-// ---- Counter-based randomness: SplitMix64 stream `salt` at position `n`.
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-const fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The `n`-th output of the SplitMix64 stream seeded with `salt`.
-#[inline(always)]
-pub(super) fn rnd(n: u64, salt: u64) -> u64 {
-    mix64(salt.wrapping_add(n.wrapping_mul(GOLDEN)))
-}
-
-/// A further, independent-looking draw derived from `h` (the next SplitMix64 step).
-#[inline(always)]
-pub(super) fn step(h: u64) -> u64 {
-    mix64(h.wrapping_add(GOLDEN))
-}
-
-/// Uniform integer in `0..bound` (Lemire's multiply-high; the bias is < bound / 2^64).
-#[inline(always)]
-pub(super) fn below(h: u64, bound: u64) -> u64 {
-    ((u128::from(h) * u128::from(bound)) >> 64) as u64
-}
+use crate::connectors::splitmix::mix64;
+pub(super) use crate::connectors::splitmix::{below, rnd, step};
 
 // One salt per drawn field so that fields are independent of each other.
 pub(super) const S_POOL: u64 = mix64(1);
