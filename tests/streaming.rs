@@ -161,8 +161,8 @@ impl SourceConnector for StallingSource {
     fn is_bounded(&self) -> bool {
         false
     }
-    fn num_partitions(&self, _parallelism: usize) -> usize {
-        2
+    fn num_partitions(&self, _parallelism: usize) -> Result<usize> {
+        Ok(2)
     }
     fn open(
         &self,

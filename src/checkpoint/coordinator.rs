@@ -73,6 +73,9 @@ pub struct RestoredPartition {
 struct Pending {
     started: Instant,
     snapshots: BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>,
+    /// Every participant acknowledged; the manifest and sink commits are being written. The
+    /// checkpoint stays pending until that ends, so the next barrier never overtakes a commit.
+    completing: bool,
 }
 
 /// The coordinator (see the module docs).
@@ -194,6 +197,28 @@ impl Checkpointing {
         self.completed.subscribe()
     }
 
+    /// Waits until no checkpoint up to `epoch` is completing, and none up to `epoch` waits
+    /// for acknowledgements (it completes, fails or times out), so a sink that passed barrier
+    /// `epoch` knows whether its pre-commits were committed. `u64::MAX`: only completions.
+    pub async fn wait_resolved(&self, epoch: u64) {
+        loop {
+            let busy = match self.pending.lock() {
+                Ok(p) => p.iter().any(|(e, p)| {
+                    if epoch == u64::MAX {
+                        p.completing
+                    } else {
+                        *e <= epoch && p.started.elapsed() <= self.config.timeout
+                    }
+                }),
+                Err(_) => false,
+            };
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Aborts checkpoints older than the timeout; true if checkpoint `epoch` may start now.
     pub fn begin(self: &Arc<Self>, epoch: u64) -> bool {
         let Ok(mut pending) = self.pending.lock() else {
@@ -201,7 +226,7 @@ impl Checkpointing {
         };
         let expired: Vec<u64> = pending
             .iter()
-            .filter(|(_, p)| p.started.elapsed() > self.config.timeout)
+            .filter(|(_, p)| !p.completing && p.started.elapsed() > self.config.timeout)
             .map(|(e, _)| *e)
             .collect();
         for e in expired {
@@ -220,6 +245,7 @@ impl Checkpointing {
             Pending {
                 started: Instant::now(),
                 snapshots: BTreeMap::new(),
+                completing: false,
             },
         );
         true
@@ -341,9 +367,12 @@ impl Checkpointing {
             else {
                 return;
             };
-            let Some(p) = pending.get(&epoch) else {
+            let Some(p) = pending.get_mut(&epoch) else {
                 return;
             };
+            if p.completing {
+                return;
+            }
             let mut operators = BTreeMap::new();
             for participant in &self.participants {
                 let acked = p.snapshots.get(&participant.operator);
@@ -360,12 +389,16 @@ impl Checkpointing {
                 }
                 operators.insert(participant.operator.clone(), list);
             }
-            pending.remove(&epoch);
+            p.completing = true;
             operators
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = this.complete(epoch, operators, false).await {
+            let result = this.complete(epoch, operators, false).await;
+            if let Ok(mut pending) = this.pending.lock() {
+                pending.remove(&epoch);
+            }
+            if let Err(e) = result {
                 log::warn!("checkpoint {epoch} failed: {e}");
                 eprintln!("warning: checkpoint {epoch} failed: {e}");
                 this.delete_later(epoch);
@@ -412,7 +445,9 @@ impl Checkpointing {
     /// The job's input ended and every operator finished: writes the final manifest with the
     /// sinks' last pre-commits and commits them.
     pub async fn finish_job(self: &Arc<Self>, last_epoch: u64) -> Result<()> {
-        // A checkpoint still in flight can no longer complete: every participant is done.
+        // Let a completion under way end; a checkpoint still waiting for acknowledgements can
+        // no longer complete: every participant is done.
+        self.wait_resolved(u64::MAX).await;
         let in_flight: Vec<u64> = match self.pending.lock() {
             Ok(mut p) => std::mem::take(&mut *p).into_keys().collect(),
             Err(_) => vec![],

@@ -80,8 +80,8 @@ impl SourceConnector for MemoryConnector {
         true
     }
 
-    fn num_partitions(&self, _parallelism: usize) -> usize {
-        1
+    fn num_partitions(&self, _parallelism: usize) -> Result<usize> {
+        Ok(1)
     }
 
     fn open(

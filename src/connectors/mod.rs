@@ -15,6 +15,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod format;
+pub mod kafka;
 pub mod memory;
 pub mod nexmark;
 pub mod options;
@@ -132,8 +133,9 @@ pub trait SourceConnector: Debug + Send + Sync {
     /// True if the input ends.
     fn is_bounded(&self) -> bool;
 
-    /// Number of parallel readers, given the session's parallelism.
-    fn num_partitions(&self, parallelism: usize) -> usize;
+    /// Number of parallel readers, given the session's parallelism (a Kafka source asks its
+    /// brokers, which may fail).
+    fn num_partitions(&self, parallelism: usize) -> Result<usize>;
 
     /// Opens reader `partition` of `num_partitions`, producing the columns `projection` of
     /// [`schema`](Self::schema) (in that order) in batches of at most `batch_size` rows.
@@ -157,7 +159,9 @@ pub trait SinkWriter: Send {
 
     /// Barrier `epoch` passed: make everything written so far durable and return how to make
     /// it visible (a pre-commit, `Null` for nothing), applied by
-    /// [`SinkConnector::commit`] once the checkpoint is complete.
+    /// [`SinkConnector::commit`] once the checkpoint is complete. When the next barrier (or
+    /// [`finish`](Self::finish)) comes, the previous checkpoint has completed, with its
+    /// commits applied, or was aborted.
     async fn on_barrier(&mut self, epoch: u64) -> Result<serde_json::Value>;
 
     /// End of input: flush, close, and return the last pre-commit.

@@ -184,6 +184,7 @@ impl ExecutionPlan for StreamSinkExec {
                 // Pre-commits not yet known to be committed, by epoch (see `Checkpointing`).
                 let mut outstanding: Vec<(u64, serde_json::Value)> = Vec::new();
                 let completed = checkpoint.as_ref().map(|(c, _)| c.completed());
+                let mut last_barrier = 0;
                 while let Some(msg) = messages.next().await {
                     match msg? {
                         StreamMessage::Data(batch) => {
@@ -199,6 +200,7 @@ impl ExecutionPlan for StreamSinkExec {
                             }
                         }
                         StreamMessage::Barrier(b) => {
+                            last_barrier = b.epoch;
                             let pre_commit = writer.on_barrier(b.epoch).await?;
                             match (&checkpoint, &completed) {
                                 (Some((coordinator, operator)), Some(completed)) => {
@@ -223,6 +225,11 @@ impl ExecutionPlan for StreamSinkExec {
                         }
                         StreamMessage::Watermark(_) | StreamMessage::Idle => {}
                     }
+                }
+                // The writer learns whether its last pre-commit was committed before it
+                // finishes (a transactional writer reuses an aborted checkpoint's transaction).
+                if let Some((coordinator, _)) = &checkpoint {
+                    coordinator.wait_resolved(last_barrier).await;
                 }
                 let last = writer.finish().await?;
                 match (&checkpoint, &completed) {

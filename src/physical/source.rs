@@ -120,7 +120,7 @@ impl StreamSourceExec {
             }
         }
         let schema = Arc::new(Schema::new(output_fields));
-        let partitions = connector.num_partitions(parallelism.max(1)).max(1);
+        let partitions = connector.num_partitions(parallelism.max(1))?.max(1);
         let boundedness = if connector.is_bounded() {
             Boundedness::Bounded
         } else {

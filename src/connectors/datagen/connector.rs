@@ -101,12 +101,12 @@ impl SourceConnector for DatagenConnector {
         self.total_rows.is_some()
     }
 
-    fn num_partitions(&self, parallelism: usize) -> usize {
+    fn num_partitions(&self, parallelism: usize) -> Result<usize> {
         let n = parallelism.max(1);
-        match self.total_rows {
+        Ok(match self.total_rows {
             Some(total) => n.min(usize::try_from(total).unwrap_or(usize::MAX)).max(1),
             None => n,
-        }
+        })
     }
 
     fn open(

@@ -79,9 +79,9 @@ impl SourceConnector for FileSource {
         true
     }
 
-    fn num_partitions(&self, parallelism: usize) -> usize {
+    fn num_partitions(&self, parallelism: usize) -> Result<usize> {
         let files = self.files().map(|f| f.len()).unwrap_or(1);
-        files.clamp(1, parallelism.max(1))
+        Ok(files.clamp(1, parallelism.max(1)))
     }
 
     fn open(
@@ -238,6 +238,7 @@ impl SourceReader for FileReader {
                 origin: &file.name,
                 first_line,
                 lines: &lines,
+                offsets: None,
             };
             if let Some(batch) = self.decoder.decode(chunk)?
                 && batch.num_rows() > 0

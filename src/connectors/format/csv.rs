@@ -46,6 +46,7 @@ pub struct CsvDecoder {
     quote: u8,
     ignore_errors: bool,
     skipped: u64,
+    kept: Option<Vec<usize>>,
 }
 
 impl CsvDecoder {
@@ -66,6 +67,7 @@ impl CsvDecoder {
                 .get_bool("csv.ignore-parse-errors")?
                 .unwrap_or(false),
             skipped: 0,
+            kept: None,
         })
     }
 
@@ -106,19 +108,29 @@ impl LineDecoder for CsvDecoder {
             rows += 1;
         }
         if rows == 0 {
+            self.kept = None;
             return Ok(None);
         }
         if let Ok(batch) = self.decode_text(&text, rows) {
+            self.kept = None;
             return Ok(batch);
         }
         let mut skipped = self.skipped;
-        let batches =
-            decode_line_by_line(chunk, self.ignore_errors, &mut skipped, "csv", |line| {
+        let mut kept = self.kept.take().unwrap_or_default();
+        let batches = decode_line_by_line(
+            chunk,
+            self.ignore_errors,
+            &mut skipped,
+            &mut kept,
+            "csv",
+            |line| {
                 let mut text = line.to_vec();
                 text.push(b'\n');
                 self.decode_text(&text, 1)
-            })?;
+            },
+        )?;
         self.skipped = skipped;
+        self.kept = Some(kept);
         if batches.is_empty() {
             return Ok(None);
         }
@@ -127,6 +139,10 @@ impl LineDecoder for CsvDecoder {
 
     fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    fn kept(&self) -> Option<&[usize]> {
+        self.kept.as_deref()
     }
 }
 
@@ -200,11 +216,7 @@ mod tests {
         .unwrap();
         let lines: Vec<Vec<u8>> = vec![b"1|x|10".to_vec(), b"2|\"y|z\"|20".to_vec()];
         let b = d
-            .decode(LineChunk {
-                origin: "f",
-                first_line: 1,
-                lines: &lines,
-            })
+            .decode(LineChunk::of_file("f", 1, &lines))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -226,11 +238,7 @@ mod tests {
         ];
         let mut d = CsvDecoder::try_new(schema(), vec![0], &options(&[])).unwrap();
         let err = d
-            .decode(LineChunk {
-                origin: "in.csv",
-                first_line: 5,
-                lines: &lines,
-            })
+            .decode(LineChunk::of_file("in.csv", 5, &lines))
             .unwrap_err()
             .to_string();
         assert!(err.contains("in.csv at line 6"), "{err}");
@@ -241,11 +249,7 @@ mod tests {
         )
         .unwrap();
         let b = d
-            .decode(LineChunk {
-                origin: "in.csv",
-                first_line: 5,
-                lines: &lines,
-            })
+            .decode(LineChunk::of_file("in.csv", 5, &lines))
             .unwrap()
             .unwrap();
         assert_eq!(

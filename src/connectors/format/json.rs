@@ -18,6 +18,7 @@ pub struct JsonDecoder {
     schema: SchemaRef,
     ignore_errors: bool,
     skipped: u64,
+    kept: Option<Vec<usize>>,
 }
 
 impl JsonDecoder {
@@ -29,6 +30,7 @@ impl JsonDecoder {
                 .get_bool("json.ignore-parse-errors")?
                 .unwrap_or(false),
             skipped: 0,
+            kept: None,
         })
     }
 
@@ -63,14 +65,17 @@ impl LineDecoder for JsonDecoder {
         }
         let mut decoder = self.new_decoder(chunk.lines.len())?;
         if let Ok(batch) = decode_all(&mut decoder, &text) {
+            self.kept = None;
             return Ok(batch);
         }
         // Slow path: find (or skip) the bad lines.
         let schema = self.schema.clone();
+        let mut kept = self.kept.take().unwrap_or_default();
         let batches = decode_line_by_line(
             chunk,
             self.ignore_errors,
             &mut self.skipped,
+            &mut kept,
             "json",
             |line| {
                 let mut one = ReaderBuilder::new(schema.clone())
@@ -82,6 +87,7 @@ impl LineDecoder for JsonDecoder {
                 decode_all(&mut one, &text)
             },
         )?;
+        self.kept = Some(kept);
         if batches.is_empty() {
             return Ok(None);
         }
@@ -90,6 +96,10 @@ impl LineDecoder for JsonDecoder {
 
     fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    fn kept(&self) -> Option<&[usize]> {
+        self.kept.as_deref()
     }
 }
 
@@ -149,14 +159,7 @@ mod tests {
             r#"{"id": 2, "ts": "2024-01-01 00:00:02.500", "other": true}"#,
             r#"{"id": 3}"#,
         ]);
-        let b = d
-            .decode(LineChunk {
-                origin: "f",
-                first_line: 1,
-                lines: &l,
-            })
-            .unwrap()
-            .unwrap();
+        let b = d.decode(LineChunk::of_file("f", 1, &l)).unwrap().unwrap();
         let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
         assert_eq!(ts.value(0), 1_704_067_201_000);
         assert_eq!(ts.value(1), 1_704_067_202_500);
@@ -168,11 +171,7 @@ mod tests {
         let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
         let l = lines(&[r#"{"id": 1}"#, r#"{"id": "x"#, r#"{"id": 3}"#]);
         let err = d
-            .decode(LineChunk {
-                origin: "data/bids.json",
-                first_line: 10,
-                lines: &l,
-            })
+            .decode(LineChunk::of_file("data/bids.json", 10, &l))
             .unwrap_err()
             .to_string();
         assert!(err.contains("data/bids.json at line 11"), "{err}");
@@ -189,14 +188,7 @@ mod tests {
             r#"{"id": "seven"}"#,
             r#"{"id": 4}"#,
         ]);
-        let b = d
-            .decode(LineChunk {
-                origin: "f",
-                first_line: 1,
-                lines: &l,
-            })
-            .unwrap()
-            .unwrap();
+        let b = d.decode(LineChunk::of_file("f", 1, &l)).unwrap().unwrap();
         let ids = b
             .column(0)
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>();

@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod raw;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -23,6 +24,28 @@ pub struct LineChunk<'a> {
     pub first_line: usize,
     /// The lines, without line terminators.
     pub lines: &'a [Vec<u8>],
+    /// Record offsets (Kafka) of the lines, named in errors instead of line numbers.
+    pub offsets: Option<&'a [i64]>,
+}
+
+impl<'a> LineChunk<'a> {
+    /// Lines of a file, the first being line `first_line`.
+    pub fn of_file(origin: &'a str, first_line: usize, lines: &'a [Vec<u8>]) -> Self {
+        Self {
+            origin,
+            first_line,
+            lines,
+            offsets: None,
+        }
+    }
+
+    /// Where line `i` of the chunk is, for error messages.
+    fn locate(&self, i: usize) -> String {
+        match self.offsets.and_then(|o| o.get(i)) {
+            Some(offset) => format!("{} at offset {offset}", self.origin),
+            None => format!("{} at line {}", self.origin, self.first_line + i),
+        }
+    }
 }
 
 /// Decodes lines of one format into batches of a fixed schema.
@@ -32,10 +55,14 @@ pub trait LineDecoder: Send {
 
     /// Lines skipped as malformed so far.
     fn skipped(&self) -> u64;
+
+    /// Indices of the lines the last `decode` produced rows for, when malformed lines were
+    /// skipped; `None` when every non-blank line produced its row.
+    fn kept(&self) -> Option<&[usize]>;
 }
 
 /// Encodes batches as lines of one format.
-pub trait LineEncoder: Send {
+pub trait LineEncoder: Send + Sync {
     /// Appends the rows of `batch`, one line each, to `out`.
     fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
 
@@ -80,6 +107,7 @@ pub(crate) fn decode_line_by_line<F>(
     chunk: LineChunk<'_>,
     ignore_errors: bool,
     skipped: &mut u64,
+    kept: &mut Vec<usize>,
     format: &str,
     mut decode_one: F,
 ) -> Result<Vec<RecordBatch>>
@@ -87,12 +115,16 @@ where
     F: FnMut(&[u8]) -> std::result::Result<Option<RecordBatch>, String>,
 {
     let mut batches = Vec::new();
+    kept.clear();
     for (i, line) in chunk.lines.iter().enumerate() {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         match decode_one(line) {
-            Ok(Some(b)) => batches.push(b),
+            Ok(Some(b)) => {
+                kept.extend(std::iter::repeat_n(i, b.num_rows()));
+                batches.push(b);
+            }
             Ok(None) => {}
             Err(cause) => {
                 if ignore_errors {
@@ -102,11 +134,10 @@ where
                 let text = String::from_utf8_lossy(line);
                 let shown: String = text.chars().take(200).collect();
                 return exec_err!(
-                    "malformed {format} record in {} at line {}: {cause}. The record: {shown}. \
+                    "malformed {format} record in {}: {cause}. The record: {shown}. \
                      Fix the record, or set '{format}.ignore-parse-errors' = 'true' to skip \
                      (and count) malformed records",
-                    chunk.origin,
-                    chunk.first_line + i
+                    chunk.locate(i)
                 );
             }
         }

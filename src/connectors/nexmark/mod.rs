@@ -138,8 +138,8 @@ impl SourceConnector for NexmarkConnector {
         self.events.is_some()
     }
 
-    fn num_partitions(&self, parallelism: usize) -> usize {
-        parallelism.max(1)
+    fn num_partitions(&self, parallelism: usize) -> Result<usize> {
+        Ok(parallelism.max(1))
     }
 
     fn open(

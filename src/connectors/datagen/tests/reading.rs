@@ -22,8 +22,8 @@ async fn sequence_partitions_union_to_the_sequence() {
         ],
     );
     assert!(c.is_bounded());
-    assert_eq!(c.num_partitions(2), 2);
-    assert_eq!(c.num_partitions(64), 10);
+    assert_eq!(c.num_partitions(2).unwrap(), 2);
+    assert_eq!(c.num_partitions(64).unwrap(), 10);
     let p0 = i64s(&read(&c, 0, 2, &[0], 3).await, 0);
     let p1 = i64s(&read(&c, 1, 2, &[0], 3).await, 0);
     assert_eq!(p0, vec![1, 3, 5, 7, 9]);
@@ -45,7 +45,7 @@ async fn number_of_rows_bounds_the_table() {
         &[("rows-per-second", "0"), ("number-of-rows", "25")],
     );
     assert!(c.is_bounded());
-    assert_eq!(c.num_partitions(100), 25);
+    assert_eq!(c.num_partitions(100).unwrap(), 25);
     let counts: Vec<usize> = futures::future::join_all((0..3).map(|p| {
         let c = c.clone();
         async move {
@@ -82,7 +82,7 @@ async fn unbounded_without_rows_or_sequence() {
         &[("rows-per-second", "0")],
     );
     assert!(!c.is_bounded());
-    assert_eq!(c.num_partitions(4), 4);
+    assert_eq!(c.num_partitions(4).unwrap(), 4);
     assert_eq!(c.explain(), "rows-per-second=0");
     let mut reader = c.open(0, 1, &[0], 7).unwrap();
     for _ in 0..3 {

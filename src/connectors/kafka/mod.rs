@@ -1,0 +1,250 @@
+//! The `kafka` connector: topics as partition-parallel sources and as (transactional) sinks,
+//! through librdkafka.
+//!
+//! - [`source`]: partitions are discovered when the scan is planned; the scan runs
+//!   `min(partitions, max-parallelism)` readers, reader `i` of `n` taking the partitions
+//!   `p` with `p % n == i`. Each reader consumes on its own thread and decodes records straight
+//!   into Arrow batches of one Kafka partition each, so every partition has its own watermark.
+//!   The engine, not the consumer group, owns positions: every batch carries the next offset of
+//!   each of the reader's partitions, which checkpoints store and recovery seeks to.
+//! - [`sink`]: rows become records (value from the physical columns, key from `key.fields`);
+//!   `sink.delivery-guarantee` chooses between flushing at every barrier (`at-least-once`) and
+//!   one Kafka transaction per checkpoint (`exactly-once`).
+//!
+//! Any `properties.*` option goes to librdkafka unchanged (`properties.bootstrap.servers`,
+//! `properties.group.id`, `properties.isolation.level`, ...).
+
+pub mod options;
+mod records;
+pub mod sink;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::common::{DataFusionError, Result, plan_err};
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS, TableOptions};
+use super::{SinkConnector, SourceConnector};
+use crate::catalog::table_definition::{ColumnKind, TableDefinition};
+
+/// Options of Kafka tables (source and sink).
+pub const KAFKA_OPTIONS: &[OptionSpec] = &[
+    OptionSpec::required("topic", "the topic to read or write"),
+    OptionSpec::required(
+        "properties.bootstrap.servers",
+        "brokers to bootstrap from, host:port[,host:port...]",
+    ),
+    OptionSpec::optional(
+        "properties.*",
+        "passed to librdkafka unchanged, e.g. properties.group.id",
+    ),
+    OptionSpec::required("format", "json, csv or raw (the whole value as one column)"),
+    OptionSpec::optional(
+        "json.ignore-parse-errors",
+        "skip and count malformed records (default: false)",
+    ),
+    OptionSpec::optional(
+        "csv.ignore-parse-errors",
+        "skip and count malformed records (default: false)",
+    ),
+    OptionSpec::optional("csv.field-delimiter", "field separator (default: ,)"),
+    OptionSpec::optional("csv.quote-character", "quote character (default: \")"),
+    OptionSpec::optional(
+        "connect.timeout",
+        "how long to wait for brokers when planning and starting (default: 30 s)",
+    ),
+    OptionSpec::optional(
+        "scan.startup.mode",
+        "earliest-offset, latest-offset, group-offsets, timestamp or specific-offsets \
+         (default: group-offsets, falling back to properties.auto.offset.reset, default earliest)",
+    ),
+    OptionSpec::optional(
+        "scan.startup.timestamp-millis",
+        "start time for scan.startup.mode = timestamp",
+    ),
+    OptionSpec::optional(
+        "scan.startup.specific-offsets",
+        "start offsets for specific-offsets: 'partition:0,offset:42;partition:1,offset:7'",
+    ),
+    OptionSpec::optional(
+        "scan.bounded.mode",
+        "unbounded, latest-offset, timestamp or specific-offsets (default: unbounded)",
+    ),
+    OptionSpec::optional(
+        "scan.bounded.timestamp-millis",
+        "stop time for scan.bounded.mode = timestamp",
+    ),
+    OptionSpec::optional(
+        "scan.bounded.specific-offsets",
+        "stop offsets (exclusive) for scan.bounded.mode = specific-offsets",
+    ),
+    OptionSpec::optional(
+        "max-parallelism",
+        "at most this many readers (default: the session's parallelism)",
+    ),
+    OptionSpec::optional(
+        "batch-size",
+        "records per batch (default: the session's batch size)",
+    ),
+    OptionSpec::optional(
+        "key.fields",
+        "sink: columns forming the record key, 'a;b' (default: no key)",
+    ),
+    OptionSpec::optional(
+        "key.format",
+        "sink: json, csv or raw encoding of the key (default: json; raw for one column)",
+    ),
+    OptionSpec::optional(
+        "sink.delivery-guarantee",
+        "none, at-least-once or exactly-once (default: at-least-once)",
+    ),
+    OptionSpec::optional(
+        "sink.transactional-id-prefix",
+        "prefix of the sink's Kafka transactional ids (needed for exactly-once)",
+    ),
+];
+
+/// Default `connect.timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Record formats of Kafka tables.
+pub const FORMATS: &[&str] = &["json", "csv", "raw"];
+
+/// Metadata a Kafka source fills, with the type it is produced in (cast to the declared type).
+pub const METADATA_KEYS: &[(&str, DataType)] = &[
+    ("topic", DataType::Utf8),
+    ("partition", DataType::Int32),
+    ("offset", DataType::Int64),
+    (
+        "timestamp",
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+    ),
+    ("key", DataType::Binary),
+];
+
+/// What both sides of a Kafka table share.
+#[derive(Debug, Clone)]
+pub struct KafkaTable {
+    /// Table name, for messages.
+    pub table: String,
+    /// The topic.
+    pub topic: String,
+    /// `properties.bootstrap.servers`.
+    pub servers: String,
+    /// Every `properties.*` option, without the prefix.
+    pub properties: Vec<(String, String)>,
+    /// The WITH options.
+    pub options: TableOptions,
+    /// `connect.timeout`.
+    pub timeout: Duration,
+    /// The record format.
+    pub format: &'static str,
+    /// Physical columns, in declaration order (what the value holds).
+    pub physical: SchemaRef,
+}
+
+impl KafkaTable {
+    fn new(def: &TableDefinition) -> Result<Self> {
+        let options = def.options.clone();
+        let properties = options
+            .values()
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("properties.")?.to_string(), v.clone())))
+            .collect();
+        let format = options.get_choice("format", FORMATS)?.unwrap_or("json");
+        let physical = Arc::new(Schema::new(
+            def.physical_columns()
+                .iter()
+                .map(|c| c.field())
+                .collect::<Vec<_>>(),
+        ));
+        if format == "raw" {
+            crate::connectors::format::raw::check_schema(&def.name, &physical)?;
+        }
+        Ok(Self {
+            table: def.name.clone(),
+            topic: options.required("topic")?.to_string(),
+            servers: options
+                .required("properties.bootstrap.servers")?
+                .to_string(),
+            properties,
+            timeout: options
+                .get_duration("connect.timeout")?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            format,
+            physical,
+            options,
+        })
+    }
+
+    /// A librdkafka configuration with every `properties.*` option and `extra` defaults
+    /// (which the user's properties override).
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("log_level", "3");
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// An error about this table's brokers, saying what was tried and how to fix it.
+    pub fn broker_error(&self, what: &str, e: KafkaError) -> DataFusionError {
+        DataFusionError::Execution(format!(
+            "{what} for Kafka topic '{}' of table {} failed: {e}. Brokers: {} (within {} ms). \
+             Check 'properties.bootstrap.servers' and that the brokers are running",
+            self.topic,
+            self.table,
+            self.servers,
+            self.timeout.as_millis()
+        ))
+    }
+}
+
+/// Checks the metadata columns of a Kafka table.
+fn check_metadata(def: &TableDefinition) -> Result<()> {
+    for column in &def.columns {
+        let ColumnKind::Metadata { key, .. } = &column.kind else {
+            continue;
+        };
+        let Some((_, natural)) = METADATA_KEYS.iter().find(|(k, _)| k == key) else {
+            let keys: Vec<&str> = METADATA_KEYS.iter().map(|(k, _)| *k).collect();
+            return plan_err!(
+                "column {} of Kafka table {} reads metadata '{key}', which Kafka records do not \
+                 have. Valid keys: {}",
+                column.name,
+                def.name,
+                keys.join(", ")
+            );
+        };
+        if !can_cast_types(natural, &column.data_type) {
+            return plan_err!(
+                "column {} of Kafka table {} is {} but metadata '{key}' is {natural}; declare \
+                 it with a compatible type",
+                column.name,
+                def.name,
+                column.data_type
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds both sides of a Kafka table.
+pub fn build(def: &TableDefinition) -> Result<(Arc<dyn SourceConnector>, Arc<dyn SinkConnector>)> {
+    def.options
+        .validate("kafka", &[KAFKA_OPTIONS, SOURCE_COMMON_OPTIONS])?;
+    check_metadata(def)?;
+    let table = KafkaTable::new(def)?;
+    let source = source::KafkaSource::try_new(def, table.clone())?;
+    let sink = sink::KafkaSink::try_new(def, table)?;
+    Ok((Arc::new(source), Arc::new(sink)))
+}

@@ -1,0 +1,636 @@
+//! The Kafka connector against librdkafka's mock cluster, a real Kafka protocol peer running
+//! in this process: windowed SQL over several partitions at several parallelisms, every
+//! startup and bounded mode, metadata columns, idle partitions, the sink read back, malformed
+//! records, bad options, unreachable brokers and injected broker faults.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::common::Result;
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sabot::SabotConfig;
+
+const BASE_MS: i64 = 1_704_067_200_000;
+
+type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+fn cluster(brokers: i32) -> Cluster {
+    MockCluster::new(brokers).expect("mock cluster")
+}
+
+fn config(parallelism: usize) -> SabotConfig {
+    SabotConfig {
+        parallelism,
+        batch_size: 64,
+        checkpoint_interval: None,
+        ..SabotConfig::default()
+    }
+}
+
+/// One record to produce: partition, key, value, timestamp.
+struct Record {
+    partition: i32,
+    key: Option<String>,
+    value: String,
+    ts: i64,
+}
+
+fn produce(servers: &str, topic: &str, records: &[Record]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .expect("producer");
+    for r in records {
+        let mut record = BaseRecord::<String, String>::to(topic)
+            .partition(r.partition)
+            .payload(&r.value)
+            .timestamp(r.ts);
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every row as `a|b|c`, sorted (a multiset).
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| array_value_to_string(c, i).unwrap())
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn query(ctx: &sabot::SabotContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    ctx.sql(sql).await?.collect().await
+}
+
+/// Bids on 4 partitions: 400 records, partition `i % 4`, a little out of order.
+fn bids() -> Vec<Record> {
+    (0..400i64)
+        .map(|i| {
+            let ts = BASE_MS + i * 100 - (i % 3) * 150;
+            Record {
+                partition: (i % 4) as i32,
+                key: Some(format!("a{}", i % 7)),
+                value: format!(r#"{{"auction": {}, "price": {i}, "ts_ms": {}}}"#, i % 7, ts),
+                ts,
+            }
+        })
+        .collect()
+}
+
+fn bids_table(servers: &str, extra: &str) -> String {
+    format!(
+        "CREATE TABLE bids (auction BIGINT, price BIGINT, ts_ms BIGINT, \
+           ts AS TO_TIMESTAMP_MILLIS(ts_ms), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH ('connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = '{servers}', \
+               'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+               'scan.bounded.mode' = 'latest-offset'{extra})"
+    )
+}
+
+/// TUMBLE over 4 partitions gives the counts and sums computed here from the records, at
+/// parallelism 1 and with 3 readers sharing 4 partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumble_over_partitions_matches_the_records() -> Result<()> {
+    let mock = cluster(1);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("bids", 4, 1).unwrap();
+    let records = bids();
+    produce(&servers, "bids", &records);
+    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let window = r.ts.div_euclid(10_000) * 10_000;
+        let e = expected.entry((i as i64 % 7, window)).or_default();
+        e.0 += 1;
+        e.1 += i as i64;
+    }
+    let mut expected: Vec<String> = expected
+        .iter()
+        .map(|((a, w), (c, s))| format!("{a}|{w}|{c}|{s}"))
+        .collect();
+    expected.sort();
+    for (parallelism, max, tasks) in [(1, "", 1), (4, ", 'max-parallelism' = '3'", 3)] {
+        let ctx = sabot::session_context(config(parallelism));
+        ctx.sql(&bids_table(&servers, max)).await?;
+        let plan = rows(&query(&ctx, "EXPLAIN SELECT * FROM bids").await?).join("\n");
+        assert!(plan.contains("connector=kafka(topic=bids"), "{plan}");
+        assert!(plan.contains(&format!("partitions={tasks},")), "{plan}");
+        let got = rows(
+            &query(
+                &ctx,
+                "SELECT auction, CAST(window_start AS BIGINT), COUNT(*), SUM(price) \
+                 FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+                 GROUP BY auction, window_start, window_end",
+            )
+            .await?,
+        );
+        assert_eq!(got, expected, "parallelism {parallelism}");
+    }
+    Ok(())
+}
+
+/// 2 partitions of 10 records each; record `i` of partition `p` has key `k{p}-{i}`, value
+/// `{"v": i}` and timestamp BASE + i s.
+fn small_topic(mock: &Cluster, topic: &str) -> String {
+    let servers = mock.bootstrap_servers();
+    mock.create_topic(topic, 2, 1).unwrap();
+    let records: Vec<Record> = (0..2)
+        .flat_map(|p| {
+            (0..10i64).map(move |i| Record {
+                partition: p,
+                key: Some(format!("k{p}-{i}")),
+                value: format!(r#"{{"v": {i}}}"#),
+                ts: BASE_MS + i * 1000,
+            })
+        })
+        .collect();
+    produce(&servers, topic, &records);
+    servers
+}
+
+/// The (partition, offset) pairs a bounded scan of topic `small` with `options` reads; the
+/// read stops at the offsets seen at start unless `options` sets `scan.bounded.mode`.
+async fn offsets_read(ctx: &sabot::SabotContext, servers: &str, options: &str) -> Vec<String> {
+    let bounded = if options.contains("scan.bounded.mode") {
+        ""
+    } else {
+        "'scan.bounded.mode' = 'latest-offset', "
+    };
+    ctx.sql("DROP TABLE IF EXISTS t").await.unwrap();
+    ctx.sql(&format!(
+        "CREATE TABLE t (v BIGINT, p INT METADATA FROM 'partition' VIRTUAL, \
+           o BIGINT METADATA FROM 'offset' VIRTUAL) \
+         WITH ('connector' = 'kafka', 'topic' = 'small', 'properties.bootstrap.servers' = '{servers}', \
+               'format' = 'json', {bounded}{options})"
+    ))
+    .await
+    .unwrap();
+    rows(&query(ctx, "SELECT p, o FROM t").await.unwrap())
+}
+
+fn offsets(ranges: &[(i32, std::ops::Range<i64>)]) -> Vec<String> {
+    let mut v: Vec<String> = ranges
+        .iter()
+        .flat_map(|(p, r)| r.clone().map(move |o| format!("{p}|{o}")))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every startup and bounded mode but `timestamp` (the mock cluster cannot look offsets up by
+/// time; `tests/kafka_broker.rs` checks those against a real broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_and_bounded_modes() {
+    let mock = cluster(1);
+    let servers = small_topic(&mock, "small");
+    let ctx = sabot::session_context(config(2));
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            "'scan.startup.mode' = 'earliest-offset'".into(),
+            offsets(&[(0, 0..10), (1, 0..10)]),
+        ),
+        ("'scan.startup.mode' = 'latest-offset'".into(), vec![]),
+        (
+            "'scan.startup.mode' = 'specific-offsets', \
+             'scan.startup.specific-offsets' = 'partition:0,offset:7;partition:1,offset:3'"
+                .into(),
+            offsets(&[(0, 7..10), (1, 3..10)]),
+        ),
+        (
+            "'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets', \
+             'scan.bounded.specific-offsets' = 'partition:0,offset:2;partition:1,offset:1'"
+                .into(),
+            offsets(&[(0, 0..2), (1, 0..1)]),
+        ),
+    ];
+    for (options, expected) in cases {
+        let got = offsets_read(&ctx, &servers, &options).await;
+        assert_eq!(got, expected, "{options}");
+    }
+
+    // group-offsets: the group's committed offsets; partition 1 has none and starts at the
+    // earliest offset (the default 'properties.auto.offset.reset').
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", "readers")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("small", 0, Offset::Offset(6))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    let got = offsets_read(
+        &ctx,
+        &servers,
+        "'scan.startup.mode' = 'group-offsets', 'properties.group.id' = 'readers'",
+    )
+    .await;
+    assert_eq!(got, offsets(&[(0, 6..10), (1, 0..10)]));
+}
+
+/// Metadata columns carry each record's partition, offset, timestamp, key and topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_columns() -> Result<()> {
+    let mock = cluster(1);
+    let servers = small_topic(&mock, "small");
+    let ctx = sabot::session_context(config(2));
+    ctx.sql(&format!(
+        "CREATE TABLE t (v BIGINT, p INT METADATA FROM 'partition', o BIGINT METADATA FROM 'offset', \
+           ts TIMESTAMP(3) METADATA FROM 'timestamp', k STRING METADATA FROM 'key', \
+           topic STRING METADATA VIRTUAL) \
+         WITH ('connector' = 'kafka', 'topic' = 'small', 'properties.bootstrap.servers' = '{servers}', \
+               'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+               'scan.bounded.mode' = 'latest-offset')"
+    ))
+    .await?;
+    let got = rows(&query(&ctx, "SELECT p, o, v, CAST(ts AS BIGINT), k, topic FROM t").await?);
+    let mut expected: Vec<String> = (0..2)
+        .flat_map(|p| {
+            (0..10i64).map(move |i| format!("{p}|{i}|{i}|{}|k{p}-{i}|small", BASE_MS + i * 1000))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    Ok(())
+}
+
+/// With all data in partition 0, partition 1 holds the watermark back until the idle timeout
+/// releases it; then windows close while the source is still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partition_is_released() -> Result<()> {
+    let mock = cluster(1);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("busy", 2, 1).unwrap();
+    let records: Vec<Record> = (0..50i64)
+        .map(|i| Record {
+            partition: 0,
+            key: None,
+            value: format!(r#"{{"v": {i}, "ts_ms": {}}}"#, BASE_MS + i * 100),
+            ts: BASE_MS + i * 100,
+        })
+        .collect();
+    produce(&servers, "busy", &records);
+    let ctx = sabot::session_context(config(1));
+    ctx.sql(&format!(
+        "CREATE TABLE busy (v BIGINT, ts_ms BIGINT, ts AS TO_TIMESTAMP_MILLIS(ts_ms), \
+           WATERMARK FOR ts AS ts) \
+         WITH ('connector' = 'kafka', 'topic' = 'busy', 'properties.bootstrap.servers' = '{servers}', \
+               'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+               'scan.watermark.idle-timeout' = '300ms')"
+    ))
+    .await?;
+    let mut stream = ctx
+        .sql(
+            "SELECT CAST(window_start AS BIGINT), COUNT(*) \
+             FROM TABLE(TUMBLE(TABLE busy, DESCRIPTOR(ts), INTERVAL '1' SECOND)) \
+             GROUP BY window_start, window_end",
+        )
+        .await?
+        .execute_stream()
+        .await?;
+    // Records span 0..5 s: windows 0-3 close (the watermark is at 4.9 s); 4 stays open.
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("windows within a minute")
+            .expect("the stream goes on")?;
+        got.extend(rows(&[batch]));
+    }
+    got.sort();
+    let expected: Vec<String> = (0..4)
+        .map(|w| format!("{}|10", BASE_MS + w * 1000))
+        .collect();
+    assert_eq!(got, expected);
+    Ok(())
+}
+
+fn read_back(servers: &str, topic: &str) -> Vec<(Option<String>, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "check")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let partitions = metadata.topics()[0].partitions().len();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut eof = 0;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while eof < partitions && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m.headers().map(|h| h.count()).unwrap_or(0);
+                assert_eq!(headers, 0);
+                out.push((
+                    m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                ))
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Windowed results written to Kafka, read back: every row once, keyed by `key.fields`, with
+/// both delivery guarantees (exactly-once commits its transaction at the end of input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_round_trip() -> Result<()> {
+    let mock = cluster(1);
+    let servers = small_topic(&mock, "small");
+    for (topic, guarantee) in [
+        ("out_alo", "'sink.delivery-guarantee' = 'at-least-once'"),
+        (
+            "out_eo",
+            "'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = 'sabot-test'",
+        ),
+    ] {
+        mock.create_topic(topic, 3, 1).unwrap();
+        let ctx = sabot::session_context(config(2));
+        ctx.sql(&format!(
+            "CREATE TABLE src (v BIGINT, p INT METADATA FROM 'partition' VIRTUAL) \
+             WITH ('connector' = 'kafka', 'topic' = 'small', 'properties.bootstrap.servers' = '{servers}', \
+                   'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+                   'scan.bounded.mode' = 'latest-offset')"
+        ))
+        .await?;
+        ctx.sql(&format!(
+            "CREATE TABLE dst (p INT, v BIGINT, label STRING) \
+             WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{servers}', \
+                   'format' = 'json', 'key.fields' = 'p', {guarantee})"
+        ))
+        .await?;
+        let written = rows(
+            &query(
+                &ctx,
+                "INSERT INTO dst SELECT p, v * 10, 'x' || CAST(v AS STRING) FROM src WHERE v % 2 = 0",
+            )
+            .await?,
+        );
+        assert_eq!(written, vec!["10"]);
+        let mut expected: Vec<(Option<String>, String)> = (0..2)
+            .flat_map(|p| {
+                (0..10).filter(|v| v % 2 == 0).map(move |v| {
+                    (
+                        Some(p.to_string()),
+                        format!(r#"{{"p":{p},"v":{},"label":"x{v}"}}"#, v * 10),
+                    )
+                })
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(read_back(&servers, topic), expected, "{topic}");
+    }
+    Ok(())
+}
+
+/// A malformed record fails the query naming topic, partition and offset; with
+/// `json.ignore-parse-errors` it is skipped, and metadata stays aligned with the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records() -> Result<()> {
+    let mock = cluster(1);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("dirty", 2, 1).unwrap();
+    let records: Vec<Record> = (0..6i64)
+        .map(|i| Record {
+            partition: 1,
+            key: None,
+            value: if i == 3 {
+                r#"{"v": "three"#.to_string()
+            } else {
+                format!(r#"{{"v": {i}}}"#)
+            },
+            ts: BASE_MS,
+        })
+        .collect();
+    produce(&servers, "dirty", &records);
+    let table = |ignore: bool| {
+        format!(
+            "CREATE TABLE dirty{} (v BIGINT, o BIGINT METADATA FROM 'offset') \
+             WITH ('connector' = 'kafka', 'topic' = 'dirty', 'properties.bootstrap.servers' = '{servers}', \
+                   'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+                   'scan.bounded.mode' = 'latest-offset', 'json.ignore-parse-errors' = '{ignore}')",
+            if ignore { "_ok" } else { "" }
+        )
+    };
+    let ctx = sabot::session_context(config(1));
+    ctx.sql(&table(false)).await?;
+    let err = query(&ctx, "SELECT v, o FROM dirty")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("topic dirty partition 1 at offset 3"), "{err}");
+    ctx.sql(&table(true)).await?;
+    let got = rows(&query(&ctx, "SELECT v, o FROM dirty_ok").await?);
+    assert_eq!(got, vec!["0|0", "1|1", "2|2", "4|4", "5|5"]);
+    Ok(())
+}
+
+/// Unreachable brokers, a missing topic and bad option values are clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_is_a_clear_error() -> Result<()> {
+    let ctx = sabot::session_context(config(1));
+    ctx.sql(
+        "CREATE TABLE nowhere (v BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', \
+           'properties.bootstrap.servers' = '127.0.0.1:9', 'format' = 'json', \
+           'connect.timeout' = '2 s')",
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let err = query(&ctx, "SELECT * FROM nowhere")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gave up in time"
+    );
+
+    let mock = cluster(1);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("present", 1, 1).unwrap();
+    ctx.sql(&format!(
+        "CREATE TABLE missing (v BIGINT) WITH ('connector' = 'kafka', 'topic' = 'absent', \
+           'properties.bootstrap.servers' = '{servers}', 'format' = 'json', \
+           'connect.timeout' = '5 s')"
+    ))
+    .await?;
+    let err = query(&ctx, "SELECT * FROM missing")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'absent'"), "{err}");
+
+    for (option, wanted) in [
+        (
+            "'scan.startup.mode' = 'first'",
+            "earliest-offset, latest-offset",
+        ),
+        (
+            "'scan.bounded.mode' = 'forever'",
+            "unbounded, latest-offset",
+        ),
+        (
+            "'sink.delivery-guarantee' = 'twice'",
+            "at-least-once, exactly-once",
+        ),
+        ("'format' = 'avro'", "json, csv, raw"),
+        ("'max-parallelism' = '0'", "at least 1"),
+        (
+            "'scan.startup.mod' = 'x'",
+            "Did you mean 'scan.startup.mode'?",
+        ),
+    ] {
+        let options = format!(
+            "'topic' = 'present', 'properties.bootstrap.servers' = '{servers}', {}",
+            if option.contains("'format'") {
+                option.to_string()
+            } else {
+                format!("'format' = 'json', {option}")
+            }
+        );
+        let err = ctx
+            .sql(&format!(
+                "CREATE TABLE bad (v BIGINT) WITH ('connector' = 'kafka', {options})"
+            ))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(wanted), "{option}: {err}");
+    }
+    let err = ctx
+        .sql(&format!(
+            "CREATE TABLE bad (v BIGINT, x BIGINT METADATA FROM 'headers') WITH ('connector' = \
+             'kafka', 'topic' = 'present', 'properties.bootstrap.servers' = '{servers}', \
+             'format' = 'json')"
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Valid keys: topic, partition, offset, timestamp, key"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// The leader of every partition is down when the query starts and comes back a second
+/// later; fetches fail with injected errors too. Nothing is lost or read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_faults_lose_and_duplicate_nothing() -> Result<()> {
+    let mock = cluster(3);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("bids", 4, 1).unwrap();
+    for p in 0..4 {
+        mock.partition_leader("bids", p, Some(1)).unwrap();
+    }
+    let records = bids();
+    produce(&servers, "bids", &records);
+    let ctx = sabot::session_context(config(2));
+    ctx.sql(&bids_table(&servers, "")).await?;
+    mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+        ],
+    );
+    mock.broker_down(1).unwrap();
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let batches = query(&ctx, "SELECT auction, price FROM bids").await?;
+            Ok::<_, datafusion::error::DataFusionError>(rows(&batches))
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    mock.broker_up(1).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the query ends")
+        .expect("no panic")?;
+    let mut expected: Vec<String> = (0..400).map(|i| format!("{}|{i}", i % 7)).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    Ok(())
+}
+
+/// Transactional requests that fail with retriable errors are retried: the exactly-once sink
+/// still commits every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_request_errors_are_retried() -> Result<()> {
+    let mock = cluster(1);
+    let servers = small_topic(&mock, "small");
+    mock.create_topic("out", 2, 1).unwrap();
+    mock.request_errors(
+        RDKafkaApiKey::AddPartitionsToTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        ],
+    );
+    let ctx = sabot::session_context(config(1));
+    ctx.sql(&format!(
+        "CREATE TABLE src (v BIGINT) WITH ('connector' = 'kafka', 'topic' = 'small', \
+           'properties.bootstrap.servers' = '{servers}', 'format' = 'json', \
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset')"
+    ))
+    .await?;
+    ctx.sql(&format!(
+        "CREATE TABLE out (v BIGINT) WITH ('connector' = 'kafka', 'topic' = 'out', \
+           'properties.bootstrap.servers' = '{servers}', 'format' = 'csv', \
+           'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = 'retry')"
+    ))
+    .await?;
+    query(&ctx, "INSERT INTO out SELECT v FROM src").await?;
+    let got: Vec<String> = read_back(&servers, "out")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let mut expected: Vec<String> = (0..2)
+        .flat_map(|_| (0..10).map(|v| v.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    Ok(())
+}
