@@ -64,6 +64,28 @@ enum BenchSuite {
         #[arg(long)]
         json: Option<String>,
     },
+    /// The Kafka connector: produce Nexmark bids as JSON into an out-of-process mock
+    /// cluster, then consume and decode them.
+    Kafka {
+        /// Kafka records (bids) to produce and consume.
+        #[arg(long, default_value_t = 500_000)]
+        records: u64,
+        /// Partitions of the topic (the mock cluster keeps 5 MB per partition).
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+        /// Parallel tasks (1 measures one core).
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<String>,
+    },
+    /// The mock cluster of `sabot bench kafka`, run in its own process.
+    #[command(hide = true)]
+    KafkaBroker {
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +119,24 @@ fn main() -> ExitCode {
                         json,
                     },
             } => bench_nexmark(query, events, tps, parallelism, json).await,
+            Command::Bench {
+                suite:
+                    BenchSuite::Kafka {
+                        records,
+                        partitions,
+                        parallelism,
+                        json,
+                    },
+            } => bench_kafka(records, partitions, parallelism, json).await,
+            Command::Bench {
+                suite: BenchSuite::KafkaBroker { partitions },
+            } => match sabot::cli::bench_kafka::serve_mock_broker("bids", partitions) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
         }
     })
 }
@@ -187,7 +227,27 @@ async fn bench_nexmark(
             }
         }
     }
-    print!("{}", bench::format_table(&results));
+    print_results(&results, json)
+}
+
+async fn bench_kafka(
+    records: u64,
+    partitions: i32,
+    parallelism: usize,
+    json: Option<String>,
+) -> ExitCode {
+    eprintln!("kafka: {records} records, {partitions} partitions, parallelism {parallelism}");
+    match sabot::cli::bench_kafka::bench(records, partitions, parallelism).await {
+        Ok(results) => print_results(&results, json),
+        Err(e) => {
+            eprintln!("error: kafka: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_results(results: &[bench::BenchResult], json: Option<String>) -> ExitCode {
+    print!("{}", bench::format_table(results));
     if let Some(path) = json {
         let text = match serde_json::to_string_pretty(&results) {
             Ok(t) => t,

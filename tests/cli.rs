@@ -194,3 +194,36 @@ fn ctrl_c_stops_an_unbounded_job_cleanly() {
     assert!(stdout.starts_with("window_start,bids\n"), "{stdout}");
     assert!(stdout.lines().count() >= 2, "{stdout}");
 }
+
+/// `sabot bench kafka` produces bids into a mock cluster in a child process, reads them all
+/// back, and reports both runs (a small run here; the figures come from release builds).
+#[test]
+fn bench_kafka_produces_and_consumes_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("kafka.json");
+    let out = sabot()
+        .args([
+            "bench",
+            "kafka",
+            "--records",
+            "20000",
+            "--partitions",
+            "4",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kafka-produce"), "{stdout}");
+    assert!(stdout.contains("kafka-consume"), "{stdout}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let produced = results[0]["rows_out"].as_u64().unwrap();
+    let consumed = results[1]["rows_out"].as_u64().unwrap();
+    // 20 000 bids are 46 of every 50 of the 21 739 Nexmark events generated.
+    assert!((19_990..=20_010).contains(&produced), "{produced}");
+    assert_eq!(consumed, produced);
+}

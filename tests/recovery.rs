@@ -172,6 +172,21 @@ const HOP_BATCH: &str = "SELECT k, s, s + INTERVAL '3' SECOND, COUNT(*), SUM(v) 
     UNION ALL SELECT k, v, date_bin(INTERVAL '1' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') - INTERVAL '2' SECOND FROM src \
     ) GROUP BY k, s";
 
+const SESSION: &str = "SELECT k, window_start, window_end, COUNT(*), SUM(v) \
+    FROM TABLE(SESSION(TABLE src PARTITION BY k, DESCRIPTOR(ts), INTERVAL '0.25' SECOND)) \
+    GROUP BY k, window_start, window_end";
+
+/// SESSION with a 250 ms gap as a batch query (gaps and islands): a row opens a session when
+/// it comes more than 250 ms after its key's previous row; a session ends 250 ms after its
+/// last row.
+const SESSION_BATCH: &str = "WITH marked AS ( \
+      SELECT k, v, ts, CASE WHEN ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) \
+        <= INTERVAL '0.25' SECOND THEN 0 ELSE 1 END AS opens FROM src), \
+    numbered AS ( \
+      SELECT k, v, ts, SUM(opens) OVER (PARTITION BY k ORDER BY ts ROWS UNBOUNDED PRECEDING) AS s \
+      FROM marked) \
+    SELECT k, MIN(ts), MAX(ts) + INTERVAL '0.25' SECOND, COUNT(*), SUM(v) FROM numbered GROUP BY k, s";
+
 /// Crashes at `failpoint`, then resumes until done; the sink must equal the oracle.
 fn crash_and_resume(select: &str, batch: &str, failpoint: &str, resume_parallelism: usize) {
     let fixture = Fixture::new();
@@ -223,10 +238,29 @@ fn keyed_window_state_resumes_at_another_parallelism() {
 }
 
 #[test]
+fn session_windows_resume_exactly() {
+    crash_and_resume(SESSION, SESSION_BATCH, "after-manifest@3", 2);
+    // Open sessions written by 2 tasks, split by partition key hash over 3.
+    crash_and_resume(SESSION, SESSION_BATCH, "after-operator-snapshot@3", 3);
+}
+
+#[test]
 fn kill_9_at_seeded_points_loses_and_duplicates_nothing() {
+    for (name, select, batch) in [
+        ("tumble", TUMBLE, TUMBLE_BATCH),
+        ("hop", HOP, HOP_BATCH),
+        ("session", SESSION, SESSION_BATCH),
+    ] {
+        kill_9_at_seeded_points(name, select, batch);
+    }
+}
+
+/// Three `kill -9` at seeded times, each run resuming from the last checkpoint, then a run to
+/// the end.
+fn kill_9_at_seeded_points(name: &str, select: &str, batch: &str) {
     let fixture = Fixture::with_rows(300_000);
-    let expected = fixture.oracle(TUMBLE_BATCH);
-    let script = fixture.script("out", TUMBLE);
+    let expected = fixture.oracle(batch);
+    let script = fixture.script("out", select);
     let state = fixture.path("state");
     let mut rng = Lcg(7);
     let mut kills = 0;
@@ -242,7 +276,7 @@ fn kill_9_at_seeded_points_loses_and_duplicates_nothing() {
             .spawn()
             .unwrap();
         if attempt < 3 {
-            std::thread::sleep(Duration::from_millis(40 + rng.next(150)));
+            std::thread::sleep(Duration::from_millis(30 + rng.next(100)));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
@@ -251,11 +285,16 @@ fn kill_9_at_seeded_points_loses_and_duplicates_nothing() {
             }
         }
         let status = child.wait().unwrap();
-        assert!(status.success(), "run {attempt} failed");
+        assert!(status.success(), "{name}: run {attempt} failed");
         break;
     }
-    assert!(kills >= 1, "no run was killed; the input is too small");
-    assert_eq!(read_rows(&fixture.path("out")), expected);
+    assert_eq!(
+        kills, 3,
+        "{name}: a run ended before its kill; the input is too small"
+    );
+    let got = read_rows(&fixture.path("out"));
+    assert_eq!(got.len(), expected.len(), "{name}");
+    assert!(got == expected, "{name}: rows differ");
 }
 
 #[test]

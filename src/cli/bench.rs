@@ -53,7 +53,7 @@ pub struct BenchResult {
 }
 
 /// CPU seconds used by this process so far, and its peak RSS in KiB.
-fn usage() -> (f64, f64) {
+pub fn usage() -> (f64, f64) {
     // SAFETY: getrusage only writes the struct we pass; zeroed is a valid rusage.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF with a valid pointer.
@@ -148,12 +148,12 @@ pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Re
 /// A table of results.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut out = String::from(
-        "query   | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB\n\
-         --------+------------+-------------+---------+---------+-------------+---------------+-------------\n",
+        "query         | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB\n\
+         --------------+------------+-------------+---------+---------+-------------+---------------+-------------\n",
     );
     for r in results {
         out.push_str(&format!(
-            "{:<7} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1}\n",
+            "{:<13} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1}\n",
             r.query,
             r.events,
             r.parallelism,

@@ -4,7 +4,9 @@
 //!   line and a summary, stopping cleanly on Ctrl-C.
 //! - [`output`]: prints result rows as a table, CSV or JSON lines, as they arrive.
 //! - [`bench`]: `sabot bench nexmark`, a measured run of one Nexmark query.
+//! - [`bench_kafka`]: `sabot bench kafka`, the Kafka connector's produce and consume paths.
 
 pub mod bench;
+pub mod bench_kafka;
 pub mod output;
 pub mod run;

@@ -111,21 +111,6 @@ pub fn plan_participants(
     (ids, participants)
 }
 
-/// Refuses to checkpoint a plan with an operator whose state cannot be snapshotted yet.
-fn refuse_unsnapshotted(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
-    if let Some(window) = plan.as_ref().downcast_ref::<WindowAggregateExec>()
-        && window.is_session()
-    {
-        return datafusion::common::plan_err!(
-            "SESSION windows cannot be checkpointed yet (TUMBLE and HOP can); run this query \
-             without --state-dir / 'state.dir'"
-        );
-    }
-    plan.children()
-        .into_iter()
-        .try_for_each(refuse_unsnapshotted)
-}
-
 /// Plans `df` and starts it as a job (see the module docs).
 pub async fn start_job(df: DataFrame, options: JobOptions) -> Result<Started> {
     let job_id = NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +121,6 @@ pub async fn start_job(df: DataFrame, options: JobOptions) -> Result<Started> {
     context.set_operator_ids(ids);
     let mut checkpointing = None;
     if let Some((config, fingerprint)) = options.checkpoints {
-        refuse_unsnapshotted(&plan)?;
         match Checkpointing::open(config, fingerprint, participants).await? {
             Opened::Run(c) => {
                 context.set_checkpointing(Arc::clone(&c));

@@ -9,7 +9,10 @@
 //! fired too, the row is late and dropped.
 //!
 //! State: the buffered rows of open sessions, freed when the session fires (a batch's buffer is
-//! released when its last open row is), and the partition keys with open sessions.
+//! released when its last open row is), and the partition keys with open sessions. Checkpoints
+//! store the buffered rows of open sessions ([`checkpoint`]).
+
+mod checkpoint;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
 use futures::StreamExt;
 
 use super::exec::WindowAggregateExec;
+use crate::checkpoint::coordinator::Checkpointing;
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
@@ -40,6 +44,8 @@ use crate::runtime::job_context::JobContext;
 
 /// Evaluated keys and aggregate inputs of one input batch, kept while sessions use its rows.
 struct Buffered {
+    /// Partition key values (for checkpoints).
+    partition: Vec<ArrayRef>,
     keys: Vec<ArrayRef>,
     inputs: AggregateInputs,
     live: usize,
@@ -77,6 +83,10 @@ pub(super) struct SessionAggregateStream {
     late_rows: Count,
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
+    checkpoint: Option<(Arc<Checkpointing>, String)>,
+    partition: usize,
+    partitions: usize,
+    ended: bool,
 }
 
 impl SessionAggregateStream {
@@ -112,7 +122,13 @@ impl SessionAggregateStream {
         let Some(fire_key_schema) = key_schema(fire_fields) else {
             return internal_err!("session key schema is never empty");
         };
-        let stream = Self {
+        let checkpoint = JobContext::of(context).and_then(|j| {
+            Some((
+                Arc::clone(j.checkpointing()?),
+                j.operator_id(exec)?.to_string(),
+            ))
+        });
+        let mut stream = Self {
             input,
             gap: exec.def.spec.size(),
             time_expr: Arc::clone(&exec.def.time_expr),
@@ -134,7 +150,16 @@ impl SessionAggregateStream {
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
+            checkpoint,
+            partition,
+            partitions: exec.properties().partitioning.partition_count(),
+            ended: false,
         };
+        if let Some((coordinator, operator)) = stream.checkpoint.clone()
+            && let Some(saved) = coordinator.restored(&operator)
+        {
+            stream.restore(saved)?;
+        }
         Ok(Box::pin(futures::stream::unfold(
             stream,
             |mut s| async move { s.next_message().await.map(|m| (m, s)) },
@@ -146,13 +171,20 @@ impl SessionAggregateStream {
             if let Some(msg) = self.pending.pop_front() {
                 return Some(Ok(msg));
             }
-            let msg = match self.input.next().await? {
-                Ok(msg) => msg,
-                Err(e) => return Some(Err(e)),
+            let msg = match self.input.next().await {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    self.on_end();
+                    return None;
+                }
             };
             let result = match msg {
                 StreamMessage::Data(batch) => self.process(batch),
                 StreamMessage::Watermark(w) => self.on_watermark(w),
+                StreamMessage::Barrier(b) => self.snapshot(b.epoch).map(|()| {
+                    self.pending.push_back(StreamMessage::Barrier(b));
+                }),
                 other => {
                     self.pending.push_back(other);
                     Ok(())
@@ -161,6 +193,32 @@ impl SessionAggregateStream {
             if let Err(e) = result {
                 return Some(Err(e));
             }
+        }
+    }
+
+    /// Hands the open sessions' rows to the checkpoint coordinator.
+    fn snapshot(&mut self, epoch: u64) -> Result<()> {
+        let Some((coordinator, operator)) = self.checkpoint.clone() else {
+            return Ok(());
+        };
+        let state = self.snapshot_rows()?.map(|b| (b.schema(), vec![b]));
+        coordinator.snapshot(
+            epoch,
+            &operator,
+            self.partition,
+            self.partitions,
+            self.meta(),
+            state,
+        )
+    }
+
+    fn on_end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if let Some((coordinator, operator)) = &self.checkpoint {
+            coordinator.finished(operator, self.partition, self.partitions, self.meta());
         }
     }
 
@@ -259,6 +317,7 @@ impl SessionAggregateStream {
         }
         if live > 0 {
             let buffered = Buffered {
+                partition: partition_values,
                 keys: evaluate(&self.keys)?,
                 inputs: self.aggregates.evaluate(&batch.batch)?,
                 live,

@@ -1,0 +1,232 @@
+//! SESSION state in checkpoints: the buffered rows of open sessions.
+//!
+//! A snapshot is one Arrow batch with a row per buffered row: the session's bounds
+//! (`__start`, `__end`), the partition key values (`p0..`), the group keys (`k0..`), the
+//! aggregate arguments (`a{i}_{j}`) and FILTER masks (`f{i}`). Restoring interns the partition
+//! keys again and rebuilds each session from the rows with the same key and bounds, all in one
+//! buffer. At another parallelism each task keeps the rows whose partition keys hash to it, as
+//! the exchange routes their future rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{concat_batches, interleave};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::common::{Result, internal_err};
+
+use super::{Buffered, Session, SessionAggregateStream};
+use crate::checkpoint::coordinator::RestoredPartition;
+use crate::physical::aggregation::AggregateInputs;
+use crate::physical::message::NO_WATERMARK;
+use crate::state::redistribute::rows_of_partition;
+
+impl SessionAggregateStream {
+    pub(super) fn meta(&self) -> serde_json::Value {
+        serde_json::json!({
+            "watermark": self.watermark,
+            "partition_keys": self.partition_exprs.len(),
+            "keys": self.keys.len(),
+        })
+    }
+
+    /// The buffered rows of every open session as one batch (`None` without open sessions).
+    pub(super) fn snapshot_rows(&self) -> Result<Option<RecordBatch>> {
+        let mut used: Vec<u64> = Vec::new();
+        let mut slot_of = HashMap::new();
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        for list in &self.sessions {
+            for session in list {
+                for &(buffer, row) in &session.rows {
+                    let slot = *slot_of.entry(buffer).or_insert_with(|| {
+                        used.push(buffer);
+                        used.len() - 1
+                    });
+                    picks.push((slot, row));
+                    starts.push(session.start);
+                    ends.push(session.end);
+                }
+            }
+        }
+        if picks.is_empty() {
+            return Ok(None);
+        }
+        let buffers = used
+            .iter()
+            .map(|b| match self.buffers.get(b) {
+                Some(buffered) => Ok(buffered),
+                None => internal_err!("session row refers to a released buffer"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let gather = |arrays: Vec<&ArrayRef>| -> Result<ArrayRef> {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            Ok(interleave(&refs, &picks)?)
+        };
+        let mut fields = vec![
+            Field::new("__start", DataType::Int64, false),
+            Field::new("__end", DataType::Int64, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(starts)),
+            Arc::new(Int64Array::from(ends)),
+        ];
+        let mut push = |name: String, column: ArrayRef| {
+            fields.push(Field::new(name, column.data_type().clone(), true));
+            columns.push(column);
+        };
+        for p in 0..self.partition_exprs.len() {
+            push(
+                format!("p{p}"),
+                gather(buffers.iter().map(|b| &b.partition[p]).collect())?,
+            );
+        }
+        for k in 0..self.keys.len() {
+            push(
+                format!("k{k}"),
+                gather(buffers.iter().map(|b| &b.keys[k]).collect())?,
+            );
+        }
+        for a in 0..self.aggregates.len() {
+            for v in 0..buffers[0].inputs.values[a].len() {
+                push(
+                    format!("a{a}_{v}"),
+                    gather(buffers.iter().map(|b| &b.inputs.values[a][v]).collect())?,
+                );
+            }
+            if buffers[0].inputs.filters[a].is_some() {
+                let masks = buffers
+                    .iter()
+                    .map(|b| match &b.inputs.filters[a] {
+                        Some(m) => Ok(Arc::new(m.clone()) as ArrayRef),
+                        None => internal_err!("filter missing in a session buffer"),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                push(format!("f{a}"), gather(masks.iter().collect())?);
+            }
+        }
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?))
+    }
+
+    /// Restores the sessions of the checkpoint the job resumes from, if any.
+    pub(super) fn restore(&mut self, saved: &[RestoredPartition]) -> Result<()> {
+        let same = saved.iter().all(|p| p.num_partitions == self.partitions);
+        let mine: Vec<&RestoredPartition> = saved
+            .iter()
+            .filter(|p| !same || p.partition == self.partition)
+            .collect();
+        // With a different parallelism, the most conservative of the old watermarks.
+        self.watermark = mine
+            .iter()
+            .map(|p| {
+                p.meta
+                    .get("watermark")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(NO_WATERMARK)
+            })
+            .min()
+            .unwrap_or(NO_WATERMARK);
+        let partition_keys = self.partition_exprs.len();
+        let mut batches = Vec::new();
+        for p in mine {
+            for batch in &p.batches {
+                if same {
+                    batches.push(batch.clone());
+                } else {
+                    let keys = batch.columns()[2..2 + partition_keys].to_vec();
+                    batches.push(rows_of_partition(
+                        batch,
+                        &keys,
+                        self.partition,
+                        self.partitions,
+                    )?);
+                }
+            }
+        }
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        let rows = concat_batches(&first.schema(), &batches)?;
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        self.restore_rows(&rows)
+    }
+
+    fn restore_rows(&mut self, rows: &RecordBatch) -> Result<()> {
+        let n = rows.num_rows();
+        let columns = rows.columns();
+        let starts = columns[0].as_primitive::<Int64Type>();
+        let ends = columns[1].as_primitive::<Int64Type>();
+        let mut at = 2;
+        let mut take = |count: usize| {
+            let taken = columns[at..at + count].to_vec();
+            at += count;
+            taken
+        };
+        let partition = take(self.partition_exprs.len());
+        let keys = take(self.keys.len());
+        let mut values = Vec::with_capacity(self.aggregates.len());
+        let mut filters = Vec::with_capacity(self.aggregates.len());
+        let schema = rows.schema();
+        for a in 0..self.aggregates.len() {
+            let width = schema
+                .fields()
+                .iter()
+                .filter(|f| f.name().starts_with(&format!("a{a}_")))
+                .count();
+            values.push(take(width));
+            let filter = schema.index_of(&format!("f{a}")).ok().map(|i| {
+                let mask: BooleanArray = columns[i].as_boolean().clone();
+                mask
+            });
+            if filter.is_some() {
+                take(1);
+            }
+            filters.push(filter);
+        }
+        match self.partition_ids.as_mut() {
+            Some(ids) => ids.intern(&partition, &mut self.scratch)?,
+            None => {
+                self.scratch.clear();
+                self.scratch.resize(n, 0);
+            }
+        }
+        let buffer_id = self.next_buffer;
+        self.next_buffer += 1;
+        let mut index: HashMap<(usize, i64, i64), usize> = HashMap::new();
+        for i in 0..n {
+            let (pk, start, end) = (self.scratch[i], starts.value(i), ends.value(i));
+            if pk >= self.sessions.len() {
+                self.sessions.resize_with(pk + 1, Vec::new);
+            }
+            let list = &mut self.sessions[pk];
+            let j = *index.entry((pk, start, end)).or_insert_with(|| {
+                list.push(Session {
+                    start,
+                    end,
+                    rows: Vec::new(),
+                });
+                list.len() - 1
+            });
+            list[j].rows.push((buffer_id, i));
+            self.min_end = self.min_end.min(end);
+        }
+        for list in &mut self.sessions {
+            list.sort_by_key(|s| s.start);
+        }
+        self.buffers.insert(
+            buffer_id,
+            Buffered {
+                partition,
+                keys,
+                inputs: AggregateInputs { values, filters },
+                live: n,
+            },
+        );
+        Ok(())
+    }
+}
