@@ -33,7 +33,16 @@ pub struct SabotConfig {
     pub checkpoint_retained: usize,
     /// A checkpoint not complete after this is aborted.
     pub checkpoint_timeout: Duration,
+    /// Largest dimension (bounded) table a broadcast join loads, in rows.
+    pub dimension_max_rows: usize,
+    /// Largest dimension table a broadcast join loads, in bytes of Arrow memory.
+    pub dimension_max_bytes: usize,
 }
+
+/// Default `dimension.max-rows`.
+pub const DEFAULT_DIMENSION_MAX_ROWS: usize = 10_000_000;
+/// Default `dimension.max-bytes` (1 GiB).
+pub const DEFAULT_DIMENSION_MAX_BYTES: usize = 1 << 30;
 
 impl Default for SabotConfig {
     fn default() -> Self {
@@ -46,6 +55,8 @@ impl Default for SabotConfig {
             state_dir: None,
             checkpoint_retained: 3,
             checkpoint_timeout: Duration::from_secs(600),
+            dimension_max_rows: DEFAULT_DIMENSION_MAX_ROWS,
+            dimension_max_bytes: DEFAULT_DIMENSION_MAX_BYTES,
         }
     }
 }
@@ -67,6 +78,26 @@ pub enum Setting {
     CheckpointTimeout,
     /// `state.backend`
     StateBackend,
+    /// `dimension.max-rows`
+    DimensionMaxRows,
+    /// `dimension.max-bytes`
+    DimensionMaxBytes,
+}
+
+/// Parses a byte size: `1048576`, `512kb`, `64 MB`, `1gb` (powers of 1024).
+fn parse_bytes(text: &str) -> Option<usize> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let scale: usize = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 impl Setting {
@@ -88,6 +119,8 @@ impl Setting {
                 Some(Setting::CheckpointTimeout)
             }
             "state.backend" | "state.backend.type" => Some(Setting::StateBackend),
+            "dimension.max-rows" => Some(Setting::DimensionMaxRows),
+            "dimension.max-bytes" => Some(Setting::DimensionMaxBytes),
             _ => None,
         }
     }
@@ -152,6 +185,23 @@ impl Setting {
                 }
                 _ => return plan_err!("state.backend must be 'memory', got '{value}'"),
             },
+            Setting::DimensionMaxRows => match value.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => config.dimension_max_rows = n,
+                _ => {
+                    return plan_err!(
+                        "dimension.max-rows must be a positive integer, got '{value}'"
+                    );
+                }
+            },
+            Setting::DimensionMaxBytes => match parse_bytes(value) {
+                Some(n) if n >= 1 => config.dimension_max_bytes = n,
+                _ => {
+                    return plan_err!(
+                        "dimension.max-bytes must be a size such as '512mb' or '2gb', got \
+                         '{value}'"
+                    );
+                }
+            },
         }
         Ok(())
     }
@@ -166,6 +216,8 @@ impl Setting {
             Setting::CheckpointRetained => "checkpoint.retained",
             Setting::CheckpointTimeout => "checkpoint.timeout",
             Setting::StateBackend => "state.backend",
+            Setting::DimensionMaxRows => "dimension.max-rows",
+            Setting::DimensionMaxBytes => "dimension.max-bytes",
         }
     }
 
@@ -182,6 +234,8 @@ impl Setting {
             Setting::CheckpointRetained => config.checkpoint_retained.to_string(),
             Setting::CheckpointTimeout => format!("{}ms", config.checkpoint_timeout.as_millis()),
             Setting::StateBackend => "memory".to_string(),
+            Setting::DimensionMaxRows => config.dimension_max_rows.to_string(),
+            Setting::DimensionMaxBytes => config.dimension_max_bytes.to_string(),
         }
     }
 }

@@ -50,7 +50,11 @@ impl SabotContext {
         let session_config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(config.parallelism.max(1))
-            .with_batch_size(config.batch_size.max(1));
+            .with_batch_size(config.batch_size.max(1))
+            // Joins collect their build side instead of shuffling both: a stream joined with a
+            // table then becomes a broadcast join without a shuffle of the stream.
+            .with_repartition_joins(false)
+            .with_extension(Arc::new(config.clone()));
         let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
             vec![Arc::new(WindowAggregateRule)];
         logical_rules.extend(Optimizer::new().rules);
@@ -90,6 +94,21 @@ impl SabotContext {
     /// The current settings.
     pub fn config(&self) -> SabotConfig {
         self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Registers Arrow batches as a bounded table `name`: joined with a stream, it is the
+    /// dimension side of a broadcast join (loaded once, shared by every task).
+    pub fn register_dimension_table(
+        &self,
+        name: &str,
+        batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+    ) -> Result<()> {
+        let Some(first) = batches.first() else {
+            return plan_err!("dimension table {name} needs at least one batch (for its schema)");
+        };
+        let table = datafusion::datasource::MemTable::try_new(first.schema(), vec![batches])?;
+        self.ctx.register_table(name, Arc::new(table))?;
+        Ok(())
     }
 
     /// The underlying DataFusion session.

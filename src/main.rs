@@ -80,6 +80,21 @@ enum BenchSuite {
         #[arg(long)]
         json: Option<String>,
     },
+    /// The broadcast join: a datagen stream joined with an in-memory dimension table.
+    Join {
+        /// Stream rows.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Rows of the dimension table.
+        #[arg(long, default_value_t = 10_000)]
+        table_rows: u64,
+        /// Parallel tasks (1 measures one core).
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<String>,
+    },
     /// The mock cluster of `sabot bench kafka`, run in its own process.
     #[command(hide = true)]
     KafkaBroker {
@@ -128,6 +143,24 @@ fn main() -> ExitCode {
                         json,
                     },
             } => bench_kafka(records, partitions, parallelism, json).await,
+            Command::Bench {
+                suite:
+                    BenchSuite::Join {
+                        rows,
+                        table_rows,
+                        parallelism,
+                        json,
+                    },
+            } => {
+                eprintln!("join: {rows} rows, {table_rows} table rows, parallelism {parallelism}");
+                match sabot::cli::bench_join::bench(rows, table_rows, parallelism).await {
+                    Ok(results) => print_results(&results, json),
+                    Err(e) => {
+                        eprintln!("error: join: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Bench {
                 suite: BenchSuite::KafkaBroker { partitions },
             } => match sabot::cli::bench_kafka::serve_mock_broker("bids", partitions) {

@@ -227,3 +227,32 @@ fn bench_kafka_produces_and_consumes_every_record() {
     assert!((19_990..=20_010).contains(&produced), "{produced}");
     assert_eq!(consumed, produced);
 }
+
+/// `sabot bench join`: every stream key is an id of the dimension table, so the join emits one
+/// row per stream row, like the scan-only baseline.
+#[test]
+fn bench_join_matches_every_stream_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("join.json");
+    let out = sabot()
+        .args([
+            "bench",
+            "join",
+            "--rows",
+            "20000",
+            "--table-rows",
+            "100",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(results[0]["query"], "scan-only");
+    assert_eq!(results[0]["rows_out"].as_u64(), Some(20_000));
+    assert_eq!(results[1]["query"], "join-100");
+    assert_eq!(results[1]["rows_out"].as_u64(), Some(20_000));
+}

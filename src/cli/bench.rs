@@ -128,6 +128,57 @@ pub async fn run_once(
     })
 }
 
+/// Runs the setup statements of `script`, then its last statement as a measured job; `prepare`
+/// may register tables first. Events are the rows the sources read.
+pub async fn measure_script(
+    name: &str,
+    script: &str,
+    parallelism: usize,
+    prepare: impl FnOnce(&crate::SabotContext) -> Result<()>,
+) -> Result<BenchResult> {
+    let ctx = crate::session_context(SabotConfig {
+        parallelism,
+        batch_size: 8192,
+        checkpoint_interval: None,
+        ..SabotConfig::default()
+    });
+    prepare(&ctx)?;
+    let statements = split_statements(script)?;
+    let Some((last, setup)) = statements.split_last() else {
+        return plan_err!("empty benchmark script");
+    };
+    for s in setup {
+        ctx.sql(&s.sql).await?.collect().await?;
+    }
+    let df = ctx.sql(&last.sql).await?;
+    let (cpu_before, _) = usage();
+    let started = Instant::now();
+    let Started::Running(mut job) = start_job(df, JobOptions::default()).await? else {
+        return datafusion::common::internal_err!("a benchmark job has no state directory");
+    };
+    while let Some(batch) = job.stream.next().await {
+        batch?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu_after, rss_kib) = usage();
+    let cpu = (cpu_after - cpu_before).max(1e-9);
+    let stats = &job.context.stats;
+    let events = stats.events_in();
+    Ok(BenchResult {
+        query: name.to_string(),
+        events,
+        rows_read: events,
+        rows_out: stats.rows_out(),
+        parallelism,
+        wall_seconds: wall,
+        cpu_seconds: cpu,
+        events_per_second: events as f64 / wall.max(1e-9),
+        events_per_core_second: events as f64 / cpu,
+        peak_rss_mib: rss_kib / 1024.0,
+        late_rows: stats.late_rows(),
+    })
+}
+
 /// Warm-up, then the measured run.
 pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Result<BenchResult> {
     let warmup = (events / 10).clamp(1, 1_000_000);

@@ -12,14 +12,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
-use futures::StreamExt;
 
-use super::bench::{BenchResult, usage};
-use crate::SabotConfig;
-use crate::runtime::job::{JobOptions, Started, start_job};
+use super::bench::{BenchResult, measure_script};
 
 /// Bytes the mock cluster keeps per partition.
 const MOCK_PARTITION_BYTES: u64 = 5 * 1024 * 1024;
@@ -81,57 +77,22 @@ fn start_broker(partitions: i32) -> Result<BrokerProcess> {
     Ok(BrokerProcess { child, servers })
 }
 
-/// Runs the last statement of `script` as a measured job.
-async fn measured(
-    name: &str,
-    script: &str,
-    parallelism: usize,
-    records: u64,
-) -> Result<BenchResult> {
-    let ctx = crate::session_context(SabotConfig {
-        parallelism,
-        batch_size: 8192,
-        checkpoint_interval: None,
-        ..SabotConfig::default()
-    });
-    let statements = crate::planner::script::split_statements(script)?;
-    let Some((last, setup)) = statements.split_last() else {
-        return plan_err!("empty benchmark script");
-    };
-    for s in setup {
-        ctx.sql(&s.sql).await?.collect().await?;
+/// Records the topic holds: the sum over partitions of high minus low watermark.
+fn records_kept(servers: &str, partitions: i32) -> Result<u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "sabot-bench")
+        .create()
+        .map_err(|e| DataFusionError::Execution(format!("cannot create a consumer: {e}")))?;
+    let mut kept = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks("bids", p, std::time::Duration::from_secs(10))
+            .map_err(|e| DataFusionError::Execution(format!("cannot read offsets: {e}")))?;
+        kept += (high - low).max(0) as u64;
     }
-    let df = ctx.sql(&last.sql).await?;
-    let (cpu_before, _) = usage();
-    let started = Instant::now();
-    let Started::Running(mut job) = start_job(df, JobOptions::default()).await? else {
-        return datafusion::common::internal_err!("a benchmark job has no state directory");
-    };
-    while let Some(batch) = job.stream.next().await {
-        batch?;
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let (cpu_after, rss_kib) = usage();
-    let cpu = (cpu_after - cpu_before).max(1e-9);
-    let stats = &job.context.stats;
-    let counted = if records == 0 {
-        stats.rows_out()
-    } else {
-        records
-    };
-    Ok(BenchResult {
-        query: name.to_string(),
-        events: counted,
-        rows_read: stats.events_in(),
-        rows_out: stats.rows_out(),
-        parallelism,
-        wall_seconds: wall,
-        cpu_seconds: cpu,
-        events_per_second: counted as f64 / wall.max(1e-9),
-        events_per_core_second: counted as f64 / cpu,
-        peak_rss_mib: rss_kib / 1024.0,
-        late_rows: stats.late_rows(),
-    })
+    Ok(kept)
 }
 
 /// Produces about `records` bids into a fresh mock cluster, then consumes them; returns the
@@ -158,11 +119,19 @@ pub async fn bench(records: u64, partitions: i32, parallelism: usize) -> Result<
            url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR) \
          WITH ('connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = '{servers}', \
                'format' = 'json', 'properties.linger.ms' = '20', \
-               'properties.batch.num.messages' = '10000');\n\
+               'properties.batch.num.messages' = '10000', \
+               'properties.sticky.partitioning.linger.ms' = '0');\n\
          INSERT INTO kbid SELECT * FROM bid;"
     );
-    let produced = measured("kafka-produce", &produce, parallelism, 0).await?;
+    let produced = measure_script("kafka-produce", &produce, parallelism, |_| Ok(())).await?;
     let written = produced.rows_out;
+    let kept = records_kept(servers, partitions)?;
+    if kept != written {
+        return exec_err!(
+            "the mock cluster holds {kept} of the {written} records written (it drops the oldest \
+             beyond 5 MB per partition); pass more --partitions or fewer --records"
+        );
+    }
     let consume = format!(
         "CREATE TABLE kbid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
            url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR, \
@@ -174,7 +143,7 @@ pub async fn bench(records: u64, partitions: i32, parallelism: usize) -> Result<
            url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR) WITH ('connector' = 'blackhole');\n\
          INSERT INTO discard SELECT * FROM kbid;"
     );
-    let consumed = measured("kafka-consume", &consume, parallelism, 0).await?;
+    let consumed = measure_script("kafka-consume", &consume, parallelism, |_| Ok(())).await?;
     if consumed.rows_out != written {
         return exec_err!(
             "the consumer read {} records but {written} were written",

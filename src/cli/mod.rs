@@ -5,8 +5,10 @@
 //! - [`output`]: prints result rows as a table, CSV or JSON lines, as they arrive.
 //! - [`bench`]: `sabot bench nexmark`, a measured run of one Nexmark query.
 //! - [`bench_kafka`]: `sabot bench kafka`, the Kafka connector's produce and consume paths.
+//! - [`bench_join`]: `sabot bench join`, the broadcast join's probe rate.
 
 pub mod bench;
+pub mod bench_join;
 pub mod bench_kafka;
 pub mod output;
 pub mod run;

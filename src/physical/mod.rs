@@ -12,12 +12,14 @@
 //! | `StreamExchangeExec` | [`exchange`] | per-input watermarks, barrier alignment |
 //! | `WindowAssignExec` | [`window_assign`] | none |
 //! | `WindowAggregateExec` | [`window_aggregate`] | slices / session rows per key |
+//! | `BroadcastJoinExec` | [`broadcast_join`] | none (the table is reloaded) |
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
 //! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
 //! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds).
 
 pub mod aggregation;
+pub mod broadcast_join;
 pub mod event_time;
 pub mod exchange;
 pub mod filter;
@@ -53,6 +55,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         exchange::StreamExchangeExec,
         window_assign::WindowAssignExec,
         window_aggregate::WindowAggregateExec,
+        broadcast_join::BroadcastJoinExec,
     );
     None
 }

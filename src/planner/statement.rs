@@ -135,7 +135,9 @@ pub async fn execute(
             }
             None => plan_err!(
                 "unknown setting '{key}'. Sabot settings: parallelism, batch-size, \
-                 checkpoint.interval; DataFusion settings start with 'datafusion.'"
+                 checkpoint.interval, checkpoint.retained, checkpoint.timeout, state.dir, \
+                 state.backend, dimension.max-rows, dimension.max-bytes; DataFusion settings \
+                 start with 'datafusion.'"
             ),
         },
         StatementKind::Describe { table } => match connector_table(ctx, &table).await? {
@@ -174,6 +176,8 @@ pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
         "datafusion.execution.batch_size",
         &config.batch_size.to_string(),
     );
+    // Operators read the other settings at execution (e.g. the broadcast join's limits).
+    state.config_mut().set_extension(Arc::new(config.clone()));
 }
 
 /// Parses with DataFusion's parser after the window rewriters, then plans and runs.

@@ -10,12 +10,15 @@
 //!    (a `fetch` of LIMIT pushdown becomes an explicit limit, which makes the stream bounded);
 //!    `CooperativeExec` is removed (streaming operators yield at every channel receive). Their twins forward watermarks and
 //!    barriers instead of dropping them.
+//!    A hash join of a stream with a bounded table (a side without unbounded input and without
+//!    an event-time source) becomes a `BroadcastJoinExec` (see its docs).
 //! 2. Operators that cannot run on an unbounded stream (a GROUP BY without a window, ORDER BY,
 //!    an unbounded join) are refused with an error that says what to write instead, rather than
 //!    DataFusion's generic "pipeline breaking" message.
 
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, plan_err};
@@ -24,15 +27,18 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
+use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
+use crate::physical::source::StreamSourceExec;
 use crate::physical::streaming::is_streaming;
 
 /// See the module docs.
@@ -115,7 +121,72 @@ fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
     if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
         return Ok(Transformed::yes(Arc::clone(coop.input())));
     }
+    if let Some(join) = node.downcast_ref::<HashJoinExec>()
+        && let Some(broadcast) = broadcast_join(join)?
+    {
+        return Ok(Transformed::yes(broadcast));
+    }
     Ok(Transformed::no(node))
+}
+
+/// A join input: a stream (unbounded, or reading an event-time source) or a table.
+fn is_stream_side(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    fn has_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        plan.downcast_ref::<StreamSourceExec>()
+            .is_some_and(|s| s.has_watermark())
+            || plan.children().into_iter().any(has_event_time)
+    }
+    plan.boundedness().is_unbounded() || has_event_time(plan)
+}
+
+/// A hash join of a stream with a table as a broadcast join; `None` for two streams (refused
+/// later unless bounded) or two tables (a batch join).
+fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let stream_is_left = match (is_stream_side(join.left()), is_stream_side(join.right())) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => return Ok(None),
+    };
+    let kind = match (join.join_type(), stream_is_left) {
+        (JoinType::Inner, _) => BroadcastJoinKind::Inner,
+        (JoinType::Left, true) | (JoinType::Right, false) => BroadcastJoinKind::StreamOuter,
+        (JoinType::LeftSemi, true) | (JoinType::RightSemi, false) => BroadcastJoinKind::Semi,
+        (JoinType::LeftAnti, true) | (JoinType::RightAnti, false) => BroadcastJoinKind::Anti,
+        (other, _) => {
+            return plan_err!(
+                "a {other} join of a stream with a bounded table would have to wait for the end \
+                 of the stream to emit the table's unmatched rows; keep the stream on the \
+                 preserved side (stream LEFT JOIN table) or use an INNER JOIN"
+            );
+        }
+    };
+    let on = join
+        .on()
+        .iter()
+        .map(|(l, r)| {
+            if stream_is_left {
+                (Arc::clone(l), Arc::clone(r))
+            } else {
+                (Arc::clone(r), Arc::clone(l))
+            }
+        })
+        .collect();
+    let (stream, table) = if stream_is_left {
+        (join.left(), join.right())
+    } else {
+        (join.right(), join.left())
+    };
+    Ok(Some(Arc::new(BroadcastJoinExec::try_new(
+        Arc::clone(stream),
+        Arc::clone(table),
+        stream_is_left,
+        on,
+        join.filter().cloned(),
+        kind,
+        *join.join_type(),
+        join.projection.as_ref().map(|p| p.to_vec()),
+        join.schema(),
+    )?)))
 }
 
 /// Step 2 of the module docs: reports the deepest operator that cannot run on its unbounded
