@@ -192,7 +192,7 @@ pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Re
     });
     let result = run_once(query, events, tps, parallelism).await;
     ticker.abort();
-    eprint!("\r");
+    eprint!("\r{:24}\r", "");
     result
 }
 
