@@ -95,6 +95,21 @@ enum BenchSuite {
         #[arg(long)]
         json: Option<String>,
     },
+    /// Checkpoints of large keyed window state: duration and size.
+    Checkpoint {
+        /// Keys in the window state.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Checkpoint interval, e.g. `2s`.
+        #[arg(long, default_value = "2s")]
+        interval: String,
+        /// Checkpoints to measure once the state is full.
+        #[arg(long, default_value_t = 3)]
+        checkpoints: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<String>,
+    },
     /// The mock cluster of `sabot bench kafka`, run in its own process.
     #[command(hide = true)]
     KafkaBroker {
@@ -161,6 +176,15 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Bench {
+                suite:
+                    BenchSuite::Checkpoint {
+                        keys,
+                        interval,
+                        checkpoints,
+                        json,
+                    },
+            } => bench_checkpoint(keys, &interval, checkpoints, json).await,
             Command::Bench {
                 suite: BenchSuite::KafkaBroker { partitions },
             } => match sabot::cli::bench_kafka::serve_mock_broker("bids", partitions) {
@@ -277,6 +301,37 @@ async fn bench_kafka(
             ExitCode::FAILURE
         }
     }
+}
+
+async fn bench_checkpoint(
+    keys: u64,
+    interval: &str,
+    checkpoints: usize,
+    json: Option<String>,
+) -> ExitCode {
+    let Some(interval) = sabot::connectors::options::parse_duration(interval) else {
+        eprintln!("error: --interval must be a duration such as '2s', got '{interval}'");
+        return ExitCode::FAILURE;
+    };
+    eprintln!("checkpoint: {keys} keys, every {} ms", interval.as_millis());
+    let results = match sabot::cli::bench_checkpoint::bench(keys, interval, checkpoints).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: checkpoint: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", sabot::cli::bench_checkpoint::format_table(&results));
+    if let Some(path) = json {
+        let written = serde_json::to_string_pretty(&results)
+            .map_err(|e| e.to_string())
+            .and_then(|t| std::fs::write(&path, t).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_results(results: &[bench::BenchResult], json: Option<String>) -> ExitCode {

@@ -92,6 +92,18 @@ pub struct Checkpointing {
     completing: tokio::sync::Mutex<()>,
     latest: AtomicU64,
     completed: tokio::sync::watch::Sender<u64>,
+    history: Mutex<Vec<CheckpointStats>>,
+}
+
+/// What one completed checkpoint took.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CheckpointStats {
+    /// The checkpoint.
+    pub epoch: u64,
+    /// From barrier injection to its sink commits (or to the manifest for the final one).
+    pub duration_ms: f64,
+    /// Bytes of state files.
+    pub state_bytes: u64,
 }
 
 /// What [`Checkpointing::open`] found.
@@ -173,6 +185,7 @@ impl Checkpointing {
             finished: Mutex::new(BTreeMap::new()),
             completing: tokio::sync::Mutex::new(()),
             latest: AtomicU64::new(restored_epoch),
+            history: Mutex::new(Vec::new()),
             completed,
         })))
     }
@@ -197,6 +210,21 @@ impl Checkpointing {
         self.completed.subscribe()
     }
 
+    fn record(&self, epoch: u64, started: Instant, state_bytes: u64) {
+        if let Ok(mut history) = self.history.lock() {
+            history.push(CheckpointStats {
+                epoch,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                state_bytes,
+            });
+        }
+    }
+
+    /// Completed checkpoints of this run, oldest first.
+    pub fn history(&self) -> Vec<CheckpointStats> {
+        self.history.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
     /// Waits until no checkpoint up to `epoch` is completing, and none up to `epoch` waits
     /// for acknowledgements (it completes, fails or times out), so a sink that passed barrier
     /// `epoch` knows whether its pre-commits were committed. `u64::MAX`: only completions.
@@ -207,7 +235,7 @@ impl Checkpointing {
                     if epoch == u64::MAX {
                         p.completing
                     } else {
-                        *e <= epoch && p.started.elapsed() <= self.config.timeout
+                        *e <= epoch && (p.completing || p.started.elapsed() <= self.config.timeout)
                     }
                 }),
                 Err(_) => false,
@@ -362,7 +390,7 @@ impl Checkpointing {
 
     /// Completes `epoch` in the background if every participant partition acknowledged it.
     fn maybe_complete(self: &Arc<Self>, epoch: u64) {
-        let operators = {
+        let (operators, started) = {
             let (Ok(mut pending), Ok(finished)) = (self.pending.lock(), self.finished.lock())
             else {
                 return;
@@ -373,6 +401,7 @@ impl Checkpointing {
             if p.completing {
                 return;
             }
+            let started = p.started;
             let mut operators = BTreeMap::new();
             for participant in &self.participants {
                 let acked = p.snapshots.get(&participant.operator);
@@ -390,18 +419,29 @@ impl Checkpointing {
                 operators.insert(participant.operator.clone(), list);
             }
             p.completing = true;
-            operators
+            (operators, started)
         };
+        let state_bytes: u64 = operators
+            .values()
+            .flatten()
+            .filter_map(|p| p.file.as_ref().map(|f| f.size))
+            .sum();
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let result = this.complete(epoch, operators, false).await;
+            if result.is_ok() {
+                this.record(epoch, started, state_bytes);
+            }
             if let Ok(mut pending) = this.pending.lock() {
                 pending.remove(&epoch);
             }
             if let Err(e) = result {
                 log::warn!("checkpoint {epoch} failed: {e}");
                 eprintln!("warning: checkpoint {epoch} failed: {e}");
-                this.delete_later(epoch);
+                // A durable manifest stays: recovery restores it and re-applies its commits.
+                if this.latest() < epoch {
+                    this.delete_later(epoch);
+                }
             }
         });
     }
@@ -429,7 +469,12 @@ impl Checkpointing {
         self.store.put_manifest(&manifest).await?;
         self.latest.fetch_max(epoch, Ordering::SeqCst);
         failpoint::check(Failpoint::AfterManifest, epoch);
-        commit_sinks(&self.participants, &manifest.operators)?;
+        // Sink commits may block on a broker: not on the async worker threads.
+        let participants = self.participants.clone();
+        let operators = manifest.operators.clone();
+        tokio::task::spawn_blocking(move || commit_sinks(&participants, &operators))
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
         failpoint::check(Failpoint::AfterSinkCommit, epoch);
         self.completed.send_replace(epoch);
         if let Err(e) = self

@@ -521,6 +521,10 @@ impl SourceState {
             self.position = input.position;
         }
         let rows = input.batch.num_rows();
+        if rows == 0 {
+            // A position without rows (a reader's starting offsets).
+            return Ok(());
+        }
         self.last_data[split] = Instant::now();
         if self.idle[split] {
             self.idle[split] = false;

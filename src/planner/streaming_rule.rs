@@ -18,9 +18,9 @@
 
 use std::sync::Arc;
 
-use datafusion::common::JoinType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinType, NullEquality};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_expr::Partitioning;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -147,11 +147,29 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
         (false, true) => false,
         _ => return Ok(None),
     };
+    if join.null_aware {
+        return plan_err!(
+            "NOT IN (SELECT ...) of a stream against a table is not supported (its NULL rules need \
+             the whole table and stream); write NOT EXISTS (SELECT 1 FROM table WHERE ...)"
+        );
+    }
+    if join.null_equality() == NullEquality::NullEqualsNull {
+        return plan_err!(
+            "a join of a stream with a table on IS NOT DISTINCT FROM is not supported; join on \
+             '=' (NULL keys then never match)"
+        );
+    }
     let kind = match (join.join_type(), stream_is_left) {
         (JoinType::Inner, _) => BroadcastJoinKind::Inner,
         (JoinType::Left, true) | (JoinType::Right, false) => BroadcastJoinKind::StreamOuter,
         (JoinType::LeftSemi, true) | (JoinType::RightSemi, false) => BroadcastJoinKind::Semi,
         (JoinType::LeftAnti, true) | (JoinType::RightAnti, false) => BroadcastJoinKind::Anti,
+        (JoinType::LeftMark | JoinType::RightMark, _) => {
+            return plan_err!(
+                "EXISTS / IN combined with OR over a stream and a table is not supported; split \
+                 the condition, e.g. into a UNION of the two cases"
+            );
+        }
         (other, _) => {
             return plan_err!(
                 "a {other} join of a stream with a bounded table would have to wait for the end \

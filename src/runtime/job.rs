@@ -24,6 +24,7 @@ use futures::StreamExt;
 use super::job_context::JobContext;
 use crate::checkpoint::coordinator::{CheckpointConfig, Checkpointing, Opened, Participant};
 use crate::checkpoint::failpoint::{self, Failpoint};
+use crate::physical::broadcast_join::BroadcastJoinExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::StreamSourceExec;
 use crate::physical::window_aggregate::WindowAggregateExec;
@@ -101,7 +102,15 @@ pub fn plan_participants(
                 sink: Some(Arc::clone(sink.sink())),
             });
         }
-        for child in node.children() {
+        // A broadcast join's table is read whole at every start: it is not checkpointed (its
+        // source restoring a finished position would load an empty table).
+        let children = node.children();
+        let children = if plan.downcast_ref::<BroadcastJoinExec>().is_some() {
+            &children[..1]
+        } else {
+            &children[..]
+        };
+        for child in children {
             walk(child, ids, counts, participants);
         }
     }

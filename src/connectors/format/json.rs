@@ -53,6 +53,11 @@ fn decode_all(
         }
         offset += read;
     }
+    // The decoder stops when its batch (one row per record) is full: anything left means a
+    // record held more than one JSON value.
+    if !text[offset..].iter().all(u8::is_ascii_whitespace) {
+        return Err("a record holds more than one JSON value; write one object per record".into());
+    }
     decoder.flush().map_err(|e| e.to_string())
 }
 
@@ -194,6 +199,18 @@ mod tests {
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         assert_eq!(ids.values().to_vec(), vec![1, 4]);
         assert_eq!(d.skipped(), 2);
+    }
+
+    #[test]
+    fn two_values_in_one_record_are_malformed() {
+        let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
+        let l = lines(&[r#"{"id": 1}"#, r#"{"id": 2}{"id": 3}"#, r#"{"id": 4}"#]);
+        let err = d
+            .decode(LineChunk::of_file("f", 1, &l))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("f at line 2"), "{err}");
+        assert!(err.contains("more than one JSON value"), "{err}");
     }
 
     #[test]

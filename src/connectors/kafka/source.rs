@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -241,7 +242,7 @@ struct ReadPlan {
 struct KafkaReader {
     /// Taken when the thread starts.
     plan: Option<ReadPlan>,
-    rx: Option<mpsc::Receiver<Result<SourceBatch>>>,
+    rx: Option<mpsc::Receiver<Result<Option<SourceBatch>>>>,
     thread: Option<JoinHandle<()>>,
     malformed: Arc<AtomicU64>,
     splits: usize,
@@ -265,10 +266,12 @@ impl SourceReader for KafkaReader {
             let thread = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    let result = read_partitions(plan, &tx, &malformed);
-                    if let Err(e) = result {
-                        let _ = tx.blocking_send(Err(e));
-                    }
+                    // The end is said explicitly: a channel closed without it is a crash.
+                    let end = match read_partitions(plan, &tx, &malformed) {
+                        Ok(()) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.blocking_send(end);
                 })
                 .map_err(|e| DataFusionError::Execution(format!("cannot start a thread: {e}")))?;
             self.thread = Some(thread);
@@ -278,14 +281,18 @@ impl SourceReader for KafkaReader {
             return Ok(None);
         };
         match rx.recv().await {
-            Some(Ok(batch)) => Ok(Some(batch)),
+            Some(Ok(Some(batch))) => Ok(Some(batch)),
+            Some(Ok(None)) => {
+                self.rx = None;
+                Ok(None)
+            }
             Some(Err(e)) => {
                 self.rx = None;
                 Err(e)
             }
             None => {
                 self.rx = None;
-                Ok(None)
+                exec_err!("the Kafka reader thread stopped unexpectedly (it panicked)")
             }
         }
     }
@@ -365,7 +372,7 @@ fn broker_request<T>(
 /// The thread body: resolve offsets, assign, poll, decode, send.
 fn read_partitions(
     mut plan: ReadPlan,
-    tx: &mpsc::Sender<Result<SourceBatch>>,
+    tx: &mpsc::Sender<Result<Option<SourceBatch>>>,
     malformed: &AtomicU64,
 ) -> Result<()> {
     let table = plan.table.clone();
@@ -394,6 +401,16 @@ fn read_partitions(
     consumer
         .assign(&assignment)
         .map_err(|e| kafka_error(&table, "assigning partitions", e))?;
+    // The starting offsets are the position until rows come: a checkpoint before the first
+    // batch must not make a restart resolve `latest-offset` (or a timestamp) again.
+    let start = SourceBatch {
+        batch: RecordBatch::new_empty(Arc::clone(&plan.assembler.schema)),
+        split: 0,
+        position: Some(position(&splits)),
+    };
+    if tx.blocking_send(Ok(Some(start))).is_err() {
+        return Ok(());
+    }
     let index: HashMap<i32, usize> = splits
         .iter()
         .enumerate()
@@ -460,7 +477,11 @@ fn read_partitions(
                     }
                     split.skip_before = None;
                 }
-                if let Some(value) = message.payload().filter(|v| !is_blank(v)) {
+                // Tombstones carry no row; nor do blank json/csv values (raw keeps them).
+                if let Some(value) = message
+                    .payload()
+                    .filter(|v| table.format == "raw" || !is_blank(v))
+                {
                     let key = if plan.wants_key { message.key() } else { None };
                     split.buffer.push(value, offset, time, key);
                     buffered += 1;
@@ -531,7 +552,7 @@ fn emit(
     plan: &mut ReadPlan,
     splits: &mut [Split],
     i: usize,
-    tx: &mpsc::Sender<Result<SourceBatch>>,
+    tx: &mpsc::Sender<Result<Option<SourceBatch>>>,
     malformed: &AtomicU64,
 ) -> Result<bool> {
     if splits[i].buffer.is_empty() {
@@ -546,16 +567,21 @@ fn emit(
     let Some(batch) = batch else {
         return Ok(true);
     };
+    let batch = SourceBatch {
+        batch,
+        split: i,
+        position: Some(position(splits)),
+    };
+    Ok(tx.blocking_send(Ok(Some(batch))).is_ok())
+}
+
+/// The checkpoint position: the next offset after the emitted rows of every partition.
+fn position(splits: &[Split]) -> serde_json::Value {
     let offsets: BTreeMap<String, i64> = splits
         .iter()
         .map(|s| (s.partition.to_string(), s.emitted))
         .collect();
-    let batch = SourceBatch {
-        batch,
-        split: i,
-        position: Some(serde_json::json!({ "offsets": offsets })),
-    };
-    Ok(tx.blocking_send(Ok(batch)).is_ok())
+    serde_json::json!({ "offsets": offsets })
 }
 
 /// Start (and for bounded reads, stop) offsets of every partition of the reader.
