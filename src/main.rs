@@ -60,6 +60,9 @@ enum BenchSuite {
         /// Parallel tasks (1 measures one core).
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
+        /// Checkpoint at this interval (e.g. `10s`) into a temporary directory.
+        #[arg(long)]
+        checkpoint_interval: Option<String>,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<String>,
@@ -146,9 +149,25 @@ fn main() -> ExitCode {
                         events,
                         tps,
                         parallelism,
+                        checkpoint_interval,
                         json,
                     },
-            } => bench_nexmark(query, events, tps, parallelism, json).await,
+            } => {
+                let interval = match checkpoint_interval.as_deref() {
+                    None => None,
+                    Some(text) => match sabot::connectors::options::parse_duration(text) {
+                        Some(d) if !d.is_zero() => Some(d),
+                        _ => {
+                            eprintln!(
+                                "error: --checkpoint-interval must be a duration such as \
+                                 '10s', got '{text}'"
+                            );
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                };
+                bench_nexmark(query, events, tps, parallelism, interval, json).await
+            }
             Command::Bench {
                 suite:
                     BenchSuite::Kafka {
@@ -267,6 +286,7 @@ async fn bench_nexmark(
     events: u64,
     tps: u64,
     parallelism: usize,
+    checkpoint_interval: Option<std::time::Duration>,
     json: Option<String>,
 ) -> ExitCode {
     let queries: Vec<String> = match query {
@@ -276,7 +296,7 @@ async fn bench_nexmark(
     let mut results = Vec::new();
     for q in &queries {
         eprintln!("{q}: {events} events, parallelism {parallelism}");
-        match bench::bench(q, events, tps, parallelism).await {
+        match bench::bench(q, events, tps, parallelism, checkpoint_interval).await {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {q}: {e}");

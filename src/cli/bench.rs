@@ -50,6 +50,10 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
     /// Late rows dropped.
     pub late_rows: u64,
+    /// Checkpoints completed during the run.
+    pub checkpoints: usize,
+    /// The longest of them, in milliseconds.
+    pub checkpoint_ms_max: f64,
 }
 
 /// CPU seconds used by this process so far, and its peak RSS in KiB.
@@ -85,6 +89,7 @@ pub async fn run_once(
     events: u64,
     tps: u64,
     parallelism: usize,
+    checkpoint_interval: Option<Duration>,
 ) -> Result<BenchResult> {
     let ctx = crate::session_context(SabotConfig {
         parallelism,
@@ -101,10 +106,26 @@ pub async fn run_once(
         ctx.sql(&s.sql).await?.collect().await?;
     }
     let df = ctx.sql(&last.sql).await?;
+    // With an interval, checkpoints go to a fresh temporary directory.
+    let dir = std::env::temp_dir().join(format!("sabot-bench-{}-{}", std::process::id(), query));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = JobOptions {
+        checkpoint_interval,
+        checkpoints: checkpoint_interval.map(|_| {
+            (
+                crate::checkpoint::coordinator::CheckpointConfig {
+                    location: dir.display().to_string(),
+                    retained: 2,
+                    timeout: Duration::from_secs(600),
+                },
+                format!("bench-{query}"),
+            )
+        }),
+    };
     let (cpu_before, _) = usage();
     let started = Instant::now();
-    let Started::Running(mut job) = start_job(df, JobOptions::default()).await? else {
-        return datafusion::common::internal_err!("a benchmark job has no state directory");
+    let Started::Running(mut job) = start_job(df, options).await? else {
+        return datafusion::common::internal_err!("a benchmark job has nothing to resume");
     };
     while let Some(batch) = job.stream.next().await {
         batch?;
@@ -112,8 +133,19 @@ pub async fn run_once(
     let wall = started.elapsed().as_secs_f64();
     let (cpu_after, rss_kib) = usage();
     let cpu = (cpu_after - cpu_before).max(1e-9);
+    let checkpoints = job
+        .context
+        .checkpointing()
+        .map(|c| c.history())
+        .unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
     let stats = &job.context.stats;
     Ok(BenchResult {
+        checkpoints: checkpoints.len(),
+        checkpoint_ms_max: checkpoints
+            .iter()
+            .map(|c| c.duration_ms)
+            .fold(0.0, f64::max),
         query: query.to_string(),
         events,
         rows_read: stats.events_in(),
@@ -176,13 +208,21 @@ pub async fn measure_script(
         events_per_core_second: events as f64 / cpu,
         peak_rss_mib: rss_kib / 1024.0,
         late_rows: stats.late_rows(),
+        checkpoints: 0,
+        checkpoint_ms_max: 0.0,
     })
 }
 
 /// Warm-up, then the measured run.
-pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Result<BenchResult> {
+pub async fn bench(
+    query: &str,
+    events: u64,
+    tps: u64,
+    parallelism: usize,
+    checkpoint_interval: Option<Duration>,
+) -> Result<BenchResult> {
     let warmup = (events / 10).clamp(1, 1_000_000);
-    run_once(query, warmup, tps, parallelism).await?;
+    run_once(query, warmup, tps, parallelism, None).await?;
     let ticker = tokio::spawn(async {
         let started = Instant::now();
         loop {
@@ -190,7 +230,7 @@ pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Re
             eprint!("\r  running {:.0}s", started.elapsed().as_secs_f64());
         }
     });
-    let result = run_once(query, events, tps, parallelism).await;
+    let result = run_once(query, events, tps, parallelism, checkpoint_interval).await;
     ticker.abort();
     eprint!("\r{:24}\r", "");
     result
@@ -199,12 +239,12 @@ pub async fn bench(query: &str, events: u64, tps: u64, parallelism: usize) -> Re
 /// A table of results.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut out = String::from(
-        "query         | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB\n\
-         --------------+------------+-------------+---------+---------+-------------+---------------+-------------\n",
+        "query         | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | checkpoints (max ms)\n\
+         --------------+------------+-------------+---------+---------+-------------+---------------+--------------+---------------------\n",
     );
     for r in results {
         out.push_str(&format!(
-            "{:<13} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1}\n",
+            "{:<13} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>4} ({:.0})\n",
             r.query,
             r.events,
             r.parallelism,
@@ -212,7 +252,9 @@ pub fn format_table(results: &[BenchResult]) -> String {
             r.cpu_seconds,
             r.events_per_second,
             r.events_per_core_second,
-            r.peak_rss_mib
+            r.peak_rss_mib,
+            r.checkpoints,
+            r.checkpoint_ms_max
         ));
     }
     out
