@@ -196,15 +196,26 @@ impl KafkaTable {
         config
     }
 
-    /// An error about this table's brokers, saying what was tried and how to fix it.
+    /// An error about this table's brokers, saying what was tried and, when the brokers could
+    /// not be reached, how to fix that.
     pub fn broker_error(&self, what: &str, e: KafkaError) -> DataFusionError {
+        let text = format!("{e:?}");
+        let unreachable = ["Transport", "TimedOut", "AllBrokersDown", "Resolve", "Timeout"]
+            .iter()
+            .any(|k| text.contains(k));
+        let hint = if unreachable {
+            format!(
+                " Brokers: {} (waited up to {} ms). Check 'properties.bootstrap.servers' and \
+                 that the brokers are running",
+                self.servers,
+                self.timeout.as_millis()
+            )
+        } else {
+            format!(" Brokers: {}", self.servers)
+        };
         DataFusionError::Execution(format!(
-            "{what} for Kafka topic '{}' of table {} failed: {e}. Brokers: {} (within {} ms). \
-             Check 'properties.bootstrap.servers' and that the brokers are running",
-            self.topic,
-            self.table,
-            self.servers,
-            self.timeout.as_millis()
+            "{what} for Kafka topic '{}' of table {} failed: {e}.{hint}",
+            self.topic, self.table
         ))
     }
 }
