@@ -200,9 +200,15 @@ impl KafkaTable {
     /// not be reached, how to fix that.
     pub fn broker_error(&self, what: &str, e: KafkaError) -> DataFusionError {
         let text = format!("{e:?}");
-        let unreachable = ["Transport", "TimedOut", "AllBrokersDown", "Resolve", "Timeout"]
-            .iter()
-            .any(|k| text.contains(k));
+        let unreachable = [
+            "Transport",
+            "TimedOut",
+            "AllBrokersDown",
+            "Resolve",
+            "Timeout",
+        ]
+        .iter()
+        .any(|k| text.contains(k));
         let hint = if unreachable {
             format!(
                 " Brokers: {} (waited up to {} ms). Check 'properties.bootstrap.servers' and \
