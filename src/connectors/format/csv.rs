@@ -91,6 +91,11 @@ impl CsvDecoder {
             }
             offset += read;
         }
+        // The decoder stops when its batch (one row per record) is full: anything left means a
+        // record held more than one CSV line.
+        if !text[offset..].iter().all(u8::is_ascii_whitespace) {
+            return Err("a record holds more than one CSV line; write one row per record".into());
+        }
         decoder.flush().map_err(|e| e.to_string())
     }
 }
@@ -204,6 +209,22 @@ mod tests {
             Field::new("b", DataType::Utf8, true),
             Field::new("c", DataType::Int64, true),
         ]))
+    }
+
+    #[test]
+    fn two_rows_in_one_record_are_malformed() {
+        let mut d = CsvDecoder::try_new(schema(), vec![0, 1, 2], &options(&[])).unwrap();
+        let lines = vec![
+            b"1,a,2".to_vec(),
+            b"3,b,4\n5,c,6".to_vec(),
+            b"7,d,8".to_vec(),
+        ];
+        let err = d
+            .decode(LineChunk::of_file("in.csv", 1, &lines))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in.csv at line 2"), "{err}");
+        assert!(err.contains("more than one CSV line"), "{err}");
     }
 
     #[test]
