@@ -17,9 +17,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Int64Array, PrimitiveArray,
+    UInt32Array,
+};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -437,8 +440,8 @@ impl Probe {
         let mut table_idx = UInt32Array::from(table_rows);
         if let Some(filter) = &self.filter {
             let mask = self.evaluate_filter(filter, batch, &table.rows, &stream_idx, &table_idx)?;
-            stream_idx = filter_u32(&stream_idx, &mask)?;
-            table_idx = filter_u32(&table_idx, &mask)?;
+            stream_idx = filter_primitive(&stream_idx, &mask)?;
+            table_idx = filter_primitive(&table_idx, &mask)?;
         }
         // Which stream rows found a partner.
         let mut matched = vec![false; n];
@@ -458,7 +461,7 @@ impl Probe {
                 let watermarks = input
                     .row_watermarks
                     .as_ref()
-                    .map(|w| filter_i64(w, &mask))
+                    .map(|w| filter_primitive(w, &mask))
                     .transpose()?;
                 self.finish(rows, watermarks)?
             }
@@ -512,12 +515,7 @@ impl Probe {
                     .row_watermarks
                     .as_ref()
                     .map(|w| -> Result<Int64Array> {
-                        let taken = take(w, &s, None)?;
-                        Ok(taken
-                            .as_any()
-                            .downcast_ref::<Int64Array>()
-                            .cloned()
-                            .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new())))
+                        Ok(take(w, &s, None)?.as_primitive::<Int64Type>().clone())
                     })
                     .transpose()?;
                 self.finish(rows, watermarks)?
@@ -598,20 +596,12 @@ fn take_columns(batch: &RecordBatch, indices: &UInt32Array) -> Result<Vec<ArrayR
         .collect()
 }
 
-fn filter_u32(array: &UInt32Array, mask: &BooleanArray) -> Result<UInt32Array> {
-    let filtered = datafusion::arrow::compute::filter(array, mask)?;
-    Ok(filtered
-        .as_any()
-        .downcast_ref::<UInt32Array>()
-        .cloned()
-        .unwrap_or_else(|| UInt32Array::from(Vec::<u32>::new())))
-}
-
-fn filter_i64(array: &Int64Array, mask: &BooleanArray) -> Result<Int64Array> {
-    let filtered = datafusion::arrow::compute::filter(array, mask)?;
-    Ok(filtered
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new())))
+/// The values of `array` where `mask` is true.
+fn filter_primitive<T: ArrowPrimitiveType>(
+    array: &PrimitiveArray<T>,
+    mask: &BooleanArray,
+) -> Result<PrimitiveArray<T>> {
+    Ok(datafusion::arrow::compute::filter(array, mask)?
+        .as_primitive::<T>()
+        .clone())
 }

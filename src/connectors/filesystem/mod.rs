@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use datafusion::common::{Result, plan_err};
 
+use super::format::FORMAT_OPTIONS;
 use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use super::{SinkConnector, SourceConnector};
 use crate::catalog::table_definition::TableDefinition;
@@ -22,16 +23,6 @@ pub const FILESYSTEM_OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("path", "a file, or a directory of files"),
     OptionSpec::required("format", "json (one object per line) or csv"),
     OptionSpec::optional(
-        "json.ignore-parse-errors",
-        "skip and count malformed records (default: false)",
-    ),
-    OptionSpec::optional(
-        "csv.ignore-parse-errors",
-        "skip and count malformed records (default: false)",
-    ),
-    OptionSpec::optional("csv.field-delimiter", "field separator (default: ,)"),
-    OptionSpec::optional("csv.quote-character", "quote character (default: \")"),
-    OptionSpec::optional(
         "csv.header",
         "files start with a header line (default: false)",
     ),
@@ -39,8 +30,10 @@ pub const FILESYSTEM_OPTIONS: &[OptionSpec] = &[
 
 /// Builds both sides of a filesystem table.
 pub fn build(def: &TableDefinition) -> Result<(Arc<dyn SourceConnector>, Arc<dyn SinkConnector>)> {
-    def.options
-        .validate("filesystem", &[FILESYSTEM_OPTIONS, SOURCE_COMMON_OPTIONS])?;
+    def.options.validate(
+        "filesystem",
+        &[FILESYSTEM_OPTIONS, FORMAT_OPTIONS, SOURCE_COMMON_OPTIONS],
+    )?;
     def.options.get_choice("format", super::format::FORMATS)?;
     if let Some(c) = def.metadata_columns().first() {
         return plan_err!(

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_err, plan_err};
 
-use super::options::TableOptions;
+use super::options::{OptionSpec, TableOptions};
 
 /// A chunk of lines read from one place.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,20 @@ pub trait LineEncoder: Send + Sync {
 /// The formats a line-based connector accepts.
 pub const FORMATS: &[&str] = &["json", "csv"];
 
+/// Options of the json and csv formats, shared by the connectors that read or write them.
+pub const FORMAT_OPTIONS: &[OptionSpec] = &[
+    OptionSpec::optional(
+        "json.ignore-parse-errors",
+        "skip and count malformed records (default: false)",
+    ),
+    OptionSpec::optional(
+        "csv.ignore-parse-errors",
+        "skip and count malformed records (default: false)",
+    ),
+    OptionSpec::optional("csv.field-delimiter", "field separator (default: ,)"),
+    OptionSpec::optional("csv.quote-character", "quote character (default: \")"),
+];
+
 /// Builds the decoder named by the `format` option for `schema` (the columns to produce;
 /// `csv_columns` maps them to positions in a CSV line).
 pub fn decoder(
@@ -81,23 +95,42 @@ pub fn decoder(
     full_schema: SchemaRef,
     projection: &[usize],
 ) -> Result<Box<dyn LineDecoder>> {
-    match options.get_choice("format", FORMATS)? {
-        Some("json") | None => Ok(Box::new(json::JsonDecoder::try_new(schema, options)?)),
-        Some("csv") => Ok(Box::new(csv::CsvDecoder::try_new(
+    let format = options.get_choice("format", FORMATS)?.unwrap_or("json");
+    decoder_for(format, options, schema, full_schema, projection)
+}
+
+/// Builds the decoder of `format` (`json`, `csv`, or `raw`: the one column of `schema`).
+pub fn decoder_for(
+    format: &str,
+    options: &TableOptions,
+    schema: SchemaRef,
+    full_schema: SchemaRef,
+    projection: &[usize],
+) -> Result<Box<dyn LineDecoder>> {
+    match format {
+        "json" => Ok(Box::new(json::JsonDecoder::try_new(schema, options)?)),
+        "csv" => Ok(Box::new(csv::CsvDecoder::try_new(
             full_schema,
             projection.to_vec(),
             options,
         )?)),
-        Some(other) => plan_err!("format {other} cannot be decoded"),
+        "raw" => Ok(Box::new(raw::RawDecoder::new(schema))),
+        other => plan_err!("format {other} cannot be decoded"),
     }
 }
 
 /// Builds the encoder named by the `format` option.
 pub fn encoder(options: &TableOptions) -> Result<Box<dyn LineEncoder>> {
-    match options.get_choice("format", FORMATS)? {
-        Some("json") | None => Ok(Box::new(json::JsonEncoder)),
-        Some("csv") => Ok(Box::new(csv::CsvEncoder::try_new(options)?)),
-        Some(other) => plan_err!("format {other} cannot be encoded"),
+    let format = options.get_choice("format", FORMATS)?.unwrap_or("json");
+    encoder_for(format, options)
+}
+
+/// Builds the line encoder of `format` (`json` or `csv`).
+pub fn encoder_for(format: &str, options: &TableOptions) -> Result<Box<dyn LineEncoder>> {
+    match format {
+        "json" => Ok(Box::new(json::JsonEncoder)),
+        "csv" => Ok(Box::new(csv::CsvEncoder::try_new(options)?)),
+        other => plan_err!("format {other} cannot be encoded as lines"),
     }
 }
 

@@ -28,6 +28,7 @@ use datafusion::common::{DataFusionError, Result, plan_err};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
+use super::format::FORMAT_OPTIONS;
 use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS, TableOptions};
 use super::{SinkConnector, SourceConnector};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
@@ -44,16 +45,6 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
         "passed to librdkafka unchanged, e.g. properties.group.id",
     ),
     OptionSpec::required("format", "json, csv or raw (the whole value as one column)"),
-    OptionSpec::optional(
-        "json.ignore-parse-errors",
-        "skip and count malformed records (default: false)",
-    ),
-    OptionSpec::optional(
-        "csv.ignore-parse-errors",
-        "skip and count malformed records (default: false)",
-    ),
-    OptionSpec::optional("csv.field-delimiter", "field separator (default: ,)"),
-    OptionSpec::optional("csv.quote-character", "quote character (default: \")"),
     OptionSpec::optional(
         "connect.timeout",
         "how long to wait for brokers when planning and starting (default: 30 s)",
@@ -257,8 +248,10 @@ fn check_metadata(def: &TableDefinition) -> Result<()> {
 
 /// Builds both sides of a Kafka table.
 pub fn build(def: &TableDefinition) -> Result<(Arc<dyn SourceConnector>, Arc<dyn SinkConnector>)> {
-    def.options
-        .validate("kafka", &[KAFKA_OPTIONS, SOURCE_COMMON_OPTIONS])?;
+    def.options.validate(
+        "kafka",
+        &[KAFKA_OPTIONS, FORMAT_OPTIONS, SOURCE_COMMON_OPTIONS],
+    )?;
     check_metadata(def)?;
     let table = KafkaTable::new(def)?;
     let source = source::KafkaSource::try_new(def, table.clone())?;

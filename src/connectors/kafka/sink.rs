@@ -31,9 +31,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaTable;
 use super::options::DeliveryGuarantee;
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
-use crate::connectors::format::LineEncoder;
-use crate::connectors::format::csv::CsvEncoder;
-use crate::connectors::format::json::JsonEncoder;
+use crate::connectors::format::{LineEncoder, encoder_for};
 use crate::connectors::options::TableOptions;
 use crate::connectors::{SinkConnector, SinkWriter};
 
@@ -318,8 +316,7 @@ enum RowEncoder {
 fn encoder(format: &str, options: &TableOptions) -> Result<RowEncoder> {
     Ok(match format {
         "raw" => RowEncoder::Raw,
-        "csv" => RowEncoder::Lines(Box::new(CsvEncoder::try_new(options)?)),
-        _ => RowEncoder::Lines(Box::new(JsonEncoder)),
+        lines => RowEncoder::Lines(encoder_for(lines, options)?),
     })
 }
 

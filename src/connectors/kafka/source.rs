@@ -21,7 +21,7 @@ use super::KafkaTable;
 use super::options::{BoundedMode, StartupMode};
 use super::records::{BatchAssembler, OutputColumn, RecordBuffer};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
-use crate::connectors::format::{LineDecoder, csv::CsvDecoder, json::JsonDecoder, raw::RawDecoder};
+use crate::connectors::format::decoder_for;
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
 /// How long one poll waits when nothing is buffered.
@@ -173,20 +173,17 @@ impl SourceConnector for KafkaSource {
                 Err(key) => columns.push(OutputColumn::Metadata(key.clone())),
             }
         }
-        let decoder: Option<Box<dyn LineDecoder>> = if value_projection.is_empty() {
+        let decoder = if value_projection.is_empty() {
             None
         } else {
-            let options = &self.table.options;
             let values = Arc::new(self.table.physical.project(&value_projection)?);
-            Some(match self.table.format {
-                "csv" => Box::new(CsvDecoder::try_new(
-                    Arc::clone(&self.table.physical),
-                    value_projection,
-                    options,
-                )?),
-                "raw" => Box::new(RawDecoder::new(values)),
-                _ => Box::new(JsonDecoder::try_new(values, options)?),
-            })
+            Some(decoder_for(
+                self.table.format,
+                &self.table.options,
+                values,
+                Arc::clone(&self.table.physical),
+                &value_projection,
+            )?)
         };
         let wants_key = columns
             .iter()
@@ -355,10 +352,6 @@ struct Split {
     done: bool,
 }
 
-fn kafka_error(table: &KafkaTable, what: &str, e: KafkaError) -> DataFusionError {
-    table.broker_error(what, e)
-}
-
 /// Runs one broker request with a short timeout; [`read_partitions`] retries the whole
 /// resolution until `connect.timeout`.
 fn broker_request<T>(
@@ -366,7 +359,7 @@ fn broker_request<T>(
     what: &str,
     request: impl FnOnce(Duration) -> rdkafka::error::KafkaResult<T>,
 ) -> Result<T> {
-    request(table.timeout.min(Duration::from_secs(2))).map_err(|e| kafka_error(table, what, e))
+    request(table.timeout.min(Duration::from_secs(2))).map_err(|e| table.broker_error(what, e))
 }
 
 /// The thread body: resolve offsets, assign, poll, decode, send.
@@ -382,7 +375,7 @@ fn read_partitions(
         let consumer: BaseConsumer = plan
             .config
             .create()
-            .map_err(|e| kafka_error(&table, "creating a consumer", e))?;
+            .map_err(|e| table.broker_error("creating a consumer", e))?;
         match resolve_offsets(&plan, &consumer) {
             Ok(splits) => break (consumer, splits),
             Err(e) if Instant::now() < deadline => {
@@ -396,11 +389,11 @@ fn read_partitions(
     for s in splits.iter().filter(|s| !s.done) {
         assignment
             .add_partition_offset(&table.topic, s.partition, Offset::Offset(s.consumed))
-            .map_err(|e| kafka_error(&table, "assigning partitions", e))?;
+            .map_err(|e| table.broker_error("assigning partitions", e))?;
     }
     consumer
         .assign(&assignment)
-        .map_err(|e| kafka_error(&table, "assigning partitions", e))?;
+        .map_err(|e| table.broker_error("assigning partitions", e))?;
     // The starting offsets are the position until rows come: a checkpoint before the first
     // batch must not make a restart resolve `latest-offset` (or a timestamp) again.
     let start = SourceBatch {
@@ -514,7 +507,7 @@ fn read_partitions(
             }
             Some(Err(e)) => {
                 if is_fatal(&e) {
-                    return Err(kafka_error(&table, "reading", e));
+                    return Err(table.broker_error("reading", e));
                 }
                 log::warn!(
                     "Kafka topic '{}' of table {}: {e} (retrying)",
@@ -602,7 +595,7 @@ fn resolve_offsets(plan: &ReadPlan, consumer: &BaseConsumer) -> Result<Vec<Split
         for &p in &plan.partitions {
             query
                 .add_partition_offset(topic, p, Offset::Offset(ts))
-                .map_err(|e| kafka_error(table, "looking up offsets by time", e))?;
+                .map_err(|e| table.broker_error("looking up offsets by time", e))?;
         }
         let found = broker_request(table, "looking up offsets by time", |t| {
             consumer.offsets_for_times(query.clone(), t)
@@ -626,7 +619,7 @@ fn resolve_offsets(plan: &ReadPlan, consumer: &BaseConsumer) -> Result<Vec<Split
             query
                 .add_partition(topic, p)
                 .set_offset(Offset::Invalid)
-                .map_err(|e| kafka_error(table, "reading group offsets", e))?;
+                .map_err(|e| table.broker_error("reading group offsets", e))?;
         }
         let committed = if partitions.is_empty() {
             query

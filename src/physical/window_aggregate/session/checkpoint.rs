@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
-use datafusion::arrow::compute::{concat_batches, interleave};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use datafusion::common::{Result, internal_err};
+use datafusion::common::Result;
 
 use super::{Buffered, Session, SessionAggregateStream};
 use crate::checkpoint::coordinator::RestoredPartition;
@@ -32,37 +32,16 @@ impl SessionAggregateStream {
 
     /// The buffered rows of every open session as one batch (`None` without open sessions).
     pub(super) fn snapshot_rows(&self) -> Result<Option<RecordBatch>> {
-        let mut used: Vec<u64> = Vec::new();
-        let mut slot_of = HashMap::new();
-        let mut picks: Vec<(usize, usize)> = Vec::new();
-        let (mut starts, mut ends) = (Vec::new(), Vec::new());
-        for list in &self.sessions {
-            for session in list {
-                for &(buffer, row) in &session.rows {
-                    let slot = *slot_of.entry(buffer).or_insert_with(|| {
-                        used.push(buffer);
-                        used.len() - 1
-                    });
-                    picks.push((slot, row));
-                    starts.push(session.start);
-                    ends.push(session.end);
-                }
-            }
+        let (mut starts, mut ends, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        for session in self.sessions.iter().flatten() {
+            rows.extend_from_slice(&session.rows);
+            starts.extend(std::iter::repeat_n(session.start, session.rows.len()));
+            ends.extend(std::iter::repeat_n(session.end, session.rows.len()));
         }
-        if picks.is_empty() {
+        if rows.is_empty() {
             return Ok(None);
         }
-        let buffers = used
-            .iter()
-            .map(|b| match self.buffers.get(b) {
-                Some(buffered) => Ok(buffered),
-                None => internal_err!("session row refers to a released buffer"),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let gather = |arrays: Vec<&ArrayRef>| -> Result<ArrayRef> {
-            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-            Ok(interleave(&refs, &picks)?)
-        };
+        let gathered = self.gather(&rows, true)?;
         let mut fields = vec![
             Field::new("__start", DataType::Int64, false),
             Field::new("__end", DataType::Int64, false),
@@ -75,34 +54,19 @@ impl SessionAggregateStream {
             fields.push(Field::new(name, column.data_type().clone(), true));
             columns.push(column);
         };
-        for p in 0..self.partition_exprs.len() {
-            push(
-                format!("p{p}"),
-                gather(buffers.iter().map(|b| &b.partition[p]).collect())?,
-            );
+        for (p, column) in gathered.partition.into_iter().enumerate() {
+            push(format!("p{p}"), column);
         }
-        for k in 0..self.keys.len() {
-            push(
-                format!("k{k}"),
-                gather(buffers.iter().map(|b| &b.keys[k]).collect())?,
-            );
+        for (k, column) in gathered.keys.into_iter().enumerate() {
+            push(format!("k{k}"), column);
         }
-        for a in 0..self.aggregates.len() {
-            for v in 0..buffers[0].inputs.values[a].len() {
-                push(
-                    format!("a{a}_{v}"),
-                    gather(buffers.iter().map(|b| &b.inputs.values[a][v]).collect())?,
-                );
+        let AggregateInputs { values, filters } = gathered.inputs;
+        for (a, (args, filter)) in values.into_iter().zip(filters).enumerate() {
+            for (v, column) in args.into_iter().enumerate() {
+                push(format!("a{a}_{v}"), column);
             }
-            if buffers[0].inputs.filters[a].is_some() {
-                let masks = buffers
-                    .iter()
-                    .map(|b| match &b.inputs.filters[a] {
-                        Some(m) => Ok(Arc::new(m.clone()) as ArrayRef),
-                        None => internal_err!("filter missing in a session buffer"),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                push(format!("f{a}"), gather(masks.iter().collect())?);
+            if let Some(mask) = filter {
+                push(format!("f{a}"), Arc::new(mask));
             }
         }
         Ok(Some(RecordBatch::try_new(

@@ -51,6 +51,13 @@ struct Buffered {
     live: usize,
 }
 
+/// Buffered rows gathered into columns (see [`SessionAggregateStream::gather`]).
+struct Gathered {
+    partition: Vec<ArrayRef>,
+    keys: Vec<ArrayRef>,
+    inputs: AggregateInputs,
+}
+
 #[derive(Debug)]
 struct Session {
     start: i64,
@@ -404,23 +411,21 @@ impl SessionAggregateStream {
         Ok(())
     }
 
-    /// Aggregates the rows of fired sessions: one output row per session and group key.
-    fn aggregate(&self, fired: &[Session]) -> Result<RecordBatch> {
-        // Gather the rows from the buffers they live in.
+    /// The buffered `rows` (buffer id, row), gathered from the buffers they live in: group
+    /// keys and aggregate inputs, and the partition keys when `partition` is asked.
+    fn gather(&self, rows: &[(u64, usize)], partition: bool) -> Result<Gathered> {
         let mut used: Vec<u64> = Vec::new();
         let mut slot_of = std::collections::HashMap::new();
-        let mut picks: Vec<(usize, usize)> = Vec::new();
-        let mut ordinals: Vec<u32> = Vec::new();
-        for (ordinal, session) in fired.iter().enumerate() {
-            for &(buffer, row) in &session.rows {
+        let picks: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|&(buffer, row)| {
                 let slot = *slot_of.entry(buffer).or_insert_with(|| {
                     used.push(buffer);
                     used.len() - 1
                 });
-                picks.push((slot, row));
-                ordinals.push(ordinal as u32);
-            }
-        }
+                (slot, row)
+            })
+            .collect();
         let buffers = used
             .iter()
             .map(|b| match self.buffers.get(b) {
@@ -432,20 +437,24 @@ impl SessionAggregateStream {
             let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
             Ok(interleave(&refs, &picks)?)
         };
-        let rows = picks.len();
-        let mut keys: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ordinals))];
-        for k in 0..self.keys.len() {
-            keys.push(gather(buffers.iter().map(|b| &b.keys[k]).collect())?);
-        }
+        let columns = |pick: &dyn Fn(&Buffered) -> &[ArrayRef], n: usize| {
+            (0..n)
+                .map(|i| gather(buffers.iter().map(|b| &pick(b)[i]).collect()))
+                .collect::<Result<Vec<_>>>()
+        };
+        let partition = if partition {
+            columns(&|b| &b.partition, self.partition_exprs.len())?
+        } else {
+            Vec::new()
+        };
+        let keys = columns(&|b| &b.keys, self.keys.len())?;
         let mut values = Vec::with_capacity(self.aggregates.len());
         let mut filters = Vec::with_capacity(self.aggregates.len());
         for a in 0..self.aggregates.len() {
-            let args = (0..buffers[0].inputs.values[a].len())
-                .map(|v| gather(buffers.iter().map(|b| &b.inputs.values[a][v]).collect()))
-                .collect::<Result<Vec<_>>>()?;
-            values.push(args);
-            filters.push(match &buffers[0].inputs.filters[a] {
-                Some(_) => {
+            let width = buffers.first().map_or(0, |b| b.inputs.values[a].len());
+            values.push(columns(&|b| &b.inputs.values[a], width)?);
+            filters.push(match buffers.first().map(|b| &b.inputs.filters[a]) {
+                Some(Some(_)) => {
                     let masks: Vec<ArrayRef> = buffers
                         .iter()
                         .map(|b| match &b.inputs.filters[a] {
@@ -453,15 +462,32 @@ impl SessionAggregateStream {
                             None => internal_err!("filter missing in a session buffer"),
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    let gathered = gather(masks.iter().collect())?;
-                    Some(gathered.as_boolean().clone())
+                    Some(gather(masks.iter().collect())?.as_boolean().clone())
                 }
-                None => None::<BooleanArray>,
+                _ => None::<BooleanArray>,
             });
         }
+        Ok(Gathered {
+            partition,
+            keys,
+            inputs: AggregateInputs { values, filters },
+        })
+    }
+
+    /// Aggregates the rows of fired sessions: one output row per session and group key.
+    fn aggregate(&self, fired: &[Session]) -> Result<RecordBatch> {
+        let mut ordinals: Vec<u32> = Vec::new();
+        let mut rows: Vec<(u64, usize)> = Vec::new();
+        for (ordinal, session) in fired.iter().enumerate() {
+            rows.extend_from_slice(&session.rows);
+            ordinals.extend(std::iter::repeat_n(ordinal as u32, session.rows.len()));
+        }
+        let gathered = self.gather(&rows, false)?;
+        let mut keys: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ordinals))];
+        keys.extend(gathered.keys);
         let mut table =
             GroupedAggregation::try_new(Arc::clone(&self.aggregates), Some(&self.fire_key_schema))?;
-        table.update(&keys, &AggregateInputs { values, filters }, rows)?;
+        table.update(&keys, &gathered.inputs, rows.len())?;
         let result = table.finish()?;
 
         // Output columns: group keys and window columns in declared order, then aggregates.
