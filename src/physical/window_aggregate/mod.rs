@@ -5,6 +5,7 @@
 //!   table, and how windows are assembled from them.
 //! - [`stream`]: the per-partition loop over data, watermarks and barriers.
 //! - [`session`]: SESSION windows, which merge per key and so keep rows, not slices.
+//! - [`checkpoint`]: what both streams share to snapshot and restore their state.
 //!
 //! **Semantics.** A row with event time `t` belongs to the slice `[s, s + slice)` containing
 //! it. It is *late* (dropped and counted) if the earliest window containing its slice has
@@ -18,9 +19,11 @@
 //! the last window containing it has fired, so state is bounded by the window size plus the
 //! watermark delay, per key.
 //!
-//! **Barriers** are forwarded in order (the checkpoint issue snapshots the slices there);
-//! **watermarks** are forwarded after the windows they fire.
+//! **Barriers** are forwarded in order, after the partition's state (slices, or the rows of open
+//! sessions) is handed to the checkpoint coordinator; **watermarks** are forwarded after the
+//! windows they fire.
 
+mod checkpoint;
 mod exec;
 mod session;
 mod slices;

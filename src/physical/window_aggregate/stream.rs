@@ -14,16 +14,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
 use futures::StreamExt;
 
+use super::checkpoint::WindowCheckpoint;
 use super::exec::WindowAggregateExec;
 use super::slices::{FiredWindow, SliceState};
-use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::GroupColumn;
 use crate::runtime::job_context::JobContext;
-use crate::state::redistribute::rows_of_partition;
 
 pub(super) struct WindowAggregateStream {
     input: MessageStream,
@@ -40,10 +39,7 @@ pub(super) struct WindowAggregateStream {
     late_rows: Count,
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
-    checkpoint: Option<(Arc<Checkpointing>, String)>,
-    partition: usize,
-    partitions: usize,
-    ended: bool,
+    checkpoint: Option<WindowCheckpoint>,
 }
 
 impl WindowAggregateStream {
@@ -66,13 +62,6 @@ impl WindowAggregateStream {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let checkpoint = JobContext::of(context).and_then(|j| {
-            Some((
-                Arc::clone(j.checkpointing()?),
-                j.operator_id(exec)?.to_string(),
-            ))
-        });
-        let partitions = exec.properties().partitioning.partition_count();
         let mut stream = Self {
             input,
             spec: exec.def.spec,
@@ -92,10 +81,7 @@ impl WindowAggregateStream {
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
-            checkpoint,
-            partition,
-            partitions,
-            ended: false,
+            checkpoint: WindowCheckpoint::open(exec, context, partition),
         };
         stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(
@@ -144,85 +130,32 @@ impl WindowAggregateStream {
 
     /// Hands the slice state to the checkpoint coordinator.
     fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        let Some((coordinator, operator)) = self.checkpoint.clone() else {
-            return Ok(());
-        };
-        let batches = self.state.snapshot()?;
-        let state = batches
-            .first()
-            .map(|b| b.schema())
-            .map(|schema| (schema, batches));
-        coordinator.snapshot(
-            epoch,
-            &operator,
-            self.partition,
-            self.partitions,
-            self.meta(),
-            state,
-        )
+        match &self.checkpoint {
+            Some(checkpoint) => checkpoint.snapshot(epoch, self.meta(), self.state.snapshot()?),
+            None => Ok(()),
+        }
     }
 
     fn on_end(&mut self) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        if let Some((coordinator, operator)) = &self.checkpoint {
-            coordinator.finished(operator, self.partition, self.partitions, self.meta());
+        let meta = self.meta();
+        if let Some(checkpoint) = &mut self.checkpoint {
+            checkpoint.finish(meta);
         }
     }
 
     /// Restores the state of the checkpoint the job resumes from, if any.
     fn restore(&mut self) -> Result<()> {
-        let Some((coordinator, operator)) = &self.checkpoint else {
+        let Some(checkpoint) = &self.checkpoint else {
             return Ok(());
         };
-        let Some(saved) = coordinator.restored(operator) else {
+        let Some(restored) = checkpoint.restored() else {
             return Ok(());
         };
-        let same = saved.iter().all(|p| p.num_partitions == self.partitions);
-        let number = |p: &RestoredPartition, key: &str| {
-            p.meta
-                .get(key)
-                .and_then(|v| v.as_i64())
-                .unwrap_or(NO_WATERMARK)
-        };
-        let mine: Vec<&RestoredPartition> = if same {
-            saved
-                .iter()
-                .filter(|p| p.partition == self.partition)
-                .collect()
-        } else {
-            saved.iter().collect()
-        };
-        // With a different parallelism, the most conservative of the old watermarks.
-        self.watermark = mine
-            .iter()
-            .map(|p| number(p, "watermark"))
-            .min()
-            .unwrap_or(NO_WATERMARK);
-        let next_end = mine
-            .iter()
-            .map(|p| number(p, "next_end"))
-            .min()
-            .unwrap_or(i64::MIN);
+        self.watermark = restored.min_meta("watermark", NO_WATERMARK);
+        let next_end = restored.min_meta("next_end", i64::MIN);
         let keys = self.keys.len();
-        let mut batches = Vec::new();
-        for p in mine {
-            for batch in &p.batches {
-                if same {
-                    batches.push(batch.clone());
-                } else {
-                    let key_columns = batch.columns()[2..2 + keys].to_vec();
-                    batches.push(rows_of_partition(
-                        batch,
-                        &key_columns,
-                        self.partition,
-                        self.partitions,
-                    )?);
-                }
-            }
-        }
+        // Slice batches: `__slice`, `__frozen`, then the group keys.
+        let batches = checkpoint.batches(&restored, 2..2 + keys)?;
         self.state.restore(&batches, keys, next_end)
     }
 

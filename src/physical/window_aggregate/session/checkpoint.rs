@@ -5,7 +5,7 @@
 //! aggregate arguments (`a{i}_{j}`) and FILTER masks (`f{i}`). Restoring interns the partition
 //! keys again and rebuilds each session from the rows with the same key and bounds, all in one
 //! buffer. At another parallelism each task keeps the rows whose partition keys hash to it, as
-//! the exchange routes their future rows.
+//! the exchange routes their future rows (`WindowCheckpoint::batches`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +16,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::common::Result;
 
 use super::{Buffered, Session, SessionAggregateStream};
-use crate::checkpoint::coordinator::RestoredPartition;
 use crate::physical::aggregation::AggregateInputs;
 use crate::physical::message::NO_WATERMARK;
-use crate::state::redistribute::rows_of_partition;
 
 impl SessionAggregateStream {
     pub(super) fn meta(&self) -> serde_json::Value {
@@ -76,40 +74,16 @@ impl SessionAggregateStream {
     }
 
     /// Restores the sessions of the checkpoint the job resumes from, if any.
-    pub(super) fn restore(&mut self, saved: &[RestoredPartition]) -> Result<()> {
-        let same = saved.iter().all(|p| p.num_partitions == self.partitions);
-        let mine: Vec<&RestoredPartition> = saved
-            .iter()
-            .filter(|p| !same || p.partition == self.partition)
-            .collect();
-        // With a different parallelism, the most conservative of the old watermarks.
-        self.watermark = mine
-            .iter()
-            .map(|p| {
-                p.meta
-                    .get("watermark")
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or(NO_WATERMARK)
-            })
-            .min()
-            .unwrap_or(NO_WATERMARK);
-        let partition_keys = self.partition_exprs.len();
-        let mut batches = Vec::new();
-        for p in mine {
-            for batch in &p.batches {
-                if same {
-                    batches.push(batch.clone());
-                } else {
-                    let keys = batch.columns()[2..2 + partition_keys].to_vec();
-                    batches.push(rows_of_partition(
-                        batch,
-                        &keys,
-                        self.partition,
-                        self.partitions,
-                    )?);
-                }
-            }
-        }
+    pub(super) fn restore(&mut self) -> Result<()> {
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(());
+        };
+        let Some(restored) = checkpoint.restored() else {
+            return Ok(());
+        };
+        self.watermark = restored.min_meta("watermark", NO_WATERMARK);
+        // Rows: `__start`, `__end`, then the partition keys the exchange hashes.
+        let batches = checkpoint.batches(&restored, 2..2 + self.partition_exprs.len())?;
         let Some(first) = batches.first() else {
             return Ok(());
         };

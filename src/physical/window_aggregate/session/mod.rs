@@ -33,8 +33,8 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
 use futures::StreamExt;
 
+use super::checkpoint::WindowCheckpoint;
 use super::exec::WindowAggregateExec;
-use crate::checkpoint::coordinator::Checkpointing;
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
@@ -90,10 +90,7 @@ pub(super) struct SessionAggregateStream {
     late_rows: Count,
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
-    checkpoint: Option<(Arc<Checkpointing>, String)>,
-    partition: usize,
-    partitions: usize,
-    ended: bool,
+    checkpoint: Option<WindowCheckpoint>,
 }
 
 impl SessionAggregateStream {
@@ -129,12 +126,6 @@ impl SessionAggregateStream {
         let Some(fire_key_schema) = key_schema(fire_fields) else {
             return internal_err!("session key schema is never empty");
         };
-        let checkpoint = JobContext::of(context).and_then(|j| {
-            Some((
-                Arc::clone(j.checkpointing()?),
-                j.operator_id(exec)?.to_string(),
-            ))
-        });
         let mut stream = Self {
             input,
             gap: exec.def.spec.size(),
@@ -157,16 +148,9 @@ impl SessionAggregateStream {
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
-            checkpoint,
-            partition,
-            partitions: exec.properties().partitioning.partition_count(),
-            ended: false,
+            checkpoint: WindowCheckpoint::open(exec, context, partition),
         };
-        if let Some((coordinator, operator)) = stream.checkpoint.clone()
-            && let Some(saved) = coordinator.restored(&operator)
-        {
-            stream.restore(saved)?;
-        }
+        stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(
             stream,
             |mut s| async move { s.next_message().await.map(|m| (m, s)) },
@@ -205,27 +189,19 @@ impl SessionAggregateStream {
 
     /// Hands the open sessions' rows to the checkpoint coordinator.
     fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        let Some((coordinator, operator)) = self.checkpoint.clone() else {
-            return Ok(());
-        };
-        let state = self.snapshot_rows()?.map(|b| (b.schema(), vec![b]));
-        coordinator.snapshot(
-            epoch,
-            &operator,
-            self.partition,
-            self.partitions,
-            self.meta(),
-            state,
-        )
+        match &self.checkpoint {
+            Some(checkpoint) => {
+                let rows = self.snapshot_rows()?.into_iter().collect();
+                checkpoint.snapshot(epoch, self.meta(), rows)
+            }
+            None => Ok(()),
+        }
     }
 
     fn on_end(&mut self) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        if let Some((coordinator, operator)) = &self.checkpoint {
-            coordinator.finished(operator, self.partition, self.partitions, self.meta());
+        let meta = self.meta();
+        if let Some(checkpoint) = &mut self.checkpoint {
+            checkpoint.finish(meta);
         }
     }
 

@@ -1,0 +1,126 @@
+//! What TUMBLE/HOP and SESSION streams share for checkpoints: handing a partition's state to
+//! the coordinator at a barrier and at the end, and choosing the saved state to restore.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::exec::WindowAggregateExec;
+use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
+use crate::physical::message::NO_WATERMARK;
+use crate::runtime::job_context::JobContext;
+use crate::state::redistribute::rows_of_partition;
+
+/// One partition of a window operator under a checkpointing job.
+pub(super) struct WindowCheckpoint {
+    coordinator: Arc<Checkpointing>,
+    operator: String,
+    partition: usize,
+    partitions: usize,
+    ended: bool,
+}
+
+/// The saved partitions this partition restores from.
+pub(super) struct Restored<'a> {
+    /// Saved at the same parallelism: only this partition's own state.
+    same: bool,
+    mine: Vec<&'a RestoredPartition>,
+}
+
+impl WindowCheckpoint {
+    /// `None` unless the job checkpoints.
+    pub fn open(
+        exec: &WindowAggregateExec,
+        context: &Arc<TaskContext>,
+        partition: usize,
+    ) -> Option<Self> {
+        let job = JobContext::of(context)?;
+        Some(Self {
+            coordinator: Arc::clone(job.checkpointing()?),
+            operator: job.operator_id(exec)?.to_string(),
+            partition,
+            partitions: exec.properties().partitioning.partition_count(),
+            ended: false,
+        })
+    }
+
+    /// Hands the state (`batches`, possibly none) and `meta` of barrier `epoch` over.
+    pub fn snapshot(
+        &self,
+        epoch: u64,
+        meta: serde_json::Value,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        let state = batches.first().map(|b| b.schema()).map(|s| (s, batches));
+        self.coordinator.snapshot(
+            epoch,
+            &self.operator,
+            self.partition,
+            self.partitions,
+            meta,
+            state,
+        )
+    }
+
+    /// The input ended: later checkpoints use `meta` for this partition.
+    pub fn finish(&mut self, meta: serde_json::Value) {
+        if !self.ended {
+            self.ended = true;
+            self.coordinator
+                .finished(&self.operator, self.partition, self.partitions, meta);
+        }
+    }
+
+    /// The saved state to restore, if the job resumes from a checkpoint.
+    pub fn restored(&self) -> Option<Restored<'_>> {
+        let saved = self.coordinator.restored(&self.operator)?;
+        let same = saved.iter().all(|p| p.num_partitions == self.partitions);
+        let mine = saved
+            .iter()
+            .filter(|p| !same || p.partition == self.partition)
+            .collect();
+        Some(Restored { same, mine })
+    }
+
+    /// The rows of the restored batches this partition owns: all of its own at the same
+    /// parallelism, otherwise those whose `key_columns` hash to it (as the exchange routes).
+    pub fn batches(
+        &self,
+        restored: &Restored<'_>,
+        key_columns: Range<usize>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for p in &restored.mine {
+            for batch in &p.batches {
+                batches.push(if restored.same {
+                    batch.clone()
+                } else {
+                    let keys = batch.columns()[key_columns.clone()].to_vec();
+                    rows_of_partition(batch, &keys, self.partition, self.partitions)?
+                });
+            }
+        }
+        Ok(batches)
+    }
+}
+
+impl Restored<'_> {
+    /// The smallest number `key` of the restored metadata (the most conservative watermark
+    /// when partitions merge), `default` if none.
+    pub fn min_meta(&self, key: &str, default: i64) -> i64 {
+        self.mine
+            .iter()
+            .map(|p| {
+                p.meta
+                    .get(key)
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(NO_WATERMARK)
+            })
+            .min()
+            .unwrap_or(default)
+    }
+}
