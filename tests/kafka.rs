@@ -3,11 +3,14 @@
 //! startup and bounded mode, metadata columns, idle partitions, the sink read back, malformed
 //! records, bad options, unreachable brokers and injected broker faults.
 
+mod common;
+
+use common::rows;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::Result;
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -60,23 +63,6 @@ fn produce(servers: &str, topic: &str, records: &[Record]) {
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
-}
-
-/// Every row as `a|b|c`, sorted (a multiset).
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| array_value_to_string(c, i).unwrap())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out.sort();
-    out
 }
 
 async fn query(ctx: &sabot::SabotContext, sql: &str) -> Result<Vec<RecordBatch>> {

@@ -3,13 +3,15 @@
 //! may name another binary). Covers what librdkafka's mock cluster cannot: offsets looked up
 //! by time, and a windowed job from one topic into an exactly-once Kafka sink.
 
+mod common;
+
+use common::rows;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::Result;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -139,22 +141,6 @@ fn produce(servers: &str, topic: &str, records: &[(i32, String, i64)]) {
             .unwrap();
         producer.flush(Duration::from_secs(30)).unwrap();
     }
-}
-
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| array_value_to_string(c, i).unwrap())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out.sort();
-    out
 }
 
 fn config() -> SabotConfig {
