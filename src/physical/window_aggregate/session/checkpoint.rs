@@ -97,6 +97,27 @@ impl SessionAggregateStream {
     fn restore_rows(&mut self, rows: &RecordBatch) -> Result<()> {
         let n = rows.num_rows();
         let columns = rows.columns();
+        let schema = rows.schema();
+        let widths: usize = (0..self.aggregates.len())
+            .map(|a| {
+                let prefix = format!("a{a}_");
+                let values = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| f.name().starts_with(&prefix));
+                values.count() + usize::from(schema.index_of(&format!("f{a}")).is_ok())
+            })
+            .sum();
+        let expected = 2 + self.partition_exprs.len() + self.keys.len() + widths;
+        let bounds =
+            |i: usize| columns[i].data_type() == &datafusion::arrow::datatypes::DataType::Int64;
+        if columns.len() != expected || !bounds(0) || !bounds(1) {
+            return datafusion::common::exec_err!(
+                "the checkpointed SESSION state has {} columns where this query needs {expected}; \
+                 it was written by another version of the query",
+                columns.len()
+            );
+        }
         let starts = columns[0].as_primitive::<Int64Type>();
         let ends = columns[1].as_primitive::<Int64Type>();
         let mut at = 2;
@@ -109,7 +130,6 @@ impl SessionAggregateStream {
         let keys = take(self.keys.len());
         let mut values = Vec::with_capacity(self.aggregates.len());
         let mut filters = Vec::with_capacity(self.aggregates.len());
-        let schema = rows.schema();
         for a in 0..self.aggregates.len() {
             let width = schema
                 .fields()
