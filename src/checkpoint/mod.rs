@@ -4,9 +4,11 @@
 //!   manifest, commits sinks, aborts what times out, and restores on start.
 //! - [`manifest`]: the manifest format.
 //! - [`store`]: the checkpoint location (`object_store`), checksums, recovery choice, GC.
+//! - [`operator`]: what a stateful operator's partition uses to snapshot and restore.
 //! - [`failpoint`]: crashes at chosen protocol steps, for tests.
 
 pub mod coordinator;
 pub mod failpoint;
 pub mod manifest;
+pub mod operator;
 pub mod store;

@@ -13,6 +13,8 @@
 //! | `WindowAssignExec` | [`window_assign`] | none |
 //! | `WindowAggregateExec` | [`window_aggregate`] | slices / session rows per key |
 //! | `BroadcastJoinExec` | [`broadcast_join`] | none (the table is reloaded) |
+//! | `WindowJoinExec` | [`joins`] | rows of open windows, both sides |
+//! | `IntervalJoinExec` | [`joins`] | rows within the time bound, both sides |
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
 //! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
@@ -23,6 +25,7 @@ pub mod broadcast_join;
 pub mod event_time;
 pub mod exchange;
 pub mod filter;
+pub mod joins;
 pub mod message;
 pub mod projection;
 pub mod sink;
@@ -56,6 +59,8 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         window_assign::WindowAssignExec,
         window_aggregate::WindowAggregateExec,
         broadcast_join::BroadcastJoinExec,
+        joins::WindowJoinExec,
+        joins::IntervalJoinExec,
     );
     None
 }

@@ -40,6 +40,25 @@ impl StreamProjectionExec {
     }
 }
 
+impl StreamProjectionExec {
+    /// The input.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// For each output column, the input column it copies, if it is a plain column reference.
+    pub fn column_sources(&self) -> Vec<Option<usize>> {
+        self.exprs
+            .iter()
+            .map(|e| {
+                e.expr
+                    .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                    .map(|c| c.index())
+            })
+            .collect()
+    }
+}
+
 impl DisplayAs for StreamProjectionExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let exprs: Vec<String> = self

@@ -70,6 +70,18 @@ impl WindowAssignExec {
     }
 }
 
+impl WindowAssignExec {
+    /// Output column index -> window column (the three come after the input's columns).
+    pub fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        let first = self.input.schema().fields().len();
+        WindowField::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (first + i, *f))
+            .collect()
+    }
+}
+
 impl DisplayAs for WindowAssignExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "WindowAssignExec: {} on {}", self.spec, self.time_expr)

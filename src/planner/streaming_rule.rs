@@ -11,7 +11,11 @@
 //!    `CooperativeExec` is removed (streaming operators yield at every channel receive). Their twins forward watermarks and
 //!    barriers instead of dropping them.
 //!    A hash join of a stream with a bounded table (a side without unbounded input and without
-//!    an event-time source) becomes a `BroadcastJoinExec` (see its docs).
+//!    an event-time source) becomes a `BroadcastJoinExec` (see its docs). A hash join of two
+//!    streams becomes a `WindowJoinExec` when its keys pair the `window_end` columns of two
+//!    windowed inputs, or an `IntervalJoinExec` when its filter bounds the difference of the
+//!    two sides' event times; both inputs are then hash-partitioned on the join keys (one
+//!    partition each when there are none).
 //! 2. Operators that cannot run on an unbounded stream (a GROUP BY without a window, ORDER BY,
 //!    an unbounded join) are refused with an error that says what to write instead, rather than
 //!    DataFusion's generic "pipeline breaking" message.
@@ -22,7 +26,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinType, NullEquality};
 use datafusion::common::{Result, plan_err};
-use datafusion::physical_expr::Partitioning;
+use datafusion::physical_expr::{Partitioning, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -36,6 +40,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
+use crate::physical::joins::{IntervalJoinExec, WindowJoinExec};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::StreamSourceExec;
@@ -49,9 +54,12 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = plan.transform_up(to_streaming)?.data;
+        let partitions = config.execution.target_partitions.max(1);
+        let plan = plan
+            .transform_up(|node| to_streaming(node, partitions))?
+            .data;
         check_unbounded(&plan)?;
         Ok(plan)
     }
@@ -65,8 +73,12 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
     }
 }
 
-/// Step 1 of the module docs, for one node whose children are already converted.
-fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+/// Step 1 of the module docs, for one node whose children are already converted;
+/// `partitions` is the parallelism of keyed operators.
+fn to_streaming(
+    node: Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
         return Ok(Transformed::no(node));
     }
@@ -121,22 +133,97 @@ fn to_streaming(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
     if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
         return Ok(Transformed::yes(Arc::clone(coop.input())));
     }
-    if let Some(join) = node.downcast_ref::<HashJoinExec>()
-        && let Some(broadcast) = broadcast_join(join)?
-    {
-        return Ok(Transformed::yes(broadcast));
+    if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+        if let Some(broadcast) = broadcast_join(join)? {
+            return Ok(Transformed::yes(broadcast));
+        }
+        if let Some(joined) = stream_join(join, partitions)? {
+            return Ok(Transformed::yes(joined));
+        }
     }
     Ok(Transformed::no(node))
 }
 
+/// True if `plan` reads an event-time source (one with a WATERMARK).
+fn has_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<StreamSourceExec>()
+        .is_some_and(|s| s.has_watermark())
+        || plan.children().into_iter().any(has_event_time)
+}
+
 /// A join input: a stream (unbounded, or reading an event-time source) or a table.
 fn is_stream_side(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    fn has_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
-        plan.downcast_ref::<StreamSourceExec>()
-            .is_some_and(|s| s.has_watermark())
-            || plan.children().into_iter().any(has_event_time)
-    }
     plan.boundedness().is_unbounded() || has_event_time(plan)
+}
+
+/// A hash join of two streams as a window join or an interval join; `None` if it is neither
+/// (refused later if unbounded, otherwise run as a batch join).
+fn stream_join(join: &HashJoinExec, partitions: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if !is_stream_side(join.left()) || !is_stream_side(join.right()) {
+        return Ok(None);
+    }
+    if join.null_aware {
+        return plan_err!(
+            "NOT IN (SELECT ...) between two streams is not supported; write NOT EXISTS \
+             (SELECT 1 FROM ... WHERE ...) with a window or time bound"
+        );
+    }
+    let partitions = if join.on().is_empty() { 1 } else { partitions };
+    let left = partition_by(
+        join.left(),
+        join.on().iter().map(|(l, _)| Arc::clone(l)).collect(),
+        partitions,
+    )?;
+    let right = partition_by(
+        join.right(),
+        join.on().iter().map(|(_, r)| Arc::clone(r)).collect(),
+        partitions,
+    )?;
+    if let Some(window) =
+        WindowJoinExec::from_hash_join(join, Arc::clone(&left), Arc::clone(&right))?
+    {
+        return Ok(Some(Arc::new(window)));
+    }
+    if let Some(interval) = IntervalJoinExec::from_hash_join(join, left, right)? {
+        if !has_event_time(join.left()) || !has_event_time(join.right()) {
+            return plan_err!(
+                "an interval join needs event time on both inputs: declare a WATERMARK on the \
+                 time columns of both tables (CREATE TABLE ... WATERMARK FOR ts AS ts - \
+                 INTERVAL '5' SECOND), or the buffered rows could never be dropped"
+            );
+        }
+        return Ok(Some(Arc::new(interval)));
+    }
+    Ok(None)
+}
+
+/// `input` spread over `partitions` by `keys` (merged into one when `partitions` is 1),
+/// replacing the merge or round-robin spread DataFusion put on top of it.
+fn partition_by(
+    input: &Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = match input.downcast_ref::<StreamExchangeExec>() {
+        Some(e) if matches!(e.mode(), ExchangeMode::Single | ExchangeMode::RoundRobin) => {
+            Arc::clone(e.children()[0])
+        }
+        _ => Arc::clone(input),
+    };
+    let current = input.output_partitioning().partition_count();
+    Ok(if partitions == 1 {
+        if current == 1 {
+            input
+        } else {
+            Arc::new(StreamExchangeExec::try_new(input, ExchangeMode::Single, 1)?)
+        }
+    } else {
+        Arc::new(StreamExchangeExec::try_new(
+            input,
+            ExchangeMode::Hash(keys),
+            partitions,
+        )?)
+    })
 }
 
 /// A hash join of a stream with a table as a broadcast join; `None` for two streams (refused

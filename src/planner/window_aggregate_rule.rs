@@ -17,6 +17,13 @@
 //! columns (a filter that does is an error). The output schema is unchanged, so nothing above
 //! needs rewriting. An `Aggregate` whose GROUP BY has no window column is left alone: it is an
 //! ordinary aggregate over windowed rows.
+//!
+//! A GROUP BY over the *output* of a window aggregation that keeps its `window_end` column
+//! (Flink's cascading window aggregation, e.g. the maximum of per-auction counts per window in
+//! Nexmark q5) becomes a `WindowAggregate` too: every distinct `window_end` e is its own window
+//! `[e - 1 ms, e)` over the time `window_end - 1 ms`, so it fires at the same watermark as the
+//! window it aggregates, after all of that window's rows arrived. `window_end` stays a window
+//! column (a window join can pair it); the other group columns are ordinary keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +40,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use super::window_aggregate_node::{GroupColumn, WindowAggregateNode};
 use super::window_assign_node::{WindowAssignNode, WindowField};
+use crate::physical::window_spec::WindowSpec;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -55,7 +63,11 @@ impl OptimizerRule for WindowAggregateRule {
         let LogicalPlan::Aggregate(aggregate) = &plan else {
             return Ok(Transformed::no(plan));
         };
-        match rewrite_aggregate(aggregate)? {
+        let node = match rewrite_aggregate(aggregate)? {
+            Some(node) => Some(node),
+            None => rewrite_cascaded(aggregate)?,
+        };
+        match node {
             Some(node) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
                 node: Arc::new(node),
             }))),
@@ -237,6 +249,97 @@ fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode
         time_expr: Expr::Column(tracked.time),
         spec: assign.spec,
         partition_keys: tracked.partition.into_iter().map(Expr::Column).collect(),
+        keys,
+        aggregates: aggregate.aggr_expr.clone(),
+        group_columns,
+        schema: aggregate.schema.clone(),
+    }))
+}
+
+/// The column an expression copies, looking through aliases.
+fn column_of(expr: &Expr) -> Option<&Column> {
+    match expr {
+        Expr::Column(c) => Some(c),
+        Expr::Alias(a) => column_of(&a.expr),
+        _ => None,
+    }
+}
+
+/// A GROUP BY over a window aggregation's output that keeps its `window_end` (see the module
+/// docs).
+fn rewrite_cascaded(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode>> {
+    // Walk down to the inner window aggregation, tracking where its window_end goes.
+    let mut chain: Vec<&LogicalPlan> = Vec::new();
+    let mut current = aggregate.input.as_ref();
+    let inner = loop {
+        match current {
+            LogicalPlan::Extension(ext) => {
+                match ext.node.as_any().downcast_ref::<WindowAggregateNode>() {
+                    Some(inner) => break inner,
+                    None => return Ok(None),
+                }
+            }
+            LogicalPlan::Filter(Filter { input, .. })
+            | LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. }) => {
+                chain.push(current);
+                current = input.as_ref();
+            }
+            LogicalPlan::Projection(p) => {
+                chain.push(current);
+                current = p.input.as_ref();
+            }
+            _ => return Ok(None),
+        }
+    };
+    let mut end = inner
+        .group_columns
+        .iter()
+        .position(|g| *g == GroupColumn::Window(WindowField::End));
+    let mut level = current;
+    for node in chain.iter().rev() {
+        if let LogicalPlan::Projection(p) = node {
+            let schema = level.schema();
+            end = end.and_then(|e| {
+                p.expr.iter().position(|x| {
+                    column_of(x).is_some_and(|c| schema.index_of_column(c).ok() == Some(e))
+                })
+            });
+        }
+        level = node;
+    }
+    let Some(end) = end else {
+        return Ok(None);
+    };
+    let top_schema = aggregate.input.schema();
+    let mut keys = Vec::new();
+    let mut group_columns = Vec::new();
+    let mut end_column = None;
+    for expr in &aggregate.group_expr {
+        if matches!(expr, Expr::GroupingSet(_)) {
+            return Ok(None);
+        }
+        match expr {
+            Expr::Column(c) if top_schema.index_of_column(c).ok() == Some(end) => {
+                group_columns.push(GroupColumn::Window(WindowField::End));
+                end_column = Some(c.clone());
+            }
+            _ => {
+                group_columns.push(GroupColumn::Key(keys.len()));
+                keys.push(expr.clone());
+            }
+        }
+    }
+    let Some(end_column) = end_column else {
+        return Ok(None);
+    };
+    let one_ms = datafusion::logical_expr::lit(datafusion::common::ScalarValue::new_interval_mdn(
+        0, 0, 1_000_000,
+    ));
+    Ok(Some(WindowAggregateNode {
+        input: aggregate.input.as_ref().clone(),
+        time_expr: Expr::Column(end_column) - one_ms,
+        spec: WindowSpec::tumble(1, 0)?,
+        partition_keys: Vec::new(),
         keys,
         aggregates: aggregate.aggr_expr.clone(),
         group_columns,

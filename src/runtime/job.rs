@@ -25,6 +25,7 @@ use super::job_context::JobContext;
 use crate::checkpoint::coordinator::{CheckpointConfig, Checkpointing, Opened, Participant};
 use crate::checkpoint::failpoint::{self, Failpoint};
 use crate::physical::broadcast_join::BroadcastJoinExec;
+use crate::physical::joins::{IntervalJoinExec, WindowJoinExec};
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::StreamSourceExec;
 use crate::physical::window_aggregate::WindowAggregateExec;
@@ -89,6 +90,8 @@ pub fn plan_participants(
         let partitions = node.output_partitioning().partition_count();
         if plan.downcast_ref::<StreamSourceExec>().is_some()
             || plan.downcast_ref::<WindowAggregateExec>().is_some()
+            || plan.downcast_ref::<WindowJoinExec>().is_some()
+            || plan.downcast_ref::<IntervalJoinExec>().is_some()
         {
             participants.push(Participant {
                 operator: id,

@@ -22,6 +22,7 @@ use crate::physical::message::MessageStream;
 use crate::physical::streaming::{StreamingExec, data_only, execute_input};
 use crate::physical::window_spec::{WindowKind, WindowSpec, format_ms};
 use crate::planner::window_aggregate_node::GroupColumn;
+use crate::planner::window_assign_node::WindowField;
 
 /// What a window aggregation computes, over its input's columns.
 #[derive(Debug, Clone)]
@@ -74,6 +75,19 @@ impl WindowAggregateExec {
     /// The window.
     pub fn spec(&self) -> &WindowSpec {
         &self.def.spec
+    }
+
+    /// Output column index -> window column.
+    pub fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        self.def
+            .group_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| match g {
+                GroupColumn::Window(field) => Some((i, *field)),
+                GroupColumn::Key(_) => None,
+            })
+            .collect()
     }
 
     /// True for SESSION windows.

@@ -23,7 +23,6 @@
 //! sessions) is handed to the checkpoint coordinator; **watermarks** are forwarded after the
 //! windows they fire.
 
-mod checkpoint;
 mod exec;
 mod session;
 mod slices;

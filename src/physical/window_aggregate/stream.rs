@@ -14,9 +14,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
 use futures::StreamExt;
 
-use super::checkpoint::WindowCheckpoint;
 use super::exec::WindowAggregateExec;
 use super::slices::{FiredWindow, SliceState};
+use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
@@ -39,7 +39,7 @@ pub(super) struct WindowAggregateStream {
     late_rows: Count,
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
-    checkpoint: Option<WindowCheckpoint>,
+    checkpoint: Option<OperatorCheckpoint>,
 }
 
 impl WindowAggregateStream {
@@ -81,7 +81,7 @@ impl WindowAggregateStream {
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
-            checkpoint: WindowCheckpoint::open(exec, context, partition),
+            checkpoint: OperatorCheckpoint::open(exec, context, partition),
         };
         stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(

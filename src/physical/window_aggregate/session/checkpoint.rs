@@ -5,7 +5,7 @@
 //! aggregate arguments (`a{i}_{j}`) and FILTER masks (`f{i}`). Restoring interns the partition
 //! keys again and rebuilds each session from the rows with the same key and bounds, all in one
 //! buffer. At another parallelism each task keeps the rows whose partition keys hash to it, as
-//! the exchange routes their future rows (`WindowCheckpoint::batches`).
+//! the exchange routes their future rows (`OperatorCheckpoint::batches`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

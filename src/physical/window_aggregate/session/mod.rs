@@ -33,8 +33,8 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
 use futures::StreamExt;
 
-use super::checkpoint::WindowCheckpoint;
 use super::exec::WindowAggregateExec;
+use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
@@ -90,7 +90,7 @@ pub(super) struct SessionAggregateStream {
     late_rows: Count,
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
-    checkpoint: Option<WindowCheckpoint>,
+    checkpoint: Option<OperatorCheckpoint>,
 }
 
 impl SessionAggregateStream {
@@ -148,7 +148,7 @@ impl SessionAggregateStream {
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
-            checkpoint: WindowCheckpoint::open(exec, context, partition),
+            checkpoint: OperatorCheckpoint::open(exec, context, partition),
         };
         stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(

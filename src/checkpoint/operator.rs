@@ -1,22 +1,23 @@
-//! What TUMBLE/HOP and SESSION streams share for checkpoints: handing a partition's state to
-//! the coordinator at a barrier and at the end, and choosing the saved state to restore.
+//! What every stateful operator (TUMBLE/HOP, SESSION, the stream-stream joins) shares for
+//! checkpoints: handing a partition's state to the coordinator at a barrier and at the end, and
+//! choosing the saved state to restore (re-keyed when the parallelism changed).
 
 use std::ops::Range;
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::exec::WindowAggregateExec;
 use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
 use crate::physical::message::NO_WATERMARK;
 use crate::runtime::job_context::JobContext;
 use crate::state::redistribute::rows_of_partition;
 
-/// One partition of a window operator under a checkpointing job.
-pub(super) struct WindowCheckpoint {
+/// One partition of a stateful operator under a checkpointing job.
+pub struct OperatorCheckpoint {
     coordinator: Arc<Checkpointing>,
     operator: String,
     partition: usize,
@@ -25,16 +26,16 @@ pub(super) struct WindowCheckpoint {
 }
 
 /// The saved partitions this partition restores from.
-pub(super) struct Restored<'a> {
+pub struct Restored<'a> {
     /// Saved at the same parallelism: only this partition's own state.
     same: bool,
     mine: Vec<&'a RestoredPartition>,
 }
 
-impl WindowCheckpoint {
+impl OperatorCheckpoint {
     /// `None` unless the job checkpoints.
     pub fn open(
-        exec: &WindowAggregateExec,
+        exec: &dyn ExecutionPlan,
         context: &Arc<TaskContext>,
         partition: usize,
     ) -> Option<Self> {
@@ -93,14 +94,24 @@ impl WindowCheckpoint {
         restored: &Restored<'_>,
         key_columns: Range<usize>,
     ) -> Result<Vec<RecordBatch>> {
+        self.batches_by(restored, |batch| {
+            Ok(batch.columns()[key_columns.clone()].to_vec())
+        })
+    }
+
+    /// Like [`Self::batches`], with the routing keys of a batch computed by `keys`.
+    pub fn batches_by(
+        &self,
+        restored: &Restored<'_>,
+        keys: impl Fn(&RecordBatch) -> Result<Vec<ArrayRef>>,
+    ) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::new();
         for p in &restored.mine {
             for batch in &p.batches {
                 batches.push(if restored.same {
                     batch.clone()
                 } else {
-                    let keys = batch.columns()[key_columns.clone()].to_vec();
-                    rows_of_partition(batch, &keys, self.partition, self.partitions)?
+                    rows_of_partition(batch, &keys(batch)?, self.partition, self.partitions)?
                 });
             }
         }
@@ -117,6 +128,21 @@ impl Restored<'_> {
             .map(|p| {
                 p.meta
                     .get(key)
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(NO_WATERMARK)
+            })
+            .min()
+            .unwrap_or(default)
+    }
+
+    /// Like [`Self::min_meta`] for element `index` of the array `key`.
+    pub fn min_meta_at(&self, key: &str, index: usize, default: i64) -> i64 {
+        self.mine
+            .iter()
+            .map(|p| {
+                p.meta
+                    .get(key)
+                    .and_then(|v| v.get(index))
                     .and_then(|v| v.as_i64())
                     .unwrap_or(NO_WATERMARK)
             })

@@ -1,0 +1,213 @@
+//! Reading the two inputs of a join: one event at a time, barriers aligned.
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use datafusion::common::{Result, internal_err};
+use futures::StreamExt;
+
+use crate::physical::message::{
+    END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
+};
+
+/// What happened on the inputs.
+pub(super) enum Event {
+    /// Rows from side 0 (left) or 1 (right).
+    Data(usize, StreamBatch),
+    /// The watermark of a side advanced (the per-side watermarks are in [`TwoInputs::watermarks`]).
+    Watermark,
+    /// Both sides are idle.
+    Idle,
+    /// Every unfinished side delivered this barrier.
+    Barrier(u64),
+}
+
+/// Both inputs of a join (see the module docs of `joins`).
+pub(super) struct TwoInputs {
+    inputs: [MessageStream; 2],
+    finished: [bool; 2],
+    blocked: [bool; 2],
+    idle: [bool; 2],
+    barrier: Option<u64>,
+    watermarks: [i64; 2],
+    next: usize,
+}
+
+impl TwoInputs {
+    pub fn new(left: MessageStream, right: MessageStream) -> Self {
+        Self {
+            inputs: [left, right],
+            finished: [false; 2],
+            blocked: [false; 2],
+            idle: [false; 2],
+            barrier: None,
+            watermarks: [NO_WATERMARK; 2],
+            next: 0,
+        }
+    }
+
+    /// Each side's watermark; a finished side's is the end of time.
+    pub fn watermarks(&self) -> [i64; 2] {
+        self.watermarks
+    }
+
+    /// Restores the watermarks of a checkpoint.
+    pub fn restore_watermarks(&mut self, watermarks: [i64; 2]) {
+        self.watermarks = watermarks;
+    }
+
+    /// The next event; `None` when both inputs ended.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(epoch) = self.barrier
+                && (0..2).all(|i| self.blocked[i] || self.finished[i])
+            {
+                self.barrier = None;
+                self.blocked = [false; 2];
+                return Some(Ok(Event::Barrier(epoch)));
+            }
+            if self.finished == [true, true] {
+                return None;
+            }
+            let (side, msg) = match poll_fn(|cx| self.poll_any(cx)).await {
+                Ok(next) => next,
+                Err(e) => return Some(Err(e)),
+            };
+            match msg {
+                None => {
+                    self.finished[side] = true;
+                    if self.watermarks[side] != END_OF_TIME {
+                        self.watermarks[side] = END_OF_TIME;
+                        return Some(Ok(Event::Watermark));
+                    }
+                }
+                Some(StreamMessage::Data(batch)) => {
+                    self.idle[side] = false;
+                    return Some(Ok(Event::Data(side, batch)));
+                }
+                Some(StreamMessage::Watermark(w)) => {
+                    self.idle[side] = false;
+                    if w > self.watermarks[side] {
+                        self.watermarks[side] = w;
+                        return Some(Ok(Event::Watermark));
+                    }
+                }
+                Some(StreamMessage::Idle) => {
+                    let was = self.idle == [true, true];
+                    self.idle[side] = true;
+                    if !was && self.idle == [true, true] {
+                        return Some(Ok(Event::Idle));
+                    }
+                }
+                Some(StreamMessage::Barrier(b)) => {
+                    match self.barrier {
+                        None => self.barrier = Some(b.epoch),
+                        Some(e) if e == b.epoch => {}
+                        Some(e) => {
+                            return Some(internal_err!(
+                                "join: barrier {} arrived while aligning barrier {e}",
+                                b.epoch
+                            ));
+                        }
+                    }
+                    self.blocked[side] = true;
+                }
+            }
+        }
+    }
+
+    /// The next message of either readable input, taking turns.
+    fn poll_any(&mut self, cx: &mut Context<'_>) -> Poll<Result<(usize, Option<StreamMessage>)>> {
+        for k in 0..2 {
+            let i = (self.next + k) % 2;
+            if self.blocked[i] || self.finished[i] {
+                continue;
+            }
+            match self.inputs[i].poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(msg))) => {
+                    self.next = i + 1;
+                    return Poll::Ready(Ok((i, Some(msg))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok((i, None))),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::physical::message::CheckpointBarrier;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    fn data(v: i64) -> Result<StreamMessage> {
+        let batch =
+            RecordBatch::try_from_iter(vec![("v", Arc::new(Int64Array::from(vec![v])) as _)])
+                .unwrap();
+        Ok(StreamMessage::Data(StreamBatch::new(batch)))
+    }
+
+    fn stream(msgs: Vec<Result<StreamMessage>>) -> MessageStream {
+        Box::pin(futures::stream::iter(msgs))
+    }
+
+    #[tokio::test]
+    async fn barrier_waits_for_both_sides_and_later_rows_wait_for_it() {
+        let b = || Ok(StreamMessage::Barrier(CheckpointBarrier { epoch: 1 }));
+        let mut inputs = TwoInputs::new(
+            stream(vec![data(1), b(), data(2)]),
+            stream(vec![data(10), data(11), data(12), b(), data(13)]),
+        );
+        let mut seen = Vec::new();
+        while let Some(event) = inputs.next().await {
+            match event.unwrap() {
+                Event::Data(side, batch) => {
+                    let v = batch.batch.column(0).as_any().downcast_ref::<Int64Array>();
+                    seen.push(format!("{side}:{}", v.unwrap().value(0)));
+                }
+                Event::Barrier(e) => seen.push(format!("b{e}")),
+                Event::Watermark | Event::Idle => {}
+            }
+        }
+        let at = seen.iter().position(|s| s == "b1").unwrap();
+        let mut before = seen[..at].to_vec();
+        before.sort();
+        assert_eq!(before, vec!["0:1", "1:10", "1:11", "1:12"]);
+        let mut after = seen[at + 1..].to_vec();
+        after.sort();
+        assert_eq!(after, vec!["0:2", "1:13"]);
+    }
+
+    #[tokio::test]
+    async fn watermarks_per_side_and_finished_side_is_end_of_time() {
+        let mut inputs = TwoInputs::new(
+            stream(vec![Ok(StreamMessage::Watermark(5))]),
+            stream(vec![
+                Ok(StreamMessage::Watermark(7)),
+                Ok(StreamMessage::Watermark(3)),
+            ]),
+        );
+        while let Some(event) = inputs.next().await {
+            event.unwrap();
+        }
+        assert_eq!(inputs.watermarks(), [END_OF_TIME, END_OF_TIME]);
+        let mut inputs = TwoInputs::new(
+            stream(vec![
+                Ok(StreamMessage::Watermark(5)),
+                Ok(StreamMessage::Idle),
+            ]),
+            stream(vec![]),
+        );
+        // The right side ends at once; the left's watermark 5 stays.
+        let mut idle = false;
+        while let Some(event) = inputs.next().await {
+            idle |= matches!(event.unwrap(), Event::Idle);
+        }
+        assert!(!idle, "a finished side is not idle");
+    }
+}

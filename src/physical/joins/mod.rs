@@ -1,0 +1,228 @@
+//! Joins of two streams whose state the watermarks bound: window joins and interval joins.
+//!
+//! - [`WindowJoinExec`]: both inputs are windowed (their join keys include `window_end` on both
+//!   sides). Rows are buffered per window; when the watermarks of both inputs pass the window's
+//!   end, the window is joined (any join type, with DataFusion's own hash join over the window's
+//!   rows) and forgotten.
+//! - [`IntervalJoinExec`]: `l.ts BETWEEN r.ts - a AND r.ts + b` plus keys. Each side keeps its
+//!   rows, indexed by key, only until the other side's watermark proves that no partner can
+//!   come; unmatched rows of an outer side are emitted then.
+//!
+//! Shared here: reading two inputs with barrier alignment ([`inputs`]), the per-side watermark
+//! rule, the checkpoint encoding of buffered rows ([`state`]) and gathering output columns.
+//!
+//! Watermarks: each side's is its own input's (a finished input counts as the end of time). An
+//! idle side holds the join back, because a partner row may still come from it; `Idle` is
+//! forwarded when both sides are idle. Barriers are aligned: a side that delivered barrier N is
+//! not read until the other side delivered N too, then the state is snapshotted and N forwarded.
+
+mod inputs;
+pub mod interval;
+mod state;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array, new_null_array};
+use datafusion::arrow::compute::{interleave, take};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{JoinSide, JoinType, Result, internal_err};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+
+pub use interval::IntervalJoinExec;
+pub use window::WindowJoinExec;
+
+use super::exchange::StreamExchangeExec;
+use super::filter::StreamFilterExec;
+use super::projection::StreamProjectionExec;
+use super::window_aggregate::WindowAggregateExec;
+use super::window_assign::WindowAssignExec;
+use crate::planner::window_assign_node::WindowField;
+
+/// The window columns (`window_start`, `window_end`, `window_time`) among `plan`'s output
+/// columns, traced through the operators that keep them unchanged.
+pub fn window_columns(plan: &Arc<dyn ExecutionPlan>) -> HashMap<usize, WindowField> {
+    if let Some(agg) = plan.downcast_ref::<WindowAggregateExec>() {
+        return agg.window_columns();
+    }
+    if let Some(assign) = plan.downcast_ref::<WindowAssignExec>() {
+        return assign.window_columns();
+    }
+    if let Some(projection) = plan.downcast_ref::<StreamProjectionExec>() {
+        let input = window_columns(projection.input());
+        return projection
+            .column_sources()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, source)| Some((i, *input.get(&source?)?)))
+            .collect();
+    }
+    if let Some(join) = plan.downcast_ref::<WindowJoinExec>() {
+        return join.window_columns();
+    }
+    if plan.is::<StreamFilterExec>() || plan.is::<StreamExchangeExec>() {
+        return window_columns(plan.children()[0]);
+    }
+    HashMap::new()
+}
+
+/// Which side's rows a join emits, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Emit {
+    /// Matching pairs; the unmatched rows of the sides marked `true` with NULLs for the other.
+    Pairs([bool; 2]),
+    /// The rows of this side that have a match, once each.
+    Semi(usize),
+    /// The rows of this side that never found a match.
+    Anti(usize),
+}
+
+impl Emit {
+    /// The emission rule of `join_type`; mark joins are not supported.
+    pub fn of(join_type: JoinType) -> Result<Self> {
+        Ok(match join_type {
+            JoinType::Inner => Emit::Pairs([false, false]),
+            JoinType::Left => Emit::Pairs([true, false]),
+            JoinType::Right => Emit::Pairs([false, true]),
+            JoinType::Full => Emit::Pairs([true, true]),
+            JoinType::LeftSemi => Emit::Semi(0),
+            JoinType::RightSemi => Emit::Semi(1),
+            JoinType::LeftAnti => Emit::Anti(0),
+            JoinType::RightAnti => Emit::Anti(1),
+            other => {
+                return datafusion::common::plan_err!(
+                    "a {other} join of two streams is not supported; split the EXISTS / IN \
+                     condition combined with OR into separate queries"
+                );
+            }
+        })
+    }
+
+    /// True if unmatched rows of `side` are emitted when they can no longer match.
+    pub fn keeps_unmatched(&self, side: usize) -> bool {
+        match self {
+            Emit::Pairs(outer) => outer[side],
+            Emit::Anti(s) => *s == side,
+            Emit::Semi(_) => false,
+        }
+    }
+}
+
+/// Where the rows of one side of an output batch come from.
+pub(crate) enum Gather<'a> {
+    /// Rows `indices` of one batch.
+    Batch(&'a RecordBatch, &'a UInt32Array),
+    /// Rows `(batch, row)` of several batches.
+    Buffered(&'a [&'a RecordBatch], &'a [(usize, usize)]),
+    /// `n` rows of NULLs.
+    Nulls(usize),
+}
+
+impl Gather<'_> {
+    /// Column `c` (of type `schema.field(c)`) for the gathered rows.
+    pub fn column(&self, schema: &Schema, c: usize) -> Result<ArrayRef> {
+        Ok(match self {
+            Gather::Batch(batch, indices) => take(batch.column(c), indices, None)?,
+            Gather::Buffered(batches, rows) => {
+                let arrays: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(c).as_ref()).collect();
+                if arrays.is_empty() {
+                    new_null_array(schema.field(c).data_type(), 0)
+                } else {
+                    interleave(&arrays, rows)?
+                }
+            }
+            Gather::Nulls(n) => new_null_array(schema.field(c).data_type(), *n),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Gather::Batch(_, indices) => indices.len(),
+            Gather::Buffered(_, rows) => rows.len(),
+            Gather::Nulls(n) => *n,
+        }
+    }
+}
+
+/// The schemas of both inputs and of the output, and how to assemble output batches.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinOutput {
+    pub inputs: [SchemaRef; 2],
+    pub schema: SchemaRef,
+    pub projection: Option<Vec<usize>>,
+    pub emit: Emit,
+}
+
+impl JoinOutput {
+    /// An output batch from the rows gathered for each side (`None`: that side's columns are
+    /// not part of the output, as in semi and anti joins).
+    pub fn batch(&self, left: Gather<'_>, right: Gather<'_>) -> Result<RecordBatch> {
+        let n = left.len().max(right.len());
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let sides: Vec<(usize, &Gather)> = match self.emit {
+            Emit::Pairs(_) => vec![(0, &left), (1, &right)],
+            Emit::Semi(s) | Emit::Anti(s) => vec![(s, if s == 0 { &left } else { &right })],
+        };
+        for (side, gather) in sides {
+            let schema = &self.inputs[side];
+            for c in 0..schema.fields().len() {
+                columns.push(gather.column(schema, c)?);
+            }
+        }
+        if let Some(projection) = &self.projection {
+            columns = projection
+                .iter()
+                .map(|&i| Arc::clone(&columns[i]))
+                .collect();
+        }
+        if columns.len() != self.schema.fields().len() {
+            return internal_err!(
+                "join output has {} columns, the schema {}",
+                columns.len(),
+                self.schema.fields().len()
+            );
+        }
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+}
+
+/// Evaluates a join filter over candidate pairs: `gather(side)` gives the rows of each side.
+/// NULL counts as false.
+pub(crate) fn filter_pairs(
+    filter: &JoinFilter,
+    inputs: &[SchemaRef; 2],
+    left: &Gather<'_>,
+    right: &Gather<'_>,
+) -> Result<BooleanArray> {
+    let n = left.len();
+    let columns = filter
+        .column_indices()
+        .iter()
+        .map(|c| match c.side {
+            JoinSide::Left => left.column(&inputs[0], c.index),
+            JoinSide::Right => right.column(&inputs[1], c.index),
+            JoinSide::None => internal_err!("join filter column without a side"),
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let intermediate = RecordBatch::try_new_with_options(
+        Arc::clone(filter.schema()),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )?;
+    let result = filter.expression().evaluate(&intermediate)?.into_array(n)?;
+    let Some(mask) = result.as_any().downcast_ref::<BooleanArray>() else {
+        return internal_err!("join filter is not boolean");
+    };
+    Ok(match mask.nulls() {
+        Some(nulls) => BooleanArray::new(mask.values() & nulls.inner(), None),
+        None => mask.clone(),
+    })
+}

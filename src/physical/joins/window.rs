@@ -1,0 +1,527 @@
+//! `WindowJoinExec`: two windowed streams joined window by window.
+//!
+//! Both inputs carry window columns and the join keys pair their `window_end`s (Flink's window
+//! join: `L.window_start = R.window_start AND L.window_end = R.window_end AND ...`). A row is
+//! buffered under its window's end. When the watermarks of both sides reach the window's fire
+//! time (`end - 1`, the rule of window aggregation), every row of the window has arrived on
+//! both sides (a window operator emits a window's rows before the watermark that closed it):
+//! the window's rows are joined by DataFusion's `HashJoinExec` with the original keys, filter,
+//! join type and projection, so every join type (INNER, LEFT, RIGHT, FULL, semi, anti) and key
+//! type works as in batch SQL, and the window is forgotten. A row whose window already fired on
+//! its side's watermark is late: dropped and counted.
+//!
+//! State: the buffered rows of open windows, snapshotted at barriers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{JoinType, NullEquality, Result, internal_err};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::TryStreamExt;
+
+use super::inputs::{Event, TwoInputs};
+use super::state::SideCodec;
+use super::window_columns;
+use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::physical::event_time::to_millis;
+use crate::physical::message::{
+    END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
+};
+use crate::physical::streaming::{StreamingExec, data_only, execute_input};
+use crate::physical::window_spec::WindowSpec;
+use crate::planner::window_assign_node::WindowField;
+use crate::runtime::job_context::JobContext;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct WindowJoinExec {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    filter: Option<JoinFilter>,
+    join_type: JoinType,
+    projection: Option<Vec<usize>>,
+    null_equality: NullEquality,
+    /// Index of `window_end` in the left and the right input.
+    window_end: [usize; 2],
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl WindowJoinExec {
+    /// The window join replacing `join`, if both its inputs are windowed and its keys pair their
+    /// `window_end` columns. The inputs must already be partitioned alike on the keys.
+    pub fn from_hash_join(
+        join: &HashJoinExec,
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+    ) -> Result<Option<Self>> {
+        let (lw, rw) = (window_columns(join.left()), window_columns(join.right()));
+        let column = |e: &PhysicalExprRef| {
+            e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                .map(|c| c.index())
+        };
+        let ends = join.on().iter().find_map(|(l, r)| {
+            let (l, r) = (column(l)?, column(r)?);
+            (lw.get(&l) == Some(&WindowField::End) && rw.get(&r) == Some(&WindowField::End))
+                .then_some([l, r])
+        });
+        let Some(window_end) = ends else {
+            return Ok(None);
+        };
+        Self::try_new(
+            left,
+            right,
+            join.on().to_vec(),
+            join.filter().cloned(),
+            *join.join_type(),
+            join.projection.as_ref().map(|p| p.to_vec()),
+            join.null_equality(),
+            window_end,
+            join.schema(),
+        )
+        .map(Some)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_new(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+        filter: Option<JoinFilter>,
+        join_type: JoinType,
+        projection: Option<Vec<usize>>,
+        null_equality: NullEquality,
+        window_end: [usize; 2],
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let partitions = left.output_partitioning().partition_count();
+        if right.output_partitioning().partition_count() != partitions {
+            return internal_err!("window join inputs have different partition counts");
+        }
+        let unbounded = left.boundedness().is_unbounded() || right.boundedness().is_unbounded();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            if unbounded {
+                Boundedness::Unbounded {
+                    requires_infinite_memory: false,
+                }
+            } else {
+                Boundedness::Bounded
+            },
+        );
+        Ok(Self {
+            left,
+            right,
+            on,
+            filter,
+            join_type,
+            projection,
+            null_equality,
+            window_end,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The window columns of the output: the left input's, as far as the output keeps them.
+    pub fn window_columns(&self) -> HashMap<usize, WindowField> {
+        if matches!(
+            self.join_type,
+            JoinType::Right | JoinType::Full | JoinType::RightSemi | JoinType::RightAnti
+        ) {
+            return HashMap::new(); // the left columns may be NULL or absent
+        }
+        let left = window_columns(&self.left);
+        match &self.projection {
+            None => left,
+            Some(p) => p
+                .iter()
+                .enumerate()
+                .filter_map(|(i, src)| Some((i, *left.get(src)?)))
+                .collect(),
+        }
+    }
+}
+
+impl DisplayAs for WindowJoinExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let on: Vec<String> = self.on.iter().map(|(l, r)| format!("({l}, {r})")).collect();
+        write!(
+            f,
+            "WindowJoinExec: join_type={:?}, on=[{}]",
+            self.join_type,
+            on.join(", ")
+        )?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        write!(f, ", emit=when both watermarks pass window_end")
+    }
+}
+
+impl ExecutionPlan for WindowJoinExec {
+    fn name(&self) -> &str {
+        "WindowJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for (l, r) in &self.on {
+            if f(l)? == TreeNodeRecursion::Stop || f(r)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [left, right] = children.as_slice() else {
+            return internal_err!("WindowJoinExec has two children");
+        };
+        Ok(Arc::new(Self::try_new(
+            Arc::clone(left),
+            Arc::clone(right),
+            self.on.clone(),
+            self.filter.clone(),
+            self.join_type,
+            self.projection.clone(),
+            self.null_equality,
+            self.window_end,
+            self.schema(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(data_only(
+            self.schema(),
+            self.execute_stream(partition, context)?,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+impl StreamingExec for WindowJoinExec {
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
+        let left = execute_input(&self.left, partition, Arc::clone(&context))?;
+        let right = execute_input(&self.right, partition, Arc::clone(&context))?;
+        let inputs = [self.left.schema(), self.right.schema()];
+        let mut stream = WindowJoinStream {
+            inputs: TwoInputs::new(left, right),
+            codec: SideCodec::new(inputs.clone()),
+            spec: Arc::new(WindowJoinSpec {
+                inputs,
+                on: self.on.clone(),
+                filter: self.filter.clone(),
+                join_type: self.join_type,
+                projection: self.projection.clone(),
+                null_equality: self.null_equality,
+                schema: self.schema(),
+                context: Arc::clone(&context),
+            }),
+            window_end: self.window_end,
+            windows: BTreeMap::new(),
+            emitted: NO_WATERMARK,
+            pending: VecDeque::new(),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
+            job: JobContext::of(&context),
+            checkpoint: OperatorCheckpoint::open(self, &context, partition),
+        };
+        stream.restore()?;
+        Ok(Box::pin(futures::stream::unfold(
+            stream,
+            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
+        )))
+    }
+}
+
+/// One partition of a window join.
+struct WindowJoinStream {
+    inputs: TwoInputs,
+    codec: SideCodec,
+    spec: Arc<WindowJoinSpec>,
+    window_end: [usize; 2],
+    /// Window end -> buffered rows of each side.
+    windows: BTreeMap<i64, [Vec<RecordBatch>; 2]>,
+    /// The last watermark forwarded.
+    emitted: i64,
+    pending: VecDeque<StreamMessage>,
+    baseline: BaselineMetrics,
+    late_rows: Count,
+    job: Option<Arc<JobContext>>,
+    checkpoint: Option<OperatorCheckpoint>,
+}
+
+/// What joining one window needs (shared, so the join can run while the stream waits).
+struct WindowJoinSpec {
+    inputs: [SchemaRef; 2],
+    on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    filter: Option<JoinFilter>,
+    join_type: JoinType,
+    projection: Option<Vec<usize>>,
+    null_equality: NullEquality,
+    schema: SchemaRef,
+    context: Arc<TaskContext>,
+}
+
+impl WindowJoinStream {
+    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
+        loop {
+            if let Some(msg) = self.pending.pop_front() {
+                return Some(Ok(msg));
+            }
+            let event = match self.inputs.next().await {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    // Both inputs ended: their watermarks are the end of time, so every
+                    // window has fired.
+                    if let Some(checkpoint) = &mut self.checkpoint {
+                        checkpoint.finish(serde_json::json!({
+                            "watermarks": [END_OF_TIME, END_OF_TIME]
+                        }));
+                    }
+                    self.baseline.done();
+                    return None;
+                }
+            };
+            let result = match event {
+                Event::Data(side, batch) => self.buffer(side, batch, false),
+                Event::Watermark => self.on_watermark().await,
+                Event::Idle => {
+                    self.pending.push_back(StreamMessage::Idle);
+                    Ok(())
+                }
+                Event::Barrier(epoch) => self.snapshot(epoch).map(|()| {
+                    self.pending.push_back(StreamMessage::Barrier(
+                        crate::physical::message::CheckpointBarrier { epoch },
+                    ));
+                }),
+            };
+            if let Err(e) = result {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    /// Files the rows of one input batch under their windows; late rows are dropped (unless
+    /// `restoring`: restored rows belong to windows that have not fired).
+    fn buffer(&mut self, side: usize, batch: StreamBatch, restoring: bool) -> Result<()> {
+        let _timer = self.baseline.elapsed_compute().timer();
+        let rows = batch.num_rows();
+        let ends = to_millis(batch.batch.column(self.window_end[side]))?;
+        let watermark = self.inputs.watermarks()[side];
+        let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
+        let mut late = 0usize;
+        for i in 0..rows {
+            if ends.is_null(i) {
+                continue; // no window: joins nothing
+            }
+            let end = ends.value(i);
+            if !restoring && WindowSpec::fire_time(end) <= batch.row_watermark(i, watermark) {
+                late += 1;
+                continue;
+            }
+            match groups.iter_mut().find(|(e, _)| *e == end) {
+                Some((_, indices)) => indices.push(i as u32),
+                None => groups.push((end, vec![i as u32])),
+            }
+        }
+        if late > 0 {
+            self.late_rows.add(late);
+            if let Some(job) = &self.job {
+                job.stats.add_late_rows(late as u64);
+            }
+        }
+        for (end, indices) in groups {
+            let rows_of_window = if indices.len() == rows {
+                batch.batch.clone()
+            } else {
+                take_record_batch(&batch.batch, &UInt32Array::from(indices))?
+            };
+            self.windows.entry(end).or_default()[side].push(rows_of_window);
+        }
+        Ok(())
+    }
+
+    /// Joins and forgets every window both watermarks have passed, then forwards the watermark.
+    async fn on_watermark(&mut self) -> Result<()> {
+        let [l, r] = self.inputs.watermarks();
+        let watermark = l.min(r);
+        if watermark <= self.emitted {
+            return Ok(());
+        }
+        while let Some((&end, _)) = self.windows.first_key_value() {
+            if WindowSpec::fire_time(end) > watermark {
+                break;
+            }
+            let Some([left, right]) = self.windows.remove(&end) else {
+                break;
+            };
+            let spec = Arc::clone(&self.spec);
+            for batch in spec.join_window(left, right).await? {
+                self.baseline.record_output(batch.num_rows());
+                self.pending
+                    .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+            }
+        }
+        self.emitted = watermark;
+        self.pending.push_back(StreamMessage::Watermark(watermark));
+        Ok(())
+    }
+
+    fn meta(&self) -> serde_json::Value {
+        serde_json::json!({ "watermarks": self.inputs.watermarks() })
+    }
+
+    fn snapshot(&mut self, epoch: u64) -> Result<()> {
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(());
+        };
+        let mut batches = Vec::new();
+        for sides in self.windows.values() {
+            for (side, rows) in sides.iter().enumerate() {
+                for batch in rows {
+                    let matched = BooleanArray::from(vec![false; batch.num_rows()]);
+                    batches.push(self.codec.encode(side, batch, &matched)?);
+                }
+            }
+        }
+        checkpoint.snapshot(epoch, self.meta(), batches)
+    }
+
+    /// Restores the buffered windows and watermarks of the checkpoint the job resumes from.
+    fn restore(&mut self) -> Result<()> {
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(());
+        };
+        let Some(restored) = checkpoint.restored() else {
+            return Ok(());
+        };
+        let mut watermarks = [END_OF_TIME; 2];
+        for (side, w) in watermarks.iter_mut().enumerate() {
+            *w = restored.min_meta_at("watermarks", side, NO_WATERMARK);
+        }
+        self.inputs.restore_watermarks(watermarks);
+        self.emitted = watermarks[0].min(watermarks[1]);
+        let codec = self.codec.clone();
+        let on = self.spec.on.clone();
+        let batches = checkpoint.batches_by(&restored, |batch| {
+            let side = codec.side_of(batch)?;
+            let (rows, _) = codec.decode(batch, side)?;
+            join_keys(&on, side, &rows)
+        })?;
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let side = self.codec.side_of(&batch)?;
+            let (rows, _) = self.codec.decode(&batch, side)?;
+            self.buffer(side, StreamBatch::new(rows), true)?;
+        }
+        Ok(())
+    }
+}
+
+impl WindowJoinSpec {
+    /// The join of one window's rows, as a batch join would compute it.
+    async fn join_window(
+        &self,
+        left: Vec<RecordBatch>,
+        right: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let needs = |side: usize| match self.join_type {
+            JoinType::Inner | JoinType::LeftSemi | JoinType::RightSemi => true,
+            JoinType::Left | JoinType::LeftAnti => side == 0,
+            JoinType::Right | JoinType::RightAnti => side == 1,
+            _ => false,
+        };
+        if (needs(0) && left.is_empty()) || (needs(1) && right.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let [ls, rs] = &self.inputs;
+        let left = MemorySourceConfig::try_new_exec(&[left], Arc::clone(ls), None)?;
+        let right = MemorySourceConfig::try_new_exec(&[right], Arc::clone(rs), None)?;
+        let join = HashJoinExec::try_new(
+            left,
+            right,
+            self.on.clone(),
+            self.filter.clone(),
+            &self.join_type,
+            self.projection.clone(),
+            PartitionMode::CollectLeft,
+            self.null_equality,
+            false,
+        )?;
+        let batches: Vec<RecordBatch> = join
+            .execute(0, Arc::clone(&self.context))?
+            .try_collect()
+            .await?;
+        batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(&self.schema),
+                    b.columns().to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+                )?)
+            })
+            .collect()
+    }
+}
+
+/// The join key values of `side` for `rows` (as the exchange hashes them).
+pub(super) fn join_keys(
+    on: &[(PhysicalExprRef, PhysicalExprRef)],
+    side: usize,
+    rows: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    on.iter()
+        .map(|(l, r)| {
+            let e = if side == 0 { l } else { r };
+            e.evaluate(rows)?.into_array(rows.num_rows())
+        })
+        .collect()
+}
