@@ -86,10 +86,11 @@ impl ExecutionPlan for StreamFilterExec {
             return internal_err!("StreamFilterExec needs exactly one child");
         };
         Ok(Arc::new(Self {
+            properties: super::streaming::follow_partitions(&self.properties, &input),
             input,
             predicate: Arc::clone(&self.predicate),
             projection: self.projection.clone(),
-            properties: Arc::clone(&self.properties),
+
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }

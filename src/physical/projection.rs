@@ -114,9 +114,10 @@ impl ExecutionPlan for StreamProjectionExec {
             return internal_err!("StreamProjectionExec needs exactly one child");
         };
         Ok(Arc::new(Self {
+            properties: super::streaming::follow_partitions(&self.properties, &input),
             input,
             exprs: self.exprs.clone(),
-            properties: Arc::clone(&self.properties),
+
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }

@@ -17,7 +17,9 @@ use datafusion::common::internal_err;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+};
 use futures::StreamExt;
 
 use super::message::{END_OF_TIME, MessageStream, StreamBatch, StreamMessage};
@@ -58,6 +60,25 @@ pub fn execute_input(
     let data = batches.map(|b| b.map(|batch| StreamMessage::Data(StreamBatch::new(batch))));
     let end = futures::stream::once(async { Ok(StreamMessage::Watermark(END_OF_TIME)) });
     Ok(Box::pin(data.chain(end)))
+}
+
+/// `properties` of a row-wise operator whose input became `input`: the partition count follows
+/// the input's.
+pub fn follow_partitions(
+    properties: &Arc<PlanProperties>,
+    input: &Arc<dyn ExecutionPlan>,
+) -> Arc<PlanProperties> {
+    let n = input.output_partitioning().partition_count();
+    if properties.partitioning.partition_count() == n {
+        Arc::clone(properties)
+    } else {
+        Arc::new(
+            properties
+                .as_ref()
+                .clone()
+                .with_partitioning(Partitioning::UnknownPartitioning(n)),
+        )
+    }
 }
 
 /// The data face of a message stream: keeps the rows, drops the control messages.

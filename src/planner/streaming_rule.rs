@@ -45,6 +45,7 @@ use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::StreamSourceExec;
 use crate::physical::streaming::is_streaming;
+use crate::physical::window_assign::WindowAssignExec;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -99,16 +100,11 @@ fn to_streaming(
     if let Some(repartition) = node.downcast_ref::<RepartitionExec>() {
         let input = Arc::clone(repartition.input());
         let exchange = match repartition.partitioning() {
-            Partitioning::Hash(exprs, n) => {
-                // A round-robin spread right before a hash exchange only adds a hop.
-                let input = match input.downcast_ref::<StreamExchangeExec>() {
-                    Some(rr) if matches!(rr.mode(), ExchangeMode::RoundRobin) => {
-                        Arc::clone(rr.children()[0])
-                    }
-                    _ => input,
-                };
-                StreamExchangeExec::try_new(input, ExchangeMode::Hash(exprs.clone()), *n)?
-            }
+            Partitioning::Hash(exprs, n) => StreamExchangeExec::try_new(
+                without_round_robin(input)?,
+                ExchangeMode::Hash(exprs.clone()),
+                *n,
+            )?,
             Partitioning::RoundRobinBatch(n) => {
                 StreamExchangeExec::try_new(input, ExchangeMode::RoundRobin, *n)?
             }
@@ -205,11 +201,10 @@ fn partition_by(
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let input = match input.downcast_ref::<StreamExchangeExec>() {
-        Some(e) if matches!(e.mode(), ExchangeMode::Single | ExchangeMode::RoundRobin) => {
-            Arc::clone(e.children()[0])
-        }
+        Some(e) if matches!(e.mode(), ExchangeMode::Single) => Arc::clone(e.children()[0]),
         _ => Arc::clone(input),
     };
+    let input = without_round_robin(input)?;
     let current = input.output_partitioning().partition_count();
     Ok(if partitions == 1 {
         if current == 1 {
@@ -292,6 +287,29 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
         join.projection.as_ref().map(|p| p.to_vec()),
         join.schema(),
     )?)))
+}
+
+/// `plan` without the round-robin spread under its row-wise operators. Before a hash exchange
+/// such a spread only adds a hop, and it would make lateness inexact: the hash exchange then
+/// merges several copies of one source's watermarks, arriving at different times, so the
+/// per-row watermarks it passes on are only lower bounds.
+fn without_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(rr) = plan.downcast_ref::<StreamExchangeExec>()
+        && matches!(rr.mode(), ExchangeMode::RoundRobin)
+    {
+        return Ok(Arc::clone(rr.children()[0]));
+    }
+    if plan.is::<StreamProjectionExec>()
+        || plan.is::<StreamFilterExec>()
+        || plan.is::<WindowAssignExec>()
+    {
+        let child = without_round_robin(Arc::clone(plan.children()[0]))?;
+        return datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            plan,
+            vec![child],
+        );
+    }
+    Ok(plan)
 }
 
 /// Step 2 of the module docs: reports the deepest operator that cannot run on its unbounded
