@@ -192,6 +192,27 @@ const SESSION_BATCH: &str = "WITH marked AS ( \
       FROM marked) \
     SELECT k, MIN(ts), MAX(ts) + INTERVAL '0.25' SECOND, COUNT(*), SUM(v) FROM numbered GROUP BY k, s";
 
+/// A window join of the raw rows of two scans of `src`: every row waits in the join's state
+/// until its window closes on both sides. Pairs rows of the same key and value (each row meets
+/// at least itself).
+const WINDOW_JOIN: &str = "SELECT a.k, a.window_start, a.window_end, a.v, b.v \
+    FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '2' SECOND)) a \
+    JOIN TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '2' SECOND)) b \
+    ON a.k = b.k AND a.v = b.v AND a.window_start = b.window_start AND a.window_end = b.window_end";
+
+const WINDOW_JOIN_BATCH: &str = "WITH w AS (SELECT k, v, \
+      date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS s FROM src) \
+    SELECT a.k, a.s, a.s + INTERVAL '2' SECOND, a.v, b.v FROM w a JOIN w b \
+    ON a.k = b.k AND a.v = b.v AND a.s = b.s";
+
+/// An interval join of two scans of `src`: rows of the same key and value up to 1 s apart.
+const INTERVAL_JOIN: &str = "SELECT a.k, a.ts, b.ts, a.v, b.v FROM src a JOIN src b \
+    ON a.k = b.k AND a.v = b.v AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND";
+
+/// The same in milliseconds (not an interval join: a batch join with a filter).
+const INTERVAL_JOIN_BATCH: &str = "SELECT a.k, a.ts, b.ts, a.v, b.v FROM src a JOIN src b \
+    ON a.k = b.k AND a.v = b.v AND CAST(b.ts AS BIGINT) - CAST(a.ts AS BIGINT) BETWEEN 0 AND 1000";
+
 /// Crashes at `failpoint`, then resumes until done; the sink must equal the oracle.
 fn crash_and_resume(select: &str, batch: &str, failpoint: &str, resume_parallelism: usize) {
     let fixture = Fixture::new();
@@ -250,11 +271,25 @@ fn session_windows_resume_exactly() {
 }
 
 #[test]
+fn window_joins_resume_exactly() {
+    crash_and_resume(WINDOW_JOIN, WINDOW_JOIN_BATCH, "after-manifest@3", 2);
+    // Buffered rows of both sides written by 2 tasks, split by join key hash over 3.
+    crash_and_resume(WINDOW_JOIN, WINDOW_JOIN_BATCH, "after-operator-snapshot@3", 3);
+}
+
+#[test]
+fn interval_joins_resume_exactly() {
+    crash_and_resume(INTERVAL_JOIN, INTERVAL_JOIN_BATCH, "after-manifest@3", 2);
+    crash_and_resume(INTERVAL_JOIN, INTERVAL_JOIN_BATCH, "after-sink-commit@3", 3);
+}
+
+#[test]
 fn kill_9_at_seeded_points_loses_and_duplicates_nothing() {
     for (name, select, batch) in [
         ("tumble", TUMBLE, TUMBLE_BATCH),
         ("hop", HOP, HOP_BATCH),
         ("session", SESSION, SESSION_BATCH),
+        ("interval join", INTERVAL_JOIN, INTERVAL_JOIN_BATCH),
     ] {
         kill_9_at_seeded_points(name, select, batch);
     }

@@ -161,7 +161,9 @@ fn term(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
     if let Some(c) = expr.downcast_ref::<Column>() {
         return Some((c.index(), 0));
     }
-    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+    if let Some(c) = expr.downcast_ref::<CastExpr>()
+        && matches!(c.cast_type(), DataType::Timestamp(_, _))
+    {
         return term(c.expr());
     }
     let b = expr.downcast_ref::<BinaryExpr>()?;
