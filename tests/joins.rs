@@ -5,8 +5,20 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
 use sabot::SabotConfig;
+use sabot::catalog::connector_table::ConnectorTable;
+use sabot::connectors::{SourceBatch, SourceConnector, SourceReader};
+use sabot::planner::ddl::{parse_create_table, resolve};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use common::rows;
 
@@ -166,4 +178,182 @@ async fn nexmark_q8_matches_batch() -> Result<()> {
         20,
     )
     .await
+}
+
+/// An unbounded one-partition source fed by the test through a channel, one row at a time:
+/// `(k, ts)` with `ts` in seconds after 2024-01-01.
+#[derive(Debug)]
+struct ChannelSource {
+    schema: SchemaRef,
+    rows: Mutex<Option<UnboundedReceiver<(i64, i64)>>>,
+}
+
+struct ChannelReader {
+    schema: SchemaRef,
+    projection: Vec<usize>,
+    rows: UnboundedReceiver<(i64, i64)>,
+}
+
+const BASE: i64 = 1_704_067_200_000;
+
+#[async_trait]
+impl SourceReader for ChannelReader {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        let Some((k, ts)) = self.rows.recv().await else {
+            futures::future::pending::<()>().await;
+            return Ok(None);
+        };
+        let all: Vec<datafusion::arrow::array::ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![k])),
+            Arc::new(TimestampMillisecondArray::from(vec![BASE + ts * 1000])),
+        ];
+        let columns = self
+            .projection
+            .iter()
+            .map(|&c| Arc::clone(&all[c]))
+            .collect();
+        Ok(Some(SourceBatch::new(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            columns,
+        )?)))
+    }
+}
+
+impl SourceConnector for ChannelSource {
+    fn name(&self) -> &'static str {
+        "channel"
+    }
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+    fn is_bounded(&self) -> bool {
+        false
+    }
+    fn num_partitions(&self, _parallelism: usize) -> Result<usize> {
+        Ok(1)
+    }
+    fn open(
+        &self,
+        _partition: usize,
+        _num_partitions: usize,
+        projection: &[usize],
+        _batch_size: usize,
+    ) -> Result<Box<dyn SourceReader>> {
+        let rows = self.rows.lock().unwrap().take().expect("opened once");
+        Ok(Box::new(ChannelReader {
+            schema: Arc::new(self.schema.project(projection)?),
+            projection: projection.to_vec(),
+            rows,
+        }))
+    }
+    fn explain(&self) -> String {
+        String::new()
+    }
+}
+
+/// Registers `name (k BIGINT, ts TIMESTAMP(3))` with watermark `ts` fed by the returned sender.
+fn channel_table(ctx: &sabot::SabotContext, name: &str) -> Result<UnboundedSender<(i64, i64)>> {
+    let ddl = format!("CREATE TABLE {name} (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)");
+    let definition = resolve(parse_create_table(&ddl)?.expect("flink DDL"), ctx)?;
+    let (tx, rx) = unbounded_channel();
+    let source = Arc::new(ChannelSource {
+        schema: definition.source_schema(),
+        rows: Mutex::new(Some(rx)),
+    });
+    ctx.register_table(
+        name,
+        Arc::new(ConnectorTable::new(
+            Arc::new(definition),
+            Some(source),
+            None,
+        )),
+    )?;
+    Ok(tx)
+}
+
+/// The rows that come out within `wait` (as `a|b`, in arrival order).
+async fn drain(stream: &mut SendableRecordBatchStream, wait: Duration) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    while let Ok(Some(batch)) = tokio::time::timeout(wait, stream.next()).await {
+        out.extend(rows(&[batch?]));
+    }
+    Ok(out)
+}
+
+/// The next rows, waiting as long as it takes (up to a minute) for at least one.
+async fn next_rows(stream: &mut SendableRecordBatchStream) -> Result<Vec<String>> {
+    let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("rows within a minute")
+        .expect("the stream does not end")?;
+    let mut out = rows(&[batch]);
+    out.extend(drain(stream, Duration::from_millis(200)).await?);
+    Ok(out)
+}
+
+/// An unmatched row of an outer interval join comes out as soon as the other side's
+/// watermark proves it can no longer match, not at the end of the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_join_emits_outer_rows_when_the_watermark_passes() -> Result<()> {
+    let ctx = sabot::session_context(config(1));
+    let orders = channel_table(&ctx, "orders")?;
+    let shipments = channel_table(&ctx, "shipments")?;
+    let mut stream = ctx
+        .sql(
+            "SELECT o.k, CAST(s.ts AS BIGINT) FROM orders o LEFT JOIN shipments s
+             ON o.k = s.k AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '5' SECOND",
+        )
+        .await?
+        .execute_stream()
+        .await?;
+    // Orders 1 @1 s and 2 @2 s; shipment 2 @4 s matches order 2 at once.
+    orders.send((1, 1)).unwrap();
+    orders.send((2, 2)).unwrap();
+    shipments.send((2, 4)).unwrap();
+    assert_eq!(
+        next_rows(&mut stream).await?,
+        vec![format!("2|{}", BASE + 4000)]
+    );
+    // Shipments' watermark 5 s: order 1 (deadline 6 s) may still match.
+    shipments.send((3, 5)).unwrap();
+    assert_eq!(
+        drain(&mut stream, Duration::from_millis(500)).await?,
+        Vec::<String>::new()
+    );
+    // Watermark 6 s: no shipment for order 1 can come any more.
+    shipments.send((3, 6)).unwrap();
+    assert_eq!(next_rows(&mut stream).await?, vec!["1|".to_string()]);
+    Ok(())
+}
+
+/// A window join emits a window once both sides' watermarks pass its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_join_emits_when_both_watermarks_pass_the_window() -> Result<()> {
+    let ctx = sabot::session_context(config(1));
+    let left = channel_table(&ctx, "l")?;
+    let right = channel_table(&ctx, "r")?;
+    let mut stream = ctx
+        .sql(
+            "SELECT a.k, CAST(a.window_start AS BIGINT)
+             FROM TABLE(TUMBLE(TABLE l, DESCRIPTOR(ts), INTERVAL '10' SECOND)) a
+             LEFT JOIN TABLE(TUMBLE(TABLE r, DESCRIPTOR(ts), INTERVAL '10' SECOND)) b
+             ON a.k = b.k AND a.window_start = b.window_start AND a.window_end = b.window_end",
+        )
+        .await?
+        .execute_stream()
+        .await?;
+    left.send((1, 1)).unwrap();
+    left.send((2, 3)).unwrap();
+    right.send((1, 2)).unwrap();
+    // The left side passes the window [0 s, 10 s); the right side does not yet.
+    left.send((9, 12)).unwrap();
+    assert_eq!(
+        drain(&mut stream, Duration::from_millis(500)).await?,
+        Vec::<String>::new()
+    );
+    right.send((9, 11)).unwrap();
+    let mut got = next_rows(&mut stream).await?;
+    got.sort();
+    assert_eq!(got, vec![format!("1|{BASE}"), format!("2|{BASE}")]);
+    Ok(())
 }

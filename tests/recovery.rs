@@ -274,7 +274,12 @@ fn session_windows_resume_exactly() {
 fn window_joins_resume_exactly() {
     crash_and_resume(WINDOW_JOIN, WINDOW_JOIN_BATCH, "after-manifest@3", 2);
     // Buffered rows of both sides written by 2 tasks, split by join key hash over 3.
-    crash_and_resume(WINDOW_JOIN, WINDOW_JOIN_BATCH, "after-operator-snapshot@3", 3);
+    crash_and_resume(
+        WINDOW_JOIN,
+        WINDOW_JOIN_BATCH,
+        "after-operator-snapshot@3",
+        3,
+    );
 }
 
 #[test]

@@ -40,7 +40,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
-use crate::physical::joins::{IntervalJoinExec, WindowJoinExec};
+use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::StreamSourceExec;
@@ -129,13 +129,15 @@ fn to_streaming(
     if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
         return Ok(Transformed::yes(Arc::clone(coop.input())));
     }
-    if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-        if let Some(broadcast) = broadcast_join(join)? {
-            return Ok(Transformed::yes(broadcast));
-        }
-        if let Some(joined) = stream_join(join, partitions)? {
-            return Ok(Transformed::yes(joined));
-        }
+    if let Some(join) = node.downcast_ref::<HashJoinExec>()
+        && let Some(broadcast) = broadcast_join(join)?
+    {
+        return Ok(Transformed::yes(broadcast));
+    }
+    if let Some(join) = JoinParts::of(&node)
+        && let Some(joined) = stream_join(&join, partitions)?
+    {
+        return Ok(Transformed::yes(joined));
     }
     Ok(Transformed::no(node))
 }
@@ -154,8 +156,8 @@ fn is_stream_side(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// A hash join of two streams as a window join or an interval join; `None` if it is neither
 /// (refused later if unbounded, otherwise run as a batch join).
-fn stream_join(join: &HashJoinExec, partitions: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if !is_stream_side(join.left()) || !is_stream_side(join.right()) {
+fn stream_join(join: &JoinParts, partitions: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if !is_stream_side(&join.left) || !is_stream_side(&join.right) {
         return Ok(None);
     }
     if join.null_aware {
@@ -164,24 +166,22 @@ fn stream_join(join: &HashJoinExec, partitions: usize) -> Result<Option<Arc<dyn 
              (SELECT 1 FROM ... WHERE ...) with a window or time bound"
         );
     }
-    let partitions = if join.on().is_empty() { 1 } else { partitions };
+    let partitions = if join.on.is_empty() { 1 } else { partitions };
     let left = partition_by(
-        join.left(),
-        join.on().iter().map(|(l, _)| Arc::clone(l)).collect(),
+        &join.left,
+        join.on.iter().map(|(l, _)| Arc::clone(l)).collect(),
         partitions,
     )?;
     let right = partition_by(
-        join.right(),
-        join.on().iter().map(|(_, r)| Arc::clone(r)).collect(),
+        &join.right,
+        join.on.iter().map(|(_, r)| Arc::clone(r)).collect(),
         partitions,
     )?;
-    if let Some(window) =
-        WindowJoinExec::from_hash_join(join, Arc::clone(&left), Arc::clone(&right))?
-    {
+    if let Some(window) = WindowJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))? {
         return Ok(Some(Arc::new(window)));
     }
-    if let Some(interval) = IntervalJoinExec::from_hash_join(join, left, right)? {
-        if !has_event_time(join.left()) || !has_event_time(join.right()) {
+    if let Some(interval) = IntervalJoinExec::from_parts(join, left, right)? {
+        if !has_event_time(&join.left) || !has_event_time(&join.right) {
             return plan_err!(
                 "an interval join needs event time on both inputs: declare a WATERMARK on the \
                  time columns of both tables (CREATE TABLE ... WATERMARK FOR ts AS ts - \

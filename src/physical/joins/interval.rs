@@ -35,7 +35,6 @@ use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Liter
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
@@ -48,7 +47,7 @@ use datafusion::physical_plan::{
 use super::inputs::{Event, TwoInputs};
 use super::state::SideCodec;
 use super::window::join_keys;
-use super::{Emit, Gather, JoinOutput, filter_pairs};
+use super::{Emit, Gather, JoinOutput, JoinParts, filter_pairs};
 use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{
@@ -218,14 +217,14 @@ pub struct IntervalJoinExec {
 }
 
 impl IntervalJoinExec {
-    /// The interval join replacing `join`, if its filter bounds the two sides' times. The inputs
-    /// must already be partitioned alike on the keys.
-    pub fn from_hash_join(
-        join: &HashJoinExec,
+    /// The interval join replacing `join`, if its filter bounds the two sides' times. `left`
+    /// and `right` replace its inputs, partitioned alike on the keys.
+    pub fn from_parts(
+        join: &JoinParts,
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
     ) -> Result<Option<Self>> {
-        let Some(filter) = join.filter() else {
+        let Some(filter) = &join.filter else {
             return Ok(None);
         };
         let Some(bound) = TimeBound::of_filter(filter) else {
@@ -234,12 +233,12 @@ impl IntervalJoinExec {
         Self::try_new(
             left,
             right,
-            join.on().to_vec(),
+            join.on.clone(),
             filter.clone(),
-            *join.join_type(),
-            join.projection.as_ref().map(|p| p.to_vec()),
+            join.join_type,
+            join.projection.clone(),
             bound,
-            join.schema(),
+            Arc::clone(&join.schema),
         )
         .map(Some)
     }
@@ -801,8 +800,8 @@ impl IntervalJoinStream {
     fn on_watermark(&mut self) -> Result<()> {
         let [l, r] = self.inputs.watermarks();
         let thresholds = [self.bound.left_threshold(r), self.bound.right_threshold(l)];
-        for side in 0..2 {
-            let gone = self.buffers[side].evict(thresholds[side]);
+        for (side, threshold) in thresholds.into_iter().enumerate() {
+            let gone = self.buffers[side].evict(threshold);
             if !gone.is_empty() && self.output.emit.keeps_unmatched(side) {
                 let segments: Vec<&RecordBatch> = self.buffers[side]
                     .segments

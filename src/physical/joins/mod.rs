@@ -28,9 +28,11 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array, new_n
 use datafusion::arrow::compute::{interleave, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::common::{JoinSide, JoinType, Result, internal_err};
+use datafusion::common::{JoinSide, JoinType, NullEquality, Result, internal_err};
+use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::joins::{HashJoinExec, SymmetricHashJoinExec};
 
 pub use interval::IntervalJoinExec;
 pub use window::WindowJoinExec;
@@ -41,6 +43,53 @@ use super::projection::StreamProjectionExec;
 use super::window_aggregate::WindowAggregateExec;
 use super::window_assign::WindowAssignExec;
 use crate::planner::window_assign_node::WindowField;
+
+/// What a stream-stream join takes over from the DataFusion join it replaces (a `HashJoinExec`,
+/// or the `SymmetricHashJoinExec` DataFusion picks when both inputs are unbounded).
+pub struct JoinParts {
+    pub left: Arc<dyn ExecutionPlan>,
+    pub right: Arc<dyn ExecutionPlan>,
+    pub on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    pub filter: Option<JoinFilter>,
+    pub join_type: JoinType,
+    pub projection: Option<Vec<usize>>,
+    pub null_equality: NullEquality,
+    /// NOT IN semantics (a NULL anywhere empties the result).
+    pub null_aware: bool,
+    /// The join's output schema.
+    pub schema: SchemaRef,
+}
+
+impl JoinParts {
+    /// The parts of `plan`, if it is a hash join of either kind.
+    pub fn of(plan: &Arc<dyn ExecutionPlan>) -> Option<Self> {
+        if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
+            return Some(Self {
+                left: Arc::clone(j.left()),
+                right: Arc::clone(j.right()),
+                on: j.on().to_vec(),
+                filter: j.filter().cloned(),
+                join_type: *j.join_type(),
+                projection: j.projection.as_ref().map(|p| p.to_vec()),
+                null_equality: j.null_equality(),
+                null_aware: j.null_aware,
+                schema: j.schema(),
+            });
+        }
+        let j = plan.downcast_ref::<SymmetricHashJoinExec>()?;
+        Some(Self {
+            left: Arc::clone(j.left()),
+            right: Arc::clone(j.right()),
+            on: j.on().to_vec(),
+            filter: j.filter().cloned(),
+            join_type: *j.join_type(),
+            projection: None,
+            null_equality: j.null_equality(),
+            null_aware: false,
+            schema: j.schema(),
+        })
+    }
+}
 
 /// The window columns (`window_start`, `window_end`, `window_time`) among `plan`'s output
 /// columns, traced through the operators that keep them unchanged.

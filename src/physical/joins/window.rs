@@ -39,7 +39,7 @@ use futures::TryStreamExt;
 
 use super::inputs::{Event, TwoInputs};
 use super::state::SideCodec;
-use super::window_columns;
+use super::{JoinParts, window_columns};
 use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{
@@ -68,18 +68,19 @@ pub struct WindowJoinExec {
 
 impl WindowJoinExec {
     /// The window join replacing `join`, if both its inputs are windowed and its keys pair their
-    /// `window_end` columns. The inputs must already be partitioned alike on the keys.
-    pub fn from_hash_join(
-        join: &HashJoinExec,
+    /// `window_end` columns. `left` and `right` replace its inputs, partitioned alike on the
+    /// keys.
+    pub fn from_parts(
+        join: &JoinParts,
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
     ) -> Result<Option<Self>> {
-        let (lw, rw) = (window_columns(join.left()), window_columns(join.right()));
+        let (lw, rw) = (window_columns(&join.left), window_columns(&join.right));
         let column = |e: &PhysicalExprRef| {
             e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
                 .map(|c| c.index())
         };
-        let ends = join.on().iter().find_map(|(l, r)| {
+        let ends = join.on.iter().find_map(|(l, r)| {
             let (l, r) = (column(l)?, column(r)?);
             (lw.get(&l) == Some(&WindowField::End) && rw.get(&r) == Some(&WindowField::End))
                 .then_some([l, r])
@@ -90,13 +91,13 @@ impl WindowJoinExec {
         Self::try_new(
             left,
             right,
-            join.on().to_vec(),
-            join.filter().cloned(),
-            *join.join_type(),
-            join.projection.as_ref().map(|p| p.to_vec()),
-            join.null_equality(),
+            join.on.clone(),
+            join.filter.clone(),
+            join.join_type,
+            join.projection.clone(),
+            join.null_equality,
             window_end,
-            join.schema(),
+            Arc::clone(&join.schema),
         )
         .map(Some)
     }
