@@ -20,8 +20,11 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("q0", include_str!("../../benches/nexmark/q0.sql")),
     ("q1", include_str!("../../benches/nexmark/q1.sql")),
     ("q2", include_str!("../../benches/nexmark/q2.sql")),
+    ("q5", include_str!("../../benches/nexmark/q5.sql")),
     ("q5-agg", include_str!("../../benches/nexmark/q5-agg.sql")),
+    ("q7", include_str!("../../benches/nexmark/q7.sql")),
     ("q7-agg", include_str!("../../benches/nexmark/q7-agg.sql")),
+    ("q8", include_str!("../../benches/nexmark/q8.sql")),
     ("q11", include_str!("../../benches/nexmark/q11.sql")),
 ];
 
