@@ -22,9 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -389,7 +389,12 @@ impl StreamingExec for IntervalJoinExec {
             .iter()
             .map(|(l, _)| l.data_type(&inputs[0]))
             .collect::<Result<Vec<DataType>>>()?;
-        let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
+        let converter = match key_types.as_slice() {
+            [t] if t.is_integer() && *t != DataType::UInt64 => None,
+            _ => Some(RowConverter::new(
+                key_types.iter().cloned().map(SortField::new).collect(),
+            )?),
+        };
         let metrics = MetricBuilder::new(&self.metrics);
         let mut stream = IntervalJoinStream {
             inputs: TwoInputs::new(left, right),
@@ -422,32 +427,61 @@ impl StreamingExec for IntervalJoinExec {
     }
 }
 
+/// Encoded join keys of a batch: one integer key as is, other keys in arrow's row format.
+enum Keys {
+    Int(Vec<i64>),
+    Rows(Rows),
+}
+
+/// A key, borrowed from [`Keys`].
+#[derive(Clone, Copy)]
+enum KeyRef<'a> {
+    Int(i64),
+    Bytes(&'a [u8]),
+}
+
+impl Keys {
+    fn get(&self, i: usize) -> KeyRef<'_> {
+        match self {
+            Keys::Int(v) => KeyRef::Int(v[i]),
+            Keys::Rows(rows) => KeyRef::Bytes(rows.row(i).data()),
+        }
+    }
+}
+
+/// No further row in a chain.
+const END: u64 = u64::MAX;
+
+/// A buffered row's address: segment id in the high 32 bits, row in the low 32.
+fn address(segment: u64, row: usize) -> u64 {
+    (segment << 32) | row as u64
+}
+
 /// Rows of one input batch kept in a side's buffer.
 struct Segment {
     id: u64,
     rows: RecordBatch,
-    keys: Rows,
+    keys: Keys,
     times: Vec<i64>,
     matched: Vec<bool>,
+    /// The next older buffered row with the same key (an address), or `END`.
+    next: Vec<u64>,
     /// Row indices by time; `order[..cursor]` are gone.
     order: Vec<u32>,
     cursor: usize,
 }
 
-impl Segment {
-    fn alive(&self) -> impl Iterator<Item = u32> + '_ {
-        self.order[self.cursor..].iter().copied()
-    }
-}
-
-/// The buffered rows of one side, indexed by key (see the module docs).
+/// The buffered rows of one side (see the module docs). Rows with the same key form a chain,
+/// newest first, from the index through `Segment::next`; links only point to older rows, so a
+/// walk stops at the first segment already freed. Rows that are gone but whose segment is not
+/// yet freed are skipped by their time.
 struct SideBuffer {
     segments: VecDeque<Segment>,
     next_id: u64,
-    /// Encoded key -> (segment id, row). Entries of rows that are gone are skipped and
-    /// dropped when the index is rebuilt.
-    index: HashMap<Box<[u8]>, Vec<(u64, u32)>>,
-    entries: usize,
+    /// Key -> newest row with the key (integer keys).
+    ints: HashMap<i64, u64>,
+    /// Key -> newest row with the key (other keys).
+    bytes: HashMap<Box<[u8]>, u64>,
     alive: usize,
     /// Rows at or below this time are gone.
     threshold: i64,
@@ -458,38 +492,65 @@ impl SideBuffer {
         Self {
             segments: VecDeque::new(),
             next_id: 0,
-            index: HashMap::new(),
-            entries: 0,
+            ints: HashMap::new(),
+            bytes: HashMap::new(),
             alive: 0,
             threshold: i64::MIN,
         }
     }
 
-    fn position(&self, id: u64) -> Option<usize> {
-        let first = self.segments.front()?.id;
-        let pos = id.checked_sub(first)? as usize;
-        (pos < self.segments.len()).then_some(pos)
+    fn head(&self, key: KeyRef<'_>) -> u64 {
+        match key {
+            KeyRef::Int(k) => self.ints.get(&k).copied().unwrap_or(END),
+            KeyRef::Bytes(k) => self.bytes.get(k).copied().unwrap_or(END),
+        }
     }
 
-    fn is_alive(&self, id: u64, row: u32) -> Option<usize> {
-        let pos = self.position(id)?;
-        (self.segments[pos].times[row as usize] > self.threshold).then_some(pos)
+    /// Calls `found(segment position, row)` for every buffered row with `key` still in time.
+    fn matches(&self, key: KeyRef<'_>, mut found: impl FnMut(usize, usize)) {
+        let Some(first) = self.segments.front().map(|s| s.id) else {
+            return;
+        };
+        let mut link = self.head(key);
+        while link != END {
+            let segment = link >> 32;
+            if segment < first {
+                break; // this row and all older ones were freed
+            }
+            let pos = (segment - first) as usize;
+            let row = (link & 0xffff_ffff) as usize;
+            let Some(s) = self.segments.get(pos) else {
+                break;
+            };
+            if s.times[row] > self.threshold {
+                found(pos, row);
+            }
+            link = s.next[row];
+        }
+    }
+
+    /// Links row `row` of the segment at `pos` in front of its key's chain.
+    fn link(&mut self, pos: usize, row: usize) {
+        let segment = &self.segments[pos];
+        let me = address(segment.id, row);
+        let head = match segment.keys.get(row) {
+            KeyRef::Int(k) => self.ints.entry(k).or_insert(END),
+            KeyRef::Bytes(k) => match self.bytes.get_mut(k) {
+                Some(head) => head,
+                None => self.bytes.entry(Box::from(k)).or_insert(END),
+            },
+        };
+        let previous = std::mem::replace(head, me);
+        self.segments[pos].next[row] = previous;
     }
 
     /// Adds rows (already checked to be above the threshold and to have non-NULL keys).
-    fn insert(&mut self, rows: RecordBatch, keys: Rows, times: Vec<i64>, matched: Vec<bool>) {
+    fn insert(&mut self, rows: RecordBatch, keys: Keys, times: Vec<i64>, matched: Vec<bool>) {
         let id = self.next_id;
         self.next_id += 1;
         let n = rows.num_rows();
-        for i in 0..n {
-            self.index
-                .entry(Box::from(keys.row(i).as_ref()))
-                .or_default()
-                .push((id, i as u32));
-        }
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by_key(|&i| times[i as usize]);
-        self.entries += n;
         self.alive += n;
         self.segments.push_back(Segment {
             id,
@@ -497,9 +558,14 @@ impl SideBuffer {
             keys,
             times,
             matched,
+            next: vec![END; n],
             order,
             cursor: 0,
         });
+        let pos = self.segments.len() - 1;
+        for row in 0..n {
+            self.link(pos, row);
+        }
     }
 
     /// Raises the threshold; returns the rows that went and never matched, as
@@ -527,7 +593,7 @@ impl SideBuffer {
     }
 
     /// Frees the segments that are gone from the front, and rebuilds the index once most of
-    /// its entries point at rows that are gone.
+    /// its keys only lead to rows that are gone.
     fn compact(&mut self) {
         while self
             .segments
@@ -536,19 +602,28 @@ impl SideBuffer {
         {
             self.segments.pop_front();
         }
-        if self.entries > 2 * self.alive + 4096 {
-            self.index.clear();
-            self.entries = 0;
-            for segment in &self.segments {
-                for row in segment.alive() {
-                    self.index
-                        .entry(Box::from(segment.keys.row(row as usize).as_ref()))
-                        .or_default()
-                        .push((segment.id, row));
-                    self.entries += 1;
+        if self.ints.len() + self.bytes.len() > 2 * self.alive + 4096 {
+            self.ints.clear();
+            self.bytes.clear();
+            for pos in 0..self.segments.len() {
+                let n = self.segments[pos].times.len();
+                for row in 0..n {
+                    self.segments[pos].next[row] = END;
+                    if self.segments[pos].times[row] > self.threshold {
+                        self.link(pos, row);
+                    }
                 }
             }
         }
+    }
+
+    /// The rows still in time of the segment at `pos`.
+    fn alive_rows(&self, pos: usize) -> impl Iterator<Item = u32> + '_ {
+        let s = &self.segments[pos];
+        s.order[s.cursor..]
+            .iter()
+            .copied()
+            .filter(|&r| s.times[r as usize] > self.threshold)
     }
 }
 
@@ -562,7 +637,8 @@ struct IntervalJoinStream {
     bound: TimeBound,
     /// Key types (the left's; right keys are cast to them).
     key_types: Vec<DataType>,
-    converter: RowConverter,
+    /// `None` for one integer key (used as is).
+    converter: Option<RowConverter>,
     buffers: [SideBuffer; 2],
     emitted: i64,
     pending: VecDeque<StreamMessage>,
@@ -611,7 +687,7 @@ impl IntervalJoinStream {
     }
 
     /// The encoded join keys of `side` for `rows`, and which rows have no NULL key.
-    fn keys(&self, side: usize, rows: &RecordBatch) -> Result<(Rows, Vec<bool>)> {
+    fn keys(&self, side: usize, rows: &RecordBatch) -> Result<(Keys, Vec<bool>)> {
         let keys = join_keys(&self.on, side, rows)?
             .into_iter()
             .zip(&self.key_types)
@@ -626,7 +702,16 @@ impl IntervalJoinStream {
         let valid = (0..rows.num_rows())
             .map(|i| keys.iter().all(|k| k.is_valid(i)))
             .collect();
-        Ok((self.converter.convert_columns(&keys)?, valid))
+        let encoded = match (&self.converter, keys.as_slice()) {
+            (None, [key]) => {
+                let key = cast(key, &DataType::Int64)?;
+                let key = key.as_primitive::<Int64Type>();
+                Keys::Int(key.values().to_vec())
+            }
+            (Some(converter), _) => Keys::Rows(converter.convert_columns(&keys)?),
+            (None, _) => return internal_err!("interval join: one integer key expected"),
+        };
+        Ok((encoded, valid))
     }
 
     fn emit(&mut self, batch: RecordBatch) {
@@ -676,14 +761,10 @@ impl IntervalJoinStream {
             if !eligible[i] || !valid[i] {
                 continue;
             }
-            if let Some(entries) = other.index.get(keys.row(i).as_ref()) {
-                for &(id, row) in entries {
-                    if let Some(pos) = other.is_alive(id, row) {
-                        mine.push(i as u32);
-                        theirs.push((pos, row as usize));
-                    }
-                }
-            }
+            other.matches(keys.get(i), |pos, row| {
+                mine.push(i as u32);
+                theirs.push((pos, row));
+            });
         }
         let mut matched = vec![false; n];
         if !mine.is_empty() {
@@ -829,11 +910,8 @@ impl IntervalJoinStream {
         };
         let mut batches = Vec::new();
         for (side, buffer) in self.buffers.iter().enumerate() {
-            for segment in &buffer.segments {
-                let alive: UInt32Array = segment
-                    .alive()
-                    .filter(|&r| segment.times[r as usize] > buffer.threshold)
-                    .collect();
+            for (pos, segment) in buffer.segments.iter().enumerate() {
+                let alive: UInt32Array = buffer.alive_rows(pos).collect();
                 if alive.is_empty() {
                     continue;
                 }
