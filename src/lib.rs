@@ -15,7 +15,8 @@
 //! ([`planner::window_aggregate_rule`]). The physical plan is DataFusion's, with Sabot's
 //! operators ([`physical`]) for sources, windows, exchanges and sinks, and a last rule
 //! ([`planner::streaming_rule`]) that swaps stock stateless operators inside a stream for their
-//! streaming twins.
+//! streaming twins, and stock joins for broadcast, window and interval joins
+//! ([`physical::broadcast_join`], [`physical::joins`]).
 //!
 //! ## The control path
 //!

@@ -8,8 +8,8 @@
 //!   rows, indexed by key, only until the other side's watermark proves that no partner can
 //!   come; unmatched rows of an outer side are emitted then.
 //!
-//! Shared here: reading two inputs with barrier alignment ([`inputs`]), the per-side watermark
-//! rule, the checkpoint encoding of buffered rows ([`state`]) and gathering output columns.
+//! Shared here: reading two inputs with barrier alignment (`inputs`), the per-side watermark
+//! rule, the checkpoint encoding of buffered rows (`state`) and gathering output columns.
 //!
 //! Watermarks: each side's is its own input's (a finished input counts as the end of time). An
 //! idle side holds the join back, because a partner row may still come from it; `Idle` is
