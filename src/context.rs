@@ -111,6 +111,34 @@ impl SabotContext {
         Ok(())
     }
 
+    /// Another session over the same catalog: tables, views and functions are shared, settings
+    /// (`SET`) are this session's own, starting from the current ones.
+    pub fn new_session(&self) -> SabotContext {
+        Self {
+            ctx: SessionContext::new_with_state(self.ctx.state()),
+            config: Arc::new(RwLock::new(self.config())),
+        }
+    }
+
+    /// Installs `pg_catalog` (tables and functions Postgres clients query) into this session's
+    /// catalog; sessions made by [`Self::new_session`] afterwards share it.
+    pub fn install_pg_catalog(&self) -> Result<()> {
+        let catalog = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
+        datafusion_pg_catalog::setup_pg_catalog(
+            &self.ctx,
+            &catalog,
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| *e)
+    }
+
     /// The underlying DataFusion session.
     pub fn session_context(&self) -> &SessionContext {
         &self.ctx

@@ -85,6 +85,7 @@ pub mod context;
 pub mod physical;
 pub mod planner;
 pub mod runtime;
+pub mod server;
 pub mod state;
 
 pub use config::SabotConfig;

@@ -37,6 +37,21 @@ enum Command {
         #[arg(long)]
         state_dir: Option<String>,
     },
+    /// Serve SQL over the Postgres wire protocol (psql, JDBC, psycopg, tokio-postgres).
+    Serve {
+        /// Address to listen on (port 0: any free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        listen: String,
+        /// Parallel tasks per source and keyed operator for new sessions (default: CPU cores).
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// Barrier interval of jobs, such as `10s`; `0` disables barriers.
+        #[arg(long)]
+        checkpoint_interval: Option<String>,
+        /// Checkpoint jobs into this directory.
+        #[arg(long)]
+        state_dir: Option<String>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -142,6 +157,12 @@ fn main() -> ExitCode {
                 checkpoint_interval,
                 state_dir,
             } => run(file, format, parallelism, checkpoint_interval, state_dir).await,
+            Command::Serve {
+                listen,
+                parallelism,
+                checkpoint_interval,
+                state_dir,
+            } => serve(listen, parallelism, checkpoint_interval, state_dir).await,
             Command::Bench {
                 suite:
                     BenchSuite::Nexmark {
@@ -217,6 +238,58 @@ fn main() -> ExitCode {
     })
 }
 
+/// Settings from the command line.
+fn config_from(
+    parallelism: Option<usize>,
+    checkpoint_interval: Option<String>,
+    state_dir: Option<String>,
+) -> Result<SabotConfig, String> {
+    let mut config = SabotConfig::default();
+    if let Some(p) = parallelism {
+        Setting::Parallelism
+            .apply(&mut config, &p.to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(interval) = checkpoint_interval {
+        Setting::CheckpointInterval
+            .apply(&mut config, &interval)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(dir) = state_dir {
+        config.state_dir = Some(dir);
+    }
+    Ok(config)
+}
+
+async fn serve(
+    listen: String,
+    parallelism: Option<usize>,
+    checkpoint_interval: Option<String>,
+    state_dir: Option<String>,
+) -> ExitCode {
+    let config = match config_from(parallelism, checkpoint_interval, state_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = match listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("error: --listen must be an address such as 127.0.0.1:5433, got '{listen}'");
+            return ExitCode::FAILURE;
+        }
+    };
+    match sabot::server::serve(sabot::server::ServeOptions { listen, config }).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(
     file: String,
     format: OutputFormat,
@@ -240,22 +313,13 @@ async fn run(
             }
         }
     };
-    let mut config = SabotConfig::default();
-    if let Some(p) = parallelism
-        && let Err(e) = Setting::Parallelism.apply(&mut config, &p.to_string())
-    {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    if let Some(interval) = checkpoint_interval
-        && let Err(e) = Setting::CheckpointInterval.apply(&mut config, &interval)
-    {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    if let Some(dir) = state_dir {
-        config.state_dir = Some(dir);
-    }
+    let config = match config_from(parallelism, checkpoint_interval, state_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ctx = sabot::session_context(config);
     let current: CurrentJob = Arc::new(Mutex::new(None));
     let progress = tokio::spawn(report_progress(Arc::clone(&current)));

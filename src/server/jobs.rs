@@ -1,0 +1,201 @@
+//! Continuous jobs started by `INSERT INTO ... SELECT` over the wire: they run in the
+//! background, and `SHOW JOBS` / `CANCEL JOB n` see every session's jobs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, exec_err};
+use datafusion::dataframe::DataFrame;
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::coordinator::CheckpointConfig;
+use crate::cli::run::fingerprint;
+use crate::config::SabotConfig;
+use crate::physical::message::format_watermark;
+use crate::runtime::job::{JobOptions, Started, start_job};
+use crate::runtime::job_context::JobContext;
+
+/// Where a job is.
+#[derive(Debug, Clone)]
+enum JobState {
+    Running,
+    Finished,
+    Failed(String),
+    Canceled,
+}
+
+struct Job {
+    sql: String,
+    state: Arc<Mutex<JobState>>,
+    context: Option<Arc<JobContext>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Every job of the server.
+#[derive(Default)]
+pub struct Jobs {
+    jobs: Mutex<BTreeMap<u64, Job>>,
+}
+
+impl Jobs {
+    /// Starts `df` (an INSERT) as a background job; returns its id.
+    pub async fn start(&self, sql: &str, df: DataFrame, config: &SabotConfig) -> Result<u64> {
+        let id = {
+            let jobs = self.lock()?;
+            jobs.keys().next_back().map_or(1, |k| k + 1)
+        };
+        let checkpoints = config.state_dir.as_ref().map(|dir| {
+            let checkpoint = CheckpointConfig {
+                location: format!("{}/jobs/job-{id}", dir.trim_end_matches('/')),
+                retained: config.checkpoint_retained,
+                timeout: config.checkpoint_timeout,
+            };
+            (checkpoint, fingerprint(sql))
+        });
+        let options = JobOptions {
+            checkpoint_interval: config.checkpoint_interval,
+            checkpoints,
+        };
+        let state = Arc::new(Mutex::new(JobState::Running));
+        let (context, task) = match start_job(df, options).await? {
+            Started::Running(mut job) => {
+                let context = Arc::clone(&job.context);
+                let state = Arc::clone(&state);
+                let task = tokio::spawn(async move {
+                    let mut result = Ok(());
+                    while let Some(batch) = job.stream.next().await {
+                        if let Err(e) = batch {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    if let Ok(mut s) = state.lock() {
+                        *s = match result {
+                            Ok(()) => JobState::Finished,
+                            Err(e) => {
+                                log::warn!("job {id} failed: {e}");
+                                JobState::Failed(e.strip_backtrace())
+                            }
+                        };
+                    }
+                });
+                (Some(context), Some(task))
+            }
+            Started::AlreadyFinished(_) => {
+                if let Ok(mut s) = state.lock() {
+                    *s = JobState::Finished;
+                }
+                (None, None)
+            }
+        };
+        self.lock()?.insert(
+            id,
+            Job {
+                sql: sql.trim().to_string(),
+                state,
+                context,
+                task,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Stops job `id`.
+    pub fn cancel(&self, id: u64) -> Result<()> {
+        let jobs = self.lock()?;
+        let Some(job) = jobs.get(&id) else {
+            return exec_err!("there is no job {id}; SHOW JOBS lists them");
+        };
+        let mut state = job.state.lock().map_err(poisoned)?;
+        if matches!(*state, JobState::Running) {
+            if let Some(task) = &job.task {
+                task.abort();
+            }
+            *state = JobState::Canceled;
+        }
+        Ok(())
+    }
+
+    /// True if job `id` exists.
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().map(|j| j.contains_key(&id)).unwrap_or(false)
+    }
+
+    /// `SHOW JOBS`: id, SQL, state, events in, late rows, watermark, last checkpoint.
+    pub fn table(&self) -> Result<RecordBatch> {
+        let jobs = self.lock()?;
+        let mut ids = Vec::new();
+        let mut sqls = Vec::new();
+        let mut states = Vec::new();
+        let mut events = Vec::new();
+        let mut late = Vec::new();
+        let mut watermarks = Vec::new();
+        let mut checkpoints = Vec::new();
+        for (id, job) in jobs.iter() {
+            ids.push(*id as i64);
+            sqls.push(job.sql.clone());
+            states.push(match &*job.state.lock().map_err(poisoned)? {
+                JobState::Running => "running".to_string(),
+                JobState::Finished => "finished".to_string(),
+                JobState::Canceled => "canceled".to_string(),
+                JobState::Failed(e) => format!("failed: {e}"),
+            });
+            match &job.context {
+                Some(c) => {
+                    events.push(c.stats.events_in());
+                    late.push(c.stats.late_rows());
+                    watermarks.push(format_watermark(c.stats.watermark()));
+                    checkpoints.push(c.completed_epoch());
+                }
+                None => {
+                    events.push(0);
+                    late.push(0);
+                    watermarks.push(String::new());
+                    checkpoints.push(0);
+                }
+            }
+        }
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("sql", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("events_in", DataType::UInt64, false),
+            Field::new("late_rows", DataType::UInt64, false),
+            Field::new("watermark", DataType::Utf8, false),
+            Field::new("last_checkpoint", DataType::UInt64, false),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(sqls)),
+            Arc::new(StringArray::from(states)),
+            Arc::new(UInt64Array::from(events)),
+            Arc::new(UInt64Array::from(late)),
+            Arc::new(StringArray::from(watermarks)),
+            Arc::new(UInt64Array::from(checkpoints)),
+        ];
+        Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    }
+
+    /// Stops every running job (server shutdown).
+    pub fn stop_all(&self) {
+        if let Ok(jobs) = self.lock() {
+            for job in jobs.values() {
+                if let Some(task) = &job.task {
+                    task.abort();
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<u64, Job>>> {
+        self.jobs.lock().map_err(poisoned)
+    }
+}
+
+fn poisoned<T>(_: T) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Internal("job registry lock poisoned".into())
+}

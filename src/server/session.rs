@@ -1,0 +1,673 @@
+//! One client connection: its own session (settings) over the server's shared catalog.
+//!
+//! Simple queries run statement by statement. Query rows are written and flushed batch by
+//! batch, so a `SELECT` over a stream shows windows as they close, and a CancelRequest (psql's
+//! Ctrl-C) stops the query wherever it is. `INSERT INTO ... SELECT` starts a background job and
+//! returns at once, naming the job in a NOTICE. Extended-protocol statements are planned at
+//! Parse (with `$n` parameters typed by DataFusion) and bound at Execute.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::RowDescription;
+use pgwire::types::format::FormatOptions;
+
+use super::Server;
+use super::errors::{FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT, to_pg, user_error};
+use crate::config::Setting;
+use crate::context::SabotContext;
+use crate::planner::script::split_statements;
+use crate::planner::statement::{StatementKind, classify};
+
+/// What the server answers itself, before the engine sees the statement.
+#[derive(Debug, Clone, PartialEq)]
+enum Command {
+    ShowJobs,
+    CancelJob(u64),
+    /// BEGIN / COMMIT / ROLLBACK: accepted and ignored (no transactions), with this tag.
+    Transaction(&'static str),
+    /// `SHOW <Sabot setting>`.
+    ShowSetting(Setting),
+    /// `SHOW <anything else>`: DataFusion's `SHOW` of the name, or an empty answer.
+    Show(String),
+}
+
+fn command(sql: &str) -> Option<Command> {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["SHOW", "JOBS"] => Some(Command::ShowJobs),
+        ["CANCEL", "JOB", n] => n.parse().ok().map(Command::CancelJob),
+        ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Some(Command::Transaction("BEGIN")),
+        ["COMMIT", ..] | ["END", ..] => Some(Command::Transaction("COMMIT")),
+        ["ROLLBACK", ..] | ["ABORT", ..] => Some(Command::Transaction("ROLLBACK")),
+        ["SHOW", "TABLES"] | ["SHOW", "COLUMNS", ..] | ["SHOW", "ALL"] => None,
+        ["SHOW", name] => {
+            let name = name
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_ascii_lowercase();
+            match Setting::from_key(&name) {
+                Some(setting) => Some(Command::ShowSetting(setting)),
+                None if name.starts_with("datafusion.") => None,
+                None => Some(Command::Show(name)),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The command tag of a statement that returns no rows: the verb and, for CREATE / DROP /
+/// ALTER, the kind of object (`CREATE TABLE`, `DROP VIEW`, `CREATE MATERIALIZED VIEW`).
+fn tag_of(sql: &str) -> Tag {
+    const SKIP: [&str; 6] = [
+        "OR",
+        "REPLACE",
+        "TEMPORARY",
+        "TEMP",
+        "EXTERNAL",
+        "UNBOUNDED",
+    ];
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .take(8)
+        .collect();
+    let Some(verb) = words.first() else {
+        return Tag::new("");
+    };
+    if !matches!(verb.as_str(), "CREATE" | "DROP" | "ALTER") {
+        return Tag::new(verb);
+    }
+    let mut object: Vec<&str> = words[1..]
+        .iter()
+        .map(String::as_str)
+        .skip_while(|w| SKIP.contains(w))
+        .take(1)
+        .collect();
+    if object == ["MATERIALIZED"] {
+        object.push("VIEW");
+    }
+    Tag::new(
+        &std::iter::once(verb.as_str())
+            .chain(object)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Catalog queries of psql and drivers go through the pg_catalog compatibility rewrites;
+/// everything else reaches the engine as written.
+fn catalog_rewrite(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    let catalog = [
+        "pg_",
+        "::reg",
+        "current_schema",
+        "current_database",
+        "version()",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
+    if !catalog {
+        return sql.to_string();
+    }
+    let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+    match parser.parse(sql) {
+        Ok(statements) if statements.len() == 1 => statements[0].to_string(),
+        _ => sql.to_string(),
+    }
+}
+
+/// The handlers of one connection.
+pub struct Session {
+    server: Arc<Server>,
+    ctx: SabotContext,
+    parser: Arc<SessionParser>,
+}
+
+impl Session {
+    pub fn new(server: Arc<Server>) -> Self {
+        let ctx = server.base.new_session();
+        let parser = Arc::new(SessionParser { ctx: ctx.clone() });
+        Self {
+            server,
+            ctx,
+            parser,
+        }
+    }
+
+    /// A statement that returns no rows: run it to completion.
+    async fn run_other(&self, df: DataFrame) -> PgWireResult<()> {
+        df.collect().await.map_err(to_pg)?;
+        Ok(())
+    }
+
+    /// `INSERT INTO ... SELECT`: a background job.
+    async fn start_job<C>(&self, client: &mut C, sql: &str, df: DataFrame) -> PgWireResult<Tag>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let id = self
+            .server
+            .jobs
+            .start(sql, df, &self.ctx.config())
+            .await
+            .map_err(to_pg)?;
+        let notice = ErrorInfo::new(
+            "NOTICE".to_string(),
+            "00000".to_string(),
+            format!("job {id} started; SHOW JOBS shows its progress, CANCEL JOB {id} stops it"),
+        );
+        client
+            .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+            .await?;
+        Ok(Tag::new("INSERT").with_oid(0).with_rows(0))
+    }
+
+    /// Answers a server command with rows or a tag.
+    async fn answer(&self, command: Command) -> PgWireResult<Answer> {
+        Ok(match command {
+            Command::ShowJobs => Answer::Rows(self.server.jobs.table().map_err(to_pg)?),
+            Command::CancelJob(id) => {
+                if !self.server.jobs.contains(id) {
+                    return Err(user_error(
+                        UNDEFINED_OBJECT,
+                        format!("there is no job {id}; SHOW JOBS lists the jobs"),
+                    ));
+                }
+                self.server.jobs.cancel(id).map_err(to_pg)?;
+                Answer::Tag(Tag::new("CANCEL JOB"))
+            }
+            Command::Transaction(tag) => Answer::Tag(Tag::new(tag)),
+            Command::ShowSetting(setting) => {
+                let value = setting.show(&self.ctx.config());
+                Answer::Rows(one_value(setting.key(), &value))
+            }
+            Command::Show(name) => {
+                let value = match name.as_str() {
+                    "server_version" => "16.6 (Sabot)".to_string(),
+                    "transaction_isolation" | "transaction isolation level" => {
+                        "read committed".to_string()
+                    }
+                    "standard_conforming_strings" => "on".to_string(),
+                    "client_encoding" | "server_encoding" => "UTF8".to_string(),
+                    "datestyle" => "ISO, MDY".to_string(),
+                    "timezone" | "time zone" => "UTC".to_string(),
+                    _ => {
+                        return Err(user_error(
+                            FEATURE_NOT_SUPPORTED,
+                            format!(
+                                "unknown setting '{name}'; SHOW knows Sabot's settings \
+                                 (parallelism, checkpoint.interval, ...), DataFusion's \
+                                 (datafusion.*), SHOW TABLES and SHOW JOBS"
+                            ),
+                        ));
+                    }
+                };
+                Answer::Rows(one_value(&name, &value))
+            }
+        })
+    }
+
+    /// Runs one statement of a simple query, writing its whole response.
+    async fn run_simple<C>(&self, client: &mut C, sql: &str) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(command) = command(sql) {
+            return match self.answer(command).await? {
+                Answer::Tag(tag) => complete(client, tag).await,
+                Answer::Rows(batch) => {
+                    let df = self
+                        .ctx
+                        .session_context()
+                        .read_batch(batch)
+                        .map_err(to_pg)?;
+                    stream_rows(client, df).await
+                }
+            };
+        }
+        let kind = classify(sql);
+        let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
+        match kind {
+            StatementKind::Query | StatementKind::Describe { .. } => stream_rows(client, df).await,
+            StatementKind::Insert if inserts_values(sql) => {
+                let tag = insert_now(df).await?;
+                complete(client, tag).await
+            }
+            StatementKind::Insert => {
+                let tag = self.start_job(client, sql, df).await?;
+                complete(client, tag).await
+            }
+            _ => {
+                self.run_other(df).await?;
+                complete(client, tag_of(sql)).await
+            }
+        }
+    }
+}
+
+/// `INSERT INTO t VALUES ...` runs at once (a job is for `INSERT INTO ... SELECT`).
+fn inserts_values(sql: &str) -> bool {
+    let upper = sql.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split_whitespace().collect();
+    let values = words
+        .iter()
+        .position(|w| *w == "VALUES" || w.starts_with("VALUES("));
+    let select = words.iter().position(|w| *w == "SELECT" || *w == "WITH");
+    match (values, select) {
+        (Some(_), None) => true,
+        (Some(v), Some(s)) => v < s,
+        _ => false,
+    }
+}
+
+/// Runs an INSERT to completion: `INSERT 0 n`.
+async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
+    use datafusion::arrow::array::AsArray;
+    let batches = df.collect().await.map_err(to_pg)?;
+    let rows: u64 = batches
+        .iter()
+        .filter(|b| b.num_columns() > 0)
+        .filter_map(|b| {
+            b.column(0)
+                .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
+                .map(|c| c.values().iter().sum::<u64>())
+        })
+        .sum();
+    Ok(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
+}
+
+/// What a server command answers.
+enum Answer {
+    Tag(Tag),
+    Rows(RecordBatch),
+}
+
+/// A one-row, one-column text result.
+fn one_value(name: &str, value: &str) -> RecordBatch {
+    let schema =
+        datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            name,
+            DataType::Utf8,
+            false,
+        )]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
+            value.to_string(),
+        ]))],
+    )
+    .unwrap_or_else(|_| {
+        RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))
+    })
+}
+
+async fn complete<C>(client: &mut C, tag: Tag) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    client
+        .send(PgWireBackendMessage::CommandComplete(tag.into()))
+        .await?;
+    Ok(())
+}
+
+/// A query's rows as a pgwire response (extended protocol), errors with their SQLSTATEs.
+async fn encode_dataframe(
+    df: DataFrame,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<pgwire::api::results::QueryResponse> {
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        df.schema().as_arrow(),
+        format,
+        options,
+    )?);
+    let batches = df.execute_stream().await.map_err(to_pg)?;
+    let row_fields = Arc::clone(&fields);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<
+                dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync,
+            > = match batch {
+                Ok(batch) => encode_recordbatch(Arc::clone(&row_fields), batch),
+                Err(e) => Box::new(std::iter::once(Err(to_pg(e)))),
+            };
+            futures::stream::iter(rows)
+        })
+        .flatten();
+    Ok(pgwire::api::results::QueryResponse::new(fields, rows))
+}
+
+/// Writes a query's rows as they come (text format), flushing after every batch.
+async fn stream_rows<C>(client: &mut C, df: DataFrame) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        df.schema().as_arrow(),
+        &Format::UnifiedText,
+        Some(options),
+    )?);
+    let description = RowDescription::new(fields.iter().map(Into::into).collect());
+    client
+        .send(PgWireBackendMessage::RowDescription(description))
+        .await?;
+    let mut batches = df.execute_stream().await.map_err(to_pg)?;
+    let mut rows = 0usize;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(to_pg)?;
+        for row in encode_recordbatch(Arc::clone(&fields), batch) {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            rows += 1;
+        }
+        client.flush().await?;
+    }
+    complete(client, Tag::new("SELECT").with_rows(rows)).await
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Session {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = split_statements(query).map_err(to_pg)?;
+        for statement in statements {
+            self.run_simple(client, &statement.sql).await?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// A statement of the extended protocol: its SQL, and the plan of a query (with `$n`
+/// parameters unbound).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    sql: String,
+    plan: Option<LogicalPlan>,
+}
+
+/// Plans queries at Parse time.
+pub struct SessionParser {
+    ctx: SabotContext,
+}
+
+/// The types of `CAST($n AS type)` in `plan`: the type of a parameter DataFusion could not
+/// infer otherwise.
+fn cast_parameter_types(plan: &LogicalPlan) -> std::collections::HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut found = std::collections::HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    found
+                        .entry(p.id.clone())
+                        .or_insert_with(|| field.data_type().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
+/// `$1, $2, ...` of `plan` in order, with the types DataFusion inferred.
+fn parameters(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let mut types = plan.get_parameter_types().map_err(to_pg)?;
+    for (id, t) in cast_parameter_types(plan) {
+        let slot = types.entry(id).or_insert(None);
+        if slot.is_none() {
+            *slot = Some(t);
+        }
+    }
+    let mut numbered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(name, t)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, t))
+        })
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    Ok(numbered.into_iter().map(|(_, t)| t).collect())
+}
+
+fn wire_types(plan: &LogicalPlan) -> PgWireResult<Vec<Type>> {
+    parameters(plan)?
+        .iter()
+        .map(|t| match t {
+            Some(t) => into_pg_type(t),
+            None => Ok(Type::UNKNOWN),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl QueryParser for SessionParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let sql = sql.trim().trim_end_matches(';').to_string();
+        if sql.is_empty() {
+            return Ok(None);
+        }
+        let plan = if command(&sql).is_none() && classify(&sql) == StatementKind::Query {
+            let df = self.ctx.sql(&catalog_rewrite(&sql)).await.map_err(to_pg)?;
+            Some(df.logical_plan().clone())
+        } else {
+            None
+        };
+        Ok(Some(Prepared { sql, plan }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        match &stmt.plan {
+            Some(plan) => wire_types(plan),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.plan {
+            Some(plan) => arrow_schema_to_pg_fields(
+                plan.schema().as_arrow(),
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            None => match command(&stmt.sql) {
+                Some(Command::ShowJobs) => {
+                    let batch = super::jobs::Jobs::default().table().map_err(to_pg)?;
+                    arrow_schema_to_pg_fields(
+                        &batch.schema(),
+                        column_format.unwrap_or(&Format::UnifiedText),
+                        None,
+                    )
+                }
+                Some(Command::ShowSetting(s)) => arrow_schema_to_pg_fields(
+                    &one_value(s.key(), "").schema(),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                ),
+                _ => Ok(Vec::new()),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Session {
+    type Statement = Prepared;
+    type QueryParser = SessionParser;
+
+    fn query_parser(&self) -> Arc<SessionParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        if let Some(plan) = &prepared.plan {
+            let inferred = parameters(plan)?;
+            let inferred_refs: Vec<Option<&DataType>> =
+                inferred.iter().map(Option::as_ref).collect();
+            let wire = wire_types(plan)?;
+            let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+            let values =
+                deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
+            let plan = plan
+                .clone()
+                .replace_params_with_values(&values)
+                .map_err(to_pg)?;
+            let df = self
+                .ctx
+                .session_context()
+                .execute_logical_plan(plan)
+                .await
+                .map_err(to_pg)?;
+            let response =
+                encode_dataframe(df, &portal.result_column_format, Some(options)).await?;
+            return Ok(Response::Query(response));
+        }
+        let sql = prepared.sql.as_str();
+        if let Some(command) = command(sql) {
+            return match self.answer(command).await? {
+                Answer::Tag(tag) => Ok(Response::Execution(tag)),
+                Answer::Rows(batch) => {
+                    let df = self
+                        .ctx
+                        .session_context()
+                        .read_batch(batch)
+                        .map_err(to_pg)?;
+                    Ok(Response::Query(
+                        encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
+                    ))
+                }
+            };
+        }
+        let kind = classify(sql);
+        let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
+        match kind {
+            StatementKind::Insert if inserts_values(sql) => {
+                Ok(Response::Execution(insert_now(df).await?))
+            }
+            StatementKind::Insert => {
+                Ok(Response::Execution(self.start_job(client, sql, df).await?))
+            }
+            StatementKind::Query | StatementKind::Describe { .. } => Ok(Response::Query(
+                encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
+            )),
+            _ => {
+                self.run_other(df).await?;
+                Ok(Response::Execution(tag_of(sql)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_commands() {
+        assert_eq!(command("show jobs;"), Some(Command::ShowJobs));
+        assert_eq!(command("CANCEL JOB 12"), Some(Command::CancelJob(12)));
+        assert_eq!(command("CANCEL JOB x"), None);
+        assert_eq!(command("begin"), Some(Command::Transaction("BEGIN")));
+        assert_eq!(
+            command("SHOW parallelism"),
+            Some(Command::ShowSetting(Setting::Parallelism))
+        );
+        assert_eq!(command("SHOW TABLES"), None);
+        assert_eq!(command("SHOW datafusion.execution.batch_size"), None);
+        assert_eq!(command("SELECT 1"), None);
+    }
+
+    #[test]
+    fn values_inserts_run_at_once() {
+        assert!(inserts_values("INSERT INTO t VALUES (1), (2)"));
+        assert!(inserts_values("insert into t values(1)"));
+        assert!(!inserts_values("INSERT INTO t SELECT * FROM s"));
+        assert!(!inserts_values(
+            "INSERT INTO t SELECT * FROM (VALUES (1)) v"
+        ));
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag_of("CREATE TABLE t (a INT)"), Tag::new("CREATE TABLE"));
+        assert_eq!(
+            tag_of("create or replace view v as select 1"),
+            Tag::new("CREATE VIEW")
+        );
+        assert_eq!(tag_of("DROP TABLE t"), Tag::new("DROP TABLE"));
+        assert_eq!(tag_of("SET 'parallelism' = '2'"), Tag::new("SET"));
+        assert_eq!(
+            tag_of("CREATE MATERIALIZED VIEW m AS SELECT 1"),
+            Tag::new("CREATE MATERIALIZED VIEW")
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! `sabot serve` through real Postgres clients: tokio-postgres (simple and extended protocol,
+//! types, errors, cancel, concurrent sessions, jobs) against a server on an ephemeral loopback
+//! port, and raw sockets sending broken frames.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sabot::SabotConfig;
+use sabot::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// A server on a free loopback port; stops when the returned sender is dropped.
+async fn start() -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let config = SabotConfig {
+        parallelism: 2,
+        checkpoint_interval: None,
+        ..SabotConfig::default()
+    };
+    let server = Server::new(config).expect("server");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    (port, stop)
+}
+
+async fn connect(port: u16) -> Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=sabot dbname=sabot"),
+        NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// The rows of a simple query as text cells.
+async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_and_extended_queries_with_every_type() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT, name VARCHAR, price DOUBLE, ts TIMESTAMP(3));
+             INSERT INTO t VALUES (1, 'a', 1.5, TIMESTAMP '2024-01-01 00:00:01'),
+                                  (2, 'b', 2.5, TIMESTAMP '2024-01-01 00:00:02')",
+        )
+        .await
+        .expect("ddl and insert");
+    // Simple protocol, text format.
+    let rows = simple_rows(&client, "SELECT id, name, price FROM t ORDER BY id").await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("1".into()), Some("a".into()), Some("1.5".into())],
+            vec![Some("2".into()), Some("b".into()), Some("2.5".into())],
+        ]
+    );
+    // Extended protocol with a parameter, binary results.
+    let rows = client
+        .query("SELECT name, price FROM t WHERE id = $1", &[&2i64])
+        .await
+        .expect("parameter query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "b");
+    assert_eq!(rows[0].get::<_, f64>(1), 2.5);
+    // The types of DESIGN.md in binary: bool, int2/4/8, float4/8, numeric, text, bytea, date,
+    // time, timestamp, interval-free set here (intervals have no tokio-postgres type).
+    let row = client
+        .query_one(
+            "SELECT true, CAST(2 AS SMALLINT), CAST(3 AS INT), CAST(4 AS BIGINT), \
+             CAST(1.5 AS REAL), CAST(2.25 AS DOUBLE), 'text', CAST('ab' AS BYTEA), \
+             DATE '2024-01-02', TIMESTAMP '2024-01-02 03:04:05'",
+            &[],
+        )
+        .await
+        .expect("types");
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i16>(1), 2);
+    assert_eq!(row.get::<_, i32>(2), 3);
+    assert_eq!(row.get::<_, i64>(3), 4);
+    assert_eq!(row.get::<_, f32>(4), 1.5);
+    assert_eq!(row.get::<_, f64>(5), 2.25);
+    assert_eq!(row.get::<_, String>(6), "text");
+    assert_eq!(row.get::<_, Vec<u8>>(7), b"ab".to_vec());
+    // The same values in text format through the simple protocol.
+    let rows = simple_rows(
+        &client,
+        "SELECT true, CAST(2 AS SMALLINT), DATE '2024-01-02', TIMESTAMP '2024-01-02 03:04:05'",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("t".into()),
+            Some("2".into()),
+            Some("2024-01-02".into()),
+            Some("2024-01-02 03:04:05.000000".into()),
+        ]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstates_and_the_session_survives() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute("CREATE TABLE t (id BIGINT)")
+        .await
+        .expect("create");
+    let cases = [
+        ("SELEC 1", SqlState::SYNTAX_ERROR),
+        ("SELECT * FROM missing", SqlState::UNDEFINED_TABLE),
+        ("SELECT nope FROM t", SqlState::UNDEFINED_COLUMN),
+        (
+            "SELECT CAST('x' AS INT)",
+            SqlState::INVALID_TEXT_REPRESENTATION,
+        ),
+        ("CANCEL JOB 42", SqlState::UNDEFINED_OBJECT),
+    ];
+    for (sql, state) in cases {
+        let e = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), state.code(), "{sql}: {e}");
+        let e = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(code(&e), state.code(), "{sql} (extended): {e}");
+        // Still usable.
+        assert_eq!(
+            simple_rows(&client, "SELECT 1").await,
+            vec![vec![Some("1".into())]]
+        );
+    }
+}
+
+const BIDS: &str = "CREATE TABLE bid (auction BIGINT, price BIGINT, date_time TIMESTAMP(3), \
+    WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) \
+    WITH ('connector' = 'nexmark', 'nexmark.table.type' = 'bid', 'tps' = '1000', \
+    'throttle' = 'false', 'base-time' = '2024-01-01 00:00:00')";
+
+/// A SELECT over an unbounded stream sends windows as they close and ends at LIMIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_select_ends_at_limit() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    let rows = simple_rows(
+        &client,
+        "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), \
+         INTERVAL '1' SECOND)) GROUP BY window_start, window_end LIMIT 3",
+    )
+    .await;
+    // 1000 events per second of event time, 920 of them bids, in windows from the base time.
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row[1].as_deref(), Some("920"));
+    }
+}
+
+/// A CancelRequest stops a streaming SELECT that would never end; the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_streaming_select() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await.expect("cancel request");
+    });
+    let e = client
+        .simple_query("SELECT auction FROM bid")
+        .await
+        .expect_err("canceled");
+    assert_eq!(code(&e), SqlState::QUERY_CANCELED.code(), "{e}");
+    canceller.await.expect("canceller");
+    assert_eq!(
+        simple_rows(&client, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+}
+
+/// INSERT INTO ... SELECT over a stream starts a job and returns; SHOW JOBS sees it from
+/// another session, and CANCEL JOB stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_starts_a_job_that_show_jobs_and_cancel_job_see() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    client
+        .batch_execute(
+            "CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole')",
+        )
+        .await
+        .expect("sink");
+    let messages = client
+        .simple_query(
+            "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, \
+             DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end",
+        )
+        .await
+        .expect("insert returns at once");
+    assert!(
+        messages
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::CommandComplete(0)))
+    );
+    let other = connect(port).await;
+    let mut events = 0u64;
+    for _ in 0..600 {
+        let jobs = simple_rows(&other, "SHOW JOBS").await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0][0].as_deref(), Some("1"));
+        assert_eq!(jobs[0][2].as_deref(), Some("running"));
+        events = jobs[0][3].as_deref().unwrap_or("0").parse().unwrap_or(0);
+        if events > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(events > 0, "the job reads events");
+    other.simple_query("CANCEL JOB 1").await.expect("cancel");
+    let jobs = simple_rows(&client, "SHOW JOBS").await;
+    assert_eq!(jobs[0][2].as_deref(), Some("canceled"));
+}
+
+/// Tables are shared between sessions; settings are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_share_tables_not_settings() {
+    let (port, _stop) = start().await;
+    let a = connect(port).await;
+    let b = connect(port).await;
+    a.batch_execute("CREATE TABLE shared (x BIGINT); SET 'parallelism' = '1'")
+        .await
+        .expect("a");
+    assert_eq!(
+        simple_rows(&a, "SHOW parallelism").await,
+        vec![vec![Some("1".into())]]
+    );
+    assert_eq!(
+        simple_rows(&b, "SHOW parallelism").await,
+        vec![vec![Some("2".into())]]
+    );
+    assert_eq!(
+        simple_rows(&b, "SELECT COUNT(*) FROM shared").await,
+        vec![vec![Some("0".into())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_sessions() {
+    let (port, _stop) = start().await;
+    let mut tasks = Vec::new();
+    for i in 0..50i64 {
+        tasks.push(tokio::spawn(async move {
+            let client = connect(port).await;
+            let row = client
+                .query_one("SELECT CAST($1 AS BIGINT) * 2", &[&i])
+                .await
+                .expect("query");
+            row.get::<_, i64>(0)
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.expect("task"));
+    }
+    assert_eq!(got, (0..50).map(|i| i * 2).collect::<Vec<i64>>());
+}
+
+/// Broken frames close that connection (or get an error); the server keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_socket_abuse_does_not_stop_the_server() {
+    let (port, _stop) = start().await;
+    let abuse: Vec<Vec<u8>> = vec![
+        // Truncated startup packet: a length with nothing after it.
+        vec![0, 0, 0, 40],
+        // Absurd length.
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0],
+        // Garbage.
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    for bytes in abuse {
+        let mut socket = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let _ = socket.write_all(&bytes).await;
+        let _ = socket.shutdown().await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut sink)).await;
+    }
+    // A proper session after a startup, then an unknown message type, then a disconnect in the
+    // middle of a result.
+    let client = connect(port).await;
+    assert_eq!(
+        simple_rows(&client, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    let mut socket = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    socket.write_all(&startup_packet()).await.expect("startup");
+    let mut buf = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+    socket
+        .write_all(&[b'!', 0, 0, 0, 4])
+        .await
+        .expect("unknown message");
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+    drop(socket);
+    let still = connect(port).await;
+    assert_eq!(
+        simple_rows(&still, "SELECT 2").await,
+        vec![vec![Some("2".into())]]
+    );
+    let _ = Arc::new(());
+}
+
+fn startup_packet() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
+    for s in ["user", "sabot", ""] {
+        body.extend_from_slice(s.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// psql, as a user runs it: `\dt`, `\d table`, a query.
+async fn psql(port: u16, command: &str) -> (bool, String, String) {
+    let command = command.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "sabot",
+                "-d",
+                "sabot",
+            ])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", &command])
+            .output()
+            .expect("psql is installed (scripts/setup installs postgresql-client)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    })
+    .await
+    .expect("psql task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_lists_and_describes_tables_and_streams_a_query() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    client
+        .batch_execute("CREATE TABLE dim (id BIGINT, name VARCHAR)")
+        .await
+        .expect("create dim");
+    let (ok, out, err) = psql(port, "\\dt").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("|bid|"), "{out}");
+    assert!(out.contains("|dim|"), "{out}");
+    let (ok, out, err) = psql(port, "\\d dim").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("id|bigint"), "{out}");
+    assert!(out.contains("name|"), "{out}");
+    let (ok, out, err) = psql(
+        port,
+        "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), \
+         INTERVAL '1' SECOND)) GROUP BY window_start, window_end LIMIT 2",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            "2024-01-01 00:00:00.000000|920",
+            "2024-01-01 00:00:01.000000|920"
+        ]
+    );
+}
+
+/// The binary: `sabot serve --listen 127.0.0.1:0` says where it listens, serves, and stops on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sabot_serve_binary_stops_on_sigterm() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sabot"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let port = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            line.split("listening on 127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok())
+        });
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        port
+    })
+    .await
+    .expect("reader")
+    .expect("the listening address on standard error");
+    let client = connect(port).await;
+    assert_eq!(
+        simple_rows(&client, "SELECT 3").await,
+        vec![vec![Some("3".into())]]
+    );
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("waiter")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
