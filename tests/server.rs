@@ -456,3 +456,58 @@ async fn sabot_serve_binary_stops_on_sigterm() {
         .expect("status");
     assert!(status.success(), "{status}");
 }
+
+/// A materialized view: its job fills a table that ordinary batch SQL (and psql) query while
+/// the job runs; DROP MATERIALIZED VIEW stops the job and removes the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_view_is_queryable_while_its_job_runs() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW per_second AS \
+             SELECT window_start, COUNT(*) AS bids, MAX(price) AS top \
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) \
+             GROUP BY window_start, window_end",
+        )
+        .await
+        .expect("create materialized view");
+    let mut windows = 0;
+    for _ in 0..600 {
+        let rows = simple_rows(
+            &client,
+            "SELECT COUNT(*), MIN(bids), MAX(bids) FROM per_second",
+        )
+        .await;
+        windows = rows[0][0].as_deref().unwrap_or("0").parse().unwrap_or(0);
+        if windows >= 3 {
+            // Every closed one-second window holds 920 bids.
+            assert_eq!(rows[0][1].as_deref(), Some("920"));
+            assert_eq!(rows[0][2].as_deref(), Some("920"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(windows >= 3, "windows in the view: {windows}");
+    let (ok, out, err) = psql(
+        port,
+        "SELECT bids FROM per_second ORDER BY window_start LIMIT 1",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "920");
+    let jobs = simple_rows(&client, "SHOW JOBS").await;
+    assert_eq!(jobs[0][2].as_deref(), Some("running"));
+    client
+        .batch_execute("DROP MATERIALIZED VIEW per_second")
+        .await
+        .expect("drop");
+    let jobs = simple_rows(&client, "SHOW JOBS").await;
+    assert_eq!(jobs[0][2].as_deref(), Some("canceled"));
+    let e = client
+        .simple_query("SELECT * FROM per_second")
+        .await
+        .expect_err("gone");
+    assert_eq!(code(&e), SqlState::UNDEFINED_TABLE.code(), "{e}");
+}

@@ -14,6 +14,10 @@ pub const CONNECTORS: &[(&str, &str)] = &[
         "filesystem",
         "bounded files (json lines, csv) as a source; rolling files as a sink",
     ),
+    (
+        "memory",
+        "rows kept in this process (a streaming INSERT appends, reads see a snapshot)",
+    ),
     ("datagen", "random or sequence rows"),
     ("nexmark", "the Nexmark auction benchmark's events"),
     ("print", "a sink printing every row"),
@@ -34,7 +38,7 @@ type Sides = (
 pub fn build_table(def: TableDefinition) -> Result<ConnectorTable> {
     let def = Arc::new(def);
     let (source, sink): Sides = match def.connector() {
-        None => {
+        None | Some("memory") => {
             let memory = super::memory::build(&def)?;
             (Some(Arc::new(memory.clone())), Some(Arc::new(memory)))
         }

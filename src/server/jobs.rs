@@ -30,6 +30,8 @@ enum JobState {
 
 struct Job {
     sql: String,
+    /// The materialized view the job maintains.
+    view: Option<String>,
     state: Arc<Mutex<JobState>>,
     context: Option<Arc<JobContext>>,
     task: Option<JoinHandle<()>>,
@@ -44,6 +46,55 @@ pub struct Jobs {
 impl Jobs {
     /// Starts `df` (an INSERT) as a background job; returns its id.
     pub async fn start(&self, sql: &str, df: DataFrame, config: &SabotConfig) -> Result<u64> {
+        self.start_with(sql, None, df, config).await
+    }
+
+    /// Starts the job that fills materialized view `view`.
+    pub async fn start_view(
+        &self,
+        sql: &str,
+        view: &str,
+        df: DataFrame,
+        config: &SabotConfig,
+    ) -> Result<u64> {
+        self.start_with(sql, Some(view.to_string()), df, config)
+            .await
+    }
+
+    /// The running job of materialized view `view`.
+    pub fn view_job(&self, view: &str) -> Option<u64> {
+        let jobs = self.lock().ok()?;
+        jobs.iter()
+            .find(|(_, j)| {
+                j.view
+                    .as_deref()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(view))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Forgets that a job maintains `view` (the view was dropped).
+    pub fn forget_view(&self, view: &str) {
+        if let Ok(mut jobs) = self.lock() {
+            for job in jobs.values_mut() {
+                if job
+                    .view
+                    .as_deref()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(view))
+                {
+                    job.view = None;
+                }
+            }
+        }
+    }
+
+    async fn start_with(
+        &self,
+        sql: &str,
+        view: Option<String>,
+        df: DataFrame,
+        config: &SabotConfig,
+    ) -> Result<u64> {
         let id = {
             let jobs = self.lock()?;
             jobs.keys().next_back().map_or(1, |k| k + 1)
@@ -96,6 +147,7 @@ impl Jobs {
             id,
             Job {
                 sql: sql.trim().to_string(),
+                view,
                 state,
                 context,
                 task,

@@ -46,9 +46,51 @@ enum Command {
     ShowSetting(Setting),
     /// `SHOW <anything else>`: DataFusion's `SHOW` of the name, or an empty answer.
     Show(String),
+    /// `CREATE MATERIALIZED VIEW name AS query`.
+    CreateMaterializedView {
+        name: String,
+        query: String,
+    },
+    /// `DROP MATERIALIZED VIEW [IF EXISTS] name`.
+    DropMaterializedView {
+        name: String,
+        if_exists: bool,
+    },
+}
+
+/// `CREATE MATERIALIZED VIEW` and `DROP MATERIALIZED VIEW`, with the query text as written.
+fn materialized_view(sql: &str) -> Option<Command> {
+    static CREATE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    static DROP: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let create = CREATE.get_or_init(|| {
+        regex::Regex::new(r"(?is)^\s*CREATE\s+MATERIALIZED\s+VIEW\s+([^\s(]+)\s+AS\s+(.+?)[\s;]*$")
+            .ok()
+    });
+    let drop = DROP.get_or_init(|| {
+        regex::Regex::new(
+            r"(?is)^\s*DROP\s+MATERIALIZED\s+VIEW\s+(IF\s+EXISTS\s+)?([^\s;]+)[\s;]*$",
+        )
+        .ok()
+    });
+    if let Some(c) = create.as_ref().and_then(|r| r.captures(sql)) {
+        return Some(Command::CreateMaterializedView {
+            name: c[1].to_string(),
+            query: c[2].to_string(),
+        });
+    }
+    if let Some(c) = drop.as_ref().and_then(|r| r.captures(sql)) {
+        return Some(Command::DropMaterializedView {
+            name: c[2].to_string(),
+            if_exists: c.get(1).is_some(),
+        });
+    }
+    None
 }
 
 fn command(sql: &str) -> Option<Command> {
+    if let Some(mv) = materialized_view(sql) {
+        return Some(mv);
+    }
     let words: Vec<String> = sql
         .trim()
         .trim_end_matches(';')
@@ -187,9 +229,114 @@ impl Session {
         Ok(Tag::new("INSERT").with_oid(0).with_rows(0))
     }
 
+    /// `CREATE MATERIALIZED VIEW`: a memory table with the query's columns, filled by a job.
+    async fn create_materialized_view<C>(
+        &self,
+        client: &mut C,
+        name: &str,
+        query: &str,
+    ) -> PgWireResult<Tag>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let df = self.ctx.sql(query).await.map_err(to_pg)?;
+        let columns = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                sql_type(f.data_type())
+                    .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
+                    .ok_or_else(|| {
+                        user_error(
+                            FEATURE_NOT_SUPPORTED,
+                            format!(
+                                "column {} of materialized view {name} has type {}, which a \
+                                 materialized view cannot hold yet; CAST it to a VARCHAR, \
+                                 BIGINT, DOUBLE or TIMESTAMP",
+                                f.name(),
+                                f.data_type()
+                            ),
+                        )
+                    })
+            })
+            .collect::<PgWireResult<Vec<String>>>()?;
+        self.ctx
+            .sql(&format!(
+                "CREATE TABLE {name} ({}) WITH ('connector' = 'memory')",
+                columns.join(", ")
+            ))
+            .await
+            .map_err(to_pg)?
+            .collect()
+            .await
+            .map_err(to_pg)?;
+        let insert = format!("INSERT INTO {name} {query}");
+        let started = async {
+            let df = self.ctx.sql(&insert).await.map_err(to_pg)?;
+            let id = self
+                .server
+                .jobs
+                .start_view(&insert, name, df, &self.ctx.config())
+                .await
+                .map_err(to_pg)?;
+            Ok::<u64, PgWireError>(id)
+        }
+        .await;
+        let id = match started {
+            Ok(id) => id,
+            Err(e) => {
+                // No view without its job.
+                let _ = self.ctx.deregister_table(name);
+                return Err(e);
+            }
+        };
+        let notice = ErrorInfo::new(
+            "NOTICE".to_string(),
+            "00000".to_string(),
+            format!("job {id} maintains materialized view {name}; SELECT from it any time"),
+        );
+        client
+            .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+            .await?;
+        Ok(Tag::new("CREATE MATERIALIZED VIEW"))
+    }
+
+    /// `DROP MATERIALIZED VIEW`: stops its job and drops its table.
+    fn drop_materialized_view(&self, name: &str, if_exists: bool) -> PgWireResult<Tag> {
+        match self.server.jobs.view_job(name) {
+            Some(id) => {
+                self.server.jobs.cancel(id).map_err(to_pg)?;
+                self.server.jobs.forget_view(name);
+                self.ctx.deregister_table(name).map_err(to_pg)?;
+            }
+            None if if_exists => {}
+            None => {
+                return Err(user_error(
+                    super::errors::UNDEFINED_TABLE,
+                    format!("materialized view {name} does not exist"),
+                ));
+            }
+        }
+        Ok(Tag::new("DROP MATERIALIZED VIEW"))
+    }
+
     /// Answers a server command with rows or a tag.
-    async fn answer(&self, command: Command) -> PgWireResult<Answer> {
+    async fn answer<C>(&self, client: &mut C, command: Command) -> PgWireResult<Answer>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         Ok(match command {
+            Command::CreateMaterializedView { name, query } => {
+                Answer::Tag(self.create_materialized_view(client, &name, &query).await?)
+            }
+            Command::DropMaterializedView { name, if_exists } => {
+                Answer::Tag(self.drop_materialized_view(&name, if_exists)?)
+            }
             Command::ShowJobs => Answer::Rows(self.server.jobs.table().map_err(to_pg)?),
             Command::CancelJob(id) => {
                 if !self.server.jobs.contains(id) {
@@ -240,7 +387,7 @@ impl Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(command) = command(sql) {
-            return match self.answer(command).await? {
+            return match self.answer(client, command).await? {
                 Answer::Tag(tag) => complete(client, tag).await,
                 Answer::Rows(batch) => {
                     let df = self
@@ -301,6 +448,37 @@ async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
         })
         .sum();
     Ok(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
+}
+
+/// The SQL type of a materialized view column holding `t`.
+fn sql_type(t: &DataType) -> Option<String> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    Some(match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 | DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => "BIGINT".into(),
+        DataType::UInt64 => "DECIMAL(20, 0)".into(),
+        DataType::Float32 => "REAL".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTEA".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(unit, tz) => {
+            let p = match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond => 6,
+                TimeUnit::Nanosecond => 9,
+            };
+            match tz {
+                Some(_) => format!("TIMESTAMP({p}) WITH TIME ZONE"),
+                None => format!("TIMESTAMP({p})"),
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// What a server command answers.
@@ -593,7 +771,7 @@ impl ExtendedQueryHandler for Session {
         }
         let sql = prepared.sql.as_str();
         if let Some(command) = command(sql) {
-            return match self.answer(command).await? {
+            return match self.answer(client, command).await? {
                 Answer::Tag(tag) => Ok(Response::Execution(tag)),
                 Answer::Rows(batch) => {
                     let df = self
