@@ -74,7 +74,8 @@
 //! # }
 //! ```
 //!
-//! The `sabot` binary runs the same SQL from a script: `sabot run query.sql`.
+//! The `sabot` binary runs the same SQL from a script (`sabot run query.sql`) or serves it over
+//! the Postgres wire protocol to psql and drivers (`sabot serve`, [`server`]).
 
 pub mod catalog;
 pub mod checkpoint;

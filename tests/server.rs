@@ -511,3 +511,98 @@ async fn materialized_view_is_queryable_while_its_job_runs() {
         .expect_err("gone");
     assert_eq!(code(&e), SqlState::UNDEFINED_TABLE.code(), "{e}");
 }
+
+/// Drivers' habits: INSERT with parameters, SHOW and DESCRIBE through the extended protocol,
+/// a statement prepared before its table changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_inserts_shows_and_replans() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute("CREATE TABLE t (id BIGINT, name VARCHAR) WITH ('connector' = 'memory')")
+        .await
+        .expect("create");
+    let insert = client
+        .prepare("INSERT INTO t VALUES ($1, $2)")
+        .await
+        .expect("prepare insert");
+    for (id, name) in [(1i64, "a"), (2, "b")] {
+        let n = client
+            .execute(&insert, &[&id, &name])
+            .await
+            .expect("insert");
+        assert_eq!(n, 1);
+    }
+    let rows = client
+        .query("SELECT name FROM t ORDER BY id", &[])
+        .await
+        .expect("select");
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert!(version.starts_with("16"), "{version}");
+    let parallelism: String = client
+        .query_one("SHOW parallelism", &[])
+        .await
+        .expect("show setting")
+        .get(0);
+    assert_eq!(parallelism, "2");
+    let described = client.query("DESCRIBE t", &[]).await.expect("describe");
+    assert_eq!(described.len(), 2);
+    // Prepared, then the table is replaced: the statement reads the new one.
+    let count = client
+        .prepare("SELECT COUNT(*) FROM t")
+        .await
+        .expect("prepare");
+    client
+        .batch_execute(
+            "DROP TABLE t; CREATE TABLE t (id BIGINT, name VARCHAR) WITH ('connector' = 'memory')",
+        )
+        .await
+        .expect("replace");
+    let n: i64 = client.query_one(&count, &[]).await.expect("count").get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_view_names_and_duplicates_are_checked() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    let view = |name: &str| {
+        format!(
+            "CREATE MATERIALIZED VIEW {name} AS SELECT window_start, COUNT(*) AS n \
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) \
+             GROUP BY window_start, window_end"
+        )
+    };
+    let e = client
+        .simple_query(&view("v--x"))
+        .await
+        .expect_err("bad name");
+    assert_eq!(code(&e), SqlState::SYNTAX_ERROR.code(), "{e}");
+    client.simple_query(&view("v")).await.expect("create");
+    let e = client
+        .simple_query(&view("V"))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(code(&e), SqlState::DUPLICATE_TABLE.code(), "{e}");
+    client
+        .simple_query("DROP MATERIALIZED VIEW v")
+        .await
+        .expect("drop");
+    client
+        .simple_query("DROP MATERIALIZED VIEW IF EXISTS v")
+        .await
+        .expect("drop if exists");
+    client.simple_query(&view("v")).await.expect("create again");
+    let jobs = simple_rows(&client, "SHOW JOBS").await;
+    let states: Vec<Option<&str>> = jobs.iter().map(|j| j[2].as_deref()).collect();
+    assert_eq!(states, vec![Some("canceled"), Some("running")]);
+    let ids: Vec<Option<&str>> = jobs.iter().map(|j| j[0].as_deref()).collect();
+    assert_eq!(ids, vec![Some("1"), Some("2")]);
+}

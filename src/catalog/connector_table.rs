@@ -200,6 +200,7 @@ impl TableProvider for ConnectorTable {
                     .and_then(parse_duration)
                     .unwrap_or(DEFAULT_FUTURE_TOLERANCE);
                 Some(WatermarkStrategy {
+                    column: w.column.clone(),
                     expr: state.create_physical_expr(w.expr.clone(), &full_dfschema)?,
                     display: w.sql.clone(),
                     idle_timeout,

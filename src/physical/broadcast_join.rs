@@ -208,6 +208,32 @@ impl BroadcastJoinExec {
     }
 }
 
+impl BroadcastJoinExec {
+    /// Output positions of the stream's columns `columns` (none for a semi/anti join's table
+    /// side, which has no output columns).
+    pub fn stream_output_columns(
+        &self,
+        columns: std::collections::HashSet<usize>,
+    ) -> std::collections::HashSet<usize> {
+        let offset = match self.kind {
+            BroadcastJoinKind::Semi | BroadcastJoinKind::Anti => 0,
+            _ if self.stream_is_left => 0,
+            _ => self.table.schema().fields().len(),
+        };
+        let shifted: std::collections::HashSet<usize> =
+            columns.into_iter().map(|c| c + offset).collect();
+        match &self.projection {
+            None => shifted,
+            Some(p) => p
+                .iter()
+                .enumerate()
+                .filter(|(_, src)| shifted.contains(src))
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+}
+
 impl DisplayAs for BroadcastJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let on: Vec<String> = self.on.iter().map(|(s, t)| format!("({s}, {t})")).collect();

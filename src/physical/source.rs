@@ -63,6 +63,8 @@ pub struct ComputedColumn {
 /// How a source derives its watermark.
 #[derive(Debug, Clone)]
 pub struct WatermarkStrategy {
+    /// The event-time column (`WATERMARK FOR col`).
+    pub column: String,
     /// `WATERMARK FOR col AS <expr>` over the read + computed columns.
     pub expr: Arc<dyn PhysicalExpr>,
     /// Human-readable form for EXPLAIN.
@@ -158,6 +160,15 @@ impl StreamSourceExec {
     /// True if this source has a watermark definition.
     pub fn has_watermark(&self) -> bool {
         self.watermark.is_some()
+    }
+
+    /// The output column the watermark bounds, if the source has a watermark and outputs it.
+    pub fn event_time_column(&self) -> Option<usize> {
+        let w = self.watermark.as_ref()?;
+        self.schema()
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(&w.column))
     }
 }
 

@@ -40,10 +40,9 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
-use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec};
+use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec, reads_event_time};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
-use crate::physical::source::StreamSourceExec;
 use crate::physical::streaming::is_streaming;
 use crate::physical::window_assign::WindowAssignExec;
 
@@ -142,16 +141,9 @@ fn to_streaming(
     Ok(Transformed::no(node))
 }
 
-/// True if `plan` reads an event-time source (one with a WATERMARK).
-fn has_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<StreamSourceExec>()
-        .is_some_and(|s| s.has_watermark())
-        || plan.children().into_iter().any(has_event_time)
-}
-
 /// A join input: a stream (unbounded, or reading an event-time source) or a table.
 fn is_stream_side(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.boundedness().is_unbounded() || has_event_time(plan)
+    plan.boundedness().is_unbounded() || reads_event_time(plan)
 }
 
 /// A hash join of two streams as a window join or an interval join; `None` if it is neither
@@ -181,13 +173,6 @@ fn stream_join(join: &JoinParts, partitions: usize) -> Result<Option<Arc<dyn Exe
         return Ok(Some(Arc::new(window)));
     }
     if let Some(interval) = IntervalJoinExec::from_parts(join, left, right)? {
-        if !has_event_time(&join.left) || !has_event_time(&join.right) {
-            return plan_err!(
-                "an interval join needs event time on both inputs: declare a WATERMARK on the \
-                 time columns of both tables (CREATE TABLE ... WATERMARK FOR ts AS ts - \
-                 INTERVAL '5' SECOND), or the buffered rows could never be dropped"
-            );
-        }
         return Ok(Some(Arc::new(interval)));
     }
     Ok(None)

@@ -38,12 +38,42 @@ struct Job {
 }
 
 /// Every job of the server.
-#[derive(Default)]
 pub struct Jobs {
     jobs: Mutex<BTreeMap<u64, Job>>,
+    /// The last job id handed out (ids are never reused, not even across restarts: a job's
+    /// checkpoints live under its id).
+    last_id: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl Jobs {
+    /// A registry whose ids continue after the jobs already checkpointed under `state_dir`.
+    pub fn new(state_dir: Option<&str>) -> Self {
+        let last = state_dir
+            .and_then(|dir| std::fs::read_dir(format!("{}/jobs", dir.trim_end_matches('/'))).ok())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_prefix("job-"))
+                            .and_then(|n| n.parse::<u64>().ok())
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        Self {
+            jobs: Mutex::new(BTreeMap::new()),
+            last_id: std::sync::atomic::AtomicU64::new(last),
+        }
+    }
     /// Starts `df` (an INSERT) as a background job; returns its id.
     pub async fn start(&self, sql: &str, df: DataFrame, config: &SabotConfig) -> Result<u64> {
         self.start_with(sql, None, df, config).await
@@ -61,16 +91,15 @@ impl Jobs {
             .await
     }
 
-    /// The running job of materialized view `view`.
-    pub fn view_job(&self, view: &str) -> Option<u64> {
-        let jobs = self.lock().ok()?;
+    /// The jobs that maintain materialized view `view`.
+    pub fn view_jobs(&self, view: &str) -> Vec<u64> {
+        let Ok(jobs) = self.lock() else {
+            return Vec::new();
+        };
         jobs.iter()
-            .find(|(_, j)| {
-                j.view
-                    .as_deref()
-                    .is_some_and(|v| v.eq_ignore_ascii_case(view))
-            })
+            .filter(|(_, j)| j.view.as_deref() == Some(view))
             .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Forgets that a job maintains `view` (the view was dropped).
@@ -95,10 +124,10 @@ impl Jobs {
         df: DataFrame,
         config: &SabotConfig,
     ) -> Result<u64> {
-        let id = {
-            let jobs = self.lock()?;
-            jobs.keys().next_back().map_or(1, |k| k + 1)
-        };
+        let id = self
+            .last_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let checkpoints = config.state_dir.as_ref().map(|dir| {
             let checkpoint = CheckpointConfig {
                 location: format!("{}/jobs/job-{id}", dir.trim_end_matches('/')),
@@ -124,7 +153,9 @@ impl Jobs {
                             break;
                         }
                     }
-                    if let Ok(mut s) = state.lock() {
+                    if let Ok(mut s) = state.lock()
+                        && matches!(*s, JobState::Running)
+                    {
                         *s = match result {
                             Ok(()) => JobState::Finished,
                             Err(e) => {

@@ -84,11 +84,12 @@ impl PgWireServerHandlers for Handlers {
 impl Server {
     /// A server whose sessions start from `config`.
     pub fn new(config: SabotConfig) -> Result<Arc<Self>> {
+        let jobs = jobs::Jobs::new(config.state_dir.as_deref());
         let base = SabotContext::new(config);
         base.install_pg_catalog()?;
         Ok(Arc::new(Self {
             base,
-            jobs: jobs::Jobs::default(),
+            jobs,
             connections: Arc::new(ConnectionManager::new()),
         }))
     }

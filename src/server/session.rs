@@ -74,17 +74,46 @@ fn materialized_view(sql: &str) -> Option<Command> {
     });
     if let Some(c) = create.as_ref().and_then(|r| r.captures(sql)) {
         return Some(Command::CreateMaterializedView {
-            name: c[1].to_string(),
+            name: c[1].to_ascii_lowercase(),
             query: c[2].to_string(),
         });
     }
     if let Some(c) = drop.as_ref().and_then(|r| r.captures(sql)) {
         return Some(Command::DropMaterializedView {
-            name: c[2].to_string(),
+            name: c[2].to_ascii_lowercase(),
             if_exists: c.get(1).is_some(),
         });
     }
     None
+}
+
+/// A plain (unquoted, optionally schema-qualified) identifier: the names a materialized view
+/// may have, since they are written into the SQL of its table and job.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// Drops a half-created materialized view's table unless disarmed (also when the statement is
+/// canceled midway).
+struct ViewCleanup<'a> {
+    ctx: &'a SabotContext,
+    name: &'a str,
+    armed: bool,
+}
+
+impl Drop for ViewCleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.ctx.deregister_table(self.name);
+        }
+    }
 }
 
 fn command(sql: &str) -> Option<Command> {
@@ -241,6 +270,23 @@ impl Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if !is_plain_name(name) {
+            return Err(user_error(
+                super::errors::SYNTAX_ERROR,
+                format!(
+                    "materialized view name {name:?} must be a plain identifier (letters, digits, \
+                     '_', optionally schema.name)"
+                ),
+            ));
+        }
+        if !self.server.jobs.view_jobs(name).is_empty() {
+            return Err(user_error(
+                "42P07",
+                format!(
+                    "materialized view {name} already exists; DROP MATERIALIZED VIEW {name} first"
+                ),
+            ));
+        }
         let df = self.ctx.sql(query).await.map_err(to_pg)?;
         let columns = df
             .schema()
@@ -273,26 +319,21 @@ impl Session {
             .collect()
             .await
             .map_err(to_pg)?;
-        let insert = format!("INSERT INTO {name} {query}");
-        let started = async {
-            let df = self.ctx.sql(&insert).await.map_err(to_pg)?;
-            let id = self
-                .server
-                .jobs
-                .start_view(&insert, name, df, &self.ctx.config())
-                .await
-                .map_err(to_pg)?;
-            Ok::<u64, PgWireError>(id)
-        }
-        .await;
-        let id = match started {
-            Ok(id) => id,
-            Err(e) => {
-                // No view without its job.
-                let _ = self.ctx.deregister_table(name);
-                return Err(e);
-            }
+        // No view without its job.
+        let mut cleanup = ViewCleanup {
+            ctx: &self.ctx,
+            name,
+            armed: true,
         };
+        let insert = format!("INSERT INTO {name} {query}");
+        let df = self.ctx.sql(&insert).await.map_err(to_pg)?;
+        let id = self
+            .server
+            .jobs
+            .start_view(&insert, name, df, &self.ctx.config())
+            .await
+            .map_err(to_pg)?;
+        cleanup.armed = false;
         let notice = ErrorInfo::new(
             "NOTICE".to_string(),
             "00000".to_string(),
@@ -306,20 +347,21 @@ impl Session {
 
     /// `DROP MATERIALIZED VIEW`: stops its job and drops its table.
     fn drop_materialized_view(&self, name: &str, if_exists: bool) -> PgWireResult<Tag> {
-        match self.server.jobs.view_job(name) {
-            Some(id) => {
-                self.server.jobs.cancel(id).map_err(to_pg)?;
-                self.server.jobs.forget_view(name);
-                self.ctx.deregister_table(name).map_err(to_pg)?;
+        let jobs = self.server.jobs.view_jobs(name);
+        if jobs.is_empty() {
+            if if_exists {
+                return Ok(Tag::new("DROP MATERIALIZED VIEW"));
             }
-            None if if_exists => {}
-            None => {
-                return Err(user_error(
-                    super::errors::UNDEFINED_TABLE,
-                    format!("materialized view {name} does not exist"),
-                ));
-            }
+            return Err(user_error(
+                super::errors::UNDEFINED_TABLE,
+                format!("materialized view {name} does not exist"),
+            ));
         }
+        self.ctx.deregister_table(name).map_err(to_pg)?;
+        for id in jobs {
+            self.server.jobs.cancel(id).map_err(to_pg)?;
+        }
+        self.server.jobs.forget_view(name);
         Ok(Tag::new("DROP MATERIALIZED VIEW"))
     }
 
@@ -600,6 +642,17 @@ pub struct Prepared {
     plan: Option<LogicalPlan>,
 }
 
+/// Statements planned at Parse (typed parameters, a result description): queries, DESCRIBE
+/// and `INSERT ... VALUES`. Planning others (DDL, SET) would run them.
+fn plans_at_parse(sql: &str) -> bool {
+    command(sql).is_none()
+        && match classify(sql) {
+            StatementKind::Query | StatementKind::Describe { .. } => true,
+            StatementKind::Insert => inserts_values(sql),
+            _ => false,
+        }
+}
+
 /// Plans queries at Parse time.
 pub struct SessionParser {
     ctx: SabotContext,
@@ -650,6 +703,32 @@ fn parameters(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
     Ok(numbered.into_iter().map(|(_, t)| t).collect())
 }
 
+/// Parameter values in the types the plan expects (a VARCHAR column is `Utf8View`; the wire
+/// gives `Utf8`).
+fn cast_parameters(
+    values: datafusion::common::ParamValues,
+    types: &[Option<DataType>],
+) -> datafusion::error::Result<datafusion::common::ParamValues> {
+    use datafusion::common::ParamValues;
+    Ok(match values {
+        ParamValues::List(list) => ParamValues::List(
+            list.into_iter()
+                .enumerate()
+                .map(|(i, mut v)| {
+                    if let Some(Some(t)) = types.get(i)
+                        && v.value.data_type() != *t
+                        && !v.value.is_null()
+                    {
+                        v.value = v.value.cast_to(t)?;
+                    }
+                    Ok(v)
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?,
+        ),
+        other => other,
+    })
+}
+
 fn wire_types(plan: &LogicalPlan) -> PgWireResult<Vec<Type>> {
     parameters(plan)?
         .iter()
@@ -677,7 +756,7 @@ impl QueryParser for SessionParser {
         if sql.is_empty() {
             return Ok(None);
         }
-        let plan = if command(&sql).is_none() && classify(&sql) == StatementKind::Query {
+        let plan = if plans_at_parse(&sql) {
             let df = self.ctx.sql(&catalog_rewrite(&sql)).await.map_err(to_pg)?;
             Some(df.logical_plan().clone())
         } else {
@@ -699,6 +778,7 @@ impl QueryParser for SessionParser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match &stmt.plan {
+            Some(LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) => Ok(Vec::new()),
             Some(plan) => arrow_schema_to_pg_fields(
                 plan.schema().as_arrow(),
                 column_format.unwrap_or(&Format::UnifiedText),
@@ -715,6 +795,11 @@ impl QueryParser for SessionParser {
                 }
                 Some(Command::ShowSetting(s)) => arrow_schema_to_pg_fields(
                     &one_value(s.key(), "").schema(),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                ),
+                Some(Command::Show(name)) => arrow_schema_to_pg_fields(
+                    &one_value(&name, "").schema(),
                     column_format.unwrap_or(&Format::UnifiedText),
                     None,
                 ),
@@ -747,7 +832,14 @@ impl ExtendedQueryHandler for Session {
     {
         let prepared = &portal.statement.statement;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        if let Some(plan) = &prepared.plan {
+        if prepared.plan.is_some() {
+            // Planned again from the SQL: a cached statement sees the tables of now.
+            let fresh = self
+                .ctx
+                .sql(&catalog_rewrite(&prepared.sql))
+                .await
+                .map_err(to_pg)?;
+            let plan = fresh.logical_plan();
             let inferred = parameters(plan)?;
             let inferred_refs: Vec<Option<&DataType>> =
                 inferred.iter().map(Option::as_ref).collect();
@@ -755,6 +847,7 @@ impl ExtendedQueryHandler for Session {
             let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
             let values =
                 deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
+            let values = cast_parameters(values, &inferred).map_err(to_pg)?;
             let plan = plan
                 .clone()
                 .replace_params_with_values(&values)
@@ -765,6 +858,9 @@ impl ExtendedQueryHandler for Session {
                 .execute_logical_plan(plan)
                 .await
                 .map_err(to_pg)?;
+            if classify(&prepared.sql) == StatementKind::Insert {
+                return Ok(Response::Execution(insert_now(df).await?));
+            }
             let response =
                 encode_dataframe(df, &portal.result_column_format, Some(options)).await?;
             return Ok(Response::Query(response));

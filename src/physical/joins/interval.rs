@@ -230,6 +230,33 @@ impl IntervalJoinExec {
         let Some(bound) = TimeBound::of_filter(filter) else {
             return Ok(None);
         };
+        if join.null_equality == datafusion::common::NullEquality::NullEqualsNull {
+            return datafusion::common::plan_err!(
+                "an interval join on IS NOT DISTINCT FROM is not supported; join on '=' (NULL \
+                 keys then never match)"
+            );
+        }
+        let (left_times, right_times) = (
+            super::time_attributes(&join.left),
+            super::time_attributes(&join.right),
+        );
+        if !super::reads_event_time(&join.left) || !super::reads_event_time(&join.right) {
+            return datafusion::common::plan_err!(
+                "an interval join needs event time on both inputs: declare a WATERMARK on the \
+                 time columns of both tables (CREATE TABLE ... WATERMARK FOR ts AS ts - \
+                 INTERVAL '5' SECOND), or the buffered rows could never be dropped"
+            );
+        }
+        if !left_times.contains(&bound.columns[0]) || !right_times.contains(&bound.columns[1]) {
+            let name = |p: &Arc<dyn ExecutionPlan>, i: usize| p.schema().field(i).name().clone();
+            return datafusion::common::plan_err!(
+                "the time bound of this join compares {} and {}, but a stream's watermark only \
+                 bounds its event-time column (the column of its WATERMARK, or window_end / \
+                 window_time of a window); bound those columns instead",
+                name(&join.left, bound.columns[0]),
+                name(&join.right, bound.columns[1])
+            );
+        }
         Self::try_new(
             left,
             right,
@@ -288,6 +315,41 @@ impl IntervalJoinExec {
     /// The time bound.
     pub fn bound(&self) -> TimeBound {
         self.bound
+    }
+
+    /// The event-time columns of both inputs.
+    pub fn children_time_attributes(&self) -> [std::collections::HashSet<usize>; 2] {
+        [
+            super::time_attributes(&self.left),
+            super::time_attributes(&self.right),
+        ]
+    }
+
+    /// Output positions of the left columns `left` and the right columns `right`.
+    pub fn output_columns(
+        &self,
+        left: std::collections::HashSet<usize>,
+        right: std::collections::HashSet<usize>,
+    ) -> std::collections::HashSet<usize> {
+        let width = self.left.schema().fields().len();
+        let combined: std::collections::HashSet<usize> = match Emit::of(self.join_type) {
+            Ok(Emit::Pairs(_)) => left
+                .into_iter()
+                .chain(right.into_iter().map(|c| c + width))
+                .collect(),
+            Ok(Emit::Semi(0) | Emit::Anti(0)) => left,
+            Ok(_) => right,
+            Err(_) => return Default::default(),
+        };
+        match &self.projection {
+            None => combined,
+            Some(p) => p
+                .iter()
+                .enumerate()
+                .filter(|(_, src)| combined.contains(src))
+                .map(|(i, _)| i)
+                .collect(),
+        }
     }
 }
 
@@ -415,6 +477,7 @@ impl StreamingExec for IntervalJoinExec {
             pending: VecDeque::new(),
             baseline: BaselineMetrics::new(&self.metrics, partition),
             late_rows: metrics.clone().counter("late_rows", partition),
+            null_time_rows: metrics.clone().counter("null_time_rows", partition),
             buffered_rows: metrics.gauge("buffered_rows", partition),
             job: JobContext::of(&context),
             checkpoint: OperatorCheckpoint::open(self, &context, partition),
@@ -452,9 +515,11 @@ impl Keys {
 /// No further row in a chain.
 const END: u64 = u64::MAX;
 
-/// A buffered row's address: segment id in the high 32 bits, row in the low 32.
+/// A buffered row's address: the low 32 bits of its segment id in the high half, the row in
+/// the low half. Segment ids wrap around; a link is resolved relative to the oldest live
+/// segment, and fewer than 2^31 segments are ever alive at once.
 fn address(segment: u64, row: usize) -> u64 {
-    (segment << 32) | row as u64
+    ((segment & 0xffff_ffff) << 32) | row as u64
 }
 
 /// Rows of one input batch kept in a side's buffer.
@@ -511,13 +576,13 @@ impl SideBuffer {
         let Some(first) = self.segments.front().map(|s| s.id) else {
             return;
         };
+        let first = (first & 0xffff_ffff) as u32;
         let mut link = self.head(key);
         while link != END {
-            let segment = link >> 32;
-            if segment < first {
-                break; // this row and all older ones were freed
-            }
-            let pos = (segment - first) as usize;
+            let segment = (link >> 32) as u32;
+            // A segment older than the oldest live one wraps to a huge position: this row and
+            // all older ones were freed.
+            let pos = segment.wrapping_sub(first) as usize;
             let row = (link & 0xffff_ffff) as usize;
             let Some(s) = self.segments.get(pos) else {
                 break;
@@ -644,6 +709,7 @@ struct IntervalJoinStream {
     pending: VecDeque<StreamMessage>,
     baseline: BaselineMetrics,
     late_rows: Count,
+    null_time_rows: Count,
     buffered_rows: Gauge,
     job: Option<Arc<JobContext>>,
     checkpoint: Option<OperatorCheckpoint>,
@@ -736,8 +802,10 @@ impl IntervalJoinStream {
         // Rows that take part: event time set and not late.
         let mut eligible = vec![false; n];
         let mut late = 0usize;
+        let mut null_time: Vec<u32> = Vec::new();
         for (i, e) in eligible.iter_mut().enumerate() {
             if times.is_null(i) {
+                null_time.push(i as u32);
                 continue;
             }
             if times.value(i) <= batch.row_watermark(i, watermark) {
@@ -750,6 +818,16 @@ impl IntervalJoinStream {
             self.late_rows.add(late);
             if let Some(job) = &self.job {
                 job.stats.add_late_rows(late as u64);
+            }
+        }
+        // A row without event time can meet nothing: kept as unmatched on an outer or anti
+        // side (as in batch SQL), otherwise dropped; counted either way.
+        if !null_time.is_empty() {
+            self.null_time_rows.add(null_time.len());
+            if self.output.emit.keeps_unmatched(x) {
+                let idx = UInt32Array::from(null_time);
+                let out = self.side_rows(x, Gather::Batch(rows, &idx))?;
+                self.emit(out);
             }
         }
 

@@ -118,6 +118,60 @@ pub fn window_columns(plan: &Arc<dyn ExecutionPlan>) -> HashMap<usize, WindowFie
     HashMap::new()
 }
 
+/// True if `plan` reads an event-time source (one with a WATERMARK).
+pub fn reads_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<super::source::StreamSourceExec>()
+        .is_some_and(|s| s.has_watermark())
+        || plan.children().into_iter().any(reads_event_time)
+}
+
+/// The output columns of `plan` that carry event time: the column a source's WATERMARK is
+/// declared for, and `window_end` / `window_time` of a window operator, traced through the
+/// operators that keep them. The watermark of a stream bounds exactly these columns.
+pub fn time_attributes(plan: &Arc<dyn ExecutionPlan>) -> std::collections::HashSet<usize> {
+    use std::collections::HashSet;
+    if let Some(source) = plan.downcast_ref::<super::source::StreamSourceExec>() {
+        return source.event_time_column().into_iter().collect();
+    }
+    if plan.is::<WindowAggregateExec>() || plan.is::<WindowJoinExec>() {
+        return window_columns(plan)
+            .into_iter()
+            .filter(|(_, f)| matches!(f, WindowField::End | WindowField::Time))
+            .map(|(i, _)| i)
+            .collect();
+    }
+    if plan.is::<WindowAssignExec>() {
+        let mut attrs = time_attributes(plan.children()[0]);
+        attrs.extend(
+            window_columns(plan)
+                .into_iter()
+                .filter(|(_, f)| matches!(f, WindowField::End | WindowField::Time))
+                .map(|(i, _)| i),
+        );
+        return attrs;
+    }
+    if let Some(projection) = plan.downcast_ref::<StreamProjectionExec>() {
+        let input = time_attributes(projection.input());
+        return projection
+            .column_sources()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, source)| source.filter(|s| input.contains(s)).map(|_| i))
+            .collect();
+    }
+    if let Some(join) = plan.downcast_ref::<IntervalJoinExec>() {
+        let [l, r] = join.children_time_attributes();
+        return join.output_columns(l, r);
+    }
+    if let Some(join) = plan.downcast_ref::<super::broadcast_join::BroadcastJoinExec>() {
+        return join.stream_output_columns(time_attributes(join.children()[0]));
+    }
+    if plan.is::<StreamFilterExec>() || plan.is::<StreamExchangeExec>() {
+        return time_attributes(plan.children()[0]);
+    }
+    HashSet::new()
+}
+
 /// Which side's rows a join emits, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Emit {
