@@ -737,8 +737,12 @@ impl IntervalJoinStream {
             let result = match event {
                 Event::Data(side, batch) => self.process(side, batch),
                 Event::Watermark => self.on_watermark(),
+                // Idle only when nothing is held: buffered rows may still come out (as outer
+                // rows) and must not find a downstream watermark that moved on without them.
                 Event::Idle => {
-                    self.pending.push_back(StreamMessage::Idle);
+                    if self.buffers[0].alive + self.buffers[1].alive == 0 {
+                        self.pending.push_back(StreamMessage::Idle);
+                    }
                     Ok(())
                 }
                 Event::Barrier(epoch) => self.snapshot(epoch).map(|()| {

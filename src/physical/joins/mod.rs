@@ -13,7 +13,7 @@
 //!
 //! Watermarks: each side's is its own input's (a finished input counts as the end of time). An
 //! idle side holds the join back, because a partner row may still come from it; `Idle` is
-//! forwarded when both sides are idle. Barriers are aligned: a side that delivered barrier N is
+//! forwarded when every side still running is idle and the join holds no rows. Barriers are aligned: a side that delivered barrier N is
 //! not read until the other side delivered N too, then the state is snapshotted and N forwarded.
 
 mod inputs;

@@ -330,8 +330,12 @@ impl WindowJoinStream {
             let result = match event {
                 Event::Data(side, batch) => self.buffer(side, batch, false),
                 Event::Watermark => self.on_watermark().await,
+                // Idle only when nothing is held: rows of open windows still to come out must
+                // not find a downstream watermark that moved on without them.
                 Event::Idle => {
-                    self.pending.push_back(StreamMessage::Idle);
+                    if self.windows.is_empty() {
+                        self.pending.push_back(StreamMessage::Idle);
+                    }
                     Ok(())
                 }
                 Event::Barrier(epoch) => self.snapshot(epoch).map(|()| {
