@@ -26,6 +26,7 @@ fn main() {
             checkpoint_interval: None,
             ..SabotConfig::default()
         })
+        .await
         .expect("server");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();

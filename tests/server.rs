@@ -19,7 +19,7 @@ async fn start() -> (u16, tokio::sync::oneshot::Sender<()>) {
         checkpoint_interval: None,
         ..SabotConfig::default()
     };
-    let server = Server::new(config).expect("server");
+    let server = Server::new(config).await.expect("server");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -605,4 +605,91 @@ async fn materialized_view_names_and_duplicates_are_checked() {
     assert_eq!(states, vec![Some("canceled"), Some("running")]);
     let ids: Vec<Option<&str>> = jobs.iter().map(|j| j[0].as_deref()).collect();
     assert_eq!(ids, vec![Some("1"), Some("2")]);
+}
+
+/// With a state directory, a restarted server has its tables, views and materialized views
+/// again, resumes its jobs (same ids) and not the canceled ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_views_and_jobs_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_str().expect("utf-8 path").to_string();
+    let open = |state: String| async move {
+        let config = SabotConfig {
+            parallelism: 2,
+            checkpoint_interval: Some(Duration::from_millis(200)),
+            state_dir: Some(state),
+            ..SabotConfig::default()
+        };
+        let server = Server::new(config).await.expect("server");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        (port, stop, running)
+    };
+    let (port, stop, running) = open(state.clone()).await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("bids");
+    client
+        .batch_execute(
+            "CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+             CREATE TABLE gone (x BIGINT) WITH ('connector' = 'memory');
+             DROP TABLE gone;
+             CREATE VIEW expensive AS SELECT auction, price FROM bid WHERE price > 1000",
+        )
+        .await
+        .expect("ddl");
+    let insert = "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, \
+        DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end";
+    client.simple_query(insert).await.expect("job 1");
+    client.simple_query(insert).await.expect("job 2");
+    client.simple_query("CANCEL JOB 2").await.expect("cancel");
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW per_second AS SELECT window_start, COUNT(*) AS bids \
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) \
+             GROUP BY window_start, window_end",
+        )
+        .await
+        .expect("view");
+    drop(client);
+    let _ = stop.send(());
+    running.await.expect("stopped").expect("clean stop");
+
+    let (port, _stop, _running) = open(state).await;
+    let client = connect(port).await;
+    let tables: Vec<String> = simple_rows(
+        &client,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' \
+         ORDER BY table_name",
+    )
+    .await
+    .into_iter()
+    .filter_map(|r| r[0].clone())
+    .collect();
+    assert_eq!(tables, vec!["bid", "expensive", "out", "per_second"]);
+    let jobs = simple_rows(&client, "SHOW JOBS").await;
+    let summary: Vec<(Option<String>, Option<String>)> =
+        jobs.iter().map(|j| (j[0].clone(), j[2].clone())).collect();
+    // Job 1 resumed under its id; job 2 stays canceled (not restarted); the view's job is new.
+    assert_eq!(
+        summary,
+        vec![
+            (Some("1".into()), Some("running".into())),
+            (Some("4".into()), Some("running".into())),
+        ]
+    );
+    let mut windows = 0;
+    for _ in 0..600 {
+        let rows = simple_rows(&client, "SELECT COUNT(*), MIN(bids) FROM per_second").await;
+        windows = rows[0][0].as_deref().unwrap_or("0").parse().unwrap_or(0);
+        if windows >= 2 {
+            assert_eq!(rows[0][1].as_deref(), Some("920"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(windows >= 2, "the view fills again: {windows}");
 }

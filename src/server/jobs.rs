@@ -117,6 +117,19 @@ impl Jobs {
         }
     }
 
+    /// Starts job `id` again after a server restart (it resumes from its checkpoints).
+    pub async fn resume(
+        &self,
+        id: u64,
+        sql: &str,
+        df: DataFrame,
+        config: &SabotConfig,
+    ) -> Result<()> {
+        self.last_id
+            .fetch_max(id, std::sync::atomic::Ordering::Relaxed);
+        self.run(id, sql, None, df, config).await
+    }
+
     async fn start_with(
         &self,
         sql: &str,
@@ -128,6 +141,18 @@ impl Jobs {
             .last_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        self.run(id, sql, view, df, config).await?;
+        Ok(id)
+    }
+
+    async fn run(
+        &self,
+        id: u64,
+        sql: &str,
+        view: Option<String>,
+        df: DataFrame,
+        config: &SabotConfig,
+    ) -> Result<()> {
         let checkpoints = config.state_dir.as_ref().map(|dir| {
             let checkpoint = CheckpointConfig {
                 location: format!("{}/jobs/job-{id}", dir.trim_end_matches('/')),
@@ -184,7 +209,7 @@ impl Jobs {
                 task,
             },
         );
-        Ok(id)
+        Ok(())
     }
 
     /// Stops job `id`.

@@ -9,7 +9,10 @@
 //! - [`session`]: the simple and extended query protocols for one connection.
 //! - [`jobs`]: the background jobs.
 //! - [`errors`]: engine errors as Postgres errors with SQLSTATEs.
+//! - [`catalog_log`]: tables, views and jobs remembered in the state directory, replayed when
+//!   the server starts again.
 
+pub mod catalog_log;
 pub mod errors;
 pub mod jobs;
 pub mod session;
@@ -42,6 +45,8 @@ pub struct Server {
     pub base: SabotContext,
     /// Every job.
     pub jobs: jobs::Jobs,
+    /// What survives a restart.
+    pub log: catalog_log::CatalogLog,
     connections: Arc<ConnectionManager>,
 }
 
@@ -82,16 +87,109 @@ impl PgWireServerHandlers for Handlers {
 }
 
 impl Server {
-    /// A server whose sessions start from `config`.
-    pub fn new(config: SabotConfig) -> Result<Arc<Self>> {
+    /// A server whose sessions start from `config`; with a state directory, the tables, views
+    /// and jobs of its previous run come back (see [`catalog_log`]).
+    pub async fn new(config: SabotConfig) -> Result<Arc<Self>> {
         let jobs = jobs::Jobs::new(config.state_dir.as_deref());
+        let log = catalog_log::CatalogLog::open(config.state_dir.as_deref());
         let base = SabotContext::new(config);
         base.install_pg_catalog()?;
-        Ok(Arc::new(Self {
+        let server = Arc::new(Self {
             base,
             jobs,
+            log,
             connections: Arc::new(ConnectionManager::new()),
-        }))
+        });
+        server.replay().await?;
+        Ok(server)
+    }
+
+    /// Replays the catalog log: DDL in order, then the jobs that were running (resuming from
+    /// their checkpoints) and the materialized views (filled again from the start). What fails
+    /// is reported and skipped; the rest comes back.
+    async fn replay(&self) -> Result<()> {
+        use catalog_log::Entry;
+        let mut jobs: std::collections::BTreeMap<u64, String> = Default::default();
+        let mut views: Vec<(String, String)> = Vec::new();
+        for entry in self.log.read()? {
+            match entry {
+                Entry::Ddl { sql } => {
+                    let done = async { self.base.sql(&sql).await?.collect().await };
+                    if let Err(e) = done.await {
+                        eprintln!("warning: replaying `{sql}` failed: {e}");
+                    }
+                }
+                Entry::Job { id, sql } => {
+                    jobs.insert(id, sql);
+                }
+                Entry::Cancel { id } => {
+                    jobs.remove(&id);
+                }
+                Entry::View { name, query } => views.push((name, query)),
+                Entry::DropView { name } => views.retain(|(n, _)| *n != name),
+            }
+        }
+        let config = self.base.config();
+        for (id, sql) in jobs {
+            let started = async {
+                let df = self.base.sql(&sql).await?;
+                self.jobs.resume(id, &sql, df, &config).await
+            };
+            if let Err(e) = started.await {
+                eprintln!("warning: job {id} (`{sql}`) could not resume: {e}");
+            }
+        }
+        for (name, query) in views {
+            if let Err(e) = self.materialize(&self.base, &name, &query).await {
+                eprintln!("warning: materialized view {name} could not be restored: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates materialized view `name` (a memory table with the query's columns) and starts
+    /// the job that fills it; returns the job id. Nothing is left behind on failure.
+    pub async fn materialize(&self, ctx: &SabotContext, name: &str, query: &str) -> Result<u64> {
+        let df = ctx.sql(query).await?;
+        let columns = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                session::sql_type(f.data_type())
+                    .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
+                    .ok_or_else(|| {
+                        datafusion::common::DataFusionError::NotImplemented(format!(
+                            "column {} of materialized view {name} has type {}, which a \
+                             materialized view cannot hold yet; CAST it to a VARCHAR, BIGINT, \
+                             DOUBLE or TIMESTAMP",
+                            f.name(),
+                            f.data_type()
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<String>>>()?;
+        ctx.sql(&format!(
+            "CREATE TABLE {name} ({}) WITH ('connector' = 'memory')",
+            columns.join(", ")
+        ))
+        .await?
+        .collect()
+        .await?;
+        // No view without its job (also when this future is dropped midway).
+        let mut cleanup = session::ViewCleanup {
+            ctx,
+            name,
+            armed: true,
+        };
+        let insert = format!("INSERT INTO {name} {query}");
+        let df = ctx.sql(&insert).await?;
+        let id = self
+            .jobs
+            .start_view(&insert, name, df, &ctx.config())
+            .await?;
+        cleanup.armed = false;
+        Ok(id)
     }
 
     /// Serves connections from `listener` until `shutdown` resolves; then stops the jobs.
@@ -150,7 +248,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         address.ip(),
         address.port()
     );
-    let server = Server::new(options.config)?;
+    let server = Server::new(options.config).await?;
     server.run(listener, shutdown_signal()).await
 }
 

@@ -102,10 +102,10 @@ fn is_plain_name(name: &str) -> bool {
 
 /// Drops a half-created materialized view's table unless disarmed (also when the statement is
 /// canceled midway).
-struct ViewCleanup<'a> {
-    ctx: &'a SabotContext,
-    name: &'a str,
-    armed: bool,
+pub(super) struct ViewCleanup<'a> {
+    pub(super) ctx: &'a SabotContext,
+    pub(super) name: &'a str,
+    pub(super) armed: bool,
 }
 
 impl Drop for ViewCleanup<'_> {
@@ -187,6 +187,14 @@ fn tag_of(sql: &str) -> Tag {
     )
 }
 
+/// CREATE / DROP of a table or view: what a restarted server must replay.
+fn changes_catalog(sql: &str) -> bool {
+    tag_of(sql) == Tag::new("CREATE TABLE")
+        || tag_of(sql) == Tag::new("CREATE VIEW")
+        || tag_of(sql) == Tag::new("DROP TABLE")
+        || tag_of(sql) == Tag::new("DROP VIEW")
+}
+
 /// Catalog queries of psql and drivers go through the pg_catalog compatibility rewrites;
 /// everything else reaches the engine as written.
 fn catalog_rewrite(sql: &str) -> String {
@@ -228,10 +236,26 @@ impl Session {
         }
     }
 
-    /// A statement that returns no rows: run it to completion.
-    async fn run_other(&self, df: DataFrame) -> PgWireResult<()> {
+    /// A statement that returns no rows: run it to completion; remember it if it changed the
+    /// catalog.
+    async fn run_other(&self, sql: &str, df: DataFrame) -> PgWireResult<()> {
         df.collect().await.map_err(to_pg)?;
+        if changes_catalog(sql) {
+            self.remember(&super::catalog_log::Entry::Ddl {
+                sql: sql.to_string(),
+            })?;
+        }
         Ok(())
+    }
+
+    /// Records `entry` in the state directory's catalog log.
+    fn remember(&self, entry: &super::catalog_log::Entry) -> PgWireResult<()> {
+        self.server.log.append(entry).map_err(|e| {
+            user_error(
+                super::errors::INTERNAL_ERROR,
+                format!("done, but not recorded for a restart of the server: {e}"),
+            )
+        })
     }
 
     /// `INSERT INTO ... SELECT`: a background job.
@@ -247,6 +271,10 @@ impl Session {
             .start(sql, df, &self.ctx.config())
             .await
             .map_err(to_pg)?;
+        self.remember(&super::catalog_log::Entry::Job {
+            id,
+            sql: sql.to_string(),
+        })?;
         let notice = ErrorInfo::new(
             "NOTICE".to_string(),
             "00000".to_string(),
@@ -287,53 +315,15 @@ impl Session {
                 ),
             ));
         }
-        let df = self.ctx.sql(query).await.map_err(to_pg)?;
-        let columns = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                sql_type(f.data_type())
-                    .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
-                    .ok_or_else(|| {
-                        user_error(
-                            FEATURE_NOT_SUPPORTED,
-                            format!(
-                                "column {} of materialized view {name} has type {}, which a \
-                                 materialized view cannot hold yet; CAST it to a VARCHAR, \
-                                 BIGINT, DOUBLE or TIMESTAMP",
-                                f.name(),
-                                f.data_type()
-                            ),
-                        )
-                    })
-            })
-            .collect::<PgWireResult<Vec<String>>>()?;
-        self.ctx
-            .sql(&format!(
-                "CREATE TABLE {name} ({}) WITH ('connector' = 'memory')",
-                columns.join(", ")
-            ))
-            .await
-            .map_err(to_pg)?
-            .collect()
-            .await
-            .map_err(to_pg)?;
-        // No view without its job.
-        let mut cleanup = ViewCleanup {
-            ctx: &self.ctx,
-            name,
-            armed: true,
-        };
-        let insert = format!("INSERT INTO {name} {query}");
-        let df = self.ctx.sql(&insert).await.map_err(to_pg)?;
         let id = self
             .server
-            .jobs
-            .start_view(&insert, name, df, &self.ctx.config())
+            .materialize(&self.ctx, name, query)
             .await
             .map_err(to_pg)?;
-        cleanup.armed = false;
+        self.remember(&super::catalog_log::Entry::View {
+            name: name.to_string(),
+            query: query.to_string(),
+        })?;
         let notice = ErrorInfo::new(
             "NOTICE".to_string(),
             "00000".to_string(),
@@ -362,6 +352,9 @@ impl Session {
             self.server.jobs.cancel(id).map_err(to_pg)?;
         }
         self.server.jobs.forget_view(name);
+        self.remember(&super::catalog_log::Entry::DropView {
+            name: name.to_string(),
+        })?;
         Ok(Tag::new("DROP MATERIALIZED VIEW"))
     }
 
@@ -388,6 +381,7 @@ impl Session {
                     ));
                 }
                 self.server.jobs.cancel(id).map_err(to_pg)?;
+                self.remember(&super::catalog_log::Entry::Cancel { id })?;
                 Answer::Tag(Tag::new("CANCEL JOB"))
             }
             Command::Transaction(tag) => Answer::Tag(Tag::new(tag)),
@@ -454,7 +448,7 @@ impl Session {
                 complete(client, tag).await
             }
             _ => {
-                self.run_other(df).await?;
+                self.run_other(sql, df).await?;
                 complete(client, tag_of(sql)).await
             }
         }
@@ -493,7 +487,7 @@ async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
 }
 
 /// The SQL type of a materialized view column holding `t`.
-fn sql_type(t: &DataType) -> Option<String> {
+pub(super) fn sql_type(t: &DataType) -> Option<String> {
     use datafusion::arrow::datatypes::TimeUnit;
     Some(match t {
         DataType::Boolean => "BOOLEAN".into(),
@@ -894,7 +888,7 @@ impl ExtendedQueryHandler for Session {
                 encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
             )),
             _ => {
-                self.run_other(df).await?;
+                self.run_other(sql, df).await?;
                 Ok(Response::Execution(tag_of(sql)))
             }
         }
@@ -939,6 +933,9 @@ mod tests {
         );
         assert_eq!(tag_of("DROP TABLE t"), Tag::new("DROP TABLE"));
         assert_eq!(tag_of("SET 'parallelism' = '2'"), Tag::new("SET"));
+        assert!(changes_catalog("create or replace view v as select 1"));
+        assert!(changes_catalog("DROP TABLE IF EXISTS t"));
+        assert!(!changes_catalog("SET 'parallelism' = '2'"));
         assert_eq!(
             tag_of("CREATE MATERIALIZED VIEW m AS SELECT 1"),
             Tag::new("CREATE MATERIALIZED VIEW")
