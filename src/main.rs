@@ -48,9 +48,17 @@ enum Command {
         /// Barrier interval of jobs, such as `10s`; `0` disables barriers.
         #[arg(long)]
         checkpoint_interval: Option<String>,
-        /// Checkpoint jobs into this directory.
+        /// Checkpoint jobs into this directory, and remember tables, views and jobs there
+        /// across restarts.
         #[arg(long)]
         state_dir: Option<String>,
+        /// User clients log in as when a password is set.
+        #[arg(long, default_value = "sabot")]
+        user: String,
+        /// File holding the password (SCRAM-SHA-256) clients must give; the SABOT_PASSWORD
+        /// environment variable works too. Without either, any client is trusted.
+        #[arg(long)]
+        password_file: Option<String>,
     },
     /// Benchmarks.
     Bench {
@@ -162,7 +170,24 @@ fn main() -> ExitCode {
                 parallelism,
                 checkpoint_interval,
                 state_dir,
-            } => serve(listen, parallelism, checkpoint_interval, state_dir).await,
+                user,
+                password_file,
+            } => {
+                let password = match password_file {
+                    Some(path) => match std::fs::read_to_string(&path) {
+                        Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+                        Err(e) => {
+                            eprintln!("error: cannot read the password file {path}: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                    None => std::env::var("SABOT_PASSWORD")
+                        .ok()
+                        .filter(|p| !p.is_empty()),
+                };
+                let login = password.map(|p| (user, p));
+                serve(listen, parallelism, checkpoint_interval, state_dir, login).await
+            }
             Command::Bench {
                 suite:
                     BenchSuite::Nexmark {
@@ -266,6 +291,7 @@ async fn serve(
     parallelism: Option<usize>,
     checkpoint_interval: Option<String>,
     state_dir: Option<String>,
+    login: Option<(String, String)>,
 ) -> ExitCode {
     let config = match config_from(parallelism, checkpoint_interval, state_dir) {
         Ok(c) => c,
@@ -281,7 +307,13 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    match sabot::server::serve(sabot::server::ServeOptions { listen, config }).await {
+    match sabot::server::serve(sabot::server::ServeOptions {
+        listen,
+        config,
+        login,
+    })
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -693,3 +693,33 @@ async fn tables_views_and_jobs_survive_a_restart() {
     }
     assert!(windows >= 2, "the view fills again: {windows}");
 }
+
+/// With a password, clients log in with SCRAM-SHA-256; a wrong password or user is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_login() {
+    let server = Server::new(SabotConfig {
+        parallelism: 1,
+        checkpoint_interval: None,
+        ..SabotConfig::default()
+    })
+    .await
+    .expect("server");
+    server.require_login("alice", "s3cret");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(server.run(listener, std::future::pending()));
+    let login = |user: &str, password: &str| {
+        let conn = format!("host=127.0.0.1 port={port} user={user} password={password}");
+        async move { tokio_postgres::connect(&conn, NoTls).await }
+    };
+    let (client, connection) = login("alice", "s3cret").await.expect("right password");
+    tokio::spawn(connection);
+    assert_eq!(
+        simple_rows(&client, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    for (user, password) in [("alice", "wrong"), ("bob", "s3cret")] {
+        let e = login(user, password).await.err().expect("refused");
+        assert_eq!(code(&e), SqlState::INVALID_PASSWORD.code(), "{user}: {e}");
+    }
+}

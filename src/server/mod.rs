@@ -22,6 +22,11 @@ use std::sync::Arc;
 
 use datafusion::common::{Result, exec_datafusion_err};
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
@@ -37,6 +42,79 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Settings every session starts from (`state_dir` included).
     pub config: SabotConfig,
+    /// `(user, password)` clients must log in with (SCRAM-SHA-256); `None`: trust.
+    pub login: Option<(String, String)>,
+}
+
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// The one user a server accepts, with its SCRAM-salted password.
+#[derive(Debug)]
+pub struct Credentials {
+    user: String,
+    salt: Vec<u8>,
+    salted: Vec<u8>,
+}
+
+impl Credentials {
+    pub fn new(user: &str, password: &str) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut salt = Vec::with_capacity(16);
+        for _ in 0..2 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write(user.as_bytes());
+            salt.extend_from_slice(&h.finish().to_le_bytes());
+        }
+        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+        Self {
+            user: user.to_string(),
+            salt,
+            salted,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuthSource for Credentials {
+    async fn get_password(&self, login: &LoginInfo) -> pgwire::error::PgWireResult<Password> {
+        if login.user() == Some(self.user.as_str()) {
+            return Ok(Password::new(Some(self.salt.clone()), self.salted.clone()));
+        }
+        // Another user: a password nobody knows, so the answer is the same "wrong password".
+        let mut nobody = self.salted.clone();
+        nobody.iter_mut().for_each(|b| *b = !*b);
+        Ok(Password::new(Some(self.salt.clone()), nobody))
+    }
+}
+
+/// Trust, or SCRAM-SHA-256 against [`Credentials`].
+enum Login {
+    Trust(Startup),
+    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+}
+
+#[async_trait::async_trait]
+impl StartupHandler for Login {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::PgWireFrontendMessage,
+    ) -> pgwire::error::PgWireResult<()>
+    where
+        C: pgwire::api::ClientInfo
+            + futures::Sink<pgwire::messages::PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::Error: std::fmt::Debug,
+        pgwire::error::PgWireError:
+            From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Login::Trust(h) => h.on_startup(client, message).await,
+            Login::Scram(h) => h.on_startup(client, message).await,
+        }
+    }
 }
 
 /// What every connection shares.
@@ -47,6 +125,8 @@ pub struct Server {
     pub jobs: jobs::Jobs,
     /// What survives a restart.
     pub log: catalog_log::CatalogLog,
+    /// The user clients log in as; `None`: trust.
+    credentials: std::sync::OnceLock<Arc<Credentials>>,
     connections: Arc<ConnectionManager>,
 }
 
@@ -64,7 +144,7 @@ impl NoopStartupHandler for Startup {
 /// The handlers of one connection.
 struct Handlers {
     session: Arc<session::Session>,
-    startup: Arc<Startup>,
+    startup: Arc<Login>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
@@ -98,10 +178,19 @@ impl Server {
             base,
             jobs,
             log,
+            credentials: std::sync::OnceLock::new(),
             connections: Arc::new(ConnectionManager::new()),
         });
         server.replay().await?;
         Ok(server)
+    }
+
+    /// Requires clients to log in as `user` with `password` (SCRAM-SHA-256), from the next
+    /// connection on; the first login set stays.
+    pub fn require_login(&self, user: &str, password: &str) {
+        let _ = self
+            .credentials
+            .set(Arc::new(Credentials::new(user, password)));
     }
 
     /// Replays the catalog log: DDL in order, then the jobs that were running (resuming from
@@ -213,8 +302,22 @@ impl Server {
             };
             let handlers = Handlers {
                 session: Arc::new(session::Session::new(Arc::clone(&self))),
-                startup: Arc::new(Startup {
-                    connections: Arc::clone(&self.connections),
+                startup: Arc::new(match self.credentials.get() {
+                    None => Login::Trust(Startup {
+                        connections: Arc::clone(&self.connections),
+                    }),
+                    Some(credentials) => {
+                        let mut scram =
+                            ScramAuth::new(Arc::clone(credentials) as Arc<dyn AuthSource>);
+                        scram.set_iterations(SCRAM_ITERATIONS);
+                        Login::Scram(
+                            SASLAuthStartupHandler::new(Arc::new(
+                                DefaultServerParameterProvider::default(),
+                            ))
+                            .with_scram(scram)
+                            .with_connection_manager(Arc::clone(&self.connections)),
+                        )
+                    }
                 }),
                 cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&self.connections))),
             };
@@ -237,10 +340,11 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let address = listener
         .local_addr()
         .map_err(|e| exec_datafusion_err!("cannot read the listening address: {e}"))?;
-    if !address.ip().is_loopback() {
+    if !address.ip().is_loopback() && options.login.is_none() {
         eprintln!(
             "warning: listening on {address}, not loopback, without authentication: anyone who \
-             can reach this address can run queries"
+             can reach this address can run queries (set a password with --password-file or \
+             SABOT_PASSWORD)"
         );
     }
     eprintln!(
@@ -249,6 +353,9 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         address.port()
     );
     let server = Server::new(options.config).await?;
+    if let Some((user, password)) = &options.login {
+        server.require_login(user, password);
+    }
     server.run(listener, shutdown_signal()).await
 }
 
