@@ -334,6 +334,11 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
             "UNION ALL of unbounded streams is not supported yet; write each stream into the \
              sink with its own INSERT INTO"
         ),
+        "DataSinkExec" => plan_err!(
+            "this table cannot take a stream: a CREATE TABLE without Flink options is \
+             DataFusion's in-memory table, which only batch inserts fill. Create it WITH \
+             ('connector' = 'memory') (or a filesystem, kafka, print or blackhole sink)"
+        ),
         other => plan_err!("{other} cannot run on an unbounded stream"),
     }
 }
