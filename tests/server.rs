@@ -723,3 +723,29 @@ async fn scram_login() {
         assert_eq!(code(&e), SqlState::INVALID_PASSWORD.code(), "{user}: {e}");
     }
 }
+
+/// The other types in text format: numeric, time, timestamptz, interval, arrays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_types_in_text() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    let rows = simple_rows(
+        &client,
+        "SELECT CAST(1.25 AS DECIMAL(10, 2)), CAST('01:02:03' AS TIME), \
+         CAST('2024-01-02T03:04:05Z' AS TIMESTAMP WITH TIME ZONE), INTERVAL '1' DAY, \
+         make_array(1, 2, 3), make_array('a', 'b')",
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0].as_deref(), Some("1.25"));
+    assert_eq!(rows[0][1].as_deref(), Some("01:02:03.000000"));
+    assert!(
+        rows[0][2]
+            .as_deref()
+            .is_some_and(|t| t.starts_with("2024-01-02 03:04:05")),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0][3].as_deref(), Some("1 day"));
+    assert_eq!(rows[0][4].as_deref(), Some("{1,2,3}"));
+    assert_eq!(rows[0][5].as_deref(), Some("{a,b}"));
+}
