@@ -26,7 +26,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{HashMap, JoinSide, JoinType, Result, exec_err, internal_err};
+use datafusion::common::{HashMap, JoinType, Result, exec_err, internal_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -41,6 +41,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
+use super::joins::{Gather, filter_pairs};
 use super::message::{MessageStream, StreamBatch, StreamMessage};
 use super::streaming::{StreamingExec, data_only, execute_input};
 use crate::config::SabotConfig;
@@ -565,7 +566,7 @@ impl Probe {
         Ok(StreamBatch::with_row_watermarks(rows, watermarks))
     }
 
-    /// The join filter over candidate pairs.
+    /// The join filter over candidate pairs (NULL counts as false).
     fn evaluate_filter(
         &self,
         filter: &JoinFilter,
@@ -574,43 +575,13 @@ impl Probe {
         stream_idx: &UInt32Array,
         table_idx: &UInt32Array,
     ) -> Result<BooleanArray> {
-        let stream_side = if self.stream_is_left {
-            JoinSide::Left
+        let s = Gather::Batch(stream, stream_idx);
+        let t = Gather::Batch(table, table_idx);
+        if self.stream_is_left {
+            filter_pairs(filter, &[stream.schema(), table.schema()], &s, &t)
         } else {
-            JoinSide::Right
-        };
-        let columns = filter
-            .column_indices()
-            .iter()
-            .map(|c| {
-                let (source, idx) = if c.side == stream_side {
-                    (stream, stream_idx)
-                } else {
-                    (table, table_idx)
-                };
-                Ok(take(source.column(c.index), idx, None)?)
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let intermediate = RecordBatch::try_new_with_options(
-            Arc::clone(filter.schema()),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(stream_idx.len())),
-        )?;
-        let result = filter
-            .expression()
-            .evaluate(&intermediate)?
-            .into_array(stream_idx.len())?;
-        let Some(mask) = result.as_any().downcast_ref::<BooleanArray>() else {
-            return internal_err!("join filter is not boolean");
-        };
-        // NULL means false.
-        Ok(match mask.nulls() {
-            Some(nulls) => {
-                let values = mask.values() & nulls.inner();
-                BooleanArray::new(values, None)
-            }
-            None => mask.clone(),
-        })
+            filter_pairs(filter, &[table.schema(), stream.schema()], &t, &s)
+        }
     }
 }
 

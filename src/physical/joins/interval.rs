@@ -33,16 +33,12 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::split_conjunction;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::inputs::{Event, TwoInputs};
 use super::state::SideCodec;
@@ -282,23 +278,7 @@ impl IntervalJoinExec {
         schema: SchemaRef,
     ) -> Result<Self> {
         Emit::of(join_type)?;
-        let partitions = left.output_partitioning().partition_count();
-        if right.output_partitioning().partition_count() != partitions {
-            return internal_err!("interval join inputs have different partition counts");
-        }
-        let unbounded = left.boundedness().is_unbounded() || right.boundedness().is_unbounded();
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            if unbounded {
-                Boundedness::Unbounded {
-                    requires_infinite_memory: false,
-                }
-            } else {
-                Boundedness::Bounded
-            },
-        );
+        let properties = super::join_properties(&left, &right, schema)?;
         Ok(Self {
             left,
             right,
@@ -398,12 +378,7 @@ impl ExecutionPlan for IntervalJoinExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for (l, r) in &self.on {
-            if f(l)? == TreeNodeRecursion::Stop || f(r)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        super::apply_on(&self.on, f)
     }
 
     fn with_new_children(

@@ -28,11 +28,13 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array, new_n
 use datafusion::arrow::compute::{interleave, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinSide, JoinType, NullEquality, Result, internal_err};
-use datafusion::physical_expr::PhysicalExprRef;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExprRef};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{HashJoinExec, SymmetricHashJoinExec};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProperties};
 
 pub use interval::IntervalJoinExec;
 pub use window::WindowJoinExec;
@@ -170,6 +172,47 @@ pub fn time_attributes(plan: &Arc<dyn ExecutionPlan>) -> std::collections::HashS
         return time_attributes(plan.children()[0]);
     }
     HashSet::new()
+}
+
+/// The properties of a join of two inputs partitioned alike: as many partitions as each input,
+/// unbounded if either is, rows emitted as they come.
+pub(crate) fn join_properties(
+    left: &Arc<dyn ExecutionPlan>,
+    right: &Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
+) -> Result<PlanProperties> {
+    let partitions = left.output_partitioning().partition_count();
+    if right.output_partitioning().partition_count() != partitions {
+        return internal_err!("join inputs have different partition counts");
+    }
+    let unbounded = left.boundedness().is_unbounded() || right.boundedness().is_unbounded();
+    Ok(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Incremental,
+        if unbounded {
+            Boundedness::Unbounded {
+                requires_infinite_memory: false,
+            }
+        } else {
+            Boundedness::Bounded
+        },
+    ))
+}
+
+/// `ExecutionPlan::apply_expressions` over the key pairs of a join.
+pub(crate) fn apply_on(
+    on: &[(PhysicalExprRef, PhysicalExprRef)],
+    f: &mut dyn FnMut(
+        &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    ) -> Result<TreeNodeRecursion>,
+) -> Result<TreeNodeRecursion> {
+    for (l, r) in on {
+        if f(l)? == TreeNodeRecursion::Stop || f(r)? == TreeNodeRecursion::Stop {
+            return Ok(TreeNodeRecursion::Stop);
+        }
+    }
+    Ok(TreeNodeRecursion::Continue)
 }
 
 /// Which side's rows a join emits, and when.

@@ -24,17 +24,13 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, internal_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::TryStreamExt;
 
 use super::inputs::{Event, TwoInputs};
@@ -114,23 +110,7 @@ impl WindowJoinExec {
         window_end: [usize; 2],
         schema: SchemaRef,
     ) -> Result<Self> {
-        let partitions = left.output_partitioning().partition_count();
-        if right.output_partitioning().partition_count() != partitions {
-            return internal_err!("window join inputs have different partition counts");
-        }
-        let unbounded = left.boundedness().is_unbounded() || right.boundedness().is_unbounded();
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            if unbounded {
-                Boundedness::Unbounded {
-                    requires_infinite_memory: false,
-                }
-            } else {
-                Boundedness::Bounded
-            },
-        );
+        let properties = super::join_properties(&left, &right, schema)?;
         Ok(Self {
             left,
             right,
@@ -198,12 +178,7 @@ impl ExecutionPlan for WindowJoinExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for (l, r) in &self.on {
-            if f(l)? == TreeNodeRecursion::Stop || f(r)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        super::apply_on(&self.on, f)
     }
 
     fn with_new_children(
