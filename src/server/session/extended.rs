@@ -1,0 +1,324 @@
+//! The extended query protocol: statements planned at Parse, bound and run at Execute.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use futures::{Sink, StreamExt};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::ExtendedQueryHandler;
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+
+use crate::context::SabotContext;
+use crate::planner::statement::{StatementKind, classify};
+use crate::server::errors::to_pg;
+
+use super::commands::*;
+use super::{Answer, Session, insert_now};
+
+/// A query's rows as a pgwire response (extended protocol), errors with their SQLSTATEs.
+async fn encode_dataframe(
+    df: DataFrame,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<pgwire::api::results::QueryResponse> {
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        df.schema().as_arrow(),
+        format,
+        options,
+    )?);
+    let batches = df.execute_stream().await.map_err(to_pg)?;
+    let row_fields = Arc::clone(&fields);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<
+                dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync,
+            > = match batch {
+                Ok(batch) => encode_recordbatch(Arc::clone(&row_fields), batch),
+                Err(e) => Box::new(std::iter::once(Err(to_pg(e)))),
+            };
+            futures::stream::iter(rows)
+        })
+        .flatten();
+    Ok(pgwire::api::results::QueryResponse::new(fields, rows))
+}
+
+/// A statement of the extended protocol: its SQL, and the plan of a query (with `$n`
+/// parameters unbound).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    sql: String,
+    plan: Option<LogicalPlan>,
+}
+
+/// Statements planned at Parse (typed parameters, a result description): queries, DESCRIBE
+/// and `INSERT ... VALUES`. Planning others (DDL, SET) would run them.
+fn plans_at_parse(sql: &str) -> bool {
+    command(sql).is_none()
+        && match classify(sql) {
+            StatementKind::Query | StatementKind::Describe { .. } => true,
+            StatementKind::Insert => inserts_values(sql),
+            _ => false,
+        }
+}
+
+/// Plans queries at Parse time.
+pub struct SessionParser {
+    pub(super) ctx: SabotContext,
+}
+
+/// The types of `CAST($n AS type)` in `plan`: the type of a parameter DataFusion could not
+/// infer otherwise.
+fn cast_parameter_types(plan: &LogicalPlan) -> std::collections::HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut found = std::collections::HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    found
+                        .entry(p.id.clone())
+                        .or_insert_with(|| field.data_type().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
+/// `$1, $2, ...` of `plan` in order, with the types DataFusion inferred.
+fn parameters(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let mut types = plan.get_parameter_types().map_err(to_pg)?;
+    for (id, t) in cast_parameter_types(plan) {
+        let slot = types.entry(id).or_insert(None);
+        if slot.is_none() {
+            *slot = Some(t);
+        }
+    }
+    let mut numbered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(name, t)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, t))
+        })
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    Ok(numbered.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Parameter values in the types the plan expects (a VARCHAR column is `Utf8View`; the wire
+/// gives `Utf8`).
+fn cast_parameters(
+    values: datafusion::common::ParamValues,
+    types: &[Option<DataType>],
+) -> datafusion::error::Result<datafusion::common::ParamValues> {
+    use datafusion::common::ParamValues;
+    Ok(match values {
+        ParamValues::List(list) => ParamValues::List(
+            list.into_iter()
+                .enumerate()
+                .map(|(i, mut v)| {
+                    if let Some(Some(t)) = types.get(i)
+                        && v.value.data_type() != *t
+                        && !v.value.is_null()
+                    {
+                        v.value = v.value.cast_to(t)?;
+                    }
+                    Ok(v)
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?,
+        ),
+        other => other,
+    })
+}
+
+fn wire_types(plan: &LogicalPlan) -> PgWireResult<Vec<Type>> {
+    parameters(plan)?
+        .iter()
+        .map(|t| match t {
+            Some(t) => into_pg_type(t),
+            None => Ok(Type::UNKNOWN),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl QueryParser for SessionParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let sql = sql.trim().trim_end_matches(';').to_string();
+        if sql.is_empty() {
+            return Ok(None);
+        }
+        let plan = if plans_at_parse(&sql) {
+            let df = self.ctx.sql(&catalog_rewrite(&sql)).await.map_err(to_pg)?;
+            Some(df.logical_plan().clone())
+        } else {
+            None
+        };
+        Ok(Some(Prepared { sql, plan }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        match &stmt.plan {
+            Some(plan) => wire_types(plan),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.plan {
+            Some(LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) => Ok(Vec::new()),
+            Some(plan) => arrow_schema_to_pg_fields(
+                plan.schema().as_arrow(),
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            None => match command(&stmt.sql) {
+                Some(Command::ShowJobs) => {
+                    let batch = crate::server::jobs::Jobs::default()
+                        .table()
+                        .map_err(to_pg)?;
+                    arrow_schema_to_pg_fields(
+                        &batch.schema(),
+                        column_format.unwrap_or(&Format::UnifiedText),
+                        None,
+                    )
+                }
+                Some(Command::ShowSetting(s)) => arrow_schema_to_pg_fields(
+                    &one_value(s.key(), "").schema(),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                ),
+                Some(Command::Show(name)) => arrow_schema_to_pg_fields(
+                    &one_value(&name, "").schema(),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                ),
+                _ => Ok(Vec::new()),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Session {
+    type Statement = Prepared;
+    type QueryParser = SessionParser;
+
+    fn query_parser(&self) -> Arc<SessionParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        if prepared.plan.is_some() {
+            // Planned again from the SQL: a cached statement sees the tables of now.
+            let fresh = self
+                .ctx
+                .sql(&catalog_rewrite(&prepared.sql))
+                .await
+                .map_err(to_pg)?;
+            let plan = fresh.logical_plan();
+            let inferred = parameters(plan)?;
+            let inferred_refs: Vec<Option<&DataType>> =
+                inferred.iter().map(Option::as_ref).collect();
+            let wire = wire_types(plan)?;
+            let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+            let values =
+                deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
+            let values = cast_parameters(values, &inferred).map_err(to_pg)?;
+            let plan = plan
+                .clone()
+                .replace_params_with_values(&values)
+                .map_err(to_pg)?;
+            let df = self
+                .ctx
+                .session_context()
+                .execute_logical_plan(plan)
+                .await
+                .map_err(to_pg)?;
+            if classify(&prepared.sql) == StatementKind::Insert {
+                return Ok(Response::Execution(insert_now(df).await?));
+            }
+            let response =
+                encode_dataframe(df, &portal.result_column_format, Some(options)).await?;
+            return Ok(Response::Query(response));
+        }
+        let sql = prepared.sql.as_str();
+        if let Some(command) = command(sql) {
+            return match self.answer(client, command).await? {
+                Answer::Tag(tag) => Ok(Response::Execution(tag)),
+                Answer::Rows(batch) => {
+                    let df = self
+                        .ctx
+                        .session_context()
+                        .read_batch(batch)
+                        .map_err(to_pg)?;
+                    Ok(Response::Query(
+                        encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
+                    ))
+                }
+            };
+        }
+        let kind = classify(sql);
+        let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
+        match kind {
+            StatementKind::Insert if inserts_values(sql) => {
+                Ok(Response::Execution(insert_now(df).await?))
+            }
+            StatementKind::Insert => {
+                Ok(Response::Execution(self.start_job(client, sql, df).await?))
+            }
+            StatementKind::Query | StatementKind::Describe { .. } => Ok(Response::Query(
+                encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
+            )),
+            _ => {
+                self.run_other(sql, df).await?;
+                Ok(Response::Execution(tag_of(sql)))
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! One client connection: its own session (settings) over the server's shared catalog.
+//!
+//! Simple queries run statement by statement. Query rows are written and flushed batch by
+//! batch, so a `SELECT` over a stream shows windows as they close, and a CancelRequest (psql's
+//! Ctrl-C) stops the query wherever it is. `INSERT INTO ... SELECT` starts a background job and
+//! returns at once, naming the job in a NOTICE. Extended-protocol statements are planned at
+//! Parse (with `$n` parameters typed by DataFusion) and bound at Execute.
+//!
+//! - `commands`: reading a statement's text (server commands, tags, names).
+//! - `extended`: the extended protocol.
+//! - here: the session, the simple protocol and streaming rows to the client.
+
+mod commands;
+mod extended;
+
+use commands::*;
+pub(crate) use commands::{ViewCleanup, sql_type};
+pub use extended::{Prepared, SessionParser};
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::portal::Format;
+use pgwire::api::query::SimpleQueryHandler;
+use pgwire::api::results::{Response, Tag};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::RowDescription;
+use pgwire::types::format::FormatOptions;
+
+use super::Server;
+use super::errors::{FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT, to_pg, user_error};
+use crate::context::SabotContext;
+use crate::planner::script::split_statements;
+use crate::planner::statement::{StatementKind, classify};
+
+/// The handlers of one connection.
+pub struct Session {
+    server: Arc<Server>,
+    ctx: SabotContext,
+    parser: Arc<SessionParser>,
+}
+
+impl Session {
+    pub fn new(server: Arc<Server>) -> Self {
+        let ctx = server.base.new_session();
+        let parser = Arc::new(SessionParser { ctx: ctx.clone() });
+        Self {
+            server,
+            ctx,
+            parser,
+        }
+    }
+
+    /// A statement that returns no rows: run it to completion; remember it if it changed the
+    /// catalog.
+    async fn run_other(&self, sql: &str, df: DataFrame) -> PgWireResult<()> {
+        df.collect().await.map_err(to_pg)?;
+        if changes_catalog(sql) {
+            self.remember(&super::catalog_log::Entry::Ddl {
+                sql: sql.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Records `entry` in the state directory's catalog log.
+    fn remember(&self, entry: &super::catalog_log::Entry) -> PgWireResult<()> {
+        self.server.log.append(entry).map_err(|e| {
+            user_error(
+                super::errors::INTERNAL_ERROR,
+                format!("done, but not recorded for a restart of the server: {e}"),
+            )
+        })
+    }
+
+    /// `INSERT INTO ... SELECT`: a background job.
+    async fn start_job<C>(&self, client: &mut C, sql: &str, df: DataFrame) -> PgWireResult<Tag>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let id = self
+            .server
+            .jobs
+            .start(sql, df, &self.ctx.config())
+            .await
+            .map_err(to_pg)?;
+        self.remember(&super::catalog_log::Entry::Job {
+            id,
+            sql: sql.to_string(),
+        })?;
+        let notice = ErrorInfo::new(
+            "NOTICE".to_string(),
+            "00000".to_string(),
+            format!("job {id} started; SHOW JOBS shows its progress, CANCEL JOB {id} stops it"),
+        );
+        client
+            .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+            .await?;
+        Ok(Tag::new("INSERT").with_oid(0).with_rows(0))
+    }
+
+    /// `CREATE MATERIALIZED VIEW`: a memory table with the query's columns, filled by a job.
+    async fn create_materialized_view<C>(
+        &self,
+        client: &mut C,
+        name: &str,
+        query: &str,
+    ) -> PgWireResult<Tag>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !is_plain_name(name) {
+            return Err(user_error(
+                super::errors::SYNTAX_ERROR,
+                format!(
+                    "materialized view name {name:?} must be a plain identifier (letters, digits, \
+                     '_', optionally schema.name)"
+                ),
+            ));
+        }
+        if !self.server.jobs.view_jobs(name).is_empty() {
+            return Err(user_error(
+                "42P07",
+                format!(
+                    "materialized view {name} already exists; DROP MATERIALIZED VIEW {name} first"
+                ),
+            ));
+        }
+        let id = self
+            .server
+            .materialize(&self.ctx, name, query)
+            .await
+            .map_err(to_pg)?;
+        self.remember(&super::catalog_log::Entry::View {
+            name: name.to_string(),
+            query: query.to_string(),
+        })?;
+        let notice = ErrorInfo::new(
+            "NOTICE".to_string(),
+            "00000".to_string(),
+            format!("job {id} maintains materialized view {name}; SELECT from it any time"),
+        );
+        client
+            .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+            .await?;
+        Ok(Tag::new("CREATE MATERIALIZED VIEW"))
+    }
+
+    /// `DROP MATERIALIZED VIEW`: stops its job and drops its table.
+    fn drop_materialized_view(&self, name: &str, if_exists: bool) -> PgWireResult<Tag> {
+        let jobs = self.server.jobs.view_jobs(name);
+        if jobs.is_empty() {
+            if if_exists {
+                return Ok(Tag::new("DROP MATERIALIZED VIEW"));
+            }
+            return Err(user_error(
+                super::errors::UNDEFINED_TABLE,
+                format!("materialized view {name} does not exist"),
+            ));
+        }
+        self.ctx.deregister_table(name).map_err(to_pg)?;
+        for id in jobs {
+            self.server.jobs.cancel(id).map_err(to_pg)?;
+        }
+        self.server.jobs.forget_view(name);
+        self.remember(&super::catalog_log::Entry::DropView {
+            name: name.to_string(),
+        })?;
+        Ok(Tag::new("DROP MATERIALIZED VIEW"))
+    }
+
+    /// Answers a server command with rows or a tag.
+    async fn answer<C>(&self, client: &mut C, command: Command) -> PgWireResult<Answer>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(match command {
+            Command::CreateMaterializedView { name, query } => {
+                Answer::Tag(self.create_materialized_view(client, &name, &query).await?)
+            }
+            Command::DropMaterializedView { name, if_exists } => {
+                Answer::Tag(self.drop_materialized_view(&name, if_exists)?)
+            }
+            Command::ShowJobs => Answer::Rows(self.server.jobs.table().map_err(to_pg)?),
+            Command::CancelJob(id) => {
+                if !self.server.jobs.contains(id) {
+                    return Err(user_error(
+                        UNDEFINED_OBJECT,
+                        format!("there is no job {id}; SHOW JOBS lists the jobs"),
+                    ));
+                }
+                self.server.jobs.cancel(id).map_err(to_pg)?;
+                self.remember(&super::catalog_log::Entry::Cancel { id })?;
+                Answer::Tag(Tag::new("CANCEL JOB"))
+            }
+            Command::Transaction(tag) => Answer::Tag(Tag::new(tag)),
+            Command::ShowSetting(setting) => {
+                let value = setting.show(&self.ctx.config());
+                Answer::Rows(one_value(setting.key(), &value))
+            }
+            Command::Show(name) => {
+                let value = match name.as_str() {
+                    "server_version" => "16.6 (Sabot)".to_string(),
+                    "transaction_isolation" | "transaction isolation level" => {
+                        "read committed".to_string()
+                    }
+                    "standard_conforming_strings" => "on".to_string(),
+                    "client_encoding" | "server_encoding" => "UTF8".to_string(),
+                    "datestyle" => "ISO, MDY".to_string(),
+                    "timezone" | "time zone" => "UTC".to_string(),
+                    _ => {
+                        return Err(user_error(
+                            FEATURE_NOT_SUPPORTED,
+                            format!(
+                                "unknown setting '{name}'; SHOW knows Sabot's settings \
+                                 (parallelism, checkpoint.interval, ...), DataFusion's \
+                                 (datafusion.*), SHOW TABLES and SHOW JOBS"
+                            ),
+                        ));
+                    }
+                };
+                Answer::Rows(one_value(&name, &value))
+            }
+        })
+    }
+
+    /// Runs one statement of a simple query, writing its whole response.
+    async fn run_simple<C>(&self, client: &mut C, sql: &str) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(command) = command(sql) {
+            return match self.answer(client, command).await? {
+                Answer::Tag(tag) => complete(client, tag).await,
+                Answer::Rows(batch) => {
+                    let df = self
+                        .ctx
+                        .session_context()
+                        .read_batch(batch)
+                        .map_err(to_pg)?;
+                    stream_rows(client, df).await
+                }
+            };
+        }
+        let kind = classify(sql);
+        let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
+        match kind {
+            StatementKind::Query | StatementKind::Describe { .. } => stream_rows(client, df).await,
+            StatementKind::Insert if inserts_values(sql) => {
+                let tag = insert_now(df).await?;
+                complete(client, tag).await
+            }
+            StatementKind::Insert => {
+                let tag = self.start_job(client, sql, df).await?;
+                complete(client, tag).await
+            }
+            _ => {
+                self.run_other(sql, df).await?;
+                complete(client, tag_of(sql)).await
+            }
+        }
+    }
+}
+
+/// Runs an INSERT to completion: `INSERT 0 n`.
+async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
+    use datafusion::arrow::array::AsArray;
+    let batches = df.collect().await.map_err(to_pg)?;
+    let rows: u64 = batches
+        .iter()
+        .filter(|b| b.num_columns() > 0)
+        .filter_map(|b| {
+            b.column(0)
+                .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
+                .map(|c| c.values().iter().sum::<u64>())
+        })
+        .sum();
+    Ok(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
+}
+
+/// What a server command answers.
+enum Answer {
+    Tag(Tag),
+    Rows(RecordBatch),
+}
+
+async fn complete<C>(client: &mut C, tag: Tag) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    client
+        .send(PgWireBackendMessage::CommandComplete(tag.into()))
+        .await?;
+    Ok(())
+}
+
+/// Writes a query's rows as they come (text format), flushing after every batch.
+async fn stream_rows<C>(client: &mut C, df: DataFrame) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        df.schema().as_arrow(),
+        &Format::UnifiedText,
+        Some(options),
+    )?);
+    let description = RowDescription::new(fields.iter().map(Into::into).collect());
+    client
+        .send(PgWireBackendMessage::RowDescription(description))
+        .await?;
+    let mut batches = df.execute_stream().await.map_err(to_pg)?;
+    let mut rows = 0usize;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(to_pg)?;
+        for row in encode_recordbatch(Arc::clone(&fields), batch) {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            rows += 1;
+        }
+        client.flush().await?;
+    }
+    complete(client, Tag::new("SELECT").with_rows(rows)).await
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Session {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = split_statements(query).map_err(to_pg)?;
+        for statement in statements {
+            self.run_simple(client, &statement.sql).await?;
+        }
+        Ok(Vec::new())
+    }
+}
