@@ -9,6 +9,7 @@
 //! | `checkpoint.retained` (`state.checkpoints.num-retained`) | complete checkpoints kept      | 3           |
 //! | `checkpoint.timeout` (`execution.checkpointing.timeout`) | abort a checkpoint after     | 10 min      |
 //! | `state.backend`                                      | `memory` (`rocksdb`: not yet)   | memory      |
+//! | `table.dml-sync`                                     | server: `INSERT ... SELECT` waits for its job | false |
 //!
 //! Any other `datafusion.*` key is DataFusion's own setting.
 
@@ -37,6 +38,9 @@ pub struct SabotConfig {
     pub dimension_max_rows: usize,
     /// Largest dimension table a broadcast join loads, in bytes of Arrow memory.
     pub dimension_max_bytes: usize,
+    /// Flink's `table.dml-sync`: `sabot serve` runs `INSERT ... SELECT` to completion instead of
+    /// as a background job (embedded and `sabot run`, INSERT always runs to completion).
+    pub dml_sync: bool,
 }
 
 /// Default `dimension.max-rows`.
@@ -57,6 +61,7 @@ impl Default for SabotConfig {
             checkpoint_timeout: Duration::from_secs(600),
             dimension_max_rows: DEFAULT_DIMENSION_MAX_ROWS,
             dimension_max_bytes: DEFAULT_DIMENSION_MAX_BYTES,
+            dml_sync: false,
         }
     }
 }
@@ -82,6 +87,8 @@ pub enum Setting {
     DimensionMaxRows,
     /// `dimension.max-bytes`
     DimensionMaxBytes,
+    /// `table.dml-sync`
+    DmlSync,
 }
 
 /// Parses a byte size: `1048576`, `512kb`, `64 MB`, `1gb` (powers of 1024).
@@ -121,6 +128,7 @@ impl Setting {
             "state.backend" | "state.backend.type" => Some(Setting::StateBackend),
             "dimension.max-rows" => Some(Setting::DimensionMaxRows),
             "dimension.max-bytes" => Some(Setting::DimensionMaxBytes),
+            "table.dml-sync" => Some(Setting::DmlSync),
             _ => None,
         }
     }
@@ -202,6 +210,11 @@ impl Setting {
                     );
                 }
             },
+            Setting::DmlSync => match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" => config.dml_sync = true,
+                "false" | "off" => config.dml_sync = false,
+                _ => return plan_err!("table.dml-sync must be 'true' or 'false', got '{value}'"),
+            },
         }
         Ok(())
     }
@@ -218,6 +231,7 @@ impl Setting {
             Setting::StateBackend => "state.backend",
             Setting::DimensionMaxRows => "dimension.max-rows",
             Setting::DimensionMaxBytes => "dimension.max-bytes",
+            Setting::DmlSync => "table.dml-sync",
         }
     }
 
@@ -236,6 +250,7 @@ impl Setting {
             Setting::StateBackend => "memory".to_string(),
             Setting::DimensionMaxRows => config.dimension_max_rows.to_string(),
             Setting::DimensionMaxBytes => config.dimension_max_bytes.to_string(),
+            Setting::DmlSync => config.dml_sync.to_string(),
         }
     }
 }

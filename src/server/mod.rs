@@ -3,12 +3,14 @@
 //! Every connection is a session of its own (settings) over one shared catalog: a table
 //! created in one session is visible in all. Jobs started by `INSERT INTO ... SELECT` belong to
 //! the server and outlive the session that started them; `SHOW JOBS` and `CANCEL JOB n` work
-//! from any session. Clients authenticate with nothing (trust) for now; the server binds
-//! loopback unless told otherwise and warns when it does not.
+//! from any session. Clients log in with SCRAM-SHA-256 when the server has a password, and are
+//! trusted otherwise; the server binds loopback unless told otherwise and warns when it trusts
+//! clients off loopback.
 //!
 //! - [`session`]: the simple and extended query protocols for one connection.
 //! - [`jobs`]: the background jobs.
 //! - [`errors`]: engine errors as Postgres errors with SQLSTATEs.
+//! - [`text`]: times and timestamps in PostgreSQL's text form.
 //! - [`catalog_log`]: tables, views and jobs remembered in the state directory, replayed when
 //!   the server starts again.
 
@@ -16,6 +18,7 @@ pub mod catalog_log;
 pub mod errors;
 pub mod jobs;
 pub mod session;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,20 +9,25 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
-use futures::{Sink, StreamExt};
-use pgwire::api::portal::{Format, Portal};
+use futures::future::Either;
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::ExtendedQueryHandler;
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, DEFAULT_NAME, PgWireConnectionState, Type,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::Execute;
 use pgwire::types::format::FormatOptions;
 
 use crate::context::SabotContext;
 use crate::planner::statement::{StatementKind, classify};
 use crate::server::errors::to_pg;
+use crate::server::text::postgres_text;
 
 use super::commands::*;
 use super::{Answer, Session, insert_now};
@@ -45,7 +50,10 @@ async fn encode_dataframe(
             let rows: Box<
                 dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync,
             > = match batch {
-                Ok(batch) => encode_recordbatch(Arc::clone(&row_fields), batch),
+                Ok(batch) => match postgres_text(batch, &row_fields) {
+                    Ok(batch) => encode_recordbatch(Arc::clone(&row_fields), batch),
+                    Err(e) => Box::new(std::iter::once(Err(to_pg(e.into())))),
+                },
                 Err(e) => Box::new(std::iter::once(Err(to_pg(e)))),
             };
             futures::stream::iter(rows)
@@ -231,6 +239,62 @@ impl QueryParser for SessionParser {
     }
 }
 
+/// Whether a statement is a query whose rows `on_execute` streams.
+fn is_query(prepared: &Prepared) -> bool {
+    prepared.plan.is_some() && classify(&prepared.sql) != StatementKind::Insert
+}
+
+impl Session {
+    /// Executes a query portal and writes its rows and CommandComplete, flushing whenever the
+    /// query has no row ready.
+    async fn stream_portal<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut response = match self.do_query(client, portal, 0).await? {
+            Response::Query(response) => response,
+            Response::Execution(tag) => {
+                client
+                    .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                    .await?;
+                return Ok(());
+            }
+            _ => {
+                return Err(PgWireError::ApiError(
+                    "a query portal answered with neither rows nor a tag".into(),
+                ));
+            }
+        };
+        let tag = response.command_tag().to_owned();
+        let rows = response.data_rows();
+        let mut count = 0usize;
+        loop {
+            let next = match rows.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    client.flush().await?;
+                    rows.next().await
+                }
+            };
+            match next {
+                Some(row) => {
+                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                    count += 1;
+                }
+                None => break,
+            }
+        }
+        let tag = pgwire::api::results::Tag::new(&tag).with_rows(count);
+        client
+            .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Session {
     type Statement = Prepared;
@@ -238,6 +302,49 @@ impl ExtendedQueryHandler for Session {
 
     fn query_parser(&self) -> Arc<SessionParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// Runs a portal. A query executed for all its rows (a row limit of 0, what drivers send)
+    /// is streamed: rows are flushed whenever the query pauses, so an unbounded query shows
+    /// windows as they close, and a CancelRequest stops it wherever it is. Anything else (a
+    /// row limit, a suspended portal, a statement that is not a query) takes pgwire's path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) if message.max_rows == 0 => portal,
+            _ => return self._on_execute(client, message).await,
+        };
+        if !is_query(&portal.statement.statement)
+            || !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+            || !matches!(*portal.state().lock().await, PortalExecutionState::Initial)
+        {
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        let result = {
+            let run = Box::pin(self.stream_portal(client, &portal));
+            match cancel {
+                Some(cancel) => match futures::future::select(run, cancel).await {
+                    Either::Left((result, _)) => result,
+                    Either::Right(_) => Err(PgWireError::QueryCanceled),
+                },
+                None => run.await,
+            }
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        // Executed again, a finished portal returns no rows (as in PostgreSQL).
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        result
     }
 
     async fn do_query<C>(
@@ -306,7 +413,7 @@ impl ExtendedQueryHandler for Session {
         let kind = classify(sql);
         let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
         match kind {
-            StatementKind::Insert if inserts_values(sql) => {
+            StatementKind::Insert if inserts_values(sql) || self.ctx.config().dml_sync => {
                 Ok(Response::Execution(insert_now(df).await?))
             }
             StatementKind::Insert => {

@@ -37,6 +37,7 @@ use pgwire::types::format::FormatOptions;
 
 use super::Server;
 use super::errors::{FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT, to_pg, user_error};
+use super::text::postgres_text;
 use crate::context::SabotContext;
 use crate::planner::script::split_statements;
 use crate::planner::statement::{StatementKind, classify};
@@ -262,7 +263,7 @@ impl Session {
         let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
         match kind {
             StatementKind::Query | StatementKind::Describe { .. } => stream_rows(client, df).await,
-            StatementKind::Insert if inserts_values(sql) => {
+            StatementKind::Insert if inserts_values(sql) || self.ctx.config().dml_sync => {
                 let tag = insert_now(df).await?;
                 complete(client, tag).await
             }
@@ -333,6 +334,7 @@ where
     let mut rows = 0usize;
     while let Some(batch) = batches.next().await {
         let batch = batch.map_err(to_pg)?;
+        let batch = postgres_text(batch, &fields).map_err(|e| to_pg(e.into()))?;
         for row in encode_recordbatch(Arc::clone(&fields), batch) {
             client.feed(PgWireBackendMessage::DataRow(row?)).await?;
             rows += 1;
