@@ -30,6 +30,43 @@ fn offset_of(text: &str, line_starts: &[usize], at: Location) -> usize {
         .unwrap_or(text.len())
 }
 
+/// `sql` with each placeholder `$n` for which `type_of(n)` names a SQL type written as
+/// `CAST($n AS type)`: the parameter types a client declares at Parse, given to DataFusion's
+/// planner. Strings, quoted names and comments are left alone.
+pub fn cast_placeholders(
+    sql: &str,
+    type_of: impl Fn(usize) -> Option<&'static str>,
+) -> Result<String> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut copied = 0;
+    for t in &tokens {
+        let Token::Placeholder(p) = &t.token else {
+            continue;
+        };
+        let Some(type_name) = p
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(&type_of)
+        else {
+            continue;
+        };
+        let start = offset_of(sql, &line_starts, t.span.start);
+        let end = offset_of(sql, &line_starts, t.span.end);
+        out.push_str(&sql[copied..start]);
+        out.push_str(&format!("CAST({} AS {type_name})", &sql[start..end]));
+        copied = end;
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
+}
+
 /// Splits `script` into its non-empty statements.
 pub fn split_statements(script: &str) -> Result<Vec<ScriptStatement>> {
     let dialect = GenericDialect {};
@@ -114,5 +151,22 @@ mod tests {
     fn multibyte_text_keeps_offsets() {
         let s = split_statements("SELECT 'é'; SELECT 'ü'").unwrap();
         assert_eq!(s[1].sql, "SELECT 'ü'");
+    }
+
+    #[test]
+    fn placeholders_get_the_declared_types() {
+        let typed = |n: usize| match n {
+            1 => Some("BIGINT"),
+            2 => Some("DOUBLE"),
+            _ => None,
+        };
+        assert_eq!(
+            cast_placeholders("SELECT $1 + 1, '$1', \"$2\", $2 * 2, $3 -- $1", typed).unwrap(),
+            "SELECT CAST($1 AS BIGINT) + 1, '$1', \"$2\", CAST($2 AS DOUBLE) * 2, $3 -- $1"
+        );
+        assert_eq!(
+            cast_placeholders("SELECT\n  'é', $1", typed).unwrap(),
+            "SELECT\n  'é', CAST($1 AS BIGINT)"
+        );
     }
 }

@@ -23,6 +23,8 @@ pub const SYNTAX_OR_RULE_VIOLATION: &str = "42000";
 pub const UNDEFINED_OBJECT: &str = "42704";
 /// Internal or execution error.
 pub const INTERNAL_ERROR: &str = "XX000";
+/// A value a parameter cannot take.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
 
 /// The SQLSTATE for `e`.
 pub fn sqlstate(e: &DataFusionError) -> &'static str {

@@ -167,10 +167,14 @@ impl Jobs {
         };
         let state = Arc::new(Mutex::new(JobState::Running));
         let (context, task) = match start_job(df, options).await? {
-            Started::Running(mut job) => {
+            Started::Running(job) => {
                 let context = Arc::clone(&job.context);
                 let state = Arc::clone(&state);
                 let task = tokio::spawn(async move {
+                    // The whole job moves here: its barrier task lives as long as it runs (a
+                    // closure capturing only `job.stream` dropped it, and with it every
+                    // periodic checkpoint).
+                    let mut job = job;
                     let mut result = Ok(());
                     while let Some(batch) = job.stream.next().await {
                         if let Err(e) = batch {

@@ -20,8 +20,13 @@ pub(super) enum Command {
     Transaction(&'static str),
     /// `SHOW <Sabot setting>`.
     ShowSetting(Setting),
-    /// `SHOW <anything else>`: DataFusion's `SHOW` of the name, or an empty answer.
+    /// `SHOW <anything else>`: one of PostgreSQL's parameters.
     Show(String),
+    /// `SET` / `RESET` of one of PostgreSQL's parameters (`None`: back to the default).
+    SetPostgres {
+        name: String,
+        value: Option<String>,
+    },
     /// `CREATE MATERIALIZED VIEW name AS query`.
     CreateMaterializedView {
         name: String,
@@ -96,6 +101,9 @@ pub(super) fn command(sql: &str) -> Option<Command> {
     if let Some(mv) = materialized_view(sql) {
         return Some(mv);
     }
+    if let Some((name, value)) = super::postgres_settings::parse_set(sql) {
+        return Some(Command::SetPostgres { name, value });
+    }
     let words: Vec<String> = sql
         .trim()
         .trim_end_matches(';')
@@ -110,6 +118,10 @@ pub(super) fn command(sql: &str) -> Option<Command> {
         ["COMMIT", ..] | ["END", ..] => Some(Command::Transaction("COMMIT")),
         ["ROLLBACK", ..] | ["ABORT", ..] => Some(Command::Transaction("ROLLBACK")),
         ["SHOW", "TABLES"] | ["SHOW", "COLUMNS", ..] | ["SHOW", "ALL"] => None,
+        ["SHOW", "TIME", "ZONE"] => Some(Command::Show("timezone".into())),
+        ["SHOW", "TRANSACTION", "ISOLATION", "LEVEL"] => {
+            Some(Command::Show("transaction_isolation".into()))
+        }
         ["SHOW", name] => {
             let name = name
                 .trim_matches(|c| c == '\'' || c == '"')
@@ -187,6 +199,20 @@ pub(super) fn catalog_rewrite(sql: &str) -> String {
     if !catalog {
         return sql.to_string();
     }
+    // pg_type's typinput/typoutput/typreceive/typsend hold function names here, not oids, so
+    // a comparison with a `'name'::regproc` (the JDBC driver's
+    // `typinput='pg_catalog.array_in'::regproc`) compares names.
+    static REGPROC: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let sql = match REGPROC.get_or_init(|| {
+        regex::Regex::new(
+            r"(?i)\b(typinput|typoutput|typreceive|typsend)\s*=\s*'(?:pg_catalog\.)?(\w+)'::regproc\b",
+        )
+        .ok()
+    }) {
+        Some(r) => r.replace_all(sql, "$1 = '$2'").into_owned(),
+        None => sql.to_string(),
+    };
+    let sql = sql.as_str();
     let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
     match parser.parse(sql) {
         Ok(statements) if statements.len() == 1 => statements[0].to_string(),
@@ -276,6 +302,27 @@ mod tests {
         assert_eq!(command("SHOW TABLES"), None);
         assert_eq!(command("SHOW datafusion.execution.batch_size"), None);
         assert_eq!(command("SELECT 1"), None);
+        assert_eq!(
+            command("SET extra_float_digits = 3"),
+            Some(Command::SetPostgres {
+                name: "extra_float_digits".into(),
+                value: Some("3".into())
+            })
+        );
+        assert_eq!(
+            command("show time zone"),
+            Some(Command::Show("timezone".into()))
+        );
+    }
+
+    #[test]
+    fn regproc_comparisons_compare_names() {
+        assert!(
+            catalog_rewrite(
+                "SELECT typinput='pg_catalog.array_in'::regproc as is_array FROM pg_catalog.pg_type"
+            )
+            .contains("typinput = 'array_in'")
+        );
     }
 
     #[test]

@@ -21,10 +21,12 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::types::format::FormatOptions;
 
 use crate::context::SabotContext;
+use crate::planner::script::cast_placeholders;
 use crate::planner::statement::{StatementKind, classify};
 use crate::server::errors::to_pg;
 use crate::server::text::postgres_text;
@@ -167,6 +169,27 @@ fn wire_types(plan: &LogicalPlan) -> PgWireResult<Vec<Type>> {
         .collect()
 }
 
+/// The SQL type of a parameter type a client declares at Parse (psycopg declares an int as
+/// int2/int4/int8, a float as float8), so that DataFusion plans with it as PostgreSQL would;
+/// unknown (0) and other types are inferred from the statement.
+fn declared_type(t: &Type) -> Option<&'static str> {
+    Some(match *t {
+        Type::BOOL => "BOOLEAN",
+        Type::INT2 => "SMALLINT",
+        Type::INT4 => "INT",
+        Type::INT8 => "BIGINT",
+        Type::FLOAT4 => "REAL",
+        Type::FLOAT8 => "DOUBLE",
+        Type::TEXT | Type::VARCHAR => "VARCHAR",
+        Type::BYTEA => "BYTEA",
+        Type::DATE => "DATE",
+        Type::TIME => "TIME",
+        Type::TIMESTAMP => "TIMESTAMP",
+        Type::INTERVAL => "INTERVAL",
+        _ => return None,
+    })
+}
+
 #[async_trait]
 impl QueryParser for SessionParser {
     type Statement = Prepared;
@@ -175,15 +198,26 @@ impl QueryParser for SessionParser {
         &self,
         _client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let sql = sql.trim().trim_end_matches(';').to_string();
+        let sql = sql.trim().trim_end_matches(';');
         if sql.is_empty() {
             return Ok(None);
         }
+        let sql = if plans_at_parse(sql) {
+            cast_placeholders(sql, |n| {
+                types
+                    .get(n.wrapping_sub(1))
+                    .and_then(Option::as_ref)
+                    .and_then(declared_type)
+            })
+            .map_err(to_pg)?
+        } else {
+            sql.to_string()
+        };
         let plan = if plans_at_parse(&sql) {
             let df = self.ctx.sql(&catalog_rewrite(&sql)).await.map_err(to_pg)?;
             Some(df.logical_plan().clone())
@@ -302,6 +336,38 @@ impl ExtendedQueryHandler for Session {
 
     fn query_parser(&self) -> Arc<SessionParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// Describes a statement or portal. A statement without result columns (an INSERT, DDL)
+    /// answers ParameterDescription then NoData, as PostgreSQL does; pgwire would send an empty
+    /// RowDescription, which makes the JDBC driver treat an INSERT as a query (its batches
+    /// then report 0 rows per statement).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT
+            && let Some(Entry::Value(statement)) = client.portal_store().get_statement(name)
+        {
+            let response = self.do_describe_statement(client, &statement).await?;
+            if response.fields.is_empty() {
+                let oids = response.parameters.iter().map(Type::oid).collect();
+                client
+                    .feed(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(oids),
+                    ))
+                    .await?;
+                client
+                    .feed(PgWireBackendMessage::NoData(NoData::new()))
+                    .await?;
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     /// Runs a portal. A query executed for all its rows (a row limit of 0, what drivers send)

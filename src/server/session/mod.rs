@@ -12,6 +12,7 @@
 
 mod commands;
 mod extended;
+mod postgres_settings;
 
 use commands::*;
 pub(crate) use commands::{ViewCleanup, sql_type};
@@ -36,7 +37,9 @@ use pgwire::messages::data::RowDescription;
 use pgwire::types::format::FormatOptions;
 
 use super::Server;
-use super::errors::{FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT, to_pg, user_error};
+use super::errors::{
+    FEATURE_NOT_SUPPORTED, INVALID_PARAMETER_VALUE, UNDEFINED_OBJECT, to_pg, user_error,
+};
 use super::text::postgres_text;
 use crate::context::SabotContext;
 use crate::planner::script::split_statements;
@@ -47,6 +50,7 @@ pub struct Session {
     server: Arc<Server>,
     ctx: SabotContext,
     parser: Arc<SessionParser>,
+    postgres: postgres_settings::PostgresSettings,
 }
 
 impl Session {
@@ -57,6 +61,7 @@ impl Session {
             server,
             ctx,
             parser,
+            postgres: Default::default(),
         }
     }
 
@@ -209,30 +214,28 @@ impl Session {
                 Answer::Tag(Tag::new("CANCEL JOB"))
             }
             Command::Transaction(tag) => Answer::Tag(Tag::new(tag)),
+            Command::SetPostgres { name, value } => {
+                let reset = value.is_none();
+                self.postgres
+                    .set(&name, value.as_deref())
+                    .map_err(|e| user_error(INVALID_PARAMETER_VALUE, e))?;
+                Answer::Tag(Tag::new(if reset { "RESET" } else { "SET" }))
+            }
             Command::ShowSetting(setting) => {
                 let value = setting.show(&self.ctx.config());
                 Answer::Rows(one_value(setting.key(), &value))
             }
             Command::Show(name) => {
-                let value = match name.as_str() {
-                    "server_version" => "16.6 (Sabot)".to_string(),
-                    "transaction_isolation" | "transaction isolation level" => {
-                        "read committed".to_string()
-                    }
-                    "standard_conforming_strings" => "on".to_string(),
-                    "client_encoding" | "server_encoding" => "UTF8".to_string(),
-                    "datestyle" => "ISO, MDY".to_string(),
-                    "timezone" | "time zone" => "UTC".to_string(),
-                    _ => {
-                        return Err(user_error(
-                            FEATURE_NOT_SUPPORTED,
-                            format!(
-                                "unknown setting '{name}'; SHOW knows Sabot's settings \
-                                 (parallelism, checkpoint.interval, ...), DataFusion's \
-                                 (datafusion.*), SHOW TABLES and SHOW JOBS"
-                            ),
-                        ));
-                    }
+                let Some(value) = self.postgres.get(&name) else {
+                    return Err(user_error(
+                        FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "unknown setting '{name}'; SHOW knows Sabot's settings \
+                             (parallelism, checkpoint.interval, ...), DataFusion's \
+                             (datafusion.*), PostgreSQL's session parameters (TimeZone, \
+                             DateStyle, ...), SHOW TABLES and SHOW JOBS"
+                        ),
+                    ));
                 };
                 Answer::Rows(one_value(&name, &value))
             }
