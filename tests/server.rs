@@ -1029,6 +1029,25 @@ async fn a_job_resumed_after_a_restart_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(finished, "the resumed job finished");
+    // Old checkpoints are collected, directories and all: `checkpoint.retained` (3) are left
+    // once the deletion of an aborted in-flight one (at the end of input) is done.
+    let job_dir = std::path::Path::new(&dir.path().join("state/jobs/job-1")).to_path_buf();
+    let checkpoints = || {
+        std::fs::read_dir(&job_dir)
+            .expect("job checkpoint directory")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+            })
+            .count()
+    };
+    for _ in 0..100 {
+        if checkpoints() <= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(checkpoints(), 3, "checkpoints left in {job_dir:?}");
     // What the sink holds, read back through a filesystem source, against the same windows
     // computed by one uninterrupted query over the same (deterministic) events.
     let mut written = simple_rows(&client, "SELECT * FROM per_window").await;

@@ -27,6 +27,9 @@ pub struct CheckpointStore {
     root: Path,
     location: String,
     writes: Arc<AtomicU64>,
+    /// The directory of a local store, whose emptied checkpoint directories are removed too
+    /// (an object store has no directories; a local file system keeps them).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 /// The checkpoint chosen for recovery, and what was wrong with newer ones.
@@ -56,7 +59,9 @@ impl CheckpointStore {
             .map_err(|e| exec_datafusion_err!("cannot create state directory '{dir}': {e}"))?;
         let local = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| store_err(&format!("cannot open '{dir}'"), e))?;
-        Ok(Self::with_store(Arc::new(local), Path::default(), location))
+        let mut store = Self::with_store(Arc::new(local), Path::default(), location);
+        store.local_dir = Some(std::path::PathBuf::from(dir));
+        Ok(store)
     }
 
     /// A store over any `object_store` implementation.
@@ -66,6 +71,7 @@ impl CheckpointStore {
             root,
             location: location.to_string(),
             writes: Arc::new(AtomicU64::new(0)),
+            local_dir: None,
         }
     }
 
@@ -250,6 +256,10 @@ impl CheckpointStore {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(store_err("cannot delete an old checkpoint", e)),
             }
+        }
+        if let Some(dir) = &self.local_dir {
+            // Fails, harmlessly, when something else was put there.
+            let _ = std::fs::remove_dir(dir.join(checkpoint_dir(epoch)));
         }
         Ok(())
     }

@@ -33,6 +33,13 @@ EXPECTED = [
     [1.5, 2.5],
     [True, False],
     [datetime.date(2024, 1, 2)],
+    [datetime.datetime(2024, 1, 2, 3, 4, 5)],
+    [decimal.Decimal("1.25")],
+    [datetime.timedelta(days=1)],
+    [b"ab"],
+    [datetime.time(3, 4, 5)],
+    [2],
+    [datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)],
     None,
 ]
 EVERY_TYPE = (
@@ -42,6 +49,11 @@ EVERY_TYPE = (
     "arrow_cast(TIMESTAMP '2024-01-02 03:04:05.25', 'Timestamp(Microsecond, Some(\"UTC\"))'), "
     "INTERVAL '1 day 3 seconds', make_array(1, 2, 3), make_array('a', NULL, 'c'), "
     "make_array(1.5, 2.5), make_array(true, false), make_array(DATE '2024-01-02'), "
+    "make_array(TIMESTAMP '2024-01-02 03:04:05'), make_array(CAST(1.25 AS DECIMAL(10, 2))), "
+    "make_array(INTERVAL '1' DAY), make_array(CAST('ab' AS BYTEA)), "
+    "make_array(CAST('03:04:05' AS TIME)), make_array(CAST(2 AS SMALLINT)), "
+    "make_array(arrow_cast(TIMESTAMP '2024-01-02 03:04:05', "
+    "'Timestamp(Microsecond, Some(\"UTC\"))')), "
     "CAST(NULL AS BIGINT)"
 )
 
@@ -50,12 +62,17 @@ def check(what, actual, expected):
     assert actual == expected, f"{what}: got {actual!r}, expected {expected!r}"
 
 
-def normalized(row):
+def instant(v):
     # A timestamptz comes back in the session's zone (UTC); compare instants.
-    return [
-        v.astimezone(datetime.timezone.utc) if isinstance(v, datetime.datetime) and v.tzinfo else v
-        for v in row
-    ]
+    if isinstance(v, datetime.datetime) and v.tzinfo:
+        return v.astimezone(datetime.timezone.utc)
+    if isinstance(v, list):
+        return [instant(x) for x in v]
+    return v
+
+
+def normalized(row):
+    return [instant(v) for v in row]
 
 
 with psycopg.connect(f"host=127.0.0.1 port={PORT} user=sabot dbname=sabot") as conn:
