@@ -26,6 +26,13 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("q7-agg", include_str!("../../benches/nexmark/q7-agg.sql")),
     ("q8", include_str!("../../benches/nexmark/q8.sql")),
     ("q11", include_str!("../../benches/nexmark/q11.sql")),
+    ("q13", include_str!("../../benches/nexmark/q13.sql")),
+    ("q14", include_str!("../../benches/nexmark/q14.sql")),
+    ("q15", include_str!("../../benches/nexmark/q15.sql")),
+    ("q16", include_str!("../../benches/nexmark/q16.sql")),
+    ("q17", include_str!("../../benches/nexmark/q17.sql")),
+    ("q21", include_str!("../../benches/nexmark/q21.sql")),
+    ("q22", include_str!("../../benches/nexmark/q22.sql")),
 ];
 
 /// What one run measured.

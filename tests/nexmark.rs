@@ -1,7 +1,9 @@
-//! Nexmark q5, q7 and q8 (window joins, a cascading window aggregation, an interval join) over
-//! generated events, checked against independent batch computations of the same questions:
-//! plain DataFusion SQL with window arithmetic on millisecond integers over the same events
-//! read without watermarks.
+//! Nexmark queries over generated events, checked against independent batch computations of
+//! the same questions: plain DataFusion SQL with window arithmetic on millisecond integers over
+//! the same events read without watermarks. q5, q7 and q8 (window joins, a cascading window
+//! aggregation, an interval join), q11 (SESSION windows, against sessions cut with LAG), q15
+//! and q17 (1-day TUMBLE windows with FILTER and DISTINCT aggregates). Then join emission
+//! timing: rows of channel-fed unbounded sources come out exactly when the watermarks allow.
 
 mod common;
 
@@ -74,8 +76,8 @@ async fn query(ctx: &sabot::SabotContext, sql: &str) -> Result<Vec<String>> {
 }
 
 /// Runs `streaming` at parallelism 1 and 3 and `batch` once; all three must agree, and not
-/// trivially.
-async fn check(streaming: &str, batch: &str, at_least: usize) -> Result<()> {
+/// trivially. The streaming plan must run `operator`.
+async fn check(streaming: &str, batch: &str, at_least: usize, operator: &str) -> Result<()> {
     let mut expected = None;
     for parallelism in [1, 3] {
         let ctx = sabot::session_context(config(parallelism));
@@ -83,7 +85,7 @@ async fn check(streaming: &str, batch: &str, at_least: usize) -> Result<()> {
         let plan = query(&ctx, &format!("EXPLAIN {streaming}"))
             .await?
             .join("\n");
-        assert!(plan.contains("JoinExec"), "{plan}");
+        assert!(plan.contains(operator), "{plan}");
         let got = query(&ctx, streaming).await?;
         let want = match &expected {
             Some(want) => want,
@@ -125,6 +127,7 @@ async fn nexmark_q5_matches_batch() -> Result<()> {
          maxes AS (SELECT ws, max(num) AS maxn FROM counts GROUP BY ws)
          SELECT c.auction, c.num FROM counts c JOIN maxes m ON c.ws = m.ws AND c.num >= m.maxn",
         50,
+        "JoinExec",
     )
     .await
 }
@@ -150,6 +153,7 @@ async fn nexmark_q7_matches_batch() -> Result<()> {
          FROM bid_raw B JOIN w ON B.price = w.maxprice
          WHERE CAST(B.date_time AS BIGINT) BETWEEN w.wend - 10000 AND w.wend",
         10,
+        "JoinExec",
     )
     .await
 }
@@ -176,6 +180,92 @@ async fn nexmark_q8_matches_batch() -> Result<()> {
            SELECT DISTINCT seller, CAST(date_time AS BIGINT) / 10000 * 10000 AS ws FROM auction_raw)
          SELECT p.id, p.name, p.ws FROM p JOIN a ON p.id = a.seller AND p.ws = a.ws",
         20,
+        "JoinExec",
+    )
+    .await
+}
+
+/// q11, user sessions: bids per bidder per session, a session ending after 10 s without bids.
+/// The batch twin cuts sessions where a bidder's gap to the previous bid is 10 s or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q11_matches_batch() -> Result<()> {
+    check(
+        "SELECT bidder, COUNT(*), CAST(window_start AS BIGINT), CAST(window_end AS BIGINT)
+         FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+         GROUP BY bidder, window_start, window_end",
+        "WITH b AS (SELECT bidder, CAST(date_time AS BIGINT) AS t FROM bid_raw),
+         g AS (
+           SELECT bidder, t,
+             CASE WHEN t - LAG(t) OVER (PARTITION BY bidder ORDER BY t) < 10000 THEN 0 ELSE 1 END AS new
+           FROM b),
+         s AS (
+           SELECT bidder, t,
+             SUM(new) OVER (PARTITION BY bidder ORDER BY t ROWS UNBOUNDED PRECEDING) AS session
+           FROM g)
+         SELECT bidder, COUNT(*), MIN(t), MAX(t) + 10000 FROM s GROUP BY bidder, session",
+        1000,
+        "WindowAggregateExec",
+    )
+    .await
+}
+
+/// The price ranks of q15 and q17.
+const RANKS: &str = "COUNT(*) FILTER (WHERE price < 10000),
+    COUNT(*) FILTER (WHERE price >= 10000 AND price < 1000000),
+    COUNT(*) FILTER (WHERE price >= 1000000)";
+
+/// q15, bidding statistics per day (a 1-day TUMBLE here; Flink's is an updating GROUP BY on
+/// the day): bids, distinct bidders and distinct auctions, each in price ranks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q15_matches_batch() -> Result<()> {
+    let distinct = |c: &str| {
+        format!(
+            "COUNT(DISTINCT {c}), COUNT(DISTINCT {c}) FILTER (WHERE price < 10000),
+             COUNT(DISTINCT {c}) FILTER (WHERE price >= 10000 AND price < 1000000),
+             COUNT(DISTINCT {c}) FILTER (WHERE price >= 1000000)"
+        )
+    };
+    let aggregates = format!(
+        "COUNT(*), {RANKS}, {}, {}",
+        distinct("bidder"),
+        distinct("auction")
+    );
+    check(
+        &format!(
+            "SELECT to_char(window_start, '%Y-%m-%d'), {aggregates}
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' DAY))
+             GROUP BY window_start, window_end"
+        ),
+        &format!(
+            "SELECT to_char(date_trunc('day', date_time), '%Y-%m-%d'), {aggregates}
+             FROM bid_raw
+             GROUP BY 1"
+        ),
+        1,
+        "WindowAggregateExec",
+    )
+    .await
+}
+
+/// q17, auction statistics per day: bid counts in price ranks and the price's min, max,
+/// average and sum, per auction (a 1-day TUMBLE here; an updating GROUP BY in Flink's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q17_matches_batch() -> Result<()> {
+    let aggregates = format!(
+        "COUNT(*), {RANKS}, MIN(price), MAX(price), CAST(AVG(price) AS BIGINT), SUM(price)"
+    );
+    check(
+        &format!(
+            "SELECT auction, CAST(window_start AS BIGINT), {aggregates}
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' DAY))
+             GROUP BY auction, window_start, window_end"
+        ),
+        &format!(
+            "SELECT auction, CAST(date_time AS BIGINT) / 86400000 * 86400000, {aggregates}
+             FROM bid_raw GROUP BY 1, 2"
+        ),
+        1000,
+        "WindowAggregateExec",
     )
     .await
 }
