@@ -451,10 +451,46 @@ async fn bench_checkpoint(
     ExitCode::SUCCESS
 }
 
+/// Each result of a JSON array with where it comes from: the command, the date (UTC), the
+/// machine (CPU model and cores) and the Sabot version, for tables generated from it.
+fn with_provenance(mut results: serde_json::Value) -> serde_json::Value {
+    let command = std::env::args()
+        .skip(1)
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>();
+    let command = format!("sabot {}", command.join(" "));
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine = format!("{cpu}, {cores} cores");
+    if let Some(items) = results.as_array_mut() {
+        for item in items {
+            if let Some(object) = item.as_object_mut() {
+                object.insert("command".into(), command.clone().into());
+                object.insert("date".into(), date.clone().into());
+                object.insert("machine".into(), machine.clone().into());
+                object.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+            }
+        }
+    }
+    results
+}
+
 fn print_results(results: &[bench::BenchResult], json: Option<String>) -> ExitCode {
     print!("{}", bench::format_table(results));
     if let Some(path) = json {
-        let text = match serde_json::to_string_pretty(&results) {
+        let text = match serde_json::to_value(results)
+            .map(with_provenance)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+        {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot encode results: {e}");

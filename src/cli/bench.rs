@@ -6,6 +6,7 @@
 //! Nexmark events of all kinds (`events.num`), the benchmark's usual unit; a bid-only query reads
 //! 46 of every 50.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::common::{Result, plan_err};
@@ -93,13 +94,18 @@ pub fn query_script(query: &str, events: u64, tps: u64) -> Result<String> {
         .replace("${TPS}", &tps.to_string()))
 }
 
-/// Runs `query` once over `events` events and measures it.
+/// Event time of the first event in the benchmark scripts (`base-time` 2024-01-01 00:00:00).
+const BASE_TIME_MS: i64 = 1_704_067_200_000;
+
+/// Runs `query` once over `events` events and measures it; with `progress`, a progress bar on
+/// stderr follows the sources' watermark through the run's event time.
 pub async fn run_once(
     query: &str,
     events: u64,
     tps: u64,
     parallelism: usize,
     checkpoint_interval: Option<Duration>,
+    progress: bool,
 ) -> Result<BenchResult> {
     let ctx = crate::session_context(SabotConfig {
         parallelism,
@@ -137,8 +143,32 @@ pub async fn run_once(
     let Started::Running(mut job) = start_job(df, options).await? else {
         return datafusion::common::internal_err!("a benchmark job has nothing to resume");
     };
+    let bar = (progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let context = Arc::clone(&job.context);
+        // The scripts' base time; the last event is events / tps seconds of event time later.
+        let span_ms = (events as f64 / tps.max(1) as f64 * 1000.0).max(1.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let done =
+                    ((context.stats.watermark() - BASE_TIME_MS) as f64 / span_ms).clamp(0.0, 1.0);
+                let filled = (done * 30.0) as usize;
+                eprint!(
+                    "\r  [{}{}] {:3.0}%  {:.0}s",
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled),
+                    done * 100.0,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    });
     while let Some(batch) = job.stream.next().await {
         batch?;
+    }
+    if let Some(bar) = bar {
+        bar.abort();
+        eprint!("\r{:50}\r", "");
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu_after, rss_kib) = usage();
@@ -232,18 +262,8 @@ pub async fn bench(
     checkpoint_interval: Option<Duration>,
 ) -> Result<BenchResult> {
     let warmup = (events / 10).clamp(1, 1_000_000);
-    run_once(query, warmup, tps, parallelism, None).await?;
-    let ticker = tokio::spawn(async {
-        let started = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            eprint!("\r  running {:.0}s", started.elapsed().as_secs_f64());
-        }
-    });
-    let result = run_once(query, events, tps, parallelism, checkpoint_interval).await;
-    ticker.abort();
-    eprint!("\r{:24}\r", "");
-    result
+    run_once(query, warmup, tps, parallelism, None, false).await?;
+    run_once(query, events, tps, parallelism, checkpoint_interval, true).await
 }
 
 /// A table of results.
