@@ -65,6 +65,12 @@ pub struct BenchResult {
     pub checkpoints: usize,
     /// The longest of them, in milliseconds.
     pub checkpoint_ms_max: f64,
+    /// Median latency of a window's row: from the sources' watermark passing its end to the
+    /// sink writing it, in event time scaled to processing time (the run's event time per
+    /// wall second); `None` when the sink has no `window_end` / `endtime` column.
+    pub latency_p50_ms: Option<f64>,
+    /// The 99th percentile of the same.
+    pub latency_p99_ms: Option<f64>,
 }
 
 /// CPU seconds used by this process so far, and its peak RSS in KiB.
@@ -180,7 +186,20 @@ pub async fn run_once(
         .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     let stats = &job.context.stats;
+    // Event-time lags scaled to processing time: the run covered `span_ms` of event time in
+    // `wall` seconds.
+    let span_ms = events as f64 / tps.max(1) as f64 * 1000.0;
+    let scale = wall * 1000.0 / span_ms.max(1.0);
+    let mut lags = stats.window_lags();
+    lags.sort_unstable();
+    let percentile = |p: f64| -> Option<f64> {
+        let last = lags.len().checked_sub(1)?;
+        let i = ((last as f64) * p).round() as usize;
+        Some(lags[i.min(last)].max(0) as f64 * scale)
+    };
     Ok(BenchResult {
+        latency_p50_ms: percentile(0.5),
+        latency_p99_ms: percentile(0.99),
         checkpoints: checkpoints.len(),
         checkpoint_ms_max: checkpoints
             .iter()
@@ -250,6 +269,8 @@ pub async fn measure_script(
         late_rows: stats.late_rows(),
         checkpoints: 0,
         checkpoint_ms_max: 0.0,
+        latency_p50_ms: None,
+        latency_p99_ms: None,
     })
 }
 
@@ -269,12 +290,16 @@ pub async fn bench(
 /// A table of results.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut out = String::from(
-        "query         | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | checkpoints (max ms)\n\
-         --------------+------------+-------------+---------+---------+-------------+---------------+--------------+---------------------\n",
+        "query         | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | latency p50/p99 ms | checkpoints (max ms)\n\
+         --------------+------------+-------------+---------+---------+-------------+---------------+--------------+--------------------+---------------------\n",
     );
     for r in results {
+        let latency = match (r.latency_p50_ms, r.latency_p99_ms) {
+            (Some(p50), Some(p99)) => format!("{p50:.1} / {p99:.1}"),
+            _ => "-".to_string(),
+        };
         out.push_str(&format!(
-            "{:<13} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>4} ({:.0})\n",
+            "{:<13} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>18} | {:>4} ({:.0})\n",
             r.query,
             r.events,
             r.parallelism,
@@ -283,6 +308,7 @@ pub fn format_table(results: &[BenchResult]) -> String {
             r.events_per_second,
             r.events_per_core_second,
             r.peak_rss_mib,
+            latency,
             r.checkpoints,
             r.checkpoint_ms_max
         ));

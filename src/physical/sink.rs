@@ -28,6 +28,7 @@ use futures::StreamExt;
 use super::message::StreamMessage;
 use super::streaming::execute_input;
 use crate::connectors::SinkConnector;
+use crate::physical::event_time::to_millis;
 use crate::runtime::job_context::JobContext;
 
 /// Streaming sink (see the module docs).
@@ -163,6 +164,7 @@ impl ExecutionPlan for StreamSinkExec {
                 j.operator_id(self)?.to_string(),
             ))
         });
+        let window_end = window_end_column(&self.sink_schema);
         let mut tasks = Vec::with_capacity(inputs);
         for i in 0..inputs {
             let messages = execute_input(&self.input, i, Arc::clone(&context))?;
@@ -192,11 +194,17 @@ impl ExecutionPlan for StreamSinkExec {
                             if rows == 0 {
                                 continue;
                             }
-                            writer.write(&batch.batch.project(&projection)?).await?;
+                            let projected = batch.batch.project(&projection)?;
+                            writer.write(&projected).await?;
                             written += rows as u64;
                             baseline.record_output(rows);
                             if let Some(job) = &job {
                                 job.stats.add_rows_out(rows as u64);
+                                if let Some(c) = window_end {
+                                    let ends = to_millis(projected.column(c))?;
+                                    job.stats
+                                        .record_window_ends(ends.iter().flatten().collect());
+                                }
                             }
                         }
                         StreamMessage::Barrier(b) => {
@@ -276,4 +284,14 @@ impl ExecutionPlan for StreamSinkExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The sink column holding a window's end (`window_end`, or Nexmark's `endtime`), whose lag
+/// behind the watermark the job's statistics record.
+fn window_end_column(schema: &SchemaRef) -> Option<usize> {
+    schema.fields().iter().position(|f| {
+        matches!(f.data_type(), DataType::Timestamp(_, _))
+            && (f.name().eq_ignore_ascii_case("window_end")
+                || f.name().eq_ignore_ascii_case("endtime"))
+    })
 }

@@ -24,7 +24,11 @@ pub struct JobStats {
     rows_out: AtomicU64,
     malformed_records: AtomicU64,
     source_watermarks: Mutex<Vec<Arc<AtomicI64>>>,
+    window_lags: Mutex<Vec<i64>>,
 }
+
+/// At most this many window lags are kept (the first ones of a run).
+const MAX_WINDOW_LAGS: usize = 1 << 20;
 
 impl JobStats {
     /// Rows read by all sources.
@@ -77,6 +81,31 @@ impl JobStats {
     }
 
     /// Minimum watermark over the source partitions that have not finished.
+    /// Sinks report the window ends of the rows they write: each distinct end's lag behind
+    /// the sources' watermark (event-time milliseconds), the engine's delay between a window
+    /// closing at the sources and its row leaving. Nothing is recorded before the first or
+    /// after the final watermark.
+    pub fn record_window_ends(&self, mut ends: Vec<i64>) {
+        let watermark = self.watermark();
+        if watermark == NO_WATERMARK || watermark == END_OF_TIME || ends.is_empty() {
+            return;
+        }
+        ends.sort_unstable();
+        ends.dedup();
+        if let Ok(mut lags) = self.window_lags.lock() {
+            let room = MAX_WINDOW_LAGS.saturating_sub(lags.len());
+            lags.extend(ends.iter().take(room).map(|end| watermark - end));
+        }
+    }
+
+    /// The window lags recorded so far (see [`JobStats::record_window_ends`]).
+    pub fn window_lags(&self) -> Vec<i64> {
+        self.window_lags
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
     pub fn watermark(&self) -> i64 {
         let Ok(all) = self.source_watermarks.lock() else {
             return NO_WATERMARK;
