@@ -87,6 +87,10 @@ enum BenchSuite {
         /// Checkpoint at this interval (e.g. `10s`) into a temporary directory.
         #[arg(long)]
         checkpoint_interval: Option<String>,
+        /// Where the events come from: `generator` (built in), or `kafka` (loaded into topics
+        /// of a mock Kafka cluster first, as JSON; the run measures consume, decode, query).
+        #[arg(long, default_value = "generator")]
+        source: String,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<String>,
@@ -142,6 +146,9 @@ enum BenchSuite {
     KafkaBroker {
         #[arg(long, default_value_t = 32)]
         partitions: i32,
+        /// Topics to create, comma-separated.
+        #[arg(long, default_value = "bids")]
+        topics: String,
     },
 }
 
@@ -197,9 +204,18 @@ fn main() -> ExitCode {
                         tps,
                         parallelism,
                         checkpoint_interval,
+                        source,
                         json,
                     },
             } => {
+                let source = match source.as_str() {
+                    "generator" => bench::Source::Generator,
+                    "kafka" => bench::Source::Kafka,
+                    other => {
+                        eprintln!("error: --source must be 'generator' or 'kafka', got '{other}'");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 let interval = match checkpoint_interval.as_deref() {
                     None => None,
                     Some(text) => match sabot::connectors::options::parse_duration(text) {
@@ -213,7 +229,7 @@ fn main() -> ExitCode {
                         }
                     },
                 };
-                bench_nexmark(query, events, tps, parallelism, interval, json).await
+                bench_nexmark(query, events, tps, parallelism, interval, source, json).await
             }
             Command::Bench {
                 suite:
@@ -252,8 +268,11 @@ fn main() -> ExitCode {
                     },
             } => bench_checkpoint(keys, &interval, checkpoints, json).await,
             Command::Bench {
-                suite: BenchSuite::KafkaBroker { partitions },
-            } => match sabot::cli::bench_kafka::serve_mock_broker("bids", partitions) {
+                suite: BenchSuite::KafkaBroker { partitions, topics },
+            } => match sabot::cli::bench_kafka::serve_mock_broker(
+                &topics.split(',').map(str::trim).collect::<Vec<_>>(),
+                partitions,
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -384,6 +403,7 @@ async fn bench_nexmark(
     tps: u64,
     parallelism: usize,
     checkpoint_interval: Option<std::time::Duration>,
+    source: bench::Source,
     json: Option<String>,
 ) -> ExitCode {
     let queries: Vec<String> = match query {
@@ -393,7 +413,7 @@ async fn bench_nexmark(
     let mut results = Vec::new();
     for q in &queries {
         eprintln!("{q}: {events} events, parallelism {parallelism}");
-        match bench::bench(q, events, tps, parallelism, checkpoint_interval).await {
+        match bench::bench(q, events, tps, parallelism, checkpoint_interval, source).await {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {q}: {e}");

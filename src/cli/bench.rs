@@ -113,14 +113,36 @@ pub async fn run_once(
     checkpoint_interval: Option<Duration>,
     progress: bool,
 ) -> Result<BenchResult> {
+    let script = query_script(query, events, tps)?;
+    run_script(
+        query,
+        &script,
+        events,
+        tps,
+        parallelism,
+        checkpoint_interval,
+        progress,
+    )
+    .await
+}
+
+/// Runs `script` (a query's script over `events` Nexmark events at `tps`) once and measures it.
+pub async fn run_script(
+    query: &str,
+    script: &str,
+    events: u64,
+    tps: u64,
+    parallelism: usize,
+    checkpoint_interval: Option<Duration>,
+    progress: bool,
+) -> Result<BenchResult> {
     let ctx = crate::session_context(SabotConfig {
         parallelism,
         batch_size: 8192,
         checkpoint_interval: None,
         ..SabotConfig::default()
     });
-    let script = query_script(query, events, tps)?;
-    let statements = split_statements(&script)?;
+    let statements = split_statements(script)?;
     let Some((last, setup)) = statements.split_last() else {
         return plan_err!("empty benchmark script");
     };
@@ -274,6 +296,16 @@ pub async fn measure_script(
     })
 }
 
+/// Where a benchmark's events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in Nexmark generator.
+    Generator,
+    /// A Kafka topic per table, loaded with the generator's events as JSON first (a librdkafka
+    /// mock cluster in a child process): the run measures consume, decode and query.
+    Kafka,
+}
+
 /// Warm-up, then the measured run.
 pub async fn bench(
     query: &str,
@@ -281,7 +313,20 @@ pub async fn bench(
     tps: u64,
     parallelism: usize,
     checkpoint_interval: Option<Duration>,
+    source: Source,
 ) -> Result<BenchResult> {
+    if source == Source::Kafka {
+        let script = query_script(query, events, tps)?;
+        return super::bench_kafka::nexmark_over_kafka(
+            query,
+            &script,
+            events,
+            tps,
+            parallelism,
+            checkpoint_interval,
+        )
+        .await;
+    }
     let warmup = (events / 10).clamp(1, 1_000_000);
     run_once(query, warmup, tps, parallelism, None, false).await?;
     run_once(query, events, tps, parallelism, checkpoint_interval, true).await
@@ -290,8 +335,8 @@ pub async fn bench(
 /// A table of results.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut out = String::from(
-        "query         | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | latency p50/p99 ms | checkpoints (max ms)\n\
-         --------------+------------+-------------+---------+---------+-------------+---------------+--------------+--------------------+---------------------\n",
+        "query            | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | latency p50/p99 ms | checkpoints (max ms)\n\
+         -----------------+------------+-------------+---------+---------+-------------+---------------+--------------+--------------------+---------------------\n",
     );
     for r in results {
         let latency = match (r.latency_p50_ms, r.latency_p99_ms) {
@@ -299,7 +344,7 @@ pub fn format_table(results: &[BenchResult]) -> String {
             _ => "-".to_string(),
         };
         out.push_str(&format!(
-            "{:<13} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>18} | {:>4} ({:.0})\n",
+            "{:<16} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>18} | {:>4} ({:.0})\n",
             r.query,
             r.events,
             r.parallelism,

@@ -25,12 +25,14 @@ const BID_BYTES: u64 = 300;
 
 /// Runs the mock cluster of the benchmark: prints its bootstrap servers, then serves until
 /// standard input closes.
-pub fn serve_mock_broker(topic: &str, partitions: i32) -> Result<()> {
+pub fn serve_mock_broker(topics: &[&str], partitions: i32) -> Result<()> {
     let cluster = rdkafka::mocking::MockCluster::new(1)
         .map_err(|e| DataFusionError::Execution(format!("cannot start a mock cluster: {e}")))?;
-    cluster
-        .create_topic(topic, partitions, 1)
-        .map_err(|e| DataFusionError::Execution(format!("cannot create topic {topic}: {e}")))?;
+    for topic in topics {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .map_err(|e| DataFusionError::Execution(format!("cannot create topic {topic}: {e}")))?;
+    }
     println!("{}", cluster.bootstrap_servers());
     std::io::stdout().flush()?;
     let mut sink = Vec::new();
@@ -51,7 +53,7 @@ impl Drop for BrokerProcess {
     }
 }
 
-fn start_broker(partitions: i32) -> Result<BrokerProcess> {
+fn start_broker(topics: &[&str], partitions: i32) -> Result<BrokerProcess> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args([
@@ -59,6 +61,8 @@ fn start_broker(partitions: i32) -> Result<BrokerProcess> {
             "kafka-broker",
             "--partitions",
             &partitions.to_string(),
+            "--topics",
+            &topics.join(","),
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -78,7 +82,7 @@ fn start_broker(partitions: i32) -> Result<BrokerProcess> {
 }
 
 /// Records the topic holds: the sum over partitions of high minus low watermark.
-fn records_kept(servers: &str, partitions: i32) -> Result<u64> {
+fn records_kept(servers: &str, topic: &str, partitions: i32) -> Result<u64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", servers)
@@ -88,7 +92,7 @@ fn records_kept(servers: &str, partitions: i32) -> Result<u64> {
     let mut kept = 0;
     for p in 0..partitions {
         let (low, high) = consumer
-            .fetch_watermarks("bids", p, std::time::Duration::from_secs(10))
+            .fetch_watermarks(topic, p, std::time::Duration::from_secs(10))
             .map_err(|e| DataFusionError::Execution(format!("cannot read offsets: {e}")))?;
         kept += (high - low).max(0) as u64;
     }
@@ -106,7 +110,7 @@ pub async fn bench(records: u64, partitions: i32, parallelism: usize) -> Result<
             records * BID_BYTES / MOCK_PARTITION_BYTES + 1
         );
     }
-    let broker = start_broker(partitions)?;
+    let broker = start_broker(&["bids"], partitions)?;
     let servers = &broker.servers;
     // Bids are 46 of every 50 Nexmark events.
     let events = records * 50 / 46;
@@ -125,7 +129,7 @@ pub async fn bench(records: u64, partitions: i32, parallelism: usize) -> Result<
     );
     let produced = measure_script("kafka-produce", &produce, parallelism, |_| Ok(())).await?;
     let written = produced.rows_out;
-    let kept = records_kept(servers, partitions)?;
+    let kept = records_kept(servers, "bids", partitions)?;
     if kept != written {
         return exec_err!(
             "the mock cluster holds {kept} of the {written} records written (it drops the oldest \
@@ -152,4 +156,127 @@ pub async fn bench(records: u64, partitions: i32, parallelism: usize) -> Result<
     }
     drop(broker);
     Ok(vec![produced, consumed])
+}
+
+/// A `CREATE TABLE` of the Nexmark connector in a benchmark script: its name, its columns
+/// (with the WATERMARK clause, if any) and the event kind.
+struct NexmarkTableDdl {
+    name: String,
+    columns: String,
+    kind: String,
+}
+
+fn nexmark_tables(script: &str) -> Result<Vec<(usize, NexmarkTableDdl)>> {
+    let create =
+        regex::Regex::new(r"(?is)^\s*CREATE\s+TABLE\s+(\w+)\s*\((.*)\)\s*WITH\s*\((.*)\)\s*$")
+            .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    let kind = regex::Regex::new(r"'nexmark\.table\.type'\s*=\s*'(\w+)'")
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    let mut tables = Vec::new();
+    for (i, statement) in crate::planner::script::split_statements(script)?
+        .iter()
+        .enumerate()
+    {
+        let Some(c) = create.captures(&statement.sql) else {
+            continue;
+        };
+        if !c[3].contains("'nexmark'") {
+            continue;
+        }
+        let Some(k) = kind.captures(&c[3]) else {
+            return plan_err!("table {} names no 'nexmark.table.type'", &c[1]);
+        };
+        tables.push((
+            i,
+            NexmarkTableDdl {
+                name: c[1].to_string(),
+                columns: c[2].to_string(),
+                kind: k[1].to_string(),
+            },
+        ));
+    }
+    Ok(tables)
+}
+
+/// `sabot bench nexmark --source kafka`: the events of every Nexmark table of `script` are
+/// first written (as JSON, by the Kafka sink) into a topic of their own on a mock cluster in a
+/// child process; then the query runs with those tables read from Kafka, and is measured
+/// (consume, decode, query; the broker's CPU is its own process's).
+pub async fn nexmark_over_kafka(
+    query: &str,
+    script: &str,
+    events: u64,
+    tps: u64,
+    parallelism: usize,
+    checkpoint_interval: Option<std::time::Duration>,
+) -> Result<BenchResult> {
+    let tables = nexmark_tables(script)?;
+    if tables.is_empty() {
+        return plan_err!("query {query} reads no Nexmark table");
+    }
+    // Every table's share fits: at most all events, of at most 500 bytes (auctions).
+    let partitions = (events * 500 / MOCK_PARTITION_BYTES + 1).clamp(1, 4096) as i32;
+    let topics: Vec<&str> = tables.iter().map(|(_, t)| t.name.as_str()).collect();
+    let broker = start_broker(&topics, partitions)?;
+    let servers = broker.servers.clone();
+    for (_, table) in &tables {
+        let without_watermark = match table.columns.to_ascii_uppercase().find("WATERMARK") {
+            Some(at) => table.columns[..at]
+                .trim_end()
+                .trim_end_matches(',')
+                .to_string(),
+            None => table.columns.clone(),
+        };
+        let load = format!(
+            "CREATE TABLE generated ({without_watermark}) WITH ('connector' = 'nexmark', \
+               'nexmark.table.type' = '{kind}', 'events.num' = '{events}', 'tps' = '{tps}', \
+               'throttle' = 'false', 'base-time' = '2024-01-01 00:00:00');\n\
+             CREATE TABLE topic ({without_watermark}) WITH ('connector' = 'kafka', \
+               'topic' = '{name}', 'properties.bootstrap.servers' = '{servers}', \
+               'format' = 'json', 'properties.linger.ms' = '20', \
+               'properties.batch.num.messages' = '10000', \
+               'properties.sticky.partitioning.linger.ms' = '0');\n\
+             INSERT INTO topic SELECT * FROM generated;",
+            kind = table.kind,
+            name = table.name,
+        );
+        eprintln!("  loading {} into Kafka", table.name);
+        let loaded = measure_script("load", &load, 2, |_| Ok(())).await?;
+        let kept = records_kept(&servers, &table.name, partitions)?;
+        if kept != loaded.rows_out {
+            return exec_err!(
+                "the mock cluster holds {kept} of the {} records of {} (it drops the oldest \
+                 beyond 5 MB per partition)",
+                loaded.rows_out,
+                table.name
+            );
+        }
+    }
+    let statements = crate::planner::script::split_statements(script)?;
+    let mut rewritten = Vec::with_capacity(statements.len());
+    for (i, statement) in statements.iter().enumerate() {
+        match tables.iter().find(|(at, _)| *at == i) {
+            Some((_, table)) => rewritten.push(format!(
+                "CREATE TABLE {name} ({columns}) WITH ('connector' = 'kafka', 'topic' = '{name}', \
+                   'properties.bootstrap.servers' = '{servers}', 'format' = 'json', \
+                   'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset')",
+                name = table.name,
+                columns = table.columns,
+            )),
+            None => rewritten.push(statement.sql.clone()),
+        }
+    }
+    let mut result = super::bench::run_script(
+        query,
+        &rewritten.join(";\n"),
+        events,
+        tps,
+        parallelism,
+        checkpoint_interval,
+        true,
+    )
+    .await?;
+    result.query = format!("{query} (kafka)");
+    drop(broker);
+    Ok(result)
 }
