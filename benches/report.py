@@ -62,24 +62,46 @@ def compare_section(files):
     for path in files:
         with open(path) as f:
             data = json.load(f)
+        meta = data.get("meta", {})
         summary = data.get("summary", [])
         if not summary:
             continue
+        command = meta.get("command", "benches/compare/run.sh")
+        command = "benches/compare/run.sh " + command.split("--flink-python", 1)[-1].split(" ", 2)[-1]
+        suites = sorted({s.get("suite", "datagen") for s in summary})
         out += [
-            "## Sabot and Apache Flink side by side",
+            f"### Sabot and Apache Flink {meta.get('flink_version', '')}: {', '.join(suites)}",
             "",
-            f"`{data.get('command', 'benches/compare/run.sh')}` on {data.get('date', '?')}, "
-            f"{data.get('machine', '?')}. {data.get('method', '')}".rstrip(),
+            f"`{command}`, {meta.get('date', '?')[:16].replace('T', ' ')} UTC, "
+            f"{meta.get('cpus', '?')} cores, {meta.get('java', 'Java ?')}, parallelism "
+            f"{meta.get('parallelism', 1)}. Events (rows read) per second per core, marginal "
+            "(the difference of two event counts, so start-up is not counted): median of the "
+            "runs, min-max in brackets.",
             "",
-            "| query | Sabot events/s per core | Flink events/s per core | Sabot / Flink |",
-            "|---|---|---|---|",
+            "| suite | query | Sabot | Flink | Sabot / Flink |",
+            "|---|---|---|---|---|",
         ]
         for s in summary:
+            cells = []
+            for engine in ("sabot", "flink"):
+                values = s[engine]["marginal_events_per_core_s"]
+                median = values[0]
+                low, high = min(values[1:] or values), max(values[1:] or values)
+                cells.append(f"{millions(median)} ({millions(low)}-{millions(high)})")
             out.append(
-                f"| {s['query']} | {millions(s['sabot_per_core'])} | {millions(s['flink_per_core'])} "
-                f"| {s['ratio']:.1f}x |"
+                f"| {s.get('suite', 'datagen')} | {s['query']} | {cells[0]} | {cells[1]} "
+                f"| {s['ratio_marginal_events_per_core_s']:.1f}x |"
             )
         out.append("")
+    if out:
+        out = [
+            "## Sabot and Apache Flink side by side",
+            "",
+            "`benches/compare/` (see its README): the same queries on both engines at",
+            "parallelism 1, over Flink's and Sabot's `datagen` (suite `datagen`) and over the same",
+            "pre-generated Nexmark bid files read by both (suite `nexmark-files`).",
+            "",
+        ] + out
     return out
 
 

@@ -1,0 +1,21 @@
+-- hop: per key, HOP windows of 10 s sliding by 2 s: COUNT(*), SUM(v), MAX(v). ${EVENTS} is replaced by flink_job.py.
+-- flink_job.py sets parallelism.default = 1, table.exec.resource.default-parallelism = 1,
+-- table.local-time-zone = UTC; checkpointing stays off (Flink's default).
+-- Source shared by every query: N rows, unthrottled; id = 1..N, k uniform in [1, 1000],
+-- v uniform in [0, 1000000]; event time = id milliseconds after the epoch (1 row per ms).
+CREATE TABLE src (
+  id BIGINT, k BIGINT, v BIGINT,
+  ts AS TO_TIMESTAMP_LTZ(id, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '1000000000', 'number-of-rows' = '${EVENTS}',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '${EVENTS}',
+  'fields.k.min' = '1', 'fields.k.max' = '1000',
+  'fields.v.min' = '0', 'fields.v.max' = '1000000'
+);
+CREATE TABLE sink (k BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), cnt BIGINT, sum_v BIGINT, max_v BIGINT)
+WITH ('connector' = 'blackhole');
+INSERT INTO sink
+SELECT k, window_start, window_end, COUNT(*), SUM(v), MAX(v)
+FROM TABLE(HOP(TABLE src, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+GROUP BY k, window_start, window_end;

@@ -1,0 +1,20 @@
+-- nexmark q7: highest bid: the bids of each 10 s window that have the window's highest price, an interval join of the bids with the per-window maximum (benches/nexmark/q7.sql). ${DATA} is replaced by compare.py.
+-- flink_job.py sets parallelism.default = 1, table.exec.resource.default-parallelism = 1,
+-- table.local-time-zone = UTC; checkpointing stays off (Flink's default).
+-- The bids of ${DATA} (CSV files written by Sabot's nexmark-gen.sql, the same files Sabot reads);
+-- the event time is the epoch-milliseconds column, as a computed column.
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time_ms BIGINT, extra VARCHAR,
+  ts AS TO_TIMESTAMP_LTZ(date_time_ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}', 'format' = 'csv');
+CREATE TABLE discard (auction BIGINT, price BIGINT, bidder BIGINT, date_time TIMESTAMP_LTZ(3), extra VARCHAR) WITH ('connector' = 'blackhole');
+INSERT INTO discard
+SELECT B.auction, B.price, B.bidder, B.ts, B.extra
+FROM bid B
+JOIN (
+  SELECT MAX(price) AS maxprice, window_end AS date_time
+  FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+  GROUP BY window_start, window_end
+) B1
+ON B.price = B1.maxprice
+WHERE B.ts BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time;

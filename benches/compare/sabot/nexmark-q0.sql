@@ -1,0 +1,11 @@
+-- nexmark q0: pass-through. ${DATA} is replaced by compare.py.
+SET 'parallelism' = '1';
+SET 'checkpoint.interval' = '0';
+-- The bids of ${DATA} (CSV files written by nexmark-gen.sql, the same files Flink reads); the
+-- event time is the epoch-milliseconds column, as a computed column.
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time_ms BIGINT, extra VARCHAR,
+  ts AS TO_TIMESTAMP_MILLIS(date_time_ms),
+  WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}', 'format' = 'csv');
+CREATE TABLE discard (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra VARCHAR) WITH ('connector' = 'blackhole');
+INSERT INTO discard SELECT auction, bidder, price, ts, extra FROM bid;
