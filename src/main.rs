@@ -413,7 +413,15 @@ async fn bench_nexmark(
     let mut results = Vec::new();
     for q in &queries {
         eprintln!("{q}: {events} events, parallelism {parallelism}");
-        match bench::bench(q, events, tps, parallelism, checkpoint_interval, source).await {
+        // Several queries run one process each, so that each peak RSS is its own.
+        let result = if queries.len() > 1 {
+            bench_in_child(q, events, tps, parallelism, checkpoint_interval, source)
+        } else {
+            bench::bench(q, events, tps, parallelism, checkpoint_interval, source)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match result {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {q}: {e}");
@@ -422,6 +430,50 @@ async fn bench_nexmark(
         }
     }
     print_results(&results, json)
+}
+
+/// Runs one query of `sabot bench nexmark` in a child process of this binary and reads its
+/// result back.
+fn bench_in_child(
+    query: &str,
+    events: u64,
+    tps: u64,
+    parallelism: usize,
+    checkpoint_interval: Option<std::time::Duration>,
+    source: bench::Source,
+) -> Result<bench::BenchResult, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let json =
+        std::env::temp_dir().join(format!("sabot-bench-{}-{query}.json", std::process::id()));
+    let mut command = std::process::Command::new(exe);
+    command.args(["bench", "nexmark", "--query", query]);
+    command.args(["--events", &events.to_string(), "--tps", &tps.to_string()]);
+    command.args(["--parallelism", &parallelism.to_string()]);
+    if let Some(interval) = checkpoint_interval {
+        command.args([
+            "--checkpoint-interval",
+            &format!("{}ms", interval.as_millis()),
+        ]);
+    }
+    let source = match source {
+        bench::Source::Generator => "generator",
+        bench::Source::Kafka => "kafka",
+    };
+    command.args(["--source", source, "--json"]).arg(&json);
+    // The child's table goes nowhere; its progress and errors to this process's stderr.
+    command.stdout(std::process::Stdio::null());
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run the benchmark: {e}"))?;
+    if !status.success() {
+        return Err(format!("the benchmark process failed ({status})"));
+    }
+    let text = std::fs::read_to_string(&json).map_err(|e| format!("no result: {e}"));
+    let _ = std::fs::remove_file(&json);
+    let text = text?;
+    let mut results: Vec<bench::BenchResult> =
+        serde_json::from_str(&text).map_err(|e| format!("unreadable result: {e}"))?;
+    results.pop().ok_or_else(|| "no result".to_string())
 }
 
 async fn bench_kafka(

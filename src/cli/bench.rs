@@ -37,7 +37,7 @@ pub const QUERIES: &[(&str, &str)] = &[
 ];
 
 /// What one run measured.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BenchResult {
     /// Query name.
     pub query: String,
