@@ -503,16 +503,22 @@ async fn bench_checkpoint(
         return ExitCode::FAILURE;
     };
     eprintln!("checkpoint: {keys} keys, every {} ms", interval.as_millis());
-    let results = match sabot::cli::bench_checkpoint::bench(keys, interval, checkpoints).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: checkpoint: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (results, recovery) =
+        match sabot::cli::bench_checkpoint::bench(keys, interval, checkpoints).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: checkpoint: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     print!("{}", sabot::cli::bench_checkpoint::format_table(&results));
+    println!(
+        "recovery: checkpoint {} restored, job running again after {:.1} ms",
+        recovery.epoch, recovery.recovery_ms
+    );
     if let Some(path) = json {
-        let written = serde_json::to_string_pretty(&results)
+        let both = serde_json::json!({ "checkpoints": results, "recovery": recovery });
+        let written = serde_json::to_string_pretty(&both)
             .map_err(|e| e.to_string())
             .and_then(|t| std::fs::write(&path, t).map_err(|e| e.to_string()));
         if let Err(e) = written {

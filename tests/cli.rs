@@ -252,6 +252,46 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
     assert_eq!(results[0]["rows_out"].as_u64(), Some(18_400));
 }
 
+/// `sabot bench checkpoint` measures checkpoints of keyed window state, then restarts the job
+/// on its directory and reports the recovery from the newest checkpoint.
+#[test]
+fn bench_checkpoint_measures_checkpoints_and_a_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("checkpoint.json");
+    let out = sabot()
+        .args([
+            "bench",
+            "checkpoint",
+            "--keys",
+            "10000",
+            "--interval",
+            "200ms",
+            "--checkpoints",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let checkpoints = result["checkpoints"].as_array().unwrap();
+    assert_eq!(checkpoints.len(), 2);
+    let newest = checkpoints
+        .iter()
+        .map(|c| c["stats"]["epoch"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // The restart restores a complete checkpoint at least as new as the measured ones.
+    assert!(
+        result["recovery"]["epoch"].as_u64().unwrap() >= newest,
+        "{result}"
+    );
+    assert!(result["recovery"]["recovery_ms"].as_f64().unwrap() > 0.0);
+}
+
 /// `sabot bench join`: every stream key is an id of the dimension table, so the join emits one
 /// row per stream row, like the scan-only baseline.
 #[test]

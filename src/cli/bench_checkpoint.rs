@@ -4,7 +4,10 @@
 //! (COUNT and SUM per key), so the window state grows to about `keys` entries and never fires.
 //! Checkpoints go to a temporary directory every `interval`; once the state holds nearly every
 //! key, the next checkpoints are measured: duration from barrier injection to completion, and
-//! the bytes of state written.
+//! the bytes of state written. Then the job is stopped as in a crash and started again on the
+//! same directory: the recovery time is how long that start takes, from opening the newest
+//! checkpoint (manifest, checksums, state files) to a running job with its window state rebuilt
+//! (operators restore their state when the plan is executed, before reading any input).
 
 use std::time::{Duration, Instant};
 
@@ -25,12 +28,22 @@ pub struct CheckpointResult {
     pub stats: CheckpointStats,
 }
 
-/// Runs the job until `measured` checkpoints complete after the state is (nearly) full.
+/// Recovery from the last checkpoint of the run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoveryResult {
+    /// The checkpoint restored.
+    pub epoch: u64,
+    /// From starting the job again to running with its state restored, in milliseconds.
+    pub recovery_ms: f64,
+}
+
+/// Runs the job until `measured` checkpoints complete after the state is (nearly) full, then
+/// measures a recovery from the newest checkpoint.
 pub async fn bench(
     keys: u64,
     interval: Duration,
     measured: usize,
-) -> Result<Vec<CheckpointResult>> {
+) -> Result<(Vec<CheckpointResult>, RecoveryResult)> {
     let dir = std::env::temp_dir().join(format!("sabot-bench-checkpoint-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ctx = crate::session_context(SabotConfig {
@@ -57,7 +70,7 @@ pub async fn bench(
         ctx.sql(&s.sql).await?.collect().await?;
     }
     let df = ctx.sql(&last.sql).await?;
-    let options = JobOptions {
+    let options = || JobOptions {
         checkpoint_interval: Some(interval),
         checkpoints: Some((
             CheckpointConfig {
@@ -68,7 +81,7 @@ pub async fn bench(
             "bench-checkpoint".to_string(),
         )),
     };
-    let Started::Running(mut job) = start_job(df, options).await? else {
+    let Started::Running(mut job) = start_job(df, options()).await? else {
         return internal_err!("a fresh checkpoint directory has nothing to resume");
     };
     let Some(coordinator) = job.context.checkpointing().cloned() else {
@@ -109,10 +122,21 @@ pub async fn bench(
             }
         }
     };
+    // A crash: the job stops wherever it is; then it starts again on the same directory.
     drive.abort();
+    let _ = drive.await;
+    let df = ctx.sql(&last.sql).await?;
+    let started = Instant::now();
+    let resumed = start_job(df, options()).await?;
+    let recovery_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let epoch = match &resumed {
+        Started::Running(job) if job.restored_epoch > 0 => job.restored_epoch,
+        _ => return internal_err!("the restarted benchmark job restored no checkpoint"),
+    };
+    drop(resumed);
     let _ = std::fs::remove_dir_all(&dir);
     results.truncate(measured);
-    Ok(results)
+    Ok((results, RecoveryResult { epoch, recovery_ms }))
 }
 
 /// A table of results.
