@@ -171,6 +171,7 @@ pub async fn run_script(
     let Started::Running(mut job) = start_job(df, options).await? else {
         return datafusion::common::internal_err!("a benchmark job has nothing to resume");
     };
+    job.context.stats.record_window_lags();
     let bar = (progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let context = Arc::clone(&job.context);
         // The scripts' base time; the last event is events / tps seconds of event time later.

@@ -200,7 +200,9 @@ impl ExecutionPlan for StreamSinkExec {
                             baseline.record_output(rows);
                             if let Some(job) = &job {
                                 job.stats.add_rows_out(rows as u64);
-                                if let Some(c) = window_end {
+                                if let Some(c) = window_end
+                                    && job.stats.records_window_lags()
+                                {
                                     let ends = to_millis(projected.column(c))?;
                                     job.stats
                                         .record_window_ends(ends.iter().flatten().collect());

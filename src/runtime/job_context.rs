@@ -24,7 +24,8 @@ pub struct JobStats {
     rows_out: AtomicU64,
     malformed_records: AtomicU64,
     source_watermarks: Mutex<Vec<Arc<AtomicI64>>>,
-    window_lags: Mutex<Vec<i64>>,
+    /// Window lags, recorded only once a benchmark asked for them.
+    window_lags: OnceLock<Mutex<Vec<i64>>>,
 }
 
 /// At most this many window lags are kept (the first ones of a run).
@@ -81,18 +82,32 @@ impl JobStats {
     }
 
     /// Minimum watermark over the source partitions that have not finished.
+    /// Asks sinks to record window lags (see [`JobStats::record_window_ends`]); benchmarks do,
+    /// so that ordinary jobs pay nothing for it.
+    pub fn record_window_lags(&self) {
+        let _ = self.window_lags.set(Mutex::new(Vec::new()));
+    }
+
+    /// Whether sinks should report window ends.
+    pub fn records_window_lags(&self) -> bool {
+        self.window_lags.get().is_some()
+    }
+
     /// Sinks report the window ends of the rows they write: each distinct end's lag behind
     /// the sources' watermark (event-time milliseconds), the engine's delay between a window
-    /// closing at the sources and its row leaving. Nothing is recorded before the first or
-    /// after the final watermark.
+    /// closing at the sources and its row leaving. Nothing is recorded unless asked for, nor
+    /// before the first or after the final watermark.
     pub fn record_window_ends(&self, mut ends: Vec<i64>) {
+        let Some(lags) = self.window_lags.get() else {
+            return;
+        };
         let watermark = self.watermark();
         if watermark == NO_WATERMARK || watermark == END_OF_TIME || ends.is_empty() {
             return;
         }
         ends.sort_unstable();
         ends.dedup();
-        if let Ok(mut lags) = self.window_lags.lock() {
+        if let Ok(mut lags) = lags.lock() {
             let room = MAX_WINDOW_LAGS.saturating_sub(lags.len());
             lags.extend(ends.iter().take(room).map(|end| watermark - end));
         }
@@ -101,8 +116,8 @@ impl JobStats {
     /// The window lags recorded so far (see [`JobStats::record_window_ends`]).
     pub fn window_lags(&self) -> Vec<i64> {
         self.window_lags
-            .lock()
-            .map(|l| l.clone())
+            .get()
+            .and_then(|l| l.lock().ok().map(|l| l.clone()))
             .unwrap_or_default()
     }
 
@@ -242,6 +257,19 @@ mod tests {
         assert_eq!(job.completed_epoch(), 0);
         job.acknowledge_barrier(1);
         assert_eq!(job.completed_epoch(), 1);
+    }
+
+    #[test]
+    fn window_lags_are_recorded_only_when_asked_for() {
+        let stats = JobStats::default();
+        let source = stats.register_source_partition();
+        source.store(10_000, Ordering::Relaxed);
+        stats.record_window_ends(vec![9_000]);
+        assert!(stats.window_lags().is_empty());
+        stats.record_window_lags();
+        // One lag per distinct end: the watermark minus the end.
+        stats.record_window_ends(vec![9_000, 8_000, 9_000]);
+        assert_eq!(stats.window_lags(), vec![2_000, 1_000]);
     }
 
     #[test]
