@@ -5,7 +5,7 @@
 
 use datafusion::common::{DataFusionError, Result};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 /// One statement of a script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,18 @@ fn offset_of(text: &str, line_starts: &[usize], at: Location) -> usize {
         .unwrap_or(text.len())
 }
 
+/// The tokens of `text` with their locations, and the byte offset where each line starts (for
+/// [`offset_of`]).
+fn tokenize(text: &str) -> Result<(Vec<TokenWithSpan>, Vec<usize>)> {
+    let tokens = Tokenizer::new(&GenericDialect {}, text)
+        .tokenize_with_location()
+        .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
+    let line_starts = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    Ok((tokens, line_starts))
+}
+
 /// `sql` with each placeholder `$n` for which `type_of(n)` names a SQL type written as
 /// `CAST($n AS type)`: the parameter types a client declares at Parse, given to DataFusion's
 /// planner. Strings, quoted names and comments are left alone.
@@ -37,13 +49,7 @@ pub fn cast_placeholders(
     sql: &str,
     type_of: impl Fn(usize) -> Option<&'static str>,
 ) -> Result<String> {
-    let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
+    let (tokens, line_starts) = tokenize(sql)?;
     let mut out = String::with_capacity(sql.len() + 32);
     let mut copied = 0;
     for t in &tokens {
@@ -69,13 +75,7 @@ pub fn cast_placeholders(
 
 /// Splits `script` into its non-empty statements.
 pub fn split_statements(script: &str) -> Result<Vec<ScriptStatement>> {
-    let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, script)
-        .tokenize_with_location()
-        .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(script.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
+    let (tokens, line_starts) = tokenize(script)?;
     let mut statements = Vec::new();
     let mut depth = 0usize;
     let mut start: Option<(usize, usize)> = None; // (byte offset, line)
