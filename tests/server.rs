@@ -16,19 +16,50 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// A server on a free loopback port; stops when the returned sender is dropped.
 async fn start() -> (u16, tokio::sync::oneshot::Sender<()>) {
-    let config = SabotConfig {
+    let (port, stop, _running) = serve(SabotConfig {
         parallelism: 2,
         checkpoint_interval: None,
         ..SabotConfig::default()
-    };
+    })
+    .await;
+    (port, stop)
+}
+
+/// A server with `config` on a free loopback port: its port, the sender that stops it (also
+/// when dropped), and its task.
+async fn serve(
+    config: SabotConfig,
+) -> (
+    u16,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<datafusion::common::Result<()>>,
+) {
     let server = Server::new(config).await.expect("server");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async move {
+    let running = tokio::spawn(server.run(listener, async move {
         let _ = stopped.await;
     }));
-    (port, stop)
+    (port, stop, running)
+}
+
+/// A server keeping its catalog and checkpoints in `state`, checkpointing every `interval`.
+async fn serve_with_state(
+    state: String,
+    interval: Duration,
+) -> (
+    u16,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<datafusion::common::Result<()>>,
+) {
+    serve(SabotConfig {
+        parallelism: 2,
+        checkpoint_interval: Some(interval),
+        state_dir: Some(state),
+        ..SabotConfig::default()
+    })
+    .await
 }
 
 async fn connect(port: u16) -> Client {
@@ -702,22 +733,7 @@ async fn materialized_view_names_and_duplicates_are_checked() {
 async fn tables_views_and_jobs_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().to_str().expect("utf-8 path").to_string();
-    let open = |state: String| async move {
-        let config = SabotConfig {
-            parallelism: 2,
-            checkpoint_interval: Some(Duration::from_millis(200)),
-            state_dir: Some(state),
-            ..SabotConfig::default()
-        };
-        let server = Server::new(config).await.expect("server");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
-        (port, stop, running)
-    };
+    let open = |state: String| serve_with_state(state, Duration::from_millis(200));
     let (port, stop, running) = open(state.clone()).await;
     let client = connect(port).await;
     client.batch_execute(BIDS).await.expect("bids");
@@ -963,22 +979,7 @@ async fn a_job_resumed_after_a_restart_loses_and_duplicates_nothing() {
         .expect("utf-8")
         .to_string();
     let out = dir.path().join("out").to_str().expect("utf-8").to_string();
-    let open = |state: String| async move {
-        let config = SabotConfig {
-            parallelism: 2,
-            checkpoint_interval: Some(Duration::from_millis(100)),
-            state_dir: Some(state),
-            ..SabotConfig::default()
-        };
-        let server = Server::new(config).await.expect("server");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
-        (port, stop, running)
-    };
+    let open = |state: String| serve_with_state(state, Duration::from_millis(100));
     // 40 000 events in real time at 10 000 per second: four seconds of wall time.
     let ddl = format!(
         "CREATE TABLE bid (auction BIGINT, price BIGINT, date_time TIMESTAMP(3), \
