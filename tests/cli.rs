@@ -195,32 +195,31 @@ fn ctrl_c_stops_an_unbounded_job_cleanly() {
     assert!(stdout.lines().count() >= 2, "{stdout}");
 }
 
+/// Runs `sabot bench ...` with `args` and `--json FILE`; its JSON result, stdout and stderr.
+fn bench_json(args: &[&str]) -> (serde_json::Value, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = sabot()
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let result = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (result, stdout, stderr)
+}
+
 /// `sabot bench kafka` produces bids into a mock cluster in a child process, reads them all
 /// back, and reports both runs (a small run here; the figures come from release builds).
 #[test]
 fn bench_kafka_produces_and_consumes_every_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("kafka.json");
-    let out = sabot()
-        .args([
-            "bench",
-            "kafka",
-            "--records",
-            "20000",
-            "--partitions",
-            "4",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (results, stdout, _) =
+        bench_json(&["bench", "kafka", "--records", "20000", "--partitions", "4"]);
     assert!(stdout.contains("kafka-produce"), "{stdout}");
     assert!(stdout.contains("kafka-consume"), "{stdout}");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let produced = results[0]["rows_out"].as_u64().unwrap();
     let consumed = results[1]["rows_out"].as_u64().unwrap();
     // 20 000 bids are 46 of every 50 of the 21 739 Nexmark events generated.
@@ -232,20 +231,10 @@ fn bench_kafka_produces_and_consumes_every_record() {
 /// cluster, then runs the query over them: every bid loaded is read and passes q0.
 #[test]
 fn bench_nexmark_over_kafka_reads_every_loaded_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("q0.json");
-    let out = sabot()
-        .args([
-            "bench", "nexmark", "--query", "q0", "--events", "20000", "--source", "kafka", "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (results, _, stderr) = bench_json(&[
+        "bench", "nexmark", "--query", "q0", "--events", "20000", "--source", "kafka",
+    ]);
     assert!(stderr.contains("loading bid into Kafka"), "{stderr}");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(results[0]["query"], "q0 (kafka)");
     // 46 of every 50 of the 20 000 events are bids; q0 passes every one through.
     assert_eq!(results[0]["rows_read"].as_u64(), Some(18_400));
@@ -256,27 +245,16 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
 /// on its directory and reports the recovery from the newest checkpoint.
 #[test]
 fn bench_checkpoint_measures_checkpoints_and_a_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("checkpoint.json");
-    let out = sabot()
-        .args([
-            "bench",
-            "checkpoint",
-            "--keys",
-            "10000",
-            "--interval",
-            "200ms",
-            "--checkpoints",
-            "2",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (result, _, _) = bench_json(&[
+        "bench",
+        "checkpoint",
+        "--keys",
+        "10000",
+        "--interval",
+        "200ms",
+        "--checkpoints",
+        "2",
+    ]);
     let checkpoints = result["checkpoints"].as_array().unwrap();
     assert_eq!(checkpoints.len(), 2);
     let newest = checkpoints
@@ -296,25 +274,7 @@ fn bench_checkpoint_measures_checkpoints_and_a_recovery() {
 /// row per stream row, like the scan-only baseline.
 #[test]
 fn bench_join_matches_every_stream_row_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("join.json");
-    let out = sabot()
-        .args([
-            "bench",
-            "join",
-            "--rows",
-            "20000",
-            "--table-rows",
-            "100",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (results, _, _) = bench_json(&["bench", "join", "--rows", "20000", "--table-rows", "100"]);
     assert_eq!(results[0]["query"], "scan-only");
     assert_eq!(results[0]["rows_out"].as_u64(), Some(20_000));
     assert_eq!(results[1]["query"], "join-100");
