@@ -567,7 +567,20 @@ impl SourceState {
         let mut row_watermarks = None;
         let mut advanced = None;
         if let Some(strategy) = &self.watermark {
-            let candidates = to_millis(&strategy.expr.evaluate(&full)?.into_array(rows)?)?;
+            let candidates = match constant_delay(&strategy.expr) {
+                // `col - INTERVAL c`: the column's milliseconds minus c, without evaluating
+                // interval arithmetic per row.
+                Some((column, delay))
+                    if full
+                        .schema()
+                        .fields()
+                        .get(column)
+                        .is_some_and(|f| f.name() == strategy.column.as_str()) =>
+                {
+                    to_millis(full.column(column))?.unary(|v: i64| v.saturating_sub(delay))
+                }
+                _ => to_millis(&strategy.expr.evaluate(&full)?.into_array(rows)?)?,
+            };
             let limit =
                 wall_clock_ms().saturating_add(strategy.future_tolerance.as_millis() as i64);
             let mut split_wm = self.split_watermarks[split];
@@ -627,6 +640,33 @@ impl SourceState {
     }
 }
 
+/// For a watermark expression `column - INTERVAL c` where `c` is a whole number of
+/// milliseconds with no day or month part (days and months depend on the calendar): the
+/// column's index and `c` in milliseconds.
+fn constant_delay(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
+    if *binary.op() != Operator::Minus {
+        return None;
+    }
+    let column = binary.left().downcast_ref::<Column>()?;
+    let literal = binary.right().downcast_ref::<Literal>()?;
+    let millis = match literal.value() {
+        ScalarValue::IntervalMonthDayNano(Some(v))
+            if v.months == 0 && v.days == 0 && v.nanoseconds % 1_000_000 == 0 =>
+        {
+            v.nanoseconds / 1_000_000
+        }
+        ScalarValue::IntervalDayTime(Some(v)) if v.days == 0 => i64::from(v.milliseconds),
+        ScalarValue::DurationMillisecond(Some(v)) => *v,
+        ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1000)?,
+        _ => return None,
+    };
+    Some((column.index(), millis))
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -639,4 +679,65 @@ fn wall_clock_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    use datafusion::common::DFSchema;
+    use datafusion::execution::context::SessionContext;
+
+    /// The fast path gives what evaluating the expression gives, and only applies to
+    /// calendar-free constant intervals.
+    #[test]
+    fn constant_delay_matches_evaluation() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(1_700_000_000_123),
+                    None,
+                    Some(-5),
+                ])),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let plan = |sql: &str| {
+            let expr = ctx.parse_sql_expr(sql, &df_schema).unwrap();
+            ctx.create_physical_expr(expr, &df_schema).unwrap()
+        };
+        for (sql, delay) in [
+            ("ts - INTERVAL '5' SECOND", Some(5_000)),
+            ("ts - INTERVAL '250' MILLISECOND", Some(250)),
+            ("ts - INTERVAL '1' MINUTE", Some(60_000)),
+            ("ts - INTERVAL '1' DAY", None),
+            ("ts - INTERVAL '1' MONTH", None),
+            ("ts + INTERVAL '5' SECOND", None),
+            ("ts", None),
+        ] {
+            let expr = plan(sql);
+            let fast = constant_delay(&expr);
+            assert_eq!(fast.map(|(_, d)| d), delay, "{sql}");
+            if let Some((column, delay)) = fast {
+                assert_eq!(column, 1, "{sql}");
+                let expected =
+                    to_millis(&expr.evaluate(&batch).unwrap().into_array(3).unwrap()).unwrap();
+                let got = to_millis(batch.column(column))
+                    .unwrap()
+                    .unary::<_, datafusion::arrow::datatypes::Int64Type>(|v: i64| {
+                    v.saturating_sub(delay)
+                });
+                assert_eq!(got, expected, "{sql}");
+            }
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! Reading files line by line into Arrow batches.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{Result, exec_datafusion_err, exec_err};
 
 use crate::catalog::table_definition::TableDefinition;
-use crate::connectors::format::{LineChunk, LineDecoder, decoder};
+use crate::connectors::format::{LineDecoder, decoder};
 use crate::connectors::options::TableOptions;
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
@@ -128,12 +127,86 @@ impl SourceConnector for FileSource {
     }
 }
 
+/// Bytes read from a file at a time.
+const READ_SIZE: u64 = 4 << 20;
+
 struct OpenFile {
     name: String,
-    reader: BufReader<File>,
+    file: File,
+    /// Bytes read and not yet handed out: `buf[start..]`.
+    buf: Vec<u8>,
+    start: usize,
+    /// Bytes to read at a time ([`READ_SIZE`]; small in tests).
+    read_size: u64,
+    eof: bool,
+    /// A `\n` was added after the last line, which had none.
+    appended: bool,
+    /// Number of the next line.
     line: usize,
-    /// Bytes consumed so far.
+    /// Bytes handed out so far (the position to resume at).
     offset: u64,
+}
+
+impl OpenFile {
+    fn new(name: String, file: File, line: usize, offset: u64) -> Self {
+        Self {
+            name,
+            file,
+            buf: Vec::new(),
+            start: 0,
+            read_size: READ_SIZE,
+            eof: false,
+            appended: false,
+            line,
+            offset,
+        }
+    }
+
+    /// The next (up to) `max_lines` complete lines as a range of `buf`, each line ending in
+    /// `\n` (one is added after a last line without it), and their count. Zero lines at the
+    /// end of the file. The caller consumes them with [`advance`](Self::advance).
+    fn next_lines(&mut self, max_lines: usize) -> Result<(std::ops::Range<usize>, usize)> {
+        use std::io::Read;
+        let max_lines = max_lines.max(1);
+        let mut scanned = self.start;
+        let mut count = 0;
+        loop {
+            for pos in memchr::memchr_iter(b'\n', &self.buf[scanned..]) {
+                count += 1;
+                if count == max_lines {
+                    return Ok((self.start..scanned + pos + 1, count));
+                }
+            }
+            scanned = self.buf.len();
+            if self.eof {
+                if self.buf.len() > self.start && self.buf.last() != Some(&b'\n') {
+                    self.buf.push(b'\n');
+                    self.appended = true;
+                    count += 1;
+                }
+                return Ok((self.start..self.buf.len(), count));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                scanned -= self.start;
+                self.start = 0;
+            }
+            let read = (&mut self.file)
+                .take(self.read_size)
+                .read_to_end(&mut self.buf)
+                .map_err(|e| exec_datafusion_err!("cannot read {}: {e}", self.name))?;
+            self.eof = read == 0;
+        }
+    }
+
+    /// Consumes the lines of `next_lines`.
+    fn advance(&mut self, range: std::ops::Range<usize>, lines: usize) {
+        // A `\n` added after an unterminated last line is not in the file.
+        let added = usize::from(self.appended && range.end == self.buf.len());
+        self.offset += (range.len() - added) as u64;
+        self.line += lines;
+        self.start = range.end;
+    }
 }
 
 /// Reads the files of one partition in order.
@@ -167,27 +240,13 @@ impl FileReader {
             use std::io::{Seek, SeekFrom};
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| exec_datafusion_err!("cannot resume {name} at byte {offset}: {e}"))?;
-            self.current = Some(OpenFile {
-                name,
-                reader: BufReader::with_capacity(1 << 20, file),
-                line,
-                offset,
-            });
+            self.current = Some(OpenFile::new(name, file, line, offset));
             return Ok(true);
         }
-        let mut open = OpenFile {
-            name,
-            reader: BufReader::with_capacity(1 << 20, file),
-            line: 1,
-            offset: 0,
-        };
+        let mut open = OpenFile::new(name, file, 1, 0);
         if self.header {
-            let mut skip = Vec::new();
-            open.reader
-                .read_until(b'\n', &mut skip)
-                .map_err(|e| exec_datafusion_err!("cannot read {}: {e}", open.name))?;
-            open.line += 1;
-            open.offset += skip.len() as u64;
+            let (range, lines) = open.next_lines(1)?;
+            open.advance(range, lines);
         }
         self.current = Some(open);
         Ok(true)
@@ -205,42 +264,24 @@ impl SourceReader for FileReader {
                 return exec_err!("no open file");
             };
             let first_line = file.line;
-            let mut lines: Vec<Vec<u8>> = Vec::with_capacity(self.batch_size);
-            while lines.len() < self.batch_size {
-                let mut line = Vec::new();
-                let read = file
-                    .reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| exec_datafusion_err!("cannot read {}: {e}", file.name))?;
-                if read == 0 {
-                    break;
-                }
-                file.offset += read as u64;
-                while matches!(line.last(), Some(b'\n' | b'\r')) {
-                    line.pop();
-                }
-                lines.push(line);
-            }
-            file.line += lines.len();
-            if lines.is_empty() {
+            let (range, lines) = file.next_lines(self.batch_size)?;
+            if lines == 0 {
                 let finished = file.name.clone();
                 self.done.push(finished);
                 self.current = None;
                 continue;
             }
+            let decoded =
+                self.decoder
+                    .decode_text(&file.name, first_line, &file.buf[range.clone()], lines);
+            file.advance(range, lines);
             let position = serde_json::json!({
                 "done": self.done,
                 "file": file.name,
                 "offset": file.offset,
                 "line": file.line,
             });
-            let chunk = LineChunk {
-                origin: &file.name,
-                first_line,
-                lines: &lines,
-                offsets: None,
-            };
-            if let Some(batch) = self.decoder.decode(chunk)?
+            if let Some(batch) = decoded?
                 && batch.num_rows() > 0
             {
                 return Ok(Some(SourceBatch::new(batch).with_position(position)));
@@ -285,5 +326,39 @@ impl SourceReader for FileReader {
 
     fn malformed_records(&self) -> u64 {
         self.decoder.skipped()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines come out whole across read boundaries; a last line without `\n` gets one; offsets
+    /// count the file's bytes and line numbers advance by the lines handed out.
+    #[test]
+    fn lines_across_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, b"h\r\nab\n\ncdef").unwrap();
+        let mut open = OpenFile::new("in.csv".into(), File::open(&path).unwrap(), 1, 0);
+        open.read_size = 3;
+        let mut chunks = Vec::new();
+        loop {
+            let (range, lines) = open.next_lines(2).unwrap();
+            if lines == 0 {
+                break;
+            }
+            chunks.push((open.buf[range.clone()].to_vec(), lines));
+            open.advance(range, lines);
+            chunks.push((format!("{}:{}", open.offset, open.line).into_bytes(), 0));
+        }
+        let expected: Vec<(Vec<u8>, usize)> = vec![
+            (b"h\r\nab\n".to_vec(), 2),
+            (b"6:3".to_vec(), 0),
+            (b"\ncdef\n".to_vec(), 2),
+            (b"11:5".to_vec(), 0),
+        ];
+        assert_eq!(chunks, expected);
+        assert_eq!(open.offset, std::fs::metadata(&path).unwrap().len());
     }
 }

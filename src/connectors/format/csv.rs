@@ -71,7 +71,7 @@ impl CsvDecoder {
         })
     }
 
-    fn decode_text(
+    fn decode_bytes(
         &self,
         text: &[u8],
         rows: usize,
@@ -101,6 +101,28 @@ impl CsvDecoder {
 }
 
 impl LineDecoder for CsvDecoder {
+    fn decode_text(
+        &mut self,
+        origin: &str,
+        first_line: usize,
+        text: &[u8],
+        lines: usize,
+    ) -> Result<Option<RecordBatch>> {
+        // Fast path: the whole text at once, accepted when it gave one row per line. Blank
+        // lines, records over several lines and bad records take the line-by-line path,
+        // which skips, names or counts them. (With a single column a blank line would be a
+        // row here, so that case always takes it.)
+        if self.full_schema.fields().len() > 1
+            && let Ok(Some(batch)) = self.decode_bytes(text, lines)
+            && batch.num_rows() == lines
+        {
+            self.kept = None;
+            return Ok(Some(batch));
+        }
+        let split = super::split_lines(text);
+        self.decode(LineChunk::of_file(origin, first_line, &split))
+    }
+
     fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>> {
         let mut text = Vec::with_capacity(chunk.lines.iter().map(|l| l.len() + 1).sum());
         let mut rows = 0;
@@ -116,7 +138,7 @@ impl LineDecoder for CsvDecoder {
             self.kept = None;
             return Ok(None);
         }
-        if let Ok(batch) = self.decode_text(&text, rows) {
+        if let Ok(batch) = self.decode_bytes(&text, rows) {
             self.kept = None;
             return Ok(batch);
         }
@@ -131,7 +153,7 @@ impl LineDecoder for CsvDecoder {
             |line| {
                 let mut text = line.to_vec();
                 text.push(b'\n');
-                self.decode_text(&text, 1)
+                self.decode_bytes(&text, 1)
             },
         )?;
         self.skipped = skipped;

@@ -62,6 +62,26 @@ fn decode_all(
 }
 
 impl LineDecoder for JsonDecoder {
+    fn decode_text(
+        &mut self,
+        origin: &str,
+        first_line: usize,
+        text: &[u8],
+        lines: usize,
+    ) -> Result<Option<RecordBatch>> {
+        // Fast path: the whole text at once, accepted when it gave one row per line (blank
+        // lines and bad records take the line-by-line path, which skips, names or counts them).
+        let mut decoder = self.new_decoder(lines)?;
+        if let Ok(Some(batch)) = decode_all(&mut decoder, text)
+            && batch.num_rows() == lines
+        {
+            self.kept = None;
+            return Ok(Some(batch));
+        }
+        let split = super::split_lines(text);
+        self.decode(LineChunk::of_file(origin, first_line, &split))
+    }
+
     fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>> {
         let mut text = Vec::with_capacity(chunk.lines.iter().map(|l| l.len() + 1).sum());
         for line in chunk.lines {

@@ -53,12 +53,44 @@ pub trait LineDecoder: Send {
     /// Decodes every line of `chunk` (empty lines are skipped).
     fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>>;
 
+    /// Decodes `text`: `lines` complete lines of `origin`, each ending in `\n`, the first
+    /// being line `first_line`. The same result as [`decode`](Self::decode) of the lines; a
+    /// decoder overrides it to decode the text in place, without splitting it.
+    fn decode_text(
+        &mut self,
+        origin: &str,
+        first_line: usize,
+        text: &[u8],
+        lines: usize,
+    ) -> Result<Option<RecordBatch>> {
+        let _ = lines;
+        let split = split_lines(text);
+        self.decode(LineChunk::of_file(origin, first_line, &split))
+    }
+
     /// Lines skipped as malformed so far.
     fn skipped(&self) -> u64;
 
     /// Indices of the lines the last `decode` produced rows for, when malformed lines were
     /// skipped; `None` when every non-blank line produced its row.
     fn kept(&self) -> Option<&[usize]>;
+}
+
+/// The lines of `text` (each ending in `\n`), without their terminators (`\n`, `\r\n`).
+pub(crate) fn split_lines(text: &[u8]) -> Vec<Vec<u8>> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if text.is_empty() {
+        return vec![Vec::new()];
+    }
+    text.split(|b| *b == b'\n')
+        .map(|line| {
+            let mut end = line.len();
+            while end > 0 && line[end - 1] == b'\r' {
+                end -= 1;
+            }
+            line[..end].to_vec()
+        })
+        .collect()
 }
 
 /// Encodes batches as lines of one format.
@@ -176,4 +208,102 @@ where
         }
     }
     Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn options(pairs: &[(&str, &str)]) -> TableOptions {
+        TableOptions::new(
+            "t",
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    /// Decoding text in place gives what decoding its lines gives: the same rows, the same
+    /// errors (naming the same line), the same skips.
+    #[test]
+    fn decode_text_is_decode_of_the_lines() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let one = Arc::new(Schema::new(vec![Field::new("b", DataType::Utf8, true)]));
+        type Case<'a> = (
+            &'a str,
+            SchemaRef,
+            Vec<usize>,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+        );
+        let cases: Vec<Case> = vec![
+            ("csv", schema.clone(), vec![0, 1], "1,x\r\n2,y\n", &[]),
+            ("csv", schema.clone(), vec![1], "1,x\n\n  \n2,\"y\"\n", &[]),
+            ("csv", schema.clone(), vec![0, 1], "1,x\nbad,y\n3,z\n", &[]),
+            (
+                "csv",
+                schema.clone(),
+                vec![0, 1],
+                "1,x\nbad,y\n3,z\n",
+                &[("csv.ignore-parse-errors", "true")],
+            ),
+            ("csv", schema.clone(), vec![0, 1], "1,\"x\n2\",y\n", &[]),
+            ("csv", one.clone(), vec![0], "x\n \ny\n", &[]),
+            (
+                "json",
+                schema.clone(),
+                vec![0, 1],
+                "{\"a\":1,\"b\":\"x\"}\n\n{\"a\":2}\r\n",
+                &[],
+            ),
+            (
+                "json",
+                schema.clone(),
+                vec![0, 1],
+                "{\"a\":1}\n{\"a\":\"q\"}\n",
+                &[],
+            ),
+            (
+                "json",
+                schema.clone(),
+                vec![0, 1],
+                "{\"a\":1} {\"a\":2}\n{\"a\":3}\n",
+                &[],
+            ),
+        ];
+        for (format, full, projection, text, opts) in cases {
+            let out = Arc::new(full.project(&projection).unwrap());
+            let options = options(opts);
+            let make = || {
+                decoder_for(
+                    format,
+                    &options,
+                    Arc::clone(&out),
+                    Arc::clone(&full),
+                    &projection,
+                )
+                .unwrap()
+            };
+            let lines = text.matches('\n').count();
+            let mut fast = make();
+            let got = fast.decode_text("f", 7, text.as_bytes(), lines);
+            let split = split_lines(text.as_bytes());
+            let mut slow = make();
+            let expected = slow.decode(LineChunk::of_file("f", 7, &split));
+            match (got, expected) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{format} {text:?}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{format} {text:?}"),
+                (a, b) => panic!("{format} {text:?}: {a:?} vs {b:?}"),
+            }
+            assert_eq!(fast.skipped(), slow.skipped(), "{format} {text:?}");
+            assert_eq!(fast.kept(), slow.kept(), "{format} {text:?}");
+        }
+    }
 }
