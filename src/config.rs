@@ -8,7 +8,8 @@
 //! | `state.dir` (`execution.checkpointing.dir`)          | checkpoint location; unset = no checkpoints | unset |
 //! | `checkpoint.retained` (`state.checkpoints.num-retained`) | complete checkpoints kept      | 3           |
 //! | `checkpoint.timeout` (`execution.checkpointing.timeout`) | abort a checkpoint after     | 10 min      |
-//! | `state.backend`                                      | `memory` (`rocksdb`: not yet)   | memory      |
+//! | `state.backend` (`state.backend.type`)               | `memory` or `rocksdb` (window state on local disk) | memory |
+//! | `state.backend.rocksdb.localdir`                     | where RocksDB keeps its files   | system temp |
 //! | `table.dml-sync`                                     | server: `INSERT ... SELECT` waits for its job | false |
 //!
 //! Any other `datafusion.*` key is DataFusion's own setting.
@@ -34,6 +35,11 @@ pub struct SabotConfig {
     pub checkpoint_retained: usize,
     /// A checkpoint not complete after this is aborted.
     pub checkpoint_timeout: Duration,
+    /// Where keyed window state lives.
+    pub state_backend: StateBackend,
+    /// `state.backend.rocksdb.localdir`: RocksDB's working directory (`None`: the system's
+    /// temporary directory).
+    pub rocksdb_local_dir: Option<String>,
     /// Largest dimension (bounded) table a broadcast join loads, in rows.
     pub dimension_max_rows: usize,
     /// Largest dimension table a broadcast join loads, in bytes of Arrow memory.
@@ -41,6 +47,26 @@ pub struct SabotConfig {
     /// Flink's `table.dml-sync`: `sabot serve` runs `INSERT ... SELECT` to completion instead of
     /// as a background job (embedded and `sabot run`, INSERT always runs to completion).
     pub dml_sync: bool,
+}
+
+/// Where keyed window state lives (`state.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In memory; checkpoints write it as Arrow IPC.
+    Memory,
+    /// TUMBLE and HOP window state in RocksDB on local disk (it can exceed memory);
+    /// checkpoints are RocksDB checkpoints, uploaded incrementally.
+    RocksDb,
+}
+
+impl SabotConfig {
+    /// RocksDB's working directory.
+    pub fn rocksdb_dir(&self) -> std::path::PathBuf {
+        match &self.rocksdb_local_dir {
+            Some(dir) => std::path::PathBuf::from(dir),
+            None => std::env::temp_dir().join("sabot-rocksdb"),
+        }
+    }
 }
 
 /// Default `dimension.max-rows`.
@@ -59,6 +85,8 @@ impl Default for SabotConfig {
             state_dir: None,
             checkpoint_retained: 3,
             checkpoint_timeout: Duration::from_secs(600),
+            state_backend: StateBackend::Memory,
+            rocksdb_local_dir: None,
             dimension_max_rows: DEFAULT_DIMENSION_MAX_ROWS,
             dimension_max_bytes: DEFAULT_DIMENSION_MAX_BYTES,
             dml_sync: false,
@@ -83,6 +111,8 @@ pub enum Setting {
     CheckpointTimeout,
     /// `state.backend`
     StateBackend,
+    /// `state.backend.rocksdb.localdir`
+    RocksDbLocalDir,
     /// `dimension.max-rows`
     DimensionMaxRows,
     /// `dimension.max-bytes`
@@ -126,6 +156,7 @@ impl Setting {
                 Some(Setting::CheckpointTimeout)
             }
             "state.backend" | "state.backend.type" => Some(Setting::StateBackend),
+            "state.backend.rocksdb.localdir" => Some(Setting::RocksDbLocalDir),
             "dimension.max-rows" => Some(Setting::DimensionMaxRows),
             "dimension.max-bytes" => Some(Setting::DimensionMaxBytes),
             "table.dml-sync" => Some(Setting::DmlSync),
@@ -184,15 +215,16 @@ impl Setting {
                 }
             },
             Setting::StateBackend => match value.trim().to_ascii_lowercase().as_str() {
-                "memory" | "hashmap" => {}
-                "rocksdb" => {
-                    return plan_err!(
-                        "state.backend 'rocksdb' is not available yet; use 'memory' (state is \
-                         kept in memory and checkpointed as Arrow IPC files)"
-                    );
+                "memory" | "hashmap" => config.state_backend = StateBackend::Memory,
+                "rocksdb" => config.state_backend = StateBackend::RocksDb,
+                _ => {
+                    return plan_err!("state.backend must be 'memory' or 'rocksdb', got '{value}'");
                 }
-                _ => return plan_err!("state.backend must be 'memory', got '{value}'"),
             },
+            Setting::RocksDbLocalDir => {
+                let v = value.trim();
+                config.rocksdb_local_dir = (!v.is_empty()).then(|| v.to_string());
+            }
             Setting::DimensionMaxRows => match value.trim().parse::<usize>() {
                 Ok(n) if n >= 1 => config.dimension_max_rows = n,
                 _ => {
@@ -229,6 +261,7 @@ impl Setting {
             Setting::CheckpointRetained => "checkpoint.retained",
             Setting::CheckpointTimeout => "checkpoint.timeout",
             Setting::StateBackend => "state.backend",
+            Setting::RocksDbLocalDir => "state.backend.rocksdb.localdir",
             Setting::DimensionMaxRows => "dimension.max-rows",
             Setting::DimensionMaxBytes => "dimension.max-bytes",
             Setting::DmlSync => "table.dml-sync",
@@ -247,7 +280,11 @@ impl Setting {
             Setting::StateDir => config.state_dir.clone().unwrap_or_default(),
             Setting::CheckpointRetained => config.checkpoint_retained.to_string(),
             Setting::CheckpointTimeout => format!("{}ms", config.checkpoint_timeout.as_millis()),
-            Setting::StateBackend => "memory".to_string(),
+            Setting::StateBackend => match config.state_backend {
+                StateBackend::Memory => "memory".to_string(),
+                StateBackend::RocksDb => "rocksdb".to_string(),
+            },
+            Setting::RocksDbLocalDir => config.rocksdb_dir().display().to_string(),
             Setting::DimensionMaxRows => config.dimension_max_rows.to_string(),
             Setting::DimensionMaxBytes => config.dimension_max_bytes.to_string(),
             Setting::DmlSync => config.dml_sync.to_string(),

@@ -137,6 +137,9 @@ enum BenchSuite {
         /// Checkpoints to measure once the state is full.
         #[arg(long, default_value_t = 3)]
         checkpoints: usize,
+        /// `state.backend`: `memory` or `rocksdb`.
+        #[arg(long, default_value = "memory")]
+        backend: String,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<String>,
@@ -264,9 +267,10 @@ fn main() -> ExitCode {
                         keys,
                         interval,
                         checkpoints,
+                        backend,
                         json,
                     },
-            } => bench_checkpoint(keys, &interval, checkpoints, json).await,
+            } => bench_checkpoint(keys, &interval, checkpoints, &backend, json).await,
             Command::Bench {
                 suite: BenchSuite::KafkaBroker { partitions, topics },
             } => match sabot::cli::bench_kafka::serve_mock_broker(
@@ -496,21 +500,36 @@ async fn bench_checkpoint(
     keys: u64,
     interval: &str,
     checkpoints: usize,
+    backend: &str,
     json: Option<String>,
 ) -> ExitCode {
     let Some(interval) = sabot::connectors::options::parse_duration(interval) else {
         eprintln!("error: --interval must be a duration such as '2s', got '{interval}'");
         return ExitCode::FAILURE;
     };
-    eprintln!("checkpoint: {keys} keys, every {} ms", interval.as_millis());
-    let (results, recovery) =
-        match sabot::cli::bench_checkpoint::bench(keys, interval, checkpoints).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: checkpoint: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let mut config = sabot::SabotConfig::default();
+    if let Err(e) = sabot::config::Setting::StateBackend.apply(&mut config, backend) {
+        eprintln!("error: --backend: {e}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "checkpoint: {keys} keys, every {} ms, state.backend {backend}",
+        interval.as_millis()
+    );
+    let (results, recovery) = match sabot::cli::bench_checkpoint::bench(
+        keys,
+        interval,
+        checkpoints,
+        config.state_backend,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: checkpoint: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     print!("{}", sabot::cli::bench_checkpoint::format_table(&results));
     println!(
         "recovery: checkpoint {} restored, job running again after {:.1} ms",

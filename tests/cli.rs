@@ -245,6 +245,12 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
 /// on its directory and reports the recovery from the newest checkpoint.
 #[test]
 fn bench_checkpoint_measures_checkpoints_and_a_recovery() {
+    for backend in ["memory", "rocksdb"] {
+        bench_checkpoint_with(backend);
+    }
+}
+
+fn bench_checkpoint_with(backend: &str) {
     let (result, _, _) = bench_json(&[
         "bench",
         "checkpoint",
@@ -254,9 +260,22 @@ fn bench_checkpoint_measures_checkpoints_and_a_recovery() {
         "200ms",
         "--checkpoints",
         "2",
+        "--backend",
+        backend,
     ]);
     let checkpoints = result["checkpoints"].as_array().unwrap();
     assert_eq!(checkpoints.len(), 2);
+    assert!(
+        checkpoints.iter().all(|c| c["backend"] == backend),
+        "{result}"
+    );
+    // 10 000 keys of state: more than 10 bytes each in either format.
+    assert!(
+        checkpoints
+            .iter()
+            .all(|c| c["stats"]["state_bytes"].as_u64().unwrap() > 100_000),
+        "{result}"
+    );
     let newest = checkpoints
         .iter()
         .map(|c| c["stats"]["epoch"].as_u64().unwrap())

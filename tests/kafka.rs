@@ -663,6 +663,7 @@ async fn exactly_once_sink_commits_at_checkpoints() -> Result<()> {
                 location: state.path().display().to_string(),
                 retained: 3,
                 timeout: Duration::from_secs(60),
+                local_dir: state.path().join("rocksdb"),
             },
             "copy-job".to_string(),
         )),

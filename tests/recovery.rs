@@ -6,6 +6,7 @@
 //! windowed INSERT with checkpoints every 20 ms, crashes it (a failpoint or `kill -9`), runs it
 //! again until it completes, and compares the sink's rows with a batch GROUP BY of the input.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -215,9 +216,50 @@ const INTERVAL_JOIN_BATCH: &str = "SELECT a.k, a.ts, b.ts, a.v, b.v FROM src a J
 
 /// Crashes at `failpoint`, then resumes until done; the sink must equal the oracle.
 fn crash_and_resume(select: &str, batch: &str, failpoint: &str, resume_parallelism: usize) {
+    crash_and_resume_with(
+        select,
+        batch,
+        failpoint,
+        resume_parallelism,
+        Backend::Memory,
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Backend {
+    Memory,
+    RocksDb,
+}
+
+impl Fixture {
+    /// The script of `select` with the state in `backend`.
+    fn script_in(&self, out: &str, select: &str, backend: Backend, extra: &str) -> PathBuf {
+        let source = format!(
+            "'connector' = 'filesystem', 'path' = '{}', 'format' = 'json'",
+            self.path("in").display()
+        );
+        let extra = match backend {
+            Backend::Memory => extra.to_string(),
+            Backend::RocksDb => format!(
+                "SET 'state.backend' = 'rocksdb';\n\
+                 SET 'state.backend.rocksdb.localdir' = '{}';\n{extra}",
+                self.path("rocksdb").display()
+            ),
+        };
+        self.script_with(out, select, &source, &extra)
+    }
+}
+
+fn crash_and_resume_with(
+    select: &str,
+    batch: &str,
+    failpoint: &str,
+    resume_parallelism: usize,
+    backend: Backend,
+) {
     let fixture = Fixture::new();
     let expected = fixture.oracle(batch);
-    let script = fixture.script("out", select);
+    let script = fixture.script_in("out", select, backend, "");
     let state = fixture.path("state");
     let crashed = run_with_state(&script, &state, 2, Some(failpoint));
     assert_eq!(
@@ -303,9 +345,13 @@ fn kill_9_at_seeded_points_loses_and_duplicates_nothing() {
 /// Three `kill -9` at seeded times, each run resuming from the last checkpoint, then a run to
 /// the end.
 fn kill_9_at_seeded_points(name: &str, select: &str, batch: &str) {
+    kill_9_at_seeded_points_in(name, select, batch, Backend::Memory);
+}
+
+fn kill_9_at_seeded_points_in(name: &str, select: &str, batch: &str, backend: Backend) {
     let fixture = Fixture::with_rows(300_000);
     let expected = fixture.oracle(batch);
-    let script = fixture.script("out", select);
+    let script = fixture.script_in("out", select, backend, "");
     let state = fixture.path("state");
     let mut rng = Lcg(7);
     let mut kills = 0;
@@ -340,6 +386,174 @@ fn kill_9_at_seeded_points(name: &str, select: &str, batch: &str) {
     let got = read_rows(&fixture.path("out"));
     assert_eq!(got.len(), expected.len(), "{name}");
     assert!(got == expected, "{name}: rows differ");
+}
+
+/// `state.backend` = `rocksdb`: the same crashes, the same exact results, TUMBLE and HOP,
+/// resumed at the same and at another parallelism.
+#[test]
+fn rocksdb_window_state_resumes_exactly() {
+    for failpoint in [
+        "after-operator-snapshot@3",
+        "mid-upload@2",
+        "after-manifest@3",
+    ] {
+        crash_and_resume_with(TUMBLE, TUMBLE_BATCH, failpoint, 2, Backend::RocksDb);
+    }
+    crash_and_resume_with(HOP, HOP_BATCH, "after-manifest@3", 2, Backend::RocksDb);
+    crash_and_resume_with(
+        TUMBLE,
+        TUMBLE_BATCH,
+        "after-sink-commit@3",
+        3,
+        Backend::RocksDb,
+    );
+    crash_and_resume_with(HOP, HOP_BATCH, "after-manifest@3", 3, Backend::RocksDb);
+}
+
+#[test]
+fn rocksdb_kill_9_at_seeded_points_loses_and_duplicates_nothing() {
+    kill_9_at_seeded_points_in("tumble", TUMBLE, TUMBLE_BATCH, Backend::RocksDb);
+    kill_9_at_seeded_points_in("hop", HOP, HOP_BATCH, Backend::RocksDb);
+}
+
+/// Every `_MANIFEST.json` under `dir`, parsed.
+fn manifests(dir: &Path) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "_MANIFEST.json") {
+                found.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// Files under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The shared SST files each manifest under `job` references, by epoch, and every file path
+/// the manifests reference.
+fn referenced_files(job: &Path) -> (Vec<(u64, BTreeSet<String>)>, Vec<String>) {
+    let mut shared_by_epoch = Vec::new();
+    let mut all = Vec::new();
+    for m in manifests(job) {
+        let mut shared = BTreeSet::new();
+        for partitions in m["operators"].as_object().unwrap().values() {
+            for p in partitions.as_array().unwrap() {
+                for f in p["files"].as_array().into_iter().flatten() {
+                    let path = f["path"].as_str().unwrap().to_string();
+                    if path.starts_with("shared/") {
+                        assert!(path.ends_with(".sst"), "{path}");
+                        shared.insert(path.clone());
+                    }
+                    all.push(path);
+                }
+            }
+        }
+        shared_by_epoch.push((m["epoch"].as_u64().unwrap(), shared));
+    }
+    shared_by_epoch.sort();
+    (shared_by_epoch, all)
+}
+
+/// The only job directory under `state`.
+fn job_dir(state: &Path) -> PathBuf {
+    let jobs: Vec<PathBuf> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(jobs.len(), 1, "one job directory: {jobs:?}");
+    jobs[0].clone()
+}
+
+/// RocksDB checkpoints are incremental: consecutive checkpoints reference the same uploaded
+/// SST files instead of uploading them again. (Every checkpoint is kept here.)
+#[test]
+fn rocksdb_checkpoints_share_sst_files() {
+    let fixture = Fixture::with_rows(300_000);
+    let script = fixture.script_in(
+        "out",
+        TUMBLE,
+        Backend::RocksDb,
+        "SET 'checkpoint.retained' = '1000';\n",
+    );
+    let state = fixture.path("state");
+    assert_eq!(run_with_state(&script, &state, 1, None), 0);
+    let (shared, _) = referenced_files(&job_dir(&state));
+    let with_db: Vec<&BTreeSet<String>> = shared
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(
+        with_db.len() >= 2,
+        "at least two checkpoints hold RocksDB files: {shared:?}"
+    );
+    assert!(
+        with_db
+            .windows(2)
+            .any(|w| w[0].intersection(w[1]).next().is_some()),
+        "consecutive checkpoints share SST files: {with_db:?}"
+    );
+    assert_eq!(
+        files_under(&fixture.path("rocksdb")),
+        Vec::<String>::new(),
+        "local RocksDB files are removed when the job ends"
+    );
+}
+
+/// Garbage collection keeps `checkpoint.retained` manifests and exactly the shared files they
+/// reference, even after a crash left uploads of an unfinished checkpoint behind.
+#[test]
+fn rocksdb_garbage_collection_keeps_exactly_the_referenced_files() {
+    let fixture = Fixture::with_rows(300_000);
+    let script = fixture.script_in("out", TUMBLE, Backend::RocksDb, "");
+    let state = fixture.path("state");
+    assert_eq!(
+        run_with_state(&script, &state, 1, Some("before-manifest@4")),
+        86
+    );
+    assert_eq!(run_with_state(&script, &state, 1, None), 0);
+    let job = job_dir(&state);
+    let (shared, all) = referenced_files(&job);
+    assert_eq!(shared.len(), 3, "checkpoint.retained manifests are kept");
+    let on_disk: Vec<String> = files_under(&job.join("shared"))
+        .into_iter()
+        .map(|f| format!("shared/{f}"))
+        .collect();
+    let mut referenced: Vec<String> = shared.iter().flat_map(|(_, s)| s.clone()).collect();
+    referenced.sort();
+    referenced.dedup();
+    assert_eq!(
+        on_disk, referenced,
+        "unreferenced shared files are collected"
+    );
+    for path in &all {
+        assert!(job.join(path).is_file(), "{path} is missing");
+    }
 }
 
 #[test]

@@ -24,12 +24,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
 use super::failpoint::{self, Failpoint};
-use super::manifest::{MANIFEST_FORMAT, Manifest, PartitionSnapshot};
+use super::manifest::{FileEntry, MANIFEST_FORMAT, Manifest, PartitionSnapshot};
 use super::store::CheckpointStore;
 use crate::connectors::SinkConnector;
 use crate::state::snapshot;
@@ -43,6 +44,9 @@ pub struct CheckpointConfig {
     pub retained: usize,
     /// `checkpoint.timeout`: a checkpoint not complete by then is aborted.
     pub timeout: Duration,
+    /// Local directory where restored RocksDB checkpoints are downloaded
+    /// (`state.backend.rocksdb.localdir`).
+    pub local_dir: std::path::PathBuf,
 }
 
 /// An operator that snapshots state, with its partition count.
@@ -67,7 +71,25 @@ pub struct RestoredPartition {
     pub meta: serde_json::Value,
     /// Its state batches.
     pub batches: Vec<RecordBatch>,
+    /// Its RocksDB checkpoint, downloaded into this local directory.
+    pub db_dir: Option<std::path::PathBuf>,
+    /// The manifest's entries of those files.
+    pub db_files: Vec<FileEntry>,
 }
+
+/// A file of a RocksDB checkpoint to upload (see [`Checkpointing::snapshot_files`]).
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    /// Where it is now.
+    pub local: std::path::PathBuf,
+    /// Where it goes, relative to the store root.
+    pub remote: String,
+    /// Already uploaded by an earlier checkpoint (an immutable SST file): its entry.
+    pub uploaded: Option<FileEntry>,
+}
+
+/// Files an operator partition uploaded, by local file name, for later checkpoints to share.
+pub type UploadedFiles = Arc<Mutex<HashMap<String, FileEntry>>>;
 
 #[derive(Debug)]
 struct Pending {
@@ -88,11 +110,27 @@ pub struct Checkpointing {
     restored_epoch: u64,
     restored: HashMap<String, Vec<RestoredPartition>>,
     pending: Mutex<BTreeMap<u64, Pending>>,
-    finished: Mutex<BTreeMap<String, BTreeMap<usize, PartitionSnapshot>>>,
+    /// Final snapshots of partitions whose input ended, each with the last epoch the
+    /// partition snapshotted before: it stands in only for later checkpoints.
+    finished: Mutex<BTreeMap<String, BTreeMap<usize, (u64, PartitionSnapshot)>>>,
+    /// The last epoch each operator partition handed a snapshot over for.
+    handed: Mutex<HashMap<(String, usize), u64>>,
+    /// Snapshots handed over and not yet acknowledged (being encoded or uploaded).
+    uploads: Arc<std::sync::atomic::AtomicUsize>,
     completing: tokio::sync::Mutex<()>,
     latest: AtomicU64,
     completed: tokio::sync::watch::Sender<u64>,
     history: Mutex<Vec<CheckpointStats>>,
+    /// Where restored RocksDB checkpoints were downloaded; removed with the coordinator.
+    restore_dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for Checkpointing {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.restore_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// What one completed checkpoint took.
@@ -129,6 +167,7 @@ impl Checkpointing {
         let recovery = store.recover(&job).await?;
         let mut restored = HashMap::new();
         let mut restored_epoch = 0;
+        let mut restore_dir = None;
         if let Some(recovery) = recovery {
             for line in &recovery.skipped {
                 log::warn!("skipped a damaged checkpoint: {line}");
@@ -153,11 +192,28 @@ impl Checkpointing {
                         }
                         None => vec![],
                     };
+                    let db_dir = if p.files.is_empty() {
+                        None
+                    } else {
+                        let root = restore_dir.get_or_insert_with(|| {
+                            config
+                                .local_dir
+                                .join(crate::state::rocks::StateDb::new_instance_name(&format!(
+                                    "restore-{}",
+                                    manifest.epoch
+                                )))
+                        });
+                        let dir = root.join(format!("{}-{}", sanitize(operator), p.partition));
+                        download(&store, &p.files, &dir).await?;
+                        Some(dir)
+                    };
                     list.push(RestoredPartition {
                         partition: p.partition,
                         num_partitions: p.num_partitions,
                         meta: p.meta.clone(),
                         batches,
+                        db_dir,
+                        db_files: p.files.clone(),
                     });
                 }
                 restored.insert(operator.clone(), list);
@@ -183,10 +239,13 @@ impl Checkpointing {
             restored,
             pending: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(BTreeMap::new()),
+            handed: Mutex::new(HashMap::new()),
+            uploads: Arc::default(),
             completing: tokio::sync::Mutex::new(()),
             latest: AtomicU64::new(restored_epoch),
             history: Mutex::new(Vec::new()),
             completed,
+            restore_dir,
         })))
     }
 
@@ -309,6 +368,7 @@ impl Checkpointing {
         meta: serde_json::Value,
         state: Option<(SchemaRef, Vec<RecordBatch>)>,
     ) -> Result<()> {
+        let guard = self.hand_over(operator, partition, epoch);
         let encoded = match &state {
             Some((schema, batches)) => Some(snapshot::encode(schema, batches)?),
             None => None,
@@ -317,6 +377,7 @@ impl Checkpointing {
         let this = Arc::clone(self);
         let operator = operator.to_string();
         tokio::spawn(async move {
+            let _guard = guard;
             let file = match encoded {
                 Some(bytes) => {
                     let name = format!("{}-{partition}.arrow", sanitize(&operator));
@@ -335,10 +396,98 @@ impl Checkpointing {
                 num_partitions,
                 meta,
                 file,
+                files: vec![],
             };
             this.acknowledge(epoch, operator, snapshot);
         });
         Ok(())
+    }
+
+    /// Hands over a RocksDB checkpoint of `operator`'s `partition` for checkpoint `epoch`:
+    /// uploads the `files` not uploaded before (in the background), records every uploaded
+    /// file in `uploaded` (for later checkpoints to share) while the checkpoint is still
+    /// live, removes the local `staged` directory and acknowledges.
+    #[allow(clippy::too_many_arguments)]
+    pub fn snapshot_files(
+        self: &Arc<Self>,
+        epoch: u64,
+        operator: &str,
+        partition: usize,
+        num_partitions: usize,
+        meta: serde_json::Value,
+        files: Vec<StateFile>,
+        staged: std::path::PathBuf,
+        uploaded: UploadedFiles,
+    ) -> Result<()> {
+        let guard = self.hand_over(operator, partition, epoch);
+        failpoint::check(Failpoint::AfterOperatorSnapshot, epoch);
+        let this = Arc::clone(self);
+        let operator = operator.to_string();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut entries = Vec::with_capacity(files.len());
+            let mut new = Vec::new();
+            for file in files {
+                if let Some(entry) = file.uploaded {
+                    entries.push(entry);
+                    continue;
+                }
+                let result = match tokio::fs::read(&file.local).await {
+                    Ok(bytes) => {
+                        this.store
+                            .put_file(epoch, file.remote, Bytes::from(bytes))
+                            .await
+                    }
+                    Err(e) => Err(datafusion::common::exec_datafusion_err!(
+                        "cannot read {}: {e}",
+                        file.local.display()
+                    )),
+                };
+                match result {
+                    Ok(entry) => {
+                        if let Some(name) = file.local.file_name() {
+                            new.push((name.to_string_lossy().to_string(), entry.clone()));
+                        }
+                        entries.push(entry);
+                    }
+                    Err(e) => {
+                        let _ = tokio::fs::remove_dir_all(&staged).await;
+                        this.abort(epoch, &e.to_string());
+                        return;
+                    }
+                }
+            }
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+            // Shared files of an aborted checkpoint are garbage: never reuse them.
+            if let Ok(pending) = this.pending.lock()
+                && pending.contains_key(&epoch)
+                && let Ok(mut uploaded) = uploaded.lock()
+            {
+                uploaded.extend(new);
+            }
+            let snapshot = PartitionSnapshot {
+                partition,
+                num_partitions,
+                meta,
+                file: None,
+                files: entries,
+            };
+            this.acknowledge(epoch, operator, snapshot);
+        });
+        Ok(())
+    }
+
+    /// Records that `operator`'s `partition` snapshotted `epoch` (its acknowledgement may come
+    /// later, after an upload); the upload holds the returned guard until it acknowledged or
+    /// aborted.
+    fn hand_over(&self, operator: &str, partition: usize, epoch: u64) -> UploadGuard {
+        self.uploads.fetch_add(1, Ordering::SeqCst);
+        let guard = UploadGuard(Arc::clone(&self.uploads));
+        if let Ok(mut handed) = self.handed.lock() {
+            let last = handed.entry((operator.to_string(), partition)).or_insert(0);
+            *last = (*last).max(epoch);
+        }
+        guard
     }
 
     /// `operator`'s `partition` ended its input: `meta` is its final snapshot, valid for every
@@ -356,12 +505,20 @@ impl Checkpointing {
             num_partitions,
             meta,
             file: None,
+            files: vec![],
         };
+        // Checkpoints whose barrier the partition saw wait for its own snapshot of them.
+        let after = self
+            .handed
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&(operator.to_string(), partition)).copied())
+            .unwrap_or(0);
         if let Ok(mut finished) = self.finished.lock() {
             finished
                 .entry(operator.to_string())
                 .or_default()
-                .insert(partition, snapshot);
+                .insert(partition, (after, snapshot));
         }
         let epochs: Vec<u64> = match self.pending.lock() {
             Ok(p) => p.keys().copied().collect(),
@@ -408,10 +565,11 @@ impl Checkpointing {
                 let done = finished.get(&participant.operator);
                 let mut list = Vec::with_capacity(participant.partitions);
                 for partition in 0..participant.partitions {
-                    match acked
-                        .and_then(|a| a.get(&partition))
-                        .or_else(|| done.and_then(|d| d.get(&partition)))
-                    {
+                    match acked.and_then(|a| a.get(&partition)).or_else(|| {
+                        done.and_then(|d| d.get(&partition))
+                            .filter(|(after, _)| epoch > *after)
+                            .map(|(_, s)| s)
+                    }) {
                         Some(s) => list.push(s.clone()),
                         None => return,
                     }
@@ -424,7 +582,8 @@ impl Checkpointing {
         let state_bytes: u64 = operators
             .values()
             .flatten()
-            .filter_map(|p| p.file.as_ref().map(|f| f.size))
+            .flat_map(|p| p.file.iter().chain(&p.files))
+            .map(|f| f.size)
             .sum();
         let this = Arc::clone(self);
         tokio::spawn(async move {
@@ -490,8 +649,19 @@ impl Checkpointing {
     /// The job's input ended and every operator finished: writes the final manifest with the
     /// sinks' last pre-commits and commits them.
     pub async fn finish_job(self: &Arc<Self>, last_epoch: u64) -> Result<()> {
-        // Let a completion under way end; a checkpoint still waiting for acknowledgements can
-        // no longer complete: every participant is done.
+        // Snapshots still uploading acknowledge (or abort) their checkpoints; then every
+        // pending checkpoint either completes now, its other partitions having finished after
+        // it, or can no longer complete: its barrier came after their input ended.
+        while self.uploads.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let epochs: Vec<u64> = match self.pending.lock() {
+            Ok(p) => p.keys().copied().collect(),
+            Err(_) => vec![],
+        };
+        for epoch in epochs {
+            self.maybe_complete(epoch);
+        }
         self.wait_resolved(u64::MAX).await;
         let in_flight: Vec<u64> = match self.pending.lock() {
             Ok(mut p) => std::mem::take(&mut *p).into_keys().collect(),
@@ -508,13 +678,25 @@ impl Checkpointing {
                 .filter(|p| p.sink.is_some())
                 .filter_map(|p| {
                     let parts = finished.get(&p.operator)?;
-                    Some((p.operator.clone(), parts.values().cloned().collect()))
+                    Some((
+                        p.operator.clone(),
+                        parts.values().map(|(_, s)| s.clone()).collect(),
+                    ))
                 })
                 .collect(),
             Err(_) => BTreeMap::new(),
         };
         let epoch = last_epoch.max(self.latest()) + 1;
         self.complete(epoch, operators, true).await
+    }
+}
+
+/// Counts a snapshot handed over until its task ends.
+struct UploadGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -544,7 +726,29 @@ fn commit_sinks(
     Ok(())
 }
 
-fn sanitize(operator: &str) -> String {
+/// Downloads `files` (checked against their size and CRC-32) into the new directory `dir`.
+async fn download(
+    store: &CheckpointStore,
+    files: &[FileEntry],
+    dir: &std::path::Path,
+) -> Result<()> {
+    tokio::fs::create_dir_all(dir).await.map_err(|e| {
+        datafusion::common::exec_datafusion_err!("cannot create {}: {e}", dir.display())
+    })?;
+    for file in files {
+        let bytes = store.read_state(file).await?;
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        tokio::fs::write(dir.join(name), &bytes)
+            .await
+            .map_err(|e| {
+                datafusion::common::exec_datafusion_err!("cannot write restored state {name}: {e}")
+            })?;
+    }
+    Ok(())
+}
+
+/// `operator` as a file name.
+pub fn sanitize(operator: &str) -> String {
     operator
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

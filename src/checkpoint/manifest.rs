@@ -38,6 +38,10 @@ pub struct PartitionSnapshot {
     pub meta: serde_json::Value,
     /// Large state (Arrow IPC), if any.
     pub file: Option<FileEntry>,
+    /// The files of a RocksDB checkpoint (`state.backend` = `rocksdb`): SST files shared
+    /// between checkpoints under `shared/`, the others in the checkpoint's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
 }
 
 /// A complete checkpoint (see the module docs).
@@ -65,9 +69,12 @@ impl Manifest {
         self.operators
             .values()
             .flatten()
-            .filter_map(|p| p.file.as_ref())
+            .flat_map(|p| p.file.iter().chain(&p.files))
     }
 }
+
+/// Directory of the files shared between checkpoints, relative to the store root.
+pub const SHARED_DIR: &str = "shared";
 
 /// The directory of checkpoint `epoch`, relative to the store root.
 pub fn checkpoint_dir(epoch: u64) -> String {

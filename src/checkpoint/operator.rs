@@ -11,7 +11,10 @@ use datafusion::common::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
+use crate::checkpoint::coordinator::{
+    Checkpointing, RestoredPartition, StateFile, UploadedFiles, sanitize,
+};
+use crate::checkpoint::manifest::{SHARED_DIR, checkpoint_dir};
 use crate::physical::message::NO_WATERMARK;
 use crate::runtime::job_context::JobContext;
 use crate::state::redistribute::rows_of_partition;
@@ -23,6 +26,8 @@ pub struct OperatorCheckpoint {
     partition: usize,
     partitions: usize,
     ended: bool,
+    /// RocksDB files uploaded so far, shared by later checkpoints.
+    uploaded: UploadedFiles,
 }
 
 /// The saved partitions this partition restores from.
@@ -46,6 +51,7 @@ impl OperatorCheckpoint {
             partition,
             partitions: exec.properties().partitioning.partition_count(),
             ended: false,
+            uploaded: UploadedFiles::default(),
         })
     }
 
@@ -65,6 +71,68 @@ impl OperatorCheckpoint {
             meta,
             state,
         )
+    }
+
+    /// Hands the files of a RocksDB checkpoint (staged in `staged`, of database `instance`)
+    /// and `meta` of barrier `epoch` over. SST files are immutable: each is uploaded once, to
+    /// `shared/`, and referenced by every later checkpoint that still contains it; the other
+    /// files go to the checkpoint's directory.
+    pub fn snapshot_files(
+        &self,
+        epoch: u64,
+        meta: serde_json::Value,
+        files: Vec<std::path::PathBuf>,
+        staged: std::path::PathBuf,
+        instance: &str,
+    ) -> Result<()> {
+        let base = format!("{}-{}", sanitize(&self.operator), self.partition);
+        let uploaded = self.uploaded.lock().map(|u| u.clone()).unwrap_or_default();
+        let files = files
+            .into_iter()
+            .map(|local| {
+                let name = local
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                if name.ends_with(".sst") {
+                    StateFile {
+                        remote: format!("{SHARED_DIR}/{base}-{instance}/{name}"),
+                        uploaded: uploaded.get(&name).cloned(),
+                        local,
+                    }
+                } else {
+                    StateFile {
+                        remote: format!("{}/{base}.rocksdb/{name}", checkpoint_dir(epoch)),
+                        uploaded: None,
+                        local,
+                    }
+                }
+            })
+            .collect();
+        self.coordinator.snapshot_files(
+            epoch,
+            &self.operator,
+            self.partition,
+            self.partitions,
+            meta,
+            files,
+            staged,
+            std::sync::Arc::clone(&self.uploaded),
+        )
+    }
+
+    /// A restored RocksDB checkpoint was adopted as this partition's database: its SST files
+    /// (named as in `restored`) are already uploaded.
+    pub fn adopted(&self, restored: &RestoredPartition) {
+        if let Ok(mut uploaded) = self.uploaded.lock() {
+            for entry in &restored.db_files {
+                if let Some(name) = entry.path.rsplit('/').next()
+                    && name.ends_with(".sst")
+                {
+                    uploaded.insert(name.to_string(), entry.clone());
+                }
+            }
+        }
     }
 
     /// The input ended: later checkpoints use `meta` for this partition.
@@ -119,7 +187,17 @@ impl OperatorCheckpoint {
     }
 }
 
-impl Restored<'_> {
+impl<'a> Restored<'a> {
+    /// True if saved at the same parallelism (only this partition's own state is restored).
+    pub fn same_parallelism(&self) -> bool {
+        self.same
+    }
+
+    /// The saved partitions restored from.
+    pub fn partitions(&self) -> &[&'a RestoredPartition] {
+        &self.mine
+    }
+
     /// The smallest number `key` of the restored metadata (the most conservative watermark
     /// when partitions merge), `default` if none.
     pub fn min_meta(&self, key: &str, default: i64) -> i64 {

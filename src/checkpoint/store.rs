@@ -18,7 +18,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::failpoint::{self, Failpoint};
-use super::manifest::{FileEntry, MANIFEST_FILE, Manifest, checkpoint_dir, parse_checkpoint_dir};
+use super::manifest::{
+    FileEntry, MANIFEST_FILE, Manifest, SHARED_DIR, checkpoint_dir, parse_checkpoint_dir,
+};
 
 /// A checkpoint location (see the module docs).
 #[derive(Debug, Clone)]
@@ -104,7 +106,13 @@ impl CheckpointStore {
 
     /// Writes a state file of checkpoint `epoch`.
     pub async fn put_state(&self, epoch: u64, name: &str, bytes: Bytes) -> Result<FileEntry> {
-        let path = format!("{}/{name}", checkpoint_dir(epoch));
+        self.put_file(epoch, format!("{}/{name}", checkpoint_dir(epoch)), bytes)
+            .await
+    }
+
+    /// Writes a file of checkpoint `epoch` at `path` (relative to the root; a shared file
+    /// goes under [`SHARED_DIR`]).
+    pub async fn put_file(&self, epoch: u64, path: String, bytes: Bytes) -> Result<FileEntry> {
         let entry = FileEntry {
             path: path.clone(),
             size: bytes.len() as u64,
@@ -264,18 +272,57 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// Keeps the newest `retained` complete checkpoints up to `latest`; deletes older ones.
+    /// Keeps the newest `retained` complete checkpoints up to `latest`; deletes older ones,
+    /// and the shared files none of the kept ones references.
     pub async fn collect_garbage(&self, latest: u64, retained: usize) -> Result<()> {
         let mut complete = 0;
+        let mut referenced = std::collections::HashSet::new();
         for epoch in self.epochs().await?.into_iter().rev() {
             if epoch > latest {
                 continue; // in progress
             }
-            if complete < retained.max(1) && self.manifest(epoch).await.ok().flatten().is_some() {
-                complete += 1;
-            } else {
-                // Beyond the retained ones, or an aborted checkpoint.
-                self.delete_checkpoint(epoch).await?;
+            let manifest = match self.manifest(epoch).await {
+                Ok(Some(m)) if complete < retained.max(1) => m,
+                _ => {
+                    // Beyond the retained ones, or an aborted checkpoint.
+                    self.delete_checkpoint(epoch).await?;
+                    continue;
+                }
+            };
+            complete += 1;
+            referenced.extend(manifest.files().map(|f| f.path.clone()));
+        }
+        if complete == 0 {
+            return Ok(());
+        }
+        let prefix = self.path(SHARED_DIR);
+        let shared: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| store_err("cannot list shared state files", e))?;
+        let root = self.root.as_ref();
+        for location in shared {
+            let relative = location
+                .as_ref()
+                .strip_prefix(root)
+                .unwrap_or(location.as_ref())
+                .trim_start_matches('/')
+                .to_string();
+            if referenced.contains(&relative) {
+                continue;
+            }
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err("cannot delete an unused shared file", e)),
+            }
+            if let Some(dir) = &self.local_dir
+                && let Some(parent) = std::path::Path::new(&relative).parent()
+            {
+                // Fails, harmlessly, while the directory still holds files.
+                let _ = std::fs::remove_dir(dir.join(parent));
             }
         }
         Ok(())

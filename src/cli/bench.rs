@@ -161,6 +161,7 @@ pub async fn run_script(
                     location: dir.display().to_string(),
                     retained: 2,
                     timeout: Duration::from_secs(600),
+                    local_dir: std::env::temp_dir().join("sabot-rocksdb"),
                 },
                 format!("bench-{query}"),
             )

@@ -16,12 +16,15 @@ use futures::StreamExt;
 
 use crate::SabotConfig;
 use crate::checkpoint::coordinator::{CheckpointConfig, CheckpointStats};
+use crate::config::StateBackend;
 use crate::planner::script::split_statements;
 use crate::runtime::job::{JobOptions, Started, start_job};
 
 /// One measured checkpoint, with the rows read when it completed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckpointResult {
+    /// `state.backend`.
+    pub backend: &'static str,
     /// Keys the stream draws from.
     pub keys: u64,
     /// The checkpoint.
@@ -43,12 +46,19 @@ pub async fn bench(
     keys: u64,
     interval: Duration,
     measured: usize,
+    backend: StateBackend,
 ) -> Result<(Vec<CheckpointResult>, RecoveryResult)> {
+    let backend_name = match backend {
+        StateBackend::Memory => "memory",
+        StateBackend::RocksDb => "rocksdb",
+    };
     let dir = std::env::temp_dir().join(format!("sabot-bench-checkpoint-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ctx = crate::session_context(SabotConfig {
         parallelism: 1,
         checkpoint_interval: Some(interval),
+        state_backend: backend,
+        rocksdb_local_dir: Some(dir.join("rocksdb").display().to_string()),
         ..SabotConfig::default()
     });
     let script = format!(
@@ -74,9 +84,10 @@ pub async fn bench(
         checkpoint_interval: Some(interval),
         checkpoints: Some((
             CheckpointConfig {
-                location: dir.display().to_string(),
+                location: dir.join("checkpoints").display().to_string(),
                 retained: 2,
                 timeout: Duration::from_secs(600),
+                local_dir: dir.join("rocksdb"),
             },
             "bench-checkpoint".to_string(),
         )),
@@ -115,7 +126,11 @@ pub async fn bench(
             let done: Vec<CheckpointResult> = history
                 .iter()
                 .filter(|s| s.epoch >= first)
-                .map(|s| CheckpointResult { keys, stats: *s })
+                .map(|s| CheckpointResult {
+                    backend: backend_name,
+                    keys,
+                    stats: *s,
+                })
                 .collect();
             if done.len() >= measured {
                 break done;
@@ -142,12 +157,13 @@ pub async fn bench(
 /// A table of results.
 pub fn format_table(results: &[CheckpointResult]) -> String {
     let mut out = String::from(
-        "keys       | epoch | duration ms | state MiB\n\
-         -----------+-------+-------------+----------\n",
+        "backend | keys       | epoch | duration ms | state MiB\n\
+         --------+------------+-------+-------------+----------\n",
     );
     for r in results {
         out.push_str(&format!(
-            "{:>10} | {:>5} | {:>11.1} | {:>9.1}\n",
+            "{:<7} | {:>10} | {:>5} | {:>11.1} | {:>9.1}\n",
+            r.backend,
             r.keys,
             r.stats.epoch,
             r.stats.duration_ms,

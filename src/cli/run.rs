@@ -113,6 +113,7 @@ async fn run_statement(
             location: format!("{}/job-{ordinal}", dir.trim_end_matches('/')),
             retained: config.checkpoint_retained,
             timeout: config.checkpoint_timeout,
+            local_dir: config.rocksdb_dir(),
         };
         (checkpoint, fingerprint(&statement.sql))
     });

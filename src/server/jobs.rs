@@ -158,6 +158,7 @@ impl Jobs {
                 location: format!("{}/jobs/job-{id}", dir.trim_end_matches('/')),
                 retained: config.checkpoint_retained,
                 timeout: config.checkpoint_timeout,
+                local_dir: config.rocksdb_dir(),
             };
             (checkpoint, fingerprint(sql))
         });

@@ -8,4 +8,5 @@
 //! job restarts with a different parallelism.
 
 pub mod redistribute;
+pub mod rocks;
 pub mod snapshot;

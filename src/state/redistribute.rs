@@ -25,15 +25,27 @@ pub fn rows_of_partition(
             batch.slice(0, 0)
         });
     }
-    let mut hashes = vec![0u64; batch.num_rows()];
-    create_hashes(keys, REPARTITION_RANDOM_STATE.random_state(), &mut hashes)?;
-    let indices: UInt32Array = hashes
+    let indices: UInt32Array = partitions_of(keys, batch.num_rows(), partitions)?
         .iter()
         .enumerate()
-        .filter(|(_, h)| (**h % partitions as u64) as usize == partition)
+        .filter(|(_, p)| **p == partition)
         .map(|(i, _)| i as u32)
         .collect();
     Ok(take_record_batch(batch, &indices)?)
+}
+
+/// The partition (of `partitions`) each of `rows` rows with `keys` belongs to, as the hash
+/// exchange routes it (all 0 without keys).
+pub fn partitions_of(keys: &[ArrayRef], rows: usize, partitions: usize) -> Result<Vec<usize>> {
+    if partitions <= 1 || keys.is_empty() {
+        return Ok(vec![0; rows]);
+    }
+    let mut hashes = vec![0u64; rows];
+    create_hashes(keys, REPARTITION_RANDOM_STATE.random_state(), &mut hashes)?;
+    Ok(hashes
+        .iter()
+        .map(|h| (h % partitions as u64) as usize)
+        .collect())
 }
 
 #[cfg(test)]

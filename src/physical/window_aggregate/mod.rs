@@ -24,6 +24,7 @@
 //! windows they fire.
 
 mod exec;
+mod rocks_slices;
 mod session;
 mod slices;
 mod stream;

@@ -15,14 +15,51 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
 use futures::StreamExt;
 
 use super::exec::WindowAggregateExec;
+use super::rocks_slices::RocksSliceState;
 use super::slices::{FiredWindow, SliceState};
 use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::GroupColumn;
 use crate::runtime::job_context::JobContext;
+
+/// The slices, in memory or in RocksDB (`state.backend`).
+enum Slices {
+    Memory(SliceState),
+    Rocks(Box<RocksSliceState>),
+}
+
+impl Slices {
+    fn update(
+        &mut self,
+        slice: i64,
+        keys: &[ArrayRef],
+        inputs: &crate::physical::aggregation::AggregateInputs,
+        rows: usize,
+    ) -> Result<()> {
+        match self {
+            Slices::Memory(s) => s.update(slice, keys, inputs, rows),
+            Slices::Rocks(s) => s.update(slice, keys, inputs, rows),
+        }
+    }
+
+    fn fire(&mut self, watermark: i64, fired: &mut Vec<FiredWindow>) -> Result<()> {
+        match self {
+            Slices::Memory(s) => s.fire(watermark, fired),
+            Slices::Rocks(s) => s.fire(watermark, fired),
+        }
+    }
+
+    fn next_end(&self) -> i64 {
+        match self {
+            Slices::Memory(s) => s.next_end(),
+            Slices::Rocks(s) => s.next_end(),
+        }
+    }
+}
 
 pub(super) struct WindowAggregateStream {
     input: MessageStream,
@@ -32,7 +69,7 @@ pub(super) struct WindowAggregateStream {
     aggregates: Arc<AggregateSet>,
     group_columns: Vec<GroupColumn>,
     schema: SchemaRef,
-    state: SliceState,
+    state: Slices,
     watermark: i64,
     pending: VecDeque<StreamMessage>,
     baseline: BaselineMetrics,
@@ -62,6 +99,26 @@ impl WindowAggregateStream {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
+        let key_schema = key_schema(key_fields);
+        let config = context.session_config().get_extension::<SabotConfig>();
+        let rocksdb_root = config
+            .as_ref()
+            .filter(|c| c.state_backend == StateBackend::RocksDb)
+            .map(|c| c.rocksdb_dir());
+        let state = match &rocksdb_root {
+            Some(root) => Slices::Rocks(Box::new(RocksSliceState::try_new(
+                exec.def.spec,
+                Arc::clone(&exec.def.aggregates),
+                key_schema,
+                root,
+                &format!("window-p{partition}"),
+            )?)),
+            None => Slices::Memory(SliceState::new(
+                exec.def.spec,
+                Arc::clone(&exec.def.aggregates),
+                key_schema,
+            )),
+        };
         let mut stream = Self {
             input,
             spec: exec.def.spec,
@@ -70,11 +127,7 @@ impl WindowAggregateStream {
             aggregates: Arc::clone(&exec.def.aggregates),
             group_columns: exec.def.group_columns.clone(),
             schema: exec.schema(),
-            state: SliceState::new(
-                exec.def.spec,
-                Arc::clone(&exec.def.aggregates),
-                key_schema(key_fields),
-            ),
+            state,
             watermark: NO_WATERMARK,
             pending: VecDeque::new(),
             baseline: BaselineMetrics::new(&exec.metrics, partition),
@@ -83,7 +136,7 @@ impl WindowAggregateStream {
             job: JobContext::of(context),
             checkpoint: OperatorCheckpoint::open(exec, context, partition),
         };
-        stream.restore()?;
+        stream.restore(rocksdb_root.as_deref(), exec, partition)?;
         Ok(Box::pin(futures::stream::unfold(
             stream,
             |mut s| async move { s.next_message().await.map(|m| (m, s)) },
@@ -121,18 +174,36 @@ impl WindowAggregateStream {
     }
 
     fn meta(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut meta = serde_json::json!({
             "watermark": self.watermark,
             "next_end": self.state.next_end(),
             "keys": self.keys.len(),
-        })
+        });
+        if let Slices::Rocks(state) = &self.state {
+            meta["backend"] = "rocksdb".into();
+            meta["slices"] = state.slices().into();
+        }
+        meta
     }
 
     /// Hands the slice state to the checkpoint coordinator.
     fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        match &self.checkpoint {
-            Some(checkpoint) => checkpoint.snapshot(epoch, self.meta(), self.state.snapshot()?),
-            None => Ok(()),
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(());
+        };
+        match &mut self.state {
+            Slices::Memory(state) => {
+                let batches = state.snapshot()?;
+                checkpoint.snapshot(epoch, self.meta(), batches)
+            }
+            Slices::Rocks(state) => {
+                let staged = state.staging_dir(epoch);
+                // Left over from an aborted checkpoint of a crashed run.
+                let _ = std::fs::remove_dir_all(&staged);
+                let files = state.checkpoint(&staged)?;
+                let instance = state.instance().to_string();
+                checkpoint.snapshot_files(epoch, self.meta(), files, staged, &instance)
+            }
         }
     }
 
@@ -144,7 +215,12 @@ impl WindowAggregateStream {
     }
 
     /// Restores the state of the checkpoint the job resumes from, if any.
-    fn restore(&mut self) -> Result<()> {
+    fn restore(
+        &mut self,
+        rocksdb_root: Option<&std::path::Path>,
+        exec: &WindowAggregateExec,
+        partition: usize,
+    ) -> Result<()> {
         let Some(checkpoint) = &self.checkpoint else {
             return Ok(());
         };
@@ -156,7 +232,47 @@ impl WindowAggregateStream {
         let keys = self.keys.len();
         // Slice batches: `__slice`, `__frozen`, then the group keys.
         let batches = checkpoint.batches(&restored, 2..2 + keys)?;
-        self.state.restore(&batches, keys, next_end)
+        let databases: Vec<_> = restored
+            .partitions()
+            .iter()
+            .filter_map(|p| p.db_dir.as_ref().map(|d| (*p, d)))
+            .collect();
+        match (&mut self.state, rocksdb_root) {
+            (Slices::Memory(state), _) => {
+                if !databases.is_empty() {
+                    return datafusion::common::plan_err!(
+                        "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; \
+                         set it again to resume the job"
+                    );
+                }
+                state.restore(&batches, keys, next_end)
+            }
+            (Slices::Rocks(state), Some(root)) => {
+                if let [(saved, dir)] = databases.as_slice()
+                    && restored.same_parallelism()
+                {
+                    // This partition's own database: adopt its files.
+                    let slices = saved
+                        .meta
+                        .get("slices")
+                        .and_then(|s| s.as_array())
+                        .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+                        .unwrap_or_default();
+                    state.adopt(root, &format!("window-p{partition}"), dir, slices, next_end)?;
+                    checkpoint.adopted(saved);
+                    return Ok(());
+                }
+                for (_, dir) in &databases {
+                    state.restore_rekeyed(
+                        dir,
+                        partition,
+                        exec.properties().partitioning.partition_count(),
+                    )?;
+                }
+                state.restore_batches(&batches, keys, next_end)
+            }
+            (Slices::Rocks(_), None) => Ok(()),
+        }
     }
 
     fn process(&mut self, batch: StreamBatch) -> Result<()> {

@@ -1,0 +1,174 @@
+//! A RocksDB instance holding one operator partition's keyed state on local disk.
+//!
+//! The database lives in its own directory under `state.backend.rocksdb.localdir` and is
+//! deleted when dropped: it is a working copy, durable only through checkpoints. Writes skip
+//! RocksDB's write-ahead log for the same reason; [`StateDb::checkpoint`] flushes the memtable
+//! and hard-links the live files (RocksDB's checkpoint API), which the checkpoint coordinator
+//! then uploads, sharing the immutable SST files between checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
+use rocksdb::{DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+fn db_err(what: &str, e: rocksdb::Error) -> DataFusionError {
+    exec_datafusion_err!("RocksDB state: {what}: {e}")
+}
+
+/// See the module docs.
+pub struct StateDb {
+    // Fields drop in order: the database closes before its directory is removed.
+    db: DB,
+    dir: RemoveOnDrop,
+    instance: String,
+}
+
+/// A directory removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::fmt::Debug for StateDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDb").field("dir", &self.dir.0).finish()
+    }
+}
+
+fn options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    // The build links no compression library.
+    options.set_compression_type(DBCompressionType::None);
+    options.set_max_background_jobs(2);
+    options
+}
+
+impl StateDb {
+    /// A unique name for a new instance (process, counter, time).
+    pub fn new_instance_name(label: &str) -> String {
+        let n = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        format!("{label}-{}-{n}-{now:x}", std::process::id())
+    }
+
+    /// Creates an empty database in a new directory `root/<instance>`.
+    pub fn create(root: &Path, label: &str) -> Result<Self> {
+        let instance = Self::new_instance_name(label);
+        let dir = root.join(&instance);
+        std::fs::create_dir_all(root).map_err(|e| {
+            exec_datafusion_err!(
+                "cannot create the RocksDB directory '{}' (state.backend.rocksdb.localdir): {e}",
+                root.display()
+            )
+        })?;
+        Self::open_dir(dir, instance)
+    }
+
+    /// Takes over the database files in `files` (a restored checkpoint): moves them into a new
+    /// directory `root/<instance>` and opens them.
+    pub fn adopt(root: &Path, label: &str, files: &Path) -> Result<Self> {
+        let instance = Self::new_instance_name(label);
+        let dir = root.join(&instance);
+        std::fs::create_dir_all(root)
+            .map_err(|e| exec_datafusion_err!("cannot create '{}': {e}", root.display()))?;
+        if std::fs::rename(files, &dir).is_err() {
+            // Another file system: copy.
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| exec_datafusion_err!("cannot create '{}': {e}", dir.display()))?;
+            for entry in std::fs::read_dir(files)
+                .map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", files.display()))?
+            {
+                let entry = entry.map_err(|e| exec_datafusion_err!("{e}"))?;
+                std::fs::copy(entry.path(), dir.join(entry.file_name()))
+                    .map_err(|e| exec_datafusion_err!("cannot copy restored state: {e}"))?;
+            }
+        }
+        Self::open_dir(dir, instance)
+    }
+
+    fn open_dir(dir: PathBuf, instance: String) -> Result<Self> {
+        let db = DB::open(&options(), &dir)
+            .map_err(|e| db_err(&format!("cannot open '{}'", dir.display()), e))?;
+        Ok(Self {
+            db,
+            dir: RemoveOnDrop(dir),
+            instance,
+        })
+    }
+
+    /// Opens the files of a restored checkpoint read-only (to re-key them).
+    pub fn open_read_only(files: &Path) -> Result<DB> {
+        DB::open_for_read_only(&options(), files, false)
+            .map_err(|e| db_err(&format!("cannot open '{}'", files.display()), e))
+    }
+
+    /// The instance name (unique per process start and database).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The database.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Applies `batch` (no write-ahead log: checkpoints are the durability).
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db()
+            .write_opt(batch, &options)
+            .map_err(|e| db_err("write failed", e))
+    }
+
+    /// Writes a RocksDB checkpoint of the current contents into the new directory `into`
+    /// and returns its files.
+    pub fn checkpoint(&self, into: &Path) -> Result<Vec<PathBuf>> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(self.db())
+            .map_err(|e| db_err("cannot start a checkpoint", e))?;
+        checkpoint
+            .create_checkpoint(into)
+            .map_err(|e| db_err(&format!("cannot checkpoint into '{}'", into.display()), e))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(into)
+            .map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", into.display()))?
+        {
+            let entry = entry.map_err(|e| exec_datafusion_err!("{e}"))?;
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// The directory where checkpoints of this database are staged before upload.
+    pub fn staging_dir(&self, epoch: u64) -> PathBuf {
+        let mut name = self.dir.0.as_os_str().to_owned();
+        name.push(format!(".chk-{epoch}"));
+        PathBuf::from(name)
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
+/// Every entry of `db` whose key starts with `prefix`, in key order.
+pub fn scan_prefix<'a>(db: &'a DB, prefix: &'a [u8]) -> impl Iterator<Item = Result<Entry>> + 'a {
+    db.iterator(IteratorMode::From(prefix, rocksdb::Direction::Forward))
+        .map(|r| r.map_err(|e| db_err("read failed", e)))
+        .take_while(move |r| match r {
+            Ok((k, _)) => k.starts_with(prefix),
+            Err(_) => true,
+        })
+}
