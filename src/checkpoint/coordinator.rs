@@ -112,7 +112,7 @@ pub struct Checkpointing {
     pending: Mutex<BTreeMap<u64, Pending>>,
     /// Final snapshots of partitions whose input ended, each with the last epoch the
     /// partition snapshotted before: it stands in only for later checkpoints.
-    finished: Mutex<BTreeMap<String, BTreeMap<usize, (u64, PartitionSnapshot)>>>,
+    finished: Mutex<BTreeMap<String, BTreeMap<usize, FinishedPartition>>>,
     /// The last epoch each operator partition handed a snapshot over for.
     handed: Mutex<HashMap<(String, usize), u64>>,
     /// Snapshots handed over and not yet acknowledged (being encoded or uploaded).
@@ -690,6 +690,9 @@ impl Checkpointing {
         self.complete(epoch, operators, true).await
     }
 }
+
+/// A partition's final snapshot and the last epoch it snapshotted before finishing.
+type FinishedPartition = (u64, PartitionSnapshot);
 
 /// Counts a snapshot handed over until its task ends.
 struct UploadGuard(Arc<std::sync::atomic::AtomicUsize>);
