@@ -317,6 +317,17 @@ async fn serve(
     state_dir: Option<String>,
     login: Option<(String, String)>,
 ) -> ExitCode {
+    if let Some(dir) = &state_dir
+        && dir.contains("://")
+        && !dir.starts_with("file://")
+    {
+        // The server keeps its catalog next to the checkpoints, in a local file.
+        eprintln!(
+            "error: sabot serve --state-dir must be a local directory, got '{dir}' (s3:// \
+             locations work for `sabot run` and for SET 'state.dir' in a session)"
+        );
+        return ExitCode::FAILURE;
+    }
     let config = match config_from(parallelism, checkpoint_interval, state_dir) {
         Ok(c) => c,
         Err(e) => {

@@ -136,7 +136,19 @@ fn read_rows(dir: &Path) -> Vec<String> {
 }
 
 fn run_with_state(script: &Path, state: &Path, parallelism: usize, failpoint: Option<&str>) -> i32 {
+    run_with_state_env(script, state.as_os_str(), parallelism, failpoint, &[])
+}
+
+/// `run_with_state` with a state location that need not be a path, and environment `env`.
+fn run_with_state_env(
+    script: &Path,
+    state: &std::ffi::OsStr,
+    parallelism: usize,
+    failpoint: Option<&str>,
+    env: &[(String, String)],
+) -> i32 {
     let mut cmd = sabot();
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.arg("run")
         .arg(script)
         .arg("--state-dir")
@@ -794,4 +806,126 @@ fn a_broadcast_join_reloads_its_table_on_recovery() {
     let got = read_rows(&fixture.path("out"));
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "rows differ after recovery");
+}
+
+/// An S3-protocol server (moto, from PyPI; `scripts/setup` installs it) on 127.0.0.1, stopped
+/// when dropped.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with moto[server] (scripts/setup installs it)");
+        let server = Self { child, port };
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("moto did not start on port {port}");
+    }
+
+    /// One HTTP request; the whole response.
+    fn request(&self, method: &str, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{method} {path}: {response}"
+        );
+        response
+    }
+
+    /// The environment that points Sabot's `s3://` locations at this server.
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_ACCESS_KEY_ID", "sabot".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "sabot".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Checkpoints in `s3://` (a real S3-protocol server): a crash and a resume give exactly the
+/// batch result, with in-memory state and with RocksDB state (restored at another
+/// parallelism), and the objects are in the bucket.
+#[test]
+fn s3_checkpoints_resume_exactly() {
+    let s3 = S3Server::start();
+    s3.request("PUT", "/sabot");
+    for (backend, select, batch, resume_parallelism) in [
+        (Backend::Memory, TUMBLE, TUMBLE_BATCH, 2),
+        (Backend::RocksDb, HOP, HOP_BATCH, 3),
+    ] {
+        let fixture = Fixture::new();
+        let expected = fixture.oracle(batch);
+        let script = fixture.script_in("out", select, backend, "");
+        let state = format!("s3://sabot/{backend:?}");
+        let crashed = run_with_state_env(
+            &script,
+            state.as_ref(),
+            2,
+            Some("after-manifest@2"),
+            &s3.env(),
+        );
+        assert_eq!(
+            crashed, 86,
+            "{backend:?}: the failpoint did not end the run"
+        );
+        let resumed =
+            run_with_state_env(&script, state.as_ref(), resume_parallelism, None, &s3.env());
+        assert_eq!(resumed, 0, "{backend:?}: the resumed run failed");
+        let got = read_rows(&fixture.path("out"));
+        assert_eq!(got.len(), expected.len(), "{backend:?}");
+        assert!(got == expected, "{backend:?}: rows differ");
+        let listing = s3.request("GET", &format!("/sabot?list-type=2&prefix={backend:?}/"));
+        assert!(listing.contains("_MANIFEST.json"), "{listing}");
+        if backend == Backend::RocksDb {
+            assert!(listing.contains("/shared/"), "{listing}");
+        }
+    }
 }

@@ -48,12 +48,29 @@ fn store_err(what: &str, e: object_store::Error) -> DataFusionError {
 }
 
 impl CheckpointStore {
-    /// Opens `location`: a local directory (created if missing) or an object store URL.
+    /// Opens `location`: a local directory (created if missing), or `s3://bucket/prefix`
+    /// (any S3-compatible service, configured by the standard `AWS_*` environment variables:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, and
+    /// `AWS_ALLOW_HTTP=true` for an endpoint without TLS).
     pub fn open(location: &str) -> Result<Self> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return plan_err!(
+                    "state.dir '{location}' names no bucket; write s3://BUCKET/PREFIX"
+                );
+            }
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| store_err(&format!("cannot open '{location}'"), e))?;
+            let root = Path::from(prefix.trim_matches('/'));
+            return Ok(Self::with_store(Arc::new(store), root, location));
+        }
         if location.contains("://") && !location.starts_with("file://") {
             return plan_err!(
-                "state.dir '{location}': only local directories are supported by this build; \
-                 use a path such as ./sabot-state"
+                "state.dir '{location}': the supported locations are a local directory \
+                 (./sabot-state, file:///path) and s3://bucket/prefix"
             );
         }
         let dir = location.strip_prefix("file://").unwrap_or(location);

@@ -5,7 +5,9 @@
 //! `GroupsAccumulator::state`, restored through `merge_batch`, so every aggregate function is
 //! restorable. [`snapshot`] encodes those batches as Arrow IPC for the checkpoint store, and
 //! [`redistribute`] picks the rows of a restored keyed state that belong to a partition when a
-//! job restarts with a different parallelism.
+//! job restarts with a different parallelism. With `state.backend` = `rocksdb`, TUMBLE and HOP
+//! window state lives in a [`rocks::StateDb`] on local disk instead, checkpointed with RocksDB's
+//! checkpoint API.
 
 pub mod redistribute;
 pub mod rocks;

@@ -41,11 +41,24 @@ impl std::fmt::Debug for StateDb {
     }
 }
 
+/// Block cache shared by every database of the process.
+const BLOCK_CACHE_BYTES: usize = 256 << 20;
+
 fn options() -> Options {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    // Most reads are point lookups of keys that may not exist yet: a Bloom filter answers
+    // "absent" without reading a block.
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
     let mut options = Options::default();
     options.create_if_missing(true);
+    options.set_block_based_table_factory(&table);
     // The build links no compression library.
     options.set_compression_type(DBCompressionType::None);
+    options.set_write_buffer_size(64 << 20);
     options.set_max_background_jobs(2);
     options
 }
@@ -63,6 +76,7 @@ impl StateDb {
 
     /// Creates an empty database in a new directory `root/<instance>`.
     pub fn create(root: &Path, label: &str) -> Result<Self> {
+        remove_stale(root);
         let instance = Self::new_instance_name(label);
         let dir = root.join(&instance);
         std::fs::create_dir_all(root).map_err(|e| {
@@ -160,6 +174,34 @@ impl StateDb {
     }
 }
 
+/// Removes what processes that no longer run left under `root` (a crash, `kill -9`): their
+/// databases, staged checkpoints and downloaded restores, named `<label>-<pid>-<n>-<time>`
+/// (staged ones with a `.chk-<epoch>` suffix). Only where `/proc` tells which processes run.
+fn remove_stale(root: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let base = name.split(".chk-").next().unwrap_or(&name);
+        let mut parts = base.rsplitn(4, '-');
+        let (Some(_time), Some(_n), Some(pid), Some(_label)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A key and its value.
 pub type Entry = (Box<[u8]>, Box<[u8]>);
 
@@ -171,4 +213,38 @@ pub fn scan_prefix<'a>(db: &'a DB, prefix: &'a [u8]) -> impl Iterator<Item = Res
             Ok((k, _)) => k.starts_with(prefix),
             Err(_) => true,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Directories of dead processes go; this process's and unrelated ones stay.
+    #[test]
+    fn stale_directories_of_dead_processes_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let own = std::process::id();
+        // Above any Linux pid_max: never a running process.
+        let dead = 999_999_999u32;
+        let names = [
+            format!("window-p0-{dead}-1-abc"),
+            format!("window-p0-{dead}-2-abc.chk-7"),
+            format!("restore-3-{dead}-3-abc"),
+            format!("window-p1-{own}-4-abc"),
+            "notes".to_string(),
+        ];
+        for n in &names {
+            std::fs::create_dir(root.path().join(n)).unwrap();
+        }
+        remove_stale(root.path());
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["notes".to_string(), format!("window-p1-{own}-4-abc")]
+        );
+    }
 }

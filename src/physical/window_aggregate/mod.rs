@@ -3,6 +3,7 @@
 //! - [`exec`]: the plan node, its distribution (hash of the group keys) and EXPLAIN line.
 //! - [`slices`]: the state, slices of `gcd(size, slide)` ms each holding a DataFusion group
 //!   table, and how windows are assembled from them.
+//! - [`rocks_slices`]: the same slices in RocksDB (`state.backend` = `rocksdb`).
 //! - [`stream`]: the per-partition loop over data, watermarks and barriers.
 //! - [`session`]: SESSION windows, which merge per key and so keep rows, not slices.
 //! - [`checkpoint`]: what both streams share to snapshot and restore their state.

@@ -104,6 +104,8 @@ pub(super) struct RocksSliceState {
     slices: BTreeSet<i64>,
     /// HOP: end of the next window to fire (windows before it have fired).
     next_end: i64,
+    /// [`CHUNK_GROUPS`] (smaller in tests).
+    chunk_groups: usize,
 }
 
 impl RocksSliceState {
@@ -163,6 +165,7 @@ impl RocksSliceState {
             buffers: BTreeMap::new(),
             slices: BTreeSet::new(),
             next_end: i64::MIN,
+            chunk_groups: CHUNK_GROUPS,
         })
     }
 
@@ -346,7 +349,7 @@ impl RocksSliceState {
                 break;
             };
             // A chunk ends between keys, never between the slices of one key.
-            if keys.len() >= CHUNK_GROUPS && keys.last().map(|l| &l[8..]) != Some(&k[8..]) {
+            if keys.len() >= self.chunk_groups && keys.last().map(|l| &l[8..]) != Some(&k[8..]) {
                 self.emit_chunk(&mut keys, &mut values, start, end, fired)?;
             }
             keys.push(k);
@@ -510,7 +513,7 @@ impl RocksSliceState {
             let (k, v) = entry?;
             keys.push(k);
             values.push(v);
-            if keys.len() >= CHUNK_GROUPS {
+            if keys.len() >= self.chunk_groups {
                 self.write_owned(&mut keys, &mut values, partition, partitions)?;
             }
         }
@@ -670,10 +673,12 @@ mod tests {
         input: &[(i64, Option<&str>, i64)],
         dir: &Path,
         flush_every: usize,
+        chunk_groups: usize,
     ) -> Vec<FiredWindow> {
         let set = set();
         let mut state =
             RocksSliceState::try_new(spec, Arc::clone(&set), key_schema(), dir, "t").unwrap();
+        state.chunk_groups = chunk_groups;
         let mut n = 0;
         feed(&set, input, |s, k, i, rows| {
             state.update(s, k, i, rows).unwrap();
@@ -690,7 +695,8 @@ mod tests {
     }
 
     /// TUMBLE and HOP give the in-memory backend's windows, whether rows reach the database
-    /// in one flush or merged over many (every 1, 7 or 1000 rows).
+    /// in one flush or merged over many (every 1, 7 or 1000 rows), and whether a window is
+    /// emitted in one chunk or in chunks of 2 keys (a key's slices are never split).
     #[test]
     fn same_windows_as_memory() {
         let dir = tempfile::tempdir().unwrap();
@@ -701,8 +707,14 @@ mod tests {
             let expected = rows_of(&run_memory(spec, &input()));
             assert!(expected.len() > 20);
             for flush_every in [1, 7, 1000] {
-                let got = rows_of(&run_rocks(spec, &input(), dir.path(), flush_every));
-                assert_eq!(got, expected, "{spec:?} flushing every {flush_every} rows");
+                for chunk in [2, CHUNK_GROUPS] {
+                    let fired = run_rocks(spec, &input(), dir.path(), flush_every, chunk);
+                    if chunk == 2 {
+                        assert!(fired.iter().all(|w| w.result.groups <= 2));
+                    }
+                    let got = rows_of(&fired);
+                    assert_eq!(got, expected, "{spec:?} flushing every {flush_every} rows");
+                }
             }
         }
     }
