@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, ArrowPrimitiveType, PrimitiveBuilder, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, ArrowPrimitiveType, PrimitiveBuilder, StringArray, StringViewArray,
+};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::compute::kernels::cast_utils::Parser;
 use datafusion::arrow::csv::WriterBuilder;
@@ -58,7 +60,17 @@ fn plain_type(data_type: &DataType) -> bool {
     use DataType::*;
     matches!(
         data_type,
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64 | Utf8
+        Int8 | Int16
+            | Int32
+            | Int64
+            | UInt8
+            | UInt16
+            | UInt32
+            | UInt64
+            | Float32
+            | Float64
+            | Utf8
+            | Utf8View
     )
 }
 
@@ -169,6 +181,11 @@ impl CsvDecoder {
                     values
                         .map(|s| (!s.is_empty()).then_some(s))
                         .collect::<StringArray>(),
+                ),
+                DataType::Utf8View => Arc::new(
+                    values
+                        .map(|s| (!s.is_empty()).then_some(s))
+                        .collect::<StringViewArray>(),
                 ),
                 other => plain_numbers(other, values, lines)?,
             };
@@ -424,7 +441,7 @@ mod tests {
             Field::new("c", DataType::Int64, true),
             Field::new("d", DataType::Float64, true),
             Field::new("e", DataType::Utf8, true),
-            Field::new("f", DataType::Utf8, true),
+            Field::new("f", DataType::Utf8View, true),
             Field::new("g", DataType::Float32, true),
         ]));
         let words = ["", "x", "x y", "\u{e9}t\u{e9}", "-", "0", "a.b"];
