@@ -231,22 +231,24 @@ impl LineDecoder for CsvDecoder {
         text: &[u8],
         lines: usize,
     ) -> Result<Option<RecordBatch>> {
-        // Fast path: the whole text at once, accepted when it gave one row per line. Blank
-        // lines, records over several lines and bad records take the line-by-line path,
-        // which skips, names or counts them. (With a single column a blank line would be a
-        // row here, so that case always takes it.)
-        if self.full_schema.fields().len() > 1
-            && let Some(batch) = self.decode_plain(text, lines)
-        {
-            self.kept = None;
-            return Ok(Some(batch));
-        }
-        if self.full_schema.fields().len() > 1
-            && let Ok(Some(batch)) = self.decode_bytes(text, lines)
-            && batch.num_rows() == lines
-        {
-            self.kept = None;
-            return Ok(Some(batch));
+        // Fast paths: the whole text at once, plain text split here or any text by arrow's
+        // decoder, accepted when they gave one row per line. Blank lines, records over several
+        // lines and bad records take the line-by-line path, which skips, names or counts them.
+        // (With a single column a blank line would be a row here, so that case always takes
+        // it.)
+        if self.full_schema.fields().len() > 1 {
+            let whole = match self.decode_plain(text, lines) {
+                Some(batch) => Some(batch),
+                None => self
+                    .decode_bytes(text, lines)
+                    .ok()
+                    .flatten()
+                    .filter(|b| b.num_rows() == lines),
+            };
+            if let Some(batch) = whole {
+                self.kept = None;
+                return Ok(Some(batch));
+            }
         }
         let split = super::split_lines(text);
         self.decode(LineChunk::of_file(origin, first_line, &split))

@@ -23,7 +23,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use rocksdb::WriteBatch;
 
-use super::slices::FiredWindow;
+use super::slices::{FiredWindow, StateBatch, next_hop_window, parse_state_batch, split_by_widths};
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, Emitted, GroupedAggregation};
 use crate::physical::window_spec::{WindowKind, WindowSpec};
 use crate::state::redistribute::partitions_of;
@@ -227,14 +227,6 @@ impl RocksSliceState {
         Ok(())
     }
 
-    fn split_states(&self, flat: Vec<ArrayRef>) -> Vec<Vec<ArrayRef>> {
-        let mut rest = flat.into_iter();
-        self.widths
-            .iter()
-            .map(|w| rest.by_ref().take(*w).collect())
-            .collect()
-    }
-
     /// Merges partial state (distinct keys) of `slice` with what the database holds.
     fn merge_into_db(&mut self, slice: i64, state: Emitted) -> Result<()> {
         if state.groups == 0 {
@@ -273,7 +265,7 @@ impl RocksSliceState {
                 .iter()
                 .map(|k| Ok(take(k, &found, None)?))
                 .collect::<Result<Vec<_>>>()?;
-            let old_states = self.split_states(self.states.decode(&found_values)?);
+            let old_states = split_by_widths(self.states.decode(&found_values)?, &self.widths);
             merged.merge(&old_keys, &old_states, found.len())?;
             let out = merged.take_state()?;
             if out.groups != state.groups {
@@ -372,7 +364,7 @@ impl RocksSliceState {
         }
         let group_keys: Vec<&[u8]> = keys.iter().map(|k| &k[8..]).collect();
         let key_columns = self.keys.decode(&group_keys)?;
-        let states = self.split_states(self.states.decode(values)?);
+        let states = split_by_widths(self.states.decode(values)?, &self.widths);
         let mut table = self.table()?;
         table.merge(&key_columns, &states, keys.len())?;
         let result = table.finish()?;
@@ -434,13 +426,11 @@ impl RocksSliceState {
                 (None, Some(b)) => *b,
                 (None, None) => break,
             };
-            let end = self
-                .next_end
-                .max(self.spec.first_window_end_of_slice(earliest));
-            if WindowSpec::fire_time(end) > watermark {
+            let Some((start, end)) =
+                next_hop_window(&self.spec, self.next_end, earliest, watermark, size)
+            else {
                 break;
-            }
-            let start = end - size;
+            };
             let slices: Vec<i64> = self.slices.range(start..end).copied().collect();
             self.fire_window(&slices, start, end, fired)?;
             self.next_end = end.saturating_add(slide);
@@ -474,22 +464,19 @@ impl RocksSliceState {
         keys: usize,
         next_end: i64,
     ) -> Result<()> {
-        use datafusion::arrow::array::{Array, AsArray};
-        use datafusion::arrow::datatypes::Int64Type;
         self.next_end = self.next_end.max(next_end);
         for batch in batches {
-            let rows = batch.num_rows();
-            let Some(slice) = batch
-                .column(0)
-                .as_primitive_opt::<Int64Type>()
-                .filter(|a| rows > 0 && !a.is_null(0))
-                .map(|a| a.value(0))
+            // Open and frozen slices alike: both are stored state here.
+            let Some(StateBatch {
+                slice,
+                keys: key_columns,
+                states,
+                rows,
+                ..
+            }) = parse_state_batch(batch, keys, &self.widths)?
             else {
                 continue;
             };
-            let key_columns: Vec<ArrayRef> = batch.columns()[2..2 + keys].to_vec();
-            let flat: Vec<ArrayRef> = batch.columns()[2 + keys..].to_vec();
-            let states = self.split_states(flat);
             let mut table = self.table()?;
             table.merge(&key_columns, &states, rows)?;
             let state = table.take_state()?;

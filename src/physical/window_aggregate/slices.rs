@@ -97,29 +97,16 @@ impl SliceState {
         self.next_end = self.next_end.max(next_end);
         let widths = self.state_columns()?;
         for batch in batches {
-            let rows = batch.num_rows();
-            if rows == 0 {
+            let Some(StateBatch {
+                slice,
+                frozen,
+                keys: key_columns,
+                states,
+                rows,
+            }) = parse_state_batch(batch, keys, &widths)?
+            else {
                 continue;
-            }
-            let slice = batch
-                .column(0)
-                .as_primitive_opt::<Int64Type>()
-                .filter(|a| !a.is_null(0))
-                .map(|a| a.value(0));
-            let frozen = batch
-                .column(1)
-                .as_boolean_opt()
-                .filter(|a| !a.is_null(0))
-                .map(|a| a.value(0));
-            let (Some(slice), Some(frozen)) = (slice, frozen) else {
-                return exec_err!("window state batch lacks its slice columns");
             };
-            let key_columns: Vec<ArrayRef> = batch.columns()[2..2 + keys].to_vec();
-            let mut rest = batch.columns()[2 + keys..].iter().cloned();
-            let states: Vec<Vec<ArrayRef>> = widths
-                .iter()
-                .map(|w| rest.by_ref().take(*w).collect())
-                .collect();
             if frozen {
                 let restored = Emitted {
                     keys: key_columns,
@@ -204,13 +191,11 @@ impl SliceState {
         }
         // Fire windows over frozen slices, earliest end first, skipping empty stretches.
         while let Some((&earliest, _)) = self.frozen.first_key_value() {
-            let end = self
-                .next_end
-                .max(self.spec.first_window_end_of_slice(earliest));
-            if WindowSpec::fire_time(end) > watermark {
+            let Some((start, end)) =
+                next_hop_window(&self.spec, self.next_end, earliest, watermark, size)
+            else {
                 break;
-            }
-            let start = end - size;
+            };
             let mut table =
                 GroupedAggregation::try_new(Arc::clone(&self.set), self.key_schema.as_ref())?;
             for (_, state) in self.frozen.range(start..end) {
@@ -227,6 +212,78 @@ impl SliceState {
         }
         Ok(())
     }
+}
+
+/// HOP: the next window `[start, end)` to fire at `watermark`, given the end of the next
+/// window not fired yet and the earliest slice holding state (windows without any are
+/// skipped); `None` if it does not fire yet.
+pub(super) fn next_hop_window(
+    spec: &WindowSpec,
+    next_end: i64,
+    earliest: i64,
+    watermark: i64,
+    size: i64,
+) -> Option<(i64, i64)> {
+    let end = next_end.max(spec.first_window_end_of_slice(earliest));
+    (WindowSpec::fire_time(end) <= watermark).then(|| (end - size, end))
+}
+
+/// One batch of a snapshot (see [`SliceState::snapshot`]), taken apart.
+pub(super) struct StateBatch {
+    pub slice: i64,
+    pub frozen: bool,
+    pub keys: Vec<ArrayRef>,
+    /// The state arrays of each aggregate.
+    pub states: Vec<Vec<ArrayRef>>,
+    pub rows: usize,
+}
+
+/// Takes a snapshot batch apart: `__slice`, `__frozen`, `keys` key columns, then the state
+/// columns of each aggregate (`widths` of them). `None` for an empty batch.
+pub(super) fn parse_state_batch(
+    batch: &RecordBatch,
+    keys: usize,
+    widths: &[usize],
+) -> Result<Option<StateBatch>> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let slice = batch
+        .column(0)
+        .as_primitive_opt::<Int64Type>()
+        .filter(|a| !a.is_null(0))
+        .map(|a| a.value(0));
+    let frozen = batch
+        .column(1)
+        .as_boolean_opt()
+        .filter(|a| !a.is_null(0))
+        .map(|a| a.value(0));
+    let (Some(slice), Some(frozen)) = (slice, frozen) else {
+        return exec_err!("window state batch lacks its slice columns");
+    };
+    if batch.num_columns() != 2 + keys + widths.iter().sum::<usize>() {
+        return exec_err!("window state batch has {} columns", batch.num_columns());
+    }
+    Ok(Some(StateBatch {
+        slice,
+        frozen,
+        keys: batch.columns()[2..2 + keys].to_vec(),
+        states: split_by_widths(batch.columns()[2 + keys..].iter().cloned(), widths),
+        rows,
+    }))
+}
+
+/// The state arrays of each aggregate, from all of them in a row (`widths` per aggregate).
+pub(super) fn split_by_widths(
+    flat: impl IntoIterator<Item = ArrayRef>,
+    widths: &[usize],
+) -> Vec<Vec<ArrayRef>> {
+    let mut rest = flat.into_iter();
+    widths
+        .iter()
+        .map(|w| rest.by_ref().take(*w).collect())
+        .collect()
 }
 
 /// One slice's state as a batch (see [`SliceState::snapshot`]).
