@@ -422,10 +422,75 @@ fn rocksdb_window_state_resumes_exactly() {
     crash_and_resume_with(HOP, HOP_BATCH, "after-manifest@3", 3, Backend::RocksDb);
 }
 
+/// SESSION rows in RocksDB: the same crashes, the same exact results, resumed at the same
+/// parallelism (the database adopted) and at another (sessions copied by partition key hash).
+#[test]
+fn rocksdb_session_state_resumes_exactly() {
+    for failpoint in [
+        "after-operator-snapshot@3",
+        "mid-upload@2",
+        "after-sink-commit@2",
+    ] {
+        crash_and_resume_with(SESSION, SESSION_BATCH, failpoint, 2, Backend::RocksDb);
+    }
+    crash_and_resume_with(
+        SESSION,
+        SESSION_BATCH,
+        "after-manifest@3",
+        3,
+        Backend::RocksDb,
+    );
+    // The checkpoints hold the sessions as RocksDB files (rows stored under segments).
+    let fixture = Fixture::new();
+    let script = fixture.script_in("out", SESSION, Backend::RocksDb, "");
+    let state = fixture.path("state");
+    assert_eq!(
+        run_with_state(&script, &state, 2, Some("after-manifest@3")),
+        86
+    );
+    let rocks_partitions: Vec<serde_json::Value> = manifests(&state)
+        .iter()
+        .flat_map(|m| m["operators"].as_object().unwrap().values().cloned())
+        .flat_map(|partitions| partitions.as_array().unwrap().clone())
+        .filter(|p| p["meta"]["backend"] == "rocksdb")
+        .collect();
+    assert!(
+        rocks_partitions.iter().any(|p| {
+            p["meta"]["next_segment"].as_u64().unwrap() > 0
+                && p["files"].as_array().is_some_and(|f| !f.is_empty())
+        }),
+        "{rocks_partitions:?}"
+    );
+}
+
+/// A job checkpointed with in-memory state resumes with `state.backend` = `rocksdb`: window
+/// slices and SESSION rows are written into the new databases.
+#[test]
+fn memory_checkpoints_resume_with_rocksdb_state() {
+    for (select, batch) in [(HOP, HOP_BATCH), (SESSION, SESSION_BATCH)] {
+        let fixture = Fixture::new();
+        let expected = fixture.oracle(batch);
+        let state = fixture.path("state");
+        let memory = fixture.script_in("out", select, Backend::Memory, "");
+        let crashed = run_with_state(&memory, &state, 2, Some("after-manifest@3"));
+        assert_eq!(crashed, 86, "the failpoint did not end the first run");
+        let rocks = fixture.script_in("out", select, Backend::RocksDb, "");
+        assert_eq!(
+            run_with_state(&rocks, &state, 2, None),
+            0,
+            "the resumed run failed"
+        );
+        let got = read_rows(&fixture.path("out"));
+        assert_eq!(got.len(), expected.len(), "{select}");
+        assert!(got == expected, "rows differ: {select}");
+    }
+}
+
 #[test]
 fn rocksdb_kill_9_at_seeded_points_loses_and_duplicates_nothing() {
     kill_9_at_seeded_points_in("tumble", TUMBLE, TUMBLE_BATCH, Backend::RocksDb);
     kill_9_at_seeded_points_in("hop", HOP, HOP_BATCH, Backend::RocksDb);
+    kill_9_at_seeded_points_in("session", SESSION, SESSION_BATCH, Backend::RocksDb);
 }
 
 /// Every `_MANIFEST.json` under `dir`, parsed.
@@ -588,7 +653,7 @@ fn a_corrupt_checkpoint_falls_back_to_an_older_one_and_all_corrupt_refuses() {
         run_with_state(&script, &state, 2, Some("after-manifest@3")),
         86
     );
-    let job = state.join("job-4");
+    let job = state.join("job-1");
     let mut checkpoints: Vec<PathBuf> = std::fs::read_dir(&job)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -611,7 +676,7 @@ fn a_corrupt_checkpoint_falls_back_to_an_older_one_and_all_corrupt_refuses() {
     // A copy where every checkpoint is damaged: refused with a clear error.
     let broken = fixture.path("broken");
     copy_dir(&state, &broken);
-    for dir in std::fs::read_dir(broken.join("job-4")).unwrap() {
+    for dir in std::fs::read_dir(broken.join("job-1")).unwrap() {
         let manifest = dir.unwrap().path().join("_MANIFEST.json");
         if manifest.exists() {
             std::fs::write(&manifest, b"{ not json").unwrap();

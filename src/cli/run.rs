@@ -80,8 +80,17 @@ pub async fn run_script(
         },
         error,
     })?;
+    // Jobs are numbered among the script's jobs (queries and INSERTs), so that adding or
+    // changing other statements (a SET) before a restart still resumes the same job.
+    let mut jobs = 0;
     for (i, statement) in statements.into_iter().enumerate() {
-        if let Err(error) = run_statement(ctx, &statement, i + 1, format, current).await {
+        if matches!(
+            classify(&statement.sql),
+            StatementKind::Query | StatementKind::Insert
+        ) {
+            jobs += 1;
+        }
+        if let Err(error) = run_statement(ctx, &statement, jobs, format, current).await {
             return Err(StatementError {
                 index: i + 1,
                 statement,
@@ -95,7 +104,7 @@ pub async fn run_script(
 async fn run_statement(
     ctx: &SabotContext,
     statement: &ScriptStatement,
-    ordinal: usize,
+    job_number: usize,
     format: OutputFormat,
     current: &CurrentJob,
 ) -> Result<()> {
@@ -110,7 +119,7 @@ async fn run_statement(
     // fingerprint of its SQL guards against resuming a different query's state.
     let checkpoints = config.state_dir.as_ref().map(|dir| {
         let checkpoint = CheckpointConfig {
-            location: format!("{}/job-{ordinal}", dir.trim_end_matches('/')),
+            location: format!("{}/job-{job_number}", dir.trim_end_matches('/')),
             retained: config.checkpoint_retained,
             timeout: config.checkpoint_timeout,
             local_dir: config.rocksdb_dir(),
@@ -125,7 +134,7 @@ async fn run_statement(
         Started::Running(job) => job,
         Started::AlreadyFinished(epoch) => {
             eprintln!(
-                "job {ordinal} already finished in an earlier run (checkpoint {epoch}); its \
+                "job {job_number} already finished in an earlier run (checkpoint {epoch}); its \
                  output is committed, skipping it"
             );
             return Ok(());
@@ -133,7 +142,7 @@ async fn run_statement(
     };
     if job.restored_epoch > 0 {
         eprintln!(
-            "job {ordinal}: resuming from checkpoint {}",
+            "job {job_number}: resuming from checkpoint {}",
             job.restored_epoch
         );
     }

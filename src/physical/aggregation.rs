@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{prep_null_mask_filter, take};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -107,6 +107,14 @@ impl AggregateSet {
         self.aggregates
             .iter()
             .map(|a| Ok(a.state_fields()?.len()))
+            .collect()
+    }
+
+    /// Types of each aggregate's arguments (as [`Self::evaluate`] returns them) over `schema`.
+    pub fn argument_types(&self, schema: &Schema) -> Result<Vec<Vec<DataType>>> {
+        self.arguments
+            .iter()
+            .map(|args| args.iter().map(|e| e.data_type(schema)).collect())
             .collect()
     }
 

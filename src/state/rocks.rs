@@ -9,7 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
 use rocksdb::{DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -202,17 +205,76 @@ fn remove_stale(root: &Path) {
     }
 }
 
+/// Encodes columns as rows of bytes (Arrow's row format); without columns every row encodes as
+/// nothing.
+pub struct RowCodec {
+    converter: Option<RowConverter>,
+}
+
+impl RowCodec {
+    /// A codec of columns of `types`; refused (naming `what`) if the row format cannot hold
+    /// one of them.
+    pub fn try_new(types: Vec<DataType>, what: &str) -> Result<Self> {
+        if types.is_empty() {
+            return Ok(Self { converter: None });
+        }
+        let fields: Vec<SortField> = types.iter().cloned().map(SortField::new).collect();
+        if !RowConverter::supports_fields(&fields) {
+            return plan_err!(
+                "state.backend 'rocksdb' cannot store {what} of types {types:?}; use \
+                 'state.backend' = 'memory' for this query"
+            );
+        }
+        Ok(Self {
+            converter: Some(RowConverter::new(fields)?),
+        })
+    }
+
+    /// The rows of `columns` (`None` without columns: every row is empty).
+    pub fn convert(&self, columns: &[ArrayRef]) -> Result<Option<Rows>> {
+        match &self.converter {
+            None => Ok(None),
+            Some(c) => Ok(Some(c.convert_columns(columns)?)),
+        }
+    }
+
+    /// Each of `rows` rows of `columns` as bytes.
+    pub fn encode(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Vec<u8>>> {
+        match self.convert(columns)? {
+            None => Ok(vec![Vec::new(); rows]),
+            Some(encoded) => Ok(encoded.iter().map(|r| r.as_ref().to_vec()).collect()),
+        }
+    }
+
+    /// Columns back from encoded rows.
+    pub fn decode<B: AsRef<[u8]>>(&self, rows: &[B]) -> Result<Vec<ArrayRef>> {
+        match &self.converter {
+            None => Ok(vec![]),
+            Some(c) => {
+                let parser = c.parser();
+                Ok(c.convert_rows(rows.iter().map(|r| parser.parse(r.as_ref())))?)
+            }
+        }
+    }
+}
+
 /// A key and its value.
 pub type Entry = (Box<[u8]>, Box<[u8]>);
 
 /// Every entry of `db` whose key starts with `prefix`, in key order.
-pub fn scan_prefix<'a>(db: &'a DB, prefix: &'a [u8]) -> impl Iterator<Item = Result<Entry>> + 'a {
-    db.iterator(IteratorMode::From(prefix, rocksdb::Direction::Forward))
-        .map(|r| r.map_err(|e| db_err("read failed", e)))
-        .take_while(move |r| match r {
-            Ok((k, _)) => k.starts_with(prefix),
-            Err(_) => true,
-        })
+pub fn scan_prefix<'a, P: AsRef<[u8]> + 'a>(
+    db: &'a DB,
+    prefix: P,
+) -> impl Iterator<Item = Result<Entry>> + 'a {
+    db.iterator(IteratorMode::From(
+        prefix.as_ref(),
+        rocksdb::Direction::Forward,
+    ))
+    .map(|r| r.map_err(|e| db_err("read failed", e)))
+    .take_while(move |r| match r {
+        Ok((k, _)) => k.starts_with(prefix.as_ref()),
+        Err(_) => true,
+    })
 }
 
 #[cfg(test)]

@@ -18,16 +18,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{Result, exec_datafusion_err, plan_err};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{Result, exec_datafusion_err};
 use rocksdb::WriteBatch;
 
 use super::slices::{FiredWindow, StateBatch, next_hop_window, parse_state_batch, split_by_widths};
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, Emitted, GroupedAggregation};
 use crate::physical::window_spec::{WindowKind, WindowSpec};
 use crate::state::redistribute::partitions_of;
-use crate::state::rocks::{StateDb, scan_prefix};
+use crate::state::rocks::{RowCodec, StateDb, scan_prefix};
 
 /// Groups buffered in memory before they are merged into RocksDB.
 pub const BUFFER_GROUPS: usize = 65_536;
@@ -46,57 +45,14 @@ fn slice_of(key: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
 }
 
-/// Encodes columns as rows of bytes; `None` (no columns) encodes every row as nothing.
-struct Codec {
-    converter: Option<RowConverter>,
-}
-
-impl Codec {
-    fn try_new(types: Vec<DataType>, what: &str) -> Result<Self> {
-        if types.is_empty() {
-            return Ok(Self { converter: None });
-        }
-        let fields: Vec<SortField> = types.iter().cloned().map(SortField::new).collect();
-        if !RowConverter::supports_fields(&fields) {
-            return plan_err!(
-                "state.backend 'rocksdb' cannot store {what} of types {types:?}; use \
-                 'state.backend' = 'memory' for this query"
-            );
-        }
-        Ok(Self {
-            converter: Some(RowConverter::new(fields)?),
-        })
-    }
-
-    fn encode(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Vec<u8>>> {
-        match &self.converter {
-            None => Ok(vec![Vec::new(); rows]),
-            Some(c) => {
-                let encoded = c.convert_columns(columns)?;
-                Ok(encoded.iter().map(|r| r.as_ref().to_vec()).collect())
-            }
-        }
-    }
-
-    fn decode<B: AsRef<[u8]>>(&self, rows: &[B]) -> Result<Vec<ArrayRef>> {
-        match &self.converter {
-            None => Ok(vec![]),
-            Some(c) => {
-                let parser = c.parser();
-                Ok(c.convert_rows(rows.iter().map(|r| parser.parse(r.as_ref())))?)
-            }
-        }
-    }
-}
-
 /// See the module docs.
 pub(super) struct RocksSliceState {
     spec: WindowSpec,
     set: Arc<AggregateSet>,
     key_schema: Option<SchemaRef>,
     db: StateDb,
-    keys: Codec,
-    states: Codec,
+    keys: RowCodec,
+    states: RowCodec,
     widths: Vec<usize>,
     /// Rows aggregated in memory and not yet merged into the database, per slice.
     buffers: BTreeMap<i64, GroupedAggregation>,
@@ -156,8 +112,8 @@ impl RocksSliceState {
         }
         Ok(Self {
             spec,
-            keys: Codec::try_new(key_fields, "group keys")?,
-            states: Codec::try_new(state_fields, "the aggregates' state")?,
+            keys: RowCodec::try_new(key_fields, "group keys")?,
+            states: RowCodec::try_new(state_fields, "the aggregates' state")?,
             widths: set.state_widths()?,
             set,
             key_schema,

@@ -8,24 +8,79 @@
 //! the exchange routes their future rows (`OperatorCheckpoint::batches`).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use datafusion::common::Result;
+use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::logical_expr::EmitTo;
 
+use super::rocks::{IndexEntry, read_index};
 use super::{Buffered, Session, SessionAggregateStream};
+use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::physical::aggregation::AggregateInputs;
 use crate::physical::message::NO_WATERMARK;
+use crate::state::redistribute::partitions_of;
+use crate::state::rocks::StateDb;
 
 impl SessionAggregateStream {
     pub(super) fn meta(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut meta = serde_json::json!({
             "watermark": self.watermark,
             "partition_keys": self.partition_exprs.len(),
             "keys": self.keys.len(),
-        })
+        });
+        if let Some(rocks) = &self.rocks {
+            let (segment, row) = rocks.counters();
+            meta["backend"] = "rocksdb".into();
+            meta["next_segment"] = segment.into();
+            meta["next_row"] = row.into();
+        }
+        meta
+    }
+
+    /// RocksDB: writes the index of open sessions into the database, checkpoints it and hands
+    /// its files to the checkpoint coordinator.
+    pub(super) fn snapshot_rocks(&mut self, epoch: u64) -> Result<()> {
+        let partition_values = self.partition_values()?;
+        let meta = self.meta();
+        let (Some(rocks), Some(checkpoint)) = (self.rocks.as_mut(), &self.checkpoint) else {
+            return Ok(());
+        };
+        let partition_rows = rocks.partition_rows(&partition_values)?;
+        let partition_rows = &partition_rows;
+        let entries = self.sessions.iter().enumerate().flat_map(|(pk, list)| {
+            list.iter().map(move |s| IndexEntry {
+                start: s.start,
+                end: s.end,
+                segments: s.rows.clone(),
+                partition: partition_rows
+                    .as_ref()
+                    .map_or_else(Vec::new, |r| r.row(pk).data().to_vec()),
+            })
+        });
+        let staged = rocks.staging_dir(epoch);
+        // Left over from an aborted checkpoint of a crashed run.
+        let _ = std::fs::remove_dir_all(&staged);
+        let files = rocks.checkpoint(entries, &staged)?;
+        let instance = rocks.instance().to_string();
+        checkpoint.snapshot_files(epoch, meta, files, staged, &instance)
+    }
+
+    /// The interned partition key values, in id order (none without partition keys).
+    fn partition_values(&mut self) -> Result<Vec<ArrayRef>> {
+        let Some(ids) = self.partition_ids.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let values = ids.emit(EmitTo::All)?;
+        // Interning them again in order gives every key its id back.
+        ids.intern(&values, &mut self.scratch)?;
+        if self.scratch.iter().enumerate().any(|(i, id)| *id != i) {
+            return internal_err!("SESSION partition keys changed ids when re-interned");
+        }
+        Ok(values)
     }
 
     /// The buffered rows of every open session as one batch (`None` without open sessions).
@@ -75,13 +130,51 @@ impl SessionAggregateStream {
 
     /// Restores the sessions of the checkpoint the job resumes from, if any.
     pub(super) fn restore(&mut self) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
+        let Some(checkpoint) = self.checkpoint.take() else {
             return Ok(());
         };
+        let result = self.restore_from(&checkpoint);
+        self.checkpoint = Some(checkpoint);
+        result
+    }
+
+    fn restore_from(&mut self, checkpoint: &OperatorCheckpoint) -> Result<()> {
         let Some(restored) = checkpoint.restored() else {
             return Ok(());
         };
         self.watermark = restored.min_meta("watermark", NO_WATERMARK);
+        let databases: Vec<_> = restored
+            .partitions()
+            .iter()
+            .filter_map(|p| p.db_dir.as_ref().map(|d| (*p, d)))
+            .collect();
+        if !databases.is_empty() {
+            let (Some(rocks), Some((root, label))) = (self.rocks.as_mut(), &self.rocks_dir) else {
+                return plan_err!(
+                    "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; \
+                     set it again to resume the job"
+                );
+            };
+            if let [(saved, dir)] = databases.as_slice()
+                && restored.same_parallelism()
+            {
+                // This partition's own database: adopt its files.
+                let counter = |key: &str| saved.meta.get(key).and_then(|v| v.as_u64());
+                let entries = rocks.adopt(
+                    root,
+                    label,
+                    dir,
+                    counter("next_segment").unwrap_or(0),
+                    counter("next_row").unwrap_or(0),
+                )?;
+                checkpoint.adopted(saved);
+                self.add_indexed(entries)?;
+            } else {
+                for (_, dir) in &databases {
+                    self.restore_rekeyed(dir)?;
+                }
+            }
+        }
         // Rows: `__start`, `__end`, then the partition keys the exchange hashes.
         let batches = checkpoint.batches(&restored, 2..2 + self.partition_exprs.len())?;
         let Some(first) = batches.first() else {
@@ -92,6 +185,68 @@ impl SessionAggregateStream {
             return Ok(());
         }
         self.restore_rows(&rows)
+    }
+
+    /// Adds the open sessions of a restored database (opened read-only from `files`) whose
+    /// partition keys hash to this task, copying their rows: restoring at another parallelism.
+    fn restore_rekeyed(&mut self, files: &Path) -> Result<()> {
+        let old = StateDb::open_read_only(files)?;
+        let entries = read_index(&old)?;
+        let Some(rocks) = self.rocks.as_mut() else {
+            return internal_err!("restoring RocksDB SESSION state without RocksDB");
+        };
+        let columns = rocks.partition_columns(&entries)?;
+        let owners = partitions_of(&columns, entries.len(), self.partitions)?;
+        let mut owned = Vec::new();
+        for (mut entry, owner) in entries.into_iter().zip(owners) {
+            if owner != self.partition {
+                continue;
+            }
+            for segment in &mut entry.segments {
+                segment.0 = rocks.copy_segment(&old, segment.0)?;
+            }
+            owned.push(entry);
+        }
+        self.add_indexed(owned)
+    }
+
+    /// Adds open sessions whose rows are in the database.
+    fn add_indexed(&mut self, entries: Vec<IndexEntry>) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return internal_err!("restoring RocksDB SESSION state without RocksDB");
+        };
+        let columns = rocks.partition_columns(&entries)?;
+        let last_segment = entries
+            .iter()
+            .flat_map(|e| e.segments.iter().map(|s| s.0))
+            .max();
+        if let Some(last) = last_segment {
+            let (next, _) = rocks.counters();
+            rocks.set_next_segment(next.max(last + 1));
+        }
+        match self.partition_ids.as_mut() {
+            Some(ids) => ids.intern(&columns, &mut self.scratch)?,
+            None => {
+                self.scratch.clear();
+                self.scratch.resize(entries.len(), 0);
+            }
+        }
+        for (i, entry) in entries.into_iter().enumerate() {
+            let pk = self.scratch[i];
+            if pk >= self.sessions.len() {
+                self.sessions.resize_with(pk + 1, Vec::new);
+            }
+            self.min_end = self.min_end.min(entry.end);
+            self.sessions[pk].push(Session {
+                start: entry.start,
+                end: entry.end,
+                rows: entry.segments,
+            });
+        }
+        for list in &mut self.sessions {
+            list.sort_by_key(|s| s.start);
+        }
+        Ok(())
     }
 
     fn restore_rows(&mut self, rows: &RecordBatch) -> Result<()> {
@@ -155,6 +310,9 @@ impl SessionAggregateStream {
         }
         let buffer_id = self.next_buffer;
         self.next_buffer += 1;
+        // RocksDB: one new segment per restored session, and (row, segment) of every row.
+        let mut next_segment = self.rocks.as_ref().map(|r| r.counters().0);
+        let mut placed = Vec::new();
         let mut index: HashMap<(usize, i64, i64), usize> = HashMap::new();
         for i in 0..n {
             let (pk, start, end) = (self.scratch[i], starts.value(i), ends.value(i));
@@ -163,28 +321,47 @@ impl SessionAggregateStream {
             }
             let list = &mut self.sessions[pk];
             let j = *index.entry((pk, start, end)).or_insert_with(|| {
-                list.push(Session {
-                    start,
-                    end,
-                    rows: Vec::new(),
-                });
+                let rows = match next_segment.as_mut() {
+                    Some(segment) => {
+                        *segment += 1;
+                        vec![(*segment - 1, 0)]
+                    }
+                    None => Vec::new(),
+                };
+                list.push(Session { start, end, rows });
                 list.len() - 1
             });
-            list[j].rows.push((buffer_id, i));
+            if next_segment.is_some() {
+                list[j].rows[0].1 += 1;
+                placed.push((i, list[j].rows[0].0));
+            } else {
+                list[j].rows.push((buffer_id, i));
+            }
             self.min_end = self.min_end.min(end);
         }
         for list in &mut self.sessions {
             list.sort_by_key(|s| s.start);
         }
-        self.buffers.insert(
-            buffer_id,
-            Buffered {
-                partition,
-                keys,
-                inputs: AggregateInputs { values, filters },
-                live: n,
-            },
-        );
-        Ok(())
+        let inputs = AggregateInputs { values, filters };
+        match self.rocks.as_mut() {
+            Some(rocks) => {
+                if let Some(segment) = next_segment {
+                    rocks.set_next_segment(segment);
+                }
+                rocks.write(&keys, &inputs, &placed)
+            }
+            None => {
+                self.buffers.insert(
+                    buffer_id,
+                    Buffered {
+                        partition,
+                        keys,
+                        inputs,
+                        live: n,
+                    },
+                );
+                Ok(())
+            }
+        }
     }
 }

@@ -10,9 +10,11 @@
 //!
 //! State: the buffered rows of open sessions, freed when the session fires (a batch's buffer is
 //! released when its last open row is), and the partition keys with open sessions. Checkpoints
-//! store the buffered rows of open sessions ([`checkpoint`]).
+//! store the buffered rows of open sessions ([`checkpoint`]). With `state.backend` = `rocksdb`
+//! the rows live in RocksDB instead ([`rocks`]).
 
 mod checkpoint;
+mod rocks;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,12 +37,26 @@ use futures::StreamExt;
 
 use super::exec::WindowAggregateExec;
 use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::GroupColumn;
 use crate::runtime::job_context::JobContext;
+use rocks::{CHUNK_ROWS, RocksRows};
+
+/// The `rows` entry of a session opened by row `i` of buffer `buffer`: the row itself in
+/// memory, or a new segment (from `next_segment`) with one row in RocksDB.
+fn first_rows(next_segment: &mut Option<u64>, buffer: u64, i: usize) -> (u64, usize) {
+    match next_segment {
+        Some(segment) => {
+            *segment += 1;
+            (*segment - 1, 1)
+        }
+        None => (buffer, i),
+    }
+}
 
 /// Evaluated keys and aggregate inputs of one input batch, kept while sessions use its rows.
 struct Buffered {
@@ -62,7 +78,8 @@ struct Gathered {
 struct Session {
     start: i64,
     end: i64,
-    /// (buffer id, row) of every row in the session.
+    /// In memory: (buffer id, row) of every row in the session. In RocksDB: (segment, number
+    /// of rows stored under it); new rows go to the first segment.
     rows: Vec<(u64, usize)>,
 }
 
@@ -91,6 +108,12 @@ pub(super) struct SessionAggregateStream {
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
     checkpoint: Option<OperatorCheckpoint>,
+    /// `state.backend` = `rocksdb`: where the rows are (`buffers` stays empty).
+    rocks: Option<Box<RocksRows>>,
+    /// With `rocks`: the database's directory and name.
+    rocks_dir: Option<(std::path::PathBuf, String)>,
+    partition: usize,
+    partitions: usize,
 }
 
 impl SessionAggregateStream {
@@ -115,7 +138,7 @@ impl SessionAggregateStream {
             .enumerate()
             .map(|(i, e)| field_of(e, format!("p{i}")))
             .collect::<Result<Vec<_>>>()?;
-        let partition_ids = match key_schema(partition_fields) {
+        let partition_ids = match key_schema(partition_fields.clone()) {
             Some(schema) => Some(new_group_values(schema, &GroupOrdering::None)?),
             None => None,
         };
@@ -123,6 +146,33 @@ impl SessionAggregateStream {
         for (e, name) in &exec.def.keys {
             fire_fields.push(field_of(e, name.clone())?);
         }
+        let config = context.session_config().get_extension::<SabotConfig>();
+        let rocks_dir = config
+            .as_ref()
+            .filter(|c| c.state_backend == StateBackend::RocksDb)
+            .map(|c| (c.rocksdb_dir(), format!("session-p{partition}")));
+        let rocks = match &rocks_dir {
+            Some((root, label)) => Some(Box::new(RocksRows::try_new(
+                root,
+                label,
+                partition_fields
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect(),
+                fire_fields[1..]
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect(),
+                exec.def.aggregates.argument_types(&input_schema)?,
+                exec.def
+                    .aggregates
+                    .filters
+                    .iter()
+                    .map(Option::is_some)
+                    .collect(),
+            )?)),
+            None => None,
+        };
         let Some(fire_key_schema) = key_schema(fire_fields) else {
             return internal_err!("session key schema is never empty");
         };
@@ -149,6 +199,10 @@ impl SessionAggregateStream {
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
             checkpoint: OperatorCheckpoint::open(exec, context, partition),
+            rocks,
+            rocks_dir,
+            partition,
+            partitions: exec.properties().partitioning.partition_count(),
         };
         stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(
@@ -189,11 +243,15 @@ impl SessionAggregateStream {
 
     /// Hands the open sessions' rows to the checkpoint coordinator.
     fn snapshot(&mut self, epoch: u64) -> Result<()> {
+        if self.checkpoint.is_none() {
+            return Ok(());
+        }
+        if self.rocks.is_some() {
+            return self.snapshot_rocks(epoch);
+        }
+        let rows = self.snapshot_rows()?.into_iter().collect();
         match &self.checkpoint {
-            Some(checkpoint) => {
-                let rows = self.snapshot_rows()?.into_iter().collect();
-                checkpoint.snapshot(epoch, self.meta(), rows)
-            }
+            Some(checkpoint) => checkpoint.snapshot(epoch, self.meta(), rows),
             None => Ok(()),
         }
     }
@@ -227,6 +285,9 @@ impl SessionAggregateStream {
         self.next_buffer += 1;
         let mut live = 0;
         let (mut late, mut null_time) = (0usize, 0usize);
+        // RocksDB: (row, segment) of the rows to store, and the segments handed out.
+        let mut placed: Vec<(usize, u64)> = Vec::new();
+        let mut next_segment = self.rocks.as_ref().map(|r| r.counters().0);
         for i in 0..rows {
             if times.is_null(i) {
                 null_time += 1;
@@ -257,22 +318,28 @@ impl SessionAggregateStream {
                 late += 1;
                 continue;
             }
-            match (first, touching) {
+            let holder = match (first, touching) {
                 // The common case: the row extends one session.
                 (Some(j), 1) => {
                     let s = &mut list[j];
                     s.start = start;
                     s.end = end;
-                    s.rows.push((buffer_id, i));
+                    if next_segment.is_some() {
+                        s.rows[0].1 += 1;
+                    } else {
+                        s.rows.push((buffer_id, i));
+                    }
+                    j
                 }
                 (None, _) => {
                     let at = list.partition_point(|s| s.start < start);
-                    let rows = vec![(buffer_id, i)];
+                    let rows = vec![first_rows(&mut next_segment, buffer_id, i)];
                     list.insert(at, Session { start, end, rows });
+                    at
                 }
                 // The row bridges several sessions: merge them.
                 (Some(_), _) => {
-                    let mut rows = vec![(buffer_id, i)];
+                    let mut rows = vec![first_rows(&mut next_segment, buffer_id, i)];
                     let mut j = 0;
                     while j < list.len() {
                         let s = &list[j];
@@ -284,7 +351,12 @@ impl SessionAggregateStream {
                     }
                     let at = list.partition_point(|s| s.start < start);
                     list.insert(at, Session { start, end, rows });
+                    at
                 }
+            };
+            if next_segment.is_some() {
+                // The session holding the row stores it in its first segment.
+                placed.push((i, list[holder].rows[0].0));
             }
             self.min_end = self.min_end.min(end);
             live += 1;
@@ -298,7 +370,16 @@ impl SessionAggregateStream {
         if null_time > 0 {
             self.null_time_rows.add(null_time);
         }
-        if live > 0 {
+        if let Some(rocks) = self.rocks.as_mut() {
+            if let Some(segment) = next_segment {
+                rocks.set_next_segment(segment);
+            }
+            if !placed.is_empty() {
+                let keys = evaluate(&self.keys)?;
+                let inputs = self.aggregates.evaluate(&batch.batch)?;
+                rocks.write(&keys, &inputs, &placed)?;
+            }
+        } else if live > 0 {
             let buffered = Buffered {
                 partition: partition_values,
                 keys: evaluate(&self.keys)?,
@@ -341,11 +422,19 @@ impl SessionAggregateStream {
             self.min_end = min_end;
             self.forget_idle_keys(active)?;
             if !fired.is_empty() {
-                let batch = self.aggregate(&fired)?;
-                self.release(&fired);
-                self.baseline.record_output(batch.num_rows());
-                self.pending
-                    .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+                let batches = match &self.rocks {
+                    Some(rocks) => self.aggregate_stored(rocks, &fired)?,
+                    None => {
+                        let batch = self.aggregate(&fired)?;
+                        self.release(&fired);
+                        vec![batch]
+                    }
+                };
+                for batch in batches {
+                    self.baseline.record_output(batch.num_rows());
+                    self.pending
+                        .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+                }
             }
         }
         self.pending.push_back(StreamMessage::Watermark(watermark));
@@ -461,9 +550,67 @@ impl SessionAggregateStream {
         let gathered = self.gather(&rows, false)?;
         let mut keys: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(ordinals))];
         keys.extend(gathered.keys);
-        let mut table =
-            GroupedAggregation::try_new(Arc::clone(&self.aggregates), Some(&self.fire_key_schema))?;
+        let mut table = self.fire_table()?;
         table.update(&keys, &gathered.inputs, rows.len())?;
+        self.output(fired, &mut table)
+    }
+
+    /// A table aggregating by session ordinal and group keys.
+    fn fire_table(&self) -> Result<GroupedAggregation> {
+        GroupedAggregation::try_new(Arc::clone(&self.aggregates), Some(&self.fire_key_schema))
+    }
+
+    /// Aggregates the rows of fired sessions stored in RocksDB, deleting them: one batch per
+    /// run of sessions with about [`CHUNK_ROWS`] rows.
+    fn aggregate_stored(&self, rocks: &RocksRows, fired: &[Session]) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        let mut first = 0;
+        while first < fired.len() {
+            let mut table = self.fire_table()?;
+            let (mut keys, mut values, mut ordinals) = (Vec::new(), Vec::new(), Vec::new());
+            let mut feed = |keys: &mut Vec<Box<[u8]>>,
+                            values: &mut Vec<Box<[u8]>>,
+                            ordinals: &mut Vec<u32>|
+             -> Result<()> {
+                if values.is_empty() {
+                    return Ok(());
+                }
+                let (group_keys, inputs) = rocks.decode(values)?;
+                let mut columns: Vec<ArrayRef> =
+                    vec![Arc::new(UInt32Array::from(std::mem::take(ordinals)))];
+                columns.extend(group_keys);
+                table.update(&columns, &inputs, values.len())?;
+                rocks.delete(keys)?;
+                keys.clear();
+                values.clear();
+                Ok(())
+            };
+            let mut last = first;
+            let mut chunk_rows = 0;
+            while last < fired.len() && (last == first || chunk_rows < CHUNK_ROWS) {
+                for &(segment, count) in &fired[last].rows {
+                    chunk_rows += count;
+                    for entry in rocks.rows_of(segment) {
+                        let (key, value) = entry?;
+                        keys.push(key);
+                        values.push(value);
+                        ordinals.push((last - first) as u32);
+                        if values.len() >= CHUNK_ROWS {
+                            feed(&mut keys, &mut values, &mut ordinals)?;
+                        }
+                    }
+                }
+                last += 1;
+            }
+            feed(&mut keys, &mut values, &mut ordinals)?;
+            batches.push(self.output(&fired[first..last], &mut table)?);
+            first = last;
+        }
+        Ok(batches)
+    }
+
+    /// The output rows of `table` (grouped by ordinal in `fired` and group keys).
+    fn output(&self, fired: &[Session], table: &mut GroupedAggregation) -> Result<RecordBatch> {
         let result = table.finish()?;
 
         // Output columns: group keys and window columns in declared order, then aggregates.
