@@ -164,7 +164,7 @@ impl Checkpointing {
         participants: Vec<Participant>,
     ) -> Result<Opened> {
         let store = CheckpointStore::open(&config.location)?;
-        let recovery = store.recover(&job).await?;
+        let recovery = recover_committed(&store, &job, &participants).await?;
         let mut restored = HashMap::new();
         let mut restored_epoch = 0;
         let mut restore_dir = None;
@@ -701,6 +701,106 @@ impl Drop for UploadGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The newest intact checkpoint whose sink output is not lost.
+///
+/// A crash after a checkpoint's manifest is durable and before its sink commits leaves the
+/// commits in doubt. Most are re-applied on recovery, but a Kafka transaction can only be
+/// committed by the producer that began it: if it was not committed, the restarted producer
+/// aborts it, and the checkpoint's output is lost. Then the previous checkpoint is restored
+/// instead (its output was committed before the next checkpoint began), and the rows after it
+/// are produced again. The lost checkpoint is deleted, so that the epochs the resumed run
+/// writes never meet its files.
+async fn recover_committed(
+    store: &CheckpointStore,
+    job: &str,
+    participants: &[Participant],
+) -> Result<Option<super::store::Recovery>> {
+    let mut before = u64::MAX;
+    loop {
+        let Some(recovery) = store.recover_before(job, before).await? else {
+            if before != u64::MAX && before > 1 {
+                return datafusion::common::plan_err!(
+                    "checkpoint {before} in '{}' is the only one left, and its Kafka \
+                     transactions were not committed before the crash: restoring it would lose \
+                     its output and starting over would repeat older output. Keep at least 2 \
+                     checkpoints ('checkpoint.retained')",
+                    store.location()
+                );
+            }
+            return Ok(None);
+        };
+        let epoch = recovery.manifest.epoch;
+        match lost_output(participants, &recovery.manifest)? {
+            None => return Ok(Some(recovery)),
+            Some(what) => {
+                log::warn!("checkpoint {epoch}: {what}; restoring the previous checkpoint");
+                eprintln!("warning: checkpoint {epoch}: {what}; restoring the previous checkpoint");
+                store.delete_checkpoint(epoch).await?;
+                before = epoch;
+            }
+        }
+    }
+}
+
+/// Why a manifest's sink output is lost, if it is (see [`recover_committed`]).
+fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Option<String>> {
+    if manifest.finished {
+        // The final checkpoint of a finished job: nothing to resume.
+        return Ok(None);
+    }
+    for participant in participants {
+        let Some(sink) = &participant.sink else {
+            continue;
+        };
+        let mut commits = Vec::new();
+        for snapshot in manifest
+            .operators
+            .get(&participant.operator)
+            .into_iter()
+            .flatten()
+        {
+            match &snapshot.meta {
+                serde_json::Value::Array(list) => commits.extend(list.iter()),
+                serde_json::Value::Null => {}
+                commit => commits.push(commit),
+            }
+        }
+        let verdicts = sink.committed(&commits)?;
+        let id = |i: usize| {
+            commits[i]
+                .get("transactional_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let lost: Vec<String> = (0..commits.len())
+            .filter(|i| verdicts.get(*i) == Some(&Some(false)))
+            .map(id)
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let mut what = format!(
+            "the sink's transactions {} were not committed before the crash",
+            lost.join(", ")
+        );
+        let committed: Vec<String> = (0..commits.len())
+            .filter(|i| verdicts.get(*i) == Some(&Some(true)))
+            .map(id)
+            .collect();
+        if !committed.is_empty() {
+            // Crashed between two commits: restoring the previous checkpoint writes these
+            // transactions' rows again (at least once, not exactly once).
+            what.push_str(&format!(
+                ", while {} were: their rows of this checkpoint will be written twice",
+                committed.join(", ")
+            ));
+        }
+        return Ok(Some(what));
+    }
+    Ok(None)
 }
 
 /// Applies the pre-commits recorded in a manifest's sink snapshots.

@@ -224,8 +224,16 @@ impl CheckpointStore {
     /// `Ok(None)`: no checkpoint was ever completed here. An error: checkpoints exist but none
     /// can be used; starting over would duplicate output, so the caller must refuse.
     pub async fn recover(&self, job: &str) -> Result<Option<Recovery>> {
+        self.recover_before(job, u64::MAX).await
+    }
+
+    /// Like [`recover`](Self::recover), among the checkpoints older than `before`.
+    pub async fn recover_before(&self, job: &str, before: u64) -> Result<Option<Recovery>> {
         let mut skipped = Vec::new();
         for epoch in self.epochs().await?.into_iter().rev() {
+            if epoch >= before {
+                continue;
+            }
             let manifest = match self.manifest(epoch).await {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,

@@ -188,6 +188,14 @@ pub trait SinkConnector: Debug + Send + Sync {
         Ok(())
     }
 
+    /// Which pre-commits of a crashed run's newest checkpoint were committed, for sinks whose
+    /// commits cannot be re-applied by another process (Kafka transactions): one entry per
+    /// pre-commit, `Some(false)` if its output is lost (recovery must then restore an older
+    /// checkpoint), `None` where it cannot tell or it does not apply.
+    fn committed(&self, pre_commits: &[&serde_json::Value]) -> Result<Vec<Option<bool>>> {
+        Ok(vec![None; pre_commits.len()])
+    }
+
     /// Parameters shown by EXPLAIN.
     fn explain(&self) -> String;
 }

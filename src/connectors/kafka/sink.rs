@@ -24,7 +24,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -35,11 +35,22 @@ use crate::connectors::format::{LineEncoder, encoder_for};
 use crate::connectors::options::TableOptions;
 use crate::connectors::{SinkConnector, SinkWriter};
 
-/// Counts acknowledgements and keeps the first delivery error.
+/// Counts acknowledgements, keeps the first delivery error and, per partition, the offset of
+/// the first record delivered since [`Deliveries::take_offsets`].
 #[derive(Default)]
 pub struct Deliveries {
     acked: AtomicU64,
     error: Mutex<Option<String>>,
+    offsets: Mutex<HashMap<i32, i64>>,
+}
+
+impl Deliveries {
+    /// The first offset delivered per partition, since the last call.
+    fn take_offsets(&self) -> Result<HashMap<i32, i64>> {
+        Ok(std::mem::take(
+            &mut *self.offsets.lock().map_err(|_| poisoned())?,
+        ))
+    }
 }
 
 /// The producer context: hands delivery reports to [`Deliveries`].
@@ -52,8 +63,12 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 self.0.acked.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut offsets) = self.0.offsets.lock() {
+                    let first = offsets.entry(message.partition()).or_insert(i64::MAX);
+                    *first = (*first).min(message.offset());
+                }
             }
             Err((e, _)) => {
                 if let Ok(mut first) = self.0.error.lock()
@@ -189,6 +204,51 @@ impl KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// True if a `read_committed` consumer sees the record at `offset` of `partition`; false if
+    /// it skips it (aborted) or ends the partition there (the transaction is still open).
+    fn record_is_committed(&self, topic: &str, partition: i32, offset: i64) -> Result<bool> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let mut config = self.table.client_config(&[]);
+        config
+            .set("bootstrap.servers", &self.table.servers)
+            .set("group.id", "sabot-transaction-check")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| self.table.broker_error("creating a consumer", e))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+            .map_err(|e| self.table.broker_error("assigning a partition", e))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| self.table.broker_error("assigning a partition", e))?;
+        let deadline = Instant::now() + self.table.timeout;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Ok(message)) => return Ok(message.offset() == offset),
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(false),
+                Some(Err(e)) => {
+                    return Err(self.table.broker_error(
+                        &format!("reading {topic}/{partition} at offset {offset}"),
+                        e,
+                    ));
+                }
+            }
+        }
+        exec_err!(
+            "Kafka table {}: could not learn within {:?} whether the transaction holding offset \
+             {offset} of {topic}/{partition} was committed",
+            self.table.table,
+            self.table.timeout
+        )
+    }
+}
+
 impl SinkConnector for KafkaSink {
     fn name(&self) -> &'static str {
         "kafka"
@@ -232,6 +292,7 @@ impl SinkConnector for KafkaSink {
             initialised: false,
             in_transaction: false,
             generation: 0,
+            written: HashMap::new(),
             held: Vec::new(),
             value,
             key,
@@ -291,6 +352,48 @@ impl SinkConnector for KafkaSink {
             // Already committed (commits are re-applied), or not this generation's.
             _ => Ok(()),
         }
+    }
+
+    fn committed(&self, pre_commits: &[&serde_json::Value]) -> Result<Vec<Option<bool>>> {
+        // Where each transaction's records begin: (topic, partition, first offset, which).
+        let mut starts = Vec::new();
+        for (i, pre_commit) in pre_commits.iter().enumerate() {
+            let topic = pre_commit
+                .get("topic")
+                .and_then(|t| t.as_str())
+                .unwrap_or(&self.table.topic);
+            let offsets = pre_commit.get("offsets").and_then(|o| o.as_object());
+            for (partition, offset) in offsets.into_iter().flatten() {
+                if let (Ok(partition), Some(offset)) = (partition.parse::<i32>(), offset.as_i64()) {
+                    starts.push((topic.to_string(), partition, offset, i));
+                }
+            }
+        }
+        starts.sort();
+        // A read_committed consumer reads a partition up to its first open transaction (the
+        // last stable offset). Looked up in offset order, each undecided transaction's first
+        // record is either visible (committed), skipped (aborted) or the end of what the
+        // consumer may read (still open); past an open one the partition tells nothing more.
+        // One partition decides a transaction: it commits in all of them at once.
+        let mut verdicts = vec![None; pre_commits.len()];
+        let mut blocked: Option<(&str, i32)> = None;
+        for (topic, partition, offset, i) in &starts {
+            if blocked == Some((topic.as_str(), *partition)) {
+                continue;
+            }
+            let verdict = match verdicts[*i] {
+                Some(v) => v,
+                None => {
+                    let v = self.record_is_committed(topic, *partition, *offset)?;
+                    verdicts[*i] = Some(v);
+                    v
+                }
+            };
+            if !verdict {
+                blocked = Some((topic.as_str(), *partition));
+            }
+        }
+        Ok(verdicts)
     }
 
     fn explain(&self) -> String {
@@ -379,6 +482,8 @@ struct KafkaWriter {
     in_transaction: bool,
     /// Number of the current transaction.
     generation: u64,
+    /// The first offset of the open transaction's records per partition.
+    written: HashMap<i32, i64>,
     /// Rows that arrived while a transaction waited for its commit.
     held: Vec<RecordBatch>,
     value: RowEncoder,
@@ -450,6 +555,8 @@ impl KafkaWriter {
             .begin_transaction()
             .map_err(|e| self.table.broker_error("beginning a transaction", e))?;
         self.in_transaction = true;
+        self.written.clear();
+        self.deliveries.take_offsets()?;
         self.generation += 1;
         self.set_phase(Phase::Open)
     }
@@ -524,8 +631,24 @@ impl KafkaWriter {
             return Ok(serde_json::Value::Null);
         }
         self.flush().await?;
+        for (partition, offset) in self.deliveries.take_offsets()? {
+            let first = self.written.entry(partition).or_insert(i64::MAX);
+            *first = (*first).min(offset);
+        }
         self.set_phase(Phase::PreCommitted(self.generation))?;
-        Ok(serde_json::json!({ "transactional_id": id, "generation": self.generation }))
+        // Where the transaction's records begin: recovery looks them up to learn whether a
+        // transaction left in doubt by a crash was committed.
+        let offsets: serde_json::Map<String, serde_json::Value> = self
+            .written
+            .iter()
+            .map(|(p, o)| (p.to_string(), (*o).into()))
+            .collect();
+        Ok(serde_json::json!({
+            "transactional_id": id,
+            "generation": self.generation,
+            "topic": self.table.topic,
+            "offsets": offsets,
+        }))
     }
 
     async fn flush(&self) -> Result<()> {
