@@ -153,8 +153,10 @@ fn run_with_state_env(
         .arg(script)
         .arg("--state-dir")
         .arg(state)
+        // The input takes about 0.1 s to run (dev build): frequent checkpoints, so that the
+        // failpoints of checkpoint 3 are reached.
         .arg("--checkpoint-interval")
-        .arg("20ms")
+        .arg("5ms")
         .arg("--parallelism")
         .arg(parallelism.to_string())
         .stdout(Stdio::null())
@@ -441,33 +443,43 @@ fn rocksdb_session_state_resumes_exactly() {
         Backend::RocksDb,
     );
     // The checkpoints hold the sessions as RocksDB files (rows stored under segments).
-    let fixture = Fixture::new();
-    let script = fixture.script_in("out", SESSION, Backend::RocksDb, "");
-    let state = fixture.path("state");
-    assert_eq!(
-        run_with_state(&script, &state, 2, Some("after-manifest@3")),
-        86
-    );
-    let rocks_partitions: Vec<serde_json::Value> = manifests(&state)
-        .iter()
-        .flat_map(|m| m["operators"].as_object().unwrap().values().cloned())
-        .flat_map(|partitions| partitions.as_array().unwrap().clone())
-        .filter(|p| p["meta"]["backend"] == "rocksdb")
-        .collect();
+    let saved = rocksdb_snapshots(SESSION);
     assert!(
-        rocks_partitions.iter().any(|p| {
-            p["meta"]["next_segment"].as_u64().unwrap() > 0
-                && p["files"].as_array().is_some_and(|f| !f.is_empty())
-        }),
-        "{rocks_partitions:?}"
+        saved
+            .iter()
+            .any(|p| p["meta"]["next_segment"].as_u64().unwrap() > 0),
+        "{saved:?}"
     );
 }
 
+/// The operator snapshots with RocksDB files in the checkpoints of `select` (with RocksDB
+/// state) up to a crash after checkpoint 3.
+fn rocksdb_snapshots(select: &str) -> Vec<serde_json::Value> {
+    let fixture = Fixture::new();
+    let script = fixture.script_in("out", select, Backend::RocksDb, "");
+    let state = fixture.path("state");
+    let crashed = run_with_state(&script, &state, 2, Some("after-manifest@3"));
+    assert_eq!(crashed, 86);
+    manifests(&state)
+        .iter()
+        .flat_map(|m| m["operators"].as_object().unwrap().values().cloned())
+        .flat_map(|partitions| partitions.as_array().unwrap().clone())
+        .filter(|p| {
+            p["meta"]["backend"] == "rocksdb"
+                && p["files"].as_array().is_some_and(|f| !f.is_empty())
+        })
+        .collect()
+}
+
 /// A job checkpointed with in-memory state resumes with `state.backend` = `rocksdb`: window
-/// slices and SESSION rows are written into the new databases.
+/// slices, SESSION rows and window-join rows are written into the new databases.
 #[test]
 fn memory_checkpoints_resume_with_rocksdb_state() {
-    for (select, batch) in [(HOP, HOP_BATCH), (SESSION, SESSION_BATCH)] {
+    for (select, batch) in [
+        (HOP, HOP_BATCH),
+        (SESSION, SESSION_BATCH),
+        (WINDOW_JOIN, WINDOW_JOIN_BATCH),
+    ] {
         let fixture = Fixture::new();
         let expected = fixture.oracle(batch);
         let state = fixture.path("state");
@@ -486,11 +498,46 @@ fn memory_checkpoints_resume_with_rocksdb_state() {
     }
 }
 
+/// Window-join rows in RocksDB: crashes, exact results, resumed at the same parallelism (the
+/// database adopted) and at another (rows split by join key hash).
+#[test]
+fn rocksdb_window_join_state_resumes_exactly() {
+    for failpoint in ["after-operator-snapshot@3", "after-manifest@2"] {
+        crash_and_resume_with(
+            WINDOW_JOIN,
+            WINDOW_JOIN_BATCH,
+            failpoint,
+            2,
+            Backend::RocksDb,
+        );
+    }
+    crash_and_resume_with(
+        WINDOW_JOIN,
+        WINDOW_JOIN_BATCH,
+        "after-manifest@3",
+        3,
+        Backend::RocksDb,
+    );
+    let saved = rocksdb_snapshots(WINDOW_JOIN);
+    assert!(
+        saved
+            .iter()
+            .any(|p| p["meta"]["next"].as_u64().unwrap() > 0),
+        "{saved:?}"
+    );
+}
+
 #[test]
 fn rocksdb_kill_9_at_seeded_points_loses_and_duplicates_nothing() {
     kill_9_at_seeded_points_in("tumble", TUMBLE, TUMBLE_BATCH, Backend::RocksDb);
     kill_9_at_seeded_points_in("hop", HOP, HOP_BATCH, Backend::RocksDb);
     kill_9_at_seeded_points_in("session", SESSION, SESSION_BATCH, Backend::RocksDb);
+    kill_9_at_seeded_points_in(
+        "window join",
+        WINDOW_JOIN,
+        WINDOW_JOIN_BATCH,
+        Backend::RocksDb,
+    );
 }
 
 /// Every `_MANIFEST.json` under `dir`, parsed.

@@ -20,6 +20,7 @@ mod inputs;
 pub mod interval;
 mod state;
 pub mod window;
+mod window_rows;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -10,7 +10,8 @@
 //! type works as in batch SQL, and the window is forgotten. A row whose window already fired on
 //! its side's watermark is late: dropped and counted.
 //!
-//! State: the buffered rows of open windows, snapshotted at barriers.
+//! State: the buffered rows of open windows, snapshotted at barriers; in RocksDB with
+//! `state.backend` = `rocksdb` ([`WindowRows`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -21,7 +22,7 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{JoinType, NullEquality, Result, internal_err};
+use datafusion::common::{JoinType, NullEquality, Result, internal_err, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
@@ -35,8 +36,10 @@ use futures::TryStreamExt;
 
 use super::inputs::{Event, TwoInputs};
 use super::state::SideCodec;
+use super::window_rows::{WindowRows, read_all};
 use super::{JoinParts, window_columns};
 use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::config::{SabotConfig, StateBackend};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{
     END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
@@ -45,6 +48,7 @@ use crate::physical::streaming::{StreamingExec, data_only, execute_input};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_assign_node::WindowField;
 use crate::runtime::job_context::JobContext;
+use crate::state::redistribute::rows_of_partition;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -222,6 +226,15 @@ impl StreamingExec for WindowJoinExec {
         let left = execute_input(&self.left, partition, Arc::clone(&context))?;
         let right = execute_input(&self.right, partition, Arc::clone(&context))?;
         let inputs = [self.left.schema(), self.right.schema()];
+        let config = context.session_config().get_extension::<SabotConfig>();
+        let rocks_dir = config
+            .as_ref()
+            .filter(|c| c.state_backend == StateBackend::RocksDb)
+            .map(|c| (c.rocksdb_dir(), format!("join-p{partition}")));
+        let rows = match &rocks_dir {
+            Some((root, label)) => WindowRows::rocks(root, label, inputs.clone())?,
+            None => WindowRows::Memory(BTreeMap::new()),
+        };
         let mut stream = WindowJoinStream {
             inputs: TwoInputs::new(left, right),
             codec: SideCodec::new(inputs.clone()),
@@ -236,7 +249,10 @@ impl StreamingExec for WindowJoinExec {
                 context: Arc::clone(&context),
             }),
             window_end: self.window_end,
-            windows: BTreeMap::new(),
+            rows,
+            rocks_dir,
+            partition,
+            partitions: self.properties().partitioning.partition_count(),
             emitted: NO_WATERMARK,
             pending: VecDeque::new(),
             baseline: BaselineMetrics::new(&self.metrics, partition),
@@ -259,7 +275,11 @@ struct WindowJoinStream {
     spec: Arc<WindowJoinSpec>,
     window_end: [usize; 2],
     /// Window end -> buffered rows of each side.
-    windows: BTreeMap<i64, [Vec<RecordBatch>; 2]>,
+    rows: WindowRows,
+    /// RocksDB: the databases' directory and name.
+    rocks_dir: Option<(std::path::PathBuf, String)>,
+    partition: usize,
+    partitions: usize,
     /// The last watermark forwarded.
     emitted: i64,
     pending: VecDeque<StreamMessage>,
@@ -308,7 +328,7 @@ impl WindowJoinStream {
                 // Idle only when nothing is held: rows of open windows still to come out must
                 // not find a downstream watermark that moved on without them.
                 Event::Idle => {
-                    if self.windows.is_empty() {
+                    if self.rows.is_empty() {
                         self.pending.push_back(StreamMessage::Idle);
                     }
                     Ok(())
@@ -360,7 +380,7 @@ impl WindowJoinStream {
             } else {
                 take_record_batch(&batch.batch, &UInt32Array::from(indices))?
             };
-            self.windows.entry(end).or_default()[side].push(rows_of_window);
+            self.rows.push(end, side, rows_of_window)?;
         }
         Ok(())
     }
@@ -372,13 +392,11 @@ impl WindowJoinStream {
         if watermark <= self.emitted {
             return Ok(());
         }
-        while let Some((&end, _)) = self.windows.first_key_value() {
+        while let Some(end) = self.rows.first_end() {
             if WindowSpec::fire_time(end) > watermark {
                 break;
             }
-            let Some([left, right]) = self.windows.remove(&end) else {
-                break;
-            };
+            let [left, right] = self.rows.take(end)?;
             let spec = Arc::clone(&self.spec);
             for batch in spec.join_window(left, right).await? {
                 self.baseline.record_output(batch.num_rows());
@@ -392,15 +410,32 @@ impl WindowJoinStream {
     }
 
     fn meta(&self) -> serde_json::Value {
-        serde_json::json!({ "watermarks": self.inputs.watermarks() })
+        let mut meta = serde_json::json!({ "watermarks": self.inputs.watermarks() });
+        if let WindowRows::Rocks(r) = &self.rows {
+            meta["backend"] = "rocksdb".into();
+            meta["ends"] = r.ends().into();
+            meta["next"] = r.next().into();
+        }
+        meta
     }
 
     fn snapshot(&mut self, epoch: u64) -> Result<()> {
         let Some(checkpoint) = &self.checkpoint else {
             return Ok(());
         };
+        let windows = match &self.rows {
+            WindowRows::Memory(windows) => windows,
+            WindowRows::Rocks(r) => {
+                let staged = r.staging_dir(epoch);
+                // Left over from an aborted checkpoint of a crashed run.
+                let _ = std::fs::remove_dir_all(&staged);
+                let files = r.checkpoint(&staged)?;
+                let instance = r.instance().to_string();
+                return checkpoint.snapshot_files(epoch, self.meta(), files, staged, &instance);
+            }
+        };
         let mut batches = Vec::new();
-        for sides in self.windows.values() {
+        for sides in windows.values() {
             for (side, rows) in sides.iter().enumerate() {
                 for batch in rows {
                     let matched = BooleanArray::from(vec![false; batch.num_rows()]);
@@ -413,9 +448,15 @@ impl WindowJoinStream {
 
     /// Restores the buffered windows and watermarks of the checkpoint the job resumes from.
     fn restore(&mut self) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
+        let Some(checkpoint) = self.checkpoint.take() else {
             return Ok(());
         };
+        let result = self.restore_from(&checkpoint);
+        self.checkpoint = Some(checkpoint);
+        result
+    }
+
+    fn restore_from(&mut self, checkpoint: &OperatorCheckpoint) -> Result<()> {
         let Some(restored) = checkpoint.restored() else {
             return Ok(());
         };
@@ -425,6 +466,46 @@ impl WindowJoinStream {
         }
         self.inputs.restore_watermarks(watermarks);
         self.emitted = watermarks[0].min(watermarks[1]);
+        let databases: Vec<_> = restored
+            .partitions()
+            .iter()
+            .filter_map(|p| p.db_dir.as_ref().map(|d| (*p, d)))
+            .collect();
+        if !databases.is_empty() {
+            let (WindowRows::Rocks(rows), Some((root, label))) = (&mut self.rows, &self.rocks_dir)
+            else {
+                return plan_err!(
+                    "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; \
+                     set it again to resume the job"
+                );
+            };
+            if let [(saved, dir)] = databases.as_slice()
+                && restored.same_parallelism()
+            {
+                // This partition's own database: adopt its files.
+                let ends = saved
+                    .meta
+                    .get("ends")
+                    .and_then(|e| e.as_array())
+                    .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+                    .unwrap_or_default();
+                let next = saved.meta.get("next").and_then(|n| n.as_u64());
+                rows.adopt(root, label, dir, ends, next.unwrap_or(0))?;
+                checkpoint.adopted(saved);
+            } else {
+                // Another parallelism: keep the rows whose join keys hash to this task.
+                for (_, dir) in &databases {
+                    for (end, side, batch) in read_all(dir)? {
+                        let keys = join_keys(&self.spec.on, side, &batch)?;
+                        let mine =
+                            rows_of_partition(&batch, &keys, self.partition, self.partitions)?;
+                        if mine.num_rows() > 0 {
+                            self.rows.push(end, side, mine)?;
+                        }
+                    }
+                }
+            }
+        }
         let codec = self.codec.clone();
         let on = self.spec.on.clone();
         let batches = checkpoint.batches_by(&restored, |batch| {

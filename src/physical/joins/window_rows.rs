@@ -1,0 +1,239 @@
+//! The buffered rows of a window join's open windows, in memory or in RocksDB
+//! (`state.backend` = `rocksdb`).
+//!
+//! In RocksDB each buffered input batch (the rows of one side falling into one window) is one
+//! entry: the key is the window end (8 bytes, ordered), the side (1 byte) and a sequence number
+//! (8 bytes); the value is the batch as an Arrow IPC stream, so every column type is stored as
+//! is. A window that fires is read back, both sides, and deleted: joining needs memory for the
+//! firing window only, not for every open window.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, exec_datafusion_err};
+use rocksdb::WriteBatch;
+
+use crate::state::rocks::{StateDb, scan_prefix};
+use crate::state::snapshot;
+
+/// Buffered rows by window end and side (see the module docs).
+pub(super) enum WindowRows {
+    Memory(BTreeMap<i64, [Vec<RecordBatch>; 2]>),
+    Rocks(Box<RocksWindowRows>),
+}
+
+/// Rows of open windows in RocksDB.
+pub(super) struct RocksWindowRows {
+    db: StateDb,
+    /// Ends of the windows with stored rows.
+    ends: BTreeSet<i64>,
+    next: u64,
+    schemas: [SchemaRef; 2],
+}
+
+/// The 8-byte prefix of window end `end`: big-endian with the sign bit flipped, so that byte
+/// order is numeric order.
+fn end_prefix(end: i64) -> [u8; 8] {
+    ((end as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn end_of(key: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}
+
+impl WindowRows {
+    /// Rows in RocksDB, in a new database under `root`.
+    pub fn rocks(root: &Path, label: &str, schemas: [SchemaRef; 2]) -> Result<Self> {
+        Ok(Self::Rocks(Box::new(RocksWindowRows {
+            db: StateDb::create(root, label)?,
+            ends: BTreeSet::new(),
+            next: 0,
+            schemas,
+        })))
+    }
+
+    /// Adds rows of `side` in the window ending at `end`.
+    pub fn push(&mut self, end: i64, side: usize, rows: RecordBatch) -> Result<()> {
+        match self {
+            Self::Memory(windows) => {
+                windows.entry(end).or_default()[side].push(rows);
+                Ok(())
+            }
+            Self::Rocks(r) => {
+                let mut key = Vec::with_capacity(17);
+                key.extend_from_slice(&end_prefix(end));
+                key.push(side as u8);
+                key.extend_from_slice(&r.next.to_be_bytes());
+                r.next += 1;
+                let value = snapshot::encode(&r.schemas[side], &[rows])?;
+                let mut batch = WriteBatch::default();
+                batch.put(key, value);
+                r.db.write(batch)?;
+                r.ends.insert(end);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Memory(windows) => windows.is_empty(),
+            Self::Rocks(r) => r.ends.is_empty(),
+        }
+    }
+
+    /// The end of the first open window.
+    pub fn first_end(&self) -> Option<i64> {
+        match self {
+            Self::Memory(windows) => windows.keys().next().copied(),
+            Self::Rocks(r) => r.ends.first().copied(),
+        }
+    }
+
+    /// Removes the window ending at `end`; its rows of each side.
+    pub fn take(&mut self, end: i64) -> Result<[Vec<RecordBatch>; 2]> {
+        match self {
+            Self::Memory(windows) => Ok(windows.remove(&end).unwrap_or_default()),
+            Self::Rocks(r) => {
+                let mut sides: [Vec<RecordBatch>; 2] = Default::default();
+                let mut delete = WriteBatch::default();
+                for entry in scan_prefix(r.db.db(), end_prefix(end)) {
+                    let (key, value) = entry?;
+                    let side = usize::from(key.get(8).copied().unwrap_or(0) == 1);
+                    let batches = snapshot::decode(&value.into_vec().into(), "window join rows")?;
+                    sides[side].extend(batches);
+                    delete.delete(key);
+                }
+                r.db.write(delete)?;
+                r.ends.remove(&end);
+                Ok(sides)
+            }
+        }
+    }
+}
+
+impl RocksWindowRows {
+    pub fn instance(&self) -> &str {
+        self.db.instance()
+    }
+
+    /// Window ends with stored rows (saved with a checkpoint).
+    pub fn ends(&self) -> Vec<i64> {
+        self.ends.iter().copied().collect()
+    }
+
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Writes a RocksDB checkpoint into `into`; its files.
+    pub fn checkpoint(&self, into: &Path) -> Result<Vec<std::path::PathBuf>> {
+        self.db.checkpoint(into)
+    }
+
+    pub fn staging_dir(&self, epoch: u64) -> std::path::PathBuf {
+        self.db.staging_dir(epoch)
+    }
+
+    /// Replaces the (empty) database with one restored from a checkpoint (its files in `files`,
+    /// moved under `root`), with the window ends and sequence number saved with it.
+    pub fn adopt(
+        &mut self,
+        root: &Path,
+        label: &str,
+        files: &Path,
+        ends: Vec<i64>,
+        next: u64,
+    ) -> Result<()> {
+        self.db = StateDb::adopt(root, label, files)?;
+        self.ends = ends.into_iter().collect();
+        self.next = next;
+        Ok(())
+    }
+}
+
+/// Every stored batch of a restored database (opened read-only from `files`): (window end,
+/// side, rows), for restoring at another parallelism.
+pub(super) fn read_all(files: &Path) -> Result<Vec<(i64, usize, RecordBatch)>> {
+    let db = StateDb::open_read_only(files)?;
+    let mut out = Vec::new();
+    for entry in scan_prefix(&db, []) {
+        let (key, value) = entry?;
+        let end = end_of(&key)
+            .ok_or_else(|| exec_datafusion_err!("RocksDB state: a join key without its window"))?;
+        let side = usize::from(key.get(8).copied().unwrap_or(0) == 1);
+        for batch in snapshot::decode(&value.into_vec().into(), "window join rows")? {
+            out.push((end, side, batch));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    use super::*;
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            (
+                "k",
+                Arc::new(Int64Array::from(values.to_vec())) as datafusion::arrow::array::ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(
+                    values.iter().map(|v| format!("r{v}")).collect::<Vec<_>>(),
+                )) as _,
+            ),
+        ])
+        .unwrap()
+    }
+
+    /// Windows come out in end order with each side's rows, negative ends included, and a
+    /// checkpoint holds exactly the windows still open.
+    #[test]
+    fn rocks_rows_equal_memory_rows() {
+        let root = tempfile::tempdir().unwrap();
+        let schema = batch(&[]).schema();
+        let mut rocks =
+            WindowRows::rocks(root.path(), "join", [Arc::clone(&schema), schema]).unwrap();
+        let mut memory = WindowRows::Memory(BTreeMap::new());
+        let input = [
+            (2_000, 0, vec![1, 2]),
+            (-1_000, 1, vec![3]),
+            (2_000, 1, vec![4]),
+            (2_000, 0, vec![5]),
+            (4_000, 0, vec![6]),
+        ];
+        for (end, side, values) in &input {
+            rocks.push(*end, *side, batch(values)).unwrap();
+            memory.push(*end, *side, batch(values)).unwrap();
+        }
+        for expected_end in [-1_000, 2_000] {
+            assert_eq!(rocks.first_end(), Some(expected_end));
+            assert_eq!(memory.first_end(), Some(expected_end));
+            assert_eq!(
+                rocks.take(expected_end).unwrap(),
+                memory.take(expected_end).unwrap()
+            );
+        }
+        let WindowRows::Rocks(r) = &rocks else {
+            unreachable!()
+        };
+        let staged = root.path().join("chk");
+        r.checkpoint(&staged).unwrap();
+        assert_eq!(r.ends(), vec![4_000]);
+        let stored = read_all(&staged).unwrap();
+        assert_eq!(stored, vec![(4_000, 0, batch(&[6]))]);
+        assert!(!rocks.is_empty());
+        rocks.take(4_000).unwrap();
+        assert!(rocks.is_empty());
+    }
+}
