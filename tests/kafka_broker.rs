@@ -267,7 +267,8 @@ async fn against_a_real_broker() -> Result<()> {
 /// restarted run learns that they were not committed (a `read_committed` consumer ends the
 /// partition at their first record: they are still open), restores checkpoint 1 instead and
 /// produces the rows after it again, so no window's row is lost. Crashing after the commit
-/// instead finds the transactions committed and restores checkpoint 2 itself.
+/// instead finds the transactions committed and restores checkpoint 2 itself. Crashing between
+/// the commits of the two writers leaves one open: the result is still complete.
 ///
 /// tansu 0.6 leaves the records of aborted transactions visible to `read_committed` consumers
 /// (its fetch never lists aborted transactions), so here the topic also holds the aborted
@@ -294,10 +295,15 @@ async fn exactly_once_sink_resolves_a_transaction_left_in_doubt() {
         .map(|((k, w), (n, total))| format!("{k},{w},{n},{total}"))
         .collect();
     expected.sort();
-    for (run, (failpoint, in_doubt)) in [("after-manifest@2", true), ("after-sink-commit@2", false)]
-        .into_iter()
-        .enumerate()
-    {
+    // (failpoint, parallelism, whether the resumed run finds transactions not committed). One
+    // writer where the verdict is checked: with several producers tansu sometimes holds back
+    // the records of committed transactions too (then the verdict is "cannot be told").
+    let cases = [
+        ("after-manifest@2", 1, Some(true)),
+        ("between-sink-commits@2", 2, None),
+        ("after-sink-commit@2", 1, Some(false)),
+    ];
+    for (run, (failpoint, parallelism, in_doubt)) in cases.into_iter().enumerate() {
         let broker = start_broker();
         let servers = broker.servers.clone();
         let topic = format!("out{run}");
@@ -329,7 +335,8 @@ async fn exactly_once_sink_resolves_a_transaction_left_in_doubt() {
                 .arg(&script)
                 .arg("--state-dir")
                 .arg(&state)
-                .args(["--checkpoint-interval", "20ms", "--parallelism", "2"])
+                .args(["--checkpoint-interval", "20ms", "--parallelism"])
+                .arg(parallelism.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             if let Some(f) = failpoint {
@@ -347,11 +354,16 @@ async fn exactly_once_sink_resolves_a_transaction_left_in_doubt() {
         let resumed = run_sabot(None);
         let stderr = String::from_utf8_lossy(&resumed.stderr);
         assert!(resumed.status.success(), "{stderr}");
-        assert_eq!(
-            stderr.contains("were not committed before the crash"),
-            in_doubt,
-            "{failpoint}: {stderr}"
-        );
+        // Open transactions are found; committed ones are never taken for lost ones. (Which
+        // transactions a crash between two commits leaves open depends on how the writers'
+        // records interleave, so that case is only checked for a complete result.)
+        if let Some(in_doubt) = in_doubt {
+            assert_eq!(
+                stderr.contains("were not committed before the crash"),
+                in_doubt,
+                "{failpoint}: {stderr}"
+            );
+        }
         let got = read_committed(&servers, &topic, 2);
         let mut distinct = got.clone();
         distinct.dedup();

@@ -176,7 +176,7 @@ impl Checkpointing {
             let manifest = recovery.manifest;
             restored_epoch = manifest.epoch;
             // Commits are idempotent: what the crashed run may not have committed is now.
-            commit_sinks(&participants, &manifest.operators)?;
+            commit_sinks(&participants, &manifest.operators, None)?;
             if manifest.finished {
                 return Ok(Opened::AlreadyFinished {
                     epoch: manifest.epoch,
@@ -631,7 +631,7 @@ impl Checkpointing {
         // Sink commits may block on a broker: not on the async worker threads.
         let participants = self.participants.clone();
         let operators = manifest.operators.clone();
-        tokio::task::spawn_blocking(move || commit_sinks(&participants, &operators))
+        tokio::task::spawn_blocking(move || commit_sinks(&participants, &operators, Some(epoch)))
             .await
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
         failpoint::check(Failpoint::AfterSinkCommit, epoch);
@@ -775,27 +775,58 @@ fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Opti
                 .unwrap_or("?")
                 .to_string()
         };
-        let lost: Vec<String> = (0..commits.len())
-            .filter(|i| verdicts.get(*i) == Some(&Some(false)))
+        let with = |verdict: Option<bool>| -> Vec<String> {
+            (0..commits.len())
+                .filter(|i| verdicts.get(*i).copied().flatten() == verdict)
+                .map(id)
+                .collect()
+        };
+        // Transactions with records (only their output can be lost or doubled).
+        let has_records = |i: usize| {
+            commits[i]
+                .get("offsets")
+                .and_then(|o| o.as_object())
+                .is_some_and(|o| !o.is_empty())
+        };
+        let unknown: Vec<String> = (0..commits.len())
+            .filter(|i| verdicts.get(*i).copied().flatten().is_none() && has_records(*i))
             .map(id)
             .collect();
+        let (lost, committed) = (with(Some(false)), with(Some(true)));
+        let unknown_note = format!(
+            "whether the sink's transactions {} were committed cannot be told (an open \
+             transaction holds their records back)",
+            unknown.join(", ")
+        );
         if lost.is_empty() {
+            if !unknown.is_empty() {
+                log::warn!(
+                    "checkpoint {}: {unknown_note}; assuming they were",
+                    manifest.epoch
+                );
+                eprintln!(
+                    "warning: checkpoint {}: {unknown_note}; assuming they were",
+                    manifest.epoch
+                );
+            }
             continue;
         }
         let mut what = format!(
             "the sink's transactions {} were not committed before the crash",
             lost.join(", ")
         );
-        let committed: Vec<String> = (0..commits.len())
-            .filter(|i| verdicts.get(*i) == Some(&Some(true)))
-            .map(id)
-            .collect();
+        // Crashed between two commits: restoring the previous checkpoint writes the committed
+        // transactions' rows again (at least once, not exactly once).
         if !committed.is_empty() {
-            // Crashed between two commits: restoring the previous checkpoint writes these
-            // transactions' rows again (at least once, not exactly once).
             what.push_str(&format!(
                 ", while {} were: their rows of this checkpoint will be written twice",
                 committed.join(", ")
+            ));
+        }
+        if !unknown.is_empty() {
+            what.push_str(&format!(
+                "; {unknown_note}: if they were, their rows of this checkpoint will be written \
+                 twice"
             ));
         }
         return Ok(Some(what));
@@ -807,23 +838,32 @@ fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Opti
 fn commit_sinks(
     participants: &[Participant],
     operators: &BTreeMap<String, Vec<PartitionSnapshot>>,
+    epoch: Option<u64>,
 ) -> Result<()> {
+    // Per sink partition, every pre-commit not known to be committed yet (those of aborted
+    // checkpoints too), oldest first.
+    let mut partitions: Vec<(&Arc<dyn SinkConnector>, Vec<&serde_json::Value>)> = Vec::new();
     for participant in participants {
         let Some(sink) = &participant.sink else {
             continue;
         };
         for snapshot in operators.get(&participant.operator).into_iter().flatten() {
-            // A sink partition lists every pre-commit not known to be committed yet (those of
-            // aborted checkpoints too), oldest first.
-            match &snapshot.meta {
-                serde_json::Value::Array(commits) => {
-                    for commit in commits {
-                        sink.commit(commit)?;
-                    }
-                }
-                serde_json::Value::Null => {}
-                commit => sink.commit(commit)?,
-            }
+            let commits = match &snapshot.meta {
+                serde_json::Value::Array(list) => list.iter().collect(),
+                serde_json::Value::Null => continue,
+                commit => vec![commit],
+            };
+            partitions.push((sink, commits));
+        }
+    }
+    for (i, (sink, commits)) in partitions.iter().enumerate() {
+        for commit in commits {
+            sink.commit(commit)?;
+        }
+        if let Some(epoch) = epoch
+            && i + 1 < partitions.len()
+        {
+            failpoint::check(Failpoint::BetweenSinkCommits, epoch);
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! `SABOT_FAILPOINT=<name>[@<epoch>]` makes the process exit at once (no destructors, no
 //! flushing, like `kill -9`) when checkpoint `<epoch>` (default: any) reaches step `<name>`:
 //! `after-barrier-injection`, `after-operator-snapshot`, `mid-upload` (half a state file is
-//! written), `before-manifest`, `after-manifest` (before sinks commit), `after-sink-commit`.
+//! written), `before-manifest`, `after-manifest` (before sinks commit), `between-sink-commits`
+//! (the first sink partition committed its transactions, the others not), `after-sink-commit`.
 //! `SABOT_FAILPOINT=store-write@<n>` instead makes the n-th write to the checkpoint store fail
 //! with an error (the checkpoint is aborted, the job goes on).
 
@@ -22,6 +23,8 @@ pub enum Failpoint {
     BeforeManifest,
     /// The manifest is durable; sinks have not committed.
     AfterManifest,
+    /// The first of several sink partitions committed, the others not yet.
+    BetweenSinkCommits,
     /// Sinks committed.
     AfterSinkCommit,
 }
@@ -34,6 +37,7 @@ impl Failpoint {
             Failpoint::MidUpload => "mid-upload",
             Failpoint::BeforeManifest => "before-manifest",
             Failpoint::AfterManifest => "after-manifest",
+            Failpoint::BetweenSinkCommits => "between-sink-commits",
             Failpoint::AfterSinkCommit => "after-sink-commit",
         }
     }

@@ -204,10 +204,24 @@ impl KafkaSink {
     }
 }
 
+/// How long a transaction whose records a `read_committed` consumer cannot reach yet may take
+/// to show its commit (see [`KafkaSink::record_is_committed`]).
+const COMMIT_MARKER_GRACE: Duration = Duration::from_secs(2);
+
+/// How long recovery tries to read one record of a transaction left in doubt.
+const COMMIT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl KafkaSink {
     /// True if a `read_committed` consumer sees the record at `offset` of `partition`; false if
-    /// it skips it (aborted) or ends the partition there (the transaction is still open).
-    fn record_is_committed(&self, topic: &str, partition: i32, offset: i64) -> Result<bool> {
+    /// it skips it (aborted) or ends the partition there (the transaction is still open);
+    /// `None` if it cannot reach it within [`COMMIT_CHECK_TIMEOUT`] (an earlier open
+    /// transaction, of another producer, holds the partition back).
+    fn record_is_committed(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<bool>> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let mut config = self.table.client_config(&[]);
         config
@@ -226,12 +240,21 @@ impl KafkaSink {
         consumer
             .assign(&assignment)
             .map_err(|e| self.table.broker_error("assigning a partition", e))?;
-        let deadline = Instant::now() + self.table.timeout;
+        let deadline = Instant::now() + COMMIT_CHECK_TIMEOUT.min(self.table.timeout);
+        // The end of what the consumer may read at `offset`: the transaction is open, or its
+        // commit markers are still being written (a broker acknowledges a commit before its
+        // markers are in every partition). Wait a little for the latter.
+        let mut open_until: Option<Instant> = None;
         while Instant::now() < deadline {
+            if open_until.is_some_and(|t| Instant::now() >= t) {
+                return Ok(Some(false));
+            }
             match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
-                Some(Ok(message)) => return Ok(message.offset() == offset),
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(false),
+                Some(Ok(message)) => return Ok(Some(message.offset() == offset)),
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    open_until.get_or_insert(Instant::now() + COMMIT_MARKER_GRACE);
+                }
                 Some(Err(e)) => {
                     return Err(self.table.broker_error(
                         &format!("reading {topic}/{partition} at offset {offset}"),
@@ -240,12 +263,7 @@ impl KafkaSink {
                 }
             }
         }
-        exec_err!(
-            "Kafka table {}: could not learn within {:?} whether the transaction holding offset \
-             {offset} of {topic}/{partition} was committed",
-            self.table.table,
-            self.table.timeout
-        )
+        Ok(open_until.map(|_| false))
     }
 }
 
@@ -382,14 +400,16 @@ impl SinkConnector for KafkaSink {
                 continue;
             }
             let verdict = match verdicts[*i] {
-                Some(v) => v,
+                Some(v) => Some(v),
                 None => {
                     let v = self.record_is_committed(topic, *partition, *offset)?;
-                    verdicts[*i] = Some(v);
+                    verdicts[*i] = v;
                     v
                 }
             };
-            if !verdict {
+            // Past an open transaction (or one that could not be read) the partition tells
+            // nothing more.
+            if verdict != Some(true) {
                 blocked = Some((topic.as_str(), *partition));
             }
         }
