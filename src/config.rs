@@ -54,8 +54,8 @@ pub struct SabotConfig {
 pub enum StateBackend {
     /// In memory; checkpoints write it as Arrow IPC.
     Memory,
-    /// TUMBLE and HOP window state in RocksDB on local disk (it can exceed memory);
-    /// checkpoints are RocksDB checkpoints, uploaded incrementally.
+    /// Window state (TUMBLE, HOP, SESSION, window joins) in RocksDB on local disk (it can exceed
+    /// memory); checkpoints are RocksDB checkpoints, uploaded incrementally.
     RocksDb,
 }
 

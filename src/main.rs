@@ -87,6 +87,9 @@ enum BenchSuite {
         /// Checkpoint at this interval (e.g. `10s`) into a temporary directory.
         #[arg(long)]
         checkpoint_interval: Option<String>,
+        /// `state.backend`: `memory` or `rocksdb` (window state on local disk).
+        #[arg(long, default_value = "memory")]
+        backend: String,
         /// Where the events come from: `generator` (built in), or `kafka` (loaded into topics
         /// of a mock Kafka cluster first, as JSON; the run measures consume, decode, query).
         #[arg(long, default_value = "generator")]
@@ -207,10 +210,16 @@ fn main() -> ExitCode {
                         tps,
                         parallelism,
                         checkpoint_interval,
+                        backend,
                         source,
                         json,
                     },
             } => {
+                let mut config = sabot::SabotConfig::default();
+                if let Err(e) = sabot::config::Setting::StateBackend.apply(&mut config, &backend) {
+                    eprintln!("error: --backend: {e}");
+                    return ExitCode::FAILURE;
+                }
                 let source = match source.as_str() {
                     "generator" => bench::Source::Generator,
                     "kafka" => bench::Source::Kafka,
@@ -232,7 +241,12 @@ fn main() -> ExitCode {
                         }
                     },
                 };
-                bench_nexmark(query, events, tps, parallelism, interval, source, json).await
+                let run = bench::RunConfig {
+                    parallelism,
+                    checkpoint_interval: interval,
+                    backend: config.state_backend,
+                };
+                bench_nexmark(query, events, tps, run, source, json).await
             }
             Command::Bench {
                 suite:
@@ -416,11 +430,11 @@ async fn bench_nexmark(
     query: Option<String>,
     events: u64,
     tps: u64,
-    parallelism: usize,
-    checkpoint_interval: Option<std::time::Duration>,
+    run: bench::RunConfig,
     source: bench::Source,
     json: Option<String>,
 ) -> ExitCode {
+    let parallelism = run.parallelism;
     let queries: Vec<String> = match query {
         Some(q) => q.split(',').map(|s| s.trim().to_string()).collect(),
         None => bench::QUERIES.iter().map(|(n, _)| n.to_string()).collect(),
@@ -430,9 +444,9 @@ async fn bench_nexmark(
         eprintln!("{q}: {events} events, parallelism {parallelism}");
         // Several queries run one process each, so that each peak RSS is its own.
         let result = if queries.len() > 1 {
-            bench_in_child(q, events, tps, parallelism, checkpoint_interval, source)
+            bench_in_child(q, events, tps, run, source)
         } else {
-            bench::bench(q, events, tps, parallelism, checkpoint_interval, source)
+            bench::bench(q, events, tps, run, source)
                 .await
                 .map_err(|e| e.to_string())
         };
@@ -453,8 +467,7 @@ fn bench_in_child(
     query: &str,
     events: u64,
     tps: u64,
-    parallelism: usize,
-    checkpoint_interval: Option<std::time::Duration>,
+    run: bench::RunConfig,
     source: bench::Source,
 ) -> Result<bench::BenchResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
@@ -463,8 +476,11 @@ fn bench_in_child(
     let mut command = std::process::Command::new(exe);
     command.args(["bench", "nexmark", "--query", query]);
     command.args(["--events", &events.to_string(), "--tps", &tps.to_string()]);
-    command.args(["--parallelism", &parallelism.to_string()]);
-    if let Some(interval) = checkpoint_interval {
+    command.args(["--parallelism", &run.parallelism.to_string()]);
+    if run.backend == sabot::config::StateBackend::RocksDb {
+        command.args(["--backend", "rocksdb"]);
+    }
+    if let Some(interval) = run.checkpoint_interval {
         command.args([
             "--checkpoint-interval",
             &format!("{}ms", interval.as_millis()),

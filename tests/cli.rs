@@ -241,6 +241,43 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
     assert_eq!(results[0]["rows_out"].as_u64(), Some(18_400));
 }
 
+/// `sabot bench nexmark --backend rocksdb` runs each query (here in child processes) with its
+/// window state in RocksDB: the same output rows as the memory backend.
+#[test]
+fn bench_nexmark_with_rocksdb_state_gives_the_same_rows() {
+    let run = |backend: &str| {
+        let (results, _, _) = bench_json(&[
+            "bench",
+            "nexmark",
+            "--query",
+            "q5-agg,q11",
+            "--events",
+            "20000",
+            "--backend",
+            backend,
+        ]);
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["query"].as_str().unwrap().to_string(),
+                    r["rows_out"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let memory = run("memory");
+    let rocks = run("rocksdb");
+    assert_eq!(memory.len(), 2);
+    assert!(memory.iter().all(|(_, rows)| *rows > 0), "{memory:?}");
+    for ((mq, mrows), (rq, rrows)) in memory.iter().zip(&rocks) {
+        assert_eq!(rq, &format!("{mq} (rocksdb)"));
+        assert_eq!(mrows, rrows, "{mq}");
+    }
+}
+
 /// `sabot bench checkpoint` measures checkpoints of keyed window state, then restarts the job
 /// on its directory and reports the recovery from the newest checkpoint.
 #[test]

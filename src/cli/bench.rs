@@ -13,6 +13,7 @@ use datafusion::common::{Result, plan_err};
 use futures::StreamExt;
 
 use crate::SabotConfig;
+use crate::config::StateBackend;
 use crate::planner::script::split_statements;
 use crate::runtime::job::{JobOptions, Started, start_job};
 
@@ -100,6 +101,17 @@ pub fn query_script(query: &str, events: u64, tps: u64) -> Result<String> {
         .replace("${TPS}", &tps.to_string()))
 }
 
+/// How a benchmark job runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RunConfig {
+    /// Parallel tasks.
+    pub parallelism: usize,
+    /// Checkpoint at this interval (into a temporary directory).
+    pub checkpoint_interval: Option<Duration>,
+    /// `state.backend`.
+    pub backend: StateBackend,
+}
+
 /// Event time of the first event in the benchmark scripts (`base-time` 2024-01-01 00:00:00).
 const BASE_TIME_MS: i64 = 1_704_067_200_000;
 
@@ -109,21 +121,11 @@ pub async fn run_once(
     query: &str,
     events: u64,
     tps: u64,
-    parallelism: usize,
-    checkpoint_interval: Option<Duration>,
+    run: RunConfig,
     progress: bool,
 ) -> Result<BenchResult> {
     let script = query_script(query, events, tps)?;
-    run_script(
-        query,
-        &script,
-        events,
-        tps,
-        parallelism,
-        checkpoint_interval,
-        progress,
-    )
-    .await
+    run_script(query, &script, events, tps, run, progress).await
 }
 
 /// Runs `script` (a query's script over `events` Nexmark events at `tps`) once and measures it.
@@ -132,14 +134,19 @@ pub async fn run_script(
     script: &str,
     events: u64,
     tps: u64,
-    parallelism: usize,
-    checkpoint_interval: Option<Duration>,
+    run: RunConfig,
     progress: bool,
 ) -> Result<BenchResult> {
+    let RunConfig {
+        parallelism,
+        checkpoint_interval,
+        backend,
+    } = run;
     let ctx = crate::session_context(SabotConfig {
         parallelism,
         batch_size: 8192,
         checkpoint_interval: None,
+        state_backend: backend,
         ..SabotConfig::default()
     });
     let statements = split_statements(script)?;
@@ -229,7 +236,10 @@ pub async fn run_script(
             .iter()
             .map(|c| c.duration_ms)
             .fold(0.0, f64::max),
-        query: query.to_string(),
+        query: match backend {
+            StateBackend::Memory => query.to_string(),
+            StateBackend::RocksDb => format!("{query} (rocksdb)"),
+        },
         events,
         rows_read: stats.events_in(),
         rows_out: stats.rows_out(),
@@ -313,25 +323,20 @@ pub async fn bench(
     query: &str,
     events: u64,
     tps: u64,
-    parallelism: usize,
-    checkpoint_interval: Option<Duration>,
+    run: RunConfig,
     source: Source,
 ) -> Result<BenchResult> {
     if source == Source::Kafka {
         let script = query_script(query, events, tps)?;
-        return super::bench_kafka::nexmark_over_kafka(
-            query,
-            &script,
-            events,
-            tps,
-            parallelism,
-            checkpoint_interval,
-        )
-        .await;
+        return super::bench_kafka::nexmark_over_kafka(query, &script, events, tps, run).await;
     }
     let warmup = (events / 10).clamp(1, 1_000_000);
-    run_once(query, warmup, tps, parallelism, None, false).await?;
-    run_once(query, events, tps, parallelism, checkpoint_interval, true).await
+    let no_checkpoints = RunConfig {
+        checkpoint_interval: None,
+        ..run
+    };
+    run_once(query, warmup, tps, no_checkpoints, false).await?;
+    run_once(query, events, tps, run, true).await
 }
 
 /// A table of results.

@@ -207,8 +207,7 @@ pub async fn nexmark_over_kafka(
     script: &str,
     events: u64,
     tps: u64,
-    parallelism: usize,
-    checkpoint_interval: Option<std::time::Duration>,
+    run: super::bench::RunConfig,
 ) -> Result<BenchResult> {
     let tables = nexmark_tables(script)?;
     if tables.is_empty() {
@@ -266,16 +265,8 @@ pub async fn nexmark_over_kafka(
             None => rewritten.push(statement.sql.clone()),
         }
     }
-    let mut result = super::bench::run_script(
-        query,
-        &rewritten.join(";\n"),
-        events,
-        tps,
-        parallelism,
-        checkpoint_interval,
-        true,
-    )
-    .await?;
+    let mut result =
+        super::bench::run_script(query, &rewritten.join(";\n"), events, tps, run, true).await?;
     result.query = format!("{query} (kafka)");
     drop(broker);
     Ok(result)
