@@ -471,6 +471,27 @@ fn rocksdb_snapshots(select: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Checkpoints of a job written by versions that named the directory after the statement's
+/// position (`job-4` for the INSERT, the script's 4th statement; now `job-1`, its first job)
+/// are still resumed.
+#[test]
+fn checkpoints_under_the_old_job_directory_name_resume() {
+    let fixture = Fixture::new();
+    let expected = fixture.oracle(TUMBLE_BATCH);
+    let script = fixture.script_in("out", TUMBLE, Backend::Memory, "");
+    let state = fixture.path("state");
+    assert_eq!(
+        run_with_state(&script, &state, 2, Some("after-manifest@3")),
+        86
+    );
+    std::fs::rename(state.join("job-1"), state.join("job-4")).unwrap();
+    assert_eq!(run_with_state(&script, &state, 2, None), 0);
+    assert!(!state.join("job-1").exists());
+    let got = read_rows(&fixture.path("out"));
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "rows differ");
+}
+
 /// A job checkpointed with in-memory state resumes with `state.backend` = `rocksdb`: window
 /// slices, SESSION rows and window-join rows are written into the new databases.
 #[test]

@@ -710,46 +710,43 @@ impl Drop for UploadGuard {
 /// committed by the producer that began it: if it was not committed, the restarted producer
 /// aborts it, and the checkpoint's output is lost. Then the previous checkpoint is restored
 /// instead (its output was committed before the next checkpoint began), and the rows after it
-/// are produced again. The lost checkpoint is deleted, so that the epochs the resumed run
-/// writes never meet its files.
+/// are produced again; if it was the first checkpoint, the job starts over. The lost
+/// checkpoint is deleted (once the one to fall back on is found), so that the epochs the
+/// resumed run writes never meet its files.
 async fn recover_committed(
     store: &CheckpointStore,
     job: &str,
     participants: &[Participant],
 ) -> Result<Option<super::store::Recovery>> {
-    let mut before = u64::MAX;
+    let Some(mut recovery) = store.recover(job).await? else {
+        return Ok(None);
+    };
     loop {
-        let Some(recovery) = store.recover_before(job, before).await? else {
-            if before != u64::MAX && before > 1 {
-                return datafusion::common::plan_err!(
-                    "checkpoint {before} in '{}' is the only one left, and its Kafka \
-                     transactions were not committed before the crash: restoring it would lose \
-                     its output and starting over would repeat older output. Keep at least 2 \
-                     checkpoints ('checkpoint.retained')",
-                    store.location()
-                );
-            }
-            return Ok(None);
-        };
         let epoch = recovery.manifest.epoch;
-        match lost_output(participants, &recovery.manifest)? {
-            None => return Ok(Some(recovery)),
-            Some(what) => {
-                log::warn!("checkpoint {epoch}: {what}; restoring the previous checkpoint");
-                eprintln!("warning: checkpoint {epoch}: {what}; restoring the previous checkpoint");
-                store.delete_checkpoint(epoch).await?;
-                before = epoch;
-            }
+        let Some(what) = lost_output(participants, &recovery.manifest)? else {
+            return Ok(Some(recovery));
+        };
+        // The checkpoint to fall back on, before anything is deleted (an error if older
+        // checkpoints exist but none is intact: starting over would repeat their output).
+        let older = store.recover_before(job, epoch).await?;
+        let then = match &older {
+            Some(older) => format!("restoring checkpoint {}", older.manifest.epoch),
+            // The first complete checkpoint: nothing was committed before it.
+            None => "starting over (it was the first checkpoint)".to_string(),
+        };
+        log::warn!("checkpoint {epoch}: {what}; {then}");
+        eprintln!("warning: checkpoint {epoch}: {what}; {then}");
+        store.delete_checkpoint(epoch).await?;
+        match older {
+            Some(older) => recovery = older,
+            None => return Ok(None),
         }
     }
 }
 
 /// Why a manifest's sink output is lost, if it is (see [`recover_committed`]).
 fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Option<String>> {
-    if manifest.finished {
-        // The final checkpoint of a finished job: nothing to resume.
-        return Ok(None);
-    }
+    // Final checkpoints of finished jobs too: their sinks commit after the manifest as well.
     for participant in participants {
         let Some(sink) = &participant.sink else {
             continue;

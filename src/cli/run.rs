@@ -80,17 +80,19 @@ pub async fn run_script(
         },
         error,
     })?;
-    // Jobs are numbered among the script's jobs (queries and INSERTs), so that adding or
-    // changing other statements (a SET) before a restart still resumes the same job.
+    // Jobs are numbered among the script's checkpointed jobs (queries and INSERTs), so that
+    // adding or changing other statements (SET, CREATE, EXPLAIN) before a restart still
+    // resumes the same job.
     let mut jobs = 0;
     for (i, statement) in statements.into_iter().enumerate() {
-        if matches!(
-            classify(&statement.sql),
-            StatementKind::Query | StatementKind::Insert
-        ) {
+        let job = is_checkpointed_job(&statement.sql).then(|| {
             jobs += 1;
-        }
-        if let Err(error) = run_statement(ctx, &statement, jobs, format, current).await {
+            JobNumber {
+                number: jobs,
+                statement: i + 1,
+            }
+        });
+        if let Err(error) = run_statement(ctx, &statement, job, format, current).await {
             return Err(StatementError {
                 index: i + 1,
                 statement,
@@ -101,13 +103,35 @@ pub async fn run_script(
     Ok(())
 }
 
+/// A query or INSERT that checkpoints (not EXPLAIN or SHOW).
+fn is_checkpointed_job(sql: &str) -> bool {
+    let first = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    matches!(classify(sql), StatementKind::Query | StatementKind::Insert)
+        && first != "EXPLAIN"
+        && first != "SHOW"
+}
+
+/// Where a job stands in its script.
+#[derive(Debug, Clone, Copy)]
+struct JobNumber {
+    /// Among the script's checkpointed jobs (names its checkpoint directory, `job-<n>`).
+    number: usize,
+    /// Among all statements (what versions before 2026-11-29 named the directory after).
+    statement: usize,
+}
+
 async fn run_statement(
     ctx: &SabotContext,
     statement: &ScriptStatement,
-    job_number: usize,
+    job: Option<JobNumber>,
     format: OutputFormat,
     current: &CurrentJob,
 ) -> Result<()> {
+    let job_number = job.map_or(0, |j| j.number);
     let kind = classify(&statement.sql);
     let df = ctx.sql(&statement.sql).await?;
     if !matches!(kind, StatementKind::Query | StatementKind::Insert) {
@@ -117,9 +141,19 @@ async fn run_statement(
     let config = ctx.config();
     // Each job of a script checkpoints into its own directory, named by its position; the
     // fingerprint of its SQL guards against resuming a different query's state.
-    let checkpoints = config.state_dir.as_ref().map(|dir| {
+    let checkpoints = config.state_dir.as_ref().zip(job).map(|(dir, job)| {
+        let dir = dir.trim_end_matches('/');
+        let mut location = format!("{dir}/job-{}", job.number);
+        // A local directory written by an earlier version under the statement's position.
+        let old = format!("{dir}/job-{}", job.statement);
+        if !dir.contains("://")
+            && !std::path::Path::new(&location).exists()
+            && std::path::Path::new(&old).exists()
+        {
+            location = old;
+        }
         let checkpoint = CheckpointConfig {
-            location: format!("{}/job-{job_number}", dir.trim_end_matches('/')),
+            location,
             retained: config.checkpoint_retained,
             timeout: config.checkpoint_timeout,
             local_dir: config.rocksdb_dir(),

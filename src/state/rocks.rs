@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
@@ -209,6 +210,7 @@ fn remove_stale(root: &Path) {
 /// nothing.
 pub struct RowCodec {
     converter: Option<RowConverter>,
+    types: Vec<DataType>,
 }
 
 impl RowCodec {
@@ -216,7 +218,10 @@ impl RowCodec {
     /// one of them.
     pub fn try_new(types: Vec<DataType>, what: &str) -> Result<Self> {
         if types.is_empty() {
-            return Ok(Self { converter: None });
+            return Ok(Self {
+                converter: None,
+                types,
+            });
         }
         let fields: Vec<SortField> = types.iter().cloned().map(SortField::new).collect();
         if !RowConverter::supports_fields(&fields) {
@@ -227,6 +232,7 @@ impl RowCodec {
         }
         Ok(Self {
             converter: Some(RowConverter::new(fields)?),
+            types,
         })
     }
 
@@ -246,15 +252,25 @@ impl RowCodec {
         }
     }
 
-    /// Columns back from encoded rows.
+    /// Columns back from encoded rows, of the codec's types (the row format gives dictionary
+    /// columns back as plain values: they are cast back).
     pub fn decode<B: AsRef<[u8]>>(&self, rows: &[B]) -> Result<Vec<ArrayRef>> {
-        match &self.converter {
-            None => Ok(vec![]),
-            Some(c) => {
-                let parser = c.parser();
-                Ok(c.convert_rows(rows.iter().map(|r| parser.parse(r.as_ref())))?)
-            }
-        }
+        let Some(c) = &self.converter else {
+            return Ok(vec![]);
+        };
+        let parser = c.parser();
+        let columns = c.convert_rows(rows.iter().map(|r| parser.parse(r.as_ref())))?;
+        columns
+            .into_iter()
+            .zip(&self.types)
+            .map(|(column, t)| {
+                if column.data_type() == t {
+                    Ok(column)
+                } else {
+                    Ok(cast(&column, t)?)
+                }
+            })
+            .collect()
     }
 }
 
@@ -280,6 +296,27 @@ pub fn scan_prefix<'a, P: AsRef<[u8]> + 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dictionary columns come back as dictionaries (the row format decodes them as values).
+    #[test]
+    fn row_codec_gives_back_the_declared_types() {
+        use datafusion::arrow::array::{Array, DictionaryArray, Int64Array};
+        use datafusion::arrow::datatypes::Int32Type;
+        let dict: DictionaryArray<Int32Type> = vec!["x", "y", "x"].into_iter().collect();
+        let columns: Vec<ArrayRef> = vec![
+            std::sync::Arc::new(dict),
+            std::sync::Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+        ];
+        let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
+        let codec = RowCodec::try_new(types, "test columns").unwrap();
+        let rows = codec.encode(&columns, 3).unwrap();
+        let back = codec.decode(&rows).unwrap();
+        assert_eq!(back.len(), 2);
+        for (b, c) in back.iter().zip(&columns) {
+            assert_eq!(b.data_type(), c.data_type());
+            assert_eq!(b.to_data(), c.to_data());
+        }
+    }
 
     /// Directories of dead processes go; this process's and unrelated ones stay.
     #[test]

@@ -229,6 +229,8 @@ impl KafkaSink {
             .set("group.id", "sabot-transaction-check")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            // A record deleted by retention must not look like the end of the partition.
+            .set("auto.offset.reset", "error")
             .set("isolation.level", "read_committed");
         let consumer: BaseConsumer = config
             .create()
@@ -255,11 +257,14 @@ impl KafkaSink {
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     open_until.get_or_insert(Instant::now() + COMMIT_MARKER_GRACE);
                 }
+                // Out of range (retention), or a broker fault: try again until the deadline,
+                // then the transaction counts as one that cannot be told.
                 Some(Err(e)) => {
-                    return Err(self.table.broker_error(
-                        &format!("reading {topic}/{partition} at offset {offset}"),
-                        e,
-                    ));
+                    log::warn!(
+                        "Kafka table {}: reading {topic}/{partition} at offset {offset}: {e}",
+                        self.table.table
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
@@ -388,6 +393,21 @@ impl SinkConnector for KafkaSink {
             }
         }
         starts.sort();
+        // A transaction pre-committed again (its checkpoint was aborted) is one transaction.
+        let mut first_of: HashMap<(String, u64), usize> = HashMap::new();
+        let same: Vec<usize> = pre_commits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let id = c.get("transactional_id").and_then(|v| v.as_str());
+                let generation = c.get("generation").and_then(|v| v.as_u64());
+                match id.zip(generation) {
+                    Some((id, g)) => *first_of.entry((id.to_string(), g)).or_insert(i),
+                    None => i,
+                }
+            })
+            .collect();
+        starts.retain(|(_, _, _, i)| same[*i] == *i);
         // A read_committed consumer reads a partition up to its first open transaction (the
         // last stable offset). Looked up in offset order, each undecided transaction's first
         // record is either visible (committed), skipped (aborted) or the end of what the
@@ -407,13 +427,13 @@ impl SinkConnector for KafkaSink {
                     v
                 }
             };
-            // Past an open transaction (or one that could not be read) the partition tells
-            // nothing more.
+            // Past an open or aborted transaction (or one that could not be read) the partition
+            // tells nothing more (one not committed is enough to restore an older checkpoint).
             if verdict != Some(true) {
                 blocked = Some((topic.as_str(), *partition));
             }
         }
-        Ok(verdicts)
+        Ok(same.iter().map(|&first| verdicts[first]).collect())
     }
 
     fn explain(&self) -> String {

@@ -22,7 +22,9 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{JoinType, NullEquality, Result, internal_err, plan_err};
+use datafusion::common::{
+    JoinType, NullEquality, Result, exec_datafusion_err, internal_err, plan_err,
+};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
@@ -36,7 +38,7 @@ use futures::TryStreamExt;
 
 use super::inputs::{Event, TwoInputs};
 use super::state::SideCodec;
-use super::window_rows::{WindowRows, read_all};
+use super::window_rows::{WindowRows, for_each_stored};
 use super::{JoinParts, window_columns};
 use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::config::{SabotConfig, StateBackend};
@@ -483,26 +485,34 @@ impl WindowJoinStream {
                 && restored.same_parallelism()
             {
                 // This partition's own database: adopt its files.
+                let lacks = |key: &str| {
+                    exec_datafusion_err!(
+                        "the checkpointed window join state lacks '{key}'; it was written by \
+                         another version"
+                    )
+                };
                 let ends = saved
                     .meta
                     .get("ends")
                     .and_then(|e| e.as_array())
                     .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
-                    .unwrap_or_default();
+                    .ok_or_else(|| lacks("ends"))?;
                 let next = saved.meta.get("next").and_then(|n| n.as_u64());
-                rows.adopt(root, label, dir, ends, next.unwrap_or(0))?;
+                rows.adopt(root, label, dir, ends, next.ok_or_else(|| lacks("next"))?)?;
                 checkpoint.adopted(saved);
             } else {
                 // Another parallelism: keep the rows whose join keys hash to this task.
+                let (on, partition, partitions) = (&self.spec.on, self.partition, self.partitions);
+                let rows = &mut self.rows;
                 for (_, dir) in &databases {
-                    for (end, side, batch) in read_all(dir)? {
-                        let keys = join_keys(&self.spec.on, side, &batch)?;
-                        let mine =
-                            rows_of_partition(&batch, &keys, self.partition, self.partitions)?;
+                    for_each_stored(dir, |end, side, batch| {
+                        let keys = join_keys(on, side, &batch)?;
+                        let mine = rows_of_partition(&batch, &keys, partition, partitions)?;
                         if mine.num_rows() > 0 {
-                            self.rows.push(end, side, mine)?;
+                            rows.push(end, side, mine)?;
                         }
-                    }
+                        Ok(())
+                    })?;
                 }
             }
         }

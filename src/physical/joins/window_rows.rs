@@ -155,21 +155,23 @@ impl RocksWindowRows {
     }
 }
 
-/// Every stored batch of a restored database (opened read-only from `files`): (window end,
-/// side, rows), for restoring at another parallelism.
-pub(super) fn read_all(files: &Path) -> Result<Vec<(i64, usize, RecordBatch)>> {
+/// Calls `f(window end, side, rows)` for every stored batch of a restored database (opened
+/// read-only from `files`), one at a time: restoring at another parallelism.
+pub(super) fn for_each_stored(
+    files: &Path,
+    mut f: impl FnMut(i64, usize, RecordBatch) -> Result<()>,
+) -> Result<()> {
     let db = StateDb::open_read_only(files)?;
-    let mut out = Vec::new();
     for entry in scan_prefix(&db, []) {
         let (key, value) = entry?;
         let end = end_of(&key)
             .ok_or_else(|| exec_datafusion_err!("RocksDB state: a join key without its window"))?;
         let side = usize::from(key.get(8).copied().unwrap_or(0) == 1);
         for batch in snapshot::decode(&value.into_vec().into(), "window join rows")? {
-            out.push((end, side, batch));
+            f(end, side, batch)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,7 +232,12 @@ mod tests {
         let staged = root.path().join("chk");
         r.checkpoint(&staged).unwrap();
         assert_eq!(r.ends(), vec![4_000]);
-        let stored = read_all(&staged).unwrap();
+        let mut stored = Vec::new();
+        for_each_stored(&staged, |end, side, rows| {
+            stored.push((end, side, rows));
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(stored, vec![(4_000, 0, batch(&[6]))]);
         assert!(!rocks.is_empty());
         rocks.take(4_000).unwrap();

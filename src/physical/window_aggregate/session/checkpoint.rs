@@ -14,7 +14,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, exec_datafusion_err, internal_err, plan_err};
 use datafusion::logical_expr::EmitTo;
 
 use super::rocks::{IndexEntry, read_index};
@@ -159,13 +159,20 @@ impl SessionAggregateStream {
                 && restored.same_parallelism()
             {
                 // This partition's own database: adopt its files.
-                let counter = |key: &str| saved.meta.get(key).and_then(|v| v.as_u64());
+                let counter = |key: &str| {
+                    saved.meta.get(key).and_then(|v| v.as_u64()).ok_or_else(|| {
+                        exec_datafusion_err!(
+                            "the checkpointed SESSION state lacks '{key}'; it was written by \
+                             another version"
+                        )
+                    })
+                };
                 let entries = rocks.adopt(
                     root,
                     label,
                     dir,
-                    counter("next_segment").unwrap_or(0),
-                    counter("next_row").unwrap_or(0),
+                    counter("next_segment")?,
+                    counter("next_row")?,
                 )?;
                 checkpoint.adopted(saved);
                 self.add_indexed(entries)?;

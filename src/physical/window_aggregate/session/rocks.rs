@@ -275,16 +275,15 @@ impl RocksRows {
         self.db.staging_dir(epoch)
     }
 
-    /// Copies the rows of `segment` of the restored database `old` into a new segment; the
-    /// new segment.
+    /// Copies the rows of `segment` of the restored database `old` into a new segment, in
+    /// order, numbered as new rows; the new segment.
     pub fn copy_segment(&mut self, old: &DB, segment: u64) -> Result<u64> {
         let to = self.new_segment();
         let mut batch = WriteBatch::default();
         for entry in scan_prefix(old, segment_prefix(segment)) {
-            let (key, value) = entry?;
-            let mut new_key = key.to_vec();
-            new_key[1..9].copy_from_slice(&to.to_be_bytes());
-            batch.put(new_key, value);
+            let (_, value) = entry?;
+            batch.put(row_key(to, self.next_row), value);
+            self.next_row += 1;
             if batch.len() >= CHUNK_ROWS {
                 self.db.write(std::mem::take(&mut batch))?;
             }
@@ -304,6 +303,57 @@ pub(super) fn read_index(db: &DB) -> Result<Vec<IndexEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn store(root: &Path) -> RocksRows {
+        RocksRows::try_new(
+            root,
+            "session",
+            vec![DataType::Int64],
+            vec![DataType::Utf8],
+            vec![vec![DataType::Int64]],
+            vec![false],
+        )
+        .unwrap()
+    }
+
+    fn inputs(values: Vec<i64>) -> AggregateInputs {
+        AggregateInputs {
+            values: vec![vec![std::sync::Arc::new(
+                datafusion::arrow::array::Int64Array::from(values),
+            )]],
+            filters: vec![None],
+        }
+    }
+
+    /// Rows copied into a new segment (restoring at another parallelism) are renumbered, so
+    /// rows added to that segment later never replace them.
+    #[test]
+    fn copied_segments_keep_every_row_and_take_new_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let mut old = store(root.path());
+        let segment = old.new_segment();
+        let keys: Vec<ArrayRef> = vec![std::sync::Arc::new(
+            datafusion::arrow::array::StringArray::from(vec!["a", "b", "c"]),
+        )];
+        old.write(
+            &keys,
+            &inputs(vec![1, 2, 3]),
+            &[(0, segment), (1, segment), (2, segment)],
+        )
+        .unwrap();
+        let mut new = store(root.path());
+        let copied = new.copy_segment(old.db.db(), segment).unwrap();
+        let one: Vec<ArrayRef> = vec![std::sync::Arc::new(
+            datafusion::arrow::array::StringArray::from(vec!["d"]),
+        )];
+        new.write(&one, &inputs(vec![4]), &[(0, copied)]).unwrap();
+        let values: Vec<Box<[u8]>> = new.rows_of(copied).map(|e| e.unwrap().1).collect();
+        let (keys, inputs) = new.decode(&values).unwrap();
+        let keys: Vec<&str> = keys[0].as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, vec!["a", "b", "c", "d"]);
+        let sums = inputs.values[0][0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(sums.values().to_vec(), vec![1, 2, 3, 4]);
+    }
 
     #[test]
     fn index_entries_round_trip() {
