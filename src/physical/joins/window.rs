@@ -425,16 +425,18 @@ impl WindowJoinStream {
         let Some(checkpoint) = &self.checkpoint else {
             return Ok(());
         };
-        let windows = match &self.rows {
-            WindowRows::Memory(windows) => windows,
-            WindowRows::Rocks(r) => {
-                let staged = r.staging_dir(epoch);
-                // Left over from an aborted checkpoint of a crashed run.
-                let _ = std::fs::remove_dir_all(&staged);
-                let files = r.checkpoint(&staged)?;
-                let instance = r.instance().to_string();
-                return checkpoint.snapshot_files(epoch, self.meta(), files, staged, &instance);
-            }
+        if let WindowRows::Rocks(r) = &mut self.rows {
+            let staged = r.staging_dir(epoch);
+            // Left over from an aborted checkpoint of a crashed run.
+            let _ = std::fs::remove_dir_all(&staged);
+            let files = r.checkpoint(&staged)?;
+            let instance = r.instance().to_string();
+            // After the checkpoint wrote the gathered rows (it moves the sequence number on).
+            let meta = self.meta();
+            return checkpoint.snapshot_files(epoch, meta, files, staged, &instance);
+        }
+        let WindowRows::Memory(windows) = &self.rows else {
+            return Ok(());
         };
         let mut batches = Vec::new();
         for sides in windows.values() {

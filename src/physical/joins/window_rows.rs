@@ -1,11 +1,12 @@
 //! The buffered rows of a window join's open windows, in memory or in RocksDB
 //! (`state.backend` = `rocksdb`).
 //!
-//! In RocksDB each buffered input batch (the rows of one side falling into one window) is one
-//! entry: the key is the window end (8 bytes, ordered), the side (1 byte) and a sequence number
-//! (8 bytes); the value is the batch as an Arrow IPC stream, so every column type is stored as
-//! is. A window that fires is read back, both sides, and deleted: joining needs memory for the
-//! firing window only, not for every open window.
+//! In RocksDB the rows of one side falling into one window are stored in entries: the key is
+//! the window end (8 bytes, ordered), the side (1 byte) and a sequence number (8 bytes); the
+//! value is an Arrow IPC stream, so every column type is stored as is. Input batches are
+//! gathered in memory, up to [`FLUSH_ROWS`] rows over all windows, and written one entry per
+//! window and side (and at every checkpoint). A window that fires is read back, both sides, and
+//! deleted: joining needs memory for the firing window only, not for every open window.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -27,11 +28,17 @@ pub(super) enum WindowRows {
 /// Rows of open windows in RocksDB.
 pub(super) struct RocksWindowRows {
     db: StateDb,
-    /// Ends of the windows with stored rows.
+    /// Ends of the windows with rows (stored or gathered).
     ends: BTreeSet<i64>,
     next: u64,
     schemas: [SchemaRef; 2],
+    /// Rows gathered in memory, not written yet, by window end and side.
+    gathered: BTreeMap<(i64, usize), Vec<RecordBatch>>,
+    gathered_rows: usize,
 }
+
+/// Rows gathered in memory before they are written to RocksDB.
+pub const FLUSH_ROWS: usize = 65_536;
 
 /// The 8-byte prefix of window end `end`: big-endian with the sign bit flipped, so that byte
 /// order is numeric order.
@@ -52,6 +59,8 @@ impl WindowRows {
             ends: BTreeSet::new(),
             next: 0,
             schemas,
+            gathered: BTreeMap::new(),
+            gathered_rows: 0,
         })))
     }
 
@@ -63,16 +72,12 @@ impl WindowRows {
                 Ok(())
             }
             Self::Rocks(r) => {
-                let mut key = Vec::with_capacity(17);
-                key.extend_from_slice(&end_prefix(end));
-                key.push(side as u8);
-                key.extend_from_slice(&r.next.to_be_bytes());
-                r.next += 1;
-                let value = snapshot::encode(&r.schemas[side], &[rows])?;
-                let mut batch = WriteBatch::default();
-                batch.put(key, value);
-                r.db.write(batch)?;
+                r.gathered_rows += rows.num_rows();
+                r.gathered.entry((end, side)).or_default().push(rows);
                 r.ends.insert(end);
+                if r.gathered_rows >= FLUSH_ROWS {
+                    r.flush()?;
+                }
                 Ok(())
             }
         }
@@ -108,6 +113,13 @@ impl WindowRows {
                     delete.delete(key);
                 }
                 r.db.write(delete)?;
+                // Then the rows gathered since (in arrival order).
+                for (side, rows) in sides.iter_mut().enumerate() {
+                    if let Some(gathered) = r.gathered.remove(&(end, side)) {
+                        r.gathered_rows -= gathered.iter().map(|b| b.num_rows()).sum::<usize>();
+                        rows.extend(gathered);
+                    }
+                }
                 r.ends.remove(&end);
                 Ok(sides)
             }
@@ -129,8 +141,24 @@ impl RocksWindowRows {
         self.next
     }
 
-    /// Writes a RocksDB checkpoint into `into`; its files.
-    pub fn checkpoint(&self, into: &Path) -> Result<Vec<std::path::PathBuf>> {
+    /// Writes the gathered rows, one entry per window and side.
+    fn flush(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for ((end, side), rows) in std::mem::take(&mut self.gathered) {
+            let mut key = Vec::with_capacity(17);
+            key.extend_from_slice(&end_prefix(end));
+            key.push(side as u8);
+            key.extend_from_slice(&self.next.to_be_bytes());
+            self.next += 1;
+            batch.put(key, snapshot::encode(&self.schemas[side], &rows)?);
+        }
+        self.gathered_rows = 0;
+        self.db.write(batch)
+    }
+
+    /// Writes the gathered rows, then a RocksDB checkpoint into `into`; its files.
+    pub fn checkpoint(&mut self, into: &Path) -> Result<Vec<std::path::PathBuf>> {
+        self.flush()?;
         self.db.checkpoint(into)
     }
 
@@ -226,7 +254,7 @@ mod tests {
                 memory.take(expected_end).unwrap()
             );
         }
-        let WindowRows::Rocks(r) = &rocks else {
+        let WindowRows::Rocks(r) = &mut rocks else {
             unreachable!()
         };
         let staged = root.path().join("chk");
@@ -239,8 +267,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(stored, vec![(4_000, 0, batch(&[6]))]);
+        // Window 4 s: its stored rows (written by the checkpoint), then rows gathered since.
+        rocks.push(4_000, 0, batch(&[7])).unwrap();
         assert!(!rocks.is_empty());
-        rocks.take(4_000).unwrap();
+        let [left, right] = rocks.take(4_000).unwrap();
+        assert_eq!(left, vec![batch(&[6]), batch(&[7])]);
+        assert!(right.is_empty());
         assert!(rocks.is_empty());
+        // More rows than are gathered in memory: written as they come, read back the same.
+        let many: Vec<i64> = (0..FLUSH_ROWS as i64 + 10).collect();
+        rocks.push(6_000, 1, batch(&many[..10])).unwrap();
+        rocks.push(6_000, 1, batch(&many[10..])).unwrap();
+        let WindowRows::Rocks(r) = &rocks else {
+            unreachable!()
+        };
+        assert_eq!(r.gathered_rows, 0);
+        let [left, right] = rocks.take(6_000).unwrap();
+        assert!(left.is_empty());
+        let schema = batch(&[]).schema();
+        let right = datafusion::arrow::compute::concat_batches(&schema, &right).unwrap();
+        assert_eq!(right, batch(&many));
     }
 }
