@@ -723,7 +723,12 @@ async fn recover_committed(
     };
     loop {
         let epoch = recovery.manifest.epoch;
-        let Some(what) = lost_output(participants, &recovery.manifest)? else {
+        // Looking transactions up blocks on a broker: not on the async worker threads.
+        let (owned, manifest) = (participants.to_vec(), recovery.manifest.clone());
+        let lost = tokio::task::spawn_blocking(move || lost_output(&owned, &manifest))
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        let Some(what) = lost else {
             return Ok(Some(recovery));
         };
         // The checkpoint to fall back on, before anything is deleted (an error if older
