@@ -31,6 +31,7 @@ use datafusion::common::Result;
 
 use super::failpoint::{self, Failpoint};
 use super::manifest::{FileEntry, MANIFEST_FORMAT, Manifest, PartitionSnapshot};
+use super::sinks;
 use super::store::CheckpointStore;
 use crate::connectors::SinkConnector;
 use crate::state::snapshot;
@@ -75,6 +76,31 @@ pub struct RestoredPartition {
     pub db_dir: Option<std::path::PathBuf>,
     /// The manifest's entries of those files.
     pub db_files: Vec<FileEntry>,
+}
+
+impl RestoredPartition {
+    /// The number `key` of the metadata; an error naming `what` if it is missing.
+    pub fn meta_u64(&self, key: &str, what: &str) -> Result<u64> {
+        self.meta
+            .get(key)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| lacks(what, key))
+    }
+
+    /// The list of numbers `key` of the metadata; an error naming `what` if it is missing.
+    pub fn meta_i64s(&self, key: &str, what: &str) -> Result<Vec<i64>> {
+        self.meta
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+            .ok_or_else(|| lacks(what, key))
+    }
+}
+
+fn lacks(what: &str, key: &str) -> datafusion::error::DataFusionError {
+    datafusion::common::exec_datafusion_err!(
+        "the checkpointed {what} state lacks '{key}'; it was written by another version"
+    )
 }
 
 /// A file of a RocksDB checkpoint to upload (see [`Checkpointing::snapshot_files`]).
@@ -164,7 +190,7 @@ impl Checkpointing {
         participants: Vec<Participant>,
     ) -> Result<Opened> {
         let store = CheckpointStore::open(&config.location)?;
-        let recovery = recover_committed(&store, &job, &participants).await?;
+        let recovery = sinks::recover_committed(&store, &job, &participants).await?;
         let mut restored = HashMap::new();
         let mut restored_epoch = 0;
         let mut restore_dir = None;
@@ -176,7 +202,7 @@ impl Checkpointing {
             let manifest = recovery.manifest;
             restored_epoch = manifest.epoch;
             // Commits are idempotent: what the crashed run may not have committed is now.
-            commit_sinks(&participants, &manifest.operators, None)?;
+            sinks::commit_sinks(&participants, &manifest.operators, None)?;
             if manifest.finished {
                 return Ok(Opened::AlreadyFinished {
                     epoch: manifest.epoch,
@@ -631,9 +657,11 @@ impl Checkpointing {
         // Sink commits may block on a broker: not on the async worker threads.
         let participants = self.participants.clone();
         let operators = manifest.operators.clone();
-        tokio::task::spawn_blocking(move || commit_sinks(&participants, &operators, Some(epoch)))
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        tokio::task::spawn_blocking(move || {
+            sinks::commit_sinks(&participants, &operators, Some(epoch))
+        })
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
         failpoint::check(Failpoint::AfterSinkCommit, epoch);
         self.completed.send_replace(epoch);
         if let Err(e) = self
@@ -701,174 +729,6 @@ impl Drop for UploadGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// The newest intact checkpoint whose sink output is not lost.
-///
-/// A crash after a checkpoint's manifest is durable and before its sink commits leaves the
-/// commits in doubt. Most are re-applied on recovery, but a Kafka transaction can only be
-/// committed by the producer that began it: if it was not committed, the restarted producer
-/// aborts it, and the checkpoint's output is lost. Then the previous checkpoint is restored
-/// instead (its output was committed before the next checkpoint began), and the rows after it
-/// are produced again; if it was the first checkpoint, the job starts over. The lost
-/// checkpoint is deleted (once the one to fall back on is found), so that the epochs the
-/// resumed run writes never meet its files.
-async fn recover_committed(
-    store: &CheckpointStore,
-    job: &str,
-    participants: &[Participant],
-) -> Result<Option<super::store::Recovery>> {
-    let Some(mut recovery) = store.recover(job).await? else {
-        return Ok(None);
-    };
-    loop {
-        let epoch = recovery.manifest.epoch;
-        // Looking transactions up blocks on a broker: not on the async worker threads.
-        let (owned, manifest) = (participants.to_vec(), recovery.manifest.clone());
-        let lost = tokio::task::spawn_blocking(move || lost_output(&owned, &manifest))
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
-        let Some(what) = lost else {
-            return Ok(Some(recovery));
-        };
-        // The checkpoint to fall back on, before anything is deleted (an error if older
-        // checkpoints exist but none is intact: starting over would repeat their output).
-        let older = store.recover_before(job, epoch).await?;
-        let then = match &older {
-            Some(older) => format!("restoring checkpoint {}", older.manifest.epoch),
-            // The first complete checkpoint: nothing was committed before it.
-            None => "starting over (it was the first checkpoint)".to_string(),
-        };
-        log::warn!("checkpoint {epoch}: {what}; {then}");
-        eprintln!("warning: checkpoint {epoch}: {what}; {then}");
-        store.delete_checkpoint(epoch).await?;
-        match older {
-            Some(older) => recovery = older,
-            None => return Ok(None),
-        }
-    }
-}
-
-/// Why a manifest's sink output is lost, if it is (see [`recover_committed`]).
-fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Option<String>> {
-    // Final checkpoints of finished jobs too: their sinks commit after the manifest as well.
-    for participant in participants {
-        let Some(sink) = &participant.sink else {
-            continue;
-        };
-        let mut commits = Vec::new();
-        for snapshot in manifest
-            .operators
-            .get(&participant.operator)
-            .into_iter()
-            .flatten()
-        {
-            match &snapshot.meta {
-                serde_json::Value::Array(list) => commits.extend(list.iter()),
-                serde_json::Value::Null => {}
-                commit => commits.push(commit),
-            }
-        }
-        let verdicts = sink.committed(&commits)?;
-        let id = |i: usize| {
-            commits[i]
-                .get("transactional_id")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-                .to_string()
-        };
-        let with = |verdict: Option<bool>| -> Vec<String> {
-            (0..commits.len())
-                .filter(|i| verdicts.get(*i).copied().flatten() == verdict)
-                .map(id)
-                .collect()
-        };
-        // Transactions with records (only their output can be lost or doubled).
-        let has_records = |i: usize| {
-            commits[i]
-                .get("offsets")
-                .and_then(|o| o.as_object())
-                .is_some_and(|o| !o.is_empty())
-        };
-        let unknown: Vec<String> = (0..commits.len())
-            .filter(|i| verdicts.get(*i).copied().flatten().is_none() && has_records(*i))
-            .map(id)
-            .collect();
-        let (lost, committed) = (with(Some(false)), with(Some(true)));
-        let unknown_note = format!(
-            "whether the sink's transactions {} were committed cannot be told (an open \
-             transaction holds their records back)",
-            unknown.join(", ")
-        );
-        if lost.is_empty() {
-            if !unknown.is_empty() {
-                log::warn!(
-                    "checkpoint {}: {unknown_note}; assuming they were",
-                    manifest.epoch
-                );
-                eprintln!(
-                    "warning: checkpoint {}: {unknown_note}; assuming they were",
-                    manifest.epoch
-                );
-            }
-            continue;
-        }
-        let mut what = format!(
-            "the sink's transactions {} were not committed before the crash",
-            lost.join(", ")
-        );
-        // Crashed between two commits: restoring the previous checkpoint writes the committed
-        // transactions' rows again (at least once, not exactly once).
-        if !committed.is_empty() {
-            what.push_str(&format!(
-                ", while {} were: their rows of this checkpoint will be written twice",
-                committed.join(", ")
-            ));
-        }
-        if !unknown.is_empty() {
-            what.push_str(&format!(
-                "; {unknown_note}: if they were, their rows of this checkpoint will be written \
-                 twice"
-            ));
-        }
-        return Ok(Some(what));
-    }
-    Ok(None)
-}
-
-/// Applies the pre-commits recorded in a manifest's sink snapshots.
-fn commit_sinks(
-    participants: &[Participant],
-    operators: &BTreeMap<String, Vec<PartitionSnapshot>>,
-    epoch: Option<u64>,
-) -> Result<()> {
-    // Per sink partition, every pre-commit not known to be committed yet (those of aborted
-    // checkpoints too), oldest first.
-    let mut partitions: Vec<(&Arc<dyn SinkConnector>, Vec<&serde_json::Value>)> = Vec::new();
-    for participant in participants {
-        let Some(sink) = &participant.sink else {
-            continue;
-        };
-        for snapshot in operators.get(&participant.operator).into_iter().flatten() {
-            let commits = match &snapshot.meta {
-                serde_json::Value::Array(list) => list.iter().collect(),
-                serde_json::Value::Null => continue,
-                commit => vec![commit],
-            };
-            partitions.push((sink, commits));
-        }
-    }
-    for (i, (sink, commits)) in partitions.iter().enumerate() {
-        for commit in commits {
-            sink.commit(commit)?;
-        }
-        if let Some(epoch) = epoch
-            && i + 1 < partitions.len()
-        {
-            failpoint::check(Failpoint::BetweenSinkCommits, epoch);
-        }
-    }
-    Ok(())
 }
 
 /// Downloads `files` (checked against their size and CRC-32) into the new directory `dir`.

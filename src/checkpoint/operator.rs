@@ -3,11 +3,12 @@
 //! choosing the saved state to restore (re-keyed when the parallelism changed).
 
 use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::Result;
+use datafusion::common::{Result, plan_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -18,6 +19,7 @@ use crate::checkpoint::manifest::{SHARED_DIR, checkpoint_dir};
 use crate::physical::message::NO_WATERMARK;
 use crate::runtime::job_context::JobContext;
 use crate::state::redistribute::rows_of_partition;
+use crate::state::rocks::StateDb;
 
 /// One partition of a stateful operator under a checkpointing job.
 pub struct OperatorCheckpoint {
@@ -73,18 +75,16 @@ impl OperatorCheckpoint {
         )
     }
 
-    /// Hands the files of a RocksDB checkpoint (staged in `staged`, of database `instance`)
-    /// and `meta` of barrier `epoch` over. SST files are immutable: each is uploaded once, to
+    /// Checkpoints `db` (RocksDB's checkpoint API, staged next to it) and hands its files and
+    /// `meta` of barrier `epoch` over. SST files are immutable: each is uploaded once, to
     /// `shared/`, and referenced by every later checkpoint that still contains it; the other
     /// files go to the checkpoint's directory.
-    pub fn snapshot_files(
-        &self,
-        epoch: u64,
-        meta: serde_json::Value,
-        files: Vec<std::path::PathBuf>,
-        staged: std::path::PathBuf,
-        instance: &str,
-    ) -> Result<()> {
+    pub fn snapshot_db(&self, epoch: u64, meta: serde_json::Value, db: &StateDb) -> Result<()> {
+        let staged = db.staging_dir(epoch);
+        // Left over from an aborted checkpoint of a crashed run.
+        let _ = std::fs::remove_dir_all(&staged);
+        let files = db.checkpoint(&staged)?;
+        let instance = db.instance();
         let base = format!("{}-{}", sanitize(&self.operator), self.partition);
         let uploaded = self.uploaded.lock().map(|u| u.clone()).unwrap_or_default();
         let files = files
@@ -187,7 +187,40 @@ impl OperatorCheckpoint {
     }
 }
 
+/// The RocksDB databases a partition restores from (see [`Restored::databases`]).
+pub enum RestoredDatabases<'a> {
+    /// None: the checkpoint holds no RocksDB state.
+    None,
+    /// Saved at the same parallelism: this partition's own database, to adopt.
+    Own(&'a RestoredPartition, &'a Path),
+    /// Saved at another parallelism: every database, to re-key.
+    Others(Vec<&'a Path>),
+}
+
 impl<'a> Restored<'a> {
+    /// The restored RocksDB databases; an error if there are some and this job does not keep
+    /// its state in RocksDB (`rocksdb` false).
+    pub fn databases(&self, rocksdb: bool) -> Result<RestoredDatabases<'a>> {
+        let saved: Vec<(&'a RestoredPartition, &'a Path)> = self
+            .mine
+            .iter()
+            .filter_map(|p| p.db_dir.as_deref().map(|d| (*p, d)))
+            .collect();
+        if saved.is_empty() {
+            return Ok(RestoredDatabases::None);
+        }
+        if !rocksdb {
+            return plan_err!(
+                "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; set it \
+                 again to resume the job"
+            );
+        }
+        Ok(match saved.as_slice() {
+            [(own, dir)] if self.same => RestoredDatabases::Own(own, dir),
+            _ => RestoredDatabases::Others(saved.into_iter().map(|(_, d)| d).collect()),
+        })
+    }
+
     /// True if saved at the same parallelism (only this partition's own state is restored).
     pub fn same_parallelism(&self) -> bool {
         self.same

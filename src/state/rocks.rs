@@ -274,6 +274,18 @@ impl RowCodec {
     }
 }
 
+/// `value` as 8 bytes whose byte order is numeric order (big-endian, sign bit flipped): the
+/// prefix of keys ordered by a time.
+pub fn ordered_prefix(value: i64) -> [u8; 8] {
+    ((value as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The value of a key's [`ordered_prefix`].
+pub fn ordered_prefix_of(key: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}
+
 /// A key and its value.
 pub type Entry = (Box<[u8]>, Box<[u8]>);
 
@@ -296,6 +308,17 @@ pub fn scan_prefix<'a, P: AsRef<[u8]> + 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordered_prefixes_order_numerically() {
+        let values = [i64::MIN, -10, -1, 0, 1, 10, i64::MAX];
+        for w in values.windows(2) {
+            assert!(ordered_prefix(w[0]) < ordered_prefix(w[1]));
+        }
+        for v in values {
+            assert_eq!(ordered_prefix_of(&ordered_prefix(v)), Some(v));
+        }
+    }
 
     /// Dictionary columns come back as dictionaries (the row format decodes them as values).
     #[test]

@@ -22,9 +22,7 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{
-    JoinType, NullEquality, Result, exec_datafusion_err, internal_err, plan_err,
-};
+use datafusion::common::{JoinType, NullEquality, Result, internal_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
@@ -40,7 +38,7 @@ use super::inputs::{Event, TwoInputs};
 use super::state::SideCodec;
 use super::window_rows::{WindowRows, for_each_stored};
 use super::{JoinParts, window_columns};
-use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::checkpoint::operator::{OperatorCheckpoint, RestoredDatabases};
 use crate::config::{SabotConfig, StateBackend};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{
@@ -426,17 +424,13 @@ impl WindowJoinStream {
             return Ok(());
         };
         if let WindowRows::Rocks(r) = &mut self.rows {
-            let staged = r.staging_dir(epoch);
-            // Left over from an aborted checkpoint of a crashed run.
-            let _ = std::fs::remove_dir_all(&staged);
-            let files = r.checkpoint(&staged)?;
-            let instance = r.instance().to_string();
-            // After the checkpoint wrote the gathered rows (it moves the sequence number on).
-            let meta = self.meta();
-            return checkpoint.snapshot_files(epoch, meta, files, staged, &instance);
+            // Before the metadata: the flush moves the sequence number on.
+            r.flush()?;
         }
-        let WindowRows::Memory(windows) = &self.rows else {
-            return Ok(());
+        let meta = self.meta();
+        let windows = match &self.rows {
+            WindowRows::Rocks(r) => return checkpoint.snapshot_db(epoch, meta, r.db()),
+            WindowRows::Memory(windows) => windows,
         };
         let mut batches = Vec::new();
         for sides in windows.values() {
@@ -447,7 +441,7 @@ impl WindowJoinStream {
                 }
             }
         }
-        checkpoint.snapshot(epoch, self.meta(), batches)
+        checkpoint.snapshot(epoch, meta, batches)
     }
 
     /// Restores the buffered windows and watermarks of the checkpoint the job resumes from.
@@ -470,43 +464,24 @@ impl WindowJoinStream {
         }
         self.inputs.restore_watermarks(watermarks);
         self.emitted = watermarks[0].min(watermarks[1]);
-        let databases: Vec<_> = restored
-            .partitions()
-            .iter()
-            .filter_map(|p| p.db_dir.as_ref().map(|d| (*p, d)))
-            .collect();
-        if !databases.is_empty() {
-            let (WindowRows::Rocks(rows), Some((root, label))) = (&mut self.rows, &self.rocks_dir)
-            else {
-                return plan_err!(
-                    "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; \
-                     set it again to resume the job"
-                );
-            };
-            if let [(saved, dir)] = databases.as_slice()
-                && restored.same_parallelism()
-            {
-                // This partition's own database: adopt its files.
-                let lacks = |key: &str| {
-                    exec_datafusion_err!(
-                        "the checkpointed window join state lacks '{key}'; it was written by \
-                         another version"
-                    )
+        let rocksdb = matches!(self.rows, WindowRows::Rocks(_));
+        match restored.databases(rocksdb)? {
+            RestoredDatabases::Own(saved, dir) => {
+                let (WindowRows::Rocks(rows), Some((root, label))) =
+                    (&mut self.rows, &self.rocks_dir)
+                else {
+                    return internal_err!("RocksDB window join state without its directory");
                 };
-                let ends = saved
-                    .meta
-                    .get("ends")
-                    .and_then(|e| e.as_array())
-                    .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
-                    .ok_or_else(|| lacks("ends"))?;
-                let next = saved.meta.get("next").and_then(|n| n.as_u64());
-                rows.adopt(root, label, dir, ends, next.ok_or_else(|| lacks("next"))?)?;
+                let ends = saved.meta_i64s("ends", "window join")?;
+                let next = saved.meta_u64("next", "window join")?;
+                rows.adopt(root, label, dir, ends, next)?;
                 checkpoint.adopted(saved);
-            } else {
-                // Another parallelism: keep the rows whose join keys hash to this task.
+            }
+            // Another parallelism: keep the rows whose join keys hash to this task.
+            RestoredDatabases::Others(dirs) => {
                 let (on, partition, partitions) = (&self.spec.on, self.partition, self.partitions);
                 let rows = &mut self.rows;
-                for (_, dir) in &databases {
+                for dir in dirs {
                     for_each_stored(dir, |end, side, batch| {
                         let keys = join_keys(on, side, &batch)?;
                         let mine = rows_of_partition(&batch, &keys, partition, partitions)?;
@@ -517,6 +492,7 @@ impl WindowJoinStream {
                     })?;
                 }
             }
+            RestoredDatabases::None => {}
         }
         let codec = self.codec.clone();
         let on = self.spec.on.clone();

@@ -16,7 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_datafusion_err};
 use rocksdb::WriteBatch;
 
-use crate::state::rocks::{StateDb, scan_prefix};
+use crate::state::rocks::{StateDb, ordered_prefix, ordered_prefix_of, scan_prefix};
 use crate::state::snapshot;
 
 /// Buffered rows by window end and side (see the module docs).
@@ -39,17 +39,6 @@ pub(super) struct RocksWindowRows {
 
 /// Rows gathered in memory before they are written to RocksDB.
 pub const FLUSH_ROWS: usize = 65_536;
-
-/// The 8-byte prefix of window end `end`: big-endian with the sign bit flipped, so that byte
-/// order is numeric order.
-fn end_prefix(end: i64) -> [u8; 8] {
-    ((end as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn end_of(key: &[u8]) -> Option<i64> {
-    let bytes: [u8; 8] = key.get(..8)?.try_into().ok()?;
-    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
-}
 
 impl WindowRows {
     /// Rows in RocksDB, in a new database under `root`.
@@ -105,7 +94,7 @@ impl WindowRows {
             Self::Rocks(r) => {
                 let mut sides: [Vec<RecordBatch>; 2] = Default::default();
                 let mut delete = WriteBatch::default();
-                for entry in scan_prefix(r.db.db(), end_prefix(end)) {
+                for entry in scan_prefix(r.db.db(), ordered_prefix(end)) {
                     let (key, value) = entry?;
                     let side = usize::from(key.get(8).copied().unwrap_or(0) == 1);
                     let batches = snapshot::decode(&value.into_vec().into(), "window join rows")?;
@@ -128,8 +117,9 @@ impl WindowRows {
 }
 
 impl RocksWindowRows {
-    pub fn instance(&self) -> &str {
-        self.db.instance()
+    /// The database (checkpoints: after [`flush`](Self::flush)).
+    pub fn db(&self) -> &StateDb {
+        &self.db
     }
 
     /// Window ends with stored rows (saved with a checkpoint).
@@ -142,11 +132,11 @@ impl RocksWindowRows {
     }
 
     /// Writes the gathered rows, one entry per window and side.
-    fn flush(&mut self) -> Result<()> {
+    pub fn flush(&mut self) -> Result<()> {
         let mut batch = WriteBatch::default();
         for ((end, side), rows) in std::mem::take(&mut self.gathered) {
             let mut key = Vec::with_capacity(17);
-            key.extend_from_slice(&end_prefix(end));
+            key.extend_from_slice(&ordered_prefix(end));
             key.push(side as u8);
             key.extend_from_slice(&self.next.to_be_bytes());
             self.next += 1;
@@ -154,16 +144,6 @@ impl RocksWindowRows {
         }
         self.gathered_rows = 0;
         self.db.write(batch)
-    }
-
-    /// Writes the gathered rows, then a RocksDB checkpoint into `into`; its files.
-    pub fn checkpoint(&mut self, into: &Path) -> Result<Vec<std::path::PathBuf>> {
-        self.flush()?;
-        self.db.checkpoint(into)
-    }
-
-    pub fn staging_dir(&self, epoch: u64) -> std::path::PathBuf {
-        self.db.staging_dir(epoch)
     }
 
     /// Replaces the (empty) database with one restored from a checkpoint (its files in `files`,
@@ -192,7 +172,7 @@ pub(super) fn for_each_stored(
     let db = StateDb::open_read_only(files)?;
     for entry in scan_prefix(&db, []) {
         let (key, value) = entry?;
-        let end = end_of(&key)
+        let end = ordered_prefix_of(&key)
             .ok_or_else(|| exec_datafusion_err!("RocksDB state: a join key without its window"))?;
         let side = usize::from(key.get(8).copied().unwrap_or(0) == 1);
         for batch in snapshot::decode(&value.into_vec().into(), "window join rows")? {
@@ -258,7 +238,8 @@ mod tests {
             unreachable!()
         };
         let staged = root.path().join("chk");
-        r.checkpoint(&staged).unwrap();
+        r.flush().unwrap();
+        r.db().checkpoint(&staged).unwrap();
         assert_eq!(r.ends(), vec![4_000]);
         let mut stored = Vec::new();
         for_each_stored(&staged, |end, side, rows| {

@@ -26,24 +26,13 @@ use super::slices::{FiredWindow, StateBatch, next_hop_window, parse_state_batch,
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, Emitted, GroupedAggregation};
 use crate::physical::window_spec::{WindowKind, WindowSpec};
 use crate::state::redistribute::partitions_of;
-use crate::state::rocks::{RowCodec, StateDb, scan_prefix};
+use crate::state::rocks::{RowCodec, StateDb, ordered_prefix, ordered_prefix_of, scan_prefix};
 
 /// Groups buffered in memory before they are merged into RocksDB.
 pub const BUFFER_GROUPS: usize = 65_536;
 
 /// Keys merged and emitted at a time when a window fires.
 pub const CHUNK_GROUPS: usize = 65_536;
-
-/// The 8-byte prefix of slice `start`: big-endian with the sign bit flipped, so that byte order
-/// is numeric order.
-fn slice_prefix(start: i64) -> [u8; 8] {
-    ((start as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn slice_of(key: &[u8]) -> Option<i64> {
-    let bytes: [u8; 8] = key.get(..8)?.try_into().ok()?;
-    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
-}
 
 /// See the module docs.
 pub(super) struct RocksSliceState {
@@ -125,9 +114,9 @@ impl RocksSliceState {
         })
     }
 
-    /// The database's instance name.
-    pub fn instance(&self) -> &str {
-        self.db.instance()
+    /// The database (checkpoints: after [`flush_all`](Self::flush_all)).
+    pub fn db(&self) -> &StateDb {
+        &self.db
     }
 
     /// HOP: end of the next window to fire.
@@ -188,7 +177,7 @@ impl RocksSliceState {
         if state.groups == 0 {
             return Ok(());
         }
-        let prefix = slice_prefix(slice);
+        let prefix = ordered_prefix(slice);
         let db_keys: Vec<Vec<u8>> = self
             .keys
             .encode(&state.keys, state.groups)?
@@ -249,8 +238,8 @@ impl RocksSliceState {
         if self.slices.remove(&slice) {
             let mut batch = WriteBatch::default();
             match slice.checked_add(1) {
-                Some(next) => batch.delete_range(slice_prefix(slice), slice_prefix(next)),
-                None => batch.delete_range(slice_prefix(slice).to_vec(), vec![0xff; 9]),
+                Some(next) => batch.delete_range(ordered_prefix(slice), ordered_prefix(next)),
+                None => batch.delete_range(ordered_prefix(slice).to_vec(), vec![0xff; 9]),
             }
             self.db.write(batch)?;
         }
@@ -266,7 +255,7 @@ impl RocksSliceState {
         end: i64,
         fired: &mut Vec<FiredWindow>,
     ) -> Result<()> {
-        let prefixes: Vec<[u8; 8]> = slices.iter().map(|s| slice_prefix(*s)).collect();
+        let prefixes: Vec<[u8; 8]> = slices.iter().map(|s| ordered_prefix(*s)).collect();
         let mut scans: Vec<_> = prefixes
             .iter()
             .map(|p| scan_prefix(self.db.db(), p))
@@ -400,17 +389,6 @@ impl RocksSliceState {
         Ok(())
     }
 
-    /// Flushes the buffers and writes a RocksDB checkpoint into `into`; its files.
-    pub fn checkpoint(&mut self, into: &Path) -> Result<Vec<std::path::PathBuf>> {
-        self.flush_all()?;
-        self.db.checkpoint(into)
-    }
-
-    /// Where a checkpoint of `epoch` is staged.
-    pub fn staging_dir(&self, epoch: u64) -> std::path::PathBuf {
-        self.db.staging_dir(epoch)
-    }
-
     /// Adds restored state rows in the in-memory backend's snapshot layout (see
     /// [`SliceState::snapshot`](super::slices::SliceState::snapshot)): `__slice`,
     /// `__frozen`, `keys` key columns, then the state columns.
@@ -481,7 +459,7 @@ impl RocksSliceState {
             if owner != partition {
                 continue;
             }
-            let Some(slice) = slice_of(k) else {
+            let Some(slice) = ordered_prefix_of(k) else {
                 return Err(exec_datafusion_err!(
                     "RocksDB state: a key without its slice"
                 ));
@@ -676,8 +654,9 @@ mod tests {
         feed(&set, &input(), |s, k, i, n| {
             state.update(s, k, i, n).unwrap()
         });
-        let staged = state.staging_dir(1);
-        let files = state.checkpoint(&staged).unwrap();
+        let staged = state.db().staging_dir(1);
+        state.flush_all().unwrap();
+        let files = state.db().checkpoint(&staged).unwrap();
         assert!(
             files
                 .iter()
@@ -722,16 +701,5 @@ mod tests {
         }
         all.sort();
         assert_eq!(all, expected);
-    }
-
-    #[test]
-    fn slice_prefixes_order_numerically() {
-        let starts = [i64::MIN, -10, -1, 0, 1, 10, i64::MAX];
-        for w in starts.windows(2) {
-            assert!(slice_prefix(w[0]) < slice_prefix(w[1]));
-        }
-        for s in starts {
-            assert_eq!(slice_of(&slice_prefix(s)), Some(s));
-        }
     }
 }

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use super::exec::WindowAggregateExec;
 use super::rocks_slices::RocksSliceState;
 use super::slices::{FiredWindow, SliceState};
-use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::checkpoint::operator::{OperatorCheckpoint, RestoredDatabases};
 use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
@@ -191,19 +191,14 @@ impl WindowAggregateStream {
         let Some(checkpoint) = &self.checkpoint else {
             return Ok(());
         };
+        if let Slices::Rocks(state) = &mut self.state {
+            // Every buffered group into the database, and so into the checkpoint.
+            state.flush_all()?;
+        }
+        let meta = self.meta();
         match &mut self.state {
-            Slices::Memory(state) => {
-                let batches = state.snapshot()?;
-                checkpoint.snapshot(epoch, self.meta(), batches)
-            }
-            Slices::Rocks(state) => {
-                let staged = state.staging_dir(epoch);
-                // Left over from an aborted checkpoint of a crashed run.
-                let _ = std::fs::remove_dir_all(&staged);
-                let files = state.checkpoint(&staged)?;
-                let instance = state.instance().to_string();
-                checkpoint.snapshot_files(epoch, self.meta(), files, staged, &instance)
-            }
+            Slices::Memory(state) => checkpoint.snapshot(epoch, meta, state.snapshot()?),
+            Slices::Rocks(state) => checkpoint.snapshot_db(epoch, meta, state.db()),
         }
     }
 
@@ -232,45 +227,28 @@ impl WindowAggregateStream {
         let keys = self.keys.len();
         // Slice batches: `__slice`, `__frozen`, then the group keys.
         let batches = checkpoint.batches(&restored, 2..2 + keys)?;
-        let databases: Vec<_> = restored
-            .partitions()
-            .iter()
-            .filter_map(|p| p.db_dir.as_ref().map(|d| (*p, d)))
-            .collect();
+        let databases = restored.databases(rocksdb_root.is_some())?;
         match (&mut self.state, rocksdb_root) {
-            (Slices::Memory(state), _) => {
-                if !databases.is_empty() {
-                    return datafusion::common::plan_err!(
-                        "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; \
-                         set it again to resume the job"
-                    );
-                }
-                state.restore(&batches, keys, next_end)
-            }
             (Slices::Rocks(state), Some(root)) => {
-                if let [(saved, dir)] = databases.as_slice()
-                    && restored.same_parallelism()
-                {
-                    // This partition's own database: adopt its files.
-                    let slices = saved
-                        .meta
-                        .get("slices")
-                        .and_then(|s| s.as_array())
-                        .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
-                        .unwrap_or_default();
-                    state.adopt(root, &format!("window-p{partition}"), dir, slices, next_end)?;
-                    checkpoint.adopted(saved);
-                    return Ok(());
-                }
-                for (_, dir) in &databases {
-                    state.restore_rekeyed(
-                        dir,
-                        partition,
-                        exec.properties().partitioning.partition_count(),
-                    )?;
+                match databases {
+                    RestoredDatabases::Own(saved, dir) => {
+                        let slices = saved.meta_i64s("slices", "window")?;
+                        let label = format!("window-p{partition}");
+                        state.adopt(root, &label, dir, slices, next_end)?;
+                        checkpoint.adopted(saved);
+                        return Ok(());
+                    }
+                    RestoredDatabases::Others(dirs) => {
+                        let partitions = exec.properties().partitioning.partition_count();
+                        for dir in dirs {
+                            state.restore_rekeyed(dir, partition, partitions)?;
+                        }
+                    }
+                    RestoredDatabases::None => {}
                 }
                 state.restore_batches(&batches, keys, next_end)
             }
+            (Slices::Memory(state), _) => state.restore(&batches, keys, next_end),
             (Slices::Rocks(_), None) => Ok(()),
         }
     }

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use datafusion::common::{Result, exec_datafusion_err, internal_err, plan_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::EmitTo;
 
 use super::rocks::{IndexEntry, read_index};
 use super::{Buffered, Session, SessionAggregateStream};
-use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::checkpoint::operator::{OperatorCheckpoint, RestoredDatabases};
 use crate::physical::aggregation::AggregateInputs;
 use crate::physical::message::NO_WATERMARK;
 use crate::state::redistribute::partitions_of;
@@ -61,12 +61,8 @@ impl SessionAggregateStream {
                     .map_or_else(Vec::new, |r| r.row(pk).data().to_vec()),
             })
         });
-        let staged = rocks.staging_dir(epoch);
-        // Left over from an aborted checkpoint of a crashed run.
-        let _ = std::fs::remove_dir_all(&staged);
-        let files = rocks.checkpoint(entries, &staged)?;
-        let instance = rocks.instance().to_string();
-        checkpoint.snapshot_files(epoch, meta, files, staged, &instance)
+        rocks.write_index(entries)?;
+        checkpoint.snapshot_db(epoch, meta, rocks.db())
     }
 
     /// The interned partition key values, in id order (none without partition keys).
@@ -143,44 +139,26 @@ impl SessionAggregateStream {
             return Ok(());
         };
         self.watermark = restored.min_meta("watermark", NO_WATERMARK);
-        let databases: Vec<_> = restored
-            .partitions()
-            .iter()
-            .filter_map(|p| p.db_dir.as_ref().map(|d| (*p, d)))
-            .collect();
-        if !databases.is_empty() {
-            let (Some(rocks), Some((root, label))) = (self.rocks.as_mut(), &self.rocks_dir) else {
-                return plan_err!(
-                    "the checkpoint to resume was written with 'state.backend' = 'rocksdb'; \
-                     set it again to resume the job"
-                );
-            };
-            if let [(saved, dir)] = databases.as_slice()
-                && restored.same_parallelism()
-            {
-                // This partition's own database: adopt its files.
-                let counter = |key: &str| {
-                    saved.meta.get(key).and_then(|v| v.as_u64()).ok_or_else(|| {
-                        exec_datafusion_err!(
-                            "the checkpointed SESSION state lacks '{key}'; it was written by \
-                             another version"
-                        )
-                    })
+        match (
+            restored.databases(self.rocks.is_some())?,
+            self.rocks.as_mut(),
+        ) {
+            (RestoredDatabases::Own(saved, dir), Some(rocks)) => {
+                let Some((root, label)) = &self.rocks_dir else {
+                    return internal_err!("RocksDB SESSION state without its directory");
                 };
-                let entries = rocks.adopt(
-                    root,
-                    label,
-                    dir,
-                    counter("next_segment")?,
-                    counter("next_row")?,
-                )?;
+                let next_segment = saved.meta_u64("next_segment", "SESSION")?;
+                let next_row = saved.meta_u64("next_row", "SESSION")?;
+                let entries = rocks.adopt(root, label, dir, next_segment, next_row)?;
                 checkpoint.adopted(saved);
                 self.add_indexed(entries)?;
-            } else {
-                for (_, dir) in &databases {
+            }
+            (RestoredDatabases::Others(dirs), _) => {
+                for dir in dirs {
                     self.restore_rekeyed(dir)?;
                 }
             }
+            _ => {}
         }
         // Rows: `__start`, `__end`, then the partition keys the exchange hashes.
         let batches = checkpoint.batches(&restored, 2..2 + self.partition_exprs.len())?;

@@ -163,8 +163,9 @@ impl RocksRows {
         read_index(self.db.db())
     }
 
-    pub fn instance(&self) -> &str {
-        self.db.instance()
+    /// The database (checkpoints: after [`write_index`](Self::write_index)).
+    pub fn db(&self) -> &StateDb {
+        &self.db
     }
 
     /// The counters to save with a checkpoint: next segment and next row number.
@@ -254,27 +255,17 @@ impl RocksRows {
         self.partition.convert(columns)
     }
 
-    /// Replaces the stored index with `entries`, then writes a RocksDB checkpoint into `into`;
-    /// its files.
-    pub fn checkpoint(
-        &mut self,
-        entries: impl Iterator<Item = IndexEntry>,
-        into: &Path,
-    ) -> Result<Vec<std::path::PathBuf>> {
+    /// Replaces the stored index with `entries` (before a checkpoint).
+    pub fn write_index(&mut self, entries: impl Iterator<Item = IndexEntry>) -> Result<()> {
         let mut batch = WriteBatch::default();
         batch.delete_range([INDEX], [INDEX + 1]);
         for entry in entries {
             batch.put(entry.key(), entry.encode());
         }
-        self.db.write(batch)?;
-        self.db.checkpoint(into)
+        self.db.write(batch)
     }
 
     /// Where a checkpoint of `epoch` is staged.
-    pub fn staging_dir(&self, epoch: u64) -> std::path::PathBuf {
-        self.db.staging_dir(epoch)
-    }
-
     /// Copies the rows of `segment` of the restored database `old` into a new segment, in
     /// order, numbered as new rows; the new segment.
     pub fn copy_segment(&mut self, old: &DB, segment: u64) -> Result<u64> {
