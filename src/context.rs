@@ -21,6 +21,7 @@ use crate::planner::extension_planner::StreamingQueryPlanner;
 use crate::planner::script::split_statements;
 use crate::planner::statement;
 use crate::planner::streaming_rule::StreamingPipelineRule;
+use crate::planner::timestamp_literals::TimestampLiteralRule;
 use crate::planner::window_aggregate_rule::WindowAggregateRule;
 use crate::planner::window_tvf::WindowTvfPlanner;
 
@@ -47,7 +48,11 @@ pub fn session_context(config: SabotConfig) -> SabotContext {
 impl SabotContext {
     /// See [`session_context`].
     pub fn new(config: SabotConfig) -> Self {
-        let session_config = SessionConfig::new()
+        let mut session_config = SessionConfig::new();
+        // The session time zone, as PostgreSQL's TimeZone says: `TIMESTAMP WITH TIME ZONE`
+        // (and Flink's TIMESTAMP_LTZ) values are instants shown in UTC.
+        session_config.options_mut().execution.time_zone = Some("UTC".to_string());
+        let session_config = session_config
             .with_information_schema(true)
             .with_target_partitions(config.parallelism.max(1))
             .with_batch_size(config.batch_size.max(1))
@@ -55,8 +60,10 @@ impl SabotContext {
             // table then becomes a broadcast join without a shuffle of the stream.
             .with_repartition_joins(false)
             .with_extension(Arc::new(config.clone()));
-        let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
-            vec![Arc::new(WindowAggregateRule)];
+        let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+            Arc::new(TimestampLiteralRule),
+            Arc::new(WindowAggregateRule),
+        ];
         logical_rules.extend(Optimizer::new().rules);
         let mut physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
             PhysicalOptimizer::new().rules;
@@ -71,8 +78,10 @@ impl SabotContext {
             .with_query_planner(Arc::new(StreamingQueryPlanner))
             .with_relation_planners(vec![Arc::new(WindowTvfPlanner)])
             .build();
+        let ctx = SessionContext::new_with_state(state);
+        crate::functions::register(&ctx);
         Self {
-            ctx: SessionContext::new_with_state(state),
+            ctx,
             config: Arc::new(RwLock::new(config)),
         }
     }
@@ -89,6 +98,14 @@ impl SabotContext {
                 statements.len()
             ),
         }
+    }
+
+    /// Sabot's settings back to `config` (`DISCARD ALL`).
+    pub fn reset_settings(&self, config: &SabotConfig) {
+        if let Ok(mut current) = self.config.write() {
+            *current = config.clone();
+        }
+        statement::apply_to_session(&self.ctx, config);
     }
 
     /// The current settings.

@@ -83,6 +83,8 @@ pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod context;
+pub mod error;
+pub mod functions;
 pub mod physical;
 pub mod planner;
 pub mod runtime;

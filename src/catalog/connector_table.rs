@@ -58,6 +58,11 @@ impl ConnectorTable {
         &self.definition
     }
 
+    /// The sink side, if the connector writes.
+    pub fn sink(&self) -> Option<&Arc<dyn SinkConnector>> {
+        self.sink.as_ref()
+    }
+
     fn connector_name(&self) -> &str {
         self.definition.connector().unwrap_or("memory")
     }

@@ -39,11 +39,16 @@ pub struct StatementError {
 
 impl std::fmt::Display for StatementError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // At most 6 lines of at most 160 characters of the statement.
         let mut text: String = self
             .statement
             .sql
             .lines()
             .take(6)
+            .map(|line| match line.char_indices().nth(160) {
+                Some((cut, _)) => format!("{} ...", &line[..cut]),
+                None => line.to_string(),
+            })
             .collect::<Vec<_>>()
             .join("\n    ");
         if self.statement.sql.lines().count() > 6 {
@@ -54,7 +59,7 @@ impl std::fmt::Display for StatementError {
             "error in statement {} (line {}):\n    {text}\n{}",
             self.index,
             self.statement.line,
-            self.error.strip_backtrace()
+            crate::error::message(&self.error)
         )
     }
 }

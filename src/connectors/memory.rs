@@ -2,7 +2,8 @@
 //!
 //! Rows inserted with `INSERT INTO` are appended in order; a scan reads them in that order as
 //! one partition, so a streaming query over a memory table is fully deterministic (which the SQL
-//! tests rely on). The input is bounded: a scan sees the rows present when it starts.
+//! tests rely on). The input is bounded: a scan sees the rows present when it starts. A table
+//! filled by a job that failed (a materialized view) answers scans with the job's error.
 
 use std::sync::{Arc, RwLock};
 
@@ -14,6 +15,7 @@ use datafusion::common::{DataFusionError, Result, plan_err};
 use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
 use crate::catalog::table_definition::TableDefinition;
+use crate::error::{SqlStateError, with_sqlstate};
 
 /// Options of an in-memory table (only the common source options).
 pub const MEMORY_OPTIONS: &[OptionSpec] = &[];
@@ -23,10 +25,16 @@ pub const MEMORY_OPTIONS: &[OptionSpec] = &[];
 pub struct MemoryStore {
     schema: SchemaRef,
     batches: RwLock<Vec<RecordBatch>>,
+    /// Why the job filling the table (a materialized view's) failed: readers get this error
+    /// instead of rows that stopped changing.
+    failure: RwLock<Option<SqlStateError>>,
 }
 
 impl MemoryStore {
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        if let Some(failure) = self.failure.read().ok().and_then(|f| f.clone()) {
+            return Err(with_sqlstate(failure.code, failure.message));
+        }
         self.batches
             .read()
             .map(|b| b.clone())
@@ -63,6 +71,7 @@ pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
         store: Arc::new(MemoryStore {
             schema: def.source_schema(),
             batches: RwLock::new(Vec::new()),
+            failure: RwLock::new(None),
         }),
     })
 }
@@ -141,6 +150,12 @@ impl SinkConnector for MemoryConnector {
         Ok(Box::new(MemoryWriter {
             store: Arc::clone(&self.store),
         }))
+    }
+
+    fn job_failed(&self, error: &SqlStateError) {
+        if let Ok(mut failure) = self.store.failure.write() {
+            *failure = Some(error.clone());
+        }
     }
 
     fn explain(&self) -> String {

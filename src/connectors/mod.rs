@@ -196,6 +196,13 @@ pub trait SinkConnector: Debug + Send + Sync {
         Ok(vec![None; pre_commits.len()])
     }
 
+    /// The job writing into this table failed with `error`. A table that is read as a
+    /// job's result (a materialized view) answers its readers with the error from then on;
+    /// other sinks ignore it.
+    fn job_failed(&self, error: &crate::error::SqlStateError) {
+        let _ = error;
+    }
+
     /// Parameters shown by EXPLAIN.
     fn explain(&self) -> String;
 }

@@ -157,6 +157,22 @@ impl WindowSpec {
         }
     }
 
+    /// End (exclusive) of the latest window containing the slice starting at `slice_start`:
+    /// once the watermark reaches this minus one, every window holding the slice has fired,
+    /// and its rows are late.
+    #[inline]
+    pub fn last_window_end_of_slice(&self, slice_start: i64) -> i64 {
+        match self.kind {
+            WindowKind::Tumble { size } => slice_start.saturating_add(size),
+            // Slices are aligned like windows and divide the slide, so the latest window start
+            // at or before the slice holds all of it.
+            WindowKind::Hop { size, .. } => {
+                self.last_window_start(slice_start).saturating_add(size)
+            }
+            WindowKind::Session { gap } => slice_start.saturating_add(gap),
+        }
+    }
+
     /// The instant at which a window ending at `end` fires: `end - 1`.
     #[inline]
     pub fn fire_time(end: i64) -> i64 {
@@ -245,6 +261,24 @@ mod tests {
         assert_eq!(w.first_window_end_of_slice(10), 14);
         let t = WindowSpec::tumble(10, 0).unwrap();
         assert_eq!(t.first_window_end_of_slice(20), 30);
+    }
+
+    #[test]
+    fn last_window_end_of_a_slice() {
+        let w = WindowSpec::hop(4, 10, 0).unwrap();
+        // slice [6,8) is in [0,10) and [4,14): the latest ends at 14
+        assert_eq!(w.last_window_end_of_slice(6), 14);
+        // slice [8,10): [0,10), [4,14), [8,18)
+        assert_eq!(w.last_window_end_of_slice(8), 18);
+        // with an offset and before the epoch: windows start at 1 + 4k
+        let w = WindowSpec::hop(4, 10, 1).unwrap();
+        assert_eq!(w.last_window_end_of_slice(-3), 7);
+        let w = WindowSpec::hop(5_000, 10_000, 0).unwrap();
+        // the example: slice [12:00:00, 12:00:05) is last in [12:00:00, 12:00:10)
+        assert_eq!(w.first_window_end_of_slice(0), 5_000);
+        assert_eq!(w.last_window_end_of_slice(0), 10_000);
+        let t = WindowSpec::tumble(10, 0).unwrap();
+        assert_eq!(t.last_window_end_of_slice(20), 30);
     }
 
     #[test]

@@ -26,13 +26,14 @@ use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSou
 use datafusion::prelude::SessionContext;
 use datafusion::sql::planner::SqlToRel;
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, ColumnOption, ColumnOptionDef, DataType as SqlType, Expr as SqlExpr, Ident,
+    ColumnDef, ColumnOption, ColumnOptionDef, DataType as SqlType, Expr as SqlExpr, Ident, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use super::complexity::check_expr;
 use crate::catalog::table_definition::{
     ColumnDefinition, ColumnKind, TableDefinition, WatermarkDefinition,
 };
@@ -149,6 +150,16 @@ pub fn parse_create_table(sql: &str) -> Result<Option<CreateTable>> {
     table.sql = sql.trim().to_string();
     if !table.uses_extensions() {
         return Ok(None);
+    }
+    // Computed columns and the watermark are planned (and printed) recursively.
+    for column in &mut table.columns {
+        if let ColumnSyntax::Computed { expr, .. } = column {
+            let taken = std::mem::replace(expr.as_mut(), SqlExpr::Value(Value::Null.into()));
+            **expr = check_expr(taken)?;
+        }
+    }
+    if let Some((column, expr)) = table.watermark.take() {
+        table.watermark = Some((column, check_expr(expr)?));
     }
     Ok(Some(table))
 }

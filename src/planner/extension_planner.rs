@@ -93,6 +93,11 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 filters.push(lowered.filter);
             }
             let set = Arc::new(AggregateSet::try_new(aggregates, filters)?);
+            let grouping_id = agg
+                .group_columns
+                .iter()
+                .position(|c| *c == GroupColumn::GroupingId)
+                .map(|i| output_schema.field(i).clone());
             let def = WindowAggregation {
                 spec: agg.spec,
                 time_expr: time,
@@ -100,6 +105,8 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 partition_keys,
                 aggregates: set,
                 group_columns: agg.group_columns.clone(),
+                grouping_sets: agg.grouping_sets.clone(),
+                grouping_id,
             };
             return Ok(Some(Arc::new(WindowAggregateExec::try_new(
                 Arc::clone(physical_input),

@@ -1,18 +1,25 @@
 //! `rewrite_flink_functions`: Flink SQL functions DataFusion spells differently.
 //!
-//! `MOD(a, b)` becomes `a % b` (Nexmark's q2 uses it). The rewrite is on the parsed statement,
+//! `MOD(a, b)` becomes `a % b` (Nexmark's q2 uses it) and `GROUPING_ID(a, b)` becomes
+//! `GROUPING(a, b)` (the same bit vector). The rewrite is on the parsed statement,
 //! before DataFusion plans it, so types and errors are DataFusion's own.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement,
-    visit_expressions_mut,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    Statement, visit_expressions_mut,
 };
 
 /// Rewrites Flink function spellings in `statement` (see the module docs).
 pub fn rewrite_flink_functions(statement: &mut Statement) {
     let _ = visit_expressions_mut(statement, |expr| {
+        // GROUPING_ID(a, b) is DataFusion's GROUPING(a, b): the bits of the left-out keys.
+        if let Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("GROUPING_ID")
+        {
+            f.name = ObjectName::from(vec![Ident::new("grouping")]);
+        }
         if let Expr::Function(f) = expr
             && f.name.to_string().eq_ignore_ascii_case("MOD")
             && let FunctionArguments::List(list) = &f.args

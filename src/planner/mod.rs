@@ -4,24 +4,30 @@
 //! doing one thing:
 //!
 //! 1. [`script`] splits a script into statements; [`statement`] dispatches each one: Sabot's
-//!    own (Flink [`ddl`], `SET`, `DESCRIBE`) or DataFusion's.
+//!    own (Flink [`ddl`], `SET`, `DESCRIBE`) or DataFusion's. Every parsed statement first goes
+//!    through [`complexity`], which balances long `AND`/`OR` chains and refuses statements
+//!    too deep to plan (SQLSTATE 54001) instead of overflowing the stack.
 //! 2. [`window_syntax`]: `TABLE t` arguments and group windows (`GROUP BY TUMBLE(ts, ...)`)
 //!    become window table functions; [`flink_functions`] maps Flink function spellings
 //!    (`MOD(a, b)`) to DataFusion's.
 //! 3. [`window_tvf`]: a DataFusion `RelationPlanner` turning `TUMBLE/HOP/SESSION(...)` in FROM
 //!    into a [`window_assign_node::WindowAssignNode`].
 //! 4. [`window_aggregate_rule`]: an optimizer rule turning `GROUP BY window_start, window_end`
-//!    over a window into one [`window_aggregate_node::WindowAggregateNode`].
+//!    over a window into one [`window_aggregate_node::WindowAggregateNode`] (with grouping
+//!    sets, ROLLUP and CUBE); before it, [`timestamp_literals`] completes timestamps written
+//!    without seconds.
 //! 5. [`extension_planner`]: the logical nodes to physical streaming operators.
 //! 6. [`streaming_rule`]: a physical optimizer rule replacing stock operators inside streaming
 //!    pipelines by their streaming twins, and refusing what cannot run on an unbounded input.
 
+pub mod complexity;
 pub mod ddl;
 pub mod extension_planner;
 pub mod flink_functions;
 pub mod script;
 pub mod statement;
 pub mod streaming_rule;
+pub mod timestamp_literals;
 pub mod window_aggregate_node;
 pub mod window_aggregate_rule;
 pub mod window_assign_node;

@@ -4,6 +4,7 @@
 //! table) are handled here; everything else goes to DataFusion after the window rewriters, so
 //! batch SQL behaves exactly as DataFusion's.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
@@ -12,10 +13,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, plan_err};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::parser::{CopyToSource, DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use super::complexity::check_statement;
 use super::ddl::{parse_create_table, resolve};
 use super::flink_functions::rewrite_flink_functions;
 use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
@@ -183,7 +186,7 @@ pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
 /// Parses with DataFusion's parser after the window rewriters, then plans and runs.
 pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     let state = ctx.state();
-    let mut statements = {
+    let statements = {
         let prepared = prepare_window_syntax(sql)?;
         let dialect = state.config().options().sql_parser.dialect;
         let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect)
@@ -193,6 +196,11 @@ pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<Dat
             .build()?
             .parse_statements()?
     };
+    // Every statement through the complexity guard before anything recurses over it (an
+    // unchecked one dropped on an error path could overflow the stack too).
+    let checked: Vec<Result<DFStatement>> =
+        statements.into_iter().map(check_df_statement).collect();
+    let mut statements = checked.into_iter().collect::<Result<VecDeque<_>>>()?;
     if statements.len() != 1 {
         return plan_err!(
             "expected exactly one statement, found {}; run scripts with `sabot run` or \
@@ -206,6 +214,29 @@ pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<Dat
     rewrite_statement(&mut statement)?;
     let plan = state.statement_to_plan(statement).await?;
     ctx.execute_logical_plan(plan).await
+}
+
+/// [`check_statement`] for DataFusion's statement wrapper.
+fn check_df_statement(statement: DFStatement) -> Result<DFStatement> {
+    Ok(match statement {
+        DFStatement::Statement(s) => DFStatement::Statement(Box::new(check_statement(*s)?)),
+        DFStatement::Explain(mut explain) => {
+            let inner = *explain.statement;
+            explain.statement = Box::new(check_df_statement(inner)?);
+            DFStatement::Explain(explain)
+        }
+        DFStatement::CopyTo(mut copy) => {
+            if let CopyToSource::Query(query) = copy.source {
+                let checked = match check_statement(SqlStatement::Query(query))? {
+                    SqlStatement::Query(q) => q,
+                    _ => return plan_err!("COPY TO: the checked query changed kind"),
+                };
+                copy.source = CopyToSource::Query(checked);
+            }
+            DFStatement::CopyTo(copy)
+        }
+        other => other,
+    })
 }
 
 fn rewrite_statement(statement: &mut DFStatement) -> Result<()> {

@@ -24,6 +24,21 @@ pub enum GroupColumn {
     Key(usize),
     /// A window column.
     Window(WindowField),
+    /// `__grouping_id` of `GROUPING SETS` / `ROLLUP` / `CUBE`, which `GROUPING(...)` (and
+    /// Flink's `GROUPING_ID(...)`) read.
+    GroupingId,
+}
+
+/// One grouping set of `GROUPING SETS`, `ROLLUP` or `CUBE` in a window aggregation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct GroupingSetKeys {
+    /// Per key, in the order of `keys`: true when the set leaves the key out (its rows have
+    /// NULL there).
+    pub absent: Vec<bool>,
+    /// The set's `__grouping_id`, encoded as DataFusion's aggregation does: a bit per group
+    /// expression (the first one highest) set when it is left out, and above them the
+    /// ordinal of a repeated set.
+    pub id: u64,
 }
 
 /// Logical windowed aggregation (see the module docs).
@@ -43,6 +58,9 @@ pub struct WindowAggregateNode {
     pub aggregates: Vec<Expr>,
     /// Output order of the group columns.
     pub group_columns: Vec<GroupColumn>,
+    /// `GROUPING SETS` / `ROLLUP` / `CUBE`: every row is aggregated once per set; empty for
+    /// a plain GROUP BY.
+    pub grouping_sets: Vec<GroupingSetKeys>,
     /// Same as the replaced `Aggregate`.
     pub schema: DFSchemaRef,
 }
@@ -97,12 +115,11 @@ impl UserDefinedLogicalNodeCore for WindowAggregateNode {
         if !self.partition_keys.is_empty() {
             write!(f, " partition by [{}]", list(&self.partition_keys))?;
         }
-        write!(
-            f,
-            ", keys=[{}], aggr=[{}]",
-            list(&self.keys),
-            list(&self.aggregates)
-        )
+        write!(f, ", keys=[{}]", list(&self.keys))?;
+        if !self.grouping_sets.is_empty() {
+            write!(f, ", grouping sets={}", self.grouping_sets.len())?;
+        }
+        write!(f, ", aggr=[{}]", list(&self.aggregates))
     }
 
     fn with_exprs_and_inputs(
@@ -133,6 +150,7 @@ impl UserDefinedLogicalNodeCore for WindowAggregateNode {
             keys,
             aggregates,
             group_columns: self.group_columns.clone(),
+            grouping_sets: self.grouping_sets.clone(),
             schema: self.schema.clone(),
         })
     }

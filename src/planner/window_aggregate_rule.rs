@@ -32,13 +32,13 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, Filter, LogicalPlan, Projection, SubqueryAlias,
+    Aggregate, Expr, Extension, Filter, GroupingSet, LogicalPlan, Projection, SubqueryAlias,
     UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use super::window_aggregate_node::{GroupColumn, WindowAggregateNode};
+use super::window_aggregate_node::{GroupColumn, GroupingSetKeys, WindowAggregateNode};
 use super::window_assign_node::{WindowAssignNode, WindowField};
 use crate::physical::window_spec::WindowSpec;
 
@@ -203,9 +203,19 @@ fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode
         level_schema = node.schema().clone();
     }
 
+    // GROUPING SETS / ROLLUP / CUBE arrive as one grouping set over their distinct
+    // expressions (DataFusion crosses plain GROUP BY expressions into every set).
+    let (group_exprs, sets): (Vec<Expr>, Option<Vec<Vec<Expr>>>) =
+        match aggregate.group_expr.as_slice() {
+            [Expr::GroupingSet(gs)] => (
+                gs.distinct_expr().into_iter().cloned().collect(),
+                Some(expand_grouping_set(gs)?),
+            ),
+            exprs => (exprs.to_vec(), None),
+        };
     let mut keys = Vec::new();
     let mut group_columns = Vec::new();
-    for expr in &aggregate.group_expr {
+    for expr in &group_exprs {
         if matches!(expr, Expr::GroupingSet(_)) {
             return Ok(None);
         }
@@ -244,6 +254,22 @@ fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode
             );
         }
     }
+    let grouping_sets = match sets {
+        None => Vec::new(),
+        Some(sets) => {
+            if matches!(
+                assign.spec.kind,
+                crate::physical::window_spec::WindowKind::Session { .. }
+            ) {
+                return plan_err!(
+                    "GROUPING SETS, ROLLUP and CUBE are supported with TUMBLE and HOP windows, \
+                     not SESSION; aggregate each grouping of the sessions in its own query"
+                );
+            }
+            group_columns.push(GroupColumn::GroupingId);
+            grouping_set_keys(&group_exprs, &group_columns, &sets)?
+        }
+    };
     Ok(Some(WindowAggregateNode {
         input: plan,
         time_expr: Expr::Column(tracked.time),
@@ -252,8 +278,89 @@ fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode
         keys,
         aggregates: aggregate.aggr_expr.clone(),
         group_columns,
+        grouping_sets,
         schema: aggregate.schema.clone(),
     }))
+}
+
+/// Most expressions a CUBE may take (2^n grouping sets).
+const MAX_CUBE: usize = 12;
+
+/// The grouping sets of `GROUPING SETS`, `ROLLUP` (every prefix) or `CUBE` (every subset).
+fn expand_grouping_set(set: &GroupingSet) -> Result<Vec<Vec<Expr>>> {
+    Ok(match set {
+        GroupingSet::GroupingSets(sets) => sets.clone(),
+        GroupingSet::Rollup(exprs) => (0..=exprs.len())
+            .rev()
+            .map(|n| exprs[..n].to_vec())
+            .collect(),
+        GroupingSet::Cube(exprs) => {
+            if exprs.len() > MAX_CUBE {
+                return plan_err!(
+                    "CUBE of {} expressions makes {} grouping sets; at most {MAX_CUBE} \
+                     expressions are supported",
+                    exprs.len(),
+                    1u64 << exprs.len().min(63)
+                );
+            }
+            (0..1usize << exprs.len())
+                .map(|mask| {
+                    exprs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, e)| e.clone())
+                        .collect()
+                })
+                .collect()
+        }
+    })
+}
+
+/// Which keys each grouping set leaves out, and its `__grouping_id`. Every set must hold the
+/// window columns (Flink's rule: a row belongs to a window whatever it is grouped by).
+fn grouping_set_keys(
+    group_exprs: &[Expr],
+    group_columns: &[GroupColumn],
+    sets: &[Vec<Expr>],
+) -> Result<Vec<GroupingSetKeys>> {
+    let n = group_exprs.len();
+    if n > 64 {
+        return plan_err!("grouping sets over more than 64 expressions are not supported");
+    }
+    let mut seen: HashMap<Vec<bool>, u64> = HashMap::new();
+    let mut out = Vec::with_capacity(sets.len());
+    for set in sets {
+        // Per group expression: left out of this set?
+        let left_out: Vec<bool> = group_exprs.iter().map(|e| !set.contains(e)).collect();
+        let mut absent = Vec::new();
+        for (column, out_of_set) in group_columns.iter().zip(&left_out) {
+            match column {
+                GroupColumn::Window(field) if *out_of_set => {
+                    return plan_err!(
+                        "every grouping set of a window aggregation must hold the window \
+                         columns; {} is missing from ({}). Write GROUP BY window_start, \
+                         window_end, GROUPING SETS (...) (or ROLLUP / CUBE of the other keys)",
+                        field.name(),
+                        set.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                GroupColumn::Key(_) => absent.push(*out_of_set),
+                _ => {}
+            }
+        }
+        let semantic = left_out
+            .iter()
+            .fold(0u64, |acc, out| (acc << 1) | u64::from(*out));
+        let ordinal = seen.entry(left_out).or_insert(0);
+        let id = semantic | ordinal.checked_shl(n as u32).unwrap_or(0);
+        *ordinal += 1;
+        out.push(GroupingSetKeys { absent, id });
+    }
+    Ok(out)
 }
 
 /// The column an expression copies, looking through aliases.
@@ -343,6 +450,7 @@ fn rewrite_cascaded(aggregate: &Aggregate) -> Result<Option<WindowAggregateNode>
         keys,
         aggregates: aggregate.aggr_expr.clone(),
         group_columns,
+        grouping_sets: Vec::new(),
         schema: aggregate.schema.clone(),
     }))
 }

@@ -21,7 +21,13 @@ pub enum Entry {
     /// `CANCEL JOB id`.
     Cancel { id: u64 },
     /// `CREATE MATERIALIZED VIEW name AS query`.
-    View { name: String, query: String },
+    View {
+        name: String,
+        query: String,
+        /// The column list it was created with (older logs have none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<String>,
+    },
     /// `DROP MATERIALIZED VIEW name`.
     DropView { name: String },
 }
@@ -115,6 +121,12 @@ mod tests {
             Entry::View {
                 name: "v".into(),
                 query: "SELECT 1".into(),
+                columns: vec![],
+            },
+            Entry::View {
+                name: "w".into(),
+                query: "SELECT 1".into(),
+                columns: vec!["a".into()],
             },
             Entry::DropView { name: "v".into() },
         ];

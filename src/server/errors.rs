@@ -5,37 +5,36 @@ use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
-/// Syntax error.
-pub const SYNTAX_ERROR: &str = "42601";
-/// Undefined table.
-pub const UNDEFINED_TABLE: &str = "42P01";
-/// Undefined column.
-pub const UNDEFINED_COLUMN: &str = "42703";
-/// A value that does not parse as its type.
-pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
-/// Not supported.
-pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-/// Canceled on request.
-pub const QUERY_CANCELED: &str = "57014";
-/// Any other error in the query (planning).
-pub const SYNTAX_OR_RULE_VIOLATION: &str = "42000";
-/// Undefined object (a job id that does not exist).
-pub const UNDEFINED_OBJECT: &str = "42704";
-/// Internal or execution error.
-pub const INTERNAL_ERROR: &str = "XX000";
-/// A value a parameter cannot take.
-pub const INVALID_PARAMETER_VALUE: &str = "22023";
+pub use crate::error::{
+    DIVISION_BY_ZERO, DUPLICATE_TABLE, FEATURE_NOT_SUPPORTED, INTERNAL_ERROR,
+    INVALID_DATETIME_FORMAT, INVALID_PARAMETER_VALUE, INVALID_SQL_STATEMENT_NAME,
+    INVALID_TEXT_REPRESENTATION, NUMERIC_VALUE_OUT_OF_RANGE, OUT_OF_MEMORY, QUERY_CANCELED,
+    STATEMENT_TOO_COMPLEX, SYNTAX_ERROR, SYNTAX_OR_RULE_VIOLATION, UNDEFINED_COLUMN,
+    UNDEFINED_OBJECT, UNDEFINED_TABLE,
+};
 
 /// The SQLSTATE for `e`.
 pub fn sqlstate(e: &DataFusionError) -> &'static str {
+    if let Some(coded) = crate::error::sqlstate_error(e) {
+        return coded.code;
+    }
     match e.find_root() {
-        DataFusionError::SQL(_, _) => SYNTAX_ERROR,
+        DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
+        DataFusionError::SQL(err, _) => match err.as_ref() {
+            // Parentheses, subqueries or calls nested past the parser's limit.
+            datafusion::sql::sqlparser::parser::ParserError::RecursionLimitExceeded => {
+                STATEMENT_TOO_COMPLEX
+            }
+            _ => SYNTAX_ERROR,
+        },
         DataFusionError::SchemaError(err, _) => match err.as_ref() {
             SchemaError::FieldNotFound { .. } => UNDEFINED_COLUMN,
             _ => SYNTAX_OR_RULE_VIOLATION,
         },
         DataFusionError::ArrowError(err, _) => match err.as_ref() {
             ArrowError::CastError(_) | ArrowError::ParseError(_) => INVALID_TEXT_REPRESENTATION,
+            ArrowError::DivideByZero => DIVISION_BY_ZERO,
+            ArrowError::ArithmeticOverflow(_) => NUMERIC_VALUE_OUT_OF_RANGE,
             _ => INTERNAL_ERROR,
         },
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
@@ -53,6 +52,8 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
             let lower = msg.to_ascii_lowercase();
             if lower.contains("cannot cast") || lower.contains("cast error") {
                 INVALID_TEXT_REPRESENTATION
+            } else if lower.contains("divide by zero") || lower.contains("division by zero") {
+                DIVISION_BY_ZERO
             } else {
                 INTERNAL_ERROR
             }
@@ -63,8 +64,7 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
 
 /// `e` as an `ErrorResponse`: SQLSTATE by kind, DataFusion's message without backtraces.
 pub fn to_pg(e: DataFusionError) -> PgWireError {
-    let code = sqlstate(&e);
-    user_error(code, e.strip_backtrace())
+    user_error(sqlstate(&e), crate::error::message(&e))
 }
 
 /// An `ErrorResponse` with `code` and `message`.

@@ -15,9 +15,12 @@ use tokio::task::JoinHandle;
 use crate::checkpoint::coordinator::CheckpointConfig;
 use crate::cli::run::fingerprint;
 use crate::config::SabotConfig;
+use crate::connectors::SinkConnector;
+use crate::error::SqlStateError;
 use crate::physical::message::format_watermark;
 use crate::runtime::job::{JobOptions, Started, start_job};
 use crate::runtime::job_context::JobContext;
+use crate::server::errors::sqlstate;
 
 /// Where a job is.
 #[derive(Debug, Clone)]
@@ -35,6 +38,13 @@ struct Job {
     state: Arc<Mutex<JobState>>,
     context: Option<Arc<JobContext>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// A materialized view a job fills.
+struct View {
+    name: String,
+    /// The view's table, told when the job fails.
+    table: Option<Arc<dyn SinkConnector>>,
 }
 
 /// Every job of the server.
@@ -79,16 +89,21 @@ impl Jobs {
         self.start_with(sql, None, df, config).await
     }
 
-    /// Starts the job that fills materialized view `view`.
+    /// Starts the job that fills materialized view `view`; if it fails, `table` (the view's)
+    /// answers its readers with the failure.
     pub async fn start_view(
         &self,
         sql: &str,
         view: &str,
+        table: Option<Arc<dyn SinkConnector>>,
         df: DataFrame,
         config: &SabotConfig,
     ) -> Result<u64> {
-        self.start_with(sql, Some(view.to_string()), df, config)
-            .await
+        let view = View {
+            name: view.to_string(),
+            table,
+        };
+        self.start_with(sql, Some(view), df, config).await
     }
 
     /// The jobs that maintain materialized view `view`.
@@ -133,7 +148,7 @@ impl Jobs {
     async fn start_with(
         &self,
         sql: &str,
-        view: Option<String>,
+        view: Option<View>,
         df: DataFrame,
         config: &SabotConfig,
     ) -> Result<u64> {
@@ -149,7 +164,7 @@ impl Jobs {
         &self,
         id: u64,
         sql: &str,
-        view: Option<String>,
+        view: Option<View>,
         df: DataFrame,
         config: &SabotConfig,
     ) -> Result<()> {
@@ -167,6 +182,11 @@ impl Jobs {
             checkpoints,
         };
         let state = Arc::new(Mutex::new(JobState::Running));
+        let view_table = view.as_ref().and_then(|v| {
+            v.table
+                .as_ref()
+                .map(|table| (v.name.clone(), Arc::clone(table)))
+        });
         let (context, task) = match start_job(df, options).await? {
             Started::Running(job) => {
                 let context = Arc::clone(&job.context);
@@ -190,6 +210,16 @@ impl Jobs {
                             Ok(()) => JobState::Finished,
                             Err(e) => {
                                 log::warn!("job {id} failed: {e}");
+                                if let Some((name, table)) = &view_table {
+                                    table.job_failed(&SqlStateError {
+                                        code: sqlstate(&e),
+                                        message: format!(
+                                            "materialized view {name} is not up to date: its \
+                                             job {id} failed: {}",
+                                            e.strip_backtrace()
+                                        ),
+                                    });
+                                }
                                 JobState::Failed(e.strip_backtrace())
                             }
                         };
@@ -208,7 +238,7 @@ impl Jobs {
             id,
             Job {
                 sql: sql.trim().to_string(),
-                view,
+                view: view.map(|v| v.name),
                 state,
                 context,
                 task,

@@ -11,10 +11,12 @@
 //! - [`jobs`]: the background jobs.
 //! - [`errors`]: engine errors as Postgres errors with SQLSTATEs.
 //! - [`text`]: times and timestamps in PostgreSQL's text form.
+//! - [`column_names`]: result columns named as PostgreSQL names them (`?column?`).
 //! - [`catalog_log`]: tables, views and jobs remembered in the state directory, replayed when
 //!   the server starts again.
 
 pub mod catalog_log;
+pub mod column_names;
 pub mod errors;
 pub mod jobs;
 pub mod session;
@@ -202,7 +204,7 @@ impl Server {
     async fn replay(&self) -> Result<()> {
         use catalog_log::Entry;
         let mut jobs: std::collections::BTreeMap<u64, String> = Default::default();
-        let mut views: Vec<(String, String)> = Vec::new();
+        let mut views: Vec<(String, String, Vec<String>)> = Vec::new();
         for entry in self.log.read()? {
             match entry {
                 Entry::Ddl { sql } => {
@@ -217,8 +219,12 @@ impl Server {
                 Entry::Cancel { id } => {
                     jobs.remove(&id);
                 }
-                Entry::View { name, query } => views.push((name, query)),
-                Entry::DropView { name } => views.retain(|(n, _)| *n != name),
+                Entry::View {
+                    name,
+                    query,
+                    columns,
+                } => views.push((name, query, columns)),
+                Entry::DropView { name } => views.retain(|(n, _, _)| *n != name),
             }
         }
         let config = self.base.config();
@@ -231,8 +237,8 @@ impl Server {
                 eprintln!("warning: job {id} (`{sql}`) could not resume: {e}");
             }
         }
-        for (name, query) in views {
-            if let Err(e) = self.materialize(&self.base, &name, &query).await {
+        for (name, query, columns) in views {
+            if let Err(e) = self.materialize(&self.base, &name, &query, &columns).await {
                 eprintln!("warning: materialized view {name} could not be restored: {e}");
             }
         }
@@ -241,15 +247,34 @@ impl Server {
 
     /// Creates materialized view `name` (a memory table with the query's columns) and starts
     /// the job that fills it; returns the job id. Nothing is left behind on failure.
-    pub async fn materialize(&self, ctx: &SabotContext, name: &str, query: &str) -> Result<u64> {
+    pub async fn materialize(
+        &self,
+        ctx: &SabotContext,
+        name: &str,
+        query: &str,
+        names: &[String],
+    ) -> Result<u64> {
         let df = ctx.sql(query).await?;
-        let columns = df
-            .schema()
-            .fields()
+        let fields = df.schema().fields();
+        if names.len() > fields.len() {
+            return Err(crate::error::with_sqlstate(
+                crate::error::SYNTAX_ERROR,
+                format!(
+                    "materialized view {name} names {} columns, but its query has {}",
+                    names.len(),
+                    fields.len()
+                ),
+            ));
+        }
+        let columns = fields
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
+                // The column list names the first columns; the rest keep the query's names
+                // (rows are inserted by position).
+                let column = names.get(i).map_or(f.name().as_str(), String::as_str);
                 session::sql_type(f.data_type())
-                    .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
+                    .map(|t| format!("\"{}\" {t}", column.replace('"', "\"\"")))
                     .ok_or_else(|| {
                         datafusion::common::DataFusionError::NotImplemented(format!(
                             "column {} of materialized view {name} has type {}, which a \
@@ -276,9 +301,14 @@ impl Server {
         };
         let insert = format!("INSERT INTO {name} {query}");
         let df = ctx.sql(&insert).await?;
+        let table = ctx
+            .table_provider(name)
+            .await?
+            .downcast_ref::<crate::catalog::connector_table::ConnectorTable>()
+            .and_then(|t| t.sink().cloned());
         let id = self
             .jobs
-            .start_view(&insert, name, df, &ctx.config())
+            .start_view(&insert, name, table, df, &ctx.config())
             .await?;
         cleanup.armed = false;
         Ok(id)

@@ -1,8 +1,10 @@
 //! Writing rows into files that appear complete or not at all.
 //!
-//! Each writer owns one in-progress file at a time, `.part-<run>-<partition>-<n>.<ext>.inprogress`
-//! in the target directory. At a barrier or at the end of input the file is flushed and synced
-//! (the pre-commit); committing renames it to `part-<run>-<partition>-<n>.<ext>`. A rename
+//! Each writer owns one in-progress file at a time, `.part-<writer>-<partition>-<n>.<ext>.inprogress`
+//! in the target directory, where `<writer>` is new for every writer a job opens (the time, the
+//! process and a counter): two jobs writing into one table, or a job and its restarted run,
+//! never write the same names. At a barrier or at the end of input the file is flushed and
+//! synced (the pre-commit); committing renames it to `part-<writer>-<partition>-<n>.<ext>`. A rename
 //! within one directory is atomic, so a reader sees each file either complete or not at all.
 //! With checkpoints the commit happens only once the checkpoint's manifest is durable, and
 //! recovery re-applies it (renaming is idempotent: a file already renamed is left alone), so a
@@ -11,6 +13,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -28,23 +31,34 @@ use crate::connectors::{SinkConnector, SinkWriter};
 pub struct FileSink {
     path: String,
     options: TableOptions,
-    /// Distinguishes the files of one run of a job from another's.
-    run: String,
 }
 
 impl FileSink {
     /// A sink writing into the directory `path`.
     pub fn new(def: &TableDefinition, path: String) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         Self {
             path,
             options: def.options.clone(),
-            run: format!("{:x}", nanos & 0xffff_ffff_ffff),
         }
     }
+}
+
+/// A name part no other writer uses: every job, and every run of a job, opens its own writers
+/// (one sink table is shared by all the jobs inserting into it). The time tells runs and
+/// processes apart, the process id two processes started in the same instant, the counter
+/// the writers of one process.
+fn writer_id() -> String {
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}_{:x}_{:x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id(),
+        OPENED.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl SinkConnector for FileSink {
@@ -62,7 +76,7 @@ impl SinkConnector for FileSink {
             .map_err(|e| exec_datafusion_err!("cannot create directory '{}': {e}", self.path))?;
         Ok(Box::new(FileWriter {
             dir: PathBuf::from(&self.path),
-            prefix: format!("part-{}-{partition}", self.run),
+            prefix: format!("part-{}-{partition}", writer_id()),
             encoder: encoder(&self.options)?,
             buffer: Vec::new(),
             file: None,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -21,7 +21,7 @@ use crate::physical::aggregation::AggregateSet;
 use crate::physical::message::MessageStream;
 use crate::physical::streaming::{StreamingExec, data_only, execute_input};
 use crate::physical::window_spec::{WindowKind, WindowSpec, format_ms};
-use crate::planner::window_aggregate_node::GroupColumn;
+use crate::planner::window_aggregate_node::{GroupColumn, GroupingSetKeys};
 use crate::planner::window_assign_node::WindowField;
 
 /// What a window aggregation computes, over its input's columns.
@@ -39,6 +39,18 @@ pub struct WindowAggregation {
     pub aggregates: Arc<AggregateSet>,
     /// Output order of keys and window columns.
     pub group_columns: Vec<GroupColumn>,
+    /// `GROUPING SETS` / `ROLLUP` / `CUBE`: each row counts once per set, under the set's
+    /// keys (the others NULL) and its `__grouping_id`; empty for a plain GROUP BY.
+    pub grouping_sets: Vec<GroupingSetKeys>,
+    /// The `__grouping_id` column (with grouping sets), kept as the last group key.
+    pub grouping_id: Option<Field>,
+}
+
+impl WindowAggregation {
+    /// Number of key columns of the state: the keys, and the grouping id with grouping sets.
+    pub fn state_keys(&self) -> usize {
+        self.keys.len() + usize::from(self.grouping_id.is_some())
+    }
 }
 
 /// TUMBLE / HOP / SESSION aggregation (see the module docs).
@@ -85,7 +97,7 @@ impl WindowAggregateExec {
             .enumerate()
             .filter_map(|(i, g)| match g {
                 GroupColumn::Window(field) => Some((i, *field)),
-                GroupColumn::Key(_) => None,
+                GroupColumn::Key(_) | GroupColumn::GroupingId => None,
             })
             .collect()
     }
@@ -96,10 +108,14 @@ impl WindowAggregateExec {
     }
 
     /// Expressions whose values must meet in one task: the session partition keys for
-    /// SESSION, the group keys otherwise.
+    /// SESSION, the group keys otherwise. With grouping sets a row counts in groups of
+    /// several key combinations (one with no key at all for `()`), so every row meets in one
+    /// task.
     fn distribution_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
         if self.is_session() {
             self.def.partition_keys.clone()
+        } else if !self.def.grouping_sets.is_empty() {
+            Vec::new()
         } else {
             self.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect()
         }
@@ -131,6 +147,9 @@ impl DisplayAs for WindowAggregateExec {
             write!(f, ", partition by=[{}]", parts.join(", "))?;
         } else {
             write!(f, ", slice={}", format_ms(self.def.spec.slice_size()))?;
+        }
+        if !self.def.grouping_sets.is_empty() {
+            write!(f, ", grouping sets={}", self.def.grouping_sets.len())?;
         }
         write!(
             f,

@@ -9,12 +9,15 @@
 //! - [`checkpoint`]: what both streams share to snapshot and restore their state.
 //!
 //! **Semantics.** A row with event time `t` belongs to the slice `[s, s + slice)` containing
-//! it. It is *late* (dropped and counted) if the earliest window containing its slice has
-//! already fired, judged against the watermark in force just before the row arrived. A window
-//! `[start, end)` fires once, when the watermark reaches `end - 1`; its row carries the final
-//! values. TUMBLE slices are whole windows and are finished directly; HOP slices are frozen into
-//! partial aggregate state when they can receive no more rows and merged into each window that
-//! contains them, so a row costs one update however many windows it is in.
+//! it. It is *late* (dropped and counted) if every window containing its slice has already
+//! fired, judged against the watermark in force just before the row arrived. A HOP row whose
+//! earliest windows fired but not its latest counts in those that have not fired (Flink's
+//! window table functions): the windows its watermark passed fire first, then the row joins
+//! its slice. A window `[start, end)` fires once, when the watermark reaches `end - 1`; its
+//! row carries the final values. TUMBLE slices are whole windows and are finished directly;
+//! HOP slices are frozen into partial aggregate state once their earliest window fires and
+//! merged into each window that contains them, so a row costs one update however many windows
+//! it is in.
 //!
 //! **State.** Open and frozen slices with their keys and accumulators. A slice is freed when
 //! the last window containing it has fired, so state is bounded by the window size plus the

@@ -177,7 +177,10 @@ impl SliceState {
         size: i64,
         fired: &mut Vec<FiredWindow>,
     ) -> Result<()> {
-        // Freeze slices that can take no more rows: their earliest window has fired.
+        // Freeze slices whose earliest window fires: from now on they are merged into windows.
+        // A slice frozen before may be open again, holding out-of-order rows for its later
+        // windows (see the stream): those rows join its frozen state. Keys may then appear
+        // twice in it, which merging into a window sums up.
         while let Some((&start, _)) = self.open.first_key_value() {
             if WindowSpec::fire_time(self.spec.first_window_end_of_slice(start)) > watermark {
                 break;
@@ -185,6 +188,10 @@ impl SliceState {
             if let Some(mut table) = self.open.remove(&start) {
                 let state = table.take_state()?;
                 if state.groups > 0 {
+                    let state = match self.frozen.remove(&start) {
+                        Some(prior) => concat_emitted(prior, state)?,
+                        None => state,
+                    };
                     self.frozen.insert(start, state);
                 }
             }
@@ -313,7 +320,8 @@ fn state_batch(slice: i64, frozen: bool, state: &Emitted) -> Result<RecordBatch>
     )?)
 }
 
-/// Two partial states of one slice over disjoint keys, as one.
+/// Two partial states of one slice, as one (keys may repeat: merging them into a window, or
+/// into a table on restore, combines their states).
 fn concat_emitted(a: Emitted, b: Emitted) -> Result<Emitted> {
     let join = |x: &[ArrayRef], y: &[ArrayRef]| -> Result<Vec<ArrayRef>> {
         x.iter()

@@ -3,11 +3,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, TimestampMillisecondArray, UInt32Array, new_null_array,
+};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::Result;
+use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -23,7 +25,7 @@ use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowSpec;
-use crate::planner::window_aggregate_node::GroupColumn;
+use crate::planner::window_aggregate_node::{GroupColumn, GroupingSetKeys};
 use crate::runtime::job_context::JobContext;
 
 /// The slices, in memory or in RocksDB (`state.backend`).
@@ -66,11 +68,18 @@ pub(super) struct WindowAggregateStream {
     spec: WindowSpec,
     time_expr: Arc<dyn PhysicalExpr>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// See [`WindowAggregation::grouping_sets`](super::exec::WindowAggregation).
+    grouping_sets: Vec<GroupingSetKeys>,
+    /// The type of `__grouping_id` (with grouping sets).
+    grouping_id: Option<DataType>,
     aggregates: Arc<AggregateSet>,
     group_columns: Vec<GroupColumn>,
     schema: SchemaRef,
     state: Slices,
     watermark: i64,
+    /// The highest watermark windows have fired for: the input's, or (HOP) a row's, when an
+    /// out-of-order row made windows fire within a batch.
+    fired: i64,
     pending: VecDeque<StreamMessage>,
     baseline: BaselineMetrics,
     late_rows: Count,
@@ -95,9 +104,11 @@ impl WindowAggregateStream {
                 Ok(Field::new(
                     name,
                     e.data_type(&input_schema)?,
-                    e.nullable(&input_schema)?,
+                    // A grouping set leaving the key out stores NULL for it.
+                    e.nullable(&input_schema)? || !exec.def.grouping_sets.is_empty(),
                 ))
             })
+            .chain(exec.def.grouping_id.clone().map(Ok))
             .collect::<Result<Vec<_>>>()?;
         let key_schema = key_schema(key_fields);
         let config = context.session_config().get_extension::<SabotConfig>();
@@ -124,11 +135,14 @@ impl WindowAggregateStream {
             spec: exec.def.spec,
             time_expr: Arc::clone(&exec.def.time_expr),
             keys: exec.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            grouping_sets: exec.def.grouping_sets.clone(),
+            grouping_id: exec.def.grouping_id.as_ref().map(|f| f.data_type().clone()),
             aggregates: Arc::clone(&exec.def.aggregates),
             group_columns: exec.def.group_columns.clone(),
             schema: exec.schema(),
             state,
             watermark: NO_WATERMARK,
+            fired: NO_WATERMARK,
             pending: VecDeque::new(),
             baseline: BaselineMetrics::new(&exec.metrics, partition),
             late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
@@ -177,7 +191,7 @@ impl WindowAggregateStream {
         let mut meta = serde_json::json!({
             "watermark": self.watermark,
             "next_end": self.state.next_end(),
-            "keys": self.keys.len(),
+            "keys": self.state_keys(),
         });
         if let Slices::Rocks(state) = &self.state {
             meta["backend"] = "rocksdb".into();
@@ -223,8 +237,9 @@ impl WindowAggregateStream {
             return Ok(());
         };
         self.watermark = restored.min_meta("watermark", NO_WATERMARK);
+        self.fired = self.watermark;
         let next_end = restored.min_meta("next_end", i64::MIN);
-        let keys = self.keys.len();
+        let keys = self.state_keys();
         // Slice batches: `__slice`, `__frozen`, then the group keys.
         let batches = checkpoint.batches(&restored, 2..2 + keys)?;
         let databases = restored.databases(rocksdb_root.is_some())?;
@@ -254,7 +269,8 @@ impl WindowAggregateStream {
     }
 
     fn process(&mut self, batch: StreamBatch) -> Result<()> {
-        let _timer = self.baseline.elapsed_compute().timer();
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
         let rows = batch.num_rows();
         let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
         let keys = self
@@ -264,7 +280,10 @@ impl WindowAggregateStream {
             .collect::<Result<Vec<ArrayRef>>>()?;
         let inputs = self.aggregates.evaluate(&batch.batch)?;
 
-        // Slice of every row; rows whose earliest window already fired are late.
+        // Slice of every row. A row is late, and dropped, once every window holding its slice
+        // has fired. A HOP row whose earliest windows fired still counts in the later ones
+        // (Flink's slicing rule): the windows its watermark has passed fire first, so that
+        // the row only reaches windows that fire after it.
         let check_late = batch.row_watermarks.is_some() || self.watermark != NO_WATERMARK;
         let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
         let mut late = 0usize;
@@ -277,10 +296,19 @@ impl WindowAggregateStream {
             }
             let slice = self.spec.slice_start(times.value(i));
             if check_late {
-                let first_end = self.spec.first_window_end_of_slice(slice);
-                if WindowSpec::fire_time(first_end) <= batch.row_watermark(i, self.watermark) {
+                let watermark = batch.row_watermark(i, self.watermark);
+                let last_end = self.spec.last_window_end_of_slice(slice);
+                if WindowSpec::fire_time(last_end) <= watermark {
                     late += 1;
                     continue;
+                }
+                let first_end = self.spec.first_window_end_of_slice(slice);
+                if WindowSpec::fire_time(first_end) <= watermark && watermark > self.fired {
+                    // Only out-of-order HOP rows get here (in order, a row is ahead of the
+                    // watermark): windows up to this row's watermark fire before it is added.
+                    self.update_groups(std::mem::take(&mut groups), &keys, &inputs, rows)?;
+                    last = None;
+                    self.fire(watermark)?;
                 }
             }
             let g = match last {
@@ -305,9 +333,20 @@ impl WindowAggregateStream {
         if null_time > 0 {
             self.null_time_rows.add(null_time);
         }
+        self.update_groups(groups, &keys, &inputs, rows)
+    }
+
+    /// Adds the rows of each `(slice, row indices)` group of a batch of `rows` rows.
+    fn update_groups(
+        &mut self,
+        groups: Vec<(i64, Vec<u32>)>,
+        keys: &[ArrayRef],
+        inputs: &crate::physical::aggregation::AggregateInputs,
+        rows: usize,
+    ) -> Result<()> {
         for (slice, indices) in groups {
             if indices.len() == rows {
-                self.state.update(slice, &keys, &inputs, rows)?;
+                self.update_sets(slice, keys, inputs, rows)?;
             } else {
                 let idx = UInt32Array::from(indices);
                 let sub_keys = keys
@@ -315,11 +354,45 @@ impl WindowAggregateStream {
                     .map(|k| Ok(take(k, &idx, None)?))
                     .collect::<Result<Vec<_>>>()?;
                 let sub_inputs = inputs.take(&idx)?;
-                self.state
-                    .update(slice, &sub_keys, &sub_inputs, idx.len())?;
+                self.update_sets(slice, &sub_keys, &sub_inputs, idx.len())?;
             }
         }
         Ok(())
+    }
+
+    /// Adds rows of one slice, once per grouping set (under the set's keys and id), or once.
+    fn update_sets(
+        &mut self,
+        slice: i64,
+        keys: &[ArrayRef],
+        inputs: &crate::physical::aggregation::AggregateInputs,
+        rows: usize,
+    ) -> Result<()> {
+        let Some(id_type) = &self.grouping_id else {
+            return self.state.update(slice, keys, inputs, rows);
+        };
+        for set in &self.grouping_sets {
+            let mut set_keys: Vec<ArrayRef> = keys
+                .iter()
+                .zip(&set.absent)
+                .map(|(k, absent)| {
+                    if *absent {
+                        new_null_array(k.data_type(), rows)
+                    } else {
+                        Arc::clone(k)
+                    }
+                })
+                .collect();
+            let id = ScalarValue::UInt64(Some(set.id)).cast_to(id_type)?;
+            set_keys.push(id.to_array_of_size(rows)?);
+            self.state.update(slice, &set_keys, inputs, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Key columns of the state: the keys, and the grouping id with grouping sets.
+    fn state_keys(&self) -> usize {
+        self.keys.len() + usize::from(self.grouping_id.is_some())
     }
 
     fn on_watermark(&mut self, watermark: i64) -> Result<()> {
@@ -327,18 +400,26 @@ impl WindowAggregateStream {
             return Ok(());
         }
         self.watermark = watermark;
-        let mut fired = Vec::new();
-        {
-            let _timer = self.baseline.elapsed_compute().timer();
-            self.state.fire(watermark, &mut fired)?;
+        if watermark > self.fired {
+            let elapsed = self.baseline.elapsed_compute().clone();
+            let _timer = elapsed.timer();
+            self.fire(watermark)?;
         }
+        self.pending.push_back(StreamMessage::Watermark(watermark));
+        Ok(())
+    }
+
+    /// Fires every window due at `watermark`, queueing their rows.
+    fn fire(&mut self, watermark: i64) -> Result<()> {
+        let mut fired = Vec::new();
+        self.state.fire(watermark, &mut fired)?;
+        self.fired = self.fired.max(watermark);
         for window in fired {
             let batch = self.output_batch(window)?;
             self.baseline.record_output(batch.num_rows());
             self.pending
                 .push_back(StreamMessage::Data(StreamBatch::new(batch)));
         }
-        self.pending.push_back(StreamMessage::Watermark(watermark));
         Ok(())
     }
 
@@ -348,6 +429,9 @@ impl WindowAggregateStream {
         for (i, column) in self.group_columns.iter().enumerate() {
             match column {
                 GroupColumn::Key(k) => columns.push(Arc::clone(&result.keys[*k])),
+                GroupColumn::GroupingId => {
+                    columns.push(Arc::clone(&result.keys[self.keys.len()]));
+                }
                 GroupColumn::Window(field) => {
                     let tz = match self.schema.field(i).data_type() {
                         DataType::Timestamp(_, tz) => tz.clone(),

@@ -8,8 +8,13 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::api::results::Tag;
 
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
 use crate::config::Setting;
 use crate::context::SabotContext;
+use crate::planner::complexity::check_statement;
 
 /// What the server answers itself, before the engine sees the statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,15 +32,25 @@ pub(super) enum Command {
         name: String,
         value: Option<String>,
     },
-    /// `CREATE MATERIALIZED VIEW name AS query`.
+    /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [(column, ...)] AS query`.
     CreateMaterializedView {
         name: String,
         query: String,
+        if_not_exists: bool,
+        /// Names for the query's first columns (PostgreSQL's column list).
+        columns: Vec<String>,
     },
     /// `DROP MATERIALIZED VIEW [IF EXISTS] name`.
     DropMaterializedView {
         name: String,
         if_exists: bool,
+    },
+    /// `DEALLOCATE [PREPARE] name | ALL` (`None`: all), as psycopg sends before DDL.
+    Deallocate(Option<String>),
+    /// `DISCARD ALL | PLANS | TEMP | TEMPORARY | SEQUENCES`: with ALL, the session is reset
+    /// (prepared statements, portals and settings), as a connection pool expects.
+    Discard {
+        all: bool,
     },
 }
 
@@ -44,8 +59,10 @@ pub(super) fn materialized_view(sql: &str) -> Option<Command> {
     static CREATE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
     static DROP: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
     let create = CREATE.get_or_init(|| {
-        regex::Regex::new(r"(?is)^\s*CREATE\s+MATERIALIZED\s+VIEW\s+([^\s(]+)\s+AS\s+(.+?)[\s;]*$")
-            .ok()
+        regex::Regex::new(
+            r"(?is)^\s*CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?([^\s(]+)\s*(?:\(([^)]*)\))?\s*AS\s+(.+?)[\s;]*$",
+        )
+        .ok()
     });
     let drop = DROP.get_or_init(|| {
         regex::Regex::new(
@@ -54,9 +71,15 @@ pub(super) fn materialized_view(sql: &str) -> Option<Command> {
         .ok()
     });
     if let Some(c) = create.as_ref().and_then(|r| r.captures(sql)) {
+        let columns = match c.get(3) {
+            Some(list) => column_names(list.as_str())?,
+            None => Vec::new(),
+        };
         return Some(Command::CreateMaterializedView {
-            name: c[1].to_ascii_lowercase(),
-            query: c[2].to_string(),
+            name: c[2].to_ascii_lowercase(),
+            query: c[4].to_string(),
+            if_not_exists: c.get(1).is_some(),
+            columns,
         });
     }
     if let Some(c) = drop.as_ref().and_then(|r| r.captures(sql)) {
@@ -66,6 +89,25 @@ pub(super) fn materialized_view(sql: &str) -> Option<Command> {
         });
     }
     None
+}
+
+/// The names of a column list `a, "B c"` (unquoted names in lower case, as SQL folds them);
+/// `None` if it is not a list of names.
+fn column_names(list: &str) -> Option<Vec<String>> {
+    let mut parser = Parser::new(&GenericDialect {}).try_with_sql(list).ok()?;
+    let names = parser
+        .parse_comma_separated(|p| p.parse_identifier())
+        .ok()?;
+    parser.expect_token(&Token::EOF).ok()?;
+    Some(
+        names
+            .into_iter()
+            .map(|n| match n.quote_style {
+                Some(_) => n.value,
+                None => n.value.to_ascii_lowercase(),
+            })
+            .collect(),
+    )
 }
 
 /// A plain (unquoted, optionally schema-qualified) identifier: the names a materialized view
@@ -113,6 +155,27 @@ pub(super) fn command(sql: &str) -> Option<Command> {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["SHOW", "JOBS"] => Some(Command::ShowJobs),
+        ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"] => Some(Command::Deallocate(None)),
+        ["DEALLOCATE", _] | ["DEALLOCATE", "PREPARE", _] => {
+            // The name as written (a quoted name keeps its case, as in PostgreSQL).
+            let name = sql
+                .trim()
+                .trim_end_matches(';')
+                .split_whitespace()
+                .next_back()
+                .unwrap_or_default();
+            Some(Command::Deallocate(Some(match name.strip_prefix('"') {
+                Some(quoted) => quoted.trim_end_matches('"').replace("\"\"", "\""),
+                None => name.to_ascii_lowercase(),
+            })))
+        }
+        ["DISCARD", what]
+            if matches!(*what, "ALL" | "PLANS" | "TEMP" | "TEMPORARY" | "SEQUENCES") =>
+        {
+            Some(Command::Discard {
+                all: *what == "ALL",
+            })
+        }
         ["CANCEL", "JOB", n] => n.parse().ok().map(Command::CancelJob),
         ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Some(Command::Transaction("BEGIN")),
         ["COMMIT", ..] | ["END", ..] => Some(Command::Transaction("COMMIT")),
@@ -213,6 +276,16 @@ pub(super) fn catalog_rewrite(sql: &str) -> String {
         None => sql.to_string(),
     };
     let sql = sql.as_str();
+    // The compatibility parser rewrites recursively: a statement too deep for that goes on
+    // unchanged, and the engine refuses it with its own error.
+    let checked: Vec<_> = Parser::parse_sql(&GenericDialect {}, sql)
+        .unwrap_or_default()
+        .into_iter()
+        .map(check_statement)
+        .collect();
+    if checked.iter().any(Result::is_err) {
+        return sql.to_string();
+    }
     let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
     match parser.parse(sql) {
         Ok(statements) if statements.len() == 1 => statements[0].to_string(),
@@ -294,6 +367,24 @@ mod tests {
         assert_eq!(command("show jobs;"), Some(Command::ShowJobs));
         assert_eq!(command("CANCEL JOB 12"), Some(Command::CancelJob(12)));
         assert_eq!(command("CANCEL JOB x"), None);
+        assert_eq!(command("DEALLOCATE ALL"), Some(Command::Deallocate(None)));
+        assert_eq!(
+            command("deallocate prepare all;"),
+            Some(Command::Deallocate(None))
+        );
+        assert_eq!(
+            command("DEALLOCATE _pg3_1"),
+            Some(Command::Deallocate(Some("_pg3_1".into())))
+        );
+        assert_eq!(
+            command("DEALLOCATE PREPARE \"S_1\""),
+            Some(Command::Deallocate(Some("S_1".into())))
+        );
+        assert_eq!(command("DISCARD ALL"), Some(Command::Discard { all: true }));
+        assert_eq!(
+            command("discard plans"),
+            Some(Command::Discard { all: false })
+        );
         assert_eq!(command("begin"), Some(Command::Transaction("BEGIN")));
         assert_eq!(
             command("SHOW parallelism"),
@@ -312,6 +403,34 @@ mod tests {
         assert_eq!(
             command("show time zone"),
             Some(Command::Show("timezone".into()))
+        );
+    }
+
+    /// `CREATE MATERIALIZED VIEW IF NOT EXISTS` and a column list went to DataFusion, which
+    /// answered "Materialized views not supported".
+    #[test]
+    fn materialized_view_with_if_not_exists_and_columns() {
+        assert_eq!(
+            command("CREATE MATERIALIZED VIEW IF NOT EXISTS mv (a, \"B c\") AS SELECT 1, 2;"),
+            Some(Command::CreateMaterializedView {
+                name: "mv".into(),
+                query: "SELECT 1, 2".into(),
+                if_not_exists: true,
+                columns: vec!["a".into(), "B c".into()],
+            })
+        );
+        assert_eq!(
+            command("create materialized view Mv as select 1"),
+            Some(Command::CreateMaterializedView {
+                name: "mv".into(),
+                query: "select 1".into(),
+                if_not_exists: false,
+                columns: vec![],
+            })
+        );
+        assert_eq!(
+            command("CREATE MATERIALIZED VIEW mv (1 + 1) AS SELECT 1"),
+            None
         );
     }
 

@@ -15,6 +15,7 @@ use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::ExtendedQueryHandler;
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionHandle, DEFAULT_NAME, PgWireConnectionState, Type,
@@ -22,29 +23,35 @@ use pgwire::api::{
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::types::format::FormatOptions;
 
 use crate::context::SabotContext;
 use crate::planner::script::cast_placeholders;
 use crate::planner::statement::{StatementKind, classify};
+use crate::server::column_names::with_postgres_names;
 use crate::server::errors::to_pg;
 use crate::server::text::postgres_text;
 
 use super::commands::*;
 use super::{Answer, Session, insert_now};
 
-/// A query's rows as a pgwire response (extended protocol), errors with their SQLSTATEs.
+/// A query's rows as a pgwire response (extended protocol), errors with their SQLSTATEs;
+/// `sql` (the query's text) names its columns as PostgreSQL would.
 async fn encode_dataframe(
     df: DataFrame,
+    sql: Option<&str>,
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<pgwire::api::results::QueryResponse> {
-    let fields = Arc::new(arrow_schema_to_pg_fields(
-        df.schema().as_arrow(),
-        format,
-        options,
-    )?);
+    let schema = match sql {
+        Some(sql) => with_postgres_names(sql, df.schema().as_arrow()),
+        None => df.schema().as_arrow().clone(),
+    };
+    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, options)?);
     let batches = df.execute_stream().await.map_err(to_pg)?;
     let row_fields = Arc::clone(&fields);
     let rows = batches
@@ -242,7 +249,7 @@ impl QueryParser for SessionParser {
         match &stmt.plan {
             Some(LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) => Ok(Vec::new()),
             Some(plan) => arrow_schema_to_pg_fields(
-                plan.schema().as_arrow(),
+                &with_postgres_names(&stmt.sql, plan.schema().as_arrow()),
                 column_format.unwrap_or(&Format::UnifiedText),
                 None,
             ),
@@ -336,6 +343,62 @@ impl ExtendedQueryHandler for Session {
 
     fn query_parser(&self) -> Arc<SessionParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// Parses a statement as pgwire does, remembering its name for `DEALLOCATE ALL` (the
+    /// portal store cannot list its statements).
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if name != DEFAULT_NAME {
+            self.prepared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT
+            && let Some(name) = &message.name
+        {
+            self.prepared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+        }
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => client.portal_store().rm_statement(name),
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
     }
 
     /// Describes a statement or portal. A statement without result columns (an INSERT, DDL)
@@ -456,8 +519,13 @@ impl ExtendedQueryHandler for Session {
             if classify(&prepared.sql) == StatementKind::Insert {
                 return Ok(Response::Execution(insert_now(df).await?));
             }
-            let response =
-                encode_dataframe(df, &portal.result_column_format, Some(options)).await?;
+            let response = encode_dataframe(
+                df,
+                Some(&prepared.sql),
+                &portal.result_column_format,
+                Some(options),
+            )
+            .await?;
             return Ok(Response::Query(response));
         }
         let sql = prepared.sql.as_str();
@@ -471,7 +539,8 @@ impl ExtendedQueryHandler for Session {
                         .read_batch(batch)
                         .map_err(to_pg)?;
                     Ok(Response::Query(
-                        encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
+                        encode_dataframe(df, None, &portal.result_column_format, Some(options))
+                            .await?,
                     ))
                 }
             };
@@ -485,9 +554,13 @@ impl ExtendedQueryHandler for Session {
             StatementKind::Insert => {
                 Ok(Response::Execution(self.start_job(client, sql, df).await?))
             }
-            StatementKind::Query | StatementKind::Describe { .. } => Ok(Response::Query(
-                encode_dataframe(df, &portal.result_column_format, Some(options)).await?,
-            )),
+            StatementKind::Query | StatementKind::Describe { .. } => {
+                let names = (kind == StatementKind::Query).then_some(sql);
+                Ok(Response::Query(
+                    encode_dataframe(df, names, &portal.result_column_format, Some(options))
+                        .await?,
+                ))
+            }
             _ => {
                 self.run_other(sql, df).await?;
                 Ok(Response::Execution(tag_of(sql)))

@@ -37,8 +37,10 @@ use pgwire::messages::data::RowDescription;
 use pgwire::types::format::FormatOptions;
 
 use super::Server;
+use super::column_names::with_postgres_names;
 use super::errors::{
-    FEATURE_NOT_SUPPORTED, INVALID_PARAMETER_VALUE, UNDEFINED_OBJECT, to_pg, user_error,
+    DUPLICATE_TABLE, FEATURE_NOT_SUPPORTED, INVALID_PARAMETER_VALUE, INVALID_SQL_STATEMENT_NAME,
+    UNDEFINED_OBJECT, to_pg, user_error,
 };
 use super::text::postgres_text;
 use crate::context::SabotContext;
@@ -51,6 +53,9 @@ pub struct Session {
     ctx: SabotContext,
     parser: Arc<SessionParser>,
     postgres: postgres_settings::PostgresSettings,
+    /// Names of the statements prepared with the extended protocol (Parse), which
+    /// `DEALLOCATE ALL` and `DISCARD ALL` remove.
+    prepared: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Session {
@@ -62,6 +67,44 @@ impl Session {
             ctx,
             parser,
             postgres: Default::default(),
+            prepared: Default::default(),
+        }
+    }
+
+    /// `DEALLOCATE name` (`None`: all) of statements prepared with the extended protocol; a
+    /// name not prepared that way goes to DataFusion's `DEALLOCATE` (SQL `PREPARE`).
+    async fn deallocate<C>(&self, client: &mut C, name: Option<String>) -> PgWireResult<()>
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        let removed = {
+            let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+            match &name {
+                None => std::mem::take(&mut *prepared).into_iter().collect(),
+                Some(name) if prepared.remove(name) => vec![name.clone()],
+                Some(_) => Vec::new(),
+            }
+        };
+        for statement in &removed {
+            client.portal_store().rm_statement(statement);
+        }
+        match name {
+            Some(name) if removed.is_empty() => {
+                let sql = format!("DEALLOCATE \"{}\"", name.replace('"', "\"\""));
+                let df = self.ctx.sql(&sql).await.map_err(|e| {
+                    user_error(
+                        INVALID_SQL_STATEMENT_NAME,
+                        format!(
+                            "prepared statement \"{name}\" does not exist ({})",
+                            e.strip_backtrace()
+                        ),
+                    )
+                })?;
+                df.collect().await.map_err(to_pg)?;
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -121,6 +164,8 @@ impl Session {
         client: &mut C,
         name: &str,
         query: &str,
+        if_not_exists: bool,
+        columns: &[String],
     ) -> PgWireResult<Tag>
     where
         C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -137,8 +182,19 @@ impl Session {
             ));
         }
         if !self.server.jobs.view_jobs(name).is_empty() {
+            if if_not_exists {
+                let notice = ErrorInfo::new(
+                    "NOTICE".to_string(),
+                    "42P07".to_string(),
+                    format!("materialized view {name} already exists, skipping"),
+                );
+                client
+                    .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+                    .await?;
+                return Ok(Tag::new("CREATE MATERIALIZED VIEW"));
+            }
             return Err(user_error(
-                "42P07",
+                DUPLICATE_TABLE,
                 format!(
                     "materialized view {name} already exists; DROP MATERIALIZED VIEW {name} first"
                 ),
@@ -146,12 +202,13 @@ impl Session {
         }
         let id = self
             .server
-            .materialize(&self.ctx, name, query)
+            .materialize(&self.ctx, name, query, columns)
             .await
             .map_err(to_pg)?;
         self.remember(&super::catalog_log::Entry::View {
             name: name.to_string(),
             query: query.to_string(),
+            columns: columns.to_vec(),
         })?;
         let notice = ErrorInfo::new(
             "NOTICE".to_string(),
@@ -190,14 +247,21 @@ impl Session {
     /// Answers a server command with rows or a tag.
     async fn answer<C>(&self, client: &mut C, command: Command) -> PgWireResult<Answer>
     where
-        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         Ok(match command {
-            Command::CreateMaterializedView { name, query } => {
-                Answer::Tag(self.create_materialized_view(client, &name, &query).await?)
-            }
+            Command::CreateMaterializedView {
+                name,
+                query,
+                if_not_exists,
+                columns,
+            } => Answer::Tag(
+                self.create_materialized_view(client, &name, &query, if_not_exists, &columns)
+                    .await?,
+            ),
             Command::DropMaterializedView { name, if_exists } => {
                 Answer::Tag(self.drop_materialized_view(&name, if_exists)?)
             }
@@ -214,6 +278,19 @@ impl Session {
                 Answer::Tag(Tag::new("CANCEL JOB"))
             }
             Command::Transaction(tag) => Answer::Tag(Tag::new(tag)),
+            Command::Deallocate(name) => {
+                self.deallocate(client, name).await?;
+                Answer::Tag(Tag::new("DEALLOCATE"))
+            }
+            Command::Discard { all } => {
+                if all {
+                    self.deallocate(client, None).await?;
+                    client.portal_store().clear_portals();
+                    self.postgres.reset_all();
+                    self.ctx.reset_settings(&self.server.base.config());
+                }
+                Answer::Tag(Tag::new("DISCARD"))
+            }
             Command::SetPostgres { name, value } => {
                 let reset = value.is_none();
                 self.postgres
@@ -245,7 +322,8 @@ impl Session {
     /// Runs one statement of a simple query, writing its whole response.
     async fn run_simple<C>(&self, client: &mut C, sql: &str) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -258,14 +336,15 @@ impl Session {
                         .session_context()
                         .read_batch(batch)
                         .map_err(to_pg)?;
-                    stream_rows(client, df).await
+                    stream_rows(client, df, None).await
                 }
             };
         }
         let kind = classify(sql);
         let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
         match kind {
-            StatementKind::Query | StatementKind::Describe { .. } => stream_rows(client, df).await,
+            StatementKind::Query => stream_rows(client, df, Some(sql)).await,
+            StatementKind::Describe { .. } => stream_rows(client, df, None).await,
             StatementKind::Insert if inserts_values(sql) || self.ctx.config().dml_sync => {
                 let tag = insert_now(df).await?;
                 complete(client, tag).await
@@ -316,16 +395,21 @@ where
     Ok(())
 }
 
-/// Writes a query's rows as they come (text format), flushing after every batch.
-async fn stream_rows<C>(client: &mut C, df: DataFrame) -> PgWireResult<()>
+/// Writes a query's rows as they come (text format), flushing after every batch; `sql` (the
+/// query's text) names its columns as PostgreSQL would.
+async fn stream_rows<C>(client: &mut C, df: DataFrame, sql: Option<&str>) -> PgWireResult<()>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let schema = match sql {
+        Some(sql) => with_postgres_names(sql, df.schema().as_arrow()),
+        None => df.schema().as_arrow().clone(),
+    };
     let fields = Arc::new(arrow_schema_to_pg_fields(
-        df.schema().as_arrow(),
+        &schema,
         &Format::UnifiedText,
         Some(options),
     )?);

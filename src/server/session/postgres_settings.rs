@@ -168,6 +168,11 @@ impl PostgresSettings {
         Some(set.get(p.name).cloned().unwrap_or_else(|| p.default.into()))
     }
 
+    /// Every parameter back to its default (`DISCARD ALL`).
+    pub(super) fn reset_all(&self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Sets `name` to `value` (`None`: back to its default); an error says what the parameter
     /// accepts.
     pub(super) fn set(&self, name: &str, value: Option<&str>) -> Result<(), String> {
@@ -208,12 +213,12 @@ pub(super) fn parse_set(sql: &str) -> Option<(String, Option<String>)> {
     }
     let mut rest = rest;
     for scope in ["session ", "local "] {
-        if rest.len() > scope.len() && rest[..scope.len()].eq_ignore_ascii_case(scope) {
-            rest = rest[scope.len()..].trim_start();
+        if let Some(after) = strip_prefix_ignore_case(rest, scope) {
+            rest = after.trim_start();
         }
     }
-    let (name, value) = if rest.len() > 9 && rest[..9].eq_ignore_ascii_case("time zone") {
-        ("timezone", rest[9..].trim())
+    let (name, value) = if let Some(zone) = strip_prefix_ignore_case(rest, "time zone") {
+        ("timezone", zone.trim())
     } else {
         let end = rest
             .find(|c: char| c.is_whitespace() || c == '=')
@@ -222,9 +227,7 @@ pub(super) fn parse_set(sql: &str) -> Option<(String, Option<String>)> {
         let value = value.trim_start();
         let value = value
             .strip_prefix('=')
-            .or_else(|| {
-                (value.len() > 3 && value[..3].eq_ignore_ascii_case("to ")).then(|| &value[3..])
-            })
+            .or_else(|| strip_prefix_ignore_case(value, "to "))
             .or_else(|| name.eq_ignore_ascii_case("names").then_some(value))?;
         (name, value.trim())
     };
@@ -239,6 +242,18 @@ pub(super) fn parse_set(sql: &str) -> Option<(String, Option<String>)> {
         return Some((name.to_ascii_lowercase(), None));
     }
     Some((name.to_ascii_lowercase(), Some(value.to_string())))
+}
+
+/// `text` after `prefix` (ASCII, compared ignoring case), if it starts with it. Compares
+/// bytes, so a multi-byte character where the prefix ends is a mismatch, never a slice inside
+/// a character.
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        text.get(prefix.len()..)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +292,25 @@ mod tests {
         assert_eq!(parse_set("SET 'parallelism' = '2'"), None);
         assert_eq!(parse_set("SET parallelism = 2"), None);
         assert_eq!(parse_set("SELECT 1"), None);
+    }
+
+    /// `SET sessioné = 1` panicked: the scope prefix `session ` was cut out of the text by
+    /// byte count, inside the two-byte `é`.
+    #[test]
+    fn multibyte_names_are_not_cut_inside_a_character() {
+        assert_eq!(parse_set("SET sessioné = 1"), None);
+        assert_eq!(parse_set("SET localé = 1"), None);
+        assert_eq!(parse_set("SET time zoné 'UTC'"), None);
+        assert_eq!(parse_set("SET application_name tó 'x'"), None);
+        assert_eq!(parse_set("SET é"), None);
+        assert_eq!(
+            parse_set("SET application_name = 'é'"),
+            Some(("application_name".into(), Some("é".into())))
+        );
+        assert_eq!(
+            parse_set("SET SESSION TIME ZONE 'UTC'"),
+            Some(("timezone".into(), Some("UTC".into())))
+        );
     }
 
     #[test]

@@ -619,6 +619,11 @@ impl SessionAggregateStream {
         for (i, column) in self.group_columns.iter().enumerate() {
             match column {
                 GroupColumn::Key(k) => columns.push(Arc::clone(&result.keys[k + 1])),
+                GroupColumn::GroupingId => {
+                    return datafusion::common::internal_err!(
+                        "SESSION windows have no grouping sets (the planner refuses them)"
+                    );
+                }
                 GroupColumn::Window(field) => {
                     let tz = match self.schema.field(i).data_type() {
                         DataType::Timestamp(_, tz) => tz.clone(),

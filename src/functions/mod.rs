@@ -1,0 +1,17 @@
+//! SQL functions Sabot adds to DataFusion's, or replaces where PostgreSQL and Flink users
+//! expect other behaviour.
+//!
+//! - [`to_char`]: `to_char` with PostgreSQL's templates, `DATE_FORMAT` with Java's (Flink);
+//!   chrono `%` patterns still work as in DataFusion.
+//! - [`template`]: the two template languages, compiled into one formatter.
+
+pub mod template;
+pub mod to_char;
+
+use datafusion::prelude::SessionContext;
+
+/// Registers Sabot's functions in `ctx`, replacing DataFusion's of the same name.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(to_char::to_char());
+    ctx.register_udf(to_char::date_format());
+}
