@@ -195,12 +195,14 @@ impl Checkpointing {
         let mut restored_epoch = 0;
         let mut restore_dir = None;
         if let Some(recovery) = recovery {
-            for line in &recovery.skipped {
-                log::warn!("skipped a damaged checkpoint: {line}");
-                eprintln!("warning: skipped a damaged checkpoint: {line}");
+            for skipped in &recovery.skipped {
+                log::warn!("skipped a damaged checkpoint: {skipped}");
+                eprintln!("warning: skipped a damaged checkpoint: {skipped}");
             }
             let manifest = recovery.manifest;
             restored_epoch = manifest.epoch;
+            // What the skipped checkpoints published is written again from the restored one.
+            sinks::take_back(&participants, &recovery.skipped, restored_epoch).await?;
             // Commits are idempotent: what the crashed run may not have committed is now.
             sinks::commit_sinks(&participants, &manifest.operators, None)?;
             if manifest.finished {

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::common::Result;
+use datafusion::common::{Result, plan_datafusion_err, plan_err};
 
 use super::coordinator::Participant;
 use super::failpoint::{self, Failpoint};
 use super::manifest::{Manifest, PartitionSnapshot};
-use super::store::{CheckpointStore, Recovery};
+use super::store::{CheckpointStore, Recovery, SkippedCheckpoint};
 use crate::connectors::SinkConnector;
 
 /// The newest intact checkpoint whose sink output is not lost.
@@ -144,6 +144,80 @@ fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Opti
         return Ok(Some(what));
     }
     Ok(None)
+}
+
+/// Takes back what the sinks of damaged checkpoints newer than the restored one published:
+/// the rows after the restored checkpoint are produced again, and must not be there twice.
+///
+/// A damaged checkpoint whose manifest can be read names its pre-commits; each sink takes
+/// back its own ([`SinkConnector::uncommit`]: a filesystem sink deletes the published files).
+/// One whose manifest cannot be read, or a pre-commit a sink cannot take back (a committed
+/// Kafka transaction), makes recovery refuse: resuming would repeat output silently.
+pub(super) async fn take_back(
+    participants: &[Participant],
+    skipped: &[SkippedCheckpoint],
+    restored: u64,
+) -> Result<()> {
+    if skipped.is_empty() || participants.iter().all(|p| p.sink.is_none()) {
+        return Ok(());
+    }
+    // Looking Kafka transactions up blocks on a broker: not on the async worker threads.
+    let (participants, skipped) = (participants.to_vec(), skipped.to_vec());
+    tokio::task::spawn_blocking(move || take_back_blocking(&participants, &skipped, restored))
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+}
+
+fn take_back_blocking(
+    participants: &[Participant],
+    skipped: &[SkippedCheckpoint],
+    restored: u64,
+) -> Result<()> {
+    for checkpoint in skipped {
+        let Some(manifest) = &checkpoint.manifest else {
+            return plan_err!(
+                "checkpoint {} is damaged ({}) and its manifest cannot be read, so what its \
+                 sinks published is unknown: resuming from checkpoint {restored} could write \
+                 that output again. Repair or restore the checkpoint files, or remove the \
+                 state directory (and the sink's output) to start over",
+                checkpoint.epoch,
+                checkpoint.why
+            );
+        };
+        for (sink, commit) in pre_commits(participants, &manifest.operators) {
+            sink.uncommit(commit).map_err(|e| {
+                plan_datafusion_err!(
+                    "checkpoint {} is damaged ({}), and its output cannot be taken back to \
+                     resume from checkpoint {restored}: {}",
+                    checkpoint.epoch,
+                    checkpoint.why,
+                    e.strip_backtrace()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Every sink pre-commit in `operators`, with its sink.
+fn pre_commits<'a>(
+    participants: &'a [Participant],
+    operators: &'a BTreeMap<String, Vec<PartitionSnapshot>>,
+) -> Vec<(&'a Arc<dyn SinkConnector>, &'a serde_json::Value)> {
+    let mut out = Vec::new();
+    for participant in participants {
+        let Some(sink) = &participant.sink else {
+            continue;
+        };
+        for snapshot in operators.get(&participant.operator).into_iter().flatten() {
+            match &snapshot.meta {
+                serde_json::Value::Array(list) => out.extend(list.iter().map(|c| (sink, c))),
+                serde_json::Value::Null => {}
+                commit => out.push((sink, commit)),
+            }
+        }
+    }
+    out
 }
 
 /// Applies the pre-commits recorded in a manifest's sink snapshots.

@@ -39,8 +39,25 @@ pub struct CheckpointStore {
 pub struct Recovery {
     /// The newest complete, intact checkpoint.
     pub manifest: Manifest,
-    /// One line per newer checkpoint that was skipped, with the reason.
-    pub skipped: Vec<String>,
+    /// The newer checkpoints that were skipped, newest first.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// A complete checkpoint recovery could not use.
+#[derive(Debug, Clone)]
+pub struct SkippedCheckpoint {
+    pub epoch: u64,
+    /// What is wrong with it.
+    pub why: String,
+    /// Its manifest, when that could be read (a state file is damaged): what its sinks
+    /// published.
+    pub manifest: Option<Manifest>,
+}
+
+impl std::fmt::Display for SkippedCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "checkpoint {}: {}", self.epoch, self.why)
+    }
 }
 
 fn store_err(what: &str, e: object_store::Error) -> DataFusionError {
@@ -238,7 +255,11 @@ impl CheckpointStore {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
-                    skipped.push(format!("checkpoint {epoch}: {e}"));
+                    skipped.push(SkippedCheckpoint {
+                        epoch,
+                        why: e.to_string(),
+                        manifest: None,
+                    });
                     continue;
                 }
             };
@@ -258,7 +279,11 @@ impl CheckpointStore {
                 }
             }
             match broken {
-                Some(e) => skipped.push(format!("checkpoint {epoch}: {e}")),
+                Some(e) => skipped.push(SkippedCheckpoint {
+                    epoch,
+                    why: e.to_string(),
+                    manifest: Some(manifest),
+                }),
                 None => return Ok(Some(Recovery { manifest, skipped })),
             }
         }
@@ -269,7 +294,11 @@ impl CheckpointStore {
                 "no usable checkpoint in '{}': {}; refusing to start over, which would repeat \
                  output already written. Remove the state directory to start from scratch",
                 self.location,
-                skipped.join("; ")
+                skipped
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             )
         }
     }

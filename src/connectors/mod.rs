@@ -188,6 +188,19 @@ pub trait SinkConnector: Debug + Send + Sync {
         Ok(())
     }
 
+    /// Takes back a pre-commit of a damaged checkpoint that recovery skips, to resume from an
+    /// older one: its rows will be written again. `Ok` once nothing of it is published (or
+    /// nothing was); an error when it cannot be taken back. Must be idempotent.
+    fn uncommit(&self, pre_commit: &serde_json::Value) -> Result<()> {
+        if pre_commit.is_null() {
+            return Ok(());
+        }
+        datafusion::common::plan_err!(
+            "the {} sink cannot take back output it published",
+            self.name()
+        )
+    }
+
     /// Which pre-commits of a crashed run's newest checkpoint were committed, for sinks whose
     /// commits cannot be re-applied by another process (Kafka transactions): one entry per
     /// pre-commit, `Some(false)` if its output is lost (recovery must then restore an older

@@ -20,6 +20,7 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
     }
     match e.find_root() {
         DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
+        DataFusionError::Configuration(_) => INVALID_PARAMETER_VALUE,
         DataFusionError::SQL(err, _) => match err.as_ref() {
             // Parentheses, subqueries or calls nested past the parser's limit.
             datafusion::sql::sqlparser::parser::ParserError::RecursionLimitExceeded => {
@@ -44,6 +45,8 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
                 UNDEFINED_TABLE
             } else if lower.contains("not supported") || lower.contains("is not supported") {
                 FEATURE_NOT_SUPPORTED
+            } else if lower.contains("already exists") {
+                DUPLICATE_TABLE
             } else {
                 SYNTAX_OR_RULE_VIOLATION
             }
@@ -54,6 +57,8 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
                 INVALID_TEXT_REPRESENTATION
             } else if lower.contains("divide by zero") || lower.contains("division by zero") {
                 DIVISION_BY_ZERO
+            } else if lower.contains("already exists") {
+                DUPLICATE_TABLE
             } else {
                 INTERNAL_ERROR
             }

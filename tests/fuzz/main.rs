@@ -10,6 +10,8 @@
 //!
 //! Every failure found becomes a regression test next to the code it fixed.
 
+mod checkpoints;
 mod harness;
+mod records;
 mod sql;
 mod wire;

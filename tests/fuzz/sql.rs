@@ -1115,7 +1115,11 @@ fn error_outcome(e: &datafusion::error::DataFusionError, sql: &str) -> Result<Ou
     if message.trim().is_empty() {
         return Err(format!("an error without a message for {}", shorten(sql)));
     }
-    Ok(format!("error {}", sabot::server::errors::sqlstate(e)))
+    let code = sabot::server::errors::sqlstate(e);
+    if std::env::var_os("SABOT_FUZZ_VERBOSE").is_some() {
+        eprintln!("{code}: {}\n  <- {}", shorten(&message), shorten(sql));
+    }
+    Ok(format!("error {code}"))
 }
 
 /// The SQL of one input.

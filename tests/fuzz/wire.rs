@@ -24,6 +24,8 @@ struct Conversation {
     messages: Vec<Message>,
     /// Bytes per write (0: all at once).
     chunk: u8,
+    /// Keep the connection open after the last message (until the read times out).
+    keep_open: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -327,11 +329,16 @@ async fn converse(port: u16, c: &Conversation) -> Result<Vec<u8>, String> {
             break;
         }
     }
+    // Most conversations end with the client's end of input (a client gone mid-statement);
+    // some keep the connection open, as a client waiting for an answer does.
+    if !c.keep_open {
+        let _ = socket.shutdown().await;
+    }
     let mut response = Vec::new();
     let mut buf = vec![0u8; 65_536];
     // Read what the server says until it closes, goes quiet, or has said plenty (a streaming
     // query); then hang up, which a running query must survive.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
     loop {
         match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
@@ -358,8 +365,12 @@ async fn select_one(port: u16) -> Result<(), String> {
         .await
         .map_err(|_| "SELECT 1 took more than 10 s".to_string())?
         .map_err(|e| format!("SELECT 1 failed: {e}"))?;
-    match rows.first() {
-        Some(SimpleQueryMessage::Row(r)) if r.get(0) == Some("1") => Ok(()),
+    let row = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0),
+        _ => None,
+    });
+    match row {
+        Some("1") => Ok(()),
         other => Err(format!("SELECT 1 answered {other:?}")),
     }
 }
@@ -407,7 +418,21 @@ fn fuzz_target_wire() {
             return Ok("no input".into());
         };
         rt.block_on(async {
+            let started = std::time::Instant::now();
             let response = converse(port, &conversation).await?;
+            if std::env::var_os("SABOT_FUZZ_VERBOSE").is_some() {
+                eprintln!(
+                    "wire: {:?} {} bytes back: {:?}",
+                    started.elapsed(),
+                    response.len(),
+                    conversation
+                        .messages
+                        .iter()
+                        .take(3)
+                        .map(|m| format!("{m:?}").chars().take(60).collect::<String>())
+                        .collect::<Vec<_>>()
+                );
+            }
             let codes = check_errors(&response)?;
             since_check += 1;
             if since_check >= 8 {

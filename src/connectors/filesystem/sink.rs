@@ -88,6 +88,27 @@ impl SinkConnector for FileSink {
         commit_rename(pre_commit)
     }
 
+    /// Deletes the file the pre-commit publishes (and its in-progress form).
+    fn uncommit(&self, pre_commit: &serde_json::Value) -> Result<()> {
+        if pre_commit.is_null() {
+            return Ok(());
+        }
+        let (from, to) = rename_of(pre_commit)?;
+        for file in [from, to] {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(exec_datafusion_err!(
+                        "cannot delete {}: {e}",
+                        file.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn explain(&self) -> String {
         format!(
             "path={}, format={}",
@@ -149,8 +170,8 @@ impl FileWriter {
     }
 }
 
-/// Applies a pre-commit of [`FileWriter::pre_commit`] (idempotent).
-fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
+/// The `(in-progress, published)` paths of a pre-commit of [`FileWriter::pre_commit`].
+fn rename_of(pre_commit: &serde_json::Value) -> Result<(PathBuf, PathBuf)> {
     let pair = pre_commit.get("rename").and_then(|r| r.as_array());
     let (Some(from), Some(to)) = (
         pair.and_then(|p| p.first()).and_then(|v| v.as_str()),
@@ -160,7 +181,12 @@ fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
             "filesystem sink: malformed commit record {pre_commit}"
         ));
     };
-    let (from, to) = (PathBuf::from(from), PathBuf::from(to));
+    Ok((PathBuf::from(from), PathBuf::from(to)))
+}
+
+/// Applies a pre-commit of [`FileWriter::pre_commit`] (idempotent).
+fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
+    let (from, to) = rename_of(pre_commit)?;
     if !from.exists() && to.exists() {
         return Ok(()); // committed before
     }

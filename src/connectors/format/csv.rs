@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, plan_err};
 
-use super::{LineChunk, LineDecoder, LineEncoder, decode_line_by_line};
+use super::{DecimalText, LineChunk, LineDecoder, LineEncoder, decode_line_by_line, text_schema};
 use crate::connectors::options::TableOptions;
 
 fn single_byte(options: &TableOptions, key: &str, default: u8) -> Result<u8> {
@@ -42,10 +42,16 @@ fn single_byte(options: &TableOptions, key: &str, default: u8) -> Result<u8> {
 
 /// Decodes CSV lines (see the module docs).
 pub struct CsvDecoder {
-    /// All source columns (CSV fields are positional).
+    /// All source columns (CSV fields are positional), decimals as text (see
+    /// [`DecimalText`]).
     full_schema: SchemaRef,
     projection: Vec<usize>,
     output_schema: SchemaRef,
+    /// Decimal columns of the output, parsed from their text.
+    decimals: Option<DecimalText>,
+    /// The output schema with decimals as text: what the decoding produces before
+    /// [`DecimalText::parse`].
+    read_schema: SchemaRef,
     delimiter: u8,
     quote: u8,
     ignore_errors: bool,
@@ -120,6 +126,11 @@ impl CsvDecoder {
         options: &TableOptions,
     ) -> Result<Self> {
         let output_schema = Arc::new(full_schema.project(&projection)?);
+        let decimals = DecimalText::of(&output_schema);
+        let read_schema = decimals
+            .as_ref()
+            .map_or_else(|| Arc::clone(&output_schema), |d| d.text_schema.clone());
+        let full_schema = text_schema(&full_schema);
         let plain = projection.iter().all(|&i| {
             full_schema
                 .fields()
@@ -130,6 +141,8 @@ impl CsvDecoder {
             full_schema,
             projection,
             output_schema,
+            decimals,
+            read_schema,
             delimiter: single_byte(options, "csv.field-delimiter", b',')?,
             quote: single_byte(options, "csv.quote-character", b'"')?,
             ignore_errors: options
@@ -191,7 +204,19 @@ impl CsvDecoder {
             };
             columns.push(array);
         }
-        RecordBatch::try_new(Arc::clone(&self.output_schema), columns).ok()
+        let batch = RecordBatch::try_new(Arc::clone(&self.read_schema), columns).ok()?;
+        self.parse_decimals(Some(batch)).ok().flatten()
+    }
+
+    /// `batch` with its decimal columns parsed from their text (see [`DecimalText`]).
+    fn parse_decimals(
+        &self,
+        batch: Option<RecordBatch>,
+    ) -> std::result::Result<Option<RecordBatch>, String> {
+        match (batch, &self.decimals) {
+            (Some(batch), Some(d)) => d.parse(batch).map(Some),
+            (batch, _) => Ok(batch),
+        }
     }
 
     fn decode_bytes(
@@ -219,7 +244,8 @@ impl CsvDecoder {
         if !text[offset..].iter().all(u8::is_ascii_whitespace) {
             return Err("a record holds more than one CSV line; write one row per record".into());
         }
-        decoder.flush().map_err(|e| e.to_string())
+        let batch = decoder.flush().map_err(|e| e.to_string())?;
+        self.parse_decimals(batch)
     }
 }
 

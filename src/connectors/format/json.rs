@@ -10,12 +10,14 @@ use datafusion::arrow::json::reader::{Decoder, ReaderBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
-use super::{LineChunk, LineDecoder, LineEncoder, decode_line_by_line};
+use super::{DecimalText, LineChunk, LineDecoder, LineEncoder, decode_line_by_line};
 use crate::connectors::options::TableOptions;
 
 /// Decodes JSON lines (see the module docs).
 pub struct JsonDecoder {
     schema: SchemaRef,
+    /// Decimal columns, read as text first (see [`DecimalText`]).
+    decimals: Option<DecimalText>,
     ignore_errors: bool,
     skipped: u64,
     kept: Option<Vec<usize>>,
@@ -25,6 +27,7 @@ impl JsonDecoder {
     /// A decoder producing `schema`.
     pub fn try_new(schema: SchemaRef, options: &TableOptions) -> Result<Self> {
         Ok(Self {
+            decimals: DecimalText::of(&schema),
             schema,
             ignore_errors: options
                 .get_bool("json.ignore-parse-errors")?
@@ -35,9 +38,30 @@ impl JsonDecoder {
     }
 
     fn new_decoder(&self, rows: usize) -> Result<Decoder> {
-        Ok(ReaderBuilder::new(self.schema.clone())
-            .with_batch_size(rows.max(1))
-            .build_decoder()?)
+        new_decoder(&self.schema, self.decimals.as_ref(), rows)
+    }
+}
+
+/// Arrow's JSON decoder for `schema`; with decimal columns, they are read as text (from JSON
+/// numbers or strings, as any text column then is, as Flink's JSON format reads them).
+fn new_decoder(schema: &SchemaRef, decimals: Option<&DecimalText>, rows: usize) -> Result<Decoder> {
+    let builder = match decimals {
+        Some(d) => ReaderBuilder::new(d.text_schema.clone()).with_coerce_primitive(true),
+        None => ReaderBuilder::new(schema.clone()),
+    };
+    Ok(builder.with_batch_size(rows.max(1)).build_decoder()?)
+}
+
+/// [`decode_all`], then the decimal columns parsed.
+fn decode_checked(
+    decoder: &mut Decoder,
+    decimals: Option<&DecimalText>,
+    text: &[u8],
+) -> std::result::Result<Option<RecordBatch>, String> {
+    let batch = decode_all(decoder, text)?;
+    match (batch, decimals) {
+        (Some(batch), Some(d)) => d.parse(batch).map(Some),
+        (batch, _) => Ok(batch),
     }
 }
 
@@ -72,7 +96,7 @@ impl LineDecoder for JsonDecoder {
         // Fast path: the whole text at once, accepted when it gave one row per line (blank
         // lines and bad records take the line-by-line path, which skips, names or counts them).
         let mut decoder = self.new_decoder(lines)?;
-        if let Ok(Some(batch)) = decode_all(&mut decoder, text)
+        if let Ok(Some(batch)) = decode_checked(&mut decoder, self.decimals.as_ref(), text)
             && batch.num_rows() == lines
         {
             self.kept = None;
@@ -89,12 +113,13 @@ impl LineDecoder for JsonDecoder {
             text.push(b'\n');
         }
         let mut decoder = self.new_decoder(chunk.lines.len())?;
-        if let Ok(batch) = decode_all(&mut decoder, &text) {
+        if let Ok(batch) = decode_checked(&mut decoder, self.decimals.as_ref(), &text) {
             self.kept = None;
             return Ok(batch);
         }
         // Slow path: find (or skip) the bad lines.
         let schema = self.schema.clone();
+        let decimals = self.decimals.clone();
         let mut kept = self.kept.take().unwrap_or_default();
         let batches = decode_line_by_line(
             chunk,
@@ -103,13 +128,11 @@ impl LineDecoder for JsonDecoder {
             &mut kept,
             "json",
             |line| {
-                let mut one = ReaderBuilder::new(schema.clone())
-                    .with_batch_size(1)
-                    .build_decoder()
-                    .map_err(|e| e.to_string())?;
+                let mut one =
+                    new_decoder(&schema, decimals.as_ref(), 1).map_err(|e| e.to_string())?;
                 let mut text = line.to_vec();
                 text.push(b'\n');
-                decode_all(&mut one, &text)
+                decode_checked(&mut one, decimals.as_ref(), &text)
             },
         )?;
         self.kept = Some(kept);

@@ -9,8 +9,12 @@ pub mod csv;
 pub mod json;
 pub mod raw;
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Result, exec_err, plan_err};
 
 use super::options::{OptionSpec, TableOptions};
@@ -166,6 +170,124 @@ pub fn encoder_for(format: &str, options: &TableOptions) -> Result<Box<dyn LineE
     }
 }
 
+/// Decimal columns read as text, then checked and parsed here.
+///
+/// Arrow's decimal parser (used by its CSV and JSON decoders and its casts) keeps the exponent
+/// in 16 bits and counts digits in 16 bits: a field like `1e40000` overflows it, which panics
+/// in a debug build and silently gives a wrong value otherwise. So decimal fields are decoded
+/// as text, every value is checked to be short enough and its exponent small enough for any
+/// DECIMAL, and only then parsed (an error otherwise, for the line-by-line path to name).
+#[derive(Debug, Clone)]
+pub(crate) struct DecimalText {
+    /// The schema the format's decoder produces: the output's, decimals as UTF-8 text.
+    pub text_schema: SchemaRef,
+    /// The output schema.
+    output: SchemaRef,
+    /// Output columns that are decimals.
+    decimals: Vec<usize>,
+}
+
+/// Longest text a DECIMAL value is read from (76 digits, a sign, a point, an exponent).
+const MAX_DECIMAL_TEXT: usize = 128;
+
+/// Largest exponent magnitude a DECIMAL value is read with.
+const MAX_DECIMAL_EXPONENT: i64 = 1_000;
+
+impl DecimalText {
+    /// For decoders producing `output`; `None` when it has no decimal column.
+    pub fn of(output: &SchemaRef) -> Option<Self> {
+        let decimals: Vec<usize> = output
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| is_decimal(f.data_type()))
+            .map(|(i, _)| i)
+            .collect();
+        if decimals.is_empty() {
+            return None;
+        }
+        Some(Self {
+            text_schema: text_schema(output),
+            output: Arc::clone(output),
+            decimals,
+        })
+    }
+
+    /// `batch` (in [`text_schema`](Self::text_schema)) with its decimal columns parsed.
+    pub fn parse(&self, batch: RecordBatch) -> std::result::Result<RecordBatch, String> {
+        let mut columns = batch.columns().to_vec();
+        for &i in &self.decimals {
+            let target = self.output.field(i).data_type();
+            let text = columns[i].as_string::<i32>();
+            for value in text.iter().flatten() {
+                check_decimal_text(value, target)?;
+            }
+            let options = CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            columns[i] = cast_with_options(&columns[i], target, &options)
+                .map_err(|e| format!("column {}: {e}", self.output.field(i).name()))?;
+        }
+        RecordBatch::try_new_with_options(
+            Arc::clone(&self.output),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn is_decimal(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Decimal32(_, _)
+            | DataType::Decimal64(_, _)
+            | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _)
+    )
+}
+
+/// `schema` with its decimal fields as UTF-8 text.
+pub(crate) fn text_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if is_decimal(f.data_type()) {
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8))
+                } else {
+                    Arc::clone(f)
+                }
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// Refuses decimal text arrow's parser would overflow on (see [`DecimalText`]).
+fn check_decimal_text(value: &str, target: &DataType) -> std::result::Result<(), String> {
+    if value.len() > MAX_DECIMAL_TEXT {
+        return Err(format!(
+            "a value of {} characters is too long for a {target}",
+            value.len()
+        ));
+    }
+    if let Some(at) = value.find(['e', 'E']) {
+        let exponent = value[at + 1..].trim_start_matches('+');
+        let fits = exponent
+            .parse::<i64>()
+            .is_ok_and(|e| e.abs() <= MAX_DECIMAL_EXPONENT);
+        if !fits {
+            return Err(format!(
+                "{value:?} is not a {target}: its exponent is out of range"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Shared slow path: decodes lines one by one with `decode_one`, skipping (and counting) or
 /// reporting the first bad line.
 pub(crate) fn decode_line_by_line<F>(
@@ -216,6 +338,48 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::collections::BTreeMap;
     use std::sync::Arc;
+
+    /// Found by the records fuzz target: `1e40000` in a DECIMAL field overflowed arrow's
+    /// decimal parser (a panic in a debug build, a wrong value in a release build).
+    #[test]
+    fn decimals_with_absurd_exponents_are_malformed_records() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("d", DataType::Decimal128(10, 2), true),
+        ]));
+        for (format, good, expected, bad) in [
+            ("csv", "1,12.5e1\n", "125.00", "1,1e40000\n"),
+            (
+                "json",
+                "{\"a\":1,\"d\":12.5e1}\n",
+                "125.00",
+                "{\"a\":1,\"d\":1e40000}\n",
+            ),
+            (
+                "json",
+                "{\"a\":1,\"d\":\"1.25\"}\n",
+                "1.25",
+                "{\"a\":1,\"d\":\"-2E+65536\"}\n",
+            ),
+        ] {
+            let options = options(&[]);
+            let mut d =
+                decoder_for(format, &options, schema.clone(), schema.clone(), &[0, 1]).unwrap();
+            let batch = d.decode_text("f", 1, good.as_bytes(), 1).unwrap().unwrap();
+            let value = batch
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+            assert_eq!(value.value_as_string(0), expected, "{format} {good}");
+            let e = d
+                .decode_text("f", 1, bad.as_bytes(), 1)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("f at line 1") && e.contains("exponent"),
+                "{format}: {e}"
+            );
+        }
+    }
 
     fn options(pairs: &[(&str, &str)]) -> TableOptions {
         TableOptions::new(

@@ -15,7 +15,7 @@
 //! `properties.group.id`, `properties.isolation.level`, ...).
 
 pub mod options;
-mod records;
+pub mod records;
 pub mod sink;
 pub mod source;
 

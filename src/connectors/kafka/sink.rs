@@ -377,6 +377,31 @@ impl SinkConnector for KafkaSink {
         }
     }
 
+    /// A transaction that was not committed publishes nothing (the restarted producer aborts
+    /// it); a committed one cannot be taken back.
+    fn uncommit(&self, pre_commit: &serde_json::Value) -> Result<()> {
+        let Some(id) = pre_commit.get("transactional_id").and_then(|v| v.as_str()) else {
+            return Ok(());
+        };
+        let has_records = pre_commit
+            .get("offsets")
+            .and_then(|o| o.as_object())
+            .is_some_and(|o| !o.is_empty());
+        if !has_records {
+            return Ok(());
+        }
+        match self.committed(&[pre_commit])?.first().copied().flatten() {
+            Some(false) => Ok(()),
+            Some(true) => Err(datafusion::common::DataFusionError::Plan(format!(
+                "its Kafka transaction {id} was committed: its records stay in topic {}",
+                self.table.topic
+            ))),
+            None => Err(datafusion::common::DataFusionError::Plan(format!(
+                "whether its Kafka transaction {id} was committed cannot be told"
+            ))),
+        }
+    }
+
     fn committed(&self, pre_commits: &[&serde_json::Value]) -> Result<Vec<Option<bool>>> {
         // Where each transaction's records begin: (topic, partition, first offset, which).
         let mut starts = Vec::new();
