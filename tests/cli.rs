@@ -336,3 +336,20 @@ fn bench_join_matches_every_stream_row_once() {
     assert_eq!(results[1]["query"], "join-100");
     assert_eq!(results[1]["rows_out"].as_u64(), Some(20_000));
 }
+
+/// `SELECT 1+1+...` with 20,000 terms aborted the process with a stack overflow; now the
+/// statement is refused (PostgreSQL's "statement too complex") and the script stops with exit
+/// code 1, the statement shown shortened.
+#[test]
+fn a_statement_too_deep_to_plan_is_an_error_not_an_abort() {
+    let script = format!("SELECT {};\n", vec!["1"; 20_000].join("+"));
+    let (code, _stdout, stderr) = run_script(&script, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("statement too complex"), "{stderr}");
+    assert!(!stderr.contains("External error"), "{stderr}");
+    assert!(
+        stderr.len() < 2_000,
+        "the statement is shortened: {} bytes",
+        stderr.len()
+    );
+}

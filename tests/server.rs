@@ -1059,3 +1059,272 @@ async fn a_job_resumed_after_a_restart_loses_and_duplicates_nothing() {
     assert_eq!(written.len(), expected.len());
     assert_eq!(written, expected);
 }
+
+// ---- Regression tests of the robustness issue, named after their causes. ----
+
+/// The server's message of an error.
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// `SELECT 1+1+...` with 20,000 terms overflowed the stack of the connection's task and
+/// aborted the whole server; a WHERE with 10,000 ORed comparisons did too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_too_deep_to_plan_is_refused_and_long_or_chains_plan() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    let deep = format!("SELECT {}", vec!["1"; 20_000].join("+"));
+    let e = client.simple_query(&deep).await.expect_err("too deep");
+    assert_eq!(code(&e), "54001", "{e}");
+    assert!(message(&e).contains("statement too complex"), "{e}");
+    let e = client.query(&deep, &[]).await.expect_err("too deep");
+    assert_eq!(code(&e), "54001", "extended: {e}");
+    let casts = format!("SELECT 1{}", "::BIGINT".repeat(30_000));
+    let e = client.simple_query(&casts).await.expect_err("too deep");
+    assert_eq!(code(&e), "54001", "{e}");
+    // 10,000 ORs are balanced and plan: 0..9999 hold 5,000 even numbers.
+    client
+        .batch_execute("CREATE TABLE n (a BIGINT); INSERT INTO n VALUES (2), (4), (7), (20000)")
+        .await
+        .expect("table");
+    let ors: Vec<String> = (0..10_000).step_by(2).map(|i| format!("a = {i}")).collect();
+    let ors = format!("SELECT COUNT(*) FROM n WHERE {}", ors.join(" OR "));
+    assert_eq!(
+        simple_rows(&client, &ors).await,
+        vec![vec![Some("2".into())]]
+    );
+    // Another session, and this one, go on.
+    let other = connect(port).await;
+    assert_eq!(
+        simple_rows(&other, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    assert_eq!(
+        simple_rows(&client, "SELECT 2").await,
+        vec![vec![Some("2".into())]]
+    );
+}
+
+/// `SET sessioné = 1` panicked the connection's task (the settings parser cut the text by
+/// byte count inside `é`): the client only saw its connection drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_with_a_multibyte_name_is_an_error_and_the_session_goes_on() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    for sql in ["SET sessioné = 1", "SET localé TO 2", "SET time zoné 'UTC'"] {
+        let e = client.simple_query(sql).await.expect_err(sql);
+        assert!(!code(&e).is_empty(), "{sql}: {e}");
+        assert_eq!(
+            simple_rows(&client, "SELECT 1").await,
+            vec![vec![Some("1".into())]],
+            "after {sql}"
+        );
+    }
+}
+
+/// `'2024-01-01 00:00:10+05'::timestamptz` came back as a plain timestamp (oid 1114) without
+/// its offset: the session had no time zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamptz_keeps_its_type_and_prints_in_utc() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    let sql = "SELECT '2024-01-01 00:00:10+05'::timestamptz AS t";
+    assert_eq!(
+        simple_rows(&client, sql).await,
+        vec![vec![Some("2023-12-31 19:00:10+00".into())]]
+    );
+    let statement = client.prepare(sql).await.expect("prepare");
+    assert_eq!(
+        statement.columns()[0].type_(),
+        &tokio_postgres::types::Type::TIMESTAMPTZ
+    );
+    let row = client.query_one(&statement, &[]).await.expect("binary");
+    let t: std::time::SystemTime = row.get(0);
+    let seconds = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    // 2023-12-31 19:00:10 UTC.
+    assert_eq!(seconds, 1_704_049_210);
+    assert_eq!(
+        simple_rows(&client, "SHOW TimeZone").await,
+        vec![vec![Some("UTC".into())]]
+    );
+}
+
+/// A materialized view whose job failed (a division by zero) read as an empty view, with no
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_whose_job_failed_answers_with_the_jobs_error() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE d (a BIGINT); INSERT INTO d VALUES (1), (0); \
+             CREATE MATERIALIZED VIEW ratio AS SELECT 10 / a AS r FROM d",
+        )
+        .await
+        .expect("view");
+    let mut failed = false;
+    for _ in 0..200 {
+        let jobs = simple_rows(&client, "SHOW JOBS").await;
+        if jobs[0][2]
+            .as_deref()
+            .is_some_and(|s| s.starts_with("failed"))
+        {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "the view's job did not fail");
+    let e = client
+        .simple_query("SELECT * FROM ratio")
+        .await
+        .expect_err("a failed view");
+    assert_eq!(code(&e), "22012", "{e}");
+    assert!(message(&e).contains("materialized view ratio"), "{e}");
+    let e = client
+        .query("SELECT * FROM ratio", &[])
+        .await
+        .expect_err("extended");
+    assert_eq!(code(&e), "22012", "{e}");
+}
+
+/// psycopg sends `DEALLOCATE ALL` before DDL once it prepared statements; Sabot answered
+/// "Prepared statement 'all' does not exist".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_and_discard_all_reset_the_session() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    let statement = client
+        .prepare("SELECT $1::BIGINT + 1")
+        .await
+        .expect("prepare");
+    let row = client.query_one(&statement, &[&41i64]).await.expect("run");
+    assert_eq!(row.get::<_, i64>(0), 42);
+    client
+        .batch_execute("DEALLOCATE ALL")
+        .await
+        .expect("deallocate all");
+    let e = client
+        .query_one(&statement, &[&1i64])
+        .await
+        .expect_err("the statement is gone");
+    assert!(!code(&e).is_empty(), "{e}");
+    let again = client
+        .prepare("SELECT $1::BIGINT * 2")
+        .await
+        .expect("prepare");
+    assert_eq!(
+        client
+            .query_one(&again, &[&21i64])
+            .await
+            .expect("run")
+            .get::<_, i64>(0),
+        42
+    );
+    client
+        .batch_execute(
+            "DEALLOCATE PREPARE ALL; SET 'parallelism' = '7'; SET application_name = 'x'",
+        )
+        .await
+        .expect("deallocate prepare all");
+    let e = client
+        .simple_query("DEALLOCATE nothing_here")
+        .await
+        .expect_err("unknown statement");
+    assert_eq!(code(&e), "26000", "{e}");
+    client
+        .batch_execute("DISCARD ALL")
+        .await
+        .expect("discard all");
+    assert_eq!(
+        simple_rows(&client, "SHOW parallelism").await,
+        vec![vec![Some("2".into())]]
+    );
+    assert_eq!(
+        simple_rows(&client, "SHOW application_name").await,
+        vec![vec![Some("".into())]]
+    );
+}
+
+/// `CREATE MATERIALIZED VIEW IF NOT EXISTS` and a column list went to DataFusion: "Materialized
+/// views not supported".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_view_if_not_exists_and_column_list() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE s (k BIGINT, v BIGINT); INSERT INTO s VALUES (1, 10), (2, 20); \
+             CREATE MATERIALIZED VIEW IF NOT EXISTS mv (key, doubled) AS SELECT k, v * 2 FROM s",
+        )
+        .await
+        .expect("create");
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = simple_rows(&client, "SELECT key, doubled FROM mv ORDER BY key").await;
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("1".into()), Some("20".into())],
+            vec![Some("2".into()), Some("40".into())]
+        ]
+    );
+    // Again with IF NOT EXISTS: a notice, no second job; without: 42P07.
+    client
+        .batch_execute("CREATE MATERIALIZED VIEW IF NOT EXISTS mv AS SELECT 1")
+        .await
+        .expect("exists, skipped");
+    assert_eq!(simple_rows(&client, "SHOW JOBS").await.len(), 1);
+    let e = client
+        .simple_query("CREATE MATERIALIZED VIEW mv AS SELECT 1")
+        .await
+        .expect_err("exists");
+    assert_eq!(code(&e), "42P07", "{e}");
+    let e = client
+        .simple_query("CREATE MATERIALIZED VIEW three (a, b, c) AS SELECT k, v FROM s")
+        .await
+        .expect_err("too many names");
+    assert!(message(&e).contains("names 3 columns"), "{e}");
+}
+
+/// `SELECT 1` named its column `Int64(1)`: PostgreSQL says `?column?`, a function call is
+/// named after the function and a cast after its type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_columns_are_named_as_postgres_names_them() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute("CREATE TABLE c (a BIGINT); INSERT INTO c VALUES (1)")
+        .await
+        .expect("table");
+    let sql = "SELECT 1, count(*), a, a AS b, '1'::int, upper('x') FROM c GROUP BY a";
+    let names = |messages: Vec<SimpleQueryMessage>| -> Vec<String> {
+        messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::RowDescription(columns) => {
+                    Some(columns.iter().map(|c| c.name().to_string()).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let expected = ["?column?", "count", "a", "b", "int4", "upper"];
+    assert_eq!(
+        names(client.simple_query(sql).await.expect("simple")),
+        expected
+    );
+    let statement = client.prepare(sql).await.expect("extended");
+    let extended: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(extended, expected);
+}

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -39,7 +40,13 @@ impl OptimizerRule for TimestampLiteralRule {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        plan.map_expressions(|expr| expr.transform(|e| Ok(complete_literal(e))))
+        // The expressions keep their names (the output schema must not change).
+        let names = NamePreserver::new(&plan);
+        plan.map_expressions(|expr| {
+            let name = names.save(&expr);
+            let rewritten = expr.transform(|e| Ok(complete_literal(e)))?;
+            Ok(rewritten.update_data(|e| name.restore(e)))
+        })
     }
 }
 

@@ -143,4 +143,35 @@ with psycopg.connect(
         )
     check("stream", seen, [(1,), (1,), (1,)])
 
+# Default settings: psycopg prepares a statement run 5 times, and once it has prepared
+# statements it sends DEALLOCATE ALL after DDL (Sabot answered "Prepared statement 'all' does
+# not exist"). Runs before and after several DDL statements, in and out of autocommit.
+for autocommit in (True, False):
+    with psycopg.connect(
+        f"host=127.0.0.1 port={PORT} user=sabot dbname=sabot", autocommit=autocommit
+    ) as conn:
+        check("prepare threshold", conn.prepare_threshold, 5)
+        for round in range(3):
+            for i in range(8):
+                check(
+                    f"prepared {round} {i}",
+                    conn.execute("SELECT %s::BIGINT * 2", (i,)).fetchone(),
+                    (2 * i,),
+                )
+            name = f"ddl_{int(autocommit)}_{round}"
+            conn.execute(f"CREATE TABLE {name} (a BIGINT)")
+            conn.execute(f"DROP TABLE {name}")
+            if not autocommit:
+                conn.commit()
+        # A timestamptz keeps its type and instant, in text and in binary.
+        for binary in (False, True):
+            value = conn.cursor(binary=binary).execute(
+                "SELECT '2024-01-01 00:00:10+05'::timestamptz"
+            ).fetchone()[0]
+            check(
+                f"timestamptz binary={binary}",
+                value.astimezone(datetime.timezone.utc),
+                datetime.datetime(2023, 12, 31, 19, 0, 10, tzinfo=datetime.timezone.utc),
+            )
+
 print("psycopg ok")

@@ -640,6 +640,72 @@ mod tests {
         }
     }
 
+    /// A HOP row whose earliest window fired (before a checkpoint) counts in the later
+    /// windows of its slice after the checkpoint is restored, in both backends; it used to be
+    /// dropped as late.
+    #[test]
+    fn a_row_after_its_first_window_fired_counts_in_the_later_ones_after_a_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        // Size 4, slide 2: slice [2, 4) is in [0, 4) and [2, 6).
+        let spec = WindowSpec::hop(2, 4, 0).unwrap();
+        let set = set();
+        let early = [(0, Some("a"), 1), (2, Some("a"), 10)];
+        let late = [(2, Some("a"), 100), (4, Some("a"), 1000)];
+        // Windows [0, 4) fire at 3: (0, 4) = 1 + 10 before the checkpoint.
+        let expected_after = vec![
+            (2, 6, Some("a".to_string()), 1110, 3, 1000),
+            (4, 8, Some("a".to_string()), 1000, 1, 1000),
+        ];
+
+        // Memory: snapshot batches restored into a new state.
+        let mut memory = SliceState::new(spec, Arc::clone(&set), key_schema());
+        feed(&set, &early, |s, k, i, n| {
+            memory.update(s, k, i, n).unwrap()
+        });
+        let mut fired = vec![];
+        memory.fire(3, &mut fired).unwrap();
+        assert_eq!(rows_of(&fired)[1].3, 11, "[0, 4) before the checkpoint");
+        let batches = memory.snapshot().unwrap();
+        let mut restored = SliceState::new(spec, Arc::clone(&set), key_schema());
+        restored.restore(&batches, 1, memory.next_end()).unwrap();
+        feed(&set, &late, |s, k, i, n| {
+            restored.update(s, k, i, n).unwrap()
+        });
+        let mut fired = vec![];
+        restored.fire(i64::MAX, &mut fired).unwrap();
+        assert_eq!(rows_of(&fired), expected_after, "memory");
+
+        // RocksDB: the checkpoint's files adopted.
+        let mut rocks =
+            RocksSliceState::try_new(spec, Arc::clone(&set), key_schema(), dir.path(), "t")
+                .unwrap();
+        feed(&set, &early, |s, k, i, n| rocks.update(s, k, i, n).unwrap());
+        let mut fired = vec![];
+        rocks.fire(3, &mut fired).unwrap();
+        let staged = rocks.db().staging_dir(1);
+        rocks.flush_all().unwrap();
+        let files = rocks.db().checkpoint(&staged).unwrap();
+        let (slices, next_end) = (rocks.slices(), rocks.next_end());
+        drop(rocks);
+        let copy = dir.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        for f in &files {
+            std::fs::copy(f, copy.join(f.file_name().unwrap())).unwrap();
+        }
+        let mut adopted =
+            RocksSliceState::try_new(spec, Arc::clone(&set), key_schema(), dir.path(), "t")
+                .unwrap();
+        adopted
+            .adopt(dir.path(), "t", &copy, slices, next_end)
+            .unwrap();
+        feed(&set, &late, |s, k, i, n| {
+            adopted.update(s, k, i, n).unwrap()
+        });
+        let mut fired = vec![];
+        adopted.fire(i64::MAX, &mut fired).unwrap();
+        assert_eq!(rows_of(&fired), expected_after, "rocksdb");
+    }
+
     /// A checkpoint's files reopen as the same state; at another parallelism each partition
     /// takes exactly the keys the exchange routes to it.
     #[test]
