@@ -47,6 +47,58 @@ pub struct SabotConfig {
     /// Flink's `table.dml-sync`: `sabot serve` runs `INSERT ... SELECT` to completion instead of
     /// as a background job (embedded and `sabot run`, INSERT always runs to completion).
     pub dml_sync: bool,
+    /// Memory every query and job of the process may reserve, in bytes (`None`: no limit, as
+    /// in DataFusion). `sabot serve` and `sabot run` set it from `--memory-limit` (default: a
+    /// share of the machine's memory). Fixed when the context is created.
+    pub memory_limit: Option<usize>,
+}
+
+/// The share of the machine's memory `--memory-limit` defaults to.
+pub const DEFAULT_MEMORY_SHARE: f64 = 0.5;
+
+/// Parses a memory size: bytes (`1073741824`), with a unit (`512MB`, `4GiB`, `2g`), or a share
+/// of the machine's memory (`50%`). Units are powers of 1024.
+pub fn parse_memory_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    if let Some(percent) = text.strip_suffix('%') {
+        let share = percent.trim().parse::<f64>().ok()?;
+        if !(share > 0.0 && share <= 100.0) {
+            return None;
+        }
+        return Some((machine_memory()? as f64 * share / 100.0) as usize);
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number = number.parse::<f64>().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * scale;
+    (bytes >= 1.0 && bytes < usize::MAX as f64).then_some(bytes as usize)
+}
+
+/// The memory this process may use: the machine's (`MemTotal`), or its cgroup's limit when
+/// that is smaller; `None` where neither can be read.
+pub fn machine_memory() -> Option<usize> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+                .map(|kb| kb * 1024)
+        })?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
 }
 
 /// Where keyed window state lives (`state.backend`).
@@ -90,6 +142,7 @@ impl Default for SabotConfig {
             dimension_max_rows: DEFAULT_DIMENSION_MAX_ROWS,
             dimension_max_bytes: DEFAULT_DIMENSION_MAX_BYTES,
             dml_sync: false,
+            memory_limit: None,
         }
     }
 }
@@ -295,6 +348,22 @@ impl Setting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sizes_parse() {
+        assert_eq!(parse_memory_size("1024"), Some(1024));
+        assert_eq!(parse_memory_size("512MB"), Some(512 << 20));
+        assert_eq!(parse_memory_size("4GiB"), Some(4 << 30));
+        assert_eq!(parse_memory_size("1.5g"), Some(3 << 29));
+        assert_eq!(parse_memory_size("12 kb"), Some(12 << 10));
+        assert_eq!(parse_memory_size("lots"), None);
+        assert_eq!(parse_memory_size("4XB"), None);
+        assert_eq!(parse_memory_size("0"), None);
+        assert_eq!(parse_memory_size("150%"), None);
+        if let Some(machine) = machine_memory() {
+            assert_eq!(parse_memory_size("50%"), Some(machine / 2));
+        }
+    }
 
     #[test]
     fn set_keys_and_values() {

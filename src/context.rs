@@ -5,12 +5,15 @@
 //! whose [`sql`](SabotContext::sql) also accepts Sabot's statements (Flink `CREATE TABLE`,
 //! `SET 'key' = 'value'`). Results are ordinary DataFusion `DataFrame`s and record batch streams.
 
+use std::num::NonZeroUsize;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use datafusion::common::{Result, plan_err};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -70,7 +73,22 @@ impl SabotContext {
         // Before the final sanity check, which must see the streaming operators.
         let at = physical_rules.len().saturating_sub(1);
         physical_rules.insert(at, Arc::new(StreamingPipelineRule));
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new();
+        if let Some(limit) = config.memory_limit {
+            // One pool for every query and job; when it is full the reservation that does not
+            // fit fails (SQLSTATE 53200), naming the largest consumers.
+            let pool = TrackConsumersPool::new(
+                GreedyMemoryPool::new(limit),
+                NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+            );
+            if let Ok(runtime) = RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(pool))
+                .build_arc()
+            {
+                builder = builder.with_runtime_env(runtime);
+            }
+        }
+        let state = builder
             .with_config(session_config)
             .with_default_features()
             .with_optimizer_rules(logical_rules)

@@ -36,6 +36,11 @@ enum Command {
         /// run, resume from the newest one (exactly-once output into filesystem sinks).
         #[arg(long)]
         state_dir: Option<String>,
+        /// Memory all queries and jobs may hold, such as `4GB`, `512MiB` or `60%` of the
+        /// machine's; a query or job that would exceed it fails (SQLSTATE 53200). Default:
+        /// half of the machine's memory.
+        #[arg(long)]
+        memory_limit: Option<String>,
     },
     /// Serve SQL over the Postgres wire protocol (psql, JDBC, psycopg, tokio-postgres).
     Serve {
@@ -52,6 +57,11 @@ enum Command {
         /// across restarts.
         #[arg(long)]
         state_dir: Option<String>,
+        /// Memory all queries and jobs may hold, such as `4GB`, `512MiB` or `60%` of the
+        /// machine's; a query or job that would exceed it fails (SQLSTATE 53200). Default:
+        /// half of the machine's memory.
+        #[arg(long)]
+        memory_limit: Option<String>,
         /// User clients log in as when a password is set.
         #[arg(long, default_value = "sabot")]
         user: String,
@@ -178,12 +188,22 @@ fn main() -> ExitCode {
                 parallelism,
                 checkpoint_interval,
                 state_dir,
-            } => run(file, format, parallelism, checkpoint_interval, state_dir).await,
+                memory_limit,
+            } => {
+                let settings = Settings {
+                    parallelism,
+                    checkpoint_interval,
+                    state_dir,
+                    memory_limit,
+                };
+                run(file, format, settings).await
+            }
             Command::Serve {
                 listen,
                 parallelism,
                 checkpoint_interval,
                 state_dir,
+                memory_limit,
                 user,
                 password_file,
             } => {
@@ -200,7 +220,13 @@ fn main() -> ExitCode {
                         .filter(|p| !p.is_empty()),
                 };
                 let login = password.map(|p| (user, p));
-                serve(listen, parallelism, checkpoint_interval, state_dir, login).await
+                let settings = Settings {
+                    parallelism,
+                    checkpoint_interval,
+                    state_dir,
+                    memory_limit,
+                };
+                serve(listen, settings, login).await
             }
             Command::Bench {
                 suite:
@@ -301,37 +327,42 @@ fn main() -> ExitCode {
     })
 }
 
-/// Settings from the command line.
-fn config_from(
+/// Settings `sabot run` and `sabot serve` share.
+struct Settings {
     parallelism: Option<usize>,
     checkpoint_interval: Option<String>,
     state_dir: Option<String>,
-) -> Result<SabotConfig, String> {
+    memory_limit: Option<String>,
+}
+
+/// Settings from the command line.
+fn config_from(settings: Settings) -> Result<SabotConfig, String> {
     let mut config = SabotConfig::default();
-    if let Some(p) = parallelism {
+    if let Some(p) = settings.parallelism {
         Setting::Parallelism
             .apply(&mut config, &p.to_string())
             .map_err(|e| e.to_string())?;
     }
-    if let Some(interval) = checkpoint_interval {
+    if let Some(interval) = settings.checkpoint_interval {
         Setting::CheckpointInterval
             .apply(&mut config, &interval)
             .map_err(|e| e.to_string())?;
     }
-    if let Some(dir) = state_dir {
+    if let Some(dir) = settings.state_dir {
         config.state_dir = Some(dir);
     }
+    config.memory_limit = match settings.memory_limit {
+        Some(text) => Some(sabot::config::parse_memory_size(&text).ok_or_else(|| {
+            format!("--memory-limit must be a size such as '4GB', '512MiB' or '60%', got '{text}'")
+        })?),
+        None => sabot::config::machine_memory()
+            .map(|m| (m as f64 * sabot::config::DEFAULT_MEMORY_SHARE) as usize),
+    };
     Ok(config)
 }
 
-async fn serve(
-    listen: String,
-    parallelism: Option<usize>,
-    checkpoint_interval: Option<String>,
-    state_dir: Option<String>,
-    login: Option<(String, String)>,
-) -> ExitCode {
-    if let Some(dir) = &state_dir
+async fn serve(listen: String, settings: Settings, login: Option<(String, String)>) -> ExitCode {
+    if let Some(dir) = &settings.state_dir
         && dir.contains("://")
         && !dir.starts_with("file://")
     {
@@ -342,7 +373,7 @@ async fn serve(
         );
         return ExitCode::FAILURE;
     }
-    let config = match config_from(parallelism, checkpoint_interval, state_dir) {
+    let config = match config_from(settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -371,13 +402,7 @@ async fn serve(
     }
 }
 
-async fn run(
-    file: String,
-    format: OutputFormat,
-    parallelism: Option<usize>,
-    checkpoint_interval: Option<String>,
-    state_dir: Option<String>,
-) -> ExitCode {
+async fn run(file: String, format: OutputFormat, settings: Settings) -> ExitCode {
     let script = if file == "-" {
         let mut text = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut text) {
@@ -394,7 +419,7 @@ async fn run(
             }
         }
     };
-    let config = match config_from(parallelism, checkpoint_interval, state_dir) {
+    let config = match config_from(settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1328,3 +1328,50 @@ async fn unnamed_columns_are_named_as_postgres_names_them() {
     let extended: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
     assert_eq!(extended, expected);
 }
+
+/// `sabot serve --memory-limit`: one pool for every query and job; a query whose window state
+/// would exceed it fails with SQLSTATE 53200 instead of taking the process down, and other
+/// sessions go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_limit_fails_with_53200() {
+    let (port, _stop, _running) = serve(SabotConfig {
+        parallelism: 2,
+        checkpoint_interval: None,
+        memory_limit: Some(16 << 20),
+        ..SabotConfig::default()
+    })
+    .await;
+    let client = connect(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE many (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH \
+             ('connector' = 'datagen', 'number-of-rows' = '3000000', 'rows-per-second' = '1000000000', \
+              'fields.k.min' = '0', 'fields.k.max' = '1000000000000')",
+        )
+        .await
+        .expect("table");
+    // Millions of keys in one day-long window: far more than 16 MiB of state.
+    let e = client
+        .simple_query(
+            "SELECT k, COUNT(*) FROM TABLE(TUMBLE(TABLE many, DESCRIPTOR(ts), INTERVAL '1' DAY)) \
+             GROUP BY k, window_start, window_end",
+        )
+        .await
+        .expect_err("over the limit");
+    assert_eq!(code(&e), "53200", "{e:?}");
+    assert!(message(&e).contains("memory limit"), "{}", message(&e));
+    let other = connect(port).await;
+    assert_eq!(
+        simple_rows(&other, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    // Small state fits.
+    assert_eq!(
+        simple_rows(
+            &client,
+            "SELECT COUNT(*) FROM (SELECT k FROM many LIMIT 1000)"
+        )
+        .await,
+        vec![vec![Some("1000".into())]]
+    );
+}

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 
 use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
@@ -28,6 +29,9 @@ pub struct MemoryStore {
     /// Why the job filling the table (a materialized view's) failed: readers get this error
     /// instead of rows that stopped changing.
     failure: RwLock<Option<SqlStateError>>,
+    /// The rows' memory, reserved in the pool of the first session that wrote (it lives as
+    /// long as the table).
+    reservation: std::sync::Mutex<Option<MemoryReservation>>,
 }
 
 impl MemoryStore {
@@ -41,7 +45,20 @@ impl MemoryStore {
             .map_err(|_| DataFusionError::Internal("memory table lock poisoned".into()))
     }
 
+    fn reserve_in(&self, pool: &Arc<dyn MemoryPool>) {
+        if let Ok(mut reservation) = self.reservation.lock()
+            && reservation.is_none()
+        {
+            *reservation = Some(MemoryConsumer::new("memory table").register(pool));
+        }
+    }
+
     fn append(&self, batch: RecordBatch) -> Result<()> {
+        if let Ok(mut reservation) = self.reservation.lock()
+            && let Some(reservation) = reservation.as_mut()
+        {
+            reservation.try_grow(batch.get_array_memory_size())?;
+        }
         self.batches
             .write()
             .map(|mut b| b.push(batch))
@@ -72,6 +89,7 @@ pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
             schema: def.source_schema(),
             batches: RwLock::new(Vec::new()),
             failure: RwLock::new(None),
+            reservation: std::sync::Mutex::new(None),
         }),
     })
 }
@@ -181,5 +199,9 @@ impl SinkWriter for MemoryWriter {
 
     async fn finish(&mut self) -> Result<serde_json::Value> {
         Ok(serde_json::Value::Null)
+    }
+
+    fn reserve_in(&mut self, pool: &Arc<dyn MemoryPool>) {
+        self.store.reserve_in(pool);
     }
 }

@@ -24,11 +24,13 @@ pub mod registry;
 mod splitmix;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
+use datafusion::execution::memory_pool::MemoryPool;
 
 /// Rows read by a source reader, tagged with the split (e.g. Kafka partition) they came from.
 #[derive(Debug, Clone)]
@@ -166,6 +168,13 @@ pub trait SinkWriter: Send {
 
     /// End of input: flush, close, and return the last pre-commit.
     async fn finish(&mut self) -> Result<serde_json::Value>;
+
+    /// The memory pool of the writing job's session: a writer that keeps rows in this
+    /// process (a memory table, a materialized view) reserves them there, so that a view
+    /// outgrowing the memory limit fails its job instead of the process.
+    fn reserve_in(&mut self, pool: &Arc<dyn MemoryPool>) {
+        let _ = pool;
+    }
 }
 
 /// A table's sink side (see the module docs).

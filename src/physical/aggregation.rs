@@ -44,6 +44,21 @@ pub struct AggregateInputs {
 }
 
 impl AggregateInputs {
+    /// Memory of its arrays in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.values
+            .iter()
+            .flatten()
+            .map(|a| a.get_array_memory_size())
+            .sum::<usize>()
+            + self
+                .filters
+                .iter()
+                .flatten()
+                .map(|f| f.get_array_memory_size())
+                .sum::<usize>()
+    }
+
     /// The rows at `indices`.
     pub fn take(&self, indices: &UInt32Array) -> Result<Self> {
         let values = self
@@ -183,6 +198,18 @@ pub struct Emitted {
     pub states: Vec<Vec<ArrayRef>>,
     /// Number of groups.
     pub groups: usize,
+}
+
+impl Emitted {
+    /// Memory of its arrays in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .chain(self.states.iter().flatten())
+            .map(|a| a.get_array_memory_size())
+            .sum()
+    }
 }
 
 /// One group table (see the module docs).

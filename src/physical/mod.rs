@@ -18,7 +18,8 @@
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
 //! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
-//! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds).
+//! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds),
+//! [`state_memory`] (state reserved in the session's memory pool).
 
 pub mod aggregation;
 pub mod broadcast_join;
@@ -30,6 +31,7 @@ pub mod message;
 pub mod projection;
 pub mod sink;
 pub mod source;
+pub mod state_memory;
 pub mod streaming;
 pub mod watermark_tracker;
 pub mod window_aggregate;

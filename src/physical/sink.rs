@@ -168,9 +168,10 @@ impl ExecutionPlan for StreamSinkExec {
         let mut tasks = Vec::with_capacity(inputs);
         for i in 0..inputs {
             let messages = execute_input(&self.input, i, Arc::clone(&context))?;
-            let writer = self
+            let mut writer = self
                 .sink
                 .open_writer(Arc::clone(&self.sink_schema), i, inputs)?;
+            writer.reserve_in(context.memory_pool());
             if let Some(job) = &job {
                 job.register_sink_partition();
             }

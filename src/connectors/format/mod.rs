@@ -11,9 +11,13 @@ pub mod raw;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray, StringArray};
+use datafusion::arrow::compute::kernels::cast_utils::parse_decimal;
+use datafusion::arrow::datatypes::{
+    DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, DecimalType, Schema,
+    SchemaRef,
+};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Result, exec_err, plan_err};
 
@@ -218,15 +222,16 @@ impl DecimalText {
         let mut columns = batch.columns().to_vec();
         for &i in &self.decimals {
             let target = self.output.field(i).data_type();
-            let text = columns[i].as_string::<i32>();
+            let Some(text) = columns[i].as_string_opt::<i32>() else {
+                return Err(format!(
+                    "column {} was not decoded as text",
+                    self.output.field(i).name()
+                ));
+            };
             for value in text.iter().flatten() {
                 check_decimal_text(value, target)?;
             }
-            let options = CastOptions {
-                safe: false,
-                ..Default::default()
-            };
-            columns[i] = cast_with_options(&columns[i], target, &options)
+            columns[i] = parse_decimals(text, target)
                 .map_err(|e| format!("column {}: {e}", self.output.field(i).name()))?;
         }
         RecordBatch::try_new_with_options(
@@ -235,6 +240,36 @@ impl DecimalText {
             &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
         )
         .map_err(|e| e.to_string())
+    }
+}
+
+/// Checked decimal text (see [`check_decimal_text`]) parsed as arrow's decoders parse it.
+fn parse_decimals(
+    text: &StringArray,
+    target: &DataType,
+) -> std::result::Result<ArrayRef, ArrowError> {
+    fn parse<T: DecimalType>(
+        text: &StringArray,
+        precision: u8,
+        scale: i8,
+    ) -> std::result::Result<ArrayRef, ArrowError> {
+        let values = text
+            .iter()
+            .map(|v| {
+                v.map(|v| parse_decimal::<T>(v, precision, scale))
+                    .transpose()
+            })
+            .collect::<std::result::Result<PrimitiveArray<T>, ArrowError>>()?;
+        Ok(Arc::new(values.with_precision_and_scale(precision, scale)?))
+    }
+    match target {
+        DataType::Decimal32(p, s) => parse::<Decimal32Type>(text, *p, *s),
+        DataType::Decimal64(p, s) => parse::<Decimal64Type>(text, *p, *s),
+        DataType::Decimal128(p, s) => parse::<Decimal128Type>(text, *p, *s),
+        DataType::Decimal256(p, s) => parse::<Decimal256Type>(text, *p, *s),
+        other => Err(ArrowError::InvalidArgumentError(format!(
+            "{other} is not a decimal"
+        ))),
     }
 }
 

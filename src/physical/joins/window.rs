@@ -44,6 +44,7 @@ use crate::physical::event_time::to_millis;
 use crate::physical::message::{
     END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
 };
+use crate::physical::state_memory::StateMemory;
 use crate::physical::streaming::{StreamingExec, data_only, execute_input};
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_assign_node::WindowField;
@@ -259,6 +260,7 @@ impl StreamingExec for WindowJoinExec {
             late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
             job: JobContext::of(&context),
             checkpoint: OperatorCheckpoint::open(self, &context, partition),
+            memory: StateMemory::new(&context, "WindowJoinExec", partition),
         };
         stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(
@@ -287,6 +289,7 @@ struct WindowJoinStream {
     late_rows: Count,
     job: Option<Arc<JobContext>>,
     checkpoint: Option<OperatorCheckpoint>,
+    memory: StateMemory,
 }
 
 /// What joining one window needs (shared, so the join can run while the stream waits).
@@ -323,8 +326,13 @@ impl WindowJoinStream {
                 }
             };
             let result = match event {
-                Event::Data(side, batch) => self.buffer(side, batch, false),
-                Event::Watermark => self.on_watermark().await,
+                Event::Data(side, batch) => self
+                    .buffer(side, batch, false)
+                    .and_then(|()| self.memory.track(self.rows.memory_size())),
+                Event::Watermark => match self.on_watermark().await {
+                    Ok(()) => self.memory.track(self.rows.memory_size()),
+                    Err(e) => Err(e),
+                },
                 // Idle only when nothing is held: rows of open windows still to come out must
                 // not find a downstream watermark that moved on without them.
                 Event::Idle => {

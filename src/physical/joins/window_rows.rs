@@ -41,6 +41,17 @@ pub(super) struct RocksWindowRows {
 pub const FLUSH_ROWS: usize = 65_536;
 
 impl WindowRows {
+    /// Memory the rows held in memory take, in bytes (gathered rows, under RocksDB).
+    pub fn memory_size(&self) -> usize {
+        let size = |batches: &[RecordBatch]| -> usize {
+            batches.iter().map(RecordBatch::get_array_memory_size).sum()
+        };
+        match self {
+            Self::Memory(windows) => windows.values().flatten().map(|b| size(b)).sum(),
+            Self::Rocks(rocks) => rocks.gathered.values().map(|b| size(b)).sum(),
+        }
+    }
+
     /// Rows in RocksDB, in a new database under `root`.
     pub fn rocks(root: &Path, label: &str, schemas: [SchemaRef; 2]) -> Result<Self> {
         Ok(Self::Rocks(Box::new(RocksWindowRows {

@@ -119,6 +119,11 @@ impl RocksSliceState {
         &self.db
     }
 
+    /// Memory the write buffers hold, in bytes (the rest is in RocksDB).
+    pub fn memory_size(&self) -> usize {
+        self.buffers.values().map(GroupedAggregation::size).sum()
+    }
+
     /// HOP: end of the next window to fire.
     pub fn next_end(&self) -> i64 {
         self.next_end

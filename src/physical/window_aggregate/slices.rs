@@ -86,6 +86,19 @@ impl SliceState {
         Ok(out)
     }
 
+    /// Memory the slices hold, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.open
+            .values()
+            .map(GroupedAggregation::size)
+            .sum::<usize>()
+            + self
+                .frozen
+                .values()
+                .map(Emitted::memory_size)
+                .sum::<usize>()
+    }
+
     /// HOP: end of the next window to fire.
     pub fn next_end(&self) -> i64 {
         self.next_end

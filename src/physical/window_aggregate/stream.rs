@@ -24,6 +24,7 @@ use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
+use crate::physical::state_memory::StateMemory;
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::{GroupColumn, GroupingSetKeys};
 use crate::runtime::job_context::JobContext;
@@ -61,6 +62,13 @@ impl Slices {
             Slices::Rocks(s) => s.next_end(),
         }
     }
+
+    fn memory_size(&self) -> usize {
+        match self {
+            Slices::Memory(s) => s.memory_size(),
+            Slices::Rocks(s) => s.memory_size(),
+        }
+    }
 }
 
 pub(super) struct WindowAggregateStream {
@@ -86,6 +94,7 @@ pub(super) struct WindowAggregateStream {
     null_time_rows: Count,
     job: Option<Arc<JobContext>>,
     checkpoint: Option<OperatorCheckpoint>,
+    memory: StateMemory,
 }
 
 impl WindowAggregateStream {
@@ -149,6 +158,7 @@ impl WindowAggregateStream {
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
             checkpoint: OperatorCheckpoint::open(exec, context, partition),
+            memory: StateMemory::new(context, "WindowAggregateExec", partition),
         };
         stream.restore(rocksdb_root.as_deref(), exec, partition)?;
         Ok(Box::pin(futures::stream::unfold(
@@ -171,8 +181,12 @@ impl WindowAggregateStream {
                 }
             };
             let result = match msg {
-                StreamMessage::Data(batch) => self.process(batch),
-                StreamMessage::Watermark(w) => self.on_watermark(w),
+                StreamMessage::Data(batch) => self
+                    .process(batch)
+                    .and_then(|()| self.memory.track(self.state.memory_size())),
+                StreamMessage::Watermark(w) => self
+                    .on_watermark(w)
+                    .and_then(|()| self.memory.track(self.state.memory_size())),
                 StreamMessage::Barrier(b) => self.snapshot(b.epoch).map(|()| {
                     self.pending.push_back(StreamMessage::Barrier(b));
                 }),

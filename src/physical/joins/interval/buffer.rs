@@ -79,6 +79,28 @@ impl SideBuffer {
         }
     }
 
+    /// Memory the buffered rows and their index hold, approximately, in bytes.
+    pub(super) fn memory_size(&self) -> usize {
+        let segments: usize = self
+            .segments
+            .iter()
+            .map(|s| {
+                s.rows.get_array_memory_size()
+                    + match &s.keys {
+                        Keys::Int(k) => k.capacity() * 8,
+                        Keys::Rows(rows) => rows.size(),
+                    }
+                    + s.times.capacity() * 8
+                    + s.matched.capacity()
+                    + s.next.capacity() * 8
+                    + s.order.capacity() * 4
+            })
+            .sum();
+        segments
+            + self.ints.capacity() * 16
+            + self.bytes.keys().map(|k| k.len() + 24).sum::<usize>()
+    }
+
     pub(super) fn head(&self, key: KeyRef<'_>) -> u64 {
         match key {
             KeyRef::Int(k) => self.ints.get(&k).copied().unwrap_or(END),

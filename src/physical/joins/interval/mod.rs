@@ -50,6 +50,7 @@ use super::state::SideCodec;
 use super::{Emit, JoinOutput, JoinParts};
 use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::physical::message::{MessageStream, NO_WATERMARK};
+use crate::physical::state_memory::StateMemory;
 use crate::physical::streaming::{StreamingExec, data_only, execute_input};
 use crate::physical::window_spec::format_ms;
 use crate::runtime::job_context::JobContext;
@@ -314,6 +315,7 @@ impl StreamingExec for IntervalJoinExec {
             buffered_rows: metrics.gauge("buffered_rows", partition),
             job: JobContext::of(&context),
             checkpoint: OperatorCheckpoint::open(self, &context, partition),
+            memory: StateMemory::new(&context, "IntervalJoinExec", partition),
         };
         stream.restore()?;
         Ok(Box::pin(futures::stream::unfold(

@@ -24,6 +24,7 @@ use crate::physical::event_time::to_millis;
 use crate::physical::message::{
     CheckpointBarrier, END_OF_TIME, NO_WATERMARK, StreamBatch, StreamMessage,
 };
+use crate::physical::state_memory::StateMemory;
 use crate::runtime::job_context::JobContext;
 
 /// One partition of an interval join.
@@ -47,6 +48,7 @@ pub(super) struct IntervalJoinStream {
     pub(super) buffered_rows: Gauge,
     pub(super) job: Option<Arc<JobContext>>,
     pub(super) checkpoint: Option<OperatorCheckpoint>,
+    pub(super) memory: StateMemory,
 }
 
 impl IntervalJoinStream {
@@ -69,8 +71,14 @@ impl IntervalJoinStream {
                 }
             };
             let result = match event {
-                Event::Data(side, batch) => self.process(side, batch),
-                Event::Watermark => self.on_watermark(),
+                Event::Data(side, batch) => self.process(side, batch).and_then(|()| {
+                    let bytes = self.buffers.iter().map(SideBuffer::memory_size).sum();
+                    self.memory.track(bytes)
+                }),
+                Event::Watermark => self.on_watermark().and_then(|()| {
+                    let bytes = self.buffers.iter().map(SideBuffer::memory_size).sum();
+                    self.memory.track(bytes)
+                }),
                 // Idle only when nothing is held: buffered rows may still come out (as outer
                 // rows) and must not find a downstream watermark that moved on without them.
                 Event::Idle => {

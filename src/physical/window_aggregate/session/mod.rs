@@ -41,6 +41,7 @@ use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
+use crate::physical::state_memory::StateMemory;
 use crate::physical::window_spec::WindowSpec;
 use crate::planner::window_aggregate_node::GroupColumn;
 use crate::runtime::job_context::JobContext;
@@ -114,6 +115,7 @@ pub(super) struct SessionAggregateStream {
     rocks_dir: Option<(std::path::PathBuf, String)>,
     partition: usize,
     partitions: usize,
+    memory: StateMemory,
 }
 
 impl SessionAggregateStream {
@@ -199,6 +201,7 @@ impl SessionAggregateStream {
             null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
             job: JobContext::of(context),
             checkpoint: OperatorCheckpoint::open(exec, context, partition),
+            memory: StateMemory::new(context, "WindowAggregateExec(SESSION)", partition),
             rocks,
             rocks_dir,
             partition,
@@ -225,8 +228,12 @@ impl SessionAggregateStream {
                 }
             };
             let result = match msg {
-                StreamMessage::Data(batch) => self.process(batch),
-                StreamMessage::Watermark(w) => self.on_watermark(w),
+                StreamMessage::Data(batch) => self
+                    .process(batch)
+                    .and_then(|()| self.memory.track(self.memory_size())),
+                StreamMessage::Watermark(w) => self
+                    .on_watermark(w)
+                    .and_then(|()| self.memory.track(self.memory_size())),
                 StreamMessage::Barrier(b) => self.snapshot(b.epoch).map(|()| {
                     self.pending.push_back(StreamMessage::Barrier(b));
                 }),
@@ -239,6 +246,22 @@ impl SessionAggregateStream {
                 return Some(Err(e));
             }
         }
+    }
+
+    /// Memory the buffered rows of open sessions hold, in bytes (under RocksDB they are on
+    /// disk).
+    fn memory_size(&self) -> usize {
+        self.buffers
+            .values()
+            .map(|b| {
+                b.partition
+                    .iter()
+                    .chain(&b.keys)
+                    .map(|a| a.get_array_memory_size())
+                    .sum::<usize>()
+                    + b.inputs.memory_size()
+            })
+            .sum()
     }
 
     /// Hands the open sessions' rows to the checkpoint coordinator.
