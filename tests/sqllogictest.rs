@@ -312,7 +312,18 @@ fn push_row(rows: &mut Vec<Vec<String>>, cells: Vec<String>) {
 }
 
 fn main() {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // The first argument that is not a flag (or the value of `--skip`, which `cargo test --
+    // --skip x` passes to every test binary) filters the files.
+    let mut args = std::env::args().skip(1);
+    let mut filter: Option<String> = None;
+    while let Some(arg) = args.next() {
+        if arg == "--skip" {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg);
+            break;
+        }
+    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sqllogictest");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("sqllogictest directory")
