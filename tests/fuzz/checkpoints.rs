@@ -281,7 +281,7 @@ fn fuzz_target_checkpoints() {
         }
         let damaged: Vec<String> = edits.iter().map(|edit| damage(&files, edit)).collect();
         let (code, stderr) = run(&crash.script, state, None)?;
-        let outcome = if stderr.contains("panicked") {
+        if stderr.contains("panicked") {
             Err(format!("a panic: {stderr}"))
         } else if code == 0 {
             let got = rows(out);
@@ -303,7 +303,6 @@ fn fuzz_target_checkpoints() {
             Ok("refused".to_string())
         } else {
             Err(format!("exit {code} without a checkpoint error: {stderr}"))
-        };
-        outcome
+        }
     });
 }

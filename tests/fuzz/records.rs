@@ -401,7 +401,7 @@ async fn query_file(input: &Input, dir: &std::path::Path, n: usize) -> Result<Ou
             if std::env::var_os("SABOT_FUZZ_VERBOSE").is_some() {
                 eprintln!("file: {e}");
             }
-            if !(names_the_place(&e) || e.to_string().contains("r.")) && !input.ignore_errors {
+            if !(names_the_place(&e) || e.to_string().contains("r.") || input.ignore_errors) {
                 // Errors before reading (types, options) need not name a line.
                 let m = e.to_string();
                 if m.contains("parse") || m.contains("decode") {
