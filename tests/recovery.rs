@@ -1062,3 +1062,88 @@ fn s3_checkpoints_resume_exactly() {
         }
     }
 }
+
+/// Found by the checkpoint fuzz target: with the state files of checkpoints 3 and 2 damaged,
+/// recovery fell back to checkpoint 1 and wrote checkpoint 2's rows again (its files were
+/// already published). Now what a skipped checkpoint published is taken back first; and a
+/// skipped checkpoint whose manifest cannot be read makes the run refuse.
+#[test]
+fn a_fallback_takes_back_what_the_skipped_checkpoints_published() {
+    let fixture = Fixture::new();
+    let expected = fixture.oracle(TUMBLE_BATCH);
+    let script = fixture.script("out", TUMBLE);
+    let state = fixture.path("state");
+    assert_eq!(
+        run_with_state(&script, &state, 2, Some("after-manifest@3")),
+        86
+    );
+    let pristine_state = fixture.path("pristine-state");
+    let pristine_out = fixture.path("pristine-out");
+    copy_dir(&state, &pristine_state);
+    copy_dir(&fixture.path("out"), &pristine_out);
+    let job = state.join("job-1");
+    let mut checkpoints: Vec<PathBuf> = std::fs::read_dir(&job)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("_MANIFEST.json").exists())
+        .collect();
+    checkpoints.sort();
+    assert!(checkpoints.len() >= 3, "{checkpoints:?}");
+    let damage = |checkpoint: &Path| {
+        let file = std::fs::read_dir(checkpoint)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "arrow"))
+            .expect("a state file");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+    };
+    let n = checkpoints.len();
+    damage(&checkpoints[n - 1]);
+    damage(&checkpoints[n - 2]);
+    let out = sabot()
+        .arg("run")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--checkpoint-interval", "20ms", "--parallelism", "2"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("skipped a damaged checkpoint").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(read_rows(&fixture.path("out")), expected);
+
+    // The same crash, with the second newest checkpoint's manifest unreadable: what it
+    // published cannot be known, so the run refuses (and publishes nothing).
+    for (dir, pristine) in [
+        (&state, &pristine_state),
+        (&fixture.path("out"), &pristine_out),
+    ] {
+        std::fs::remove_dir_all(dir).unwrap();
+        copy_dir(pristine, dir);
+    }
+    damage(&checkpoints[n - 1]);
+    std::fs::write(checkpoints[n - 2].join("_MANIFEST.json"), b"{ not json").unwrap();
+    let before = read_rows(&fixture.path("out"));
+    let out = sabot()
+        .arg("run")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--parallelism", "2"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("manifest cannot be read"), "{stderr}");
+    assert_eq!(read_rows(&fixture.path("out")), before);
+}

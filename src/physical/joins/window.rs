@@ -13,7 +13,7 @@
 //! State: the buffered rows of open windows, snapshotted at barriers; in RocksDB with
 //! `state.backend` = `rocksdb` ([`WindowRows`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -234,7 +234,7 @@ impl StreamingExec for WindowJoinExec {
             .map(|c| (c.rocksdb_dir(), format!("join-p{partition}")));
         let rows = match &rocks_dir {
             Some((root, label)) => WindowRows::rocks(root, label, inputs.clone())?,
-            None => WindowRows::Memory(BTreeMap::new()),
+            None => WindowRows::memory(),
         };
         let mut stream = WindowJoinStream {
             inputs: TwoInputs::new(left, right),
@@ -438,7 +438,7 @@ impl WindowJoinStream {
         let meta = self.meta();
         let windows = match &self.rows {
             WindowRows::Rocks(r) => return checkpoint.snapshot_db(epoch, meta, r.db()),
-            WindowRows::Memory(windows) => windows,
+            WindowRows::Memory(windows, _) => windows,
         };
         let mut batches = Vec::new();
         for sides in windows.values() {

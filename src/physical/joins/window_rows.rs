@@ -21,7 +21,8 @@ use crate::state::snapshot;
 
 /// Buffered rows by window end and side (see the module docs).
 pub(super) enum WindowRows {
-    Memory(BTreeMap<i64, [Vec<RecordBatch>; 2]>),
+    /// Window end -> rows of each side, and their memory in bytes.
+    Memory(BTreeMap<i64, [Vec<RecordBatch>; 2]>, usize),
     Rocks(Box<RocksWindowRows>),
 }
 
@@ -35,20 +36,24 @@ pub(super) struct RocksWindowRows {
     /// Rows gathered in memory, not written yet, by window end and side.
     gathered: BTreeMap<(i64, usize), Vec<RecordBatch>>,
     gathered_rows: usize,
+    gathered_bytes: usize,
 }
 
 /// Rows gathered in memory before they are written to RocksDB.
 pub const FLUSH_ROWS: usize = 65_536;
 
 impl WindowRows {
-    /// Memory the rows held in memory take, in bytes (gathered rows, under RocksDB).
+    /// Rows in memory, none yet.
+    pub fn memory() -> Self {
+        Self::Memory(BTreeMap::new(), 0)
+    }
+
+    /// Memory the rows held in memory take, in bytes (gathered rows, under RocksDB); kept up
+    /// to date as rows come and go.
     pub fn memory_size(&self) -> usize {
-        let size = |batches: &[RecordBatch]| -> usize {
-            batches.iter().map(RecordBatch::get_array_memory_size).sum()
-        };
         match self {
-            Self::Memory(windows) => windows.values().flatten().map(|b| size(b)).sum(),
-            Self::Rocks(rocks) => rocks.gathered.values().map(|b| size(b)).sum(),
+            Self::Memory(_, bytes) => *bytes,
+            Self::Rocks(rocks) => rocks.gathered_bytes,
         }
     }
 
@@ -61,18 +66,21 @@ impl WindowRows {
             schemas,
             gathered: BTreeMap::new(),
             gathered_rows: 0,
+            gathered_bytes: 0,
         })))
     }
 
     /// Adds rows of `side` in the window ending at `end`.
     pub fn push(&mut self, end: i64, side: usize, rows: RecordBatch) -> Result<()> {
         match self {
-            Self::Memory(windows) => {
+            Self::Memory(windows, bytes) => {
+                *bytes += rows.get_array_memory_size();
                 windows.entry(end).or_default()[side].push(rows);
                 Ok(())
             }
             Self::Rocks(r) => {
                 r.gathered_rows += rows.num_rows();
+                r.gathered_bytes += rows.get_array_memory_size();
                 r.gathered.entry((end, side)).or_default().push(rows);
                 r.ends.insert(end);
                 if r.gathered_rows >= FLUSH_ROWS {
@@ -85,7 +93,7 @@ impl WindowRows {
 
     pub fn is_empty(&self) -> bool {
         match self {
-            Self::Memory(windows) => windows.is_empty(),
+            Self::Memory(windows, _) => windows.is_empty(),
             Self::Rocks(r) => r.ends.is_empty(),
         }
     }
@@ -93,7 +101,7 @@ impl WindowRows {
     /// The end of the first open window.
     pub fn first_end(&self) -> Option<i64> {
         match self {
-            Self::Memory(windows) => windows.keys().next().copied(),
+            Self::Memory(windows, _) => windows.keys().next().copied(),
             Self::Rocks(r) => r.ends.first().copied(),
         }
     }
@@ -101,7 +109,16 @@ impl WindowRows {
     /// Removes the window ending at `end`; its rows of each side.
     pub fn take(&mut self, end: i64) -> Result<[Vec<RecordBatch>; 2]> {
         match self {
-            Self::Memory(windows) => Ok(windows.remove(&end).unwrap_or_default()),
+            Self::Memory(windows, bytes) => {
+                let sides = windows.remove(&end).unwrap_or_default();
+                let freed: usize = sides
+                    .iter()
+                    .flatten()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum();
+                *bytes = bytes.saturating_sub(freed);
+                Ok(sides)
+            }
             Self::Rocks(r) => {
                 let mut sides: [Vec<RecordBatch>; 2] = Default::default();
                 let mut delete = WriteBatch::default();
@@ -117,6 +134,12 @@ impl WindowRows {
                 for (side, rows) in sides.iter_mut().enumerate() {
                     if let Some(gathered) = r.gathered.remove(&(end, side)) {
                         r.gathered_rows -= gathered.iter().map(|b| b.num_rows()).sum::<usize>();
+                        r.gathered_bytes = r.gathered_bytes.saturating_sub(
+                            gathered
+                                .iter()
+                                .map(RecordBatch::get_array_memory_size)
+                                .sum(),
+                        );
                         rows.extend(gathered);
                     }
                 }
@@ -154,6 +177,7 @@ impl RocksWindowRows {
             batch.put(key, snapshot::encode(&self.schemas[side], &rows)?);
         }
         self.gathered_rows = 0;
+        self.gathered_bytes = 0;
         self.db.write(batch)
     }
 
@@ -225,7 +249,7 @@ mod tests {
         let schema = batch(&[]).schema();
         let mut rocks =
             WindowRows::rocks(root.path(), "join", [Arc::clone(&schema), schema]).unwrap();
-        let mut memory = WindowRows::Memory(BTreeMap::new());
+        let mut memory = WindowRows::memory();
         let input = [
             (2_000, 0, vec![1, 2]),
             (-1_000, 1, vec![3]),

@@ -49,6 +49,8 @@ pub(super) struct Segment {
     /// Row indices by time; `order[..cursor]` are gone.
     pub(super) order: Vec<u32>,
     pub(super) cursor: usize,
+    /// Memory the segment holds, counted once when it is buffered.
+    pub(super) bytes: usize,
 }
 
 /// The buffered rows of one side (see the module docs). Rows with the same key form a chain,
@@ -65,6 +67,10 @@ pub(super) struct SideBuffer {
     pub(super) alive: usize,
     /// Rows at or below this time are gone.
     pub(super) threshold: i64,
+    /// Memory of the segments (see [`Segment::bytes`]).
+    segment_bytes: usize,
+    /// Memory of the keys of `bytes`.
+    key_bytes: usize,
 }
 
 impl SideBuffer {
@@ -76,29 +82,15 @@ impl SideBuffer {
             bytes: HashMap::new(),
             alive: 0,
             threshold: i64::MIN,
+            segment_bytes: 0,
+            key_bytes: 0,
         }
     }
 
-    /// Memory the buffered rows and their index hold, approximately, in bytes.
+    /// Memory the buffered rows and their index hold, approximately, in bytes (kept up to
+    /// date as segments come and go, so asking costs nothing).
     pub(super) fn memory_size(&self) -> usize {
-        let segments: usize = self
-            .segments
-            .iter()
-            .map(|s| {
-                s.rows.get_array_memory_size()
-                    + match &s.keys {
-                        Keys::Int(k) => k.capacity() * 8,
-                        Keys::Rows(rows) => rows.size(),
-                    }
-                    + s.times.capacity() * 8
-                    + s.matched.capacity()
-                    + s.next.capacity() * 8
-                    + s.order.capacity() * 4
-            })
-            .sum();
-        segments
-            + self.ints.capacity() * 16
-            + self.bytes.keys().map(|k| k.len() + 24).sum::<usize>()
+        self.segment_bytes + self.ints.capacity() * 16 + self.key_bytes
     }
 
     pub(super) fn head(&self, key: KeyRef<'_>) -> u64 {
@@ -139,7 +131,10 @@ impl SideBuffer {
             KeyRef::Int(k) => self.ints.entry(k).or_insert(END),
             KeyRef::Bytes(k) => match self.bytes.get_mut(k) {
                 Some(head) => head,
-                None => self.bytes.entry(Box::from(k)).or_insert(END),
+                None => {
+                    self.key_bytes += k.len() + 24;
+                    self.bytes.entry(Box::from(k)).or_insert(END)
+                }
             },
         };
         let previous = std::mem::replace(head, me);
@@ -160,6 +155,14 @@ impl SideBuffer {
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by_key(|&i| times[i as usize]);
         self.alive += n;
+        let bytes = rows.get_array_memory_size()
+            + match &keys {
+                Keys::Int(k) => k.capacity() * 8,
+                Keys::Rows(rows) => rows.size(),
+            }
+            // times, next (8 bytes each), order (4) and matched (1) per row.
+            + n * 21;
+        self.segment_bytes += bytes;
         self.segments.push_back(Segment {
             id,
             rows,
@@ -169,6 +172,7 @@ impl SideBuffer {
             next: vec![END; n],
             order,
             cursor: 0,
+            bytes,
         });
         let pos = self.segments.len() - 1;
         for row in 0..n {
@@ -208,11 +212,14 @@ impl SideBuffer {
             .front()
             .is_some_and(|s| s.cursor == s.order.len())
         {
-            self.segments.pop_front();
+            if let Some(freed) = self.segments.pop_front() {
+                self.segment_bytes -= freed.bytes;
+            }
         }
         if self.ints.len() + self.bytes.len() > 2 * self.alive + 4096 {
             self.ints.clear();
             self.bytes.clear();
+            self.key_bytes = 0;
             for pos in 0..self.segments.len() {
                 let n = self.segments[pos].times.len();
                 for row in 0..n {
