@@ -721,25 +721,10 @@ fn a_corrupt_checkpoint_falls_back_to_an_older_one_and_all_corrupt_refuses() {
         run_with_state(&script, &state, 2, Some("after-manifest@3")),
         86
     );
-    let job = state.join("job-1");
-    let mut checkpoints: Vec<PathBuf> = std::fs::read_dir(&job)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("_MANIFEST.json").exists())
-        .collect();
-    checkpoints.sort();
+    let checkpoints = complete_checkpoints(&state);
     assert!(checkpoints.len() >= 2, "{checkpoints:?}");
     // Flip a byte in a state file of the newest checkpoint.
-    let newest = checkpoints.last().unwrap();
-    let file = std::fs::read_dir(newest)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "arrow"))
-        .expect("the newest checkpoint has a state file");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
+    damage_a_state_file(checkpoints.last().unwrap());
 
     // A copy where every checkpoint is damaged: refused with a clear error.
     let broken = fixture.path("broken");
@@ -789,6 +774,30 @@ fn a_finished_job_is_not_run_again() {
     assert_eq!(run_with_state(&script, &state, 2, None), 0);
     assert_eq!(run_with_state(&script, &state, 2, None), 0);
     assert_eq!(read_rows(&fixture.path("out")), expected);
+}
+
+/// The complete checkpoints (with a manifest) of job 1 under `state`, oldest first.
+fn complete_checkpoints(state: &Path) -> Vec<PathBuf> {
+    let mut checkpoints: Vec<PathBuf> = std::fs::read_dir(state.join("job-1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("_MANIFEST.json").exists())
+        .collect();
+    checkpoints.sort();
+    checkpoints
+}
+
+/// Flips a byte in the middle of a state file of `checkpoint`.
+fn damage_a_state_file(checkpoint: &Path) {
+    let file = std::fs::read_dir(checkpoint)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "arrow"))
+        .expect("the checkpoint has a state file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -1081,25 +1090,9 @@ fn a_fallback_takes_back_what_the_skipped_checkpoints_published() {
     let pristine_out = fixture.path("pristine-out");
     copy_dir(&state, &pristine_state);
     copy_dir(&fixture.path("out"), &pristine_out);
-    let job = state.join("job-1");
-    let mut checkpoints: Vec<PathBuf> = std::fs::read_dir(&job)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("_MANIFEST.json").exists())
-        .collect();
-    checkpoints.sort();
+    let checkpoints = complete_checkpoints(&state);
     assert!(checkpoints.len() >= 3, "{checkpoints:?}");
-    let damage = |checkpoint: &Path| {
-        let file = std::fs::read_dir(checkpoint)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "arrow"))
-            .expect("a state file");
-        let mut bytes = std::fs::read(&file).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0xff;
-        std::fs::write(&file, &bytes).unwrap();
-    };
+    let damage = damage_a_state_file;
     let n = checkpoints.len();
     damage(&checkpoints[n - 1]);
     damage(&checkpoints[n - 2]);

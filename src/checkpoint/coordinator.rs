@@ -652,6 +652,7 @@ impl Checkpointing {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             operators,
+            crc32: None,
         };
         self.store.put_manifest(&manifest).await?;
         self.latest.fetch_max(epoch, Ordering::SeqCst);

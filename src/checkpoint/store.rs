@@ -193,7 +193,11 @@ impl CheckpointStore {
 
     /// Writes the manifest, completing the checkpoint.
     pub async fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let json = serde_json::to_vec_pretty(manifest)
+        let mut manifest = manifest.clone();
+        manifest
+            .seal()
+            .map_err(|e| exec_datafusion_err!("cannot encode manifest: {e}"))?;
+        let json = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| exec_datafusion_err!("cannot encode manifest: {e}"))?;
         let path = format!("{}/{MANIFEST_FILE}", checkpoint_dir(manifest.epoch));
         self.put(&path, Bytes::from(json)).await
@@ -231,9 +235,12 @@ impl CheckpointStore {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(store_err("cannot read manifest", e)),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| exec_datafusion_err!("manifest of checkpoint {epoch} is corrupt: {e}"))
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| exec_datafusion_err!("manifest of checkpoint {epoch} is corrupt: {e}"))?;
+        manifest
+            .verify()
+            .map_err(|e| exec_datafusion_err!("manifest of checkpoint {epoch} is corrupt: {e}"))?;
+        Ok(Some(manifest))
     }
 
     /// The newest complete and intact checkpoint of job `job` (see the module docs).

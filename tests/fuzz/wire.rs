@@ -353,7 +353,8 @@ async fn converse(port: u16, c: &Conversation) -> Result<Vec<u8>, String> {
     Ok(response)
 }
 
-async fn select_one(port: u16) -> Result<(), String> {
+/// A new session, within 10 s.
+async fn connect(port: u16) -> Result<tokio_postgres::Client, String> {
     let address = format!("host=127.0.0.1 port={port} user=sabot dbname=sabot");
     let connect = tokio_postgres::connect(&address, NoTls);
     let (client, connection) = tokio::time::timeout(Duration::from_secs(10), connect)
@@ -361,6 +362,11 @@ async fn select_one(port: u16) -> Result<(), String> {
         .map_err(|_| "a new session could not connect within 10 s".to_string())?
         .map_err(|e| format!("a new session could not connect: {e}"))?;
     tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn select_one(port: u16) -> Result<(), String> {
+    let client = connect(port).await?;
     let rows = tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1"))
         .await
         .map_err(|_| "SELECT 1 took more than 10 s".to_string())?
@@ -390,13 +396,7 @@ fn fuzz_target_wire() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         tokio::spawn(server.run(listener, std::future::pending::<()>()));
-        let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user=sabot dbname=sabot"),
-            NoTls,
-        )
-        .await
-        .expect("connect");
-        tokio::spawn(connection);
+        let client = connect(port).await.expect("connect");
         for setup in [
             "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), \
              WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) WITH ('connector' = \
@@ -448,13 +448,7 @@ fn fuzz_target_wire() {
     });
     rt.block_on(async {
         select_one(port).await.expect("the server still serves");
-        let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user=sabot dbname=sabot"),
-            NoTls,
-        )
-        .await
-        .expect("connect");
-        tokio::spawn(connection);
+        let client = connect(port).await.expect("connect");
         let jobs = client.simple_query("SHOW JOBS").await.expect("SHOW JOBS");
         let running = jobs.iter().any(|m| match m {
             SimpleQueryMessage::Row(r) => {
