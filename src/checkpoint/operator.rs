@@ -221,11 +221,6 @@ impl<'a> Restored<'a> {
         })
     }
 
-    /// True if saved at the same parallelism (only this partition's own state is restored).
-    pub fn same_parallelism(&self) -> bool {
-        self.same
-    }
-
     /// The saved partitions restored from.
     pub fn partitions(&self) -> &[&'a RestoredPartition] {
         &self.mine

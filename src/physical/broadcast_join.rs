@@ -409,6 +409,16 @@ struct Probe {
 }
 
 impl StreamingExec for BroadcastJoinExec {
+    /// The table is read whole at every start: it is not checkpointed (its source restoring a
+    /// finished position would load an empty table).
+    fn checkpointed_inputs(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.stream]
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        self.stream_output_columns(super::streaming::time_attributes(&self.stream))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.stream, partition, Arc::clone(&context))?;
         let probe = Probe {

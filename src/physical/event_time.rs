@@ -33,11 +33,6 @@ pub fn to_millis(array: &ArrayRef) -> Result<Int64Array> {
     })
 }
 
-/// True if `array` has no nulls.
-pub fn all_valid(array: &dyn Array) -> bool {
-    array.null_count() == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ use tokio::sync::mpsc;
 use super::message::{MessageStream, StreamBatch, StreamMessage};
 use super::streaming::{StreamingExec, data_only, execute_input};
 use super::watermark_tracker::WatermarkTracker;
+use crate::physical::window_spec::WindowField;
 
 /// Messages buffered per (input, output) channel.
 const CHANNEL_CAPACITY: usize = 4;
@@ -244,6 +245,14 @@ impl ExecutionPlan for StreamExchangeExec {
 }
 
 impl StreamingExec for StreamExchangeExec {
+    fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        super::streaming::window_columns(&self.input)
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        super::streaming::time_attributes(&self.input)
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let mut guard = self
             .started

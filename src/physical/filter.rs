@@ -20,6 +20,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::message::{MessageStream, StreamBatch};
 use super::streaming::{StreamingExec, data_only, execute_input, map_data};
+use crate::physical::window_spec::WindowField;
 
 /// Streaming filter (see the module docs).
 #[derive(Debug)]
@@ -112,6 +113,14 @@ impl ExecutionPlan for StreamFilterExec {
 }
 
 impl StreamingExec for StreamFilterExec {
+    fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        super::streaming::window_columns(&self.input)
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        super::streaming::time_attributes(&self.input)
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, context)?;
         let predicate = Arc::clone(&self.predicate);

@@ -17,6 +17,10 @@
 //! | `IntervalJoinExec` | [`joins`] | rows within the time bound, both sides |
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
+//! The stateful operators (window aggregation, the joins) implement
+//! [`operator::Operator`] and are run by one [`operator::Driver`]: the message loop, barrier
+//! alignment, watermarks, late rows, metrics and state memory are written once, there.
+//!
 //! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
 //! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds),
 //! [`state_memory`] (state reserved in the session's memory pool).
@@ -28,6 +32,7 @@ pub mod exchange;
 pub mod filter;
 pub mod joins;
 pub mod message;
+pub mod operator;
 pub mod projection;
 pub mod sink;
 pub mod source;

@@ -18,6 +18,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::message::{MessageStream, StreamBatch};
 use super::streaming::{StreamingExec, data_only, execute_input, map_data};
+use crate::physical::window_spec::WindowField;
 
 /// Streaming projection (see the module docs).
 #[derive(Debug)]
@@ -139,6 +140,24 @@ impl ExecutionPlan for StreamProjectionExec {
 }
 
 impl StreamingExec for StreamProjectionExec {
+    fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        let input = super::streaming::window_columns(&self.input);
+        self.column_sources()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, source)| Some((i, *input.get(&source?)?)))
+            .collect()
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        let input = super::streaming::time_attributes(&self.input);
+        self.column_sources()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, source)| source.filter(|s| input.contains(s)).map(|_| i))
+            .collect()
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, context)?;
         let exprs: Vec<Arc<dyn PhysicalExpr>> =

@@ -253,6 +253,18 @@ impl ExecutionPlan for StreamSourceExec {
 }
 
 impl StreamingExec for StreamSourceExec {
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        self.event_time_column().into_iter().collect()
+    }
+
+    fn declares_watermark(&self) -> bool {
+        self.has_watermark()
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let partitions = self.properties.partitioning.partition_count();
         let mut reader = self.connector.open(

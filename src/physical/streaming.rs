@@ -5,11 +5,16 @@
 //! nothing unusual. Inside the pipeline, operators talk through [`StreamingExec::execute_stream`],
 //! which yields the typed [`StreamMessage`]s (data, watermarks, idleness, barriers).
 //!
+//! A streaming node also says what the job needs to know about it, instead of the job keeping
+//! lists of node types: whether it takes part in checkpoints, which output columns are window
+//! bounds, and which carry event time.
+//!
 //! [`execute_input`] is how an operator opens its input: the message stream of a streaming
 //! child, or, for a stock bounded child (a dimension table, an in-memory table), its batches
 //! followed by the final watermark. A stock child over an unbounded input would have lost the
 //! control messages; that is a planner bug and reported as an internal error.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -23,11 +28,66 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::message::{END_OF_TIME, MessageStream, StreamBatch, StreamMessage};
+use crate::physical::window_spec::WindowField;
 
 /// A physical operator that speaks the in-band streaming protocol.
 pub trait StreamingExec: ExecutionPlan {
     /// Opens partition `partition` as a stream of messages.
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream>;
+
+    /// True if each of its partitions hands state to the job's checkpoints (a source's
+    /// positions, a stateful operator's state) and acknowledges every barrier.
+    fn checkpointed(&self) -> bool {
+        false
+    }
+
+    /// The inputs whose nodes take part in the job's checkpoints: all of them, unless an input
+    /// is read whole at every start (a broadcast join's table).
+    fn checkpointed_inputs(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.children()
+    }
+
+    /// The output columns that are window bounds, by index.
+    fn window_columns(&self) -> HashMap<usize, WindowField> {
+        HashMap::new()
+    }
+
+    /// The output columns that carry event time: a source's WATERMARK column, a window's
+    /// `window_end` and `window_time`, traced through the nodes that keep them. The watermark
+    /// of the stream bounds exactly these columns.
+    fn time_attributes(&self) -> HashSet<usize> {
+        HashSet::new()
+    }
+
+    /// True if it declares a watermark (a source with a WATERMARK).
+    fn declares_watermark(&self) -> bool {
+        false
+    }
+}
+
+/// [`StreamingExec::window_columns`] of `plan` (none for a node that is not streaming).
+pub fn window_columns(plan: &Arc<dyn ExecutionPlan>) -> HashMap<usize, WindowField> {
+    as_streaming(plan).map_or_else(HashMap::new, StreamingExec::window_columns)
+}
+
+/// [`StreamingExec::time_attributes`] of `plan` (none for a node that is not streaming).
+pub fn time_attributes(plan: &Arc<dyn ExecutionPlan>) -> HashSet<usize> {
+    as_streaming(plan).map_or_else(HashSet::new, StreamingExec::time_attributes)
+}
+
+/// The window columns that carry event time: `window_end` and `window_time`.
+pub fn window_time_columns(columns: &HashMap<usize, WindowField>) -> HashSet<usize> {
+    columns
+        .iter()
+        .filter(|(_, f)| matches!(f, WindowField::End | WindowField::Time))
+        .map(|(i, _)| *i)
+        .collect()
+}
+
+/// True if `plan` reads an event-time source (one with a WATERMARK).
+pub fn reads_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    as_streaming(plan).is_some_and(StreamingExec::declares_watermark)
+        || plan.children().into_iter().any(reads_event_time)
 }
 
 /// Returns the streaming face of `plan`, if it has one.

@@ -26,9 +26,11 @@ use datafusion::physical_plan::{
 
 use super::event_time::to_millis;
 use super::message::{MessageStream, StreamBatch};
-use super::streaming::{StreamingExec, data_only, execute_input, map_data};
+use super::streaming::{
+    StreamingExec, data_only, execute_input, map_data, time_attributes, window_time_columns,
+};
 use super::window_spec::{WindowKind, WindowSpec};
-use crate::planner::window_assign_node::WindowField;
+use crate::physical::window_spec::WindowField;
 
 /// Stateless window assignment (see the module docs).
 #[derive(Debug)]
@@ -70,17 +72,7 @@ impl WindowAssignExec {
     }
 }
 
-impl WindowAssignExec {
-    /// Output column index -> window column (the three come after the input's columns).
-    pub fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
-        let first = self.input.schema().fields().len();
-        WindowField::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (first + i, *f))
-            .collect()
-    }
-}
+impl WindowAssignExec {}
 
 impl DisplayAs for WindowAssignExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
@@ -140,6 +132,22 @@ impl ExecutionPlan for WindowAssignExec {
 }
 
 impl StreamingExec for WindowAssignExec {
+    /// Output column index -> window column (the three come after the input's columns).
+    fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        let first = self.input.schema().fields().len();
+        WindowField::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (first + i, *f))
+            .collect()
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        let mut attrs = time_attributes(&self.input);
+        attrs.extend(window_time_columns(&self.window_columns()));
+        attrs
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, context)?;
         let spec = self.spec;

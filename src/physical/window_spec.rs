@@ -217,6 +217,72 @@ pub fn format_ms(ms: i64) -> String {
     format!("{ms}ms")
 }
 
+/// Name of the column holding the window start.
+pub const WINDOW_START: &str = "window_start";
+/// Name of the column holding the (exclusive) window end.
+pub const WINDOW_END: &str = "window_end";
+/// Name of the column holding `window_end - 1 ms`, the window's rowtime.
+pub const WINDOW_TIME: &str = "window_time";
+
+/// One of the three columns a window adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum WindowField {
+    /// `window_start`
+    Start,
+    /// `window_end`
+    End,
+    /// `window_time`
+    Time,
+}
+
+impl WindowField {
+    /// All three, in output order.
+    pub const ALL: [WindowField; 3] = [WindowField::Start, WindowField::End, WindowField::Time];
+
+    /// The column name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WindowField::Start => WINDOW_START,
+            WindowField::End => WINDOW_END,
+            WindowField::Time => WINDOW_TIME,
+        }
+    }
+
+    /// Value of this field for the window `[start, end)`.
+    #[inline]
+    pub fn value(&self, start: i64, end: i64) -> i64 {
+        match self {
+            WindowField::Start => start,
+            WindowField::End => end,
+            WindowField::Time => end.saturating_sub(1),
+        }
+    }
+}
+
+/// Where a group column of the output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum GroupColumn {
+    /// The i-th key expression.
+    Key(usize),
+    /// A window column.
+    Window(WindowField),
+    /// `__grouping_id` of `GROUPING SETS` / `ROLLUP` / `CUBE`, which `GROUPING(...)` (and
+    /// Flink's `GROUPING_ID(...)`) read.
+    GroupingId,
+}
+
+/// One grouping set of `GROUPING SETS`, `ROLLUP` or `CUBE` in a window aggregation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct GroupingSetKeys {
+    /// Per key, in the order of `keys`: true when the set leaves the key out (its rows have
+    /// NULL there).
+    pub absent: Vec<bool>,
+    /// The set's `__grouping_id`, encoded as DataFusion's aggregation does: a bit per group
+    /// expression (the first one highest) set when it is left out, and above them the
+    /// ordinal of a repeated set.
+    pub id: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,10 +40,10 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
-use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec, reads_event_time};
+use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
-use crate::physical::streaming::is_streaming;
+use crate::physical::streaming::{is_streaming, reads_event_time};
 use crate::physical::window_assign::WindowAssignExec;
 
 /// See the module docs.

@@ -14,32 +14,9 @@ use datafusion::common::{DFSchemaRef, internal_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 
-use super::window_assign_node::WindowField;
 use crate::physical::window_spec::WindowSpec;
 
-/// Where a group column of the output comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
-pub enum GroupColumn {
-    /// The i-th key expression.
-    Key(usize),
-    /// A window column.
-    Window(WindowField),
-    /// `__grouping_id` of `GROUPING SETS` / `ROLLUP` / `CUBE`, which `GROUPING(...)` (and
-    /// Flink's `GROUPING_ID(...)`) read.
-    GroupingId,
-}
-
-/// One grouping set of `GROUPING SETS`, `ROLLUP` or `CUBE` in a window aggregation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
-pub struct GroupingSetKeys {
-    /// Per key, in the order of `keys`: true when the set leaves the key out (its rows have
-    /// NULL there).
-    pub absent: Vec<bool>,
-    /// The set's `__grouping_id`, encoded as DataFusion's aggregation does: a bit per group
-    /// expression (the first one highest) set when it is left out, and above them the
-    /// ordinal of a repeated set.
-    pub id: u64,
-}
+pub use crate::physical::window_spec::{GroupColumn, GroupingSetKeys};
 
 /// Logical windowed aggregation (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -19,47 +19,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 
 use crate::physical::window_spec::WindowSpec;
 
-/// Name of the column holding the window start.
-pub const WINDOW_START: &str = "window_start";
-/// Name of the column holding the (exclusive) window end.
-pub const WINDOW_END: &str = "window_end";
-/// Name of the column holding `window_end - 1 ms`, the window's rowtime.
-pub const WINDOW_TIME: &str = "window_time";
-
-/// One of the three columns a window adds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
-pub enum WindowField {
-    /// `window_start`
-    Start,
-    /// `window_end`
-    End,
-    /// `window_time`
-    Time,
-}
-
-impl WindowField {
-    /// All three, in output order.
-    pub const ALL: [WindowField; 3] = [WindowField::Start, WindowField::End, WindowField::Time];
-
-    /// The column name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            WindowField::Start => WINDOW_START,
-            WindowField::End => WINDOW_END,
-            WindowField::Time => WINDOW_TIME,
-        }
-    }
-
-    /// Value of this field for the window `[start, end)`.
-    #[inline]
-    pub fn value(&self, start: i64, end: i64) -> i64 {
-        match self {
-            WindowField::Start => start,
-            WindowField::End => end,
-            WindowField::Time => end.saturating_sub(1),
-        }
-    }
-}
+pub use crate::physical::window_spec::{WINDOW_END, WINDOW_START, WINDOW_TIME, WindowField};
 
 /// The data type of window columns: millisecond timestamps in the time column's time zone.
 pub fn window_column_type(time_type: &DataType) -> DataType {

@@ -21,14 +21,13 @@ use datafusion::sql::sqlparser::ast::{
     Select, SetExpr, Statement, TableFactor, VisitMut, VisitorMut, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 /// Name of the marker function carrying SESSION's `PARTITION BY` keys.
 pub const PARTITION_BY_MARKER: &str = "__sabot_partition_by";
 
-const WINDOW_FUNCTIONS: [&str; 4] = ["TUMBLE", "HOP", "SESSION", "CUMULATE"];
+const WINDOW_FUNCTIONS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
 
 fn is_word(token: &Token, word: &str) -> bool {
     matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
@@ -492,14 +491,6 @@ fn replace_window_properties<V: VisitMut>(
         *expr = SqlExpr::Identifier(Ident::new(column));
         ControlFlow::Continue(())
     })
-}
-
-/// True if the statement's first keyword is one the window rewrite applies to.
-pub fn is_query_like(keyword: Keyword) -> bool {
-    matches!(
-        keyword,
-        Keyword::SELECT | Keyword::WITH | Keyword::INSERT | Keyword::EXPLAIN | Keyword::CREATE
-    )
 }
 
 #[cfg(test)]

@@ -24,11 +24,8 @@ use futures::StreamExt;
 use super::job_context::JobContext;
 use crate::checkpoint::coordinator::{CheckpointConfig, Checkpointing, Opened, Participant};
 use crate::checkpoint::failpoint::{self, Failpoint};
-use crate::physical::broadcast_join::BroadcastJoinExec;
-use crate::physical::joins::{IntervalJoinExec, WindowJoinExec};
 use crate::physical::sink::StreamSinkExec;
-use crate::physical::source::StreamSourceExec;
-use crate::physical::window_aggregate::WindowAggregateExec;
+use crate::physical::streaming::{StreamingExec, as_streaming};
 
 static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -88,11 +85,8 @@ pub fn plan_participants(
         ids.insert(address, id.clone());
         let plan = node.as_ref();
         let partitions = node.output_partitioning().partition_count();
-        if plan.downcast_ref::<StreamSourceExec>().is_some()
-            || plan.downcast_ref::<WindowAggregateExec>().is_some()
-            || plan.downcast_ref::<WindowJoinExec>().is_some()
-            || plan.downcast_ref::<IntervalJoinExec>().is_some()
-        {
+        let streaming = as_streaming(node);
+        if streaming.is_some_and(StreamingExec::checkpointed) {
             participants.push(Participant {
                 operator: id,
                 partitions,
@@ -105,13 +99,9 @@ pub fn plan_participants(
                 sink: Some(Arc::clone(sink.sink())),
             });
         }
-        // A broadcast join's table is read whole at every start: it is not checkpointed (its
-        // source restoring a finished position would load an empty table).
-        let children = node.children();
-        let children = if plan.downcast_ref::<BroadcastJoinExec>().is_some() {
-            &children[..1]
-        } else {
-            &children[..]
+        let children = match streaming {
+            Some(s) => s.checkpointed_inputs(),
+            None => node.children(),
         };
         for child in children {
             walk(child, ids, counts, participants);

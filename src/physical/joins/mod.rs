@@ -8,21 +8,20 @@
 //!   rows, indexed by key, only until the other side's watermark proves that no partner can
 //!   come; unmatched rows of an outer side are emitted then.
 //!
-//! Shared here: reading two inputs with barrier alignment (`inputs`), the per-side watermark
-//! rule, the checkpoint encoding of buffered rows (`state`) and gathering output columns.
+//! Both run under the operator [`Driver`](crate::physical::operator::Driver), which reads the
+//! two inputs with barriers aligned and keeps each side's watermark. Shared here: the
+//! checkpoint encoding of buffered rows (`state`) and gathering output columns.
 //!
 //! Watermarks: each side's is its own input's (a finished input counts as the end of time). An
 //! idle side holds the join back, because a partner row may still come from it; `Idle` is
 //! forwarded when every side still running is idle and the join holds no rows. Barriers are aligned: a side that delivered barrier N is
 //! not read until the other side delivered N too, then the state is snapshotted and N forwarded.
 
-mod inputs;
 pub mod interval;
 mod state;
 pub mod window;
 mod window_rows;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array, new_null_array};
@@ -39,13 +38,6 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProp
 
 pub use interval::IntervalJoinExec;
 pub use window::WindowJoinExec;
-
-use super::exchange::StreamExchangeExec;
-use super::filter::StreamFilterExec;
-use super::projection::StreamProjectionExec;
-use super::window_aggregate::WindowAggregateExec;
-use super::window_assign::WindowAssignExec;
-use crate::planner::window_assign_node::WindowField;
 
 /// What a stream-stream join takes over from the DataFusion join it replaces (a `HashJoinExec`,
 /// or the `SymmetricHashJoinExec` DataFusion picks when both inputs are unbounded).
@@ -92,87 +84,6 @@ impl JoinParts {
             schema: j.schema(),
         })
     }
-}
-
-/// The window columns (`window_start`, `window_end`, `window_time`) among `plan`'s output
-/// columns, traced through the operators that keep them unchanged.
-pub fn window_columns(plan: &Arc<dyn ExecutionPlan>) -> HashMap<usize, WindowField> {
-    if let Some(agg) = plan.downcast_ref::<WindowAggregateExec>() {
-        return agg.window_columns();
-    }
-    if let Some(assign) = plan.downcast_ref::<WindowAssignExec>() {
-        return assign.window_columns();
-    }
-    if let Some(projection) = plan.downcast_ref::<StreamProjectionExec>() {
-        let input = window_columns(projection.input());
-        return projection
-            .column_sources()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, source)| Some((i, *input.get(&source?)?)))
-            .collect();
-    }
-    if let Some(join) = plan.downcast_ref::<WindowJoinExec>() {
-        return join.window_columns();
-    }
-    if plan.is::<StreamFilterExec>() || plan.is::<StreamExchangeExec>() {
-        return window_columns(plan.children()[0]);
-    }
-    HashMap::new()
-}
-
-/// True if `plan` reads an event-time source (one with a WATERMARK).
-pub fn reads_event_time(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<super::source::StreamSourceExec>()
-        .is_some_and(|s| s.has_watermark())
-        || plan.children().into_iter().any(reads_event_time)
-}
-
-/// The output columns of `plan` that carry event time: the column a source's WATERMARK is
-/// declared for, and `window_end` / `window_time` of a window operator, traced through the
-/// operators that keep them. The watermark of a stream bounds exactly these columns.
-pub fn time_attributes(plan: &Arc<dyn ExecutionPlan>) -> std::collections::HashSet<usize> {
-    use std::collections::HashSet;
-    if let Some(source) = plan.downcast_ref::<super::source::StreamSourceExec>() {
-        return source.event_time_column().into_iter().collect();
-    }
-    if plan.is::<WindowAggregateExec>() || plan.is::<WindowJoinExec>() {
-        return window_columns(plan)
-            .into_iter()
-            .filter(|(_, f)| matches!(f, WindowField::End | WindowField::Time))
-            .map(|(i, _)| i)
-            .collect();
-    }
-    if plan.is::<WindowAssignExec>() {
-        let mut attrs = time_attributes(plan.children()[0]);
-        attrs.extend(
-            window_columns(plan)
-                .into_iter()
-                .filter(|(_, f)| matches!(f, WindowField::End | WindowField::Time))
-                .map(|(i, _)| i),
-        );
-        return attrs;
-    }
-    if let Some(projection) = plan.downcast_ref::<StreamProjectionExec>() {
-        let input = time_attributes(projection.input());
-        return projection
-            .column_sources()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, source)| source.filter(|s| input.contains(s)).map(|_| i))
-            .collect();
-    }
-    if let Some(join) = plan.downcast_ref::<IntervalJoinExec>() {
-        let [l, r] = join.children_time_attributes();
-        return join.output_columns(l, r);
-    }
-    if let Some(join) = plan.downcast_ref::<super::broadcast_join::BroadcastJoinExec>() {
-        return join.stream_output_columns(time_attributes(join.children()[0]));
-    }
-    if plan.is::<StreamFilterExec>() || plan.is::<StreamExchangeExec>() {
-        return time_attributes(plan.children()[0]);
-    }
-    HashSet::new()
 }
 
 /// The properties of a join of two inputs partitioned alike: as many partitions as each input,

@@ -13,7 +13,7 @@
 //! State: the buffered rows of open windows, snapshotted at barriers; in RocksDB with
 //! `state.backend` = `rocksdb` ([`WindowRows`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -28,27 +28,25 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::TryStreamExt;
 
-use super::inputs::{Event, TwoInputs};
+use super::JoinParts;
 use super::state::SideCodec;
 use super::window_rows::{WindowRows, for_each_stored};
-use super::{JoinParts, window_columns};
-use crate::checkpoint::operator::{OperatorCheckpoint, RestoredDatabases};
+use crate::checkpoint::operator::{OperatorCheckpoint, Restored, RestoredDatabases};
 use crate::config::{SabotConfig, StateBackend};
 use crate::physical::event_time::to_millis;
-use crate::physical::message::{
-    END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
+use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::{
+    Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
 };
-use crate::physical::state_memory::StateMemory;
-use crate::physical::streaming::{StreamingExec, data_only, execute_input};
+use crate::physical::streaming::{
+    StreamingExec, data_only, execute_input, window_columns, window_time_columns,
+};
+use crate::physical::window_spec::WindowField;
 use crate::physical::window_spec::WindowSpec;
-use crate::planner::window_assign_node::WindowField;
-use crate::runtime::job_context::JobContext;
 use crate::state::redistribute::rows_of_partition;
 
 /// See the module docs.
@@ -129,25 +127,6 @@ impl WindowJoinExec {
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
-
-    /// The window columns of the output: the left input's, as far as the output keeps them.
-    pub fn window_columns(&self) -> HashMap<usize, WindowField> {
-        if matches!(
-            self.join_type,
-            JoinType::Right | JoinType::Full | JoinType::RightSemi | JoinType::RightAnti
-        ) {
-            return HashMap::new(); // the left columns may be NULL or absent
-        }
-        let left = window_columns(&self.left);
-        match &self.projection {
-            None => left,
-            Some(p) => p
-                .iter()
-                .enumerate()
-                .filter_map(|(i, src)| Some((i, *left.get(src)?)))
-                .collect(),
-        }
-    }
 }
 
 impl DisplayAs for WindowJoinExec {
@@ -223,6 +202,33 @@ impl ExecutionPlan for WindowJoinExec {
 }
 
 impl StreamingExec for WindowJoinExec {
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    /// The window columns of the output: the left input's, as far as the output keeps them.
+    fn window_columns(&self) -> HashMap<usize, WindowField> {
+        if matches!(
+            self.join_type,
+            JoinType::Right | JoinType::Full | JoinType::RightSemi | JoinType::RightAnti
+        ) {
+            return HashMap::new(); // the left columns may be NULL or absent
+        }
+        let left = window_columns(&self.left);
+        match &self.projection {
+            None => left,
+            Some(p) => p
+                .iter()
+                .enumerate()
+                .filter_map(|(i, src)| Some((i, *left.get(src)?)))
+                .collect(),
+        }
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        window_time_columns(&self.window_columns())
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let left = execute_input(&self.left, partition, Arc::clone(&context))?;
         let right = execute_input(&self.right, partition, Arc::clone(&context))?;
@@ -236,8 +242,7 @@ impl StreamingExec for WindowJoinExec {
             Some((root, label)) => WindowRows::rocks(root, label, inputs.clone())?,
             None => WindowRows::memory(),
         };
-        let mut stream = WindowJoinStream {
-            inputs: TwoInputs::new(left, right),
+        let stream = WindowJoinStream {
             codec: SideCodec::new(inputs.clone()),
             spec: Arc::new(WindowJoinSpec {
                 inputs,
@@ -254,25 +259,20 @@ impl StreamingExec for WindowJoinExec {
             rocks_dir,
             partition,
             partitions: self.properties().partitioning.partition_count(),
-            emitted: NO_WATERMARK,
-            pending: VecDeque::new(),
-            baseline: BaselineMetrics::new(&self.metrics, partition),
-            late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
-            job: JobContext::of(&context),
-            checkpoint: OperatorCheckpoint::open(self, &context, partition),
-            memory: StateMemory::new(&context, "WindowJoinExec", partition),
         };
-        stream.restore()?;
-        Ok(Box::pin(futures::stream::unfold(
+        Driver::open(
+            self,
+            &self.metrics,
+            vec![left, right],
+            partition,
+            &context,
             stream,
-            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
-        )))
+        )
     }
 }
 
 /// One partition of a window join.
 struct WindowJoinStream {
-    inputs: TwoInputs,
     codec: SideCodec,
     spec: Arc<WindowJoinSpec>,
     window_end: [usize; 2],
@@ -282,14 +282,6 @@ struct WindowJoinStream {
     rocks_dir: Option<(std::path::PathBuf, String)>,
     partition: usize,
     partitions: usize,
-    /// The last watermark forwarded.
-    emitted: i64,
-    pending: VecDeque<StreamMessage>,
-    baseline: BaselineMetrics,
-    late_rows: Count,
-    job: Option<Arc<JobContext>>,
-    checkpoint: Option<OperatorCheckpoint>,
-    memory: StateMemory,
 }
 
 /// What joining one window needs (shared, so the join can run while the stream waits).
@@ -305,61 +297,18 @@ struct WindowJoinSpec {
 }
 
 impl WindowJoinStream {
-    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
-        loop {
-            if let Some(msg) = self.pending.pop_front() {
-                return Some(Ok(msg));
-            }
-            let event = match self.inputs.next().await {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    // Both inputs ended: their watermarks are the end of time, so every
-                    // window has fired.
-                    if let Some(checkpoint) = &mut self.checkpoint {
-                        checkpoint.finish(serde_json::json!({
-                            "watermarks": [END_OF_TIME, END_OF_TIME]
-                        }));
-                    }
-                    self.baseline.done();
-                    return None;
-                }
-            };
-            let result = match event {
-                Event::Data(side, batch) => self
-                    .buffer(side, batch, false)
-                    .and_then(|()| self.memory.track(self.rows.memory_size())),
-                Event::Watermark => match self.on_watermark().await {
-                    Ok(()) => self.memory.track(self.rows.memory_size()),
-                    Err(e) => Err(e),
-                },
-                // Idle only when nothing is held: rows of open windows still to come out must
-                // not find a downstream watermark that moved on without them.
-                Event::Idle => {
-                    if self.rows.is_empty() {
-                        self.pending.push_back(StreamMessage::Idle);
-                    }
-                    Ok(())
-                }
-                Event::Barrier(epoch) => self.snapshot(epoch).map(|()| {
-                    self.pending.push_back(StreamMessage::Barrier(
-                        crate::physical::message::CheckpointBarrier { epoch },
-                    ));
-                }),
-            };
-            if let Err(e) = result {
-                return Some(Err(e));
-            }
-        }
-    }
-
-    /// Files the rows of one input batch under their windows; late rows are dropped (unless
-    /// `restoring`: restored rows belong to windows that have not fired).
-    fn buffer(&mut self, side: usize, batch: StreamBatch, restoring: bool) -> Result<()> {
-        let _timer = self.baseline.elapsed_compute().timer();
+    /// Files the rows of one input batch under their windows; rows of windows that fired at
+    /// `watermark` (the side's) are late: dropped and counted, unless `restoring` (restored
+    /// rows belong to windows that have not fired). Returns the number of late rows.
+    fn buffer(
+        &mut self,
+        side: usize,
+        batch: StreamBatch,
+        watermark: i64,
+        restoring: bool,
+    ) -> Result<usize> {
         let rows = batch.num_rows();
         let ends = to_millis(batch.batch.column(self.window_end[side]))?;
-        let watermark = self.inputs.watermarks()[side];
         let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
         let mut late = 0usize;
         for i in 0..rows {
@@ -376,12 +325,6 @@ impl WindowJoinStream {
                 None => groups.push((end, vec![i as u32])),
             }
         }
-        if late > 0 {
-            self.late_rows.add(late);
-            if let Some(job) = &self.job {
-                job.stats.add_late_rows(late as u64);
-            }
-        }
         for (end, indices) in groups {
             let rows_of_window = if indices.len() == rows {
                 batch.batch.clone()
@@ -390,35 +333,11 @@ impl WindowJoinStream {
             };
             self.rows.push(end, side, rows_of_window)?;
         }
-        Ok(())
+        Ok(late)
     }
 
-    /// Joins and forgets every window both watermarks have passed, then forwards the watermark.
-    async fn on_watermark(&mut self) -> Result<()> {
-        let [l, r] = self.inputs.watermarks();
-        let watermark = l.min(r);
-        if watermark <= self.emitted {
-            return Ok(());
-        }
-        while let Some(end) = self.rows.first_end() {
-            if WindowSpec::fire_time(end) > watermark {
-                break;
-            }
-            let [left, right] = self.rows.take(end)?;
-            let spec = Arc::clone(&self.spec);
-            for batch in spec.join_window(left, right).await? {
-                self.baseline.record_output(batch.num_rows());
-                self.pending
-                    .push_back(StreamMessage::Data(StreamBatch::new(batch)));
-            }
-        }
-        self.emitted = watermark;
-        self.pending.push_back(StreamMessage::Watermark(watermark));
-        Ok(())
-    }
-
-    fn meta(&self) -> serde_json::Value {
-        let mut meta = serde_json::json!({ "watermarks": self.inputs.watermarks() });
+    fn meta(&self, watermarks: &[i64]) -> serde_json::Value {
+        let mut meta = serde_json::json!({ "watermarks": watermarks });
         if let WindowRows::Rocks(r) = &self.rows {
             meta["backend"] = "rocksdb".into();
             meta["ends"] = r.ends().into();
@@ -427,51 +346,16 @@ impl WindowJoinStream {
         meta
     }
 
-    fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
-            return Ok(());
-        };
-        if let WindowRows::Rocks(r) = &mut self.rows {
-            // Before the metadata: the flush moves the sequence number on.
-            r.flush()?;
-        }
-        let meta = self.meta();
-        let windows = match &self.rows {
-            WindowRows::Rocks(r) => return checkpoint.snapshot_db(epoch, meta, r.db()),
-            WindowRows::Memory(windows, _) => windows,
-        };
-        let mut batches = Vec::new();
-        for sides in windows.values() {
-            for (side, rows) in sides.iter().enumerate() {
-                for batch in rows {
-                    let matched = BooleanArray::from(vec![false; batch.num_rows()]);
-                    batches.push(self.codec.encode(side, batch, &matched)?);
-                }
-            }
-        }
-        checkpoint.snapshot(epoch, meta, batches)
-    }
-
     /// Restores the buffered windows and watermarks of the checkpoint the job resumes from.
-    fn restore(&mut self) -> Result<()> {
-        let Some(checkpoint) = self.checkpoint.take() else {
-            return Ok(());
-        };
-        let result = self.restore_from(&checkpoint);
-        self.checkpoint = Some(checkpoint);
-        result
-    }
-
-    fn restore_from(&mut self, checkpoint: &OperatorCheckpoint) -> Result<()> {
-        let Some(restored) = checkpoint.restored() else {
-            return Ok(());
-        };
-        let mut watermarks = [END_OF_TIME; 2];
-        for (side, w) in watermarks.iter_mut().enumerate() {
-            *w = restored.min_meta_at("watermarks", side, NO_WATERMARK);
-        }
-        self.inputs.restore_watermarks(watermarks);
-        self.emitted = watermarks[0].min(watermarks[1]);
+    fn restore_from(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let watermarks: Vec<i64> = (0..2)
+            .map(|side| restored.min_meta_at("watermarks", side, NO_WATERMARK))
+            .collect();
+        let output = watermarks[0].min(watermarks[1]);
         let rocksdb = matches!(self.rows, WindowRows::Rocks(_));
         match restored.databases(rocksdb)? {
             RestoredDatabases::Own(saved, dir) => {
@@ -504,7 +388,7 @@ impl WindowJoinStream {
         }
         let codec = self.codec.clone();
         let on = self.spec.on.clone();
-        let batches = checkpoint.batches_by(&restored, |batch| {
+        let batches = checkpoint.batches_by(restored, |batch| {
             let side = codec.side_of(batch)?;
             let (rows, _) = codec.decode(batch, side)?;
             join_keys(&on, side, &rows)
@@ -515,9 +399,93 @@ impl WindowJoinStream {
             }
             let side = self.codec.side_of(&batch)?;
             let (rows, _) = self.codec.decode(&batch, side)?;
-            self.buffer(side, StreamBatch::new(rows), true)?;
+            self.buffer(side, StreamBatch::new(rows), NO_WATERMARK, true)?;
         }
+        Ok(RestoredWatermarks {
+            inputs: watermarks,
+            output,
+        })
+    }
+}
+
+impl Operator for WindowJoinStream {
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        self.restore_from(checkpoint, restored)
+    }
+
+    fn on_data(&mut self, side: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let watermark = ctx.watermarks().inputs()[side];
+        let late = self.buffer(side, batch, watermark, false)?;
+        ctx.late(late);
         Ok(())
+    }
+
+    /// Joins and forgets every window both watermarks have passed.
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let watermark = ctx.watermark();
+        if watermark <= ctx.watermarks().output() {
+            return Ok(watermark);
+        }
+        while let Some(end) = self.rows.first_end() {
+            if WindowSpec::fire_time(end) > watermark {
+                break;
+            }
+            let [left, right] = self.rows.take(end)?;
+            let spec = Arc::clone(&self.spec);
+            for batch in spec.join_window(left, right).await? {
+                ctx.emit(batch);
+            }
+        }
+        Ok(watermark)
+    }
+
+    /// Idle only when nothing is held: rows of open windows still to come out must not find a
+    /// downstream watermark that moved on without them.
+    fn may_idle(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        if let WindowRows::Rocks(r) = &mut self.rows {
+            // Before the metadata: the flush moves the sequence number on.
+            r.flush()?;
+        }
+        let meta = self.meta(watermarks.inputs());
+        let windows = match &self.rows {
+            WindowRows::Rocks(r) => return checkpoint.snapshot_db(epoch, meta, r.db()),
+            WindowRows::Memory(windows, _) => windows,
+        };
+        let mut batches = Vec::new();
+        for sides in windows.values() {
+            for (side, rows) in sides.iter().enumerate() {
+                for batch in rows {
+                    let matched = BooleanArray::from(vec![false; batch.num_rows()]);
+                    batches.push(self.codec.encode(side, batch, &matched)?);
+                }
+            }
+        }
+        checkpoint.snapshot(epoch, meta, batches)
+    }
+
+    /// Every input ended: their watermarks are the end of time, so every window has fired.
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
+        serde_json::json!({ "watermarks": watermarks.inputs() })
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: 0,
+            bytes: self.rows.memory_size(),
+        }
     }
 }
 

@@ -19,10 +19,10 @@ use super::session::SessionAggregateStream;
 use super::stream::WindowAggregateStream;
 use crate::physical::aggregation::AggregateSet;
 use crate::physical::message::MessageStream;
-use crate::physical::streaming::{StreamingExec, data_only, execute_input};
+use crate::physical::streaming::{StreamingExec, data_only, execute_input, window_time_columns};
+use crate::physical::window_spec::WindowField;
+use crate::physical::window_spec::{GroupColumn, GroupingSetKeys};
 use crate::physical::window_spec::{WindowKind, WindowSpec, format_ms};
-use crate::planner::window_aggregate_node::{GroupColumn, GroupingSetKeys};
-use crate::planner::window_assign_node::WindowField;
 
 /// What a window aggregation computes, over its input's columns.
 #[derive(Debug, Clone)]
@@ -87,19 +87,6 @@ impl WindowAggregateExec {
     /// The window.
     pub fn spec(&self) -> &WindowSpec {
         &self.def.spec
-    }
-
-    /// Output column index -> window column.
-    pub fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
-        self.def
-            .group_columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, g)| match g {
-                GroupColumn::Window(field) => Some((i, *field)),
-                GroupColumn::Key(_) | GroupColumn::GroupingId => None,
-            })
-            .collect()
     }
 
     /// True for SESSION windows.
@@ -233,6 +220,27 @@ impl ExecutionPlan for WindowAggregateExec {
 }
 
 impl StreamingExec for WindowAggregateExec {
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    /// Output column index -> window column.
+    fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
+        self.def
+            .group_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| match g {
+                GroupColumn::Window(field) => Some((i, *field)),
+                GroupColumn::Key(_) | GroupColumn::GroupingId => None,
+            })
+            .collect()
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        window_time_columns(&self.window_columns())
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, Arc::clone(&context))?;
         if self.is_session() {

@@ -1,6 +1,6 @@
-//! The per-partition loop of `WindowAggregateExec`.
+//! One partition of `WindowAggregateExec` over TUMBLE or HOP windows (slices), run
+//! by the operator [`Driver`].
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -13,21 +13,20 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
-use futures::StreamExt;
 
 use super::exec::WindowAggregateExec;
 use super::rocks_slices::RocksSliceState;
 use super::slices::{FiredWindow, SliceState};
-use crate::checkpoint::operator::{OperatorCheckpoint, RestoredDatabases};
+use crate::checkpoint::operator::{OperatorCheckpoint, Restored, RestoredDatabases};
 use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
-use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
-use crate::physical::state_memory::StateMemory;
+use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::{
+    Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
+};
 use crate::physical::window_spec::WindowSpec;
-use crate::planner::window_aggregate_node::{GroupColumn, GroupingSetKeys};
-use crate::runtime::job_context::JobContext;
+use crate::physical::window_spec::{GroupColumn, GroupingSetKeys};
 
 /// The slices, in memory or in RocksDB (`state.backend`).
 enum Slices {
@@ -71,8 +70,8 @@ impl Slices {
     }
 }
 
+/// One partition of a TUMBLE or HOP aggregation.
 pub(super) struct WindowAggregateStream {
-    input: MessageStream,
     spec: WindowSpec,
     time_expr: Arc<dyn PhysicalExpr>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -84,17 +83,13 @@ pub(super) struct WindowAggregateStream {
     group_columns: Vec<GroupColumn>,
     schema: SchemaRef,
     state: Slices,
-    watermark: i64,
+    /// The RocksDB directory, with `state.backend` = `rocksdb`.
+    rocksdb_root: Option<std::path::PathBuf>,
+    partition: usize,
+    partitions: usize,
     /// The highest watermark windows have fired for: the input's, or (HOP) a row's, when an
     /// out-of-order row made windows fire within a batch.
     fired: i64,
-    pending: VecDeque<StreamMessage>,
-    baseline: BaselineMetrics,
-    late_rows: Count,
-    null_time_rows: Count,
-    job: Option<Arc<JobContext>>,
-    checkpoint: Option<OperatorCheckpoint>,
-    memory: StateMemory,
 }
 
 impl WindowAggregateStream {
@@ -139,8 +134,7 @@ impl WindowAggregateStream {
                 key_schema,
             )),
         };
-        let mut stream = Self {
-            input,
+        let stream = Self {
             spec: exec.def.spec,
             time_expr: Arc::clone(&exec.def.time_expr),
             keys: exec.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
@@ -150,60 +144,17 @@ impl WindowAggregateStream {
             group_columns: exec.def.group_columns.clone(),
             schema: exec.schema(),
             state,
-            watermark: NO_WATERMARK,
+            rocksdb_root,
+            partition,
+            partitions: exec.properties().partitioning.partition_count(),
             fired: NO_WATERMARK,
-            pending: VecDeque::new(),
-            baseline: BaselineMetrics::new(&exec.metrics, partition),
-            late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
-            null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
-            job: JobContext::of(context),
-            checkpoint: OperatorCheckpoint::open(exec, context, partition),
-            memory: StateMemory::new(context, "WindowAggregateExec", partition),
         };
-        stream.restore(rocksdb_root.as_deref(), exec, partition)?;
-        Ok(Box::pin(futures::stream::unfold(
-            stream,
-            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
-        )))
+        Driver::open(exec, &exec.metrics, vec![input], partition, context, stream)
     }
 
-    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
-        loop {
-            if let Some(msg) = self.pending.pop_front() {
-                return Some(Ok(msg));
-            }
-            let msg = match self.input.next().await {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    self.on_end();
-                    return None;
-                }
-            };
-            let result = match msg {
-                StreamMessage::Data(batch) => self
-                    .process(batch)
-                    .and_then(|()| self.memory.track(self.state.memory_size())),
-                StreamMessage::Watermark(w) => self
-                    .on_watermark(w)
-                    .and_then(|()| self.memory.track(self.state.memory_size())),
-                StreamMessage::Barrier(b) => self.snapshot(b.epoch).map(|()| {
-                    self.pending.push_back(StreamMessage::Barrier(b));
-                }),
-                other => {
-                    self.pending.push_back(other);
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                return Some(Err(e));
-            }
-        }
-    }
-
-    fn meta(&self) -> serde_json::Value {
+    fn meta(&self, watermark: i64) -> serde_json::Value {
         let mut meta = serde_json::json!({
-            "watermark": self.watermark,
+            "watermark": watermark,
             "next_end": self.state.next_end(),
             "keys": self.state_keys(),
         });
@@ -214,77 +165,8 @@ impl WindowAggregateStream {
         meta
     }
 
-    /// Hands the slice state to the checkpoint coordinator.
-    fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
-            return Ok(());
-        };
-        if let Slices::Rocks(state) = &mut self.state {
-            // Every buffered group into the database, and so into the checkpoint.
-            state.flush_all()?;
-        }
-        let meta = self.meta();
-        match &mut self.state {
-            Slices::Memory(state) => checkpoint.snapshot(epoch, meta, state.snapshot()?),
-            Slices::Rocks(state) => checkpoint.snapshot_db(epoch, meta, state.db()),
-        }
-    }
-
-    fn on_end(&mut self) {
-        let meta = self.meta();
-        if let Some(checkpoint) = &mut self.checkpoint {
-            checkpoint.finish(meta);
-        }
-    }
-
-    /// Restores the state of the checkpoint the job resumes from, if any.
-    fn restore(
-        &mut self,
-        rocksdb_root: Option<&std::path::Path>,
-        exec: &WindowAggregateExec,
-        partition: usize,
-    ) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
-            return Ok(());
-        };
-        let Some(restored) = checkpoint.restored() else {
-            return Ok(());
-        };
-        self.watermark = restored.min_meta("watermark", NO_WATERMARK);
-        self.fired = self.watermark;
-        let next_end = restored.min_meta("next_end", i64::MIN);
-        let keys = self.state_keys();
-        // Slice batches: `__slice`, `__frozen`, then the group keys.
-        let batches = checkpoint.batches(&restored, 2..2 + keys)?;
-        let databases = restored.databases(rocksdb_root.is_some())?;
-        match (&mut self.state, rocksdb_root) {
-            (Slices::Rocks(state), Some(root)) => {
-                match databases {
-                    RestoredDatabases::Own(saved, dir) => {
-                        let slices = saved.meta_i64s("slices", "window")?;
-                        let label = format!("window-p{partition}");
-                        state.adopt(root, &label, dir, slices, next_end)?;
-                        checkpoint.adopted(saved);
-                        return Ok(());
-                    }
-                    RestoredDatabases::Others(dirs) => {
-                        let partitions = exec.properties().partitioning.partition_count();
-                        for dir in dirs {
-                            state.restore_rekeyed(dir, partition, partitions)?;
-                        }
-                    }
-                    RestoredDatabases::None => {}
-                }
-                state.restore_batches(&batches, keys, next_end)
-            }
-            (Slices::Memory(state), _) => state.restore(&batches, keys, next_end),
-            (Slices::Rocks(_), None) => Ok(()),
-        }
-    }
-
-    fn process(&mut self, batch: StreamBatch) -> Result<()> {
-        let elapsed = self.baseline.elapsed_compute().clone();
-        let _timer = elapsed.timer();
+    fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let current = ctx.watermark();
         let rows = batch.num_rows();
         let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
         let keys = self
@@ -298,7 +180,7 @@ impl WindowAggregateStream {
         // has fired. A HOP row whose earliest windows fired still counts in the later ones
         // (Flink's slicing rule): the windows its watermark has passed fire first, so that
         // the row only reaches windows that fire after it.
-        let check_late = batch.row_watermarks.is_some() || self.watermark != NO_WATERMARK;
+        let check_late = batch.row_watermarks.is_some() || current != NO_WATERMARK;
         let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
         let mut late = 0usize;
         let mut null_time = 0usize;
@@ -310,7 +192,7 @@ impl WindowAggregateStream {
             }
             let slice = self.spec.slice_start(times.value(i));
             if check_late {
-                let watermark = batch.row_watermark(i, self.watermark);
+                let watermark = batch.row_watermark(i, current);
                 let last_end = self.spec.last_window_end_of_slice(slice);
                 if WindowSpec::fire_time(last_end) <= watermark {
                     late += 1;
@@ -322,7 +204,7 @@ impl WindowAggregateStream {
                     // watermark): windows up to this row's watermark fire before it is added.
                     self.update_groups(std::mem::take(&mut groups), &keys, &inputs, rows)?;
                     last = None;
-                    self.fire(watermark)?;
+                    self.fire(watermark, ctx)?;
                 }
             }
             let g = match last {
@@ -338,15 +220,8 @@ impl WindowAggregateStream {
             groups[g].1.push(i as u32);
             last = Some(g);
         }
-        if late > 0 {
-            self.late_rows.add(late);
-            if let Some(job) = &self.job {
-                job.stats.add_late_rows(late as u64);
-            }
-        }
-        if null_time > 0 {
-            self.null_time_rows.add(null_time);
-        }
+        ctx.late(late);
+        ctx.null_time(null_time);
         self.update_groups(groups, &keys, &inputs, rows)
     }
 
@@ -409,30 +284,13 @@ impl WindowAggregateStream {
         self.keys.len() + usize::from(self.grouping_id.is_some())
     }
 
-    fn on_watermark(&mut self, watermark: i64) -> Result<()> {
-        if watermark <= self.watermark {
-            return Ok(());
-        }
-        self.watermark = watermark;
-        if watermark > self.fired {
-            let elapsed = self.baseline.elapsed_compute().clone();
-            let _timer = elapsed.timer();
-            self.fire(watermark)?;
-        }
-        self.pending.push_back(StreamMessage::Watermark(watermark));
-        Ok(())
-    }
-
-    /// Fires every window due at `watermark`, queueing their rows.
-    fn fire(&mut self, watermark: i64) -> Result<()> {
+    /// Fires every window due at `watermark`, emitting their rows.
+    fn fire(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<()> {
         let mut fired = Vec::new();
         self.state.fire(watermark, &mut fired)?;
         self.fired = self.fired.max(watermark);
         for window in fired {
-            let batch = self.output_batch(window)?;
-            self.baseline.record_output(batch.num_rows());
-            self.pending
-                .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+            ctx.emit(self.output_batch(window)?);
         }
         Ok(())
     }
@@ -462,5 +320,85 @@ impl WindowAggregateStream {
         }
         columns.extend(result.values);
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+impl Operator for WindowAggregateStream {
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let watermark = restored.min_meta("watermark", NO_WATERMARK);
+        self.fired = watermark;
+        let next_end = restored.min_meta("next_end", i64::MIN);
+        let keys = self.state_keys();
+        // Slice batches: `__slice`, `__frozen`, then the group keys.
+        let batches = checkpoint.batches(restored, 2..2 + keys)?;
+        let databases = restored.databases(self.rocksdb_root.is_some())?;
+        match (&mut self.state, &self.rocksdb_root) {
+            (Slices::Rocks(state), Some(root)) => {
+                match databases {
+                    RestoredDatabases::Own(saved, dir) => {
+                        let slices = saved.meta_i64s("slices", "window")?;
+                        let label = format!("window-p{}", self.partition);
+                        state.adopt(root, &label, dir, slices, next_end)?;
+                        checkpoint.adopted(saved);
+                        return Ok(RestoredWatermarks::all(1, watermark));
+                    }
+                    RestoredDatabases::Others(dirs) => {
+                        for dir in dirs {
+                            state.restore_rekeyed(dir, self.partition, self.partitions)?;
+                        }
+                    }
+                    RestoredDatabases::None => {}
+                }
+                state.restore_batches(&batches, keys, next_end)?;
+            }
+            (Slices::Memory(state), _) => state.restore(&batches, keys, next_end)?,
+            (Slices::Rocks(_), None) => {}
+        }
+        Ok(RestoredWatermarks::all(1, watermark))
+    }
+
+    fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        self.process(batch, ctx)
+    }
+
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let watermark = ctx.watermark();
+        if watermark > self.fired {
+            self.fire(watermark, ctx)?;
+        }
+        Ok(watermark)
+    }
+
+    /// Hands the slice state to the checkpoint coordinator.
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        if let Slices::Rocks(state) = &mut self.state {
+            // Every buffered group into the database, and so into the checkpoint.
+            state.flush_all()?;
+        }
+        let meta = self.meta(watermarks.min());
+        match &mut self.state {
+            Slices::Memory(state) => checkpoint.snapshot(epoch, meta, state.snapshot()?),
+            Slices::Rocks(state) => checkpoint.snapshot_db(epoch, meta, state.db()),
+        }
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
+        self.meta(watermarks.min())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: 0,
+            bytes: self.state.memory_size(),
+        }
     }
 }

@@ -29,7 +29,6 @@ mod stream;
 
 pub use bound::TimeBound;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -40,20 +39,17 @@ use datafusion::common::{JoinType, Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::joins::utils::JoinFilter;
-use datafusion::physical_plan::metrics::{
-    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
-use super::inputs::TwoInputs;
 use super::state::SideCodec;
 use super::{Emit, JoinOutput, JoinParts};
-use crate::checkpoint::operator::OperatorCheckpoint;
-use crate::physical::message::{MessageStream, NO_WATERMARK};
-use crate::physical::state_memory::StateMemory;
-use crate::physical::streaming::{StreamingExec, data_only, execute_input};
+use crate::physical::message::MessageStream;
+use crate::physical::operator::Driver;
+use crate::physical::streaming::{
+    StreamingExec, data_only, execute_input, reads_event_time, time_attributes,
+};
 use crate::physical::window_spec::format_ms;
-use crate::runtime::job_context::JobContext;
 use buffer::SideBuffer;
 use stream::IntervalJoinStream;
 
@@ -91,11 +87,8 @@ impl IntervalJoinExec {
                  keys then never match)"
             );
         }
-        let (left_times, right_times) = (
-            super::time_attributes(&join.left),
-            super::time_attributes(&join.right),
-        );
-        if !super::reads_event_time(&join.left) || !super::reads_event_time(&join.right) {
+        let (left_times, right_times) = (time_attributes(&join.left), time_attributes(&join.right));
+        if !reads_event_time(&join.left) || !reads_event_time(&join.right) {
             return datafusion::common::plan_err!(
                 "an interval join needs event time on both inputs: declare a WATERMARK on the \
                  time columns of both tables (CREATE TABLE ... WATERMARK FOR ts AS ts - \
@@ -154,14 +147,6 @@ impl IntervalJoinExec {
     /// The time bound.
     pub fn bound(&self) -> TimeBound {
         self.bound
-    }
-
-    /// The event-time columns of both inputs.
-    pub fn children_time_attributes(&self) -> [std::collections::HashSet<usize>; 2] {
-        [
-            super::time_attributes(&self.left),
-            super::time_attributes(&self.right),
-        ]
     }
 
     /// Output positions of the left columns `left` and the right columns `right`.
@@ -276,6 +261,14 @@ impl ExecutionPlan for IntervalJoinExec {
 }
 
 impl StreamingExec for IntervalJoinExec {
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        self.output_columns(time_attributes(&self.left), time_attributes(&self.right))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let left = execute_input(&self.left, partition, Arc::clone(&context))?;
         let right = execute_input(&self.right, partition, Arc::clone(&context))?;
@@ -291,9 +284,7 @@ impl StreamingExec for IntervalJoinExec {
                 key_types.iter().cloned().map(SortField::new).collect(),
             )?),
         };
-        let metrics = MetricBuilder::new(&self.metrics);
-        let mut stream = IntervalJoinStream {
-            inputs: TwoInputs::new(left, right),
+        let stream = IntervalJoinStream {
             codec: SideCodec::new(inputs.clone()),
             output: JoinOutput {
                 inputs,
@@ -307,20 +298,15 @@ impl StreamingExec for IntervalJoinExec {
             key_types,
             converter,
             buffers: [SideBuffer::new(), SideBuffer::new()],
-            emitted: NO_WATERMARK,
-            pending: VecDeque::new(),
-            baseline: BaselineMetrics::new(&self.metrics, partition),
-            late_rows: metrics.clone().counter("late_rows", partition),
-            null_time_rows: metrics.clone().counter("null_time_rows", partition),
-            buffered_rows: metrics.gauge("buffered_rows", partition),
-            job: JobContext::of(&context),
-            checkpoint: OperatorCheckpoint::open(self, &context, partition),
-            memory: StateMemory::new(&context, "IntervalJoinExec", partition),
+            out: Vec::new(),
         };
-        stream.restore()?;
-        Ok(Box::pin(futures::stream::unfold(
+        Driver::open(
+            self,
+            &self.metrics,
+            vec![left, right],
+            partition,
+            &context,
             stream,
-            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
-        )))
+        )
     }
 }

@@ -1,7 +1,5 @@
-//! One partition of an interval join: matching, buffering, eviction, snapshots.
-
-use std::collections::VecDeque;
-use std::sync::Arc;
+//! One partition of an interval join: matching, buffering, eviction, snapshots; run by the
+//! operator [`Driver`](crate::physical::operator::Driver).
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
@@ -11,25 +9,19 @@ use datafusion::arrow::row::RowConverter;
 use datafusion::common::{Result, internal_err};
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::joins::utils::JoinFilter;
-use datafusion::physical_plan::metrics::{BaselineMetrics, Count, Gauge};
 
-use super::super::inputs::{Event, TwoInputs};
 use super::super::state::SideCodec;
 use super::super::window::join_keys;
 use super::super::{Emit, Gather, JoinOutput, filter_pairs};
 use super::bound::TimeBound;
 use super::buffer::{Keys, SideBuffer};
-use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::checkpoint::operator::{OperatorCheckpoint, Restored};
 use crate::physical::event_time::to_millis;
-use crate::physical::message::{
-    CheckpointBarrier, END_OF_TIME, NO_WATERMARK, StreamBatch, StreamMessage,
-};
-use crate::physical::state_memory::StateMemory;
-use crate::runtime::job_context::JobContext;
+use crate::physical::message::{NO_WATERMARK, StreamBatch};
+use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 
 /// One partition of an interval join.
 pub(super) struct IntervalJoinStream {
-    pub(super) inputs: TwoInputs,
     pub(super) codec: SideCodec,
     pub(super) output: JoinOutput,
     pub(super) on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
@@ -40,65 +32,11 @@ pub(super) struct IntervalJoinStream {
     /// `None` for one integer key (used as is).
     pub(super) converter: Option<RowConverter>,
     pub(super) buffers: [SideBuffer; 2],
-    pub(super) emitted: i64,
-    pub(super) pending: VecDeque<StreamMessage>,
-    pub(super) baseline: BaselineMetrics,
-    pub(super) late_rows: Count,
-    pub(super) null_time_rows: Count,
-    pub(super) buffered_rows: Gauge,
-    pub(super) job: Option<Arc<JobContext>>,
-    pub(super) checkpoint: Option<OperatorCheckpoint>,
-    pub(super) memory: StateMemory,
+    /// Rows emitted by the callback running, handed to the driver when it returns.
+    pub(super) out: Vec<RecordBatch>,
 }
 
 impl IntervalJoinStream {
-    pub(super) async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
-        loop {
-            if let Some(msg) = self.pending.pop_front() {
-                return Some(Ok(msg));
-            }
-            let event = match self.inputs.next().await {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    if let Some(checkpoint) = &mut self.checkpoint {
-                        checkpoint.finish(serde_json::json!({
-                            "watermarks": [END_OF_TIME, END_OF_TIME]
-                        }));
-                    }
-                    self.baseline.done();
-                    return None;
-                }
-            };
-            let result = match event {
-                Event::Data(side, batch) => self.process(side, batch).and_then(|()| {
-                    let bytes = self.buffers.iter().map(SideBuffer::memory_size).sum();
-                    self.memory.track(bytes)
-                }),
-                Event::Watermark => self.on_watermark().and_then(|()| {
-                    let bytes = self.buffers.iter().map(SideBuffer::memory_size).sum();
-                    self.memory.track(bytes)
-                }),
-                // Idle only when nothing is held: buffered rows may still come out (as outer
-                // rows) and must not find a downstream watermark that moved on without them.
-                Event::Idle => {
-                    if self.buffers[0].alive + self.buffers[1].alive == 0 {
-                        self.pending.push_back(StreamMessage::Idle);
-                    }
-                    Ok(())
-                }
-                Event::Barrier(epoch) => self.snapshot(epoch).map(|()| {
-                    self.pending
-                        .push_back(StreamMessage::Barrier(CheckpointBarrier { epoch }));
-                }),
-            };
-            if let Err(e) = result {
-                return Some(Err(e));
-            }
-        }
-    }
-
-    /// The encoded join keys of `side` for `rows`, and which rows have no NULL key.
     pub(super) fn keys(&self, side: usize, rows: &RecordBatch) -> Result<(Keys, Vec<bool>)> {
         let keys = join_keys(&self.on, side, rows)?
             .into_iter()
@@ -127,22 +65,21 @@ impl IntervalJoinStream {
     }
 
     pub(super) fn emit(&mut self, batch: RecordBatch) {
-        if batch.num_rows() > 0 {
-            self.baseline.record_output(batch.num_rows());
-            self.pending
-                .push_back(StreamMessage::Data(StreamBatch::new(batch)));
-        }
+        self.out.push(batch);
     }
 
     /// Matches one input batch against the other side's buffer, then buffers it.
-    pub(super) fn process(&mut self, x: usize, batch: StreamBatch) -> Result<()> {
-        let elapsed = self.baseline.elapsed_compute().clone();
-        let _timer = elapsed.timer();
+    pub(super) fn process(
+        &mut self,
+        x: usize,
+        batch: StreamBatch,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
         let y = 1 - x;
         let rows = &batch.batch;
         let n = rows.num_rows();
         let times = to_millis(rows.column(self.bound.columns[x]))?;
-        let watermark = self.inputs.watermarks()[x];
+        let watermark = ctx.watermarks().inputs()[x];
         let (keys, valid) = self.keys(x, rows)?;
 
         // Rows that take part: event time set and not late.
@@ -160,16 +97,11 @@ impl IntervalJoinStream {
                 *e = true;
             }
         }
-        if late > 0 {
-            self.late_rows.add(late);
-            if let Some(job) = &self.job {
-                job.stats.add_late_rows(late as u64);
-            }
-        }
+        ctx.late(late);
         // A row without event time can meet nothing: kept as unmatched on an outer or anti
         // side (as in batch SQL), otherwise dropped; counted either way.
         if !null_time.is_empty() {
-            self.null_time_rows.add(null_time.len());
+            ctx.null_time(null_time.len());
             if self.output.emit.keeps_unmatched(x) {
                 let idx = UInt32Array::from(null_time);
                 let out = self.side_rows(x, Gather::Batch(rows, &idx))?;
@@ -282,8 +214,6 @@ impl IntervalJoinStream {
             let kept_matched = idx.values().iter().map(|&i| matched[i as usize]).collect();
             self.buffers[x].insert(kept, kept_keys, kept_times, kept_matched);
         }
-        self.buffered_rows
-            .set(self.buffers[0].alive + self.buffers[1].alive);
         Ok(())
     }
 
@@ -301,9 +231,8 @@ impl IntervalJoinStream {
         }
     }
 
-    /// Drops the rows that can no longer match, then forwards the output watermark.
-    pub(super) fn on_watermark(&mut self) -> Result<()> {
-        let [l, r] = self.inputs.watermarks();
+    /// Drops the rows that can no longer match; returns the output watermark.
+    fn evict(&mut self, [l, r]: [i64; 2]) -> Result<i64> {
         let thresholds = [self.bound.left_threshold(r), self.bound.right_threshold(l)];
         for (side, threshold) in thresholds.into_iter().enumerate() {
             let gone = self.buffers[side].evict(threshold);
@@ -318,20 +247,15 @@ impl IntervalJoinStream {
             }
             self.buffers[side].compact();
         }
-        self.buffered_rows
-            .set(self.buffers[0].alive + self.buffers[1].alive);
-        let watermark = self.bound.output_watermark([l, r]);
-        if watermark > self.emitted {
-            self.emitted = watermark;
-            self.pending.push_back(StreamMessage::Watermark(watermark));
-        }
-        Ok(())
+        Ok(self.bound.output_watermark([l, r]))
     }
 
-    pub(super) fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
-            return Ok(());
-        };
+    fn snapshot_into(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
         let mut batches = Vec::new();
         for (side, buffer) in self.buffers.iter().enumerate() {
             for (pos, segment) in buffer.segments.iter().enumerate() {
@@ -349,29 +273,26 @@ impl IntervalJoinStream {
             }
         }
         let meta = serde_json::json!({
-            "watermarks": self.inputs.watermarks(),
-            "emitted": self.emitted,
+            "watermarks": watermarks.inputs(),
+            "emitted": watermarks.output(),
         });
         checkpoint.snapshot(epoch, meta, batches)
     }
 
     /// Restores both buffers and the watermarks of the checkpoint the job resumes from.
-    pub(super) fn restore(&mut self) -> Result<()> {
-        let Some(checkpoint) = &self.checkpoint else {
-            return Ok(());
-        };
-        let Some(restored) = checkpoint.restored() else {
-            return Ok(());
-        };
+    fn restore_from(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
         let watermarks = [
             restored.min_meta_at("watermarks", 0, NO_WATERMARK),
             restored.min_meta_at("watermarks", 1, NO_WATERMARK),
         ];
-        self.inputs.restore_watermarks(watermarks);
-        self.emitted = restored.min_meta("emitted", NO_WATERMARK);
+        let output = restored.min_meta("emitted", NO_WATERMARK);
         let codec = self.codec.clone();
         let on = self.on.clone();
-        let batches = checkpoint.batches_by(&restored, |batch| {
+        let batches = checkpoint.batches_by(restored, |batch| {
             let side = codec.side_of(batch)?;
             let (rows, _) = codec.decode(batch, side)?;
             join_keys(&on, side, &rows)
@@ -394,8 +315,65 @@ impl IntervalJoinStream {
                 matched.values().iter().collect(),
             );
         }
-        self.buffered_rows
-            .set(self.buffers[0].alive + self.buffers[1].alive);
-        Ok(())
+        Ok(RestoredWatermarks {
+            inputs: watermarks.to_vec(),
+            output,
+        })
+    }
+
+    /// Hands what the last callback emitted to the driver.
+    fn flush(&mut self, ctx: &mut Context<'_>) {
+        for batch in self.out.drain(..) {
+            ctx.emit(batch);
+        }
+    }
+}
+
+impl Operator for IntervalJoinStream {
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        self.restore_from(checkpoint, restored)
+    }
+
+    fn on_data(&mut self, side: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let result = self.process(side, batch, ctx);
+        self.flush(ctx);
+        result
+    }
+
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let inputs = ctx.watermarks().inputs();
+        let result = self.evict([inputs[0], inputs[1]]);
+        self.flush(ctx);
+        result
+    }
+
+    /// Idle only when nothing is held: buffered rows may still come out (as outer rows) and
+    /// must not find a downstream watermark that moved on without them.
+    fn may_idle(&self) -> bool {
+        self.buffers[0].alive + self.buffers[1].alive == 0
+    }
+
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        self.snapshot_into(epoch, watermarks, checkpoint)
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
+        serde_json::json!({ "watermarks": watermarks.inputs() })
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.buffers[0].alive + self.buffers[1].alive,
+            bytes: self.buffers.iter().map(SideBuffer::memory_size).sum(),
+        }
     }
 }

@@ -19,16 +19,17 @@ use datafusion::logical_expr::EmitTo;
 
 use super::rocks::{IndexEntry, read_index};
 use super::{Buffered, Session, SessionAggregateStream};
-use crate::checkpoint::operator::{OperatorCheckpoint, RestoredDatabases};
+use crate::checkpoint::operator::{OperatorCheckpoint, Restored, RestoredDatabases};
 use crate::physical::aggregation::AggregateInputs;
 use crate::physical::message::NO_WATERMARK;
+use crate::physical::operator::RestoredWatermarks;
 use crate::state::redistribute::partitions_of;
 use crate::state::rocks::StateDb;
 
 impl SessionAggregateStream {
-    pub(super) fn meta(&self) -> serde_json::Value {
+    pub(super) fn meta(&self, watermark: i64) -> serde_json::Value {
         let mut meta = serde_json::json!({
-            "watermark": self.watermark,
+            "watermark": watermark,
             "partition_keys": self.partition_exprs.len(),
             "keys": self.keys.len(),
         });
@@ -43,10 +44,15 @@ impl SessionAggregateStream {
 
     /// RocksDB: writes the index of open sessions into the database, checkpoints it and hands
     /// its files to the checkpoint coordinator.
-    pub(super) fn snapshot_rocks(&mut self, epoch: u64) -> Result<()> {
+    pub(super) fn snapshot_rocks(
+        &mut self,
+        epoch: u64,
+        watermark: i64,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
         let partition_values = self.partition_values()?;
-        let meta = self.meta();
-        let (Some(rocks), Some(checkpoint)) = (self.rocks.as_mut(), &self.checkpoint) else {
+        let meta = self.meta(watermark);
+        let Some(rocks) = self.rocks.as_mut() else {
             return Ok(());
         };
         let partition_rows = rocks.partition_rows(&partition_values)?;
@@ -124,21 +130,14 @@ impl SessionAggregateStream {
         )?))
     }
 
-    /// Restores the sessions of the checkpoint the job resumes from, if any.
-    pub(super) fn restore(&mut self) -> Result<()> {
-        let Some(checkpoint) = self.checkpoint.take() else {
-            return Ok(());
-        };
-        let result = self.restore_from(&checkpoint);
-        self.checkpoint = Some(checkpoint);
-        result
-    }
-
-    fn restore_from(&mut self, checkpoint: &OperatorCheckpoint) -> Result<()> {
-        let Some(restored) = checkpoint.restored() else {
-            return Ok(());
-        };
-        self.watermark = restored.min_meta("watermark", NO_WATERMARK);
+    /// Restores the sessions of the checkpoint the job resumes from.
+    pub(super) fn restore_from(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let watermark = restored.min_meta("watermark", NO_WATERMARK);
+        let watermarks = RestoredWatermarks::all(1, watermark);
         match (
             restored.databases(self.rocks.is_some())?,
             self.rocks.as_mut(),
@@ -161,15 +160,15 @@ impl SessionAggregateStream {
             _ => {}
         }
         // Rows: `__start`, `__end`, then the partition keys the exchange hashes.
-        let batches = checkpoint.batches(&restored, 2..2 + self.partition_exprs.len())?;
+        let batches = checkpoint.batches(restored, 2..2 + self.partition_exprs.len())?;
         let Some(first) = batches.first() else {
-            return Ok(());
+            return Ok(watermarks);
         };
         let rows = concat_batches(&first.schema(), &batches)?;
-        if rows.num_rows() == 0 {
-            return Ok(());
+        if rows.num_rows() > 0 {
+            self.restore_rows(&rows)?;
         }
-        self.restore_rows(&rows)
+        Ok(watermarks)
     }
 
     /// Adds the open sessions of a restored database (opened read-only from `files`) whose

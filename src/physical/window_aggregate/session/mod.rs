@@ -16,7 +16,6 @@
 mod checkpoint;
 mod rocks;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -32,19 +31,18 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
-use datafusion::physical_plan::metrics::{BaselineMetrics, Count, MetricBuilder};
-use futures::StreamExt;
 
 use super::exec::WindowAggregateExec;
-use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::checkpoint::operator::{OperatorCheckpoint, Restored};
 use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
-use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch, StreamMessage};
-use crate::physical::state_memory::StateMemory;
+use crate::physical::message::{MessageStream, StreamBatch};
+use crate::physical::operator::{
+    Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
+};
+use crate::physical::window_spec::GroupColumn;
 use crate::physical::window_spec::WindowSpec;
-use crate::planner::window_aggregate_node::GroupColumn;
-use crate::runtime::job_context::JobContext;
 use rocks::{CHUNK_ROWS, RocksRows};
 
 /// The `rows` entry of a session opened by row `i` of buffer `buffer`: the row itself in
@@ -84,8 +82,8 @@ struct Session {
     rows: Vec<(u64, usize)>,
 }
 
+/// One partition of a SESSION aggregation.
 pub(super) struct SessionAggregateStream {
-    input: MessageStream,
     gap: i64,
     time_expr: Arc<dyn PhysicalExpr>,
     partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -99,23 +97,15 @@ pub(super) struct SessionAggregateStream {
     sessions: Vec<Vec<Session>>,
     buffers: std::collections::HashMap<u64, Buffered>,
     next_buffer: u64,
-    watermark: i64,
     /// No open session ends before this: watermarks below it fire nothing.
     min_end: i64,
-    pending: VecDeque<StreamMessage>,
     scratch: Vec<usize>,
-    baseline: BaselineMetrics,
-    late_rows: Count,
-    null_time_rows: Count,
-    job: Option<Arc<JobContext>>,
-    checkpoint: Option<OperatorCheckpoint>,
     /// `state.backend` = `rocksdb`: where the rows are (`buffers` stays empty).
     rocks: Option<Box<RocksRows>>,
     /// With `rocks`: the database's directory and name.
     rocks_dir: Option<(std::path::PathBuf, String)>,
     partition: usize,
     partitions: usize,
-    memory: StateMemory,
 }
 
 impl SessionAggregateStream {
@@ -178,8 +168,7 @@ impl SessionAggregateStream {
         let Some(fire_key_schema) = key_schema(fire_fields) else {
             return internal_err!("session key schema is never empty");
         };
-        let mut stream = Self {
-            input,
+        let stream = Self {
             gap: exec.def.spec.size(),
             time_expr: Arc::clone(&exec.def.time_expr),
             partition_exprs: exec.def.partition_keys.clone(),
@@ -192,60 +181,14 @@ impl SessionAggregateStream {
             sessions: Vec::new(),
             buffers: std::collections::HashMap::new(),
             next_buffer: 0,
-            watermark: NO_WATERMARK,
             min_end: i64::MAX,
-            pending: VecDeque::new(),
             scratch: Vec::new(),
-            baseline: BaselineMetrics::new(&exec.metrics, partition),
-            late_rows: MetricBuilder::new(&exec.metrics).counter("late_rows", partition),
-            null_time_rows: MetricBuilder::new(&exec.metrics).counter("null_time_rows", partition),
-            job: JobContext::of(context),
-            checkpoint: OperatorCheckpoint::open(exec, context, partition),
-            memory: StateMemory::new(context, "WindowAggregateExec(SESSION)", partition),
             rocks,
             rocks_dir,
             partition,
             partitions: exec.properties().partitioning.partition_count(),
         };
-        stream.restore()?;
-        Ok(Box::pin(futures::stream::unfold(
-            stream,
-            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
-        )))
-    }
-
-    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
-        loop {
-            if let Some(msg) = self.pending.pop_front() {
-                return Some(Ok(msg));
-            }
-            let msg = match self.input.next().await {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    self.on_end();
-                    return None;
-                }
-            };
-            let result = match msg {
-                StreamMessage::Data(batch) => self
-                    .process(batch)
-                    .and_then(|()| self.memory.track(self.memory_size())),
-                StreamMessage::Watermark(w) => self
-                    .on_watermark(w)
-                    .and_then(|()| self.memory.track(self.memory_size())),
-                StreamMessage::Barrier(b) => self.snapshot(b.epoch).map(|()| {
-                    self.pending.push_back(StreamMessage::Barrier(b));
-                }),
-                other => {
-                    self.pending.push_back(other);
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                return Some(Err(e));
-            }
-        }
+        Driver::open(exec, &exec.metrics, vec![input], partition, context, stream)
     }
 
     /// Memory the buffered rows of open sessions hold, in bytes (under RocksDB they are on
@@ -264,30 +207,8 @@ impl SessionAggregateStream {
             .sum()
     }
 
-    /// Hands the open sessions' rows to the checkpoint coordinator.
-    fn snapshot(&mut self, epoch: u64) -> Result<()> {
-        if self.checkpoint.is_none() {
-            return Ok(());
-        }
-        if self.rocks.is_some() {
-            return self.snapshot_rocks(epoch);
-        }
-        let rows = self.snapshot_rows()?.into_iter().collect();
-        match &self.checkpoint {
-            Some(checkpoint) => checkpoint.snapshot(epoch, self.meta(), rows),
-            None => Ok(()),
-        }
-    }
-
-    fn on_end(&mut self) {
-        let meta = self.meta();
-        if let Some(checkpoint) = &mut self.checkpoint {
-            checkpoint.finish(meta);
-        }
-    }
-
-    fn process(&mut self, batch: StreamBatch) -> Result<()> {
-        let _timer = self.baseline.elapsed_compute().timer();
+    fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let current = ctx.watermark();
         let rows = batch.num_rows();
         let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
         let evaluate = |exprs: &[Arc<dyn PhysicalExpr>]| {
@@ -317,7 +238,7 @@ impl SessionAggregateStream {
                 continue;
             }
             let t = times.value(i);
-            let watermark = batch.row_watermark(i, self.watermark);
+            let watermark = batch.row_watermark(i, current);
             let pk = self.scratch[i];
             if pk >= self.sessions.len() {
                 self.sessions.resize_with(pk + 1, Vec::new);
@@ -384,15 +305,8 @@ impl SessionAggregateStream {
             self.min_end = self.min_end.min(end);
             live += 1;
         }
-        if late > 0 {
-            self.late_rows.add(late);
-            if let Some(job) = &self.job {
-                job.stats.add_late_rows(late as u64);
-            }
-        }
-        if null_time > 0 {
-            self.null_time_rows.add(null_time);
-        }
+        ctx.late(late);
+        ctx.null_time(null_time);
         if let Some(rocks) = self.rocks.as_mut() {
             if let Some(segment) = next_segment {
                 rocks.set_next_segment(segment);
@@ -414,14 +328,8 @@ impl SessionAggregateStream {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64) -> Result<()> {
-        if watermark <= self.watermark {
-            return Ok(());
-        }
-        self.watermark = watermark;
+    fn fire(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<()> {
         if WindowSpec::fire_time(self.min_end) <= watermark {
-            let elapsed = self.baseline.elapsed_compute().clone();
-            let _timer = elapsed.timer();
             let mut fired = Vec::new();
             let mut min_end = i64::MAX;
             let mut active = 0;
@@ -454,13 +362,10 @@ impl SessionAggregateStream {
                     }
                 };
                 for batch in batches {
-                    self.baseline.record_output(batch.num_rows());
-                    self.pending
-                        .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+                    ctx.emit(batch);
                 }
             }
         }
-        self.pending.push_back(StreamMessage::Watermark(watermark));
         Ok(())
     }
 
@@ -685,6 +590,51 @@ impl SessionAggregateStream {
                     self.buffers.remove(&buffer);
                 }
             }
+        }
+    }
+}
+
+impl Operator for SessionAggregateStream {
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        self.restore_from(checkpoint, restored)
+    }
+
+    fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        self.process(batch, ctx)
+    }
+
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let watermark = ctx.watermark();
+        self.fire(watermark, ctx)?;
+        Ok(watermark)
+    }
+
+    /// Hands the open sessions' rows to the checkpoint coordinator.
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        if self.rocks.is_some() {
+            return self.snapshot_rocks(epoch, watermarks.min(), checkpoint);
+        }
+        let rows = self.snapshot_rows()?.into_iter().collect();
+        checkpoint.snapshot(epoch, self.meta(watermarks.min()), rows)
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
+        self.meta(watermarks.min())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.buffers.values().map(|b| b.live).sum(),
+            bytes: self.memory_size(),
         }
     }
 }

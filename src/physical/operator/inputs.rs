@@ -1,4 +1,5 @@
-//! Reading the two inputs of a join: one event at a time, barriers aligned.
+//! Reading the inputs of an operator: one event at a time, taking turns, barriers aligned,
+//! each input's watermark kept.
 
 use std::future::poll_fn;
 use std::task::{Context, Poll};
@@ -11,90 +12,93 @@ use crate::physical::message::{
 };
 
 /// What happened on the inputs.
-pub(super) enum Event {
-    /// Rows from side 0 (left) or 1 (right).
+pub enum Event {
+    /// Rows from input `.0`.
     Data(usize, StreamBatch),
-    /// The watermark of a side advanced (the per-side watermarks are in [`TwoInputs::watermarks`]).
+    /// The watermark of an input advanced (each input's is in [`Inputs::watermarks`]).
     Watermark,
-    /// Both sides are idle.
+    /// Every unfinished input is idle.
     Idle,
-    /// Every unfinished side delivered this barrier.
+    /// Every unfinished input delivered this barrier.
     Barrier(u64),
 }
 
-/// Both inputs of a join (see the module docs of `joins`).
-pub(super) struct TwoInputs {
-    inputs: [MessageStream; 2],
-    finished: [bool; 2],
-    blocked: [bool; 2],
-    idle: [bool; 2],
+/// An operator's inputs (see the module docs).
+pub struct Inputs {
+    inputs: Vec<MessageStream>,
+    finished: Vec<bool>,
+    blocked: Vec<bool>,
+    idle: Vec<bool>,
     barrier: Option<u64>,
-    watermarks: [i64; 2],
+    watermarks: Vec<i64>,
     next: usize,
 }
 
-impl TwoInputs {
-    pub fn new(left: MessageStream, right: MessageStream) -> Self {
+impl Inputs {
+    pub fn new(inputs: Vec<MessageStream>) -> Self {
+        let n = inputs.len();
         Self {
-            inputs: [left, right],
-            finished: [false; 2],
-            blocked: [false; 2],
-            idle: [false; 2],
+            inputs,
+            finished: vec![false; n],
+            blocked: vec![false; n],
+            idle: vec![false; n],
             barrier: None,
-            watermarks: [NO_WATERMARK; 2],
+            watermarks: vec![NO_WATERMARK; n],
             next: 0,
         }
     }
 
-    /// Each side's watermark; a finished side's is the end of time.
-    pub fn watermarks(&self) -> [i64; 2] {
-        self.watermarks
+    /// Each input's watermark; a finished input's is the end of time.
+    pub fn watermarks(&self) -> &[i64] {
+        &self.watermarks
     }
 
     /// Restores the watermarks of a checkpoint.
-    pub fn restore_watermarks(&mut self, watermarks: [i64; 2]) {
-        self.watermarks = watermarks;
+    pub fn restore_watermarks(&mut self, watermarks: &[i64]) {
+        for (mine, restored) in self.watermarks.iter_mut().zip(watermarks) {
+            *mine = *restored;
+        }
     }
 
-    /// The next event; `None` when both inputs ended.
+    /// The next event; `None` when every input ended.
     pub async fn next(&mut self) -> Option<Result<Event>> {
         loop {
             if let Some(epoch) = self.barrier
-                && (0..2).all(|i| self.blocked[i] || self.finished[i])
+                && (0..self.inputs.len()).all(|i| self.blocked[i] || self.finished[i])
             {
                 self.barrier = None;
-                self.blocked = [false; 2];
+                self.blocked.fill(false);
                 return Some(Ok(Event::Barrier(epoch)));
             }
-            if self.finished == [true, true] {
+            if self.finished.iter().all(|f| *f) {
                 return None;
             }
-            let (side, msg) = match poll_fn(|cx| self.poll_any(cx)).await {
+            let (input, msg) = match poll_fn(|cx| self.poll_any(cx)).await {
                 Ok(next) => next,
                 Err(e) => return Some(Err(e)),
             };
             match msg {
                 None => {
-                    self.finished[side] = true;
-                    if self.watermarks[side] != END_OF_TIME {
-                        self.watermarks[side] = END_OF_TIME;
+                    self.finished[input] = true;
+                    if self.watermarks[input] != END_OF_TIME {
+                        self.watermarks[input] = END_OF_TIME;
                         return Some(Ok(Event::Watermark));
                     }
                 }
                 Some(StreamMessage::Data(batch)) => {
-                    self.idle[side] = false;
-                    return Some(Ok(Event::Data(side, batch)));
+                    self.idle[input] = false;
+                    return Some(Ok(Event::Data(input, batch)));
                 }
                 Some(StreamMessage::Watermark(w)) => {
-                    self.idle[side] = false;
-                    if w > self.watermarks[side] {
-                        self.watermarks[side] = w;
+                    self.idle[input] = false;
+                    if w > self.watermarks[input] {
+                        self.watermarks[input] = w;
                         return Some(Ok(Event::Watermark));
                     }
                 }
                 Some(StreamMessage::Idle) => {
                     let was = self.all_idle();
-                    self.idle[side] = true;
+                    self.idle[input] = true;
                     if !was && self.all_idle() {
                         return Some(Ok(Event::Idle));
                     }
@@ -105,26 +109,28 @@ impl TwoInputs {
                         Some(e) if e == b.epoch => {}
                         Some(e) => {
                             return Some(internal_err!(
-                                "join: barrier {} arrived while aligning barrier {e}",
+                                "barrier {} arrived while aligning barrier {e}",
                                 b.epoch
                             ));
                         }
                     }
-                    self.blocked[side] = true;
+                    self.blocked[input] = true;
                 }
             }
         }
     }
 
-    /// Every side that has not finished is idle (and one has not).
+    /// Every input that has not finished is idle (and one has not).
     fn all_idle(&self) -> bool {
-        (0..2).all(|i| self.idle[i] || self.finished[i]) && self.finished != [true, true]
+        (0..self.inputs.len()).all(|i| self.idle[i] || self.finished[i])
+            && !self.finished.iter().all(|f| *f)
     }
 
-    /// The next message of either readable input, taking turns.
+    /// The next message of any readable input, taking turns.
     fn poll_any(&mut self, cx: &mut Context<'_>) -> Poll<Result<(usize, Option<StreamMessage>)>> {
-        for k in 0..2 {
-            let i = (self.next + k) % 2;
+        let n = self.inputs.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
             if self.blocked[i] || self.finished[i] {
                 continue;
             }
@@ -164,10 +170,10 @@ mod tests {
     #[tokio::test]
     async fn barrier_waits_for_both_sides_and_later_rows_wait_for_it() {
         let b = || Ok(StreamMessage::Barrier(CheckpointBarrier { epoch: 1 }));
-        let mut inputs = TwoInputs::new(
+        let mut inputs = Inputs::new(vec![
             stream(vec![data(1), b(), data(2)]),
             stream(vec![data(10), data(11), data(12), b(), data(13)]),
-        );
+        ]);
         let mut seen = Vec::new();
         while let Some(event) = inputs.next().await {
             match event.unwrap() {
@@ -190,24 +196,24 @@ mod tests {
 
     #[tokio::test]
     async fn watermarks_per_side_and_idle_once_every_running_side_is() {
-        let mut inputs = TwoInputs::new(
+        let mut inputs = Inputs::new(vec![
             stream(vec![Ok(StreamMessage::Watermark(5))]),
             stream(vec![
                 Ok(StreamMessage::Watermark(7)),
                 Ok(StreamMessage::Watermark(3)),
             ]),
-        );
+        ]);
         while let Some(event) = inputs.next().await {
             event.unwrap();
         }
         assert_eq!(inputs.watermarks(), [END_OF_TIME, END_OF_TIME]);
-        let mut inputs = TwoInputs::new(
+        let mut inputs = Inputs::new(vec![
             stream(vec![
                 Ok(StreamMessage::Watermark(5)),
                 Ok(StreamMessage::Idle),
             ]),
             stream(vec![]),
-        );
+        ]);
         // The right side ends at once; then the left goes idle: every side still running is
         // idle, so the join says so downstream (and never after both ended).
         let mut idle = 0;
