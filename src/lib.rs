@@ -27,6 +27,12 @@
 //! watermark passes its end. Barriers are injected at the sources and aligned wherever streams
 //! merge, so everything before barrier N is exactly the data of checkpoint N.
 //!
+//! Every stateful operator (window aggregation, SESSION, the window and interval joins)
+//! implements one lifecycle, [`physical::operator::Operator`]: restore, on data, on watermark,
+//! snapshot at a barrier, end. One driver, [`physical::operator::Driver`], owns the message loop
+//! for all of them: barrier alignment, per-input watermarks, late rows, metrics
+//! ([`metrics`]) and the state's memory reservation.
+//!
 //! ## The guarantees
 //!
 //! - Results are event-time correct and independent of batch sizes and arrival timing within a
@@ -85,6 +91,7 @@ pub mod connectors;
 pub mod context;
 pub mod error;
 pub mod functions;
+pub mod metrics;
 pub mod physical;
 pub mod planner;
 pub mod runtime;

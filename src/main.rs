@@ -47,6 +47,10 @@ enum Command {
         /// Address to listen on (port 0: any free port; the address is printed).
         #[arg(long, default_value = "127.0.0.1:5433")]
         listen: String,
+        /// Serve operator and job metrics in the Prometheus text format at
+        /// `http://ADDR/metrics`, such as `127.0.0.1:9187` (port 0: any free port; printed).
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// Parallel tasks per source and keyed operator for new sessions (default: CPU cores).
         #[arg(long)]
         parallelism: Option<usize>,
@@ -200,6 +204,7 @@ fn main() -> ExitCode {
             }
             Command::Serve {
                 listen,
+                metrics_listen,
                 parallelism,
                 checkpoint_interval,
                 state_dir,
@@ -226,7 +231,7 @@ fn main() -> ExitCode {
                     state_dir,
                     memory_limit,
                 };
-                serve(listen, settings, login).await
+                serve(listen, metrics_listen, settings, login).await
             }
             Command::Bench {
                 suite:
@@ -361,7 +366,12 @@ fn config_from(settings: Settings) -> Result<SabotConfig, String> {
     Ok(config)
 }
 
-async fn serve(listen: String, settings: Settings, login: Option<(String, String)>) -> ExitCode {
+async fn serve(
+    listen: String,
+    metrics_listen: Option<String>,
+    settings: Settings,
+    login: Option<(String, String)>,
+) -> ExitCode {
     if let Some(dir) = &settings.state_dir
         && dir.contains("://")
         && !dir.starts_with("file://")
@@ -387,10 +397,21 @@ async fn serve(listen: String, settings: Settings, login: Option<(String, String
             return ExitCode::FAILURE;
         }
     };
+    let metrics_listen = match metrics_listen.map(|m| (m.parse(), m)) {
+        None => None,
+        Some((Ok(address), _)) => Some(address),
+        Some((Err(_), text)) => {
+            eprintln!(
+                "error: --metrics-listen must be an address such as 127.0.0.1:9187, got '{text}'"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     match sabot::server::serve(sabot::server::ServeOptions {
         listen,
         config,
         login,
+        metrics_listen,
     })
     .await
     {

@@ -1375,3 +1375,167 @@ async fn a_query_over_the_memory_limit_fails_with_53200() {
         vec![vec![Some("1000".into())]]
     );
 }
+
+/// `GET path` against `port` over a raw socket: the status line and the body.
+async fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics port");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample of metric `name` whose labels contain `labels`, if any.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `sabot serve --metrics-listen`: while a windowed job runs, a scrape shows each partition
+/// of its window operator with rows in, rows out, the watermark and its lag, and the state's
+/// size, labelled by job, operator and partition; SHOW JOBS shows the job's state size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_while_a_job_runs() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sabot"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--parallelism",
+            "2",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (port, metrics_port) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let port_after = |line: &str, marker: &str| {
+            line.split(marker)
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        let (mut port, mut metrics) = (None, None);
+        for line in lines.by_ref().map_while(Result::ok) {
+            metrics = metrics.or_else(|| port_after(&line, "metrics at http://127.0.0.1:"));
+            port = port.or_else(|| port_after(&line, "listening on 127.0.0.1:"));
+            if port.is_some() && metrics.is_some() {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        (
+            port.expect("the listening address"),
+            metrics.expect("the metrics address"),
+        )
+    })
+    .await
+    .expect("reader");
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    client
+        .batch_execute(
+            "CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole')",
+        )
+        .await
+        .expect("sink");
+    client
+        .batch_execute(
+            "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, \
+             DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end",
+        )
+        .await
+        .expect("start the job");
+    let (status, _) = http_get(metrics_port, "/nothing").await;
+    assert!(status.contains("404"), "{status}");
+    let partition = |p: usize| format!(r#"operator="WindowAggregateExec-0",partition="{p}"}}"#);
+    let mut text = String::new();
+    for _ in 0..600 {
+        let (status, body) = http_get(metrics_port, "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        text = body;
+        let out = (0..2)
+            .map(|p| sample(&text, "sabot_operator_rows_out_total", &partition(p)).unwrap_or(0.0));
+        if out.sum::<f64>() > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in 0..2 {
+        let labels = partition(p);
+        let value = |name: &str| sample(&text, name, &labels);
+        // The generator makes 1000 bids per second of event time, unthrottled: by the time
+        // windows fired, each partition read rows and its watermark is in January 2024, so
+        // far behind the wall clock.
+        assert!(
+            value("sabot_operator_rows_in_total").unwrap_or(0.0) > 0.0,
+            "{text}"
+        );
+        let watermark = value("sabot_operator_watermark_seconds").expect("watermark");
+        assert!(
+            (1_704_067_200.0..1_704_067_200.0 + 86_400.0).contains(&watermark),
+            "{text}"
+        );
+        assert!(
+            value("sabot_operator_watermark_lag_seconds").unwrap() > 86_400.0,
+            "{text}"
+        );
+        assert!(value("sabot_operator_state_bytes").is_some(), "{text}");
+        assert!(value("sabot_operator_late_rows_total").is_some(), "{text}");
+    }
+    assert!(
+        text.contains("# TYPE sabot_operator_rows_in counter"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Open windows hold state: SHOW JOBS sums it over the job's operators.
+    let mut state_bytes = 0;
+    for _ in 0..100 {
+        let jobs = simple_rows(&client, "SHOW JOBS").await;
+        state_bytes = jobs[0][9]
+            .as_deref()
+            .unwrap_or("0")
+            .parse::<u64>()
+            .unwrap_or(0);
+        if state_bytes > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(state_bytes > 0, "SHOW JOBS shows no state");
+    client.batch_execute("CANCEL JOB 1").await.expect("cancel");
+    // The canceled job's series go away with its operators.
+    let mut gone = false;
+    for _ in 0..100 {
+        let (_, body) = http_get(metrics_port, "/metrics").await;
+        if !body.contains("WindowAggregateExec") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the canceled job's series are still served");
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}

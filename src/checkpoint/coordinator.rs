@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -147,6 +147,7 @@ pub struct Checkpointing {
     latest: AtomicU64,
     completed: tokio::sync::watch::Sender<u64>,
     history: Mutex<Vec<CheckpointStats>>,
+    metrics: OnceLock<Arc<crate::metrics::JobSeries>>,
     /// Where restored RocksDB checkpoints were downloaded; removed with the coordinator.
     restore_dir: Option<std::path::PathBuf>,
 }
@@ -272,6 +273,7 @@ impl Checkpointing {
             completing: tokio::sync::Mutex::new(()),
             latest: AtomicU64::new(restored_epoch),
             history: Mutex::new(Vec::new()),
+            metrics: OnceLock::new(),
             completed,
             restore_dir,
         })))
@@ -298,13 +300,22 @@ impl Checkpointing {
     }
 
     fn record(&self, epoch: u64, started: Instant, state_bytes: u64) {
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(metrics) = self.metrics.get() {
+            metrics.checkpoint_completed(seconds, state_bytes);
+        }
         if let Ok(mut history) = self.history.lock() {
             history.push(CheckpointStats {
                 epoch,
-                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms: seconds * 1000.0,
                 state_bytes,
             });
         }
+    }
+
+    /// Where completed checkpoints are reported, besides [`history`](Self::history).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::JobSeries>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Completed checkpoints of this run, oldest first.

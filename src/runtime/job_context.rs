@@ -14,6 +14,7 @@ use datafusion::execution::TaskContext;
 use tokio::sync::watch;
 
 use crate::checkpoint::coordinator::Checkpointing;
+use crate::metrics::{JobSeries, OperatorSeries};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK};
 
 /// Counters of a running job, readable while it runs.
@@ -144,6 +145,8 @@ pub struct JobContext {
     pub job_id: u64,
     /// Live counters.
     pub stats: JobStats,
+    /// The job's series in the process's metrics.
+    pub metrics: Arc<JobSeries>,
     barrier_requests: watch::Sender<u64>,
     sink_partitions: AtomicUsize,
     acks: Mutex<HashMap<u64, usize>>,
@@ -159,6 +162,7 @@ impl JobContext {
         Self {
             job_id,
             stats: JobStats::default(),
+            metrics: crate::metrics::global().job(job_id),
             barrier_requests,
             sink_partitions: AtomicUsize::new(0),
             acks: Mutex::new(HashMap::new()),
@@ -170,6 +174,7 @@ impl JobContext {
 
     /// Attaches the checkpoint coordinator; barriers continue from its restored epoch.
     pub fn set_checkpointing(&self, checkpointing: Arc<Checkpointing>) {
+        checkpointing.set_metrics(Arc::clone(&self.metrics));
         let base = checkpointing.restored_epoch();
         self.barrier_requests.send_replace(base);
         self.completed_epoch.store(base, Ordering::SeqCst);
@@ -190,6 +195,16 @@ impl JobContext {
     pub fn operator_id<T: ?Sized>(&self, node: &T) -> Option<&str> {
         let address = node as *const T as *const () as usize;
         self.operator_ids.get()?.get(&address).map(String::as_str)
+    }
+
+    /// A new metrics series for partition `partition` of the plan node at `node`.
+    pub fn operator_series<T: ?Sized>(
+        &self,
+        node: &T,
+        partition: usize,
+    ) -> Option<Arc<OperatorSeries>> {
+        let operator = self.operator_id(node)?;
+        Some(crate::metrics::global().operator(self.job_id, operator, partition))
     }
 
     /// The last barrier epoch requested.

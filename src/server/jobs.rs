@@ -268,7 +268,8 @@ impl Jobs {
         self.lock().map(|j| j.contains_key(&id)).unwrap_or(false)
     }
 
-    /// `SHOW JOBS`: id, SQL, state, events in, late rows, watermark, last checkpoint.
+    /// `SHOW JOBS`: id, SQL, state, events in, late rows, watermark, last checkpoint, rows
+    /// out, and the rows and bytes of state its operators hold.
     pub fn table(&self) -> Result<RecordBatch> {
         let jobs = self.lock()?;
         let mut ids = Vec::new();
@@ -278,6 +279,9 @@ impl Jobs {
         let mut late = Vec::new();
         let mut watermarks = Vec::new();
         let mut checkpoints = Vec::new();
+        let mut rows_out = Vec::new();
+        let mut state_rows = Vec::new();
+        let mut state_bytes = Vec::new();
         for (id, job) in jobs.iter() {
             ids.push(*id as i64);
             sqls.push(job.sql.clone());
@@ -293,12 +297,19 @@ impl Jobs {
                     late.push(c.stats.late_rows());
                     watermarks.push(format_watermark(c.stats.watermark()));
                     checkpoints.push(c.completed_epoch());
+                    rows_out.push(c.stats.rows_out());
+                    let (rows, bytes) = crate::metrics::global().job_state(c.job_id);
+                    state_rows.push(rows);
+                    state_bytes.push(bytes);
                 }
                 None => {
                     events.push(0);
                     late.push(0);
                     watermarks.push(String::new());
                     checkpoints.push(0);
+                    rows_out.push(0);
+                    state_rows.push(0);
+                    state_bytes.push(0);
                 }
             }
         }
@@ -310,6 +321,9 @@ impl Jobs {
             Field::new("late_rows", DataType::UInt64, false),
             Field::new("watermark", DataType::Utf8, false),
             Field::new("last_checkpoint", DataType::UInt64, false),
+            Field::new("rows_out", DataType::UInt64, false),
+            Field::new("state_rows", DataType::UInt64, false),
+            Field::new("state_bytes", DataType::UInt64, false),
         ]);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(ids)),
@@ -319,6 +333,9 @@ impl Jobs {
             Arc::new(UInt64Array::from(late)),
             Arc::new(StringArray::from(watermarks)),
             Arc::new(UInt64Array::from(checkpoints)),
+            Arc::new(UInt64Array::from(rows_out)),
+            Arc::new(UInt64Array::from(state_rows)),
+            Arc::new(UInt64Array::from(state_bytes)),
         ];
         Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
     }

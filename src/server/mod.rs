@@ -19,6 +19,7 @@ pub mod catalog_log;
 pub mod column_names;
 pub mod errors;
 pub mod jobs;
+pub mod metrics_http;
 pub mod session;
 pub mod text;
 
@@ -49,6 +50,8 @@ pub struct ServeOptions {
     pub config: SabotConfig,
     /// `(user, password)` clients must log in with (SCRAM-SHA-256); `None`: trust.
     pub login: Option<(String, String)>,
+    /// Where to serve the metrics in the Prometheus text format (`GET /metrics`), if at all.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 const SCRAM_ITERATIONS: usize = 4096;
@@ -385,6 +388,10 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         address.ip(),
         address.port()
     );
+    if let Some(metrics) = options.metrics_listen {
+        let bound = metrics_http::start(metrics).await?;
+        eprintln!("sabot: metrics at http://{bound}/metrics");
+    }
     let server = Server::new(options.config).await?;
     if let Some((user, password)) = &options.login {
         server.require_login(user, password);

@@ -15,6 +15,7 @@ use datafusion::physical_plan::metrics::{
 use super::inputs::{Event, Inputs};
 use super::{Context, Operator, Watermarks};
 use crate::checkpoint::operator::OperatorCheckpoint;
+use crate::metrics::OperatorSeries;
 use crate::physical::message::{
     CheckpointBarrier, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
 };
@@ -34,6 +35,8 @@ pub struct Driver<O: Operator> {
     memory: StateMemory,
     metrics: Metrics,
     job: Option<Arc<JobContext>>,
+    /// This partition's series in the process's metrics (under a job).
+    series: Option<Arc<OperatorSeries>>,
     /// Every input ended.
     ended: bool,
     /// Debug builds: the last barrier and watermark forwarded.
@@ -44,6 +47,7 @@ pub struct Driver<O: Operator> {
 /// The metrics every operator has, per partition.
 struct Metrics {
     baseline: BaselineMetrics,
+    input_rows: Count,
     late_rows: Count,
     null_time_rows: Count,
     state_rows: Gauge,
@@ -72,11 +76,13 @@ impl<O: Operator> Driver<O> {
             memory: StateMemory::new(context, exec.name(), partition),
             metrics: Metrics {
                 baseline: BaselineMetrics::new(metrics, partition),
+                input_rows: builder().counter("input_rows", partition),
                 late_rows: builder().counter("late_rows", partition),
                 null_time_rows: builder().counter("null_time_rows", partition),
                 state_rows: builder().gauge("state_rows", partition),
                 state_bytes: builder().gauge("state_bytes", partition),
             },
+            series: JobContext::of(context).and_then(|j| j.operator_series(exec, partition)),
             job: JobContext::of(context),
             ended: false,
             last_barrier: 0,
@@ -129,6 +135,10 @@ impl<O: Operator> Driver<O> {
         match event {
             Event::Data(input, batch) => {
                 let rows = batch.num_rows();
+                self.metrics.input_rows.add(rows);
+                if let Some(series) = &self.series {
+                    series.add_rows_in(rows);
+                }
                 let elapsed = self.metrics.baseline.elapsed_compute().clone();
                 let timer = elapsed.timer();
                 let watermarks = Watermarks {
@@ -146,6 +156,10 @@ impl<O: Operator> Driver<O> {
                 self.track_state()
             }
             Event::Watermark => {
+                if let Some(series) = &self.series {
+                    let inputs = self.inputs.watermarks();
+                    series.set_watermark(inputs.iter().copied().min().unwrap_or(NO_WATERMARK));
+                }
                 let elapsed = self.metrics.baseline.elapsed_compute().clone();
                 let timer = elapsed.timer();
                 let watermarks = Watermarks {
@@ -204,6 +218,9 @@ impl<O: Operator> Driver<O> {
     fn emit_output(&mut self) {
         for batch in self.output.drain(..) {
             self.metrics.baseline.record_output(batch.num_rows());
+            if let Some(series) = &self.series {
+                series.add_rows_out(batch.num_rows());
+            }
             self.pending
                 .push_back(StreamMessage::Data(StreamBatch::new(batch)));
         }
@@ -212,6 +229,9 @@ impl<O: Operator> Driver<O> {
     fn count(&mut self, late: usize, null_time: usize) {
         if late > 0 {
             self.metrics.late_rows.add(late);
+            if let Some(series) = &self.series {
+                series.add_late_rows(late);
+            }
             if let Some(job) = &self.job {
                 job.stats.add_late_rows(late as u64);
             }
@@ -226,6 +246,9 @@ impl<O: Operator> Driver<O> {
         let size = self.op.state_size();
         self.metrics.state_rows.set(size.rows);
         self.metrics.state_bytes.set(size.bytes);
+        if let Some(series) = &self.series {
+            series.set_state(size.rows, size.bytes);
+        }
         self.memory.track(size.bytes)
     }
 

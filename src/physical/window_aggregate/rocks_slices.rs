@@ -124,6 +124,11 @@ impl RocksSliceState {
         self.buffers.values().map(GroupedAggregation::size).sum()
     }
 
+    /// Groups in the write buffers (the rest is in RocksDB).
+    pub fn open_groups(&self) -> usize {
+        self.buffers.values().map(GroupedAggregation::groups).sum()
+    }
+
     /// HOP: end of the next window to fire.
     pub fn next_end(&self) -> i64 {
         self.next_end

@@ -99,6 +99,11 @@ impl SliceState {
                 .sum::<usize>()
     }
 
+    /// Groups of the open slices (a key counts once per slice it has rows in).
+    pub fn open_groups(&self) -> usize {
+        self.open.values().map(GroupedAggregation::groups).sum()
+    }
+
     /// HOP: end of the next window to fire.
     pub fn next_end(&self) -> i64 {
         self.next_end

@@ -68,6 +68,13 @@ impl Slices {
             Slices::Rocks(s) => s.memory_size(),
         }
     }
+
+    fn open_groups(&self) -> usize {
+        match self {
+            Slices::Memory(s) => s.open_groups(),
+            Slices::Rocks(s) => s.open_groups(),
+        }
+    }
 }
 
 /// One partition of a TUMBLE or HOP aggregation.
@@ -397,7 +404,7 @@ impl Operator for WindowAggregateStream {
 
     fn state_size(&self) -> StateSize {
         StateSize {
-            rows: 0,
+            rows: self.state.open_groups(),
             bytes: self.state.memory_size(),
         }
     }
