@@ -161,7 +161,7 @@ fn bind_arguments(kind: TvfKind, args: Vec<FunctionArg>) -> Result<HashMap<&'sta
             None => {
                 // A SESSION without PARTITION BY skips that parameter.
                 if kind == TvfKind::Session
-                    && params[position] == "PARTITION"
+                    && params.get(position) == Some(&"PARTITION")
                     && !is_partition_marker(&expr)
                 {
                     position += 1;
