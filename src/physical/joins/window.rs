@@ -345,9 +345,11 @@ impl WindowJoinStream {
         }
         meta
     }
+}
 
+impl Operator for WindowJoinStream {
     /// Restores the buffered windows and watermarks of the checkpoint the job resumes from.
-    fn restore_from(
+    fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
@@ -405,16 +407,6 @@ impl WindowJoinStream {
             inputs: watermarks,
             output,
         })
-    }
-}
-
-impl Operator for WindowJoinStream {
-    fn restore(
-        &mut self,
-        checkpoint: &OperatorCheckpoint,
-        restored: &Restored<'_>,
-    ) -> Result<RestoredWatermarks> {
-        self.restore_from(checkpoint, restored)
     }
 
     fn on_data(&mut self, side: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {

@@ -250,37 +250,17 @@ impl IntervalJoinStream {
         Ok(self.bound.output_watermark([l, r]))
     }
 
-    fn snapshot_into(
-        &mut self,
-        epoch: u64,
-        watermarks: &Watermarks<'_>,
-        checkpoint: &OperatorCheckpoint,
-    ) -> Result<()> {
-        let mut batches = Vec::new();
-        for (side, buffer) in self.buffers.iter().enumerate() {
-            for (pos, segment) in buffer.segments.iter().enumerate() {
-                let alive: UInt32Array = buffer.alive_rows(pos).collect();
-                if alive.is_empty() {
-                    continue;
-                }
-                let rows = take_record_batch(&segment.rows, &alive)?;
-                let matched: BooleanArray = alive
-                    .values()
-                    .iter()
-                    .map(|&r| Some(segment.matched[r as usize]))
-                    .collect();
-                batches.push(self.codec.encode(side, &rows, &matched)?);
-            }
+    /// Hands what the last callback emitted to the driver.
+    fn flush(&mut self, ctx: &mut Context<'_>) {
+        for batch in self.out.drain(..) {
+            ctx.emit(batch);
         }
-        let meta = serde_json::json!({
-            "watermarks": watermarks.inputs(),
-            "emitted": watermarks.output(),
-        });
-        checkpoint.snapshot(epoch, meta, batches)
     }
+}
 
+impl Operator for IntervalJoinStream {
     /// Restores both buffers and the watermarks of the checkpoint the job resumes from.
-    fn restore_from(
+    fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
@@ -321,23 +301,6 @@ impl IntervalJoinStream {
         })
     }
 
-    /// Hands what the last callback emitted to the driver.
-    fn flush(&mut self, ctx: &mut Context<'_>) {
-        for batch in self.out.drain(..) {
-            ctx.emit(batch);
-        }
-    }
-}
-
-impl Operator for IntervalJoinStream {
-    fn restore(
-        &mut self,
-        checkpoint: &OperatorCheckpoint,
-        restored: &Restored<'_>,
-    ) -> Result<RestoredWatermarks> {
-        self.restore_from(checkpoint, restored)
-    }
-
     fn on_data(&mut self, side: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
         let result = self.process(side, batch, ctx);
         self.flush(ctx);
@@ -363,7 +326,27 @@ impl Operator for IntervalJoinStream {
         watermarks: &Watermarks<'_>,
         checkpoint: &OperatorCheckpoint,
     ) -> Result<()> {
-        self.snapshot_into(epoch, watermarks, checkpoint)
+        let mut batches = Vec::new();
+        for (side, buffer) in self.buffers.iter().enumerate() {
+            for (pos, segment) in buffer.segments.iter().enumerate() {
+                let alive: UInt32Array = buffer.alive_rows(pos).collect();
+                if alive.is_empty() {
+                    continue;
+                }
+                let rows = take_record_batch(&segment.rows, &alive)?;
+                let matched: BooleanArray = alive
+                    .values()
+                    .iter()
+                    .map(|&r| Some(segment.matched[r as usize]))
+                    .collect();
+                batches.push(self.codec.encode(side, &rows, &matched)?);
+            }
+        }
+        let meta = serde_json::json!({
+            "watermarks": watermarks.inputs(),
+            "emitted": watermarks.output(),
+        });
+        checkpoint.snapshot(epoch, meta, batches)
     }
 
     fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
