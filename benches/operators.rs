@@ -11,7 +11,6 @@
 //! Window aggregation has its own bench (`window_aggregation`). Each figure is elements (rows or
 //! events) per second on one task; `cargo bench --bench operators [-- FILTER]`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -24,12 +23,12 @@ use datafusion::physical_expr::expressions::col;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use sabot::SabotConfig;
+use sabot::connectors::format::CsvOptions;
 use sabot::connectors::format::LineChunk;
 use sabot::connectors::format::LineDecoder;
 use sabot::connectors::format::csv::CsvDecoder;
 use sabot::connectors::format::json::JsonDecoder;
 use sabot::connectors::nexmark::generator::{NexmarkConfig, NexmarkGenerator, NexmarkTable};
-use sabot::connectors::options::TableOptions;
 use sabot::context::SabotContext;
 use sabot::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use sabot::physical::watermark_tracker::WatermarkTracker;
@@ -146,14 +145,18 @@ fn bid_lines(n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 
 fn decode(c: &mut Criterion) {
     let (json, csv) = bid_lines(LINES);
-    let options = TableOptions::new("bids", BTreeMap::new());
     let mut group = c.benchmark_group("decode");
     group.sample_size(10);
     group.throughput(Throughput::Elements(LINES as u64));
-    let mut decoder = JsonDecoder::try_new(bid_schema(), &options).expect("json decoder");
+    let mut decoder = JsonDecoder::new(bid_schema(), false);
     group.bench_function("json_bids", |b| b.iter(|| decode_all(&mut decoder, &json)));
-    let mut decoder =
-        CsvDecoder::try_new(bid_schema(), (0..7).collect(), &options).expect("csv decoder");
+    let mut decoder = CsvDecoder::try_new(
+        bid_schema(),
+        (0..7).collect(),
+        &CsvOptions::default(),
+        false,
+    )
+    .expect("csv decoder");
     group.bench_function("csv_bids", |b| b.iter(|| decode_all(&mut decoder, &csv)));
     group.finish();
 }

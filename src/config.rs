@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use datafusion::common::{Result, plan_err};
 
-use crate::connectors::options::parse_duration;
-
 /// Session settings (see the module docs).
 #[derive(Debug, Clone)]
 pub struct SabotConfig {
@@ -345,6 +343,23 @@ impl Setting {
     }
 }
 
+/// Parses a duration: `500ms`, `10s`, `10 s`, `5 min`, `2h`, `1 d`, or a plain number of ms.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
+        "s" | "sec" | "secs" | "second" | "seconds" => n.checked_mul(1_000)?,
+        "m" | "min" | "mins" | "minute" | "minutes" => n.checked_mul(60_000)?,
+        "h" | "hour" | "hours" => n.checked_mul(3_600_000)?,
+        "d" | "day" | "days" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +397,14 @@ mod tests {
         assert_eq!(c.checkpoint_interval, None);
         assert!(Setting::Parallelism.apply(&mut c, "zero").is_err());
         assert!(Setting::from_key("no.such.key").is_none());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5 min"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("soon"), None);
     }
 }

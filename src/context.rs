@@ -27,6 +27,8 @@ use crate::planner::streaming_rule::StreamingPipelineRule;
 use crate::planner::timestamp_literals::TimestampLiteralRule;
 use crate::planner::window_aggregate_rule::WindowAggregateRule;
 use crate::planner::window_tvf::WindowTvfPlanner;
+use crate::state::backend::{PlannedBackend, StateBackend};
+use crate::statement::Statement;
 
 /// A session with Sabot's streaming extensions (see the module docs).
 #[derive(Clone)]
@@ -62,7 +64,8 @@ impl SabotContext {
             // Joins collect their build side instead of shuffling both: a stream joined with a
             // table then becomes a broadcast join without a shuffle of the stream.
             .with_repartition_joins(false)
-            .with_extension(Arc::new(config.clone()));
+            .with_extension(Arc::new(config.clone()))
+            .with_option_extension(PlannedBackend(StateBackend::of(&config)));
         let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(TimestampLiteralRule),
             Arc::new(WindowAggregateRule),
@@ -108,7 +111,7 @@ impl SabotContext {
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let statements = split_statements(sql)?;
         match statements.as_slice() {
-            [one] => statement::execute(&self.ctx, &self.config, &one.sql).await,
+            [one] => self.execute(&Statement::parse(&one.sql)).await,
             [] => plan_err!("no SQL statement given"),
             _ => plan_err!(
                 "{} statements given; `sql` runs one at a time (split the script, or use \
@@ -116,6 +119,12 @@ impl SabotContext {
                 statements.len()
             ),
         }
+    }
+
+    /// Runs one statement already read ([`Statement::parse`]); what `sql`, the server and
+    /// `sabot run` all call.
+    pub async fn execute(&self, statement: &Statement) -> Result<DataFrame> {
+        statement::execute(&self.ctx, &self.config, statement).await
     }
 
     /// Sabot's settings back to `config` (`DISCARD ALL`).

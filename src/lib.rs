@@ -82,6 +82,26 @@
 //!
 //! The `sabot` binary runs the same SQL from a script (`sabot run query.sql`) or serves it over
 //! the Postgres wire protocol to psql and drivers (`sabot serve`, [`server`]).
+//!
+//! ## The order of the modules
+//!
+//! Each module uses only the modules above it in this list; no module, and no file, imports
+//! another that imports it back (`tests/architecture.rs` checks both).
+//!
+//! 1. [`error`], [`functions`], [`metrics`], [`config`]: SQLSTATE errors, Flink's functions,
+//!    the metrics registry, the settings. They use nothing else of Sabot.
+//! 2. [`state`]: state encodings, RocksDB, re-keying, and where state lives
+//!    ([`state::backend`]).
+//! 3. [`statement`]: one statement, read once into what it is.
+//! 4. [`catalog`]: what a `CREATE TABLE` declared, and its WITH options.
+//! 5. [`connectors`]: sources and sinks built from a declaration.
+//! 6. [`checkpoint`]: the coordinator, manifests, the checkpoint store, sink commits.
+//! 7. [`physical`]: the streaming operators, their lifecycle and driver, and the context the
+//!    operators of one job share ([`physical::job_context`]).
+//! 8. [`planner`]: from SQL to a streaming physical plan, and statement dispatch.
+//! 9. [`context`]: the session an embedder gets.
+//! 10. [`runtime`]: running a plan as a job with checkpoints.
+//! 11. [`cli`] and [`server`]: `sabot run` and `sabot bench`, and `sabot serve`.
 
 pub mod catalog;
 pub mod checkpoint;
@@ -97,6 +117,7 @@ pub mod planner;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod statement;
 
 pub use config::SabotConfig;
 pub use context::{SabotContext, session_context};

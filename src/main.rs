@@ -261,7 +261,7 @@ fn main() -> ExitCode {
                 };
                 let interval = match checkpoint_interval.as_deref() {
                     None => None,
-                    Some(text) => match sabot::connectors::options::parse_duration(text) {
+                    Some(text) => match sabot::config::parse_duration(text) {
                         Some(d) if !d.is_zero() => Some(d),
                         _ => {
                             eprintln!(
@@ -492,7 +492,7 @@ async fn bench_nexmark(
         let result = if queries.len() > 1 {
             bench_in_child(q, events, tps, run, source)
         } else {
-            bench::bench(q, events, tps, run, source)
+            bench_one(q, events, tps, run, source)
                 .await
                 .map_err(|e| e.to_string())
         };
@@ -505,6 +505,23 @@ async fn bench_nexmark(
         }
     }
     print_results(&results, json)
+}
+
+/// One query of `sabot bench nexmark`, over the generator or over Kafka.
+async fn bench_one(
+    query: &str,
+    events: u64,
+    tps: u64,
+    run: bench::RunConfig,
+    source: bench::Source,
+) -> datafusion::common::Result<bench::BenchResult> {
+    match source {
+        bench::Source::Generator => bench::bench(query, events, tps, run).await,
+        bench::Source::Kafka => {
+            let script = bench::query_script(query, events, tps)?;
+            sabot::cli::bench_kafka::nexmark_over_kafka(query, &script, events, tps, run).await
+        }
+    }
 }
 
 /// Runs one query of `sabot bench nexmark` in a child process of this binary and reads its
@@ -576,7 +593,7 @@ async fn bench_checkpoint(
     backend: &str,
     json: Option<String>,
 ) -> ExitCode {
-    let Some(interval) = sabot::connectors::options::parse_duration(interval) else {
+    let Some(interval) = sabot::config::parse_duration(interval) else {
         eprintln!("error: --interval must be a duration such as '2s', got '{interval}'");
         return ExitCode::FAILURE;
     };

@@ -17,8 +17,8 @@ use datafusion::common::Result;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sabot::SabotConfig;
-use sabot::catalog::connector_table::ConnectorTable;
 use sabot::connectors::{SourceBatch, SourceConnector, SourceReader};
+use sabot::planner::connector_table::ConnectorTable;
 use sabot::planner::ddl::{parse_create_table, resolve};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 

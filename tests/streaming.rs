@@ -10,8 +10,8 @@ use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMillisecondTyp
 use datafusion::common::Result;
 use futures::StreamExt;
 use sabot::SabotConfig;
-use sabot::catalog::connector_table::ConnectorTable;
 use sabot::connectors::{SourceBatch, SourceConnector, SourceReader};
+use sabot::planner::connector_table::ConnectorTable;
 use sabot::planner::ddl::{parse_create_table, resolve};
 use sabot::runtime::job::{JobOptions, Started, start_job};
 

@@ -1,11 +1,12 @@
-//! The catalog: what a `CREATE TABLE` declared, and the DataFusion table it becomes.
+//! The catalog: what a `CREATE TABLE` declared, independent of any connector.
 //!
 //! - [`table_definition`]: the parsed declaration (columns, computed columns, metadata
-//!   columns, watermark, WITH options), independent of any connector.
-//! - [`connector_table`]: the `TableProvider` for a connector table. Scans become
-//!   [`StreamSourceExec`](crate::physical::source::StreamSourceExec) with the computed columns
-//!   and the watermark compiled in; `INSERT INTO` becomes
-//!   [`StreamSinkExec`](crate::physical::sink::StreamSinkExec).
+//!   columns, watermark, WITH options).
+//! - [`options`]: the WITH options, validated against the keys a connector accepts and read
+//!   as typed values.
+//!
+//! Connectors are built from a definition ([`crate::connectors::registry`]); the DataFusion
+//! table a definition becomes is [`ConnectorTable`](crate::planner::connector_table::ConnectorTable).
 
-pub mod connector_table;
+pub mod options;
 pub mod table_definition;

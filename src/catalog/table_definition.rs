@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::Expr;
 
-use crate::connectors::options::TableOptions;
+use crate::catalog::options::TableOptions;
 
 /// What a column is.
 #[derive(Debug, Clone, PartialEq)]

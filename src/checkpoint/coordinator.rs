@@ -32,8 +32,8 @@ use datafusion::common::Result;
 use super::failpoint::{self, Failpoint};
 use super::manifest::{FileEntry, MANIFEST_FORMAT, Manifest, PartitionSnapshot};
 use super::sinks;
+pub use super::sinks::Participant;
 use super::store::CheckpointStore;
-use crate::connectors::SinkConnector;
 use crate::state::snapshot;
 
 /// Checkpoint settings of a job.
@@ -48,17 +48,6 @@ pub struct CheckpointConfig {
     /// Local directory where restored RocksDB checkpoints are downloaded
     /// (`state.backend.rocksdb.localdir`).
     pub local_dir: std::path::PathBuf,
-}
-
-/// An operator that snapshots state, with its partition count.
-#[derive(Debug, Clone)]
-pub struct Participant {
-    /// Stable operator id (position in the plan and name).
-    pub operator: String,
-    /// Partitions that each acknowledge every checkpoint.
-    pub partitions: usize,
-    /// For sinks: the connector that commits what the writers pre-committed.
-    pub sink: Option<Arc<dyn SinkConnector>>,
 }
 
 /// The restored snapshot of one partition of an operator.
@@ -79,28 +68,17 @@ pub struct RestoredPartition {
 }
 
 impl RestoredPartition {
-    /// The number `key` of the metadata; an error naming `what` if it is missing.
-    pub fn meta_u64(&self, key: &str, what: &str) -> Result<u64> {
-        self.meta
-            .get(key)
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| lacks(what, key))
+    /// Its metadata, as the operator's own type `M` (what it wrote with `serde`); an error
+    /// naming `what` if it does not read as one: written by another version, or damaged.
+    pub fn meta<M: serde::de::DeserializeOwned>(&self, what: &str) -> Result<M> {
+        M::deserialize(&self.meta).map_err(|e| {
+            datafusion::common::exec_datafusion_err!(
+                "the checkpointed {what} state of partition {} does not read as this version \
+                 writes it ({e}); it was written by another version",
+                self.partition
+            )
+        })
     }
-
-    /// The list of numbers `key` of the metadata; an error naming `what` if it is missing.
-    pub fn meta_i64s(&self, key: &str, what: &str) -> Result<Vec<i64>> {
-        self.meta
-            .get(key)
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
-            .ok_or_else(|| lacks(what, key))
-    }
-}
-
-fn lacks(what: &str, key: &str) -> datafusion::error::DataFusionError {
-    datafusion::common::exec_datafusion_err!(
-        "the checkpointed {what} state lacks '{key}'; it was written by another version"
-    )
 }
 
 /// A file of a RocksDB checkpoint to upload (see [`Checkpointing::snapshot_files`]).

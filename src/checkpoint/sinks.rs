@@ -5,13 +5,24 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::common::{Result, plan_datafusion_err, plan_err};
+use datafusion::common::{Result, exec_datafusion_err, plan_datafusion_err, plan_err};
+use serde::Deserialize;
 
-use super::coordinator::Participant;
 use super::failpoint::{self, Failpoint};
 use super::manifest::{Manifest, PartitionSnapshot};
 use super::store::{CheckpointStore, Recovery, SkippedCheckpoint};
-use crate::connectors::SinkConnector;
+use crate::connectors::{SinkConnector, SinkMeta};
+
+/// An operator that snapshots state, with its partition count.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    /// Stable operator id (position in the plan and name).
+    pub operator: String,
+    /// Partitions that each acknowledge every checkpoint.
+    pub partitions: usize,
+    /// For sinks: the connector that commits what the writers pre-committed.
+    pub sink: Option<Arc<dyn SinkConnector>>,
+}
 
 /// The newest intact checkpoint whose sink output is not lost.
 ///
@@ -66,19 +77,16 @@ fn lost_output(participants: &[Participant], manifest: &Manifest) -> Result<Opti
         let Some(sink) = &participant.sink else {
             continue;
         };
-        let mut commits = Vec::new();
+        let mut owned = Vec::new();
         for snapshot in manifest
             .operators
             .get(&participant.operator)
             .into_iter()
             .flatten()
         {
-            match &snapshot.meta {
-                serde_json::Value::Array(list) => commits.extend(list.iter()),
-                serde_json::Value::Null => {}
-                commit => commits.push(commit),
-            }
+            owned.extend(sink_meta(&participant.operator, snapshot)?.pre_commits);
         }
+        let commits: Vec<&serde_json::Value> = owned.iter().collect();
         let verdicts = sink.committed(&commits)?;
         let id = |i: usize| {
             commits[i]
@@ -184,8 +192,8 @@ fn take_back_blocking(
                 checkpoint.why
             );
         };
-        for (sink, commit) in pre_commits(participants, &manifest.operators) {
-            sink.uncommit(commit).map_err(|e| {
+        for (sink, commit) in pre_commits(participants, &manifest.operators)? {
+            sink.uncommit(&commit).map_err(|e| {
                 plan_datafusion_err!(
                     "checkpoint {} is damaged ({}), and its output cannot be taken back to \
                      resume from checkpoint {restored}: {}",
@@ -199,25 +207,37 @@ fn take_back_blocking(
     Ok(())
 }
 
+/// The pre-commits a sink partition snapshotted (`operator` names it in the error).
+fn sink_meta(operator: &str, snapshot: &PartitionSnapshot) -> Result<SinkMeta> {
+    if snapshot.meta.is_null() {
+        // A partition that never pre-committed anything.
+        return Ok(SinkMeta::default());
+    }
+    SinkMeta::deserialize(&snapshot.meta).map_err(|e| {
+        exec_datafusion_err!(
+            "the checkpointed pre-commits of partition {} of sink {operator} do not read as \
+             this version writes them ({e}); they were written by another version",
+            snapshot.partition
+        )
+    })
+}
+
 /// Every sink pre-commit in `operators`, with its sink.
 fn pre_commits<'a>(
     participants: &'a [Participant],
-    operators: &'a BTreeMap<String, Vec<PartitionSnapshot>>,
-) -> Vec<(&'a Arc<dyn SinkConnector>, &'a serde_json::Value)> {
+    operators: &BTreeMap<String, Vec<PartitionSnapshot>>,
+) -> Result<Vec<(&'a Arc<dyn SinkConnector>, serde_json::Value)>> {
     let mut out = Vec::new();
     for participant in participants {
         let Some(sink) = &participant.sink else {
             continue;
         };
         for snapshot in operators.get(&participant.operator).into_iter().flatten() {
-            match &snapshot.meta {
-                serde_json::Value::Array(list) => out.extend(list.iter().map(|c| (sink, c))),
-                serde_json::Value::Null => {}
-                commit => out.push((sink, commit)),
-            }
+            let meta = sink_meta(&participant.operator, snapshot)?;
+            out.extend(meta.pre_commits.into_iter().map(|c| (sink, c)));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Applies the pre-commits recorded in a manifest's sink snapshots.
@@ -228,22 +248,17 @@ pub(super) fn commit_sinks(
 ) -> Result<()> {
     // Per sink partition, every pre-commit not known to be committed yet (those of aborted
     // checkpoints too), oldest first.
-    let mut partitions: Vec<(&Arc<dyn SinkConnector>, Vec<&serde_json::Value>)> = Vec::new();
+    let mut partitions: Vec<(&Arc<dyn SinkConnector>, SinkMeta)> = Vec::new();
     for participant in participants {
         let Some(sink) = &participant.sink else {
             continue;
         };
         for snapshot in operators.get(&participant.operator).into_iter().flatten() {
-            let commits = match &snapshot.meta {
-                serde_json::Value::Array(list) => list.iter().collect(),
-                serde_json::Value::Null => continue,
-                commit => vec![commit],
-            };
-            partitions.push((sink, commits));
+            partitions.push((sink, sink_meta(&participant.operator, snapshot)?));
         }
     }
-    for (i, (sink, commits)) in partitions.iter().enumerate() {
-        for commit in commits {
+    for (i, (sink, meta)) in partitions.iter().enumerate() {
+        for commit in &meta.pre_commits {
             sink.commit(commit)?;
         }
         if let Some(epoch) = epoch

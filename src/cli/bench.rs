@@ -318,18 +318,8 @@ pub enum Source {
     Kafka,
 }
 
-/// Warm-up, then the measured run.
-pub async fn bench(
-    query: &str,
-    events: u64,
-    tps: u64,
-    run: RunConfig,
-    source: Source,
-) -> Result<BenchResult> {
-    if source == Source::Kafka {
-        let script = query_script(query, events, tps)?;
-        return super::bench_kafka::nexmark_over_kafka(query, &script, events, tps, run).await;
-    }
+/// Warm-up, then the measured run, over the generator's events.
+pub async fn bench(query: &str, events: u64, tps: u64, run: RunConfig) -> Result<BenchResult> {
     let warmup = (events / 10).clamp(1, 1_000_000);
     let no_checkpoints = RunConfig {
         checkpoint_interval: None,
@@ -339,7 +329,6 @@ pub async fn bench(
     run_once(query, events, tps, run, true).await
 }
 
-/// A table of results.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut out = String::from(
         "query            | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | latency p50/p99 ms | checkpoints (max ms)\n\

@@ -17,11 +17,11 @@ use futures::StreamExt;
 use super::output::{OutputFormat, ResultPrinter};
 use crate::checkpoint::coordinator::CheckpointConfig;
 use crate::context::SabotContext;
+use crate::physical::job_context::JobContext;
 use crate::physical::message::format_watermark;
 use crate::planner::script::{ScriptStatement, split_statements};
-use crate::planner::statement::{StatementKind, classify};
-use crate::runtime::job::{JobOptions, Started, start_job};
-use crate::runtime::job_context::JobContext;
+use crate::runtime::job::{JobOptions, Started, fingerprint, start_job};
+use crate::statement::{Statement, StatementKind};
 
 /// The job currently running, for the progress line and the Ctrl-C summary.
 pub type CurrentJob = Arc<Mutex<Option<(Arc<JobContext>, Instant)>>>;
@@ -64,12 +64,6 @@ impl std::fmt::Display for StatementError {
     }
 }
 
-/// A short, stable fingerprint of a statement's SQL (whitespace-insensitive).
-pub fn fingerprint(sql: &str) -> String {
-    let normalized: Vec<&str> = sql.split_whitespace().collect();
-    format!("{:08x}", crc32fast::hash(normalized.join(" ").as_bytes()))
-}
-
 /// Runs every statement of `script` in order; stops at the first error.
 pub async fn run_script(
     ctx: &SabotContext,
@@ -90,14 +84,15 @@ pub async fn run_script(
     // resumes the same job.
     let mut jobs = 0;
     for (i, statement) in statements.into_iter().enumerate() {
-        let job = is_checkpointed_job(&statement.sql).then(|| {
+        let parsed = Statement::parse(&statement.sql);
+        let job = is_checkpointed_job(&parsed).then(|| {
             jobs += 1;
             JobNumber {
                 number: jobs,
                 statement: i + 1,
             }
         });
-        if let Err(error) = run_statement(ctx, &statement, job, format, current).await {
+        if let Err(error) = run_statement(ctx, &parsed, job, format, current).await {
             return Err(StatementError {
                 index: i + 1,
                 statement,
@@ -108,16 +103,13 @@ pub async fn run_script(
     Ok(())
 }
 
-/// A query or INSERT that checkpoints (not EXPLAIN or SHOW).
-fn is_checkpointed_job(sql: &str) -> bool {
-    let first = sql
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
-    matches!(classify(sql), StatementKind::Query | StatementKind::Insert)
-        && first != "EXPLAIN"
-        && first != "SHOW"
+/// A query or INSERT that checkpoints (not EXPLAIN or SHOW). Its position among these names
+/// its checkpoint directory, so which statements count must never change.
+fn is_checkpointed_job(statement: &Statement) -> bool {
+    matches!(
+        statement.kind,
+        StatementKind::Query | StatementKind::Insert { .. }
+    )
 }
 
 /// Where a job stands in its script.
@@ -131,15 +123,15 @@ struct JobNumber {
 
 async fn run_statement(
     ctx: &SabotContext,
-    statement: &ScriptStatement,
+    statement: &Statement,
     job: Option<JobNumber>,
     format: OutputFormat,
     current: &CurrentJob,
 ) -> Result<()> {
     let job_number = job.map_or(0, |j| j.number);
-    let kind = classify(&statement.sql);
-    let df = ctx.sql(&statement.sql).await?;
-    if !matches!(kind, StatementKind::Query | StatementKind::Insert) {
+    let insert = matches!(statement.kind, StatementKind::Insert { .. });
+    let df = ctx.execute(statement).await?;
+    if !statement.returns_rows() && !insert {
         df.collect().await?;
         return Ok(());
     }
@@ -194,7 +186,7 @@ async fn run_statement(
     let mut inserted = None;
     while let Some(batch) = job.stream.next().await {
         let batch = batch?;
-        if kind == StatementKind::Insert {
+        if insert {
             let counts = batch.column(0).as_primitive::<UInt64Type>();
             if !counts.is_empty() {
                 inserted = Some(counts.value(0));
@@ -204,7 +196,7 @@ async fn run_statement(
         printer.print(&batch)?;
         job.context.stats.add_rows_out(batch.num_rows() as u64);
     }
-    if kind == StatementKind::Query {
+    if !insert {
         printer.finish()?;
     }
     if let Ok(mut c) = current.lock() {

@@ -7,8 +7,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
-use super::options::OptionSpec;
 use super::{SinkConnector, SinkWriter};
+use crate::catalog::options::OptionSpec;
 use crate::catalog::table_definition::TableDefinition;
 
 /// The blackhole sink takes no options.

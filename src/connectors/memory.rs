@@ -13,8 +13,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 
-use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
+use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::TableDefinition;
 use crate::error::{SqlStateError, with_sqlstate};
 

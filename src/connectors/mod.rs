@@ -8,8 +8,14 @@
 //! A [`SinkConnector`] opens one [`SinkWriter`] per input partition; writers make their output
 //! visible at barriers and at the end of input.
 //!
-//! Options are parsed into typed structs by [`options::TableOptions`]: every connector lists
-//! the keys it accepts, and an unknown or misspelled key is a plan error naming the valid ones.
+//! A connector is built from a table's declaration
+//! ([`TableDefinition`](crate::catalog::table_definition::TableDefinition)) by [`registry`]; its
+//! WITH options are checked by [`TableOptions`](crate::catalog::options::TableOptions): every
+//! connector lists the keys it accepts, and an unknown or misspelled key is a plan error naming
+//! the valid ones. Then each option is read once, while the table is declared, into the
+//! connector's typed options (e.g. [`filesystem::FilesystemOptions`],
+//! [`kafka::options::KafkaOptions`], [`format::FormatOptions`]): readers, writers, decoders and
+//! encoders take those, never the raw map, so a bad value is an error of `CREATE TABLE`.
 
 pub mod blackhole;
 pub mod datagen;
@@ -18,7 +24,6 @@ pub mod format;
 pub mod kafka;
 pub mod memory;
 pub mod nexmark;
-pub mod options;
 pub mod print;
 pub mod registry;
 mod splitmix;
@@ -31,6 +36,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::MemoryPool;
+use serde::{Deserialize, Serialize};
 
 /// Rows read by a source reader, tagged with the split (e.g. Kafka partition) they came from.
 #[derive(Debug, Clone)]
@@ -175,6 +181,17 @@ pub trait SinkWriter: Send {
     fn reserve_in(&mut self, pool: &Arc<dyn MemoryPool>) {
         let _ = pool;
     }
+}
+
+/// What a sink partition checkpoints (its `meta` in the manifest): a JSON array of every
+/// pre-commit of its writer not known to be committed yet (those of aborted checkpoints too),
+/// oldest first. Written by [`StreamSinkExec`](crate::physical::sink::StreamSinkExec), applied
+/// by the checkpoint's sink commits and read back on recovery.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SinkMeta {
+    /// The pre-commits (as [`SinkWriter::on_barrier`] returned them, never `Null`).
+    pub pre_commits: Vec<serde_json::Value>,
 }
 
 /// A table's sink side (see the module docs).

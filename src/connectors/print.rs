@@ -13,8 +13,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::{DataFusionError, Result};
 
-use super::options::OptionSpec;
 use super::{SinkConnector, SinkWriter};
+use crate::catalog::options::OptionSpec;
 use crate::catalog::table_definition::TableDefinition;
 
 /// Options of the print sink.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use datafusion::common::{Result, plan_err};
 
 use super::{SinkConnector, SourceConnector};
-use crate::catalog::connector_table::ConnectorTable;
 use crate::catalog::table_definition::TableDefinition;
 
 /// Connectors and what they are, for error messages and docs.
@@ -29,29 +28,28 @@ pub const CONNECTORS: &[(&str, &str)] = &[
 ];
 
 /// The source and sink sides of a table; either may be missing.
-type Sides = (
+pub type Sides = (
     Option<Arc<dyn SourceConnector>>,
     Option<Arc<dyn SinkConnector>>,
 );
 
-/// Builds the `TableProvider` of a declared table.
-pub fn build_table(def: TableDefinition) -> Result<ConnectorTable> {
-    let def = Arc::new(def);
+/// Builds the source and sink sides of a declared table, as its `connector` option names.
+pub fn connect(def: &Arc<TableDefinition>) -> Result<Sides> {
     let (source, sink): Sides = match def.connector() {
         None | Some("memory") => {
-            let memory = super::memory::build(&def)?;
+            let memory = super::memory::build(def)?;
             (Some(Arc::new(memory.clone())), Some(Arc::new(memory)))
         }
         Some("filesystem") => {
-            let (source, sink) = super::filesystem::build(&def)?;
+            let (source, sink) = super::filesystem::build(def)?;
             (Some(source), Some(sink))
         }
-        Some("datagen") => (Some(super::datagen::build(&def)?), None),
-        Some("nexmark") => (Some(super::nexmark::build(&def)?), None),
-        Some("print") => (None, Some(super::print::build(&def)?)),
-        Some("blackhole") => (None, Some(super::blackhole::build(&def)?)),
+        Some("datagen") => (Some(super::datagen::build(def)?), None),
+        Some("nexmark") => (Some(super::nexmark::build(def)?), None),
+        Some("print") => (None, Some(super::print::build(def)?)),
+        Some("blackhole") => (None, Some(super::blackhole::build(def)?)),
         Some("kafka") => {
-            let (source, sink) = super::kafka::build(&def)?;
+            let (source, sink) = super::kafka::build(def)?;
             (Some(source), Some(sink))
         }
         Some(other) => {
@@ -70,5 +68,5 @@ pub fn build_table(def: TableDefinition) -> Result<ConnectorTable> {
             def.connector().unwrap_or("memory")
         );
     }
-    Ok(ConnectorTable::new(def, source, sink))
+    Ok((source, sink))
 }

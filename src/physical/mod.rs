@@ -23,13 +23,15 @@
 //!
 //! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
 //! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds),
-//! [`state_memory`] (state reserved in the session's memory pool).
+//! [`state_memory`] (state reserved in the session's memory pool), [`job_context`] (what the
+//! operators of one job share: its checkpointing, metrics and operator ids).
 
 pub mod aggregation;
 pub mod broadcast_join;
 pub mod event_time;
 pub mod exchange;
 pub mod filter;
+pub mod job_context;
 pub mod joins;
 pub mod message;
 pub mod operator;

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -27,9 +27,9 @@ use futures::StreamExt;
 
 use super::message::StreamMessage;
 use super::streaming::execute_input;
-use crate::connectors::SinkConnector;
+use crate::connectors::{SinkConnector, SinkMeta};
 use crate::physical::event_time::to_millis;
-use crate::runtime::job_context::JobContext;
+use crate::physical::job_context::JobContext;
 
 /// Streaming sink (see the module docs).
 #[derive(Debug)]
@@ -220,9 +220,9 @@ impl ExecutionPlan for StreamSinkExec {
                                     if !pre_commit.is_null() {
                                         outstanding.push((b.epoch, pre_commit));
                                     }
-                                    let meta = serde_json::Value::Array(
+                                    let meta = sink_meta(
                                         outstanding.iter().map(|(_, c)| c.clone()).collect(),
-                                    );
+                                    )?;
                                     coordinator
                                         .snapshot(b.epoch, operator, i, inputs, meta, None)?;
                                 }
@@ -255,8 +255,7 @@ impl ExecutionPlan for StreamSinkExec {
                         }
                         // Everything upstream has ended too, so any later checkpoint may
                         // publish these as well (commits are idempotent).
-                        let commits = serde_json::Value::Array(commits);
-                        coordinator.finished(operator, i, inputs, commits);
+                        coordinator.finished(operator, i, inputs, sink_meta(commits)?);
                     }
                     _ if !last.is_null() => sink.commit(&last)?,
                     _ => {}
@@ -287,6 +286,12 @@ impl ExecutionPlan for StreamSinkExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// A sink partition's checkpoint meta holding `pre_commits` ([`SinkMeta`]).
+fn sink_meta(pre_commits: Vec<serde_json::Value>) -> Result<serde_json::Value> {
+    serde_json::to_value(SinkMeta { pre_commits })
+        .map_err(|e| exec_datafusion_err!("the sink's checkpoint metadata: {e}"))
 }
 
 /// The sink column holding a window's end (`window_end`, or Nexmark's `endtime`), whose lag

@@ -30,7 +30,7 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{internal_err, plan_err};
+use datafusion::common::{exec_datafusion_err, internal_err, plan_err};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
@@ -39,6 +39,7 @@ use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::event_time::to_millis;
@@ -49,7 +50,7 @@ use super::streaming::{StreamingExec, data_only};
 use super::watermark_tracker::WatermarkTracker;
 use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector};
-use crate::runtime::job_context::JobContext;
+use crate::physical::job_context::JobContext;
 
 /// A computed column: name and expression over the read columns.
 #[derive(Debug, Clone)]
@@ -284,34 +285,32 @@ impl StreamingExec for StreamSourceExec {
         if let Some((coordinator, operator)) = &checkpoint
             && let Some(saved) = coordinator.restored(operator)
         {
-            let positions: Vec<SavedPosition> = saved
+            let metas: Vec<(&RestoredPartition, SourceMeta)> = saved
                 .iter()
-                .filter_map(|p| {
+                .map(|p| -> Result<_> { Ok((p, p.meta::<SourceMeta>("source")?)) })
+                .collect::<Result<_>>()?;
+            // A partition whose reader gave no position yet resumes nothing.
+            let positions: Vec<SavedPosition> = metas
+                .iter()
+                .filter_map(|(p, meta)| {
                     Some(SavedPosition {
                         partition: p.partition,
                         num_partitions: p.num_partitions,
-                        position: p.meta.get("position").filter(|v| !v.is_null())?.clone(),
+                        position: meta.position.clone()?,
                     })
                 })
                 .collect();
             reader.restore(partition, partitions, &positions)?;
             // Same partitioning: this partition's split watermarks; otherwise the minimum of
             // all, which never moves time forward past what any old partition had seen.
-            let own = saved
+            let own = metas
                 .iter()
-                .find(|p| p.partition == partition && p.num_partitions == partitions);
-            let watermarks = |p: &RestoredPartition| -> Vec<i64> {
-                p.meta
-                    .get("watermarks")
-                    .and_then(|w| w.as_array())
-                    .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
-                    .unwrap_or_default()
-            };
+                .find(|(p, _)| p.partition == partition && p.num_partitions == partitions);
             restored_watermarks = match own {
-                Some(p) => Some(watermarks(p)),
-                None => saved
+                Some((_, meta)) => Some(meta.watermarks.clone()),
+                None => metas
                     .iter()
-                    .flat_map(watermarks)
+                    .flat_map(|(_, meta)| meta.watermarks.iter().copied())
                     .min()
                     .map(|w| vec![w; splits]),
             };
@@ -385,6 +384,18 @@ impl StreamingExec for StreamSourceExec {
     }
 }
 
+/// What a source partition checkpoints (its `meta` in the manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SourceMeta {
+    /// The reader's position after the last batch taken ([`SourceBatch::position`], the
+    /// reader's own layout); `null` while the reader has given none, and then it resumes
+    /// nothing.
+    #[serde(default)]
+    position: Option<serde_json::Value>,
+    /// The watermark of every split of the reader ([`NO_WATERMARK`] before its first row).
+    watermarks: Vec<i64>,
+}
+
 struct SourceState {
     rx: mpsc::Receiver<Result<Option<SourceBatch>>>,
     _reading: SpawnedTask<()>,
@@ -453,7 +464,12 @@ impl SourceState {
                             return Some(Err(e));
                         }
                     }
-                    Some(Ok(None)) | None => self.finish(),
+                    Some(Ok(None)) | None => {
+                        if let Err(e) = self.finish() {
+                            self.finished = true;
+                            return Some(Err(e));
+                        }
+                    }
                     Some(Err(e)) => {
                         self.finished = true;
                         return Some(Err(e));
@@ -501,10 +517,13 @@ impl SourceState {
     }
 
     /// This partition's checkpoint metadata: reader position and split watermarks.
-    fn meta(&self) -> serde_json::Value {
-        serde_json::json!({
-            "position": self.position,
-            "watermarks": self.split_watermarks,
+    fn meta(&self) -> Result<serde_json::Value> {
+        let meta = SourceMeta {
+            position: self.position.clone(),
+            watermarks: self.split_watermarks.clone(),
+        };
+        serde_json::to_value(&meta).map_err(|e| {
+            exec_datafusion_err!("the checkpoint metadata of source {}: {e}", self.table)
         })
     }
 
@@ -515,16 +534,16 @@ impl SourceState {
                 operator,
                 self.partition,
                 self.partitions,
-                self.meta(),
+                self.meta()?,
                 None,
             ),
             None => Ok(()),
         }
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self) -> Result<()> {
         if let Some((coordinator, operator)) = &self.checkpoint {
-            coordinator.finished(operator, self.partition, self.partitions, self.meta());
+            coordinator.finished(operator, self.partition, self.partitions, self.meta()?);
         }
         self.finished = true;
         if self.tracker.current() != END_OF_TIME {
@@ -534,6 +553,7 @@ impl SourceState {
             self.emit_watermark(END_OF_TIME);
         }
         self.baseline.done();
+        Ok(())
     }
 
     fn process(&mut self, input: SourceBatch) -> Result<()> {
@@ -751,5 +771,28 @@ mod tests {
                 assert_eq!(got, expected, "{sql}");
             }
         }
+    }
+
+    /// Checkpoint metadata in the layout sources have always written reads back and writes
+    /// out unchanged; a partition whose reader gave no position keeps writing `null`.
+    #[test]
+    fn source_meta_layout() {
+        let written: serde_json::Value = serde_json::from_str(
+            r#"{"position": {"offsets": {"0": 42, "3": 7}},
+                "watermarks": [1704067200000, -9223372036854775808]}"#,
+        )
+        .unwrap();
+        let meta = SourceMeta::deserialize(&written).unwrap();
+        assert_eq!(
+            meta.position,
+            Some(serde_json::json!({"offsets": {"0": 42, "3": 7}}))
+        );
+        assert_eq!(meta.watermarks, vec![1_704_067_200_000, NO_WATERMARK]);
+        assert_eq!(serde_json::to_value(&meta).unwrap(), written);
+
+        let unpositioned = serde_json::json!({"position": null, "watermarks": []});
+        let meta = SourceMeta::deserialize(&unpositioned).unwrap();
+        assert_eq!(meta.position, None);
+        assert_eq!(serde_json::to_value(&meta).unwrap(), unpositioned);
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! A streaming node also says what the job needs to know about it, instead of the job keeping
 //! lists of node types: whether it takes part in checkpoints, which output columns are window
-//! bounds, and which carry event time.
+//! bounds, which carry event time, and what state it keeps where (EXPLAIN shows that per node as
+//! `state=memory per [keys], freed when ...`).
 //!
 //! [`execute_input`] is how an operator opens its input: the message stream of a streaming
 //! child, or, for a stock bounded child (a dimension table, an in-memory table), its batches
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::internal_err;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -29,6 +31,7 @@ use futures::StreamExt;
 
 use super::message::{END_OF_TIME, MessageStream, StreamBatch, StreamMessage};
 use crate::physical::window_spec::WindowField;
+use crate::state::backend::StateBackend;
 
 /// A physical operator that speaks the in-band streaming protocol.
 pub trait StreamingExec: ExecutionPlan {
@@ -63,6 +66,65 @@ pub trait StreamingExec: ExecutionPlan {
     fn declares_watermark(&self) -> bool {
         false
     }
+
+    /// The state it keeps between messages, if it is a stateful operator.
+    fn state(&self) -> Option<OperatorState> {
+        None
+    }
+
+    /// This node with its state in `backend`: the planner's choice for the session
+    /// ([`crate::state::backend`]). `None` keeps the node as it is: it keeps no state, or keeps
+    /// it only in memory (and its [`state`](Self::state) says so).
+    fn with_state_backend(
+        &self,
+        _backend: &StateBackend,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        Ok(None)
+    }
+}
+
+/// What a stateful operator keeps (see [`StreamingExec::state`]); EXPLAIN shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorState {
+    /// Where it lives.
+    pub backend: StateBackend,
+    /// What it is kept per (the group or join keys, and the window or session).
+    pub keys: Vec<String>,
+    /// What frees it as the watermark advances.
+    pub freed: &'static str,
+}
+
+impl std::fmt::Display for OperatorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} per [{}], freed {}",
+            self.backend,
+            self.keys.join(", "),
+            self.freed
+        )
+    }
+}
+
+/// `plan` with every stateful node's state in `backend` (see
+/// [`StreamingExec::with_state_backend`]).
+pub fn with_state_backend(
+    plan: Arc<dyn ExecutionPlan>,
+    backend: &StateBackend,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        Ok(
+            match as_streaming(&node)
+                .map(|s| s.with_state_backend(backend))
+                .transpose()?
+                .flatten()
+            {
+                Some(changed) => Transformed::yes(changed),
+                None => Transformed::no(node),
+            },
+        )
+    })
+    .map(|t| t.data)
 }
 
 /// [`StreamingExec::window_columns`] of `plan` (none for a node that is not streaming).

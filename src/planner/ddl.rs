@@ -34,10 +34,10 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::complexity::check_expr;
+use crate::catalog::options::TableOptions;
 use crate::catalog::table_definition::{
     ColumnDefinition, ColumnKind, TableDefinition, WatermarkDefinition,
 };
-use crate::connectors::options::TableOptions;
 
 /// A column as written.
 #[derive(Debug, Clone)]

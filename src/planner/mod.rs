@@ -16,11 +16,14 @@
 //!    over a window into one [`window_aggregate_node::WindowAggregateNode`] (with grouping
 //!    sets, ROLLUP and CUBE); before it, [`timestamp_literals`] completes timestamps written
 //!    without seconds.
-//! 5. [`extension_planner`]: the logical nodes to physical streaming operators.
+//! 5. [`extension_planner`]: the logical nodes to physical streaming operators;
+//!    [`connector_table`]: a declared table as a DataFusion `TableProvider` whose scans and
+//!    inserts are streaming sources and sinks.
 //! 6. [`streaming_rule`]: a physical optimizer rule replacing stock operators inside streaming
 //!    pipelines by their streaming twins, and refusing what cannot run on an unbounded input.
 
 pub mod complexity;
+pub mod connector_table;
 pub mod ddl;
 pub mod extension_planner;
 pub mod flink_functions;

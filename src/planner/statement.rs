@@ -1,7 +1,8 @@
-//! Statement dispatch: one `match` from a statement's leading words to its handler.
+//! Statement dispatch: one `match` from a statement's kind ([`crate::statement`]) to its
+//! handler.
 //!
-//! Sabot's own statements (Flink `CREATE TABLE`, `SET 'key' = 'value'`, `DESCRIBE` of a connector
-//! table) are handled here; everything else goes to DataFusion after the window rewriters, so
+//! Sabot's own statements (Flink `CREATE TABLE`, `SET 'key' = 'value'`, `SHOW` of a setting,
+//! `DESCRIBE` of a connector table) are handled here; everything else goes to DataFusion after the window rewriters, so
 //! batch SQL behaves exactly as DataFusion's.
 
 use std::collections::VecDeque;
@@ -16,108 +17,27 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{CopyToSource, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::complexity::check_statement;
 use super::ddl::{parse_create_table, resolve};
 use super::flink_functions::rewrite_flink_functions;
 use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
-use crate::catalog::connector_table::ConnectorTable;
 use crate::catalog::table_definition::ColumnKind;
 use crate::config::{SabotConfig, Setting};
-use crate::connectors::registry::build_table;
+use crate::planner::connector_table::ConnectorTable;
+use crate::state::backend::{PlannedBackend, StateBackend};
+use crate::statement::{Statement, StatementKind};
 
-/// What kind of statement a text is, judged by its first words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatementKind {
-    /// `CREATE TABLE ...`
-    CreateTable,
-    /// `SET key = value` / `SET 'key' = 'value'`
-    Set { key: String, value: Option<String> },
-    /// `DESCRIBE t` / `DESC t`
-    Describe { table: String },
-    /// A query returning rows (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `SHOW`)
-    Query,
-    /// `INSERT INTO ...`
-    Insert,
-    /// Anything else (DataFusion DDL and DML).
-    Other,
-}
-
-fn words(sql: &str) -> Vec<Token> {
-    let dialect = GenericDialect {};
-    Tokenizer::new(&dialect, sql)
-        .tokenize()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect()
-}
-
-fn word(t: Option<&Token>) -> String {
-    match t {
-        Some(Token::Word(w)) => w.value.to_ascii_uppercase(),
-        _ => String::new(),
-    }
-}
-
-fn text_of(t: &Token) -> Option<String> {
-    match t {
-        Token::Word(w) => Some(w.value.clone()),
-        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => Some(s.clone()),
-        Token::Number(n, _) => Some(n.clone()),
-        _ => None,
-    }
-}
-
-/// Classifies a statement (see [`StatementKind`]).
-pub fn classify(sql: &str) -> StatementKind {
-    let tokens = words(sql);
-    let first = word(tokens.first());
-    match first.as_str() {
-        "CREATE" if word(tokens.get(1)) == "TABLE" || word(tokens.get(2)) == "TABLE" => {
-            StatementKind::CreateTable
-        }
-        "SET" => {
-            // SET key = value, with the key possibly quoted or dotted.
-            let mut key = String::new();
-            let mut i = 1;
-            while let Some(t) = tokens.get(i) {
-                match t {
-                    Token::Eq => break,
-                    Token::Word(w) if w.value.eq_ignore_ascii_case("TO") => break,
-                    Token::Period => key.push('.'),
-                    other => key.push_str(&text_of(other).unwrap_or_default()),
-                }
-                i += 1;
-            }
-            let value = tokens.get(i + 1).and_then(text_of);
-            StatementKind::Set { key, value }
-        }
-        "DESCRIBE" | "DESC" if tokens.len() >= 2 => {
-            let table: String = tokens[1..]
-                .iter()
-                .map(|t| match t {
-                    Token::Period => ".".to_string(),
-                    other => text_of(other).unwrap_or_default(),
-                })
-                .collect();
-            StatementKind::Describe { table }
-        }
-        "SELECT" | "WITH" | "VALUES" | "EXPLAIN" | "SHOW" | "(" => StatementKind::Query,
-        "INSERT" => StatementKind::Insert,
-        _ if tokens.first() == Some(&Token::LParen) => StatementKind::Query,
-        _ => StatementKind::Other,
-    }
-}
-
-/// Runs one statement against `ctx`, with Sabot's settings in `config`.
+/// Runs one statement against `ctx`, with Sabot's settings in `config`. The server's own
+/// commands (`SHOW JOBS`, materialized views, PostgreSQL's session parameters, ...) are the
+/// server's; here they go to DataFusion, which refuses them.
 pub async fn execute(
     ctx: &SessionContext,
     config: &std::sync::RwLock<SabotConfig>,
-    sql: &str,
+    statement: &Statement,
 ) -> Result<DataFrame> {
-    match classify(sql) {
+    let sql = statement.sql.as_str();
+    match statement.kind.clone() {
         StatementKind::CreateTable => {
             if let Some(table) = parse_create_table(sql)? {
                 return create_table(ctx, table).await;
@@ -147,6 +67,16 @@ pub async fn execute(
             Some(t) => describe(ctx, &t),
             None => plan_with_datafusion(ctx, sql).await,
         },
+        StatementKind::ShowSetting(setting) => {
+            let value = config.read().map(|c| setting.show(&c)).unwrap_or_default();
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                setting.key(),
+                DataType::Utf8,
+                false,
+            )]));
+            let column: ArrayRef = Arc::new(StringArray::from(vec![value]));
+            ctx.read_batch(RecordBatch::try_new(schema, vec![column])?)
+        }
         _ => plan_with_datafusion(ctx, sql).await,
     }
 }
@@ -179,6 +109,10 @@ pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
         "datafusion.execution.batch_size",
         &config.batch_size.to_string(),
     );
+    // The state backend is chosen when the physical plan is built (crate::state::backend).
+    options
+        .extensions
+        .insert(PlannedBackend(StateBackend::of(config)));
     // Operators read the other settings at execution (e.g. the broadcast join's limits).
     state.config_mut().set_extension(Arc::new(config.clone()));
 }
@@ -263,7 +197,7 @@ async fn create_table(ctx: &SessionContext, table: super::ddl::CreateTable) -> R
         );
     }
     let definition = resolve(table, ctx)?;
-    let provider = build_table(definition)?;
+    let provider = ConnectorTable::build(definition)?;
     ctx.register_table(name.as_str(), Arc::new(provider))?;
     ctx.read_empty()
 }
@@ -327,40 +261,4 @@ fn describe(
         Arc::new(StringArray::from(watermarks)),
     ];
     ctx.read_batch(RecordBatch::try_new(schema, columns)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_statements() {
-        assert_eq!(
-            classify("create table t (a int)"),
-            StatementKind::CreateTable
-        );
-        assert_eq!(
-            classify("SET 'checkpoint.interval' = '500ms'"),
-            StatementKind::Set {
-                key: "checkpoint.interval".into(),
-                value: Some("500ms".into())
-            }
-        );
-        assert_eq!(
-            classify("SET parallelism = 4"),
-            StatementKind::Set {
-                key: "parallelism".into(),
-                value: Some("4".into())
-            }
-        );
-        assert_eq!(
-            classify("DESCRIBE bids"),
-            StatementKind::Describe {
-                table: "bids".into()
-            }
-        );
-        assert_eq!(classify("  select 1"), StatementKind::Query);
-        assert_eq!(classify("INSERT INTO t SELECT 1"), StatementKind::Insert);
-        assert_eq!(classify("DROP TABLE t"), StatementKind::Other);
-    }
 }

@@ -19,6 +19,9 @@
 //! 2. Operators that cannot run on an unbounded stream (a GROUP BY without a window, ORDER BY,
 //!    an unbounded join) are refused with an error that says what to write instead, rather than
 //!    DataFusion's generic "pipeline breaking" message.
+//! 3. Every stateful operator gets the session's state backend (`state.backend`, carried in the
+//!    config options by [`PlannedBackend`]), so the plan says where its state lives and EXPLAIN
+//!    shows it.
 
 use std::sync::Arc;
 
@@ -43,8 +46,9 @@ use crate::physical::filter::StreamFilterExec;
 use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
-use crate::physical::streaming::{is_streaming, reads_event_time};
+use crate::physical::streaming::{is_streaming, reads_event_time, with_state_backend};
 use crate::physical::window_assign::WindowAssignExec;
+use crate::state::backend::PlannedBackend;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -61,7 +65,8 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
             .transform_up(|node| to_streaming(node, partitions))?
             .data;
         check_unbounded(&plan)?;
-        Ok(plan)
+        // Step 3: every stateful operator keeps its state where the session says.
+        with_state_backend(plan, &PlannedBackend::of(config))
     }
 
     fn name(&self) -> &str {

@@ -21,11 +21,17 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
 use futures::StreamExt;
 
-use super::job_context::JobContext;
 use crate::checkpoint::coordinator::{CheckpointConfig, Checkpointing, Opened, Participant};
 use crate::checkpoint::failpoint::{self, Failpoint};
+use crate::physical::job_context::JobContext;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::streaming::{StreamingExec, as_streaming};
+
+/// A short, stable fingerprint of a statement's SQL (whitespace-insensitive).
+pub fn fingerprint(sql: &str) -> String {
+    let normalized: Vec<&str> = sql.split_whitespace().collect();
+    format!("{:08x}", crc32fast::hash(normalized.join(" ").as_bytes()))
+}
 
 static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
 

@@ -1,9 +1,7 @@
-//! Running streaming jobs: the shared job state, barrier injection and progress.
+//! Running streaming jobs: starting a DataFrame as a job and reading its progress.
 //!
-//! - [`job_context`]: counters, barrier requests and acknowledgements shared by the operators
-//!   of one job.
-//! - [`job`]: starting a DataFrame as a job (physical planning with the job's context, the
-//!   barrier timer) and reading its live statistics.
+//! - [`job`]: physical planning with the job's context
+//!   ([`JobContext`](crate::physical::job_context::JobContext), which the operators share), the
+//!   checkpoint coordinator, the barrier timer, and the job's live statistics.
 
 pub mod job;
-pub mod job_context;

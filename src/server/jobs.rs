@@ -13,13 +13,12 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::coordinator::CheckpointConfig;
-use crate::cli::run::fingerprint;
 use crate::config::SabotConfig;
 use crate::connectors::SinkConnector;
 use crate::error::SqlStateError;
+use crate::physical::job_context::JobContext;
 use crate::physical::message::format_watermark;
-use crate::runtime::job::{JobOptions, Started, start_job};
-use crate::runtime::job_context::JobContext;
+use crate::runtime::job::{JobOptions, Started, fingerprint, start_job};
 use crate::server::errors::sqlstate;
 
 /// Where a job is.

@@ -307,7 +307,7 @@ impl Server {
         let table = ctx
             .table_provider(name)
             .await?
-            .downcast_ref::<crate::catalog::connector_table::ConnectorTable>()
+            .downcast_ref::<crate::planner::connector_table::ConnectorTable>()
             .and_then(|t| t.sink().cloned());
         let id = self
             .jobs

@@ -7,8 +7,10 @@
 //! [`redistribute`] picks the rows of a restored keyed state that belong to a partition when a
 //! job restarts with a different parallelism. With `state.backend` = `rocksdb`, TUMBLE and HOP
 //! window state lives in a [`rocks::StateDb`] on local disk instead, checkpointed with RocksDB's
-//! checkpoint API.
+//! checkpoint API. [`backend`] is where each stateful operator's state lives, chosen when the
+//! physical plan is built.
 
+pub mod backend;
 pub mod redistribute;
 pub mod rocks;
 pub mod snapshot;

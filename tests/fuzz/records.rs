@@ -15,9 +15,9 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sabot::SabotConfig;
-use sabot::connectors::format::{LineChunk, LineDecoder, decoder_for};
+use sabot::catalog::options::TableOptions;
+use sabot::connectors::format::{FormatOptions, LineChunk, LineDecoder};
 use sabot::connectors::kafka::records::{BatchAssembler, OutputColumn, RecordBuffer};
-use sabot::connectors::options::TableOptions;
 
 use super::harness::{self, Outcome};
 
@@ -212,21 +212,15 @@ fn options(input: &Input, delimiter: u8) -> TableOptions {
 }
 
 fn decoder(input: &Input, delimiter: u8) -> Result<Box<dyn LineDecoder>, String> {
-    let format = match input.format {
-        Format::Json => "json",
-        Format::Csv => "csv",
-        Format::Raw => "raw",
-    };
     let schema = schema(input.format);
     let projection: Vec<usize> = (0..schema.fields().len()).collect();
-    decoder_for(
-        format,
+    let format = FormatOptions::parse(
         &options(input, delimiter),
-        Arc::clone(&schema),
-        schema,
-        &projection,
+        sabot::connectors::kafka::FORMATS,
     )
-    .map_err(|e| format!("the decoder of valid options failed: {e}"))
+    .map_err(|e| format!("valid format options were refused: {e}"))?;
+    sabot::connectors::format::decoder(&format, Arc::clone(&schema), schema, &projection)
+        .map_err(|e| format!("the decoder of valid options failed: {e}"))
 }
 
 fn names_the_place(e: &datafusion::error::DataFusionError) -> bool {

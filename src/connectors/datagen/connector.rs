@@ -11,8 +11,8 @@ use datafusion::error::Result;
 use super::options::{DATAGEN_OPTIONS, DEFAULT_ROWS_PER_SECOND, field_gen, field_keys};
 use super::reader::{DatagenReader, partition_rate};
 use super::values::{FieldGen, Values};
+use crate::catalog::options::SOURCE_COMMON_OPTIONS;
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
-use crate::connectors::options::SOURCE_COMMON_OPTIONS;
 use crate::connectors::{SourceConnector, SourceReader};
 
 /// Batches never exceed this many rows.

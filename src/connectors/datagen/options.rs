@@ -11,8 +11,8 @@ use datafusion::error::Result;
 
 use super::random::{POOL_LEN, PURPOSE_NULL, PURPOSE_VALUE, column_salt};
 use super::values::{Category, FieldGen, Values, pow10};
+use crate::catalog::options::{OptionSpec, TableOptions};
 use crate::catalog::table_definition::{ColumnDefinition, TableDefinition};
-use crate::connectors::options::{OptionSpec, TableOptions};
 
 /// Options of the `datagen` connector (see the module docs).
 pub const DATAGEN_OPTIONS: &[OptionSpec] = &[

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::Result;
+use serde::{Deserialize, Serialize};
 
 use super::values::FieldGen;
 use crate::connectors::{SavedPosition, SourceBatch, SourceReader, same_partition_position};
@@ -32,6 +33,15 @@ pub(super) struct DatagenReader {
     pub(super) start: Option<tokio::time::Instant>,
     /// Rows emitted so far.
     pub(super) emitted: u64,
+}
+
+/// The checkpoint position of a [`DatagenReader`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DatagenPosition {
+    /// Global number of the next row.
+    next_row: u64,
+    /// Rows emitted so far (the pacing schedule resumes from there).
+    emitted: u64,
 }
 
 /// Rows per second of partition `p` of `n` under a total of `rows_per_second` (0 = unlimited):
@@ -99,7 +109,13 @@ impl SourceReader for DatagenReader {
         let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
         self.next_row = self.next_row.saturating_add(rows.saturating_mul(self.step));
         self.emitted += rows;
-        let position = serde_json::json!({ "next_row": self.next_row, "emitted": self.emitted });
+        let position = DatagenPosition {
+            next_row: self.next_row,
+            emitted: self.emitted,
+        };
+        let position = serde_json::to_value(&position).map_err(|e| {
+            datafusion::common::exec_datafusion_err!("the position of a datagen reader: {e}")
+        })?;
         Ok(Some(SourceBatch::new(batch).with_position(position)))
     }
 
@@ -111,15 +127,14 @@ impl SourceReader for DatagenReader {
     ) -> Result<()> {
         let saved = same_partition_position("datagen", saved, partition, num_partitions)?;
         if let Some(position) = saved {
-            let field = |name: &str| {
-                position.get(name).and_then(|v| v.as_u64()).ok_or_else(|| {
-                    datafusion::common::plan_datafusion_err!(
-                        "datagen checkpoint position {position} lacks '{name}'"
-                    )
-                })
-            };
-            self.next_row = field("next_row")?;
-            self.emitted = field("emitted")?;
+            let restored = DatagenPosition::deserialize(position).map_err(|e| {
+                datafusion::common::plan_datafusion_err!(
+                    "datagen checkpoint position {position} does not read as this version \
+                     writes it ({e})"
+                )
+            })?;
+            self.next_row = restored.next_row;
+            self.emitted = restored.emitted;
             // Pace from now on, as if starting fresh at the restored row.
             self.start = None;
         }

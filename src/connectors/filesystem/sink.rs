@@ -20,26 +20,22 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_datafusion_err};
+use serde::{Deserialize, Serialize};
 
-use crate::catalog::table_definition::TableDefinition;
+use super::FilesystemOptions;
 use crate::connectors::format::{LineEncoder, encoder};
-use crate::connectors::options::TableOptions;
 use crate::connectors::{SinkConnector, SinkWriter};
 
 /// The sink side of a filesystem table.
 #[derive(Debug)]
 pub struct FileSink {
-    path: String,
-    options: TableOptions,
+    options: FilesystemOptions,
 }
 
 impl FileSink {
-    /// A sink writing into the directory `path`.
-    pub fn new(def: &TableDefinition, path: String) -> Self {
-        Self {
-            path,
-            options: def.options.clone(),
-        }
+    /// A sink writing into the directory `options.path`.
+    pub fn new(options: FilesystemOptions) -> Self {
+        Self { options }
     }
 }
 
@@ -72,12 +68,13 @@ impl SinkConnector for FileSink {
         partition: usize,
         _num_partitions: usize,
     ) -> Result<Box<dyn SinkWriter>> {
-        std::fs::create_dir_all(&self.path)
-            .map_err(|e| exec_datafusion_err!("cannot create directory '{}': {e}", self.path))?;
+        let path = &self.options.path;
+        std::fs::create_dir_all(path)
+            .map_err(|e| exec_datafusion_err!("cannot create directory '{path}': {e}"))?;
         Ok(Box::new(FileWriter {
-            dir: PathBuf::from(&self.path),
+            dir: PathBuf::from(path),
             prefix: format!("part-{}-{partition}", writer_id()),
-            encoder: encoder(&self.options)?,
+            encoder: encoder(&self.options.format)?,
             buffer: Vec::new(),
             file: None,
             sequence: 0,
@@ -112,10 +109,16 @@ impl SinkConnector for FileSink {
     fn explain(&self) -> String {
         format!(
             "path={}, format={}",
-            self.path,
-            self.options.get("format").unwrap_or("json")
+            self.options.path, self.options.format.format
         )
     }
+}
+
+/// The pre-commit of a [`FileWriter`]: the rename that publishes its finished file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RenamePreCommit {
+    /// The in-progress path and the published path, as a two-element JSON array.
+    rename: (String, String),
 }
 
 struct InProgress {
@@ -164,23 +167,20 @@ impl FileWriter {
             .flush()
             .and_then(|_| f.file.sync_all())
             .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()))?;
-        Ok(serde_json::json!({
-            "rename": [f.temp.display().to_string(), f.target.display().to_string()]
-        }))
+        let pre_commit = RenamePreCommit {
+            rename: (f.temp.display().to_string(), f.target.display().to_string()),
+        };
+        serde_json::to_value(&pre_commit)
+            .map_err(|e| exec_datafusion_err!("the pre-commit of the filesystem sink: {e}"))
     }
 }
 
 /// The `(in-progress, published)` paths of a pre-commit of [`FileWriter::pre_commit`].
 fn rename_of(pre_commit: &serde_json::Value) -> Result<(PathBuf, PathBuf)> {
-    let pair = pre_commit.get("rename").and_then(|r| r.as_array());
-    let (Some(from), Some(to)) = (
-        pair.and_then(|p| p.first()).and_then(|v| v.as_str()),
-        pair.and_then(|p| p.get(1)).and_then(|v| v.as_str()),
-    ) else {
-        return Err(exec_datafusion_err!(
-            "filesystem sink: malformed commit record {pre_commit}"
-        ));
-    };
+    let RenamePreCommit { rename: (from, to) } =
+        RenamePreCommit::deserialize(pre_commit).map_err(|e| {
+            exec_datafusion_err!("filesystem sink: malformed commit record {pre_commit} ({e})")
+        })?;
     Ok((PathBuf::from(from), PathBuf::from(to)))
 }
 

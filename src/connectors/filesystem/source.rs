@@ -7,49 +7,49 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{Result, exec_datafusion_err, exec_err};
+use serde::{Deserialize, Serialize};
 
+use super::FilesystemOptions;
 use crate::catalog::table_definition::TableDefinition;
 use crate::connectors::format::{LineDecoder, decoder};
-use crate::connectors::options::TableOptions;
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
 /// The source side of a filesystem table.
 #[derive(Debug)]
 pub struct FileSource {
-    path: String,
+    options: FilesystemOptions,
     schema: SchemaRef,
-    options: TableOptions,
 }
 
 impl FileSource {
-    /// A source reading `path`.
-    pub fn new(def: &TableDefinition, path: String) -> Self {
+    /// The source of `def`, reading `options.path`.
+    pub fn new(def: &TableDefinition, options: FilesystemOptions) -> Self {
         Self {
-            path,
+            options,
             schema: def.source_schema(),
-            options: def.options.clone(),
         }
     }
 
     /// The files to read, in name order.
     fn files(&self) -> Result<Vec<PathBuf>> {
-        let path = Path::new(&self.path);
+        let path = Path::new(&self.options.path);
         let meta = std::fs::metadata(path).map_err(|e| {
             exec_datafusion_err!(
                 "cannot read path '{}' of table {}: {e}",
-                self.path,
-                self.options.table()
+                self.options.path,
+                self.options.table
             )
         })?;
         if meta.is_file() {
             return Ok(vec![path.to_path_buf()]);
         }
         let mut files = Vec::new();
-        let entries = std::fs::read_dir(path)
-            .map_err(|e| exec_datafusion_err!("cannot list directory '{}': {e}", self.path))?;
+        let entries = std::fs::read_dir(path).map_err(|e| {
+            exec_datafusion_err!("cannot list directory '{}': {e}", self.options.path)
+        })?;
         for entry in entries {
-            let entry =
-                entry.map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", self.path))?;
+            let entry = entry
+                .map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", self.options.path))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             // Hidden and in-progress files are not data.
@@ -99,13 +99,13 @@ impl SourceConnector for FileSource {
             .collect();
         let output_schema = Arc::new(self.schema.project(projection)?);
         let decoder = decoder(
-            &self.options,
+            &self.options.format,
             output_schema,
             Arc::clone(&self.schema),
             projection,
         )?;
-        let header = self.options.get("format") == Some("csv")
-            && self.options.get_bool("csv.header")?.unwrap_or(false);
+        // Set only for csv files (the csv options keep their defaults otherwise).
+        let header = self.options.format.csv.header;
         Ok(Box::new(FileReader {
             files,
             next_file: 0,
@@ -121,8 +121,7 @@ impl SourceConnector for FileSource {
     fn explain(&self) -> String {
         format!(
             "path={}, format={}",
-            self.path,
-            self.options.get("format").unwrap_or("json")
+            self.options.path, self.options.format.format
         )
     }
 }
@@ -227,6 +226,19 @@ struct FileReader {
     done: Vec<String>,
 }
 
+/// The checkpoint position of a [`FileReader`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FilePosition {
+    /// Files finished, by name.
+    done: Vec<String>,
+    /// The file being read.
+    file: String,
+    /// Bytes of `file` handed out: where reading resumes.
+    offset: u64,
+    /// Number of the next line of `file`.
+    line: usize,
+}
+
 impl FileReader {
     fn open_next(&mut self) -> Result<bool> {
         let Some(path) = self.files.get(self.next_file) else {
@@ -275,12 +287,14 @@ impl SourceReader for FileReader {
                 self.decoder
                     .decode_text(&file.name, first_line, &file.buf[range.clone()], lines);
             file.advance(range, lines);
-            let position = serde_json::json!({
-                "done": self.done,
-                "file": file.name,
-                "offset": file.offset,
-                "line": file.line,
-            });
+            let position = FilePosition {
+                done: self.done.clone(),
+                file: file.name.clone(),
+                offset: file.offset,
+                line: file.line,
+            };
+            let position = serde_json::to_value(&position)
+                .map_err(|e| exec_datafusion_err!("the position of the filesystem source: {e}"))?;
             if let Some(batch) = decoded?
                 && batch.num_rows() > 0
             {
@@ -297,25 +311,15 @@ impl SourceReader for FileReader {
     ) -> Result<()> {
         let mut done = std::collections::HashSet::new();
         for s in saved {
-            let p = &s.position;
-            for name in p
-                .get("done")
-                .and_then(|d| d.as_array())
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = name.as_str() {
-                    done.insert(name.to_string());
-                }
-            }
-            if let (Some(file), Some(offset), Some(line)) = (
-                p.get("file").and_then(|v| v.as_str()),
-                p.get("offset").and_then(|v| v.as_u64()),
-                p.get("line").and_then(|v| v.as_u64()),
-            ) {
-                self.resume
-                    .insert(file.to_string(), (offset, line as usize));
-            }
+            let p = FilePosition::deserialize(&s.position).map_err(|e| {
+                exec_datafusion_err!(
+                    "the checkpointed position of the filesystem source does not read as this \
+                     version writes it ({e}): {}",
+                    s.position
+                )
+            })?;
+            done.extend(p.done);
+            self.resume.insert(p.file, (p.offset, p.line));
         }
         self.files
             .retain(|f| !done.contains(&f.display().to_string()));
@@ -360,5 +364,28 @@ mod tests {
         ];
         assert_eq!(chunks, expected);
         assert_eq!(open.offset, std::fs::metadata(&path).unwrap().len());
+    }
+
+    /// A position in the layout readers have always written reads back and writes out
+    /// unchanged.
+    #[test]
+    fn position_layout() {
+        let written = serde_json::json!({
+            "done": ["/data/in/a.json", "/data/in/b.json"],
+            "file": "/data/in/c.json",
+            "offset": 4096,
+            "line": 57,
+        });
+        let position = FilePosition::deserialize(&written).unwrap();
+        assert_eq!(
+            position,
+            FilePosition {
+                done: vec!["/data/in/a.json".to_string(), "/data/in/b.json".to_string()],
+                file: "/data/in/c.json".to_string(),
+                offset: 4096,
+                line: 57,
+            }
+        );
+        assert_eq!(serde_json::to_value(&position).unwrap(), written);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Options: `csv.field-delimiter` (default `,`), `csv.quote-character` (default `"`),
 //! `csv.ignore-parse-errors`, and `csv.header` (default `false`; when `true` the first line of
-//! each file is a header and skipped).
+//! each file is a header and skipped), read once into [`CsvOptions`] and
+//! [`FormatOptions`](super::FormatOptions).
 
 use std::sync::Arc;
 
@@ -18,8 +19,44 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, plan_err};
 
 use super::{DecimalText, LineChunk, LineDecoder, LineEncoder, decode_line_by_line, text_schema};
-use crate::connectors::options::TableOptions;
+use crate::catalog::options::TableOptions;
 
+/// The `csv.*` options that shape the text (see the module docs), read once when the table is
+/// declared. `csv.ignore-parse-errors` is in [`FormatOptions`](super::FormatOptions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// `csv.field-delimiter`: the field separator (default `,`; `\t` stands for a tab).
+    pub delimiter: u8,
+    /// `csv.quote-character`: encloses a field holding the delimiter, when reading
+    /// (default `"`).
+    pub quote: u8,
+    /// `csv.header`: each file starts with a header line, which reading skips and writing
+    /// writes (default `false`).
+    pub header: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            quote: b'"',
+            header: false,
+        }
+    }
+}
+
+impl CsvOptions {
+    /// Reads `csv.field-delimiter`, `csv.quote-character` and `csv.header`.
+    pub fn parse(options: &TableOptions) -> Result<Self> {
+        Ok(Self {
+            delimiter: single_byte(options, "csv.field-delimiter", b',')?,
+            quote: single_byte(options, "csv.quote-character", b'"')?,
+            header: options.get_bool("csv.header")?.unwrap_or(false),
+        })
+    }
+}
+
+/// A one-character option (`\t` stands for a tab).
 fn single_byte(options: &TableOptions, key: &str, default: u8) -> Result<u8> {
     match options.get(key) {
         None => Ok(default),
@@ -119,11 +156,13 @@ fn plain_numbers<'a>(
 }
 
 impl CsvDecoder {
-    /// A decoder of lines with the fields of `full_schema`, producing the `projection` columns.
+    /// A decoder of lines with the fields of `full_schema`, producing the `projection` columns;
+    /// with `ignore_parse_errors`, malformed lines are skipped and counted.
     pub fn try_new(
         full_schema: SchemaRef,
         projection: Vec<usize>,
-        options: &TableOptions,
+        csv: &CsvOptions,
+        ignore_parse_errors: bool,
     ) -> Result<Self> {
         let output_schema = Arc::new(full_schema.project(&projection)?);
         let decimals = DecimalText::of(&output_schema);
@@ -143,11 +182,9 @@ impl CsvDecoder {
             output_schema,
             decimals,
             read_schema,
-            delimiter: single_byte(options, "csv.field-delimiter", b',')?,
-            quote: single_byte(options, "csv.quote-character", b'"')?,
-            ignore_errors: options
-                .get_bool("csv.ignore-parse-errors")?
-                .unwrap_or(false),
+            delimiter: csv.delimiter,
+            quote: csv.quote,
+            ignore_errors: ignore_parse_errors,
             skipped: 0,
             kept: None,
             plain,
@@ -338,13 +375,13 @@ pub struct CsvEncoder {
 }
 
 impl CsvEncoder {
-    /// An encoder configured by the table options.
-    pub fn try_new(options: &TableOptions) -> Result<Self> {
-        Ok(Self {
-            delimiter: single_byte(options, "csv.field-delimiter", b',')?,
-            header: options.get_bool("csv.header")?.unwrap_or(false),
+    /// An encoder with the delimiter and header of `csv`.
+    pub fn new(csv: &CsvOptions) -> Self {
+        Self {
+            delimiter: csv.delimiter,
+            header: csv.header,
             wrote_header: false,
-        })
+        }
     }
 }
 
@@ -368,6 +405,7 @@ impl LineEncoder for CsvEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::format::{Format, FormatOptions};
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use std::collections::BTreeMap;
@@ -382,6 +420,21 @@ mod tests {
         )
     }
 
+    /// The decoder of a csv table with the WITH options `pairs`.
+    fn decoder(
+        full_schema: SchemaRef,
+        projection: Vec<usize>,
+        pairs: &[(&str, &str)],
+    ) -> Result<CsvDecoder> {
+        let format = FormatOptions::parse_for(Format::Csv, &options(pairs))?;
+        CsvDecoder::try_new(
+            full_schema,
+            projection,
+            &format.csv,
+            format.ignore_parse_errors,
+        )
+    }
+
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("a", DataType::Int64, true),
@@ -390,9 +443,42 @@ mod tests {
         ]))
     }
 
+    /// Unset options take their defaults, `\t` is a tab, and a delimiter is one character.
+    #[test]
+    fn csv_options_defaults_tab_and_single_characters() {
+        assert_eq!(
+            CsvOptions::parse(&options(&[])).unwrap(),
+            CsvOptions {
+                delimiter: b',',
+                quote: b'"',
+                header: false,
+            }
+        );
+        let given = options(&[
+            ("csv.field-delimiter", "\\t"),
+            ("csv.quote-character", "'"),
+            ("csv.header", "TRUE"),
+        ]);
+        assert_eq!(
+            CsvOptions::parse(&given).unwrap(),
+            CsvOptions {
+                delimiter: b'\t',
+                quote: b'\'',
+                header: true,
+            }
+        );
+        let err = CsvOptions::parse(&options(&[("csv.field-delimiter", ";;")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("option 'csv.field-delimiter' of table t must be a single character"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn two_rows_in_one_record_are_malformed() {
-        let mut d = CsvDecoder::try_new(schema(), vec![0, 1, 2], &options(&[])).unwrap();
+        let mut d = decoder(schema(), vec![0, 1, 2], &[]).unwrap();
         let lines = vec![
             b"1,a,2".to_vec(),
             b"3,b,4\n5,c,6".to_vec(),
@@ -408,12 +494,7 @@ mod tests {
 
     #[test]
     fn projection_and_delimiter() {
-        let mut d = CsvDecoder::try_new(
-            schema(),
-            vec![2, 0],
-            &options(&[("csv.field-delimiter", "|")]),
-        )
-        .unwrap();
+        let mut d = decoder(schema(), vec![2, 0], &[("csv.field-delimiter", "|")]).unwrap();
         let lines: Vec<Vec<u8>> = vec![b"1|x|10".to_vec(), b"2|\"y|z\"|20".to_vec()];
         let b = d
             .decode(LineChunk::of_file("f", 1, &lines))
@@ -436,18 +517,13 @@ mod tests {
             b"oops,y,20".to_vec(),
             b"3,z,30".to_vec(),
         ];
-        let mut d = CsvDecoder::try_new(schema(), vec![0], &options(&[])).unwrap();
+        let mut d = decoder(schema(), vec![0], &[]).unwrap();
         let err = d
             .decode(LineChunk::of_file("in.csv", 5, &lines))
             .unwrap_err()
             .to_string();
         assert!(err.contains("in.csv at line 6"), "{err}");
-        let mut d = CsvDecoder::try_new(
-            schema(),
-            vec![0],
-            &options(&[("csv.ignore-parse-errors", "true")]),
-        )
-        .unwrap();
+        let mut d = decoder(schema(), vec![0], &[("csv.ignore-parse-errors", "true")]).unwrap();
         let b = d
             .decode(LineChunk::of_file("in.csv", 5, &lines))
             .unwrap()
@@ -505,8 +581,7 @@ mod tests {
             text.push_str(&line);
         }
         for projection in [vec![0, 1, 2, 3, 4, 5, 6], vec![4, 2], vec![6]] {
-            let d = CsvDecoder::try_new(Arc::clone(&schema), projection.clone(), &options(&[]))
-                .unwrap();
+            let d = decoder(Arc::clone(&schema), projection.clone(), &[]).unwrap();
             let plain = d
                 .decode_plain(text.as_bytes(), lines)
                 .expect("plain text takes the plain path");
@@ -514,7 +589,7 @@ mod tests {
             assert_eq!(plain, arrow, "{projection:?}");
             assert!(plain.column(0).null_count() > 0 || projection == vec![6]);
         }
-        let d = CsvDecoder::try_new(Arc::clone(&schema), vec![0, 4], &options(&[])).unwrap();
+        let d = decoder(Arc::clone(&schema), vec![0, 4], &[]).unwrap();
         for other in [
             "300,1,1,1,x,x,1\n",   // out of range for Int8: arrow's error, line by line
             "1,1,1,1,\"x\",x,1\n", // quoted
@@ -533,7 +608,7 @@ mod tests {
                 true,
             ),
         ]));
-        let d = CsvDecoder::try_new(ts, vec![0, 1], &options(&[])).unwrap();
+        let d = decoder(ts, vec![0, 1], &[]).unwrap();
         assert!(d.decode_plain(b"1,2024-01-01 00:00:00\n", 1).is_none());
     }
 }

@@ -11,7 +11,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
 use super::{DecimalText, LineChunk, LineDecoder, LineEncoder, decode_line_by_line};
-use crate::connectors::options::TableOptions;
 
 /// Decodes JSON lines (see the module docs).
 pub struct JsonDecoder {
@@ -24,17 +23,16 @@ pub struct JsonDecoder {
 }
 
 impl JsonDecoder {
-    /// A decoder producing `schema`.
-    pub fn try_new(schema: SchemaRef, options: &TableOptions) -> Result<Self> {
-        Ok(Self {
+    /// A decoder producing `schema`; with `ignore_parse_errors`, malformed lines are skipped
+    /// and counted.
+    pub fn new(schema: SchemaRef, ignore_parse_errors: bool) -> Self {
+        Self {
             decimals: DecimalText::of(&schema),
             schema,
-            ignore_errors: options
-                .get_bool("json.ignore-parse-errors")?
-                .unwrap_or(false),
+            ignore_errors: ignore_parse_errors,
             skipped: 0,
             kept: None,
-        })
+        }
     }
 
     fn new_decoder(&self, rows: usize) -> Result<Decoder> {
@@ -171,6 +169,8 @@ impl LineEncoder for JsonEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::options::TableOptions;
+    use crate::connectors::format::{Format, FormatOptions};
     use datafusion::arrow::array::{Array, AsArray, Int64Array};
     use datafusion::arrow::datatypes::{
         DataType, Field, Schema, TimeUnit, TimestampMillisecondType,
@@ -195,13 +195,19 @@ mod tests {
         )
     }
 
+    /// The decoder of a json table with the WITH options `pairs`.
+    fn decoder(pairs: &[(&str, &str)]) -> JsonDecoder {
+        let format = FormatOptions::parse_for(Format::Json, &options(pairs)).unwrap();
+        JsonDecoder::new(schema(), format.ignore_parse_errors)
+    }
+
     fn lines(text: &[&str]) -> Vec<Vec<u8>> {
         text.iter().map(|l| l.as_bytes().to_vec()).collect()
     }
 
     #[test]
     fn both_timestamp_spellings() {
-        let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
+        let mut d = decoder(&[]);
         let l = lines(&[
             r#"{"id": 1, "ts": "2024-01-01T00:00:01Z"}"#,
             r#"{"id": 2, "ts": "2024-01-01 00:00:02.500", "other": true}"#,
@@ -216,7 +222,7 @@ mod tests {
 
     #[test]
     fn bad_line_is_reported_with_its_number() {
-        let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
+        let mut d = decoder(&[]);
         let l = lines(&[r#"{"id": 1}"#, r#"{"id": "x"#, r#"{"id": 3}"#]);
         let err = d
             .decode(LineChunk::of_file("data/bids.json", 10, &l))
@@ -227,9 +233,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_skipped_and_counted_when_asked() {
-        let mut d =
-            JsonDecoder::try_new(schema(), &options(&[("json.ignore-parse-errors", "true")]))
-                .unwrap();
+        let mut d = decoder(&[("json.ignore-parse-errors", "true")]);
         let l = lines(&[
             r#"{"id": 1}"#,
             "not json",
@@ -246,7 +250,7 @@ mod tests {
 
     #[test]
     fn two_values_in_one_record_are_malformed() {
-        let mut d = JsonDecoder::try_new(schema(), &options(&[])).unwrap();
+        let mut d = decoder(&[]);
         let l = lines(&[r#"{"id": 1}"#, r#"{"id": 2}{"id": 3}"#, r#"{"id": 4}"#]);
         let err = d
             .decode(LineChunk::of_file("f", 1, &l))

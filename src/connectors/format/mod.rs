@@ -4,10 +4,15 @@
 //! decoder. Only when that fails are the lines decoded one by one, to name the exact line and
 //! cause, or, with `<format>.ignore-parse-errors`, to skip the bad lines and count them. The
 //! fast path therefore costs nothing for error reporting.
+//!
+//! A table's `format` and the options of that format are read once, when the table is
+//! declared, into [`FormatOptions`]; decoders and encoders are built from it.
 
 pub mod csv;
 pub mod json;
 pub mod raw;
+
+pub use csv::CsvOptions;
 
 use std::sync::Arc;
 
@@ -19,9 +24,9 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::common::{Result, exec_err, internal_err, plan_err};
 
-use super::options::{OptionSpec, TableOptions};
+use crate::catalog::options::{OptionSpec, TableOptions};
 
 /// A chunk of lines read from one place.
 #[derive(Debug, Clone, Copy)]
@@ -127,50 +132,138 @@ pub const FORMAT_OPTIONS: &[OptionSpec] = &[
     OptionSpec::optional("csv.quote-character", "quote character (default: \")"),
 ];
 
-/// Builds the decoder named by the `format` option for `schema` (the columns to produce;
-/// `csv_columns` maps them to positions in a CSV line).
-pub fn decoder(
-    options: &TableOptions,
-    schema: SchemaRef,
-    full_schema: SchemaRef,
-    projection: &[usize],
-) -> Result<Box<dyn LineDecoder>> {
-    let format = options.get_choice("format", FORMATS)?.unwrap_or("json");
-    decoder_for(format, options, schema, full_schema, projection)
+/// A record format, as the `format` option (or Kafka's `key.format`) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON lines: one object per record, fields matched to columns by name.
+    Json,
+    /// CSV: one line per record, fields by position.
+    Csv,
+    /// The whole record value is the one column (Kafka only).
+    Raw,
 }
 
-/// Builds the decoder of `format` (`json`, `csv`, or `raw`: the one column of `schema`).
-pub fn decoder_for(
-    format: &str,
-    options: &TableOptions,
-    schema: SchemaRef,
-    full_schema: SchemaRef,
-    projection: &[usize],
-) -> Result<Box<dyn LineDecoder>> {
-    match format {
-        "json" => Ok(Box::new(json::JsonDecoder::try_new(schema, options)?)),
-        "csv" => Ok(Box::new(csv::CsvDecoder::try_new(
-            full_schema,
-            projection.to_vec(),
-            options,
-        )?)),
-        "raw" => Ok(Box::new(raw::RawDecoder::new(schema))),
-        other => plan_err!("format {other} cannot be decoded"),
+impl Format {
+    /// The option value naming the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Csv => "csv",
+            Self::Raw => "raw",
+        }
+    }
+
+    /// Reads option `key`, one of `choices` (format names, matched case-insensitively);
+    /// `None` when it is not set.
+    pub fn parse(
+        options: &TableOptions,
+        key: &str,
+        choices: &[&'static str],
+    ) -> Result<Option<Self>> {
+        let Some(name) = options.get_choice(key, choices)? else {
+            return Ok(None);
+        };
+        match [Self::Json, Self::Csv, Self::Raw]
+            .into_iter()
+            .find(|f| f.name() == name)
+        {
+            Some(format) => Ok(Some(format)),
+            None => internal_err!("option '{key}' accepts '{name}', which is not a format"),
+        }
     }
 }
 
-/// Builds the encoder named by the `format` option.
-pub fn encoder(options: &TableOptions) -> Result<Box<dyn LineEncoder>> {
-    let format = options.get_choice("format", FORMATS)?.unwrap_or("json");
-    encoder_for(format, options)
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
-/// Builds the line encoder of `format` (`json` or `csv`).
-pub fn encoder_for(format: &str, options: &TableOptions) -> Result<Box<dyn LineEncoder>> {
-    match format {
-        "json" => Ok(Box::new(json::JsonEncoder)),
-        "csv" => Ok(Box::new(csv::CsvEncoder::try_new(options)?)),
-        other => plan_err!("format {other} cannot be encoded as lines"),
+/// How a table's records are written: the `format` option and the options of that format,
+/// read once when the table is declared. Only the chosen format's options are read: a json
+/// table never looks at `csv.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// `format` (default `json`).
+    pub format: Format,
+    /// `json.ignore-parse-errors` or `csv.ignore-parse-errors`, whichever belongs to `format`:
+    /// skip and count malformed records instead of failing (default `false`; always `false`
+    /// for raw).
+    pub ignore_parse_errors: bool,
+    /// The `csv.*` options; their defaults unless `format` is csv.
+    pub csv: CsvOptions,
+}
+
+impl FormatOptions {
+    /// `format` with every option at its default.
+    pub fn new(format: Format) -> Self {
+        Self {
+            format,
+            ignore_parse_errors: false,
+            csv: CsvOptions::default(),
+        }
+    }
+
+    /// Reads `format` (one of `choices`, default `json`) and the options of that format.
+    pub fn parse(options: &TableOptions, choices: &[&'static str]) -> Result<Self> {
+        let format = Format::parse(options, "format", choices)?.unwrap_or(Format::Json);
+        Self::parse_for(format, options)
+    }
+
+    /// Reads the options of `format`.
+    pub fn parse_for(format: Format, options: &TableOptions) -> Result<Self> {
+        match format {
+            Format::Json => Ok(Self {
+                ignore_parse_errors: options
+                    .get_bool("json.ignore-parse-errors")?
+                    .unwrap_or(false),
+                ..Self::new(format)
+            }),
+            Format::Csv => {
+                let csv = CsvOptions::parse(options)?;
+                Ok(Self {
+                    format,
+                    ignore_parse_errors: options
+                        .get_bool("csv.ignore-parse-errors")?
+                        .unwrap_or(false),
+                    csv,
+                })
+            }
+            Format::Raw => Ok(Self::new(format)),
+        }
+    }
+}
+
+/// Builds the decoder of `options.format` producing `schema`, the columns `projection` of
+/// `full_schema` (CSV fields are positional, so the CSV decoder needs them all; raw fills the
+/// one column of `schema`).
+pub fn decoder(
+    options: &FormatOptions,
+    schema: SchemaRef,
+    full_schema: SchemaRef,
+    projection: &[usize],
+) -> Result<Box<dyn LineDecoder>> {
+    match options.format {
+        Format::Json => Ok(Box::new(json::JsonDecoder::new(
+            schema,
+            options.ignore_parse_errors,
+        ))),
+        Format::Csv => Ok(Box::new(csv::CsvDecoder::try_new(
+            full_schema,
+            projection.to_vec(),
+            &options.csv,
+            options.ignore_parse_errors,
+        )?)),
+        Format::Raw => Ok(Box::new(raw::RawDecoder::new(schema))),
+    }
+}
+
+/// Builds the line encoder of `options.format` (json or csv).
+pub fn encoder(options: &FormatOptions) -> Result<Box<dyn LineEncoder>> {
+    match options.format {
+        Format::Json => Ok(Box::new(json::JsonEncoder)),
+        Format::Csv => Ok(Box::new(csv::CsvEncoder::new(&options.csv))),
+        Format::Raw => plan_err!("format raw cannot be encoded as lines"),
     }
 }
 
@@ -397,9 +490,8 @@ mod tests {
                 "{\"a\":1,\"d\":\"-2E+65536\"}\n",
             ),
         ] {
-            let options = options(&[]);
-            let mut d =
-                decoder_for(format, &options, schema.clone(), schema.clone(), &[0, 1]).unwrap();
+            let options = format_options(format, &[]);
+            let mut d = decoder(&options, schema.clone(), schema.clone(), &[0, 1]).unwrap();
             let batch = d.decode_text("f", 1, good.as_bytes(), 1).unwrap().unwrap();
             let value = batch
                 .column(1)
@@ -424,6 +516,79 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
         )
+    }
+
+    /// The format options of a table with `'format' = format` and the WITH options `pairs`.
+    fn format_options(format: &str, pairs: &[(&str, &str)]) -> FormatOptions {
+        let mut pairs = pairs.to_vec();
+        pairs.push(("format", format));
+        FormatOptions::parse(&options(&pairs), FORMATS).unwrap()
+    }
+
+    /// Only the chosen format's options are read, each with its default when unset; the
+    /// format is matched case-insensitively and must be one of the connector's.
+    #[test]
+    fn format_options_read_the_chosen_format() {
+        assert_eq!(
+            FormatOptions::parse(&options(&[]), FORMATS).unwrap(),
+            FormatOptions {
+                format: Format::Json,
+                ignore_parse_errors: false,
+                csv: CsvOptions {
+                    delimiter: b',',
+                    quote: b'"',
+                    header: false,
+                },
+            }
+        );
+        // A json table reads json.ignore-parse-errors and never looks at csv.*.
+        let json = options(&[
+            ("format", "json"),
+            ("json.ignore-parse-errors", "true"),
+            ("csv.header", "yes"),
+            ("csv.field-delimiter", ";;"),
+        ]);
+        let parsed = FormatOptions::parse(&json, FORMATS).unwrap();
+        assert_eq!(parsed.format, Format::Json);
+        assert!(parsed.ignore_parse_errors);
+        assert_eq!(parsed.csv, CsvOptions::default());
+        // A csv table reads csv.*, not json.ignore-parse-errors.
+        let csv = options(&[
+            ("format", " CSV "),
+            ("csv.header", "true"),
+            ("csv.field-delimiter", "|"),
+            ("json.ignore-parse-errors", "maybe"),
+        ]);
+        let parsed = FormatOptions::parse(&csv, FORMATS).unwrap();
+        assert_eq!(parsed.format, Format::Csv);
+        assert!(!parsed.ignore_parse_errors);
+        assert_eq!(
+            parsed.csv,
+            CsvOptions {
+                delimiter: b'|',
+                quote: b'"',
+                header: true,
+            }
+        );
+        let bad_header = options(&[("format", "csv"), ("csv.header", "yes")]);
+        let err = FormatOptions::parse(&bad_header, FORMATS)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("option 'csv.header' of table t is 'yes', but it must be 'true' or"),
+            "{err}"
+        );
+        // raw is a format only where the connector lists it.
+        let raw = options(&[("format", "raw")]);
+        let err = FormatOptions::parse(&raw, FORMATS).unwrap_err().to_string();
+        assert!(
+            err.contains("option 'format' of table t is 'raw', but it must be one of: json, csv"),
+            "{err}"
+        );
+        assert_eq!(
+            FormatOptions::parse(&raw, &["json", "csv", "raw"]).unwrap(),
+            FormatOptions::new(Format::Raw)
+        );
     }
 
     /// Decoding text in place gives what decoding its lines gives: the same rows, the same
@@ -479,17 +644,9 @@ mod tests {
         ];
         for (format, full, projection, text, opts) in cases {
             let out = Arc::new(full.project(&projection).unwrap());
-            let options = options(opts);
-            let make = || {
-                decoder_for(
-                    format,
-                    &options,
-                    Arc::clone(&out),
-                    Arc::clone(&full),
-                    &projection,
-                )
-                .unwrap()
-            };
+            let options = format_options(format, opts);
+            let make =
+                || decoder(&options, Arc::clone(&out), Arc::clone(&full), &projection).unwrap();
             let lines = text.matches('\n').count();
             let mut fast = make();
             let got = fast.decode_text("f", 7, text.as_bytes(), lines);

@@ -12,7 +12,8 @@
 //!   one Kafka transaction per checkpoint (`exactly-once`).
 //!
 //! Any `properties.*` option goes to librdkafka unchanged (`properties.bootstrap.servers`,
-//! `properties.group.id`, `properties.isolation.level`, ...).
+//! `properties.group.id`, `properties.isolation.level`, ...). Every option is read once, when
+//! the table is declared, into [`options::KafkaOptions`].
 
 pub mod options;
 pub mod records;
@@ -28,9 +29,10 @@ use datafusion::common::{DataFusionError, Result, plan_err};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
-use super::format::FORMAT_OPTIONS;
-use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS, TableOptions};
+use self::options::KafkaOptions;
+use super::format::{FORMAT_OPTIONS, Format, FormatOptions};
 use super::{SinkConnector, SourceConnector};
+use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
 
 /// Options of Kafka tables (source and sink).
@@ -129,47 +131,34 @@ pub struct KafkaTable {
     pub servers: String,
     /// Every `properties.*` option, without the prefix.
     pub properties: Vec<(String, String)>,
-    /// The WITH options.
-    pub options: TableOptions,
     /// `connect.timeout`.
     pub timeout: Duration,
-    /// The record format.
-    pub format: &'static str,
+    /// The record format of values and its options.
+    pub value: FormatOptions,
     /// Physical columns, in declaration order (what the value holds).
     pub physical: SchemaRef,
 }
 
 impl KafkaTable {
-    fn new(def: &TableDefinition) -> Result<Self> {
-        let options = def.options.clone();
-        let properties = options
-            .values()
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("properties.")?.to_string(), v.clone())))
-            .collect();
-        let format = options.get_choice("format", FORMATS)?.unwrap_or("json");
+    /// The shared part of table `def` with the parsed `options`.
+    fn new(def: &TableDefinition, options: &KafkaOptions) -> Result<Self> {
         let physical = Arc::new(Schema::new(
             def.physical_columns()
                 .iter()
                 .map(|c| c.field())
                 .collect::<Vec<_>>(),
         ));
-        if format == "raw" {
+        if options.value.format == Format::Raw {
             crate::connectors::format::raw::check_schema(&def.name, &physical)?;
         }
         Ok(Self {
             table: def.name.clone(),
-            topic: options.required("topic")?.to_string(),
-            servers: options
-                .required("properties.bootstrap.servers")?
-                .to_string(),
-            properties,
-            timeout: options
-                .get_duration("connect.timeout")?
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            format,
+            topic: options.topic.clone(),
+            servers: options.servers.clone(),
+            properties: options.properties.clone(),
+            timeout: options.timeout,
+            value: options.value.clone(),
             physical,
-            options,
         })
     }
 
@@ -253,8 +242,9 @@ pub fn build(def: &TableDefinition) -> Result<(Arc<dyn SourceConnector>, Arc<dyn
         &[KAFKA_OPTIONS, FORMAT_OPTIONS, SOURCE_COMMON_OPTIONS],
     )?;
     check_metadata(def)?;
-    let table = KafkaTable::new(def)?;
-    let source = source::KafkaSource::try_new(def, table.clone())?;
-    let sink = sink::KafkaSink::try_new(def, table)?;
+    let options = KafkaOptions::parse(&def.options)?;
+    let table = KafkaTable::new(def, &options)?;
+    let source = source::KafkaSource::try_new(def, table.clone(), options.source)?;
+    let sink = sink::KafkaSink::try_new(def, table, options.sink)?;
     Ok((Arc::new(source), Arc::new(sink)))
 }

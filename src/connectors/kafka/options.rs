@@ -1,11 +1,64 @@
-//! Typed Kafka table options: where reading starts, where a bounded read stops, and how the
-//! sink delivers.
+//! Typed Kafka table options, read once when the table is declared ([`KafkaOptions`]): the
+//! topic and brokers, the record format, where reading starts, where a bounded read stops, and
+//! how the sink keys and delivers its records.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use datafusion::common::{Result, plan_datafusion_err, plan_err};
 
-use crate::connectors::options::TableOptions;
+use super::{DEFAULT_CONNECT_TIMEOUT, FORMATS};
+use crate::catalog::options::TableOptions;
+use crate::connectors::format::{CsvOptions, Format, FormatOptions};
+
+/// The WITH options of a Kafka table (their keys already validated).
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `topic`: the topic read or written.
+    pub topic: String,
+    /// `properties.bootstrap.servers`: the brokers to bootstrap from.
+    pub servers: String,
+    /// Every `properties.*` option, without the prefix, for librdkafka.
+    pub properties: Vec<(String, String)>,
+    /// `connect.timeout`: how long to wait for brokers (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// `format` (json, csv or raw) and the options of that format: how record values are
+    /// written.
+    pub value: FormatOptions,
+    /// The options only the source reads.
+    pub source: KafkaSourceOptions,
+    /// The options only the sink reads.
+    pub sink: KafkaSinkOptions,
+}
+
+/// The options of a Kafka table's source side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSourceOptions {
+    /// `scan.startup.mode` and its companions: where reading starts.
+    pub startup: StartupMode,
+    /// `scan.bounded.mode` and its companions: where a bounded read stops.
+    pub bounded: BoundedMode,
+    /// `max-parallelism`: at most this many readers (default: the session's parallelism).
+    pub max_parallelism: Option<usize>,
+    /// `batch-size`: records per batch (default: the session's batch size).
+    pub batch_size: Option<usize>,
+}
+
+/// The options of a Kafka table's sink side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSinkOptions {
+    /// `key.fields`: the columns forming the record key, in order (empty: records without
+    /// a key).
+    pub key_fields: Vec<String>,
+    /// `key.format` (default raw for one key field, json otherwise) and, for csv, the csv
+    /// options the key is written with.
+    pub key: FormatOptions,
+    /// `sink.delivery-guarantee` (default at-least-once).
+    pub guarantee: DeliveryGuarantee,
+    /// `sink.transactional-id-prefix`: the prefix of the exactly-once writers' transactional
+    /// ids.
+    pub transactional_id_prefix: Option<String>,
+}
 
 /// `scan.startup.mode`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +177,99 @@ fn timestamp_millis(options: &TableOptions, key: &str) -> Result<i64> {
     options.get_i64(key).map(|v| v.unwrap_or_default())
 }
 
+impl KafkaOptions {
+    /// Reads every option of a Kafka table.
+    pub fn parse(options: &TableOptions) -> Result<Self> {
+        let value = FormatOptions::parse(options, FORMATS)?;
+        let properties = options
+            .values()
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("properties.")?.to_string(), v.clone())))
+            .collect();
+        Ok(Self {
+            topic: options.required("topic")?.to_string(),
+            servers: options
+                .required("properties.bootstrap.servers")?
+                .to_string(),
+            properties,
+            timeout: options
+                .get_duration("connect.timeout")?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            source: KafkaSourceOptions::parse(options)?,
+            sink: KafkaSinkOptions::parse(options, &value)?,
+            value,
+        })
+    }
+}
+
+impl KafkaSourceOptions {
+    /// Reads the options of the source side.
+    pub fn parse(options: &TableOptions) -> Result<Self> {
+        let positive = |key: &str| -> Result<Option<usize>> {
+            match options.get_u64(key)? {
+                Some(0) => plan_err!(
+                    "option '{key}' of table {} must be at least 1",
+                    options.table()
+                ),
+                v => Ok(v.map(|v| v as usize)),
+            }
+        };
+        Ok(Self {
+            startup: StartupMode::parse(options)?,
+            bounded: BoundedMode::parse(options)?,
+            max_parallelism: positive("max-parallelism")?,
+            batch_size: positive("batch-size")?,
+        })
+    }
+}
+
+impl KafkaSinkOptions {
+    /// Reads the options of the sink side; `value` are the value's format options, whose csv
+    /// options a csv key shares.
+    pub fn parse(options: &TableOptions, value: &FormatOptions) -> Result<Self> {
+        let key_fields: Vec<String> = options
+            .get("key.fields")
+            .map(|fields| {
+                fields
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key_format =
+            Format::parse(options, "key.format", FORMATS)?.unwrap_or(if key_fields.len() == 1 {
+                Format::Raw
+            } else {
+                Format::Json
+            });
+        // Keys are only written, so only a csv key has options (the csv ones, read once for
+        // both key and value).
+        let key = match (key_format, value.format) {
+            (Format::Csv, Format::Csv) => FormatOptions {
+                ignore_parse_errors: false,
+                ..value.clone()
+            },
+            (Format::Csv, _) => FormatOptions {
+                csv: CsvOptions::parse(options)?,
+                ..FormatOptions::new(Format::Csv)
+            },
+            (format, _) => FormatOptions::new(format),
+        };
+        let transactional_id_prefix = options
+            .get("sink.transactional-id-prefix")
+            .map(str::to_string);
+        let guarantee = DeliveryGuarantee::parse(options, transactional_id_prefix.as_deref())?;
+        Ok(Self {
+            key_fields,
+            key,
+            guarantee,
+            transactional_id_prefix,
+        })
+    }
+}
+
 impl StartupMode {
     /// Reads `scan.startup.mode` and its companions.
     pub fn parse(options: &TableOptions) -> Result<Self> {
@@ -170,8 +316,9 @@ impl BoundedMode {
 }
 
 impl DeliveryGuarantee {
-    /// Reads `sink.delivery-guarantee` (default `at-least-once`).
-    pub fn parse(options: &TableOptions) -> Result<Self> {
+    /// Reads `sink.delivery-guarantee` (default `at-least-once`); exactly-once needs
+    /// `transactional_id_prefix`, the value of `sink.transactional-id-prefix`.
+    pub fn parse(options: &TableOptions, transactional_id_prefix: Option<&str>) -> Result<Self> {
         let guarantee = match options
             .get_choice("sink.delivery-guarantee", GUARANTEES)?
             .unwrap_or("at-least-once")
@@ -180,7 +327,7 @@ impl DeliveryGuarantee {
             "exactly-once" => Self::ExactlyOnce,
             _ => Self::AtLeastOnce,
         };
-        if guarantee == Self::ExactlyOnce && options.get("sink.transactional-id-prefix").is_none() {
+        if guarantee == Self::ExactlyOnce && transactional_id_prefix.is_none() {
             return plan_err!(
                 "table {} has 'sink.delivery-guarantee' = 'exactly-once' but no \
                  'sink.transactional-id-prefix'; set a prefix unique to this job, e.g. \
@@ -258,12 +405,81 @@ mod tests {
             BoundedMode::Unbounded
         );
         assert_eq!(
-            DeliveryGuarantee::parse(&opts(&[])).unwrap(),
+            DeliveryGuarantee::parse(&opts(&[]), None).unwrap(),
             DeliveryGuarantee::AtLeastOnce
         );
-        let err = DeliveryGuarantee::parse(&opts(&[("sink.delivery-guarantee", "exactly-once")]))
+        let err =
+            DeliveryGuarantee::parse(&opts(&[("sink.delivery-guarantee", "exactly-once")]), None)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("sink.transactional-id-prefix"), "{err}");
+    }
+
+    /// Every option lands in its field once; a key of one field defaults to raw, of several to
+    /// json; a csv key shares the value's csv options or reads its own.
+    #[test]
+    fn kafka_options_and_key_defaults() {
+        let o = KafkaOptions::parse(&opts(&[
+            ("topic", "bids"),
+            ("properties.bootstrap.servers", "k1:9092"),
+            ("properties.group.id", "g"),
+            ("format", "csv"),
+            ("csv.field-delimiter", "|"),
+            ("key.fields", " auction ;"),
+            ("max-parallelism", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(o.topic, "bids");
+        assert_eq!(o.servers, "k1:9092");
+        assert_eq!(
+            o.properties,
+            vec![
+                ("bootstrap.servers".to_string(), "k1:9092".to_string()),
+                ("group.id".to_string(), "g".to_string()),
+            ]
+        );
+        assert_eq!(o.timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(o.value.format, Format::Csv);
+        assert_eq!(o.value.csv.delimiter, b'|');
+        assert_eq!(
+            o.source,
+            KafkaSourceOptions {
+                startup: StartupMode::GroupOffsets,
+                bounded: BoundedMode::Unbounded,
+                max_parallelism: Some(4),
+                batch_size: None,
+            }
+        );
+        assert_eq!(o.sink.key_fields, vec!["auction".to_string()]);
+        assert_eq!(o.sink.key, FormatOptions::new(Format::Raw));
+        assert_eq!(o.sink.guarantee, DeliveryGuarantee::AtLeastOnce);
+        assert_eq!(o.sink.transactional_id_prefix, None);
+
+        let json_value = FormatOptions::new(Format::Json);
+        let two = opts(&[("key.fields", "a;b")]);
+        assert_eq!(
+            KafkaSinkOptions::parse(&two, &json_value).unwrap().key,
+            FormatOptions::new(Format::Json)
+        );
+        let csv_key = opts(&[
+            ("key.fields", "a;b"),
+            ("key.format", "csv"),
+            ("csv.field-delimiter", ";"),
+            ("sink.delivery-guarantee", "exactly-once"),
+            ("sink.transactional-id-prefix", "bids-sink"),
+        ]);
+        let sink = KafkaSinkOptions::parse(&csv_key, &json_value).unwrap();
+        assert_eq!(sink.key.format, Format::Csv);
+        assert_eq!(sink.key.csv.delimiter, b';');
+        assert_eq!(sink.guarantee, DeliveryGuarantee::ExactlyOnce);
+        assert_eq!(sink.transactional_id_prefix.as_deref(), Some("bids-sink"));
+
+        let err = KafkaSourceOptions::parse(&opts(&[("batch-size", "0")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("sink.transactional-id-prefix"), "{err}");
+        assert!(
+            err.contains("option 'batch-size' of table t must be at least 1"),
+            "{err}"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! A restarted job re-initialises the same transactional ids, which fences the crashed run's
 //! producers and aborts what they left open.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,18 +21,18 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err, exec_err, plan_err};
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
 
 use super::KafkaTable;
-use super::options::DeliveryGuarantee;
+use super::options::{DeliveryGuarantee, KafkaSinkOptions};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
-use crate::connectors::format::{LineEncoder, encoder_for};
-use crate::connectors::options::TableOptions;
+use crate::connectors::format::{Format, FormatOptions, LineEncoder, encoder as line_encoder};
 use crate::connectors::{SinkConnector, SinkWriter};
 
 /// Counts acknowledgements, keeps the first delivery error and, per partition, the offset of
@@ -100,6 +100,26 @@ struct Transactional {
     phase: Mutex<Phase>,
 }
 
+/// The pre-commit of an exactly-once writer: its flushed transaction, committed by
+/// [`KafkaSink::commit`] once the checkpoint is complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct KafkaPreCommit {
+    /// The writer's transactional id, `<prefix>-<writer>`.
+    transactional_id: String,
+    /// Number of the transaction among the writer's (the first is 1).
+    generation: u64,
+    /// The topic written. Always written; absent in the pre-commits of versions before
+    /// in-doubt transactions were resolved on recovery, which means the table's topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+    /// Per partition (its id, a JSON object key), the offset of the transaction's first
+    /// record, where recovery looks to learn whether the transaction was committed. Empty
+    /// for a transaction without records; absent (read as empty) in the pre-commits of
+    /// versions before in-doubt transactions were resolved on recovery.
+    #[serde(default)]
+    offsets: BTreeMap<i32, i64>,
+}
+
 /// The sink side of a Kafka table.
 pub struct KafkaSink {
     table: KafkaTable,
@@ -109,7 +129,8 @@ pub struct KafkaSink {
     value_columns: Vec<usize>,
     /// Indices of the key columns.
     key_columns: Vec<usize>,
-    key_format: &'static str,
+    /// The key's format and options.
+    key: FormatOptions,
     /// Index of a writable `timestamp` metadata column.
     timestamp_column: Option<usize>,
     /// Exactly-once writers by transactional id.
@@ -126,8 +147,12 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// The sink of `def`.
-    pub fn try_new(def: &TableDefinition, table: KafkaTable) -> Result<Self> {
+    /// The sink of `def`, writing with `options`.
+    pub fn try_new(
+        def: &TableDefinition,
+        table: KafkaTable,
+        options: KafkaSinkOptions,
+    ) -> Result<Self> {
         let written: Vec<_> = def.columns.iter().filter(|c| !c.is_computed()).collect();
         let value_columns = written
             .iter()
@@ -139,48 +164,34 @@ impl KafkaSink {
             matches!(&c.kind, ColumnKind::Metadata { key, is_virtual: false } if key == "timestamp")
         });
         let mut key_columns = Vec::new();
-        if let Some(fields) = table.options.get("key.fields") {
-            for name in fields.split(';').map(str::trim).filter(|n| !n.is_empty()) {
-                match written
-                    .iter()
-                    .position(|c| c.name == name && matches!(c.kind, ColumnKind::Physical))
-                {
-                    Some(i) => key_columns.push(i),
-                    None => {
-                        return plan_err!(
-                            "'key.fields' of table {} names '{name}', which is not a physical \
-                             column; list columns separated by ';'",
-                            def.name
-                        );
-                    }
+        for name in &options.key_fields {
+            match written
+                .iter()
+                .position(|c| c.name == *name && matches!(c.kind, ColumnKind::Physical))
+            {
+                Some(i) => key_columns.push(i),
+                None => {
+                    return plan_err!(
+                        "'key.fields' of table {} names '{name}', which is not a physical \
+                         column; list columns separated by ';'",
+                        def.name
+                    );
                 }
             }
         }
-        let key_format = table
-            .options
-            .get_choice("key.format", super::FORMATS)?
-            .unwrap_or(if key_columns.len() == 1 {
-                "raw"
-            } else {
-                "json"
-            });
-        if key_format == "raw" && key_columns.len() > 1 {
+        if options.key.format == Format::Raw && key_columns.len() > 1 {
             return plan_err!(
                 "'key.format' = 'raw' of table {} takes one key field, not {}; use json or csv",
                 def.name,
                 key_columns.len()
             );
         }
-        let guarantee = DeliveryGuarantee::parse(&table.options)?;
         Ok(Self {
-            prefix: table
-                .options
-                .get("sink.transactional-id-prefix")
-                .map(str::to_string),
-            guarantee,
+            prefix: options.transactional_id_prefix,
+            guarantee: options.guarantee,
             value_columns,
             key_columns,
-            key_format,
+            key: options.key,
             timestamp_column,
             transactions: Mutex::new(HashMap::new()),
             table,
@@ -272,6 +283,81 @@ impl KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// Reads back a pre-commit of [`KafkaWriter::settle_and_pre_commit`] (`None` for `Null`:
+    /// nothing to commit).
+    fn pre_commit_of(&self, pre_commit: &serde_json::Value) -> Result<Option<KafkaPreCommit>> {
+        if pre_commit.is_null() {
+            return Ok(None);
+        }
+        KafkaPreCommit::deserialize(pre_commit)
+            .map(Some)
+            .map_err(|e| {
+                exec_datafusion_err!(
+                    "the checkpointed transaction of Kafka table {} does not read as this version \
+                 writes it ({e}): {pre_commit}",
+                    self.table.table
+                )
+            })
+    }
+
+    /// Whether each transaction was committed (see [`SinkConnector::committed`]); `None`
+    /// entries are pre-commits without a transaction.
+    fn verdicts(&self, pre_commits: &[Option<KafkaPreCommit>]) -> Result<Vec<Option<bool>>> {
+        // Where each transaction's records begin: (topic, partition, first offset, which).
+        let mut starts = Vec::new();
+        for (i, pre_commit) in pre_commits.iter().enumerate() {
+            let Some(pre_commit) = pre_commit else {
+                continue;
+            };
+            let topic = pre_commit.topic.as_deref().unwrap_or(&self.table.topic);
+            for (&partition, &offset) in &pre_commit.offsets {
+                starts.push((topic.to_string(), partition, offset, i));
+            }
+        }
+        starts.sort();
+        // A transaction pre-committed again (its checkpoint was aborted) is one transaction.
+        let mut first_of: HashMap<(String, u64), usize> = HashMap::new();
+        let same: Vec<usize> = pre_commits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c {
+                Some(c) => *first_of
+                    .entry((c.transactional_id.clone(), c.generation))
+                    .or_insert(i),
+                None => i,
+            })
+            .collect();
+        starts.retain(|(_, _, _, i)| same[*i] == *i);
+        // A read_committed consumer reads a partition up to its first open transaction (the
+        // last stable offset). Looked up in offset order, each undecided transaction's first
+        // record is either visible (committed), skipped (aborted) or the end of what the
+        // consumer may read (still open); past an open one the partition tells nothing more.
+        // One partition decides a transaction: it commits in all of them at once.
+        let mut verdicts = vec![None; pre_commits.len()];
+        let mut blocked: Option<(&str, i32)> = None;
+        for (topic, partition, offset, i) in &starts {
+            if blocked == Some((topic.as_str(), *partition)) {
+                continue;
+            }
+            let verdict = match verdicts[*i] {
+                Some(v) => Some(v),
+                None => {
+                    let v = self.record_is_committed(topic, *partition, *offset)?;
+                    verdicts[*i] = v;
+                    v
+                }
+            };
+            // Past an open or aborted transaction (or one that could not be read) the partition
+            // tells nothing more (one not committed is enough to restore an older checkpoint).
+            if verdict != Some(true) {
+                blocked = Some((topic.as_str(), *partition));
+            }
+        }
+        Ok(same.iter().map(|&first| verdicts[first]).collect())
+    }
+}
+
 impl SinkConnector for KafkaSink {
     fn name(&self) -> &'static str {
         "kafka"
@@ -302,9 +388,9 @@ impl SinkConnector for KafkaSink {
             }
             None => None,
         };
-        let value = encoder(self.table.format, &self.table.options)?;
+        let value = encoder(&self.table.value)?;
         let key = (!self.key_columns.is_empty())
-            .then(|| encoder(self.key_format, &self.table.options))
+            .then(|| encoder(&self.key))
             .transpose()?;
         Ok(Box::new(KafkaWriter {
             table: self.table.clone(),
@@ -326,17 +412,19 @@ impl SinkConnector for KafkaSink {
     }
 
     fn commit(&self, pre_commit: &serde_json::Value) -> Result<()> {
-        let (Some(id), Some(generation)) = (
-            pre_commit.get("transactional_id").and_then(|v| v.as_str()),
-            pre_commit.get("generation").and_then(|v| v.as_u64()),
-        ) else {
+        let Some(KafkaPreCommit {
+            transactional_id: id,
+            generation,
+            ..
+        }) = self.pre_commit_of(pre_commit)?
+        else {
             return Ok(());
         };
         let transaction = self
             .transactions
             .lock()
             .map_err(|_| poisoned())?
-            .get(id)
+            .get(&id)
             .cloned();
         let Some(transaction) = transaction else {
             // A transaction of an earlier run: restarting fenced its producer, which aborted
@@ -380,17 +468,20 @@ impl SinkConnector for KafkaSink {
     /// A transaction that was not committed publishes nothing (the restarted producer aborts
     /// it); a committed one cannot be taken back.
     fn uncommit(&self, pre_commit: &serde_json::Value) -> Result<()> {
-        let Some(id) = pre_commit.get("transactional_id").and_then(|v| v.as_str()) else {
+        let Some(transaction) = self.pre_commit_of(pre_commit)? else {
             return Ok(());
         };
-        let has_records = pre_commit
-            .get("offsets")
-            .and_then(|o| o.as_object())
-            .is_some_and(|o| !o.is_empty());
-        if !has_records {
+        // Without records there is nothing to take back.
+        if transaction.offsets.is_empty() {
             return Ok(());
         }
-        match self.committed(&[pre_commit])?.first().copied().flatten() {
+        let id = transaction.transactional_id.clone();
+        match self
+            .verdicts(&[Some(transaction)])?
+            .first()
+            .copied()
+            .flatten()
+        {
             Some(false) => Ok(()),
             Some(true) => Err(datafusion::common::DataFusionError::Plan(format!(
                 "its Kafka transaction {id} was committed: its records stay in topic {}",
@@ -403,68 +494,17 @@ impl SinkConnector for KafkaSink {
     }
 
     fn committed(&self, pre_commits: &[&serde_json::Value]) -> Result<Vec<Option<bool>>> {
-        // Where each transaction's records begin: (topic, partition, first offset, which).
-        let mut starts = Vec::new();
-        for (i, pre_commit) in pre_commits.iter().enumerate() {
-            let topic = pre_commit
-                .get("topic")
-                .and_then(|t| t.as_str())
-                .unwrap_or(&self.table.topic);
-            let offsets = pre_commit.get("offsets").and_then(|o| o.as_object());
-            for (partition, offset) in offsets.into_iter().flatten() {
-                if let (Ok(partition), Some(offset)) = (partition.parse::<i32>(), offset.as_i64()) {
-                    starts.push((topic.to_string(), partition, offset, i));
-                }
-            }
-        }
-        starts.sort();
-        // A transaction pre-committed again (its checkpoint was aborted) is one transaction.
-        let mut first_of: HashMap<(String, u64), usize> = HashMap::new();
-        let same: Vec<usize> = pre_commits
+        let pre_commits = pre_commits
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let id = c.get("transactional_id").and_then(|v| v.as_str());
-                let generation = c.get("generation").and_then(|v| v.as_u64());
-                match id.zip(generation) {
-                    Some((id, g)) => *first_of.entry((id.to_string(), g)).or_insert(i),
-                    None => i,
-                }
-            })
-            .collect();
-        starts.retain(|(_, _, _, i)| same[*i] == *i);
-        // A read_committed consumer reads a partition up to its first open transaction (the
-        // last stable offset). Looked up in offset order, each undecided transaction's first
-        // record is either visible (committed), skipped (aborted) or the end of what the
-        // consumer may read (still open); past an open one the partition tells nothing more.
-        // One partition decides a transaction: it commits in all of them at once.
-        let mut verdicts = vec![None; pre_commits.len()];
-        let mut blocked: Option<(&str, i32)> = None;
-        for (topic, partition, offset, i) in &starts {
-            if blocked == Some((topic.as_str(), *partition)) {
-                continue;
-            }
-            let verdict = match verdicts[*i] {
-                Some(v) => Some(v),
-                None => {
-                    let v = self.record_is_committed(topic, *partition, *offset)?;
-                    verdicts[*i] = v;
-                    v
-                }
-            };
-            // Past an open or aborted transaction (or one that could not be read) the partition
-            // tells nothing more (one not committed is enough to restore an older checkpoint).
-            if verdict != Some(true) {
-                blocked = Some((topic.as_str(), *partition));
-            }
-        }
-        Ok(same.iter().map(|&first| verdicts[first]).collect())
+            .map(|c| self.pre_commit_of(c))
+            .collect::<Result<Vec<_>>>()?;
+        self.verdicts(&pre_commits)
     }
 
     fn explain(&self) -> String {
         format!(
             "topic={}, format={}, servers={}, delivery={:?}",
-            self.table.topic, self.table.format, self.table.servers, self.guarantee
+            self.table.topic, self.table.value.format, self.table.servers, self.guarantee
         )
     }
 }
@@ -481,10 +521,11 @@ enum RowEncoder {
     Raw,
 }
 
-fn encoder(format: &str, options: &TableOptions) -> Result<RowEncoder> {
-    Ok(match format {
-        "raw" => RowEncoder::Raw,
-        lines => RowEncoder::Lines(encoder_for(lines, options)?),
+/// The encoder of records of `options.format`.
+fn encoder(options: &FormatOptions) -> Result<RowEncoder> {
+    Ok(match options.format {
+        Format::Raw => RowEncoder::Raw,
+        Format::Json | Format::Csv => RowEncoder::Lines(line_encoder(options)?),
     })
 }
 
@@ -703,17 +744,15 @@ impl KafkaWriter {
         self.set_phase(Phase::PreCommitted(self.generation))?;
         // Where the transaction's records begin: recovery looks them up to learn whether a
         // transaction left in doubt by a crash was committed.
-        let offsets: serde_json::Map<String, serde_json::Value> = self
-            .written
-            .iter()
-            .map(|(p, o)| (p.to_string(), (*o).into()))
-            .collect();
-        Ok(serde_json::json!({
-            "transactional_id": id,
-            "generation": self.generation,
-            "topic": self.table.topic,
-            "offsets": offsets,
-        }))
+        let pre_commit = KafkaPreCommit {
+            transactional_id: id,
+            generation: self.generation,
+            topic: Some(self.table.topic.clone()),
+            offsets: self.written.iter().map(|(&p, &o)| (p, o)).collect(),
+        };
+        serde_json::to_value(&pre_commit).map_err(|e| {
+            exec_datafusion_err!("the pre-commit of Kafka table {}: {e}", self.table.table)
+        })
     }
 
     async fn flush(&self) -> Result<()> {
@@ -787,8 +826,10 @@ mod tests {
             ],
         )
         .unwrap();
-        let options = TableOptions::default();
-        let json = encoder("json", &options).unwrap().encode(&batch).unwrap();
+        let json = encoder(&FormatOptions::new(Format::Json))
+            .unwrap()
+            .encode(&batch)
+            .unwrap();
         assert_eq!(
             json,
             vec![
@@ -796,15 +837,46 @@ mod tests {
                 Some(br#"{"id":2}"#.to_vec())
             ]
         );
-        let csv = encoder("csv", &options).unwrap().encode(&batch).unwrap();
+        let csv = encoder(&FormatOptions::new(Format::Csv))
+            .unwrap()
+            .encode(&batch)
+            .unwrap();
         assert_eq!(
             csv,
             vec![Some(b"1,\"a\nb\"".to_vec()), Some(b"2,".to_vec())]
         );
-        let raw = encoder("raw", &options)
+        let raw = encoder(&FormatOptions::new(Format::Raw))
             .unwrap()
             .encode(&batch.project(&[1]).unwrap())
             .unwrap();
         assert_eq!(raw, vec![Some(b"a\nb".to_vec()), None]);
+    }
+
+    /// A pre-commit in the layout this version writes reads back and writes out unchanged;
+    /// one of a version before in-doubt resolution (no topic, no offsets) still reads.
+    #[test]
+    fn pre_commit_layout() {
+        let written = serde_json::json!({
+            "transactional_id": "orders-sink-1",
+            "generation": 3,
+            "topic": "orders",
+            "offsets": {"0": 120, "2": 7},
+        });
+        let pre_commit = KafkaPreCommit::deserialize(&written).unwrap();
+        assert_eq!(
+            pre_commit,
+            KafkaPreCommit {
+                transactional_id: "orders-sink-1".to_string(),
+                generation: 3,
+                topic: Some("orders".to_string()),
+                offsets: BTreeMap::from([(0, 120), (2, 7)]),
+            }
+        );
+        assert_eq!(serde_json::to_value(&pre_commit).unwrap(), written);
+
+        let older = serde_json::json!({"transactional_id": "orders-sink-0", "generation": 1});
+        let pre_commit = KafkaPreCommit::deserialize(&older).unwrap();
+        assert_eq!(pre_commit.topic, None);
+        assert!(pre_commit.offsets.is_empty());
     }
 }

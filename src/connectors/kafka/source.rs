@@ -9,19 +9,20 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err, exec_err};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::KafkaTable;
-use super::options::{BoundedMode, StartupMode};
+use super::options::{BoundedMode, KafkaSourceOptions, StartupMode};
 use super::records::{BatchAssembler, OutputColumn, RecordBuffer};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
-use crate::connectors::format::decoder_for;
+use crate::connectors::format::{Format, decoder};
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
 /// How long one poll waits when nothing is buffered.
@@ -44,8 +45,12 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// The source of `def`.
-    pub fn try_new(def: &TableDefinition, table: KafkaTable) -> Result<Self> {
+    /// The source of `def`, reading with `options`.
+    pub fn try_new(
+        def: &TableDefinition,
+        table: KafkaTable,
+        options: KafkaSourceOptions,
+    ) -> Result<Self> {
         let mut physical = 0;
         let origins = def
             .source_columns()
@@ -58,19 +63,19 @@ impl KafkaSource {
                 }
             })
             .collect();
-        let positive = |key: &str| -> Result<Option<usize>> {
-            match table.options.get_u64(key)? {
-                Some(0) => plan_err!("option '{key}' of table {} must be at least 1", def.name),
-                v => Ok(v.map(|v| v as usize)),
-            }
-        };
+        let KafkaSourceOptions {
+            startup,
+            bounded,
+            max_parallelism,
+            batch_size,
+        } = options;
         Ok(Self {
             schema: def.source_schema(),
             origins,
-            startup: StartupMode::parse(&table.options)?,
-            bounded: BoundedMode::parse(&table.options)?,
-            max_parallelism: positive("max-parallelism")?,
-            batch_size: positive("batch-size")?,
+            startup,
+            bounded,
+            max_parallelism,
+            batch_size,
             partitions: Mutex::new(None),
             table,
         })
@@ -177,9 +182,8 @@ impl SourceConnector for KafkaSource {
             None
         } else {
             let values = Arc::new(self.table.physical.project(&value_projection)?);
-            Some(decoder_for(
-                self.table.format,
-                &self.table.options,
+            Some(decoder(
+                &self.table.value,
                 values,
                 Arc::clone(&self.table.physical),
                 &value_projection,
@@ -215,7 +219,7 @@ impl SourceConnector for KafkaSource {
     fn explain(&self) -> String {
         format!(
             "topic={}, format={}, servers={}",
-            self.table.topic, self.table.format, self.table.servers
+            self.table.topic, self.table.value.format, self.table.servers
         )
     }
 }
@@ -308,19 +312,16 @@ impl SourceReader for KafkaReader {
             return exec_err!("a Kafka reader can only be restored before it starts");
         };
         // Positions are per Kafka partition, so any parallelism can resume any other's.
-        for position in saved {
-            let Some(offsets) = position.position.get("offsets").and_then(|o| o.as_object()) else {
-                return exec_err!(
-                    "the checkpointed position of Kafka table {} is not readable: {}",
+        for s in saved {
+            let position = KafkaPosition::deserialize(&s.position).map_err(|e| {
+                exec_datafusion_err!(
+                    "the checkpointed position of Kafka table {} does not read as this version \
+                     writes it ({e}): {}",
                     plan.table.table,
-                    position.position
-                );
-            };
-            for (partition, offset) in offsets {
-                if let (Ok(p), Some(o)) = (partition.parse::<i32>(), offset.as_i64()) {
-                    plan.resume.insert(p, o);
-                }
-            }
+                    s.position
+                )
+            })?;
+            plan.resume.extend(position.offsets);
         }
         Ok(())
     }
@@ -399,7 +400,7 @@ fn read_partitions(
     let start = SourceBatch {
         batch: RecordBatch::new_empty(Arc::clone(&plan.assembler.schema)),
         split: 0,
-        position: Some(position(&splits)),
+        position: Some(position(&splits)?),
     };
     if tx.blocking_send(Ok(Some(start))).is_err() {
         return Ok(());
@@ -473,7 +474,7 @@ fn read_partitions(
                 // Tombstones carry no row; nor do blank json/csv values (raw keeps them).
                 if let Some(value) = message
                     .payload()
-                    .filter(|v| table.format == "raw" || !is_blank(v))
+                    .filter(|v| table.value.format == Format::Raw || !is_blank(v))
                 {
                     let key = if plan.wants_key { message.key() } else { None };
                     split.buffer.push(value, offset, time, key);
@@ -563,18 +564,26 @@ fn emit(
     let batch = SourceBatch {
         batch,
         split: i,
-        position: Some(position(splits)),
+        position: Some(position(splits)?),
     };
     Ok(tx.blocking_send(Ok(Some(batch))).is_ok())
 }
 
+/// The checkpoint position of a Kafka reader ([`SourceBatch::position`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct KafkaPosition {
+    /// Per Kafka partition of the reader (its id, a JSON object key), the next offset after
+    /// the rows handed out.
+    offsets: BTreeMap<i32, i64>,
+}
+
 /// The checkpoint position: the next offset after the emitted rows of every partition.
-fn position(splits: &[Split]) -> serde_json::Value {
-    let offsets: BTreeMap<String, i64> = splits
-        .iter()
-        .map(|s| (s.partition.to_string(), s.emitted))
-        .collect();
-    serde_json::json!({ "offsets": offsets })
+fn position(splits: &[Split]) -> Result<serde_json::Value> {
+    let position = KafkaPosition {
+        offsets: splits.iter().map(|s| (s.partition, s.emitted)).collect(),
+    };
+    serde_json::to_value(&position)
+        .map_err(|e| exec_datafusion_err!("the position of a Kafka reader: {e}"))
 }
 
 /// Start (and for bounded reads, stop) offsets of every partition of the reader.

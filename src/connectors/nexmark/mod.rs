@@ -23,11 +23,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{Result, exec_datafusion_err, plan_datafusion_err, plan_err};
+use serde::{Deserialize, Serialize};
 
 use self::generator::{NexmarkConfig, NexmarkGenerator, NexmarkTable};
-use super::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use super::{SavedPosition, SourceBatch, SourceConnector, SourceReader, same_partition_position};
+use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::TableDefinition;
 
 /// Options of Nexmark tables.
@@ -180,6 +181,14 @@ impl SourceConnector for NexmarkConnector {
     }
 }
 
+/// The checkpoint position of a Nexmark reader: a bare JSON number.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct NexmarkPosition {
+    /// The next event number the reader's split looks at ([`NexmarkGenerator::position`]).
+    next_event: u64,
+}
+
 struct NexmarkReader {
     generator: NexmarkGenerator,
     batch_size: usize,
@@ -203,7 +212,11 @@ impl SourceReader for NexmarkReader {
             max_rows = max_rows.min((self.tps / 10).max(1) as usize);
         }
         let batch = self.generator.next_batch(max_rows)?;
-        let position = serde_json::json!(self.generator.position());
+        let position = NexmarkPosition {
+            next_event: self.generator.position(),
+        };
+        let position = serde_json::to_value(position)
+            .map_err(|e| exec_datafusion_err!("the position of a nexmark reader: {e}"))?;
         Ok(batch.map(|b| SourceBatch::new(b).with_position(position)))
     }
 
@@ -215,12 +228,12 @@ impl SourceReader for NexmarkReader {
     ) -> Result<()> {
         let saved = same_partition_position("nexmark", saved, partition, num_partitions)?;
         if let Some(position) = saved {
-            let Some(next) = position.as_u64() else {
-                return datafusion::common::plan_err!(
-                    "nexmark checkpoint position {position} is not an event number"
-                );
-            };
-            self.generator.seek(next);
+            let restored = NexmarkPosition::deserialize(position).map_err(|e| {
+                plan_datafusion_err!(
+                    "nexmark checkpoint position {position} is not an event number ({e})"
+                )
+            })?;
+            self.generator.seek(restored.next_event);
             if self.throttle.is_some() {
                 // Resume the pacing where the restored events are due, not from the start.
                 let due_ms =

@@ -31,22 +31,25 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
 
 use super::JoinParts;
 use super::state::SideCodec;
 use super::window_rows::{WindowRows, for_each_stored};
-use crate::checkpoint::operator::{OperatorCheckpoint, Restored, RestoredDatabases};
-use crate::config::{SabotConfig, StateBackend};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{
+    OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_watermark,
+};
 use crate::physical::operator::{
     Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
 };
 use crate::physical::streaming::{
-    StreamingExec, data_only, execute_input, window_columns, window_time_columns,
+    OperatorState, StreamingExec, data_only, execute_input, window_columns, window_time_columns,
 };
 use crate::physical::window_spec::WindowField;
 use crate::physical::window_spec::WindowSpec;
+use crate::state::backend::StateBackend;
 use crate::state::redistribute::rows_of_partition;
 
 /// See the module docs.
@@ -61,6 +64,9 @@ pub struct WindowJoinExec {
     null_equality: NullEquality,
     /// Index of `window_end` in the left and the right input.
     window_end: [usize; 2],
+    /// Where the buffered rows live: chosen by the planner
+    /// ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -123,9 +129,20 @@ impl WindowJoinExec {
             projection,
             null_equality,
             window_end,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// The state (see [`StreamingExec::state`]): the rows of both sides per join key and
+    /// window, freed when both watermarks pass the window's end.
+    fn state_declaration(&self) -> OperatorState {
+        OperatorState {
+            backend: self.backend.clone(),
+            keys: self.on.iter().map(|(l, _)| l.to_string()).collect(),
+            freed: "when both watermarks pass the window's end",
+        }
     }
 }
 
@@ -141,7 +158,11 @@ impl DisplayAs for WindowJoinExec {
         if let Some(filter) = &self.filter {
             write!(f, ", filter={filter}")?;
         }
-        write!(f, ", emit=when both watermarks pass window_end")
+        write!(
+            f,
+            ", emit=when both watermarks pass window_end, state={}",
+            self.state_declaration()
+        )
     }
 }
 
@@ -172,7 +193,7 @@ impl ExecutionPlan for WindowJoinExec {
         let [left, right] = children.as_slice() else {
             return internal_err!("WindowJoinExec has two children");
         };
-        Ok(Arc::new(Self::try_new(
+        let mut node = Self::try_new(
             Arc::clone(left),
             Arc::clone(right),
             self.on.clone(),
@@ -182,7 +203,9 @@ impl ExecutionPlan for WindowJoinExec {
             self.null_equality,
             self.window_end,
             self.schema(),
-        )?))
+        )?;
+        node.backend = self.backend.clone();
+        Ok(Arc::new(node))
     }
 
     fn execute(
@@ -204,6 +227,26 @@ impl ExecutionPlan for WindowJoinExec {
 impl StreamingExec for WindowJoinExec {
     fn checkpointed(&self) -> bool {
         true
+    }
+
+    fn state(&self) -> Option<OperatorState> {
+        Some(self.state_declaration())
+    }
+
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let mut node = Self::try_new(
+            Arc::clone(&self.left),
+            Arc::clone(&self.right),
+            self.on.clone(),
+            self.filter.clone(),
+            self.join_type,
+            self.projection.clone(),
+            self.null_equality,
+            self.window_end,
+            self.schema(),
+        )?;
+        node.backend = backend.clone();
+        Ok(Some(Arc::new(node)))
     }
 
     /// The window columns of the output: the left input's, as far as the output keeps them.
@@ -233,11 +276,7 @@ impl StreamingExec for WindowJoinExec {
         let left = execute_input(&self.left, partition, Arc::clone(&context))?;
         let right = execute_input(&self.right, partition, Arc::clone(&context))?;
         let inputs = [self.left.schema(), self.right.schema()];
-        let config = context.session_config().get_extension::<SabotConfig>();
-        let rocks_dir = config
-            .as_ref()
-            .filter(|c| c.state_backend == StateBackend::RocksDb)
-            .map(|c| (c.rocksdb_dir(), format!("join-p{partition}")));
+        let rocks_dir = self.backend.rocksdb("join", partition);
         let rows = match &rocks_dir {
             Some((root, label)) => WindowRows::rocks(root, label, inputs.clone())?,
             None => WindowRows::memory(),
@@ -336,26 +375,51 @@ impl WindowJoinStream {
         Ok(late)
     }
 
-    fn meta(&self, watermarks: &[i64]) -> serde_json::Value {
-        let mut meta = serde_json::json!({ "watermarks": watermarks });
-        if let WindowRows::Rocks(r) = &self.rows {
-            meta["backend"] = "rocksdb".into();
-            meta["ends"] = r.ends().into();
-            meta["next"] = r.next().into();
+    fn meta(&self, watermarks: &[i64]) -> WindowJoinMeta {
+        let rocks = match &self.rows {
+            WindowRows::Rocks(r) => Some(r),
+            WindowRows::Memory(..) => None,
+        };
+        WindowJoinMeta {
+            watermarks: watermarks.to_vec(),
+            ends: rocks.map(|r| r.ends()),
+            next: rocks.map(|r| r.next()),
+            backend: rocks.map(|_| SavedBackend::Rocksdb),
         }
-        meta
     }
 }
 
+/// What a partition of a window join records in a checkpoint besides its rows.
+#[derive(Debug, Serialize, Deserialize)]
+struct WindowJoinMeta {
+    /// Each input's watermark.
+    watermarks: Vec<i64>,
+    /// RocksDB: the ends of the windows in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ends: Option<Vec<i64>>,
+    /// RocksDB: the next entry number to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<u64>,
+    /// RocksDB: says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<SavedBackend>,
+}
+
 impl Operator for WindowJoinStream {
+    type Meta = WindowJoinMeta;
+
     /// Restores the buffered windows and watermarks of the checkpoint the job resumes from.
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
+        let metas: Vec<WindowJoinMeta> = restored.metas("window join")?;
         let watermarks: Vec<i64> = (0..2)
-            .map(|side| restored.min_meta_at("watermarks", side, NO_WATERMARK))
+            .map(|side| {
+                let of_side = metas.iter().map(|m| m.watermarks.get(side).copied());
+                min_watermark(of_side.map(|w| w.unwrap_or(NO_WATERMARK)), NO_WATERMARK)
+            })
             .collect();
         let output = watermarks[0].min(watermarks[1]);
         let rocksdb = matches!(self.rows, WindowRows::Rocks(_));
@@ -366,8 +430,10 @@ impl Operator for WindowJoinStream {
                 else {
                     return internal_err!("RocksDB window join state without its directory");
                 };
-                let ends = saved.meta_i64s("ends", "window join")?;
-                let next = saved.meta_u64("next", "window join")?;
+                let own: WindowJoinMeta = saved.meta("window join")?;
+                let (Some(ends), Some(next)) = (own.ends, own.next) else {
+                    return internal_err!("a RocksDB window join checkpoint without its windows");
+                };
                 rows.adopt(root, label, dir, ends, next)?;
                 checkpoint.adopted(saved);
             }
@@ -453,7 +519,7 @@ impl Operator for WindowJoinStream {
         }
         let meta = self.meta(watermarks.inputs());
         let windows = match &self.rows {
-            WindowRows::Rocks(r) => return checkpoint.snapshot_db(epoch, meta, r.db()),
+            WindowRows::Rocks(r) => return checkpoint.snapshot_db(epoch, &meta, r.db()),
             WindowRows::Memory(windows, _) => windows,
         };
         let mut batches = Vec::new();
@@ -465,12 +531,17 @@ impl Operator for WindowJoinStream {
                 }
             }
         }
-        checkpoint.snapshot(epoch, meta, batches)
+        checkpoint.snapshot(epoch, &meta, batches)
     }
 
     /// Every input ended: their watermarks are the end of time, so every window has fired.
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
-        serde_json::json!({ "watermarks": watermarks.inputs() })
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> WindowJoinMeta {
+        WindowJoinMeta {
+            watermarks: watermarks.inputs().to_vec(),
+            ends: None,
+            next: None,
+            backend: None,
+        }
     }
 
     fn state_size(&self) -> StateSize {

@@ -14,13 +14,13 @@ use datafusion::physical_plan::metrics::{
 
 use super::inputs::{Event, Inputs};
 use super::{Context, Operator, Watermarks};
-use crate::checkpoint::operator::OperatorCheckpoint;
 use crate::metrics::OperatorSeries;
+use crate::physical::job_context::JobContext;
 use crate::physical::message::{
     CheckpointBarrier, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
 };
+use crate::physical::operator::checkpoint::OperatorCheckpoint;
 use crate::physical::state_memory::StateMemory;
-use crate::runtime::job_context::JobContext;
 
 /// One partition of a stateful operator, run (see the module docs of `operator`).
 pub struct Driver<O: Operator> {
@@ -121,8 +121,7 @@ impl<O: Operator> Driver<O> {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => return Some(Err(e)),
                 None => {
-                    self.end();
-                    return None;
+                    return self.end().err().map(Err);
                 }
             };
             if let Err(e) = self.handle(event).await {
@@ -201,17 +200,18 @@ impl<O: Operator> Driver<O> {
     }
 
     /// Every input ended: the final metadata to the checkpoint.
-    fn end(&mut self) {
+    fn end(&mut self) -> Result<()> {
         self.ended = true;
         let watermarks = Watermarks {
             inputs: self.inputs.watermarks(),
             output: self.emitted,
         };
         let meta = self.op.end(&watermarks);
-        if let Some(checkpoint) = &mut self.checkpoint {
-            checkpoint.finish(meta);
-        }
         self.metrics.baseline.done();
+        match &mut self.checkpoint {
+            Some(checkpoint) => checkpoint.finish(&meta),
+            None => Ok(()),
+        }
     }
 
     /// Queues what the last callback emitted.
@@ -282,8 +282,8 @@ impl<O: Operator> Driver<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::operator::Restored;
     use crate::physical::message::END_OF_TIME;
+    use crate::physical::operator::checkpoint::Restored;
     use crate::physical::operator::{RestoredWatermarks, StateSize};
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -348,9 +348,9 @@ mod tests {
             unreachable!("no checkpoints here")
         }
 
-        fn end(&mut self, _: &Watermarks<'_>) -> serde_json::Value {
-            serde_json::Value::Null
-        }
+        type Meta = ();
+
+        fn end(&mut self, _: &Watermarks<'_>) {}
 
         fn state_size(&self) -> StateSize {
             StateSize {

@@ -22,7 +22,11 @@
 //!   state's size as metrics;
 //! - in debug builds it checks the protocol it emits: watermarks never go back, barriers come
 //!   in increasing order, nothing follows the end.
+//!
+//! [`checkpoint`] is what the driver and the operators use to hand a partition's state to the
+//! job's checkpoint at a barrier and to restore it (re-keyed when the parallelism changed).
 
+pub mod checkpoint;
 mod driver;
 pub mod inputs;
 
@@ -30,11 +34,13 @@ use std::future::Future;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub use driver::Driver;
 
 use super::message::{NO_WATERMARK, StreamBatch};
-use crate::checkpoint::operator::{OperatorCheckpoint, Restored};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored};
 
 /// What an operator restored from a checkpoint: its inputs' watermarks and the watermark its
 /// output had carried.
@@ -59,6 +65,10 @@ impl RestoredWatermarks {
 /// A stateful streaming operator's side of the lifecycle (see the module docs). One value
 /// serves one partition.
 pub trait Operator: Send + 'static {
+    /// What a partition records in a checkpoint besides its state rows (watermarks, counters),
+    /// read back by [`restore`](Self::restore) through [`Restored::metas`].
+    type Meta: Serialize + DeserializeOwned;
+
     /// Restores the state of the checkpoint the job resumes from (called once, before any
     /// message, and only when there is one).
     fn restore(
@@ -92,7 +102,7 @@ pub trait Operator: Send + 'static {
 
     /// Every input ended (after the final watermark was handled): the metadata later
     /// checkpoints hold for this partition.
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value;
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> Self::Meta;
 
     /// Rows and bytes of state held in memory (under RocksDB, what is buffered in memory).
     fn state_size(&self) -> StateSize;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -15,51 +15,25 @@ use datafusion::physical_plan::{
     InputDistributionRequirements, PlanProperties,
 };
 
+use super::definition::{OpenPartition, WindowAggregation};
 use super::session::SessionAggregateStream;
 use super::stream::WindowAggregateStream;
-use crate::physical::aggregation::AggregateSet;
 use crate::physical::message::MessageStream;
-use crate::physical::streaming::{StreamingExec, data_only, execute_input, window_time_columns};
-use crate::physical::window_spec::WindowField;
-use crate::physical::window_spec::{GroupColumn, GroupingSetKeys};
-use crate::physical::window_spec::{WindowKind, WindowSpec, format_ms};
-
-/// What a window aggregation computes, over its input's columns.
-#[derive(Debug, Clone)]
-pub struct WindowAggregation {
-    /// The window.
-    pub spec: WindowSpec,
-    /// Event time of a row.
-    pub time_expr: Arc<dyn PhysicalExpr>,
-    /// Group keys other than the window columns, with their output names.
-    pub keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
-    /// SESSION: sessions are tracked per value of these expressions.
-    pub partition_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// The aggregate functions.
-    pub aggregates: Arc<AggregateSet>,
-    /// Output order of keys and window columns.
-    pub group_columns: Vec<GroupColumn>,
-    /// `GROUPING SETS` / `ROLLUP` / `CUBE`: each row counts once per set, under the set's
-    /// keys (the others NULL) and its `__grouping_id`; empty for a plain GROUP BY.
-    pub grouping_sets: Vec<GroupingSetKeys>,
-    /// The `__grouping_id` column (with grouping sets), kept as the last group key.
-    pub grouping_id: Option<Field>,
-}
-
-impl WindowAggregation {
-    /// Number of key columns of the state: the keys, and the grouping id with grouping sets.
-    pub fn state_keys(&self) -> usize {
-        self.keys.len() + usize::from(self.grouping_id.is_some())
-    }
-}
+use crate::physical::streaming::{
+    OperatorState, StreamingExec, data_only, execute_input, window_time_columns,
+};
+use crate::physical::window_spec::{GroupColumn, WindowField, WindowKind, WindowSpec, format_ms};
+use crate::state::backend::StateBackend;
 
 /// TUMBLE / HOP / SESSION aggregation (see the module docs).
 #[derive(Debug)]
 pub struct WindowAggregateExec {
-    pub(super) input: Arc<dyn ExecutionPlan>,
-    pub(super) def: WindowAggregation,
+    input: Arc<dyn ExecutionPlan>,
+    def: WindowAggregation,
+    /// Where the state lives: chosen by the planner ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
-    pub(super) metrics: ExecutionPlanMetricsSet,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl WindowAggregateExec {
@@ -79,6 +53,7 @@ impl WindowAggregateExec {
         Ok(Self {
             input,
             def,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -105,6 +80,37 @@ impl WindowAggregateExec {
             Vec::new()
         } else {
             self.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect()
+        }
+    }
+}
+
+impl WindowAggregateExec {
+    /// The state (see [`StreamingExec::state`]): per group key and window (per session key
+    /// for SESSION), freed when the window fires.
+    fn state_declaration(&self) -> OperatorState {
+        let mut keys: Vec<String> = self
+            .def
+            .partition_keys
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        keys.extend(self.def.keys.iter().map(|(_, n)| n.clone()));
+        keys.push(
+            if self.is_session() {
+                "session"
+            } else {
+                "window"
+            }
+            .to_string(),
+        );
+        OperatorState {
+            backend: self.backend.clone(),
+            keys,
+            freed: if self.is_session() {
+                "when the watermark passes the session's end"
+            } else {
+                "when the watermark passes the window's end"
+            },
         }
     }
 }
@@ -140,10 +146,11 @@ impl DisplayAs for WindowAggregateExec {
         }
         write!(
             f,
-            ", keys=[{}], aggr=[{}], partitions={}, emit=on watermark, late=drop",
+            ", keys=[{}], aggr=[{}], partitions={}, emit=on watermark, late=drop, state={}",
             keys.join(", "),
             aggs.join(", "),
-            self.properties.partitioning.partition_count()
+            self.properties.partitioning.partition_count(),
+            self.state_declaration(),
         )
     }
 }
@@ -196,11 +203,9 @@ impl ExecutionPlan for WindowAggregateExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("WindowAggregateExec needs exactly one child");
         };
-        Ok(Arc::new(Self::try_new(
-            input,
-            self.def.clone(),
-            self.schema(),
-        )?))
+        let mut node = Self::try_new(input, self.def.clone(), self.schema())?;
+        node.backend = self.backend.clone();
+        Ok(Arc::new(node))
     }
 
     fn execute(
@@ -241,12 +246,35 @@ impl StreamingExec for WindowAggregateExec {
         window_time_columns(&self.window_columns())
     }
 
+    fn state(&self) -> Option<OperatorState> {
+        Some(self.state_declaration())
+    }
+
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        Ok(Some(Arc::new(Self {
+            input: Arc::clone(&self.input),
+            def: self.def.clone(),
+            backend: backend.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, Arc::clone(&context))?;
+        let open = OpenPartition {
+            exec: self,
+            def: &self.def,
+            backend: &self.backend,
+            metrics: &self.metrics,
+            input_schema: self.input.schema(),
+            partition,
+            context: &context,
+        };
         if self.is_session() {
-            SessionAggregateStream::open(self, input, partition, &context)
+            SessionAggregateStream::open(open, input)
         } else {
-            WindowAggregateStream::open(self, input, partition, &context)
+            WindowAggregateStream::open(open, input)
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `WindowAggregateExec`: TUMBLE and HOP aggregation, one row per key and window.
 //!
-//! - [`exec`]: the plan node, its distribution (hash of the group keys) and EXPLAIN line.
+//! - [`definition`]: what the aggregation computes, as the planner built it.
+//! - [`exec`]: the plan node, its distribution (hash of the group keys), its state backend
+//!   and EXPLAIN line.
 //! - [`slices`]: the state, slices of `gcd(size, slide)` ms each holding a DataFusion group
 //!   table, and how windows are assembled from them.
 //! - [`rocks_slices`]: the same slices in RocksDB (`state.backend` = `rocksdb`).
@@ -27,10 +29,12 @@
 //! sessions) is handed to the checkpoint coordinator; **watermarks** are forwarded after the
 //! windows they fire.
 
+mod definition;
 mod exec;
 mod rocks_slices;
 mod session;
 mod slices;
 mod stream;
 
-pub use exec::{WindowAggregateExec, WindowAggregation};
+pub use definition::WindowAggregation;
+pub use exec::WindowAggregateExec;

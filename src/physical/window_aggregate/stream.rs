@@ -9,19 +9,19 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{Result, ScalarValue};
-use datafusion::execution::TaskContext;
+use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::ExecutionPlan;
+use serde::{Deserialize, Serialize};
 
-use super::exec::WindowAggregateExec;
+use super::definition::OpenPartition;
 use super::rocks_slices::RocksSliceState;
 use super::slices::{FiredWindow, SliceState};
-use crate::checkpoint::operator::{OperatorCheckpoint, Restored, RestoredDatabases};
-use crate::config::{SabotConfig, StateBackend};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{
+    OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_watermark,
+};
 use crate::physical::operator::{
     Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
 };
@@ -82,7 +82,7 @@ pub(super) struct WindowAggregateStream {
     spec: WindowSpec,
     time_expr: Arc<dyn PhysicalExpr>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// See [`WindowAggregation::grouping_sets`](super::exec::WindowAggregation).
+    /// See [`WindowAggregation::grouping_sets`](super::WindowAggregation).
     grouping_sets: Vec<GroupingSetKeys>,
     /// The type of `__grouping_id` (with grouping sets).
     grouping_id: Option<DataType>,
@@ -90,8 +90,9 @@ pub(super) struct WindowAggregateStream {
     group_columns: Vec<GroupColumn>,
     schema: SchemaRef,
     state: Slices,
-    /// The RocksDB directory, with `state.backend` = `rocksdb`.
-    rocksdb_root: Option<std::path::PathBuf>,
+    /// RocksDB's directory and this partition's instance name, with `state.backend` =
+    /// `rocksdb`.
+    rocksdb: Option<(std::path::PathBuf, String)>,
     partition: usize,
     partitions: usize,
     /// The highest watermark windows have fired for: the input's, or (HOP) a row's, when an
@@ -100,15 +101,17 @@ pub(super) struct WindowAggregateStream {
 }
 
 impl WindowAggregateStream {
-    pub fn open(
-        exec: &WindowAggregateExec,
-        input: MessageStream,
-        partition: usize,
-        context: &Arc<TaskContext>,
-    ) -> Result<MessageStream> {
-        let input_schema = exec.input.schema();
-        let key_fields = exec
-            .def
+    pub fn open(open: OpenPartition<'_>, input: MessageStream) -> Result<MessageStream> {
+        let OpenPartition {
+            exec,
+            def,
+            backend,
+            metrics,
+            input_schema,
+            partition,
+            context,
+        } = open;
+        let key_fields = def
             .keys
             .iter()
             .map(|(e, name)| {
@@ -116,60 +119,56 @@ impl WindowAggregateStream {
                     name,
                     e.data_type(&input_schema)?,
                     // A grouping set leaving the key out stores NULL for it.
-                    e.nullable(&input_schema)? || !exec.def.grouping_sets.is_empty(),
+                    e.nullable(&input_schema)? || !def.grouping_sets.is_empty(),
                 ))
             })
-            .chain(exec.def.grouping_id.clone().map(Ok))
+            .chain(def.grouping_id.clone().map(Ok))
             .collect::<Result<Vec<_>>>()?;
         let key_schema = key_schema(key_fields);
-        let config = context.session_config().get_extension::<SabotConfig>();
-        let rocksdb_root = config
-            .as_ref()
-            .filter(|c| c.state_backend == StateBackend::RocksDb)
-            .map(|c| c.rocksdb_dir());
-        let state = match &rocksdb_root {
-            Some(root) => Slices::Rocks(Box::new(RocksSliceState::try_new(
-                exec.def.spec,
-                Arc::clone(&exec.def.aggregates),
+        let rocksdb = backend.rocksdb("window", partition);
+        let state = match &rocksdb {
+            Some((root, label)) => Slices::Rocks(Box::new(RocksSliceState::try_new(
+                def.spec,
+                Arc::clone(&def.aggregates),
                 key_schema,
                 root,
-                &format!("window-p{partition}"),
+                label,
             )?)),
             None => Slices::Memory(SliceState::new(
-                exec.def.spec,
-                Arc::clone(&exec.def.aggregates),
+                def.spec,
+                Arc::clone(&def.aggregates),
                 key_schema,
             )),
         };
         let stream = Self {
-            spec: exec.def.spec,
-            time_expr: Arc::clone(&exec.def.time_expr),
-            keys: exec.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            grouping_sets: exec.def.grouping_sets.clone(),
-            grouping_id: exec.def.grouping_id.as_ref().map(|f| f.data_type().clone()),
-            aggregates: Arc::clone(&exec.def.aggregates),
-            group_columns: exec.def.group_columns.clone(),
+            spec: def.spec,
+            time_expr: Arc::clone(&def.time_expr),
+            keys: def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            grouping_sets: def.grouping_sets.clone(),
+            grouping_id: def.grouping_id.as_ref().map(|f| f.data_type().clone()),
+            aggregates: Arc::clone(&def.aggregates),
+            group_columns: def.group_columns.clone(),
             schema: exec.schema(),
             state,
-            rocksdb_root,
+            rocksdb,
             partition,
             partitions: exec.properties().partitioning.partition_count(),
             fired: NO_WATERMARK,
         };
-        Driver::open(exec, &exec.metrics, vec![input], partition, context, stream)
+        Driver::open(exec, metrics, vec![input], partition, context, stream)
     }
 
-    fn meta(&self, watermark: i64) -> serde_json::Value {
-        let mut meta = serde_json::json!({
-            "watermark": watermark,
-            "next_end": self.state.next_end(),
-            "keys": self.state_keys(),
-        });
-        if let Slices::Rocks(state) = &self.state {
-            meta["backend"] = "rocksdb".into();
-            meta["slices"] = state.slices().into();
+    fn meta(&self, watermark: i64) -> SlicesMeta {
+        SlicesMeta {
+            watermark,
+            next_end: self.state.next_end(),
+            keys: self.state_keys(),
+            slices: match &self.state {
+                Slices::Rocks(state) => Some(state.slices()),
+                Slices::Memory(_) => None,
+            },
+            backend: matches!(self.state, Slices::Rocks(_)).then_some(SavedBackend::Rocksdb),
         }
-        meta
     }
 
     fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
@@ -330,26 +329,47 @@ impl WindowAggregateStream {
     }
 }
 
+/// What a partition of a TUMBLE or HOP aggregation records in a checkpoint besides its slices.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SlicesMeta {
+    /// The input's watermark.
+    watermark: i64,
+    /// The end of the next window to fire.
+    next_end: i64,
+    /// Key columns of the slice rows (after `__slice` and `__frozen`).
+    keys: usize,
+    /// RocksDB: the slices in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slices: Option<Vec<i64>>,
+    /// RocksDB: says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<SavedBackend>,
+}
+
 impl Operator for WindowAggregateStream {
+    type Meta = SlicesMeta;
+
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let watermark = restored.min_meta("watermark", NO_WATERMARK);
+        let metas: Vec<SlicesMeta> = restored.metas("window")?;
+        let watermark = min_watermark(metas.iter().map(|m| m.watermark), NO_WATERMARK);
         self.fired = watermark;
-        let next_end = restored.min_meta("next_end", i64::MIN);
+        let next_end = min_watermark(metas.iter().map(|m| m.next_end), i64::MIN);
         let keys = self.state_keys();
         // Slice batches: `__slice`, `__frozen`, then the group keys.
         let batches = checkpoint.batches(restored, 2..2 + keys)?;
-        let databases = restored.databases(self.rocksdb_root.is_some())?;
-        match (&mut self.state, &self.rocksdb_root) {
-            (Slices::Rocks(state), Some(root)) => {
+        let databases = restored.databases(self.rocksdb.is_some())?;
+        match (&mut self.state, &self.rocksdb) {
+            (Slices::Rocks(state), Some((root, label))) => {
                 match databases {
                     RestoredDatabases::Own(saved, dir) => {
-                        let slices = saved.meta_i64s("slices", "window")?;
-                        let label = format!("window-p{}", self.partition);
-                        state.adopt(root, &label, dir, slices, next_end)?;
+                        let Some(slices) = saved.meta::<SlicesMeta>("window")?.slices else {
+                            return internal_err!("a RocksDB window checkpoint without its slices");
+                        };
+                        state.adopt(root, label, dir, slices, next_end)?;
                         checkpoint.adopted(saved);
                         return Ok(RestoredWatermarks::all(1, watermark));
                     }
@@ -393,12 +413,12 @@ impl Operator for WindowAggregateStream {
         }
         let meta = self.meta(watermarks.min());
         match &mut self.state {
-            Slices::Memory(state) => checkpoint.snapshot(epoch, meta, state.snapshot()?),
-            Slices::Rocks(state) => checkpoint.snapshot_db(epoch, meta, state.db()),
+            Slices::Memory(state) => checkpoint.snapshot(epoch, &meta, state.snapshot()?),
+            Slices::Rocks(state) => checkpoint.snapshot_db(epoch, &meta, state.db()),
         }
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> SlicesMeta {
         self.meta(watermarks.min())
     }
 

@@ -31,13 +31,13 @@ use pgwire::types::format::FormatOptions;
 
 use crate::context::SabotContext;
 use crate::planner::script::cast_placeholders;
-use crate::planner::statement::{StatementKind, classify};
 use crate::server::column_names::with_postgres_names;
 use crate::server::errors::to_pg;
 use crate::server::text::postgres_text;
+use crate::statement::{Statement, StatementKind};
 
 use super::commands::*;
-use super::{Answer, Session, insert_now};
+use super::{Served, Session, insert_now};
 
 /// A query's rows as a pgwire response (extended protocol), errors with their SQLSTATEs;
 /// `sql` (the query's text) names its columns as PostgreSQL would.
@@ -75,19 +75,22 @@ async fn encode_dataframe(
 /// parameters unbound).
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    sql: String,
+    statement: Statement,
     plan: Option<LogicalPlan>,
 }
 
-/// Statements planned at Parse (typed parameters, a result description): queries, DESCRIBE
-/// and `INSERT ... VALUES`. Planning others (DDL, SET) would run them.
-fn plans_at_parse(sql: &str) -> bool {
-    command(sql).is_none()
-        && match classify(sql) {
-            StatementKind::Query | StatementKind::Describe { .. } => true,
-            StatementKind::Insert => inserts_values(sql),
-            _ => false,
-        }
+/// Statements planned at Parse (typed parameters, a result description): queries, EXPLAIN,
+/// DataFusion's SHOW, DESCRIBE and `INSERT ... VALUES`. Planning others (DDL, SET) would run
+/// them.
+fn plans_at_parse(statement: &Statement) -> bool {
+    matches!(
+        statement.kind,
+        StatementKind::Query
+            | StatementKind::Explain
+            | StatementKind::Show
+            | StatementKind::Describe { .. }
+            | StatementKind::Insert { values: true }
+    )
 }
 
 /// Plans queries at Parse time.
@@ -210,28 +213,33 @@ impl QueryParser for SessionParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let sql = sql.trim().trim_end_matches(';');
-        if sql.is_empty() {
+        let statement = Statement::parse(sql);
+        if statement.sql.is_empty() {
             return Ok(None);
         }
-        let sql = if plans_at_parse(sql) {
-            cast_placeholders(sql, |n| {
-                types
-                    .get(n.wrapping_sub(1))
-                    .and_then(Option::as_ref)
-                    .and_then(declared_type)
-            })
-            .map_err(to_pg)?
-        } else {
-            sql.to_string()
-        };
-        let plan = if plans_at_parse(&sql) {
-            let df = self.ctx.sql(&catalog_rewrite(&sql)).await.map_err(to_pg)?;
-            Some(df.logical_plan().clone())
-        } else {
-            None
-        };
-        Ok(Some(Prepared { sql, plan }))
+        if !plans_at_parse(&statement) {
+            return Ok(Some(Prepared {
+                statement,
+                plan: None,
+            }));
+        }
+        let typed = cast_placeholders(&statement.sql, |n| {
+            types
+                .get(n.wrapping_sub(1))
+                .and_then(Option::as_ref)
+                .and_then(declared_type)
+        })
+        .map_err(to_pg)?;
+        let statement = statement.with_sql(typed);
+        let df = self
+            .ctx
+            .execute(&statement.with_sql(catalog_rewrite(&statement.sql)))
+            .await
+            .map_err(to_pg)?;
+        Ok(Some(Prepared {
+            statement,
+            plan: Some(df.logical_plan().clone()),
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -249,12 +257,12 @@ impl QueryParser for SessionParser {
         match &stmt.plan {
             Some(LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) => Ok(Vec::new()),
             Some(plan) => arrow_schema_to_pg_fields(
-                &with_postgres_names(&stmt.sql, plan.schema().as_arrow()),
+                &with_postgres_names(&stmt.statement.sql, plan.schema().as_arrow()),
                 column_format.unwrap_or(&Format::UnifiedText),
                 None,
             ),
-            None => match command(&stmt.sql) {
-                Some(Command::ShowJobs) => {
+            None => match &stmt.statement.kind {
+                StatementKind::ShowJobs => {
                     let batch = crate::server::jobs::Jobs::default()
                         .table()
                         .map_err(to_pg)?;
@@ -264,13 +272,13 @@ impl QueryParser for SessionParser {
                         None,
                     )
                 }
-                Some(Command::ShowSetting(s)) => arrow_schema_to_pg_fields(
+                StatementKind::ShowSetting(s) => arrow_schema_to_pg_fields(
                     &one_value(s.key(), "").schema(),
                     column_format.unwrap_or(&Format::UnifiedText),
                     None,
                 ),
-                Some(Command::Show(name)) => arrow_schema_to_pg_fields(
-                    &one_value(&name, "").schema(),
+                StatementKind::ShowPostgres(name) => arrow_schema_to_pg_fields(
+                    &one_value(name, "").schema(),
                     column_format.unwrap_or(&Format::UnifiedText),
                     None,
                 ),
@@ -282,7 +290,7 @@ impl QueryParser for SessionParser {
 
 /// Whether a statement is a query whose rows `on_execute` streams.
 fn is_query(prepared: &Prepared) -> bool {
-    prepared.plan.is_some() && classify(&prepared.sql) != StatementKind::Insert
+    prepared.plan.is_some() && prepared.statement.returns_rows()
 }
 
 impl Session {
@@ -492,9 +500,10 @@ impl ExtendedQueryHandler for Session {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         if prepared.plan.is_some() {
             // Planned again from the SQL: a cached statement sees the tables of now.
+            let statement = &prepared.statement;
             let fresh = self
                 .ctx
-                .sql(&catalog_rewrite(&prepared.sql))
+                .execute(&statement.with_sql(catalog_rewrite(&statement.sql)))
                 .await
                 .map_err(to_pg)?;
             let plan = fresh.logical_plan();
@@ -516,55 +525,27 @@ impl ExtendedQueryHandler for Session {
                 .execute_logical_plan(plan)
                 .await
                 .map_err(to_pg)?;
-            if classify(&prepared.sql) == StatementKind::Insert {
+            if !statement.returns_rows() {
                 return Ok(Response::Execution(insert_now(df).await?));
             }
-            let response = encode_dataframe(
-                df,
-                Some(&prepared.sql),
-                &portal.result_column_format,
-                Some(options),
-            )
-            .await?;
+            let names = statement
+                .names_columns_from_text()
+                .then_some(statement.sql.as_str());
+            let response =
+                encode_dataframe(df, names, &portal.result_column_format, Some(options)).await?;
             return Ok(Response::Query(response));
         }
-        let sql = prepared.sql.as_str();
-        if let Some(command) = command(sql) {
-            return match self.answer(client, command).await? {
-                Answer::Tag(tag) => Ok(Response::Execution(tag)),
-                Answer::Rows(batch) => {
-                    let df = self
-                        .ctx
-                        .session_context()
-                        .read_batch(batch)
-                        .map_err(to_pg)?;
-                    Ok(Response::Query(
-                        encode_dataframe(df, None, &portal.result_column_format, Some(options))
-                            .await?,
-                    ))
-                }
-            };
-        }
-        let kind = classify(sql);
-        let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
-        match kind {
-            StatementKind::Insert if inserts_values(sql) || self.ctx.config().dml_sync => {
-                Ok(Response::Execution(insert_now(df).await?))
-            }
-            StatementKind::Insert => {
-                Ok(Response::Execution(self.start_job(client, sql, df).await?))
-            }
-            StatementKind::Query | StatementKind::Describe { .. } => {
-                let names = (kind == StatementKind::Query).then_some(sql);
-                Ok(Response::Query(
-                    encode_dataframe(df, names, &portal.result_column_format, Some(options))
-                        .await?,
-                ))
-            }
-            _ => {
-                self.run_other(sql, df).await?;
-                Ok(Response::Execution(tag_of(sql)))
-            }
+        match self.serve(client, &prepared.statement).await? {
+            Served::Tag(tag) => Ok(Response::Execution(tag)),
+            Served::Rows { df, names } => Ok(Response::Query(
+                encode_dataframe(
+                    df,
+                    names.as_deref(),
+                    &portal.result_column_format,
+                    Some(options),
+                )
+                .await?,
+            )),
         }
     }
 }

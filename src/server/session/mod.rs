@@ -6,9 +6,10 @@
 //! returns at once, naming the job in a NOTICE. Extended-protocol statements are planned at
 //! Parse (with `$n` parameters typed by DataFusion) and bound at Execute.
 //!
-//! - `commands`: reading a statement's text (server commands, tags, names).
+//! - `commands`: pieces of the answers (catalog compatibility, view column types).
 //! - `extended`: the extended protocol.
-//! - here: the session, the simple protocol and streaming rows to the client.
+//! - here: the session, serving one statement (`Session::serve`, for both protocols), the
+//!   simple protocol and streaming rows to the client.
 
 mod commands;
 mod extended;
@@ -45,7 +46,7 @@ use super::errors::{
 use super::text::postgres_text;
 use crate::context::SabotContext;
 use crate::planner::script::split_statements;
-use crate::planner::statement::{StatementKind, classify};
+use crate::statement::{Statement, StatementKind, is_plain_name};
 
 /// The handlers of one connection.
 pub struct Session {
@@ -110,11 +111,11 @@ impl Session {
 
     /// A statement that returns no rows: run it to completion; remember it if it changed the
     /// catalog.
-    async fn run_other(&self, sql: &str, df: DataFrame) -> PgWireResult<()> {
+    async fn run_other(&self, statement: &Statement, df: DataFrame) -> PgWireResult<()> {
         df.collect().await.map_err(to_pg)?;
-        if changes_catalog(sql) {
+        if statement.changes_catalog() {
             self.remember(&super::catalog_log::Entry::Ddl {
-                sql: sql.to_string(),
+                sql: statement.sql.clone(),
             })?;
         }
         Ok(())
@@ -244,29 +245,44 @@ impl Session {
         Ok(Tag::new("DROP MATERIALIZED VIEW"))
     }
 
-    /// Answers a server command with rows or a tag.
-    async fn answer<C>(&self, client: &mut C, command: Command) -> PgWireResult<Answer>
+    /// Serves one statement: the one place where the simple and the extended protocol run
+    /// statements (the extended protocol's queries with parameters are planned at Parse and
+    /// bound at Execute, see `extended`). The server's own commands are answered here; the
+    /// others run in the session's engine.
+    pub(super) async fn serve<C>(
+        &self,
+        client: &mut C,
+        statement: &Statement,
+    ) -> PgWireResult<Served>
     where
         C: ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        Ok(match command {
-            Command::CreateMaterializedView {
+        let rows = |batch: RecordBatch| -> PgWireResult<Served> {
+            let df = self
+                .ctx
+                .session_context()
+                .read_batch(batch)
+                .map_err(to_pg)?;
+            Ok(Served::Rows { df, names: None })
+        };
+        Ok(match statement.kind.clone() {
+            StatementKind::CreateMaterializedView {
                 name,
                 query,
                 if_not_exists,
                 columns,
-            } => Answer::Tag(
+            } => Served::Tag(
                 self.create_materialized_view(client, &name, &query, if_not_exists, &columns)
                     .await?,
             ),
-            Command::DropMaterializedView { name, if_exists } => {
-                Answer::Tag(self.drop_materialized_view(&name, if_exists)?)
+            StatementKind::DropMaterializedView { name, if_exists } => {
+                Served::Tag(self.drop_materialized_view(&name, if_exists)?)
             }
-            Command::ShowJobs => Answer::Rows(self.server.jobs.table().map_err(to_pg)?),
-            Command::CancelJob(id) => {
+            StatementKind::ShowJobs => rows(self.server.jobs.table().map_err(to_pg)?)?,
+            StatementKind::CancelJob(id) => {
                 if !self.server.jobs.contains(id) {
                     return Err(user_error(
                         UNDEFINED_OBJECT,
@@ -275,34 +291,34 @@ impl Session {
                 }
                 self.server.jobs.cancel(id).map_err(to_pg)?;
                 self.remember(&super::catalog_log::Entry::Cancel { id })?;
-                Answer::Tag(Tag::new("CANCEL JOB"))
+                Served::Tag(Tag::new("CANCEL JOB"))
             }
-            Command::Transaction(tag) => Answer::Tag(Tag::new(tag)),
-            Command::Deallocate(name) => {
+            StatementKind::Transaction(tag) => Served::Tag(Tag::new(tag)),
+            StatementKind::Deallocate(name) => {
                 self.deallocate(client, name).await?;
-                Answer::Tag(Tag::new("DEALLOCATE"))
+                Served::Tag(Tag::new("DEALLOCATE"))
             }
-            Command::Discard { all } => {
+            StatementKind::Discard { all } => {
                 if all {
                     self.deallocate(client, None).await?;
                     client.portal_store().clear_portals();
                     self.postgres.reset_all();
                     self.ctx.reset_settings(&self.server.base.config());
                 }
-                Answer::Tag(Tag::new("DISCARD"))
+                Served::Tag(Tag::new("DISCARD"))
             }
-            Command::SetPostgres { name, value } => {
+            StatementKind::SetPostgres { name, value } => {
                 let reset = value.is_none();
                 self.postgres
                     .set(&name, value.as_deref())
                     .map_err(|e| user_error(INVALID_PARAMETER_VALUE, e))?;
-                Answer::Tag(Tag::new(if reset { "RESET" } else { "SET" }))
+                Served::Tag(Tag::new(if reset { "RESET" } else { "SET" }))
             }
-            Command::ShowSetting(setting) => {
+            StatementKind::ShowSetting(setting) => {
                 let value = setting.show(&self.ctx.config());
-                Answer::Rows(one_value(setting.key(), &value))
+                rows(one_value(setting.key(), &value))?
             }
-            Command::Show(name) => {
+            StatementKind::ShowPostgres(name) => {
                 let Some(value) = self.postgres.get(&name) else {
                     return Err(user_error(
                         FEATURE_NOT_SUPPORTED,
@@ -314,49 +330,47 @@ impl Session {
                         ),
                     ));
                 };
-                Answer::Rows(one_value(&name, &value))
+                rows(one_value(&name, &value))?
+            }
+            kind => {
+                let df = self
+                    .ctx
+                    .execute(&statement.with_sql(catalog_rewrite(&statement.sql)))
+                    .await
+                    .map_err(to_pg)?;
+                match kind {
+                    StatementKind::Insert { values } if values || self.ctx.config().dml_sync => {
+                        Served::Tag(insert_now(df).await?)
+                    }
+                    StatementKind::Insert { .. } => {
+                        Served::Tag(self.start_job(client, &statement.sql, df).await?)
+                    }
+                    _ if statement.returns_rows() => Served::Rows {
+                        df,
+                        names: statement
+                            .names_columns_from_text()
+                            .then(|| statement.sql.clone()),
+                    },
+                    _ => {
+                        self.run_other(statement, df).await?;
+                        Served::Tag(Tag::new(&statement.tag()))
+                    }
+                }
             }
         })
     }
 
     /// Runs one statement of a simple query, writing its whole response.
-    async fn run_simple<C>(&self, client: &mut C, sql: &str) -> PgWireResult<()>
+    async fn run_simple<C>(&self, client: &mut C, statement: &Statement) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(command) = command(sql) {
-            return match self.answer(client, command).await? {
-                Answer::Tag(tag) => complete(client, tag).await,
-                Answer::Rows(batch) => {
-                    let df = self
-                        .ctx
-                        .session_context()
-                        .read_batch(batch)
-                        .map_err(to_pg)?;
-                    stream_rows(client, df, None).await
-                }
-            };
-        }
-        let kind = classify(sql);
-        let df = self.ctx.sql(&catalog_rewrite(sql)).await.map_err(to_pg)?;
-        match kind {
-            StatementKind::Query => stream_rows(client, df, Some(sql)).await,
-            StatementKind::Describe { .. } => stream_rows(client, df, None).await,
-            StatementKind::Insert if inserts_values(sql) || self.ctx.config().dml_sync => {
-                let tag = insert_now(df).await?;
-                complete(client, tag).await
-            }
-            StatementKind::Insert => {
-                let tag = self.start_job(client, sql, df).await?;
-                complete(client, tag).await
-            }
-            _ => {
-                self.run_other(sql, df).await?;
-                complete(client, tag_of(sql)).await
-            }
+        match self.serve(client, statement).await? {
+            Served::Tag(tag) => complete(client, tag).await,
+            Served::Rows { df, names } => stream_rows(client, df, names.as_deref()).await,
         }
     }
 }
@@ -377,10 +391,15 @@ async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
     Ok(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
 }
 
-/// What a server command answers.
-enum Answer {
+/// What serving a statement gives the protocol to write.
+pub(super) enum Served {
+    /// A command tag.
     Tag(Tag),
-    Rows(RecordBatch),
+    /// Rows, named from `names` (the query's text) as PostgreSQL would, if given.
+    Rows {
+        df: DataFrame,
+        names: Option<String>,
+    },
 }
 
 async fn complete<C>(client: &mut C, tag: Tag) -> PgWireResult<()>
@@ -442,7 +461,8 @@ impl SimpleQueryHandler for Session {
     {
         let statements = split_statements(query).map_err(to_pg)?;
         for statement in statements {
-            self.run_simple(client, &statement.sql).await?;
+            self.run_simple(client, &Statement::parse(&statement.sql))
+                .await?;
         }
         Ok(Vec::new())
     }

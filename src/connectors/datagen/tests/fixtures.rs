@@ -6,10 +6,10 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::catalog::options::TableOptions;
 use crate::catalog::table_definition::{ColumnDefinition, ColumnKind, TableDefinition};
 use crate::connectors::SourceConnector;
 use crate::connectors::datagen::{DatagenConnector, build};
-use crate::connectors::options::TableOptions;
 
 pub(super) fn column(name: &str, data_type: DataType) -> ColumnDefinition {
     ColumnDefinition {

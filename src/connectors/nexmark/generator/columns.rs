@@ -90,6 +90,38 @@ impl Col {
     }
 }
 
+impl NexmarkTable {
+    /// Internal column ids, parallel to [`Self::column_names`].
+    pub(super) fn columns(self) -> &'static [Col] {
+        use Col::*;
+        match self {
+            Self::Person => &[
+                PersonId,
+                Name,
+                EmailAddress,
+                CreditCard,
+                City,
+                State,
+                DateTime,
+                PersonExtra,
+            ],
+            Self::Auction => &[
+                AuctionId,
+                ItemName,
+                Description,
+                InitialBid,
+                Reserve,
+                DateTime,
+                Expires,
+                Seller,
+                Category,
+                AuctionExtra,
+            ],
+            Self::Bid => &[BidAuction, Bidder, Price, Channel, Url, DateTime, BidExtra],
+        }
+    }
+}
+
 /// One requested output column: what to generate and as which Arrow type.
 #[derive(Debug)]
 pub(super) struct OutputColumn {

@@ -1,7 +1,6 @@
 //! The reference event model: which event number is a person, an auction or a bid
 //! ([`NexmarkTable`]), and the id, reference and price rules of the reference generator.
 
-use super::columns::Col;
 use super::random::{
     S_BID_AUCTION, S_BID_AUCTION_HOT, S_BIDDER, S_BIDDER_HOT, S_INITIAL_BID, S_SELLER,
     S_SELLER_HOT, below, rnd,
@@ -100,36 +99,6 @@ impl NexmarkTable {
             Self::Person => "person",
             Self::Auction => "auction",
             Self::Bid => "bid",
-        }
-    }
-
-    /// Internal column ids, parallel to [`Self::column_names`].
-    pub(super) fn columns(self) -> &'static [Col] {
-        use Col::*;
-        match self {
-            Self::Person => &[
-                PersonId,
-                Name,
-                EmailAddress,
-                CreditCard,
-                City,
-                State,
-                DateTime,
-                PersonExtra,
-            ],
-            Self::Auction => &[
-                AuctionId,
-                ItemName,
-                Description,
-                InitialBid,
-                Reserve,
-                DateTime,
-                Expires,
-                Seller,
-                Category,
-                AuctionExtra,
-            ],
-            Self::Bid => &[BidAuction, Bidder, Price, Channel, Url, DateTime, BidExtra],
         }
     }
 

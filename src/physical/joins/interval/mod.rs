@@ -47,9 +47,10 @@ use super::{Emit, JoinOutput, JoinParts};
 use crate::physical::message::MessageStream;
 use crate::physical::operator::Driver;
 use crate::physical::streaming::{
-    StreamingExec, data_only, execute_input, reads_event_time, time_attributes,
+    OperatorState, StreamingExec, data_only, execute_input, reads_event_time, time_attributes,
 };
 use crate::physical::window_spec::format_ms;
+use crate::state::backend::StateBackend;
 use buffer::SideBuffer;
 use stream::IntervalJoinStream;
 
@@ -193,7 +194,18 @@ impl DisplayAs for IntervalJoinExec {
             schema(&self.right, self.bound.columns[1]),
             signed_ms(self.bound.lower),
             signed_ms(self.bound.upper),
-        )
+        )?;
+        write!(f, ", state={}", self.state_declaration())
+    }
+}
+
+impl IntervalJoinExec {
+    fn state_declaration(&self) -> OperatorState {
+        OperatorState {
+            backend: StateBackend::Memory,
+            keys: self.on.iter().map(|(l, _)| l.to_string()).collect(),
+            freed: "when the other side's watermark passes the time bound",
+        }
     }
 }
 
@@ -263,6 +275,12 @@ impl ExecutionPlan for IntervalJoinExec {
 impl StreamingExec for IntervalJoinExec {
     fn checkpointed(&self) -> bool {
         true
+    }
+
+    /// The rows of both sides per join key, each freed when the other side's watermark
+    /// passes the time bound; always in memory (no RocksDB layout yet).
+    fn state(&self) -> Option<OperatorState> {
+        Some(self.state_declaration())
     }
 
     fn time_attributes(&self) -> std::collections::HashSet<usize> {

@@ -9,15 +9,16 @@ use datafusion::arrow::row::RowConverter;
 use datafusion::common::{Result, internal_err};
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::joins::utils::JoinFilter;
+use serde::{Deserialize, Serialize};
 
 use super::super::state::SideCodec;
 use super::super::window::join_keys;
 use super::super::{Emit, Gather, JoinOutput, filter_pairs};
 use super::bound::TimeBound;
 use super::buffer::{Keys, SideBuffer};
-use crate::checkpoint::operator::{OperatorCheckpoint, Restored};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_watermark};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 
 /// One partition of an interval join.
@@ -258,18 +259,33 @@ impl IntervalJoinStream {
     }
 }
 
+/// What a partition of an interval join records in a checkpoint besides its rows.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct IntervalJoinMeta {
+    /// Each input's watermark.
+    watermarks: Vec<i64>,
+    /// The watermark the output carried (at barriers; not recorded at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    emitted: Option<i64>,
+}
+
 impl Operator for IntervalJoinStream {
+    type Meta = IntervalJoinMeta;
+
     /// Restores both buffers and the watermarks of the checkpoint the job resumes from.
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let watermarks = [
-            restored.min_meta_at("watermarks", 0, NO_WATERMARK),
-            restored.min_meta_at("watermarks", 1, NO_WATERMARK),
-        ];
-        let output = restored.min_meta("emitted", NO_WATERMARK);
+        let metas: Vec<IntervalJoinMeta> = restored.metas("interval join")?;
+        let side = |i: usize| {
+            let of_side = metas.iter().map(|m| m.watermarks.get(i).copied());
+            min_watermark(of_side.map(|w| w.unwrap_or(NO_WATERMARK)), NO_WATERMARK)
+        };
+        let watermarks = [side(0), side(1)];
+        let emitted = metas.iter().map(|m| m.emitted.unwrap_or(NO_WATERMARK));
+        let output = min_watermark(emitted, NO_WATERMARK);
         let codec = self.codec.clone();
         let on = self.on.clone();
         let batches = checkpoint.batches_by(restored, |batch| {
@@ -342,15 +358,18 @@ impl Operator for IntervalJoinStream {
                 batches.push(self.codec.encode(side, &rows, &matched)?);
             }
         }
-        let meta = serde_json::json!({
-            "watermarks": watermarks.inputs(),
-            "emitted": watermarks.output(),
-        });
-        checkpoint.snapshot(epoch, meta, batches)
+        let meta = IntervalJoinMeta {
+            watermarks: watermarks.inputs().to_vec(),
+            emitted: Some(watermarks.output()),
+        };
+        checkpoint.snapshot(epoch, &meta, batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
-        serde_json::json!({ "watermarks": watermarks.inputs() })
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> IntervalJoinMeta {
+        IntervalJoinMeta {
+            watermarks: watermarks.inputs().to_vec(),
+            emitted: None,
+        }
     }
 
     fn state_size(&self) -> StateSize {

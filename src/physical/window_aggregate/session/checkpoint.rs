@@ -16,30 +16,50 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::EmitTo;
+use serde::{Deserialize, Serialize};
 
 use super::rocks::{IndexEntry, read_index};
 use super::{Buffered, Session, SessionAggregateStream};
-use crate::checkpoint::operator::{OperatorCheckpoint, Restored, RestoredDatabases};
 use crate::physical::aggregation::AggregateInputs;
 use crate::physical::message::NO_WATERMARK;
 use crate::physical::operator::RestoredWatermarks;
+use crate::physical::operator::checkpoint::{
+    OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_watermark,
+};
 use crate::state::redistribute::partitions_of;
 use crate::state::rocks::StateDb;
 
+/// What a partition of a SESSION aggregation records in a checkpoint besides its rows.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SessionMeta {
+    /// The input's watermark.
+    watermark: i64,
+    /// Partition key columns of the rows (after `__start` and `__end`).
+    partition_keys: usize,
+    /// Group key columns.
+    keys: usize,
+    /// RocksDB: the next segment number to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_segment: Option<u64>,
+    /// RocksDB: the next row number to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_row: Option<u64>,
+    /// RocksDB: says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<SavedBackend>,
+}
+
 impl SessionAggregateStream {
-    pub(super) fn meta(&self, watermark: i64) -> serde_json::Value {
-        let mut meta = serde_json::json!({
-            "watermark": watermark,
-            "partition_keys": self.partition_exprs.len(),
-            "keys": self.keys.len(),
-        });
-        if let Some(rocks) = &self.rocks {
-            let (segment, row) = rocks.counters();
-            meta["backend"] = "rocksdb".into();
-            meta["next_segment"] = segment.into();
-            meta["next_row"] = row.into();
+    pub(super) fn meta(&self, watermark: i64) -> SessionMeta {
+        let counters = self.rocks.as_ref().map(|rocks| rocks.counters());
+        SessionMeta {
+            watermark,
+            partition_keys: self.partition_exprs.len(),
+            keys: self.keys.len(),
+            next_segment: counters.map(|(segment, _)| segment),
+            next_row: counters.map(|(_, row)| row),
+            backend: counters.map(|_| SavedBackend::Rocksdb),
         }
-        meta
     }
 
     /// RocksDB: writes the index of open sessions into the database, checkpoints it and hands
@@ -68,7 +88,7 @@ impl SessionAggregateStream {
             })
         });
         rocks.write_index(entries)?;
-        checkpoint.snapshot_db(epoch, meta, rocks.db())
+        checkpoint.snapshot_db(epoch, &meta, rocks.db())
     }
 
     /// The interned partition key values, in id order (none without partition keys).
@@ -136,7 +156,8 @@ impl SessionAggregateStream {
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let watermark = restored.min_meta("watermark", NO_WATERMARK);
+        let metas: Vec<SessionMeta> = restored.metas("SESSION")?;
+        let watermark = min_watermark(metas.iter().map(|m| m.watermark), NO_WATERMARK);
         let watermarks = RestoredWatermarks::all(1, watermark);
         match (
             restored.databases(self.rocks.is_some())?,
@@ -146,8 +167,10 @@ impl SessionAggregateStream {
                 let Some((root, label)) = &self.rocks_dir else {
                     return internal_err!("RocksDB SESSION state without its directory");
                 };
-                let next_segment = saved.meta_u64("next_segment", "SESSION")?;
-                let next_row = saved.meta_u64("next_row", "SESSION")?;
+                let own: SessionMeta = saved.meta("SESSION")?;
+                let (Some(next_segment), Some(next_row)) = (own.next_segment, own.next_row) else {
+                    return internal_err!("a RocksDB SESSION checkpoint without its counters");
+                };
                 let entries = rocks.adopt(root, label, dir, next_segment, next_row)?;
                 checkpoint.adopted(saved);
                 self.add_indexed(entries)?;

@@ -25,24 +25,22 @@ use datafusion::arrow::compute::{interleave, take};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_err};
-use datafusion::execution::TaskContext;
 use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use super::exec::WindowAggregateExec;
-use crate::checkpoint::operator::{OperatorCheckpoint, Restored};
-use crate::config::{SabotConfig, StateBackend};
+use super::definition::OpenPartition;
 use crate::physical::aggregation::{AggregateInputs, AggregateSet, GroupedAggregation, key_schema};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, StreamBatch};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored};
 use crate::physical::operator::{
     Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
 };
 use crate::physical::window_spec::GroupColumn;
 use crate::physical::window_spec::WindowSpec;
+use checkpoint::SessionMeta;
 use rocks::{CHUNK_ROWS, RocksRows};
 
 /// The `rows` entry of a session opened by row `i` of buffer `buffer`: the row itself in
@@ -109,13 +107,16 @@ pub(super) struct SessionAggregateStream {
 }
 
 impl SessionAggregateStream {
-    pub fn open(
-        exec: &WindowAggregateExec,
-        input: MessageStream,
-        partition: usize,
-        context: &Arc<TaskContext>,
-    ) -> Result<MessageStream> {
-        let input_schema = exec.input.schema();
+    pub fn open(open: OpenPartition<'_>, input: MessageStream) -> Result<MessageStream> {
+        let OpenPartition {
+            exec,
+            def,
+            backend,
+            metrics,
+            input_schema,
+            partition,
+            context,
+        } = open;
         let field_of = |e: &Arc<dyn PhysicalExpr>, name: String| -> Result<Field> {
             Ok(Field::new(
                 name,
@@ -123,8 +124,7 @@ impl SessionAggregateStream {
                 e.nullable(&input_schema)?,
             ))
         };
-        let partition_fields = exec
-            .def
+        let partition_fields = def
             .partition_keys
             .iter()
             .enumerate()
@@ -135,14 +135,10 @@ impl SessionAggregateStream {
             None => None,
         };
         let mut fire_fields = vec![Field::new("__session", DataType::UInt32, false)];
-        for (e, name) in &exec.def.keys {
+        for (e, name) in &def.keys {
             fire_fields.push(field_of(e, name.clone())?);
         }
-        let config = context.session_config().get_extension::<SabotConfig>();
-        let rocks_dir = config
-            .as_ref()
-            .filter(|c| c.state_backend == StateBackend::RocksDb)
-            .map(|c| (c.rocksdb_dir(), format!("session-p{partition}")));
+        let rocks_dir = backend.rocksdb("session", partition);
         let rocks = match &rocks_dir {
             Some((root, label)) => Some(Box::new(RocksRows::try_new(
                 root,
@@ -155,13 +151,8 @@ impl SessionAggregateStream {
                     .iter()
                     .map(|f| f.data_type().clone())
                     .collect(),
-                exec.def.aggregates.argument_types(&input_schema)?,
-                exec.def
-                    .aggregates
-                    .filters
-                    .iter()
-                    .map(Option::is_some)
-                    .collect(),
+                def.aggregates.argument_types(&input_schema)?,
+                def.aggregates.filters.iter().map(Option::is_some).collect(),
             )?)),
             None => None,
         };
@@ -169,13 +160,13 @@ impl SessionAggregateStream {
             return internal_err!("session key schema is never empty");
         };
         let stream = Self {
-            gap: exec.def.spec.size(),
-            time_expr: Arc::clone(&exec.def.time_expr),
-            partition_exprs: exec.def.partition_keys.clone(),
+            gap: def.spec.size(),
+            time_expr: Arc::clone(&def.time_expr),
+            partition_exprs: def.partition_keys.clone(),
             partition_ids,
-            keys: exec.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            aggregates: Arc::clone(&exec.def.aggregates),
-            group_columns: exec.def.group_columns.clone(),
+            keys: def.keys.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            aggregates: Arc::clone(&def.aggregates),
+            group_columns: def.group_columns.clone(),
             schema: exec.schema(),
             fire_key_schema,
             sessions: Vec::new(),
@@ -188,7 +179,7 @@ impl SessionAggregateStream {
             partition,
             partitions: exec.properties().partitioning.partition_count(),
         };
-        Driver::open(exec, &exec.metrics, vec![input], partition, context, stream)
+        Driver::open(exec, metrics, vec![input], partition, context, stream)
     }
 
     /// Memory the buffered rows of open sessions hold, in bytes (under RocksDB they are on
@@ -595,6 +586,8 @@ impl SessionAggregateStream {
 }
 
 impl Operator for SessionAggregateStream {
+    type Meta = SessionMeta;
+
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
@@ -624,10 +617,10 @@ impl Operator for SessionAggregateStream {
             return self.snapshot_rocks(epoch, watermarks.min(), checkpoint);
         }
         let rows = self.snapshot_rows()?.into_iter().collect();
-        checkpoint.snapshot(epoch, self.meta(watermarks.min()), rows)
+        checkpoint.snapshot(epoch, &self.meta(watermarks.min()), rows)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> serde_json::Value {
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> SessionMeta {
         self.meta(watermarks.min())
     }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 use datafusion::common::{plan_datafusion_err, plan_err};
 use datafusion::error::Result;
 
+use crate::config::parse_duration;
+
 /// One accepted option key.
 #[derive(Debug, Clone, Copy)]
 pub struct OptionSpec {
@@ -90,23 +92,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// Parses a duration: `500ms`, `10s`, `10 s`, `5 min`, `2h`, `1 d`, or a plain number of ms.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
-        "s" | "sec" | "secs" | "second" | "seconds" => n.checked_mul(1_000)?,
-        "m" | "min" | "mins" | "minute" | "minutes" => n.checked_mul(60_000)?,
-        "h" | "hour" | "hours" => n.checked_mul(3_600_000)?,
-        "d" | "day" | "days" => n.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
 }
 
 /// The WITH options of one table (see the module docs).
@@ -325,14 +310,5 @@ mod tests {
         let err = o.get_u64("bad").unwrap_err().to_string();
         assert!(err.contains("'bad' of table t is 'ten'"), "{err}");
         assert_eq!(o.get_u64("missing").unwrap(), None);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5 min"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("soon"), None);
     }
 }

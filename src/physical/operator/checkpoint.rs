@@ -11,13 +11,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, plan_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::checkpoint::coordinator::{
     Checkpointing, RestoredPartition, StateFile, UploadedFiles, sanitize,
 };
 use crate::checkpoint::manifest::{SHARED_DIR, checkpoint_dir};
-use crate::physical::message::NO_WATERMARK;
-use crate::runtime::job_context::JobContext;
+use crate::physical::job_context::JobContext;
 use crate::state::redistribute::rows_of_partition;
 use crate::state::rocks::StateDb;
 
@@ -58,12 +59,13 @@ impl OperatorCheckpoint {
     }
 
     /// Hands the state (`batches`, possibly none) and `meta` of barrier `epoch` over.
-    pub fn snapshot(
+    pub fn snapshot<M: Serialize>(
         &self,
         epoch: u64,
-        meta: serde_json::Value,
+        meta: &M,
         batches: Vec<RecordBatch>,
     ) -> Result<()> {
+        let meta = to_json(meta)?;
         let state = batches.first().map(|b| b.schema()).map(|s| (s, batches));
         self.coordinator.snapshot(
             epoch,
@@ -79,7 +81,8 @@ impl OperatorCheckpoint {
     /// `meta` of barrier `epoch` over. SST files are immutable: each is uploaded once, to
     /// `shared/`, and referenced by every later checkpoint that still contains it; the other
     /// files go to the checkpoint's directory.
-    pub fn snapshot_db(&self, epoch: u64, meta: serde_json::Value, db: &StateDb) -> Result<()> {
+    pub fn snapshot_db<M: Serialize>(&self, epoch: u64, meta: &M, db: &StateDb) -> Result<()> {
+        let meta = to_json(meta)?;
         let staged = db.staging_dir(epoch);
         // Left over from an aborted checkpoint of a crashed run.
         let _ = std::fs::remove_dir_all(&staged);
@@ -136,12 +139,14 @@ impl OperatorCheckpoint {
     }
 
     /// The input ended: later checkpoints use `meta` for this partition.
-    pub fn finish(&mut self, meta: serde_json::Value) {
+    pub fn finish<M: Serialize>(&mut self, meta: &M) -> Result<()> {
+        let meta = to_json(meta)?;
         if !self.ended {
             self.ended = true;
             self.coordinator
                 .finished(&self.operator, self.partition, self.partitions, meta);
         }
+        Ok(())
     }
 
     /// The saved state to restore, if the job resumes from a checkpoint.
@@ -226,33 +231,30 @@ impl<'a> Restored<'a> {
         &self.mine
     }
 
-    /// The smallest number `key` of the restored metadata (the most conservative watermark
-    /// when partitions merge), `default` if none.
-    pub fn min_meta(&self, key: &str, default: i64) -> i64 {
-        self.mine
-            .iter()
-            .map(|p| {
-                p.meta
-                    .get(key)
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or(NO_WATERMARK)
-            })
-            .min()
-            .unwrap_or(default)
+    /// The metadata of every partition restored from, as the operator's type `M`; an error
+    /// naming `what` if one does not read as `M`.
+    pub fn metas<M: DeserializeOwned>(&self, what: &str) -> Result<Vec<M>> {
+        self.mine.iter().map(|p| p.meta(what)).collect()
     }
+}
 
-    /// Like [`Self::min_meta`] for element `index` of the array `key`.
-    pub fn min_meta_at(&self, key: &str, index: usize, default: i64) -> i64 {
-        self.mine
-            .iter()
-            .map(|p| {
-                p.meta
-                    .get(key)
-                    .and_then(|v| v.get(index))
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or(NO_WATERMARK)
-            })
-            .min()
-            .unwrap_or(default)
-    }
+/// Checkpoint metadata as JSON, the manifest's format for it.
+fn to_json<M: Serialize>(meta: &M) -> Result<serde_json::Value> {
+    serde_json::to_value(meta)
+        .map_err(|e| datafusion::common::exec_datafusion_err!("checkpoint metadata: {e}"))
+}
+
+/// The smallest of `watermarks` (the most conservative when partitions merge), `default` if
+/// there are none.
+pub fn min_watermark(watermarks: impl IntoIterator<Item = i64>, default: i64) -> i64 {
+    watermarks.into_iter().min().unwrap_or(default)
+}
+
+/// Marks the metadata of state kept in RocksDB (`"backend": "rocksdb"`), for people and tools
+/// reading a manifest; the database's files are the state itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SavedBackend {
+    /// The state is a RocksDB checkpoint.
+    Rocksdb,
 }

@@ -19,8 +19,9 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::table_definition::{ColumnKind, TableDefinition};
-use crate::connectors::options::parse_duration;
+use crate::catalog::table_definition::{ColumnKind, TableDefinition};
+use crate::config::parse_duration;
+use crate::connectors::registry;
 use crate::connectors::{SinkConnector, SourceConnector};
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::{ComputedColumn, StreamSourceExec, WatermarkStrategy};
@@ -51,6 +52,14 @@ impl ConnectorTable {
             sink,
             schema,
         }
+    }
+
+    /// The table a declaration becomes: its connector's sides, as its `connector` option names
+    /// ([`registry::connect`]).
+    pub fn build(definition: TableDefinition) -> Result<Self> {
+        let definition = Arc::new(definition);
+        let (source, sink) = registry::connect(&definition)?;
+        Ok(Self::new(definition, source, sink))
     }
 
     /// The declaration.
