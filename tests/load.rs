@@ -161,6 +161,12 @@ async fn session(
                 .await
                 .map(drop),
         };
+        // A cancel still in flight when the streaming SELECT ended lands on the session's next
+        // statement (as in PostgreSQL, a cancel request names no statement): still a cancel.
+        let result = match result {
+            Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => Ok(()),
+            other => other,
+        };
         if let Err(e) = result {
             let message = e
                 .as_db_error()
