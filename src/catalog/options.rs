@@ -110,6 +110,18 @@ impl TableOptions {
         }
     }
 
+    /// Options of table `t` from `pairs`, for tests.
+    #[cfg(test)]
+    pub(crate) fn of_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::new(
+            "t",
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// All key/value pairs.
     pub fn values(&self) -> &BTreeMap<String, String> {
         &self.values
@@ -249,13 +261,7 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::new(
-            "t",
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        TableOptions::of_pairs(pairs)
     }
 
     const SPECS: &[OptionSpec] = &[

@@ -80,13 +80,7 @@ mod tests {
     use crate::connectors::format::{CsvOptions, Format};
 
     fn options(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::new(
-            "t",
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        TableOptions::of_pairs(pairs)
     }
 
     /// The csv options follow the format however it is spelled: a source used to skip the

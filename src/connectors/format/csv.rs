@@ -408,16 +408,9 @@ mod tests {
     use crate::connectors::format::{Format, FormatOptions};
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-    use std::collections::BTreeMap;
 
     fn options(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::new(
-            "t",
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        )
+        TableOptions::of_pairs(pairs)
     }
 
     /// The decoder of a csv table with the WITH options `pairs`.

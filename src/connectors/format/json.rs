@@ -175,7 +175,6 @@ mod tests {
     use datafusion::arrow::datatypes::{
         DataType, Field, Schema, TimeUnit, TimestampMillisecondType,
     };
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
@@ -186,13 +185,7 @@ mod tests {
     }
 
     fn options(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::new(
-            "t",
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        )
+        TableOptions::of_pairs(pairs)
     }
 
     /// The decoder of a json table with the WITH options `pairs`.

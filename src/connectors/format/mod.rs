@@ -464,7 +464,6 @@ where
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     /// Found by the records fuzz target: `1e40000` in a DECIMAL field overflowed arrow's
@@ -509,13 +508,7 @@ mod tests {
     }
 
     fn options(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::new(
-            "t",
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        )
+        TableOptions::of_pairs(pairs)
     }
 
     /// The format options of a table with `'format' = format` and the WITH options `pairs`.

@@ -345,13 +345,7 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> TableOptions {
-        TableOptions::new(
-            "t",
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        TableOptions::of_pairs(pairs)
     }
 
     #[test]

@@ -39,7 +39,7 @@ use super::window_rows::{WindowRows, for_each_stored};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{
-    OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_watermark,
+    OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_input_watermarks,
 };
 use crate::physical::operator::{
     Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
@@ -135,6 +135,28 @@ impl WindowJoinExec {
         })
     }
 
+    /// This join over `left` and `right`, its state in `backend`.
+    fn rebuilt(
+        &self,
+        left: &Arc<dyn ExecutionPlan>,
+        right: &Arc<dyn ExecutionPlan>,
+        backend: &StateBackend,
+    ) -> Result<Self> {
+        let mut node = Self::try_new(
+            Arc::clone(left),
+            Arc::clone(right),
+            self.on.clone(),
+            self.filter.clone(),
+            self.join_type,
+            self.projection.clone(),
+            self.null_equality,
+            self.window_end,
+            self.schema(),
+        )?;
+        node.backend = backend.clone();
+        Ok(node)
+    }
+
     /// The state (see [`StreamingExec::state`]): the rows of both sides per join key and
     /// window, freed when both watermarks pass the window's end.
     fn state_declaration(&self) -> OperatorState {
@@ -193,19 +215,7 @@ impl ExecutionPlan for WindowJoinExec {
         let [left, right] = children.as_slice() else {
             return internal_err!("WindowJoinExec has two children");
         };
-        let mut node = Self::try_new(
-            Arc::clone(left),
-            Arc::clone(right),
-            self.on.clone(),
-            self.filter.clone(),
-            self.join_type,
-            self.projection.clone(),
-            self.null_equality,
-            self.window_end,
-            self.schema(),
-        )?;
-        node.backend = self.backend.clone();
-        Ok(Arc::new(node))
+        Ok(Arc::new(self.rebuilt(left, right, &self.backend)?))
     }
 
     fn execute(
@@ -234,19 +244,11 @@ impl StreamingExec for WindowJoinExec {
     }
 
     fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let mut node = Self::try_new(
-            Arc::clone(&self.left),
-            Arc::clone(&self.right),
-            self.on.clone(),
-            self.filter.clone(),
-            self.join_type,
-            self.projection.clone(),
-            self.null_equality,
-            self.window_end,
-            self.schema(),
-        )?;
-        node.backend = backend.clone();
-        Ok(Some(Arc::new(node)))
+        Ok(Some(Arc::new(self.rebuilt(
+            &self.left,
+            &self.right,
+            backend,
+        )?)))
     }
 
     /// The window columns of the output: the left input's, as far as the output keeps them.
@@ -415,12 +417,7 @@ impl Operator for WindowJoinStream {
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
         let metas: Vec<WindowJoinMeta> = restored.metas("window join")?;
-        let watermarks: Vec<i64> = (0..2)
-            .map(|side| {
-                let of_side = metas.iter().map(|m| m.watermarks.get(side).copied());
-                min_watermark(of_side.map(|w| w.unwrap_or(NO_WATERMARK)), NO_WATERMARK)
-            })
-            .collect();
+        let watermarks = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 2);
         let output = watermarks[0].min(watermarks[1]);
         let rocksdb = matches!(self.rows, WindowRows::Rocks(_));
         match restored.databases(rocksdb)? {

@@ -19,6 +19,7 @@ use crate::checkpoint::coordinator::{
 };
 use crate::checkpoint::manifest::{SHARED_DIR, checkpoint_dir};
 use crate::physical::job_context::JobContext;
+use crate::physical::message::NO_WATERMARK;
 use crate::state::redistribute::rows_of_partition;
 use crate::state::rocks::StateDb;
 
@@ -248,6 +249,22 @@ fn to_json<M: Serialize>(meta: &M) -> Result<serde_json::Value> {
 /// there are none.
 pub fn min_watermark(watermarks: impl IntoIterator<Item = i64>, default: i64) -> i64 {
     watermarks.into_iter().min().unwrap_or(default)
+}
+
+/// Per input, the smallest of the restored partitions' watermarks of that input (a partition
+/// that recorded none counts as [`NO_WATERMARK`]); [`NO_WATERMARK`] with no partitions.
+pub fn min_input_watermarks<'a>(
+    partitions: impl Iterator<Item = &'a [i64]> + Clone,
+    inputs: usize,
+) -> Vec<i64> {
+    (0..inputs)
+        .map(|input| {
+            let of_input = partitions
+                .clone()
+                .map(|w| w.get(input).copied().unwrap_or(NO_WATERMARK));
+            min_watermark(of_input, NO_WATERMARK)
+        })
+        .collect()
 }
 
 /// Marks the metadata of state kept in RocksDB (`"backend": "rocksdb"`), for people and tools

@@ -18,7 +18,9 @@ use super::bound::TimeBound;
 use super::buffer::{Keys, SideBuffer};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_watermark};
+use crate::physical::operator::checkpoint::{
+    OperatorCheckpoint, Restored, min_input_watermarks, min_watermark,
+};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 
 /// One partition of an interval join.
@@ -279,11 +281,8 @@ impl Operator for IntervalJoinStream {
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
         let metas: Vec<IntervalJoinMeta> = restored.metas("interval join")?;
-        let side = |i: usize| {
-            let of_side = metas.iter().map(|m| m.watermarks.get(i).copied());
-            min_watermark(of_side.map(|w| w.unwrap_or(NO_WATERMARK)), NO_WATERMARK)
-        };
-        let watermarks = [side(0), side(1)];
+        let inputs = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 2);
+        let watermarks = [inputs[0], inputs[1]];
         let emitted = metas.iter().map(|m| m.emitted.unwrap_or(NO_WATERMARK));
         let output = min_watermark(emitted, NO_WATERMARK);
         let codec = self.codec.clone();
