@@ -1468,13 +1468,17 @@ async fn metrics_are_scraped_while_a_job_runs() {
     assert!(status.contains("404"), "{status}");
     let partition = |p: usize| format!(r#"operator="WindowAggregateExec-0",partition="{p}"}}"#);
     let mut text = String::new();
-    for _ in 0..600 {
+    for _ in 0..1200 {
         let (status, body) = http_get(metrics_port, "/metrics").await;
         assert!(status.contains("200"), "{status}");
         text = body;
-        let out = (0..2)
-            .map(|p| sample(&text, "sabot_operator_rows_out_total", &partition(p)).unwrap_or(0.0));
-        if out.sum::<f64>() > 0.0 {
+        // Each partition fires on its own watermark: wait until both have fired, since one
+        // may start (and see its first watermark) later than the other on a busy machine.
+        let fired = |p: usize| {
+            sample(&text, "sabot_operator_rows_out_total", &partition(p)).unwrap_or(0.0) > 0.0
+                && sample(&text, "sabot_operator_watermark_seconds", &partition(p)).is_some()
+        };
+        if (0..2).all(fired) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1489,7 +1493,8 @@ async fn metrics_are_scraped_while_a_job_runs() {
             value("sabot_operator_rows_in_total").unwrap_or(0.0) > 0.0,
             "{text}"
         );
-        let watermark = value("sabot_operator_watermark_seconds").expect("watermark");
+        let watermark = value("sabot_operator_watermark_seconds")
+            .unwrap_or_else(|| panic!("partition {p} has no watermark after two minutes:\n{text}"));
         assert!(
             (1_704_067_200.0..1_704_067_200.0 + 86_400.0).contains(&watermark),
             "{text}"
