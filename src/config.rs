@@ -11,11 +11,15 @@
 //! | `state.backend` (`state.backend.type`)               | `memory` or `rocksdb` (window state on local disk) | memory |
 //! | `state.backend.rocksdb.localdir`                     | where RocksDB keeps its files   | system temp |
 //! | `table.dml-sync`                                     | server: `INSERT ... SELECT` waits for its job | false |
+//! | `execution.runtime-mode`                             | `automatic`: a GROUP BY without a window over a bounded input gives its final answer; `streaming`: its changelog, as over a stream | automatic |
 //!
 //! Any other `datafusion.*` key is DataFusion's own setting.
 
 use std::time::Duration;
 
+use std::any::Any;
+
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::common::{Result, plan_err};
 
 /// Session settings (see the module docs).
@@ -49,6 +53,67 @@ pub struct SabotConfig {
     /// in DataFusion). `sabot serve` and `sabot run` set it from `--memory-limit` (default: a
     /// share of the machine's memory). Fixed when the context is created.
     pub memory_limit: Option<usize>,
+    /// Flink's `execution.runtime-mode`: how a GROUP BY without a window reads a bounded
+    /// input.
+    pub runtime_mode: RuntimeMode,
+}
+
+/// Flink's `execution.runtime-mode`, as far as it changes a query's plan: whether a GROUP BY
+/// without a window over a bounded stream answers once, at the end (`automatic`, Flink's
+/// choice for bounded inputs), or as a changelog while it reads (`streaming`). Over an input
+/// that never ends it is always a changelog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeMode {
+    /// Bounded inputs are aggregated as a batch.
+    #[default]
+    Automatic,
+    /// Every connector table is read as a stream.
+    Streaming,
+}
+
+/// The session's [`RuntimeMode`] in DataFusion's config options, where the logical optimizer
+/// rules see it. Like the state backend's (`crate::state::backend::PlannedBackend`), it lists
+/// no entries and is set only by `SET 'execution.runtime-mode'`.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedRuntimeMode(pub RuntimeMode);
+
+impl PlannedRuntimeMode {
+    /// The mode planned for `options` (automatic if the session never set one).
+    pub fn of(options: &ConfigOptions) -> RuntimeMode {
+        options
+            .extensions
+            .get::<Self>()
+            .map(|p| p.0)
+            .unwrap_or_default()
+    }
+}
+
+impl ConfigExtension for PlannedRuntimeMode {
+    const PREFIX: &'static str = "sabot_runtime_mode";
+}
+
+impl ExtensionOptions for PlannedRuntimeMode {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
+        plan_err!(
+            "unknown setting '{key}'; the runtime mode is set with SET 'execution.runtime-mode'"
+        )
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        Vec::new()
+    }
 }
 
 /// The share of the machine's memory `--memory-limit` defaults to.
@@ -141,6 +206,7 @@ impl Default for SabotConfig {
             dimension_max_bytes: DEFAULT_DIMENSION_MAX_BYTES,
             dml_sync: false,
             memory_limit: None,
+            runtime_mode: RuntimeMode::Automatic,
         }
     }
 }
@@ -170,6 +236,8 @@ pub enum Setting {
     DimensionMaxBytes,
     /// `table.dml-sync`
     DmlSync,
+    /// `execution.runtime-mode`
+    RuntimeMode,
 }
 
 /// Parses a byte size: `1048576`, `512kb`, `64 MB`, `1gb` (powers of 1024).
@@ -211,6 +279,7 @@ impl Setting {
             "dimension.max-rows" => Some(Setting::DimensionMaxRows),
             "dimension.max-bytes" => Some(Setting::DimensionMaxBytes),
             "table.dml-sync" => Some(Setting::DmlSync),
+            "execution.runtime-mode" => Some(Setting::RuntimeMode),
             _ => None,
         }
     }
@@ -298,6 +367,22 @@ impl Setting {
                 "false" | "off" => config.dml_sync = false,
                 _ => return plan_err!("table.dml-sync must be 'true' or 'false', got '{value}'"),
             },
+            Setting::RuntimeMode => match value.trim().to_ascii_lowercase().as_str() {
+                "automatic" => config.runtime_mode = RuntimeMode::Automatic,
+                "streaming" => config.runtime_mode = RuntimeMode::Streaming,
+                "batch" => {
+                    return plan_err!(
+                        "execution.runtime-mode 'batch' is not supported: 'automatic' (the \
+                         default) already answers a GROUP BY over a bounded input once, at its \
+                         end; 'streaming' gives its changelog"
+                    );
+                }
+                _ => {
+                    return plan_err!(
+                        "execution.runtime-mode must be 'automatic' or 'streaming', got '{value}'"
+                    );
+                }
+            },
         }
         Ok(())
     }
@@ -316,6 +401,7 @@ impl Setting {
             Setting::DimensionMaxRows => "dimension.max-rows",
             Setting::DimensionMaxBytes => "dimension.max-bytes",
             Setting::DmlSync => "table.dml-sync",
+            Setting::RuntimeMode => "execution.runtime-mode",
         }
     }
 
@@ -339,6 +425,10 @@ impl Setting {
             Setting::DimensionMaxRows => config.dimension_max_rows.to_string(),
             Setting::DimensionMaxBytes => config.dimension_max_bytes.to_string(),
             Setting::DmlSync => config.dml_sync.to_string(),
+            Setting::RuntimeMode => match config.runtime_mode {
+                RuntimeMode::Automatic => "automatic".to_string(),
+                RuntimeMode::Streaming => "streaming".to_string(),
+            },
         }
     }
 }
@@ -397,6 +487,13 @@ mod tests {
         assert_eq!(c.checkpoint_interval, None);
         assert!(Setting::Parallelism.apply(&mut c, "zero").is_err());
         assert!(Setting::from_key("no.such.key").is_none());
+        let mode = Setting::from_key("execution.runtime-mode").unwrap();
+        mode.apply(&mut c, "STREAMING").unwrap();
+        assert_eq!(c.runtime_mode, RuntimeMode::Streaming);
+        assert_eq!(mode.show(&c), "streaming");
+        assert!(mode.apply(&mut c, "batch").is_err());
+        assert!(mode.apply(&mut c, "fast").is_err());
+        assert_eq!(c.runtime_mode, RuntimeMode::Streaming);
     }
 
     #[test]

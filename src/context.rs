@@ -11,20 +11,25 @@ use std::sync::{Arc, RwLock};
 
 use datafusion::common::{Result, plan_err};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::config::SabotConfig;
+use crate::config::{PlannedRuntimeMode, SabotConfig};
+use crate::physical::sink::is_updating_result;
+use crate::physical::streaming::changelog_stream;
 use crate::planner::extension_planner::StreamingQueryPlanner;
 use crate::planner::script::split_statements;
 use crate::planner::statement;
 use crate::planner::streaming_rule::StreamingPipelineRule;
 use crate::planner::timestamp_literals::TimestampLiteralRule;
+use crate::planner::updating_aggregate_rule::UpdatingAggregateRule;
 use crate::planner::window_aggregate_rule::WindowAggregateRule;
 use crate::planner::window_tvf::WindowTvfPlanner;
 use crate::state::backend::{PlannedBackend, StateBackend};
@@ -65,12 +70,15 @@ impl SabotContext {
             // table then becomes a broadcast join without a shuffle of the stream.
             .with_repartition_joins(false)
             .with_extension(Arc::new(config.clone()))
-            .with_option_extension(PlannedBackend(StateBackend::of(&config)));
+            .with_option_extension(PlannedBackend(StateBackend::of(&config)))
+            .with_option_extension(PlannedRuntimeMode(config.runtime_mode));
         let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(TimestampLiteralRule),
             Arc::new(WindowAggregateRule),
         ];
         logical_rules.extend(Optimizer::new().rules);
+        // After DataFusion's rules, which turn DISTINCT into aggregates.
+        logical_rules.push(Arc::new(UpdatingAggregateRule));
         let mut physical_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
             PhysicalOptimizer::new().rules;
         // Before the final sanity check, which must see the streaming operators.
@@ -194,5 +202,33 @@ impl Deref for SabotContext {
 
     fn deref(&self) -> &SessionContext {
         &self.ctx
+    }
+}
+
+/// A query's rows as they come out (see [`result_stream`]).
+pub struct ResultStream {
+    /// The rows: the query's columns, with an `op` column first if `updating`.
+    pub batches: SendableRecordBatchStream,
+    /// True for an updating query (a GROUP BY without a window): each row is a change of the
+    /// result, `+I`, `-U`, `+U` or `-D` in its `op` column (see [`crate::changelog`]).
+    pub updating: bool,
+}
+
+/// Runs `df` and returns its rows: for an append-only query the same batches as
+/// `DataFrame::execute_stream`, for an updating query its changelog, `op` first. (Its plain
+/// `execute_stream` refuses, since rows without their kinds would read as facts.)
+pub async fn result_stream(df: DataFrame) -> Result<ResultStream> {
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    if is_updating_result(&plan) {
+        Ok(ResultStream {
+            batches: changelog_stream(&plan, task)?,
+            updating: true,
+        })
+    } else {
+        Ok(ResultStream {
+            batches: execute_stream(plan, task)?,
+            updating: false,
+        })
     }
 }

@@ -80,6 +80,54 @@
 //! # }
 //! ```
 //!
+//! An *updating* query, a GROUP BY without a window over a stream, has a result that changes
+//! as rows arrive. Its rows are a changelog ([`changelog`]): read it with [`result_stream`],
+//! which puts an `op` column first, `+I` for a new group, `-U` and `+U` for the old and new row
+//! of a group that changed, `-D` for a group that went away. (Its plain `execute_stream`
+//! refuses: rows without their kinds would read as facts.) Over a bounded input a GROUP BY
+//! answers once, at the end, unless `execution.runtime-mode` is `streaming`:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> datafusion::error::Result<()> {
+//! use std::collections::HashMap;
+//!
+//! use datafusion::arrow::array::AsArray;
+//! use datafusion::arrow::datatypes::Int64Type;
+//! use futures::TryStreamExt;
+//!
+//! let ctx = sabot::session_context(sabot::SabotConfig::default());
+//! ctx.sql(
+//!     "CREATE TABLE bids (auction BIGINT, price BIGINT) WITH ('connector' = 'nexmark',
+//!        'nexmark.table.type' = 'bid', 'events.num' = '10000', 'throttle' = 'false')",
+//! )
+//! .await?;
+//! ctx.sql("SET 'execution.runtime-mode' = 'streaming'").await?;
+//! let query = ctx.sql("SELECT auction, COUNT(*) AS bids FROM bids GROUP BY auction").await?;
+//! let changes = sabot::result_stream(query).await?;
+//! assert!(changes.updating);
+//! // Apply the changelog: the last +I or +U row of an auction is its count.
+//! let mut counts = HashMap::new();
+//! for batch in changes.batches.try_collect::<Vec<_>>().await? {
+//!     let (ops, auctions) = (batch.column(0).as_string::<i32>(), batch.column(1));
+//!     let bids = batch.column(2).as_primitive::<Int64Type>();
+//!     for row in 0..batch.num_rows() {
+//!         let auction = auctions.as_primitive::<Int64Type>().value(row);
+//!         match ops.value(row) {
+//!             "+I" | "+U" => counts.insert(auction, bids.value(row)),
+//!             _ => counts.remove(&auction),
+//!         };
+//!     }
+//! }
+//! // The changelog ends in the batch answer: every bid counted once.
+//! let all: i64 = counts.values().sum();
+//! ctx.sql("SET 'execution.runtime-mode' = 'automatic'").await?;
+//! let batch = ctx.sql("SELECT COUNT(*) FROM bids").await?.collect().await?;
+//! assert_eq!(all, batch[0].column(0).as_primitive::<Int64Type>().value(0));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The `sabot` binary runs the same SQL from a script (`sabot run query.sql`) or serves it over
 //! the Postgres wire protocol to psql and drivers (`sabot serve`, [`server`]).
 //!
@@ -88,8 +136,9 @@
 //! Each module uses only the modules above it in this list; no module, and no file, imports
 //! another that imports it back (`tests/architecture.rs` checks both).
 //!
-//! 1. [`error`], [`functions`], [`metrics`], [`config`]: SQLSTATE errors, Flink's functions,
-//!    the metrics registry, the settings. They use nothing else of Sabot.
+//! 1. [`error`], [`functions`], [`metrics`], [`config`], [`changelog`]: SQLSTATE errors,
+//!    Flink's functions, the metrics registry, the settings, what a changelog row does. They
+//!    use nothing else of Sabot.
 //! 2. [`state`]: state encodings, RocksDB, re-keying, and where state lives
 //!    ([`state::backend`]).
 //! 3. [`statement`]: one statement, read once into what it is.
@@ -104,6 +153,7 @@
 //! 11. [`cli`] and [`server`]: `sabot run` and `sabot bench`, and `sabot serve`.
 
 pub mod catalog;
+pub mod changelog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -120,4 +170,4 @@ pub mod state;
 pub mod statement;
 
 pub use config::SabotConfig;
-pub use context::{SabotContext, session_context};
+pub use context::{ResultStream, SabotContext, result_stream, session_context};

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "functions",
     "metrics",
     "config",
+    "changelog",
     "state",
     "statement",
     "catalog",

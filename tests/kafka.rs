@@ -135,6 +135,83 @@ async fn tumble_over_partitions_matches_the_records() -> Result<()> {
     Ok(())
 }
 
+/// A GROUP BY without a window over an unbounded topic is an updating query: its changelog,
+/// read while the job runs, comes to the counts and sums computed here from the records (each
+/// auction once: every update takes its old row back), at parallelism 1 and 3; then more
+/// records update it further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_aggregate_over_an_unbounded_topic() -> Result<()> {
+    let mock = cluster(1);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("bids", 4, 1).unwrap();
+    let records = bids();
+    let (first, second) = records.split_at(300);
+    produce(&servers, "bids", first);
+    let expected = |records: &[Record]| {
+        let mut per_auction: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for (i, _) in records.iter().enumerate() {
+            let e = per_auction.entry(i as i64 % 7).or_default();
+            e.0 += 1;
+            e.1 += i as i64;
+        }
+        per_auction
+    };
+    for parallelism in [1, 3] {
+        let ctx = sabot::session_context(config(parallelism));
+        // No bounded mode: the topic never ends.
+        ctx.sql(&bids_table(&servers, "").replace(", 'scan.bounded.mode' = 'latest-offset'", ""))
+            .await?;
+        let df = ctx
+            .sql("SELECT auction, COUNT(*) AS n, SUM(price) AS s FROM bids GROUP BY auction")
+            .await?;
+        let changes = sabot::result_stream(df).await?;
+        assert!(changes.updating);
+        let mut batches = changes.batches;
+        let mut state: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        let read = |state: &mut BTreeMap<i64, (i64, i64)>, batch: &RecordBatch| {
+            // In order: an update's -U comes before its +U.
+            for i in 0..batch.num_rows() {
+                let cells: Vec<String> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| datafusion::arrow::util::display::array_value_to_string(c, i).unwrap())
+                    .collect();
+                let line = cells.join("|");
+                let auction: i64 = cells[1].parse().unwrap();
+                let row = (cells[2].parse().unwrap(), cells[3].parse().unwrap());
+                match cells[0].as_str() {
+                    "+I" | "+U" => {
+                        assert!(state.insert(auction, row).is_none(), "{line}: twice");
+                    }
+                    "-U" | "-D" => assert_eq!(state.remove(&auction), Some(row), "{line}"),
+                    other => panic!("op {other}"),
+                }
+            }
+        };
+        // At parallelism 3 the topic already holds every record.
+        let want = expected(if parallelism == 1 { first } else { &records });
+        while state != want {
+            let batch = tokio::time::timeout(Duration::from_secs(30), batches.next())
+                .await
+                .expect("the changelog stalled")
+                .expect("the changelog ended")?;
+            read(&mut state, &batch);
+        }
+        if parallelism == 1 {
+            produce(&servers, "bids", second);
+        }
+        let want = expected(&records);
+        while state != want {
+            let batch = tokio::time::timeout(Duration::from_secs(30), batches.next())
+                .await
+                .expect("the changelog stalled")
+                .expect("the changelog ended")?;
+            read(&mut state, &batch);
+        }
+    }
+    Ok(())
+}
+
 /// 2 partitions of 10 records each; record `i` of partition `p` has key `k{p}-{i}`, value
 /// `{"v": i}` and timestamp BASE + i s.
 fn small_topic(mock: &Cluster, topic: &str) -> String {

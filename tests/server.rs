@@ -632,6 +632,108 @@ async fn materialized_view_is_queryable_while_its_job_runs() {
     assert_eq!(code(&e), SqlState::UNDEFINED_TABLE.code(), "{e}");
 }
 
+/// A materialized view over an updating query (a GROUP BY without a window) holds the query's
+/// current result: while its job reads an unbounded stream every auction is in it once, and
+/// over a bounded stream (`execution.runtime-mode` = `streaming`) it ends as the batch answer.
+/// A plain SELECT of the query shows its changelog, `op` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_view_of_an_updating_query_holds_its_current_result() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client.batch_execute(BIDS).await.expect("create");
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW per_auction AS \
+             SELECT auction, COUNT(*) AS bids, MAX(price) AS top FROM bid GROUP BY auction",
+        )
+        .await
+        .expect("create materialized view");
+    let mut auctions = 0u64;
+    for _ in 0..600 {
+        let rows = simple_rows(
+            &client,
+            "SELECT COUNT(*), COUNT(DISTINCT auction), SUM(bids) FROM per_auction",
+        )
+        .await;
+        let value = |i: usize| {
+            rows[0][i]
+                .as_deref()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+        };
+        // Each auction once: its old rows were taken back as its count grew.
+        assert_eq!(value(0), value(1), "{rows:?}");
+        auctions = value(0);
+        if auctions >= 10 && value(2) > auctions {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(auctions >= 10, "auctions in the view: {auctions}");
+    client
+        .batch_execute("DROP MATERIALIZED VIEW per_auction")
+        .await
+        .expect("drop");
+
+    // A bounded stream, read as a stream: the view ends as the batch answer.
+    client
+        .batch_execute(
+            "CREATE TABLE few (auction BIGINT, price BIGINT) WITH ('connector' = 'nexmark', \
+             'nexmark.table.type' = 'bid', 'events.num' = '20000', 'throttle' = 'false')",
+        )
+        .await
+        .expect("create");
+    let batch = simple_rows(
+        &client,
+        "SELECT COUNT(DISTINCT auction), COUNT(*), MAX(price) FROM few",
+    )
+    .await;
+    client
+        .batch_execute("SET 'execution.runtime-mode' = 'streaming'")
+        .await
+        .expect("set");
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW few_per_auction AS \
+             SELECT auction, COUNT(*) AS bids, MAX(price) AS top FROM few GROUP BY auction",
+        )
+        .await
+        .expect("create materialized view");
+    let mut view = Vec::new();
+    for _ in 0..600 {
+        view = simple_rows(
+            &client,
+            "SELECT COUNT(*), SUM(bids), MAX(top) FROM few_per_auction",
+        )
+        .await;
+        if view == batch {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view, batch);
+    // The query itself, over the wire: its changelog, with the op column first.
+    let messages = client
+        .simple_query("SELECT auction, COUNT(*) FROM few GROUP BY auction")
+        .await
+        .expect("changelog");
+    let rows: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows[0].columns()[0].name(), "op");
+    let inserts = rows.iter().filter(|r| r.get(0) == Some("+I")).count();
+    let deletes = rows.iter().filter(|r| r.get(0) == Some("-D")).count();
+    assert_eq!(deletes, 0);
+    // Every auction is inserted once; every other row is an update pair.
+    assert_eq!(Some(inserts.to_string().as_str()), batch[0][0].as_deref());
+    assert_eq!((rows.len() - inserts) % 2, 0);
+}
+
 /// Drivers' habits: INSERT with parameters, SHOW and DESCRIBE through the extended protocol,
 /// a statement prepared before its table changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
+use futures::TryStreamExt;
 use sabot::SabotConfig;
 use sabot::context::SabotContext;
 use sabot::server::Server;
@@ -53,8 +54,10 @@ impl AsyncDB for SabotDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
         let df = self.ctx.sql(sql).await?;
-        let schema = df.schema().inner().clone();
-        let batches = df.collect().await?;
+        // An updating query's rows are its changelog, with an `op` column first.
+        let rows = sabot::result_stream(df).await?.batches;
+        let schema = rows.schema();
+        let batches: Vec<_> = rows.try_collect().await?;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }

@@ -35,6 +35,9 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("q17", include_str!("../../benches/nexmark/q17.sql")),
     ("q21", include_str!("../../benches/nexmark/q21.sql")),
     ("q22", include_str!("../../benches/nexmark/q22.sql")),
+    ("u1", include_str!("../../benches/nexmark/u1.sql")),
+    ("u2", include_str!("../../benches/nexmark/u2.sql")),
+    ("u3", include_str!("../../benches/nexmark/u3.sql")),
 ];
 
 /// What one run measured.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Int8Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
@@ -38,6 +39,10 @@ impl SinkConnector for BlackholeConnector {
         Ok(Box::new(BlackholeWriter))
     }
 
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     fn explain(&self) -> String {
         "discard".to_string()
     }
@@ -48,6 +53,10 @@ struct BlackholeWriter;
 #[async_trait]
 impl SinkWriter for BlackholeWriter {
     async fn write(&mut self, _batch: &RecordBatch) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write_changes(&mut self, _batch: &RecordBatch, _kinds: &Int8Array) -> Result<()> {
         Ok(())
     }
 

@@ -4,18 +4,28 @@
 //! one partition, so a streaming query over a memory table is fully deterministic (which the SQL
 //! tests rely on). The input is bounded: a scan sees the rows present when it starts. A table
 //! filled by a job that failed (a materialized view) answers scans with the job's error.
+//!
+//! A memory table also takes the changelog of an updating query (a materialized view over a
+//! GROUP BY without a window): `+I` and `+U` rows are added, `-U` and `-D` rows take one equal
+//! row back (as Flink applies a retract stream), so the table holds the query's current result.
+//! Taken-back rows are masked, and the table is compacted once they are the majority.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{BooleanArray, Int8Array};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 
 use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
 use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::TableDefinition;
+use crate::changelog::kind_at;
 use crate::error::{SqlStateError, with_sqlstate};
 
 /// Options of an in-memory table (only the common source options).
@@ -25,7 +35,7 @@ pub const MEMORY_OPTIONS: &[OptionSpec] = &[];
 #[derive(Debug)]
 pub struct MemoryStore {
     schema: SchemaRef,
-    batches: RwLock<Vec<RecordBatch>>,
+    rows: RwLock<Rows>,
     /// Why the job filling the table (a materialized view's) failed: readers get this error
     /// instead of rows that stopped changing.
     failure: RwLock<Option<SqlStateError>>,
@@ -34,15 +44,165 @@ pub struct MemoryStore {
     reservation: std::sync::Mutex<Option<MemoryReservation>>,
 }
 
+/// The stored batches, and what changelogs took back from them.
+#[derive(Debug, Default)]
+struct Rows {
+    batches: Vec<RecordBatch>,
+    /// Per batch, the rows taken back (empty: none).
+    removed: Vec<Vec<bool>>,
+    /// Rows taken back, over all batches.
+    removed_count: usize,
+    /// Rows over all batches.
+    total: usize,
+    /// Built by the first changelog write: where each live row written since is.
+    index: Option<RowIndex>,
+}
+
+/// The live rows a changelog may take back, by their bytes in the row format.
+struct RowIndex {
+    converter: RowConverter,
+    /// Each live copy of a row: (batch, row).
+    positions: HashMap<Box<[u8]>, Vec<(usize, usize)>>,
+}
+
+impl std::fmt::Debug for RowIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowIndex")
+            .field("rows", &self.positions.len())
+            .finish()
+    }
+}
+
+impl Rows {
+    fn push(&mut self, batch: RecordBatch, removed: Vec<bool>) {
+        self.total += batch.num_rows();
+        self.removed_count += removed.iter().filter(|r| **r).count();
+        self.batches.push(batch);
+        self.removed.push(removed);
+    }
+
+    /// The live rows.
+    fn live(&self) -> Result<Vec<RecordBatch>> {
+        self.batches
+            .iter()
+            .zip(&self.removed)
+            .filter(|(b, _)| b.num_rows() > 0)
+            .map(|(batch, removed)| {
+                if removed.iter().any(|r| *r) {
+                    let keep = BooleanArray::from(removed.iter().map(|r| !r).collect::<Vec<_>>());
+                    Ok(filter_record_batch(batch, &keep)?)
+                } else {
+                    Ok(batch.clone())
+                }
+            })
+            .filter(|b| !matches!(b, Ok(b) if b.num_rows() == 0))
+            .collect()
+    }
+
+    /// Adds `batch`'s rows of kind `+I`, `+U` and takes one equal live row back for each of
+    /// kind `-U`, `-D` (one that is not there is ignored), in order.
+    fn apply_changes(
+        &mut self,
+        schema: &SchemaRef,
+        batch: RecordBatch,
+        kinds: &Int8Array,
+    ) -> Result<()> {
+        if self.index.is_none() {
+            let fields = schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect();
+            self.index = Some(RowIndex {
+                converter: RowConverter::new(fields)?,
+                positions: HashMap::new(),
+            });
+        }
+        let Some(index) = self.index.as_mut() else {
+            return Ok(());
+        };
+        let encoded = index.converter.convert_columns(batch.columns())?;
+        let at = self.batches.len();
+        // The batch's own retraction rows are never live.
+        let mut removed = vec![false; batch.num_rows()];
+        for i in 0..batch.num_rows() {
+            let kind = kind_at(Some(kinds), i)?;
+            let key = encoded.row(i).data();
+            if kind.adds() {
+                index.positions.entry(key.into()).or_default().push((at, i));
+                continue;
+            }
+            removed[i] = true;
+            let Some(copies) = index.positions.get_mut(key) else {
+                continue;
+            };
+            match copies.pop() {
+                // A row added earlier in this very batch.
+                Some((b, r)) if b == at => removed[r] = true,
+                Some((b, r)) => {
+                    if let Some(mask) = self.removed.get_mut(b) {
+                        if mask.is_empty() {
+                            *mask = vec![false; self.batches[b].num_rows()];
+                        }
+                        mask[r] = true;
+                        self.removed_count += 1;
+                    }
+                }
+                None => {}
+            }
+            if copies.is_empty() {
+                index.positions.remove(key);
+            }
+        }
+        self.push(batch, removed);
+        if self.removed_count > 4096 && self.removed_count * 2 > self.total {
+            self.compact(schema)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps only the live rows, in one batch, and indexes them again.
+    fn compact(&mut self, schema: &SchemaRef) -> Result<()> {
+        let live = self.live()?;
+        let batch = concat_batches(schema, &live)?;
+        self.batches.clear();
+        self.removed.clear();
+        self.total = 0;
+        self.removed_count = 0;
+        if let Some(index) = self.index.as_mut() {
+            index.positions.clear();
+            let encoded = index.converter.convert_columns(batch.columns())?;
+            for i in 0..batch.num_rows() {
+                index
+                    .positions
+                    .entry(encoded.row(i).data().into())
+                    .or_default()
+                    .push((0, i));
+            }
+        }
+        let rows = batch.num_rows();
+        self.push(batch, Vec::new());
+        debug_assert_eq!(self.total, rows);
+        Ok(())
+    }
+
+    fn memory_size(&self) -> usize {
+        self.batches
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum::<usize>()
+            + self.index.as_ref().map_or(0, |i| {
+                i.positions.keys().map(|k| k.len() + 48).sum::<usize>()
+            })
+    }
+}
+
 impl MemoryStore {
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
         if let Some(failure) = self.failure.read().ok().and_then(|f| f.clone()) {
             return Err(with_sqlstate(failure.code, failure.message));
         }
-        self.batches
-            .read()
-            .map(|b| b.clone())
-            .map_err(|_| DataFusionError::Internal("memory table lock poisoned".into()))
+        self.rows.read().map_err(|_| poisoned())?.live()
     }
 
     fn reserve_in(&self, pool: &Arc<dyn MemoryPool>) {
@@ -53,17 +213,42 @@ impl MemoryStore {
         }
     }
 
-    fn append(&self, batch: RecordBatch) -> Result<()> {
-        if let Ok(mut reservation) = self.reservation.lock()
-            && let Some(reservation) = reservation.as_mut()
-        {
+    /// Applies `change`, which adds `batch`, once its memory is reserved (nothing is stored
+    /// when the pool refuses); then reserves what the rows hold.
+    fn changed(
+        &self,
+        batch: &RecordBatch,
+        change: impl FnOnce(&mut Rows) -> Result<()>,
+    ) -> Result<()> {
+        let mut reservation = self.reservation.lock().map_err(|_| poisoned())?;
+        if let Some(reservation) = reservation.as_mut() {
             reservation.try_grow(batch.get_array_memory_size())?;
         }
-        self.batches
-            .write()
-            .map(|mut b| b.push(batch))
-            .map_err(|_| DataFusionError::Internal("memory table lock poisoned".into()))
+        let mut rows = self.rows.write().map_err(|_| poisoned())?;
+        change(&mut rows)?;
+        if let Some(reservation) = reservation.as_mut() {
+            reservation.resize(rows.memory_size());
+        }
+        Ok(())
     }
+
+    fn append(&self, batch: RecordBatch) -> Result<()> {
+        self.changed(&batch.clone(), |rows| {
+            rows.push(batch, Vec::new());
+            Ok(())
+        })
+    }
+
+    fn apply_changes(&self, batch: RecordBatch, kinds: &Int8Array) -> Result<()> {
+        let schema = Arc::clone(&self.schema);
+        self.changed(&batch.clone(), |rows| {
+            rows.apply_changes(&schema, batch, kinds)
+        })
+    }
+}
+
+fn poisoned() -> DataFusionError {
+    DataFusionError::Internal("memory table lock poisoned".into())
 }
 
 /// Source and sink over one [`MemoryStore`].
@@ -87,7 +272,7 @@ pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
     Ok(MemoryConnector {
         store: Arc::new(MemoryStore {
             schema: def.source_schema(),
-            batches: RwLock::new(Vec::new()),
+            rows: RwLock::new(Rows::default()),
             failure: RwLock::new(None),
             reservation: std::sync::Mutex::new(None),
         }),
@@ -176,8 +361,12 @@ impl SinkConnector for MemoryConnector {
         }
     }
 
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     fn explain(&self) -> String {
-        "append".to_string()
+        "append, or apply a changelog".to_string()
     }
 }
 
@@ -191,6 +380,11 @@ impl SinkWriter for MemoryWriter {
         // Rows take the table's column names and nullability.
         let batch = RecordBatch::try_new(Arc::clone(&self.store.schema), batch.columns().to_vec())?;
         self.store.append(batch)
+    }
+
+    async fn write_changes(&mut self, batch: &RecordBatch, kinds: &Int8Array) -> Result<()> {
+        let batch = RecordBatch::try_new(Arc::clone(&self.store.schema), batch.columns().to_vec())?;
+        self.store.apply_changes(batch, kinds)
     }
 
     async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {

@@ -32,6 +32,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Int8Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
@@ -165,6 +166,13 @@ pub trait SinkWriter: Send {
     /// Writes rows (in the sink table's schema).
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
 
+    /// Writes changelog rows: `kinds` says what each does (`RowKind` numbers: `+I`, `-U`, `+U`,
+    /// `-D`). Only called on sinks whose connector [accepts
+    /// changes](SinkConnector::accepts_changes).
+    async fn write_changes(&mut self, _batch: &RecordBatch, _kinds: &Int8Array) -> Result<()> {
+        datafusion::common::internal_err!("this sink cannot write changelog rows")
+    }
+
     /// Barrier `epoch` passed: make everything written so far durable and return how to make
     /// it visible (a pre-commit, `Null` for nothing), applied by
     /// [`SinkConnector::commit`] once the checkpoint is complete. When the next barrier (or
@@ -198,6 +206,12 @@ pub struct SinkMeta {
 pub trait SinkConnector: Debug + Send + Sync {
     /// Connector name, e.g. `print`.
     fn name(&self) -> &'static str;
+
+    /// True if it takes the changelog of an updating query (inserts, updates, deletes);
+    /// otherwise the planner refuses an updating query into it.
+    fn accepts_changes(&self) -> bool {
+        false
+    }
 
     /// Opens the writer of input partition `partition` of `num_partitions`.
     fn open_writer(

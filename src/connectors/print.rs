@@ -1,13 +1,14 @@
 //! The `print` connector: a sink that prints every row, as Flink's does.
 //!
-//! Rows are printed as `+I[v1, v2, ...]` (an insert; window results are final, so there are no
-//! updates), prefixed by `print-identifier>` when set and by the partition number when the sink
+//! Rows are printed as `+I[v1, v2, ...]`, and the rows of an updating query with their kind
+//! (`-U[...]`, `+U[...]`, `-D[...]`), prefixed by `print-identifier>` when set and by the partition number when the sink
 //! runs in parallel: `id:2> +I[...]`. `standard-error` = `true` prints to standard error.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Int8Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -16,6 +17,7 @@ use datafusion::common::{DataFusionError, Result};
 use super::{SinkConnector, SinkWriter};
 use crate::catalog::options::OptionSpec;
 use crate::catalog::table_definition::TableDefinition;
+use crate::changelog::RowKind;
 
 /// Options of the print sink.
 pub const PRINT_OPTIONS: &[OptionSpec] = &[
@@ -68,6 +70,10 @@ impl SinkConnector for PrintConnector {
         }))
     }
 
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     fn explain(&self) -> String {
         if self.stderr { "stderr" } else { "stdout" }.to_string()
     }
@@ -78,8 +84,20 @@ struct PrintWriter {
     stderr: bool,
 }
 
-/// Formats the rows of `batch` as Flink's print sink does: `+I[v1, v2]`.
-pub fn format_rows(prefix: &str, batch: &RecordBatch) -> Result<String> {
+impl PrintWriter {
+    fn print(&self, text: &str) -> Result<()> {
+        let result = if self.stderr {
+            std::io::stderr().lock().write_all(text.as_bytes())
+        } else {
+            std::io::stdout().lock().write_all(text.as_bytes())
+        };
+        result.map_err(|e| DataFusionError::Execution(format!("print sink: {e}")))
+    }
+}
+
+/// Formats the rows of `batch` as Flink's print sink does: `+I[v1, v2]`, or with the kind of
+/// each row, as `kinds` numbers them (`-U[v1, v2]`).
+pub fn format_rows(prefix: &str, batch: &RecordBatch, kinds: Option<&Int8Array>) -> Result<String> {
     let options = FormatOptions::default().with_null("NULL");
     let formatters = batch
         .columns()
@@ -89,7 +107,14 @@ pub fn format_rows(prefix: &str, batch: &RecordBatch) -> Result<String> {
     let mut out = String::new();
     for row in 0..batch.num_rows() {
         out.push_str(prefix);
-        out.push_str("+I[");
+        let kind = match kinds {
+            Some(kinds) => RowKind::of(kinds.value(row)).ok_or_else(|| {
+                DataFusionError::Internal(format!("print sink: row kind {}", kinds.value(row)))
+            })?,
+            None => RowKind::Insert,
+        };
+        out.push_str(kind.short());
+        out.push('[');
         for (i, f) in formatters.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
@@ -104,13 +129,11 @@ pub fn format_rows(prefix: &str, batch: &RecordBatch) -> Result<String> {
 #[async_trait]
 impl SinkWriter for PrintWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let text = format_rows(&self.prefix, batch)?;
-        let result = if self.stderr {
-            std::io::stderr().lock().write_all(text.as_bytes())
-        } else {
-            std::io::stdout().lock().write_all(text.as_bytes())
-        };
-        result.map_err(|e| DataFusionError::Execution(format!("print sink: {e}")))
+        self.print(&format_rows(&self.prefix, batch, None)?)
+    }
+
+    async fn write_changes(&mut self, batch: &RecordBatch, kinds: &Int8Array) -> Result<()> {
+        self.print(&format_rows(&self.prefix, batch, Some(kinds))?)
     }
 
     async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {
@@ -138,7 +161,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            format_rows("out> ", &batch).unwrap(),
+            format_rows("out> ", &batch, None).unwrap(),
             "out> +I[1, x]\nout> +I[NULL, y]\n"
         );
     }

@@ -22,9 +22,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::Int8Type;
 use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -41,7 +42,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::message::{MessageStream, StreamBatch, StreamMessage};
-use super::streaming::{StreamingExec, data_only, execute_input};
+use super::streaming::{StreamingExec, data_only, execute_input, fmt_changelog};
 use super::watermark_tracker::WatermarkTracker;
 use crate::physical::window_spec::WindowField;
 
@@ -174,7 +175,8 @@ impl DisplayAs for StreamExchangeExec {
             }
             ExchangeMode::Single => write!(f, "StreamExchangeExec: merge {inputs} -> 1")?,
         }
-        write!(f, ", watermark=min over inputs, barriers=aligned")
+        write!(f, ", watermark=min over inputs, barriers=aligned")?;
+        fmt_changelog(f, &self.input)
     }
 }
 
@@ -245,6 +247,13 @@ impl ExecutionPlan for StreamExchangeExec {
 }
 
 impl StreamingExec for StreamExchangeExec {
+    /// Row by row: each row keeps its kind. Not round robin, which could send a row taken
+    /// back to another partition than the row it takes back (the planner drops round robin
+    /// over a changelog).
+    fn accepts_changes(&self) -> bool {
+        !matches!(self.mode, ExchangeMode::RoundRobin)
+    }
+
     fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
         super::streaming::window_columns(&self.input)
     }
@@ -386,7 +395,13 @@ impl Router {
                             Some(w) => Some(take_int64(w, &idx)?),
                             None => None,
                         };
-                        StreamBatch::with_row_watermarks(rows_part, wm)
+                        let kinds = match &batch.kinds {
+                            Some(k) => {
+                                Some(take(k, &idx, None)?.as_primitive::<Int8Type>().clone())
+                            }
+                            None => None,
+                        };
+                        StreamBatch::with_row_watermarks(rows_part, wm).with_kinds(kinds)
                     };
                     any |= self.outputs[target]
                         .send(Ok(StreamMessage::Data(part)))

@@ -19,7 +19,7 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSe
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::message::{MessageStream, StreamBatch};
-use super::streaming::{StreamingExec, data_only, execute_input, map_data};
+use super::streaming::{StreamingExec, data_only, execute_input, fmt_changelog, map_data};
 use crate::physical::window_spec::WindowField;
 
 /// Streaming filter (see the module docs).
@@ -51,7 +51,7 @@ impl DisplayAs for StreamFilterExec {
         if let Some(p) = &self.projection {
             write!(f, ", projection={p:?}")?;
         }
-        Ok(())
+        fmt_changelog(f, &self.input)
     }
 }
 
@@ -113,6 +113,11 @@ impl ExecutionPlan for StreamFilterExec {
 }
 
 impl StreamingExec for StreamFilterExec {
+    /// Row by row: each row keeps its kind.
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
         super::streaming::window_columns(&self.input)
     }
@@ -146,7 +151,8 @@ impl StreamingExec for StreamFilterExec {
                 let options = RecordBatchOptions::new().with_row_count(Some(out.num_rows()));
                 let batch =
                     RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
-                out = StreamBatch::with_row_watermarks(batch, out.row_watermarks);
+                out = StreamBatch::with_row_watermarks(batch, out.row_watermarks)
+                    .with_kinds(out.kinds);
             }
             baseline.record_output(out.num_rows());
             Ok(out)

@@ -14,9 +14,10 @@
 
 use std::pin::Pin;
 
-use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int8Array, Int64Array};
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::Int8Type;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use futures::Stream;
@@ -43,6 +44,9 @@ pub struct StreamBatch {
     /// Per-row watermark (ms), same length as `batch`, never decreasing along the batch.
     /// `None` means the last [`StreamMessage::Watermark`] applies to every row.
     pub row_watermarks: Option<Int64Array>,
+    /// Per-row [`RowKind`](crate::changelog::RowKind) numbers of a changelog, same length as
+    /// `batch`; `None` means every row is an insert (an append-only stream carries none).
+    pub kinds: Option<Int8Array>,
 }
 
 impl StreamBatch {
@@ -51,6 +55,7 @@ impl StreamBatch {
         Self {
             batch,
             row_watermarks: None,
+            kinds: None,
         }
     }
 
@@ -59,7 +64,14 @@ impl StreamBatch {
         Self {
             batch,
             row_watermarks,
+            kinds: None,
         }
+    }
+
+    /// This batch with the row kinds `kinds` (see [`Self::kinds`]).
+    pub fn with_kinds(mut self, kinds: Option<Int8Array>) -> Self {
+        self.kinds = kinds;
+        self
     }
 
     /// Number of rows.
@@ -87,9 +99,14 @@ impl StreamBatch {
             }
             None => None,
         };
+        let kinds = match &self.kinds {
+            Some(kinds) => Some(filter(kinds, mask)?.as_primitive::<Int8Type>().clone()),
+            None => None,
+        };
         Ok(Self {
             batch,
             row_watermarks,
+            kinds,
         })
     }
 

@@ -15,11 +15,15 @@
 //! | `BroadcastJoinExec` | [`broadcast_join`] | none (the table is reloaded) |
 //! | `WindowJoinExec` | [`joins`] | rows of open windows, both sides |
 //! | `IntervalJoinExec` | [`joins`] | rows within the time bound, both sides |
+//! | `UpdatingAggregateExec` | [`updating_aggregate`] | accumulators per group key |
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
 //! The stateful operators (window aggregation, the joins) implement
 //! [`operator::Operator`] and are run by one [`operator::Driver`]: the message loop, barrier
 //! alignment, watermarks, late rows, metrics and state memory are written once, there.
+//!
+//! Rows of an updating query (a GROUP BY without a window) carry what they do to the result,
+//! insert, update or delete ([`crate::changelog`]); every node says whether its output only appends.
 //!
 //! Shared pieces: [`window_spec`] (window arithmetic), [`watermark_tracker`] (min over inputs),
 //! [`aggregation`] (DataFusion group tables), [`event_time`] (timestamps as milliseconds),
@@ -40,6 +44,7 @@ pub mod sink;
 pub mod source;
 pub mod state_memory;
 pub mod streaming;
+pub mod updating_aggregate;
 pub mod watermark_tracker;
 pub mod window_aggregate;
 pub mod window_assign;
@@ -70,6 +75,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         broadcast_join::BroadcastJoinExec,
         joins::WindowJoinExec,
         joins::IntervalJoinExec,
+        updating_aggregate::UpdatingAggregateExec,
     );
     None
 }

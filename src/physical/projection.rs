@@ -17,7 +17,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::message::{MessageStream, StreamBatch};
-use super::streaming::{StreamingExec, data_only, execute_input, map_data};
+use super::streaming::{StreamingExec, data_only, execute_input, fmt_changelog, map_data};
 use crate::physical::window_spec::WindowField;
 
 /// Streaming projection (see the module docs).
@@ -74,7 +74,8 @@ impl DisplayAs for StreamProjectionExec {
                 }
             })
             .collect();
-        write!(f, "StreamProjectionExec: expr=[{}]", exprs.join(", "))
+        write!(f, "StreamProjectionExec: expr=[{}]", exprs.join(", "))?;
+        fmt_changelog(f, &self.input)
     }
 }
 
@@ -140,6 +141,11 @@ impl ExecutionPlan for StreamProjectionExec {
 }
 
 impl StreamingExec for StreamProjectionExec {
+    /// Row by row: each row keeps its kind.
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
         let input = super::streaming::window_columns(&self.input);
         self.column_sources()
@@ -174,7 +180,7 @@ impl StreamingExec for StreamProjectionExec {
             let options = RecordBatchOptions::new().with_row_count(Some(rows));
             let out = RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
             baseline.record_output(rows);
-            Ok(StreamBatch::with_row_watermarks(out, batch.row_watermarks))
+            Ok(StreamBatch::with_row_watermarks(out, batch.row_watermarks).with_kinds(batch.kinds))
         }))
     }
 }

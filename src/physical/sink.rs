@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::message::StreamMessage;
-use super::streaming::execute_input;
+use super::streaming::{changelog_mode, execute_input};
 use crate::connectors::{SinkConnector, SinkMeta};
 use crate::physical::event_time::to_millis;
 use crate::physical::job_context::JobContext;
@@ -45,6 +45,12 @@ pub struct StreamSinkExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// True if reading `plan` from outside gives a changelog: its output is updating and it is
+/// not a sink (whose output is the count of rows written, whatever its input).
+pub fn is_updating_result(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    !plan.is::<StreamSinkExec>() && changelog_mode(plan).is_updating()
+}
+
 fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "count",
@@ -57,6 +63,11 @@ impl StreamSinkExec {
     /// The sink connector.
     pub fn sink(&self) -> &Arc<dyn SinkConnector> {
         &self.sink
+    }
+
+    /// The sink table's name.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// Number of writers (input partitions).
@@ -196,7 +207,10 @@ impl ExecutionPlan for StreamSinkExec {
                                 continue;
                             }
                             let projected = batch.batch.project(&projection)?;
-                            writer.write(&projected).await?;
+                            match &batch.kinds {
+                                Some(kinds) => writer.write_changes(&projected, kinds).await?,
+                                None => writer.write(&projected).await?,
+                            }
                             written += rows as u64;
                             baseline.record_output(rows);
                             if let Some(job) = &job {

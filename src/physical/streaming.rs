@@ -23,6 +23,7 @@ use datafusion::common::internal_err;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
@@ -30,6 +31,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::message::{END_OF_TIME, MessageStream, StreamBatch, StreamMessage};
+use crate::changelog::{ChangelogMode, changelog_schema, updating_data_face_error, with_op_column};
 use crate::physical::window_spec::WindowField;
 use crate::state::backend::StateBackend;
 
@@ -64,6 +66,18 @@ pub trait StreamingExec: ExecutionPlan {
 
     /// True if it declares a watermark (a source with a WATERMARK).
     fn declares_watermark(&self) -> bool {
+        false
+    }
+
+    /// What its output is: appended rows or a changelog ([`crate::changelog`]). By default
+    /// its inputs' mode: a row-wise node passes the kinds of its rows on.
+    fn changelog(&self) -> ChangelogMode {
+        ChangelogMode::of_inputs(self.children().into_iter().map(changelog_mode))
+    }
+
+    /// True if it handles changelog input (rows with kinds); the planner refuses a node that
+    /// does not over an updating input.
+    fn accepts_changes(&self) -> bool {
         false
     }
 
@@ -203,10 +217,107 @@ pub fn follow_partitions(
     }
 }
 
+/// The changelog mode of `plan`'s output: a streaming node's own, or (for a stock node) its
+/// inputs' (a stock node above a stream only ever sees its data face).
+pub fn changelog_mode(plan: &Arc<dyn ExecutionPlan>) -> ChangelogMode {
+    match as_streaming(plan) {
+        Some(streaming) => streaming.changelog(),
+        None => ChangelogMode::of_inputs(plan.children().into_iter().map(changelog_mode)),
+    }
+}
+
+/// The changelog of `plan` read from outside (see the module docs): every partition merged,
+/// each batch with an `op` column first. For an append-only plan every `op` is `+I`.
+pub fn changelog_stream(
+    plan: &Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+) -> Result<SendableRecordBatchStream> {
+    // LIMIT over an updating query: its first changes.
+    let limit = if let Some(limit) = plan.downcast_ref::<GlobalLimitExec>() {
+        Some((limit.input(), limit.skip(), limit.fetch()))
+    } else {
+        plan.downcast_ref::<LocalLimitExec>()
+            .map(|limit| (limit.input(), 0, Some(limit.fetch())))
+    };
+    if let Some((input, skip, fetch)) = limit
+        && changelog_mode(input).is_updating()
+    {
+        let changes = changelog_stream(input, context)?;
+        return Ok(limit_rows(changes, skip, fetch));
+    }
+    let schema = changelog_schema(&plan.schema());
+    let partitions = plan.output_partitioning().partition_count();
+    let mut streams = Vec::with_capacity(partitions);
+    for partition in 0..partitions {
+        streams.push(execute_input(plan, partition, Arc::clone(&context))?);
+    }
+    let out_schema = Arc::clone(&schema);
+    let batches = futures::stream::select_all(streams).filter_map(move |msg| {
+        let out = match msg {
+            Ok(StreamMessage::Data(b)) if b.num_rows() > 0 => {
+                Some(with_op_column(&out_schema, &b.batch, b.kinds.as_ref()))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+}
+
+/// The rows of `input` after the first `skip`, at most `fetch` of them; the input is dropped
+/// (and its job stops) once they are out.
+fn limit_rows(
+    input: SendableRecordBatchStream,
+    skip: usize,
+    fetch: Option<usize>,
+) -> SendableRecordBatchStream {
+    let schema = input.schema();
+    let left = fetch.unwrap_or(usize::MAX);
+    // Ends as soon as the last row is out, without waiting for another batch.
+    let rows = futures::stream::unfold(
+        (input, skip, left),
+        |(mut input, mut skip, mut left)| async move {
+            while left > 0 {
+                match input.next().await? {
+                    Ok(batch) => {
+                        let skipped = skip.min(batch.num_rows());
+                        skip -= skipped;
+                        let take = (batch.num_rows() - skipped).min(left);
+                        left -= take;
+                        if take > 0 {
+                            return Some((Ok(batch.slice(skipped, take)), (input, skip, left)));
+                        }
+                    }
+                    Err(e) => return Some((Err(e), (input, skip, 0))),
+                }
+            }
+            None
+        },
+    );
+    Box::pin(RecordBatchStreamAdapter::new(schema, rows))
+}
+
+/// For EXPLAIN: `, changelog=...` when `input`, whose rows a row-wise node passes on, is a
+/// changelog (nothing for an append-only input, as for every node that only appends).
+pub fn fmt_changelog(
+    f: &mut std::fmt::Formatter<'_>,
+    input: &Arc<dyn ExecutionPlan>,
+) -> std::fmt::Result {
+    let mode = changelog_mode(input);
+    if mode.is_updating() {
+        write!(f, ", changelog={mode}")?;
+    }
+    Ok(())
+}
+
 /// The data face of a message stream: keeps the rows, drops the control messages.
 pub fn data_only(schema: SchemaRef, messages: MessageStream) -> SendableRecordBatchStream {
     let batches = messages.filter_map(|msg| async move {
         match msg {
+            Ok(StreamMessage::Data(b)) if b.kinds.is_some() => {
+                Some(Err(updating_data_face_error()))
+            }
             Ok(StreamMessage::Data(b)) if b.num_rows() > 0 => Some(Ok(b.batch)),
             Ok(_) => None,
             Err(e) => Some(Err(e)),

@@ -72,6 +72,17 @@ impl ConnectorTable {
         self.sink.as_ref()
     }
 
+    /// True if reading it reads a stream, bounded or not: a source connector's, not the rows of
+    /// a memory table or a materialized view (a snapshot).
+    pub fn is_stream(&self) -> bool {
+        self.source.as_ref().is_some_and(|s| s.name() != "memory")
+    }
+
+    /// True if reading it gives an unbounded stream (its source never ends).
+    pub fn is_unbounded(&self) -> bool {
+        self.source.as_ref().is_some_and(|s| !s.is_bounded())
+    }
+
     fn connector_name(&self) -> &str {
         self.definition.connector().unwrap_or("memory")
     }

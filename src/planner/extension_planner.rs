@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{DFSchemaRef, Result, internal_err};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
@@ -18,9 +19,11 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use super::updating_aggregate_node::UpdatingAggregateNode;
 use super::window_aggregate_node::{GroupColumn, WindowAggregateNode};
 use super::window_assign_node::WindowAssignNode;
 use crate::physical::aggregation::AggregateSet;
+use crate::physical::updating_aggregate::{UpdatingAggregateExec, UpdatingAggregation};
 use crate::physical::window_aggregate::{WindowAggregateExec, WindowAggregation};
 use crate::physical::window_assign::WindowAssignExec;
 
@@ -47,6 +50,13 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         let input_schema = logical_input.schema();
         let compile = |e: &Expr| -> Result<Arc<dyn PhysicalExpr>> {
             planner.create_physical_expr(e, input_schema, session, planning_ctx)
+        };
+        let physical_input_schema = physical_input.schema();
+        let lowering = Lowering {
+            input_schema,
+            physical_input_schema: &physical_input_schema,
+            session,
+            planning_ctx,
         };
 
         if let Some(assign) = node.as_any().downcast_ref::<WindowAssignNode>() {
@@ -77,22 +87,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 .iter()
                 .map(&compile)
                 .collect::<Result<Vec<_>>>()?;
-            let physical_input_schema = physical_input.schema();
-            let mut aggregates = Vec::with_capacity(agg.aggregates.len());
-            let mut filters = Vec::with_capacity(agg.aggregates.len());
-            for e in &agg.aggregates {
-                let lowered = LoweredAggregateBuilder::new(
-                    e,
-                    input_schema,
-                    &physical_input_schema,
-                    session.execution_props(),
-                    planning_ctx,
-                )
-                .build()?;
-                aggregates.push(lowered.aggregate);
-                filters.push(lowered.filter);
-            }
-            let set = Arc::new(AggregateSet::try_new(aggregates, filters)?);
+            let set = lower_aggregates(&agg.aggregates, lowering)?;
             let grouping_id = agg
                 .group_columns
                 .iter()
@@ -114,8 +109,56 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 Arc::clone(output_schema),
             )?)));
         }
+
+        if let Some(agg) = node.as_any().downcast_ref::<UpdatingAggregateNode>() {
+            let output_schema = agg.schema.inner();
+            let keys = agg
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Ok((compile(e)?, output_schema.field(i).name().clone())))
+                .collect::<Result<Vec<_>>>()?;
+            let def = UpdatingAggregation {
+                keys,
+                aggregates: lower_aggregates(&agg.aggregates, lowering)?,
+                retracting_input: agg.retracting_input,
+            };
+            return Ok(Some(Arc::new(UpdatingAggregateExec::try_new(
+                Arc::clone(physical_input),
+                def,
+                Arc::clone(output_schema),
+            )?)));
+        }
         Ok(None)
     }
+}
+
+/// What lowering an aggregate expression needs.
+#[derive(Clone, Copy)]
+struct Lowering<'a> {
+    input_schema: &'a DFSchemaRef,
+    physical_input_schema: &'a SchemaRef,
+    session: &'a dyn Session,
+    planning_ctx: &'a PhysicalPlanningContext,
+}
+
+/// The aggregates `exprs` built exactly as DataFusion builds them for `AggregateExec`.
+fn lower_aggregates(exprs: &[Expr], lowering: Lowering<'_>) -> Result<Arc<AggregateSet>> {
+    let mut aggregates = Vec::with_capacity(exprs.len());
+    let mut filters = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        let lowered = LoweredAggregateBuilder::new(
+            e,
+            lowering.input_schema,
+            lowering.physical_input_schema,
+            lowering.session.execution_props(),
+            lowering.planning_ctx,
+        )
+        .build()?;
+        aggregates.push(lowered.aggregate);
+        filters.push(lowered.filter);
+    }
+    Ok(Arc::new(AggregateSet::try_new(aggregates, filters)?))
 }
 
 /// DataFusion's physical planner plus [`StreamingExtensionPlanner`].

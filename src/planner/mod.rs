@@ -15,7 +15,9 @@
 //! 4. [`window_aggregate_rule`]: an optimizer rule turning `GROUP BY window_start, window_end`
 //!    over a window into one [`window_aggregate_node::WindowAggregateNode`] (with grouping
 //!    sets, ROLLUP and CUBE); before it, [`timestamp_literals`] completes timestamps written
-//!    without seconds.
+//!    without seconds. After DataFusion's rules, [`updating_aggregate_rule`] turns any other
+//!    `GROUP BY` (and DISTINCT) over a stream that never ends into an
+//!    [`updating_aggregate_node::UpdatingAggregateNode`], whose result is a changelog.
 //! 5. [`extension_planner`]: the logical nodes to physical streaming operators;
 //!    [`connector_table`]: a declared table as a DataFusion `TableProvider` whose scans and
 //!    inserts are streaming sources and sinks.
@@ -31,6 +33,8 @@ pub mod script;
 pub mod statement;
 pub mod streaming_rule;
 pub mod timestamp_literals;
+pub mod updating_aggregate_node;
+pub mod updating_aggregate_rule;
 pub mod window_aggregate_node;
 pub mod window_aggregate_rule;
 pub mod window_assign_node;

@@ -23,7 +23,7 @@ use super::ddl::{parse_create_table, resolve};
 use super::flink_functions::rewrite_flink_functions;
 use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
 use crate::catalog::table_definition::ColumnKind;
-use crate::config::{SabotConfig, Setting};
+use crate::config::{PlannedRuntimeMode, SabotConfig, Setting};
 use crate::planner::connector_table::ConnectorTable;
 use crate::state::backend::{PlannedBackend, StateBackend};
 use crate::statement::{Statement, StatementKind};
@@ -113,6 +113,10 @@ pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
     options
         .extensions
         .insert(PlannedBackend(StateBackend::of(config)));
+    // So is the runtime mode, when the logical plan is optimized (crate::config::RuntimeMode).
+    options
+        .extensions
+        .insert(PlannedRuntimeMode(config.runtime_mode));
     // Operators read the other settings at execution (e.g. the broadcast join's limits).
     state.config_mut().set_extension(Arc::new(config.clone()));
 }

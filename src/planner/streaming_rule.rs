@@ -19,6 +19,9 @@
 //! 2. Operators that cannot run on an unbounded stream (a GROUP BY without a window, ORDER BY,
 //!    an unbounded join) are refused with an error that says what to write instead, rather than
 //!    DataFusion's generic "pipeline breaking" message.
+//!    A changelog (the result of an updating aggregate) reaches only nodes that take one: the
+//!    row-wise twins, an updating aggregate planned for it, and sinks whose connector takes
+//!    changes; anything else is refused, naming what can.
 //! 3. Every stateful operator gets the session's state backend (`state.backend`, carried in the
 //!    config options by [`PlannedBackend`]), so the plan says where its state lives and EXPLAIN
 //!    shows it.
@@ -46,7 +49,9 @@ use crate::physical::filter::StreamFilterExec;
 use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
-use crate::physical::streaming::{is_streaming, reads_event_time, with_state_backend};
+use crate::physical::streaming::{
+    as_streaming, changelog_mode, is_streaming, reads_event_time, with_state_backend,
+};
 use crate::physical::window_assign::WindowAssignExec;
 use crate::state::backend::PlannedBackend;
 
@@ -65,6 +70,7 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
             .transform_up(|node| to_streaming(node, partitions))?
             .data;
         check_unbounded(&plan)?;
+        check_changelogs(&plan)?;
         // Step 3: every stateful operator keeps its state where the session says.
         with_state_backend(plan, &PlannedBackend::of(config))
     }
@@ -84,6 +90,9 @@ fn to_streaming(
     node: Arc<dyn ExecutionPlan>,
     partitions: usize,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if let Some(swapped) = limit_above_projection(&node)? {
+        return Ok(Transformed::yes(swapped));
+    }
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
         return Ok(Transformed::no(node));
     }
@@ -109,6 +118,11 @@ fn to_streaming(
                 ExchangeMode::Hash(exprs.clone()),
                 *n,
             )?,
+            // Round robin would send a row taken back to another partition than the row it
+            // takes back; a changelog keeps its partitions.
+            Partitioning::RoundRobinBatch(_) if changelog_mode(&input).is_updating() => {
+                return Ok(Transformed::yes(input));
+            }
             Partitioning::RoundRobinBatch(n) => {
                 StreamExchangeExec::try_new(input, ExchangeMode::RoundRobin, *n)?
             }
@@ -144,6 +158,40 @@ fn to_streaming(
         return Ok(Transformed::yes(joined));
     }
     Ok(Transformed::no(node))
+}
+
+/// A projection over a LIMIT over an updating query (DataFusion pushes a limit below
+/// projections) as the limit over a streaming projection: the changelog's first rows are read
+/// at the top (see `changelog_stream`), and the projection keeps each row's kind.
+fn limit_above_projection(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
+        return Ok(None);
+    };
+    let limit = projection.input();
+    let Some(input) = limit.children().first().map(|c| Arc::clone(c)) else {
+        return Ok(None);
+    };
+    if !(limit.is::<GlobalLimitExec>() || limit.is::<LocalLimitExec>())
+        || !is_streaming(&input)
+        || !changelog_mode(&input).is_updating()
+    {
+        return Ok(None);
+    }
+    let projected = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+        Arc::clone(node),
+        vec![input],
+    )?;
+    let Some(projected) = projected.downcast_ref::<ProjectionExec>() else {
+        return Ok(None);
+    };
+    let streaming: Arc<dyn ExecutionPlan> =
+        Arc::new(StreamProjectionExec::from_projection(projected));
+    Ok(Some(
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            Arc::clone(limit),
+            vec![streaming],
+        )?,
+    ))
 }
 
 /// A join input: a stream (unbounded, or reading an event-time source) or a table.
@@ -345,6 +393,45 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
              ('connector' = 'memory') (or a filesystem, kafka, print or blackhole sink)"
         ),
         other => plan_err!("{other} cannot run on an unbounded stream"),
+    }
+}
+
+/// Step 2, for changelogs: refuses a node that would misread the rows of an updating input.
+fn check_changelogs(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    for child in node.children() {
+        check_changelogs(child)?;
+    }
+    let updating_input = node
+        .children()
+        .iter()
+        .any(|c| changelog_mode(c).is_updating());
+    if !updating_input {
+        return Ok(());
+    }
+    if let Some(sink) = node.downcast_ref::<StreamSinkExec>() {
+        if sink.sink().accepts_changes() {
+            return Ok(());
+        }
+        return plan_err!(
+            "table {} (connector '{}') can only append rows, but this query's result changes \
+             as rows arrive (a GROUP BY without a window): its rows are inserts, updates and \
+             deletes. Write it to a 'print' or 'blackhole' table or keep it in a materialized \
+             view; or aggregate per window (TUMBLE, HOP, SESSION), whose results are final",
+            sink.table(),
+            sink.sink().name()
+        );
+    }
+    match as_streaming(node) {
+        Some(streaming) if streaming.accepts_changes() => Ok(()),
+        Some(_) => plan_err!(
+            "{} over the result of a GROUP BY without a window is not supported yet: that \
+             result changes as rows arrive. Group by a window (TUMBLE, HOP, SESSION) instead, \
+             whose results are final",
+            node.name()
+        ),
+        // A stock node reads the plain data face, which refuses at run time; only the top of a
+        // query is read that way (through a changelog stream).
+        None => Ok(()),
     }
 }
 

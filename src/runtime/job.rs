@@ -24,8 +24,8 @@ use futures::StreamExt;
 use crate::checkpoint::coordinator::{CheckpointConfig, Checkpointing, Opened, Participant};
 use crate::checkpoint::failpoint::{self, Failpoint};
 use crate::physical::job_context::JobContext;
-use crate::physical::sink::StreamSinkExec;
-use crate::physical::streaming::{StreamingExec, as_streaming};
+use crate::physical::sink::{StreamSinkExec, is_updating_result};
+use crate::physical::streaming::{StreamingExec, as_streaming, changelog_stream};
 
 /// A short, stable fingerprint of a statement's SQL (whitespace-insensitive).
 pub fn fingerprint(sql: &str) -> String {
@@ -140,7 +140,12 @@ pub async fn start_job(df: DataFrame, options: JobOptions) -> Result<Started> {
     let restored_epoch = checkpointing.as_ref().map_or(0, |c| c.restored_epoch());
     let config = state.config().clone().with_extension(Arc::clone(&context));
     let task = Arc::new(TaskContext::from(&state).with_session_config(config));
-    let inner = execute_stream(Arc::clone(&plan), task)?;
+    // An updating query's result is its changelog, `op` first (see `crate::changelog`).
+    let inner = if is_updating_result(&plan) {
+        changelog_stream(&plan, task)?
+    } else {
+        execute_stream(Arc::clone(&plan), task)?
+    };
     let barriers = options.checkpoint_interval.map(|interval| {
         let job = Arc::clone(&context);
         let coordinator = checkpointing.clone();

@@ -314,6 +314,7 @@ const SETTINGS: &[&str] = &[
     "dimension.max-rows",
     "dimension.max-bytes",
     "table.dml-sync",
+    "execution.runtime-mode",
     "datafusion.execution.batch_size",
     "datafusion.execution.target_partitions",
     "datafusion.sql_parser.dialect",
@@ -1069,7 +1070,13 @@ async fn run_statement(ctx: &SabotContext, sql: &str, limit: Duration) -> Result
     };
     let bounded = !plan.boundedness().is_unbounded();
     let task_ctx = ctx.task_ctx();
-    let mut stream = match datafusion::physical_plan::execute_stream(plan, task_ctx) {
+    // An updating query is read as its changelog, as every client reads it.
+    let opened = if sabot::physical::sink::is_updating_result(&plan) {
+        sabot::physical::streaming::changelog_stream(&plan, task_ctx)
+    } else {
+        datafusion::physical_plan::execute_stream(plan, task_ctx)
+    };
+    let mut stream = match opened {
         Ok(s) => s,
         Err(e) => return error_outcome(&e, sql),
     };

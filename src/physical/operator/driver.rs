@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
@@ -30,7 +29,7 @@ pub struct Driver<O: Operator> {
     emitted: i64,
     pending: VecDeque<StreamMessage>,
     /// Where the operator's callbacks put their rows.
-    output: Vec<RecordBatch>,
+    output: Vec<StreamBatch>,
     checkpoint: Option<OperatorCheckpoint>,
     memory: StateMemory,
     metrics: Metrics,
@@ -221,8 +220,7 @@ impl<O: Operator> Driver<O> {
             if let Some(series) = &self.series {
                 series.add_rows_out(batch.num_rows());
             }
-            self.pending
-                .push_back(StreamMessage::Data(StreamBatch::new(batch)));
+            self.pending.push_back(StreamMessage::Data(batch));
         }
     }
 
@@ -287,6 +285,7 @@ mod tests {
     use crate::physical::operator::{RestoredWatermarks, StateSize};
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::physical_plan::empty::EmptyExec;
     use futures::StreamExt;
 

@@ -32,6 +32,7 @@ pub mod inputs;
 
 use std::future::Future;
 
+use datafusion::arrow::array::Int8Array;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use serde::Serialize;
@@ -144,13 +145,13 @@ impl<'a> Watermarks<'a> {
 /// What an operator's callbacks see and produce: the watermarks, the output and the counters.
 pub struct Context<'a> {
     watermarks: Watermarks<'a>,
-    output: &'a mut Vec<RecordBatch>,
+    output: &'a mut Vec<StreamBatch>,
     late: usize,
     null_time: usize,
 }
 
 impl<'a> Context<'a> {
-    fn new(watermarks: Watermarks<'a>, output: &'a mut Vec<RecordBatch>) -> Self {
+    fn new(watermarks: Watermarks<'a>, output: &'a mut Vec<StreamBatch>) -> Self {
         Self {
             watermarks,
             output,
@@ -169,10 +170,19 @@ impl<'a> Context<'a> {
         self.watermarks.min()
     }
 
-    /// Emits rows (an empty batch is dropped).
+    /// Emits rows, inserts all (an empty batch is dropped).
     pub fn emit(&mut self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
-            self.output.push(batch);
+            self.output.push(StreamBatch::new(batch));
+        }
+    }
+
+    /// Emits changelog rows, `kinds` saying what each does
+    /// ([`RowKind`](crate::changelog::RowKind) numbers; an empty batch is dropped).
+    pub fn emit_changes(&mut self, batch: RecordBatch, kinds: Int8Array) {
+        if batch.num_rows() > 0 {
+            self.output
+                .push(StreamBatch::new(batch).with_kinds(Some(kinds)));
         }
     }
 

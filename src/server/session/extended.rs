@@ -29,15 +29,16 @@ use pgwire::messages::extendedquery::{
 };
 use pgwire::types::format::FormatOptions;
 
-use crate::context::SabotContext;
+use crate::context::{ResultStream, SabotContext, result_stream};
 use crate::planner::script::cast_placeholders;
+use crate::planner::updating_aggregate_rule::is_updating;
 use crate::server::column_names::with_postgres_names;
 use crate::server::errors::to_pg;
 use crate::server::text::postgres_text;
 use crate::statement::{Statement, StatementKind};
 
 use super::commands::*;
-use super::{Served, Session, insert_now};
+use super::{Served, Session, described, insert_now};
 
 /// A query's rows as a pgwire response (extended protocol), errors with their SQLSTATEs;
 /// `sql` (the query's text) names its columns as PostgreSQL would.
@@ -47,12 +48,13 @@ async fn encode_dataframe(
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<pgwire::api::results::QueryResponse> {
-    let schema = match sql {
+    let named = match sql {
         Some(sql) => with_postgres_names(sql, df.schema().as_arrow()),
         None => df.schema().as_arrow().clone(),
     };
+    let ResultStream { batches, updating } = result_stream(df).await.map_err(to_pg)?;
+    let schema = described(named, updating);
     let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, options)?);
-    let batches = df.execute_stream().await.map_err(to_pg)?;
     let row_fields = Arc::clone(&fields);
     let rows = batches
         .map(move |batch| {
@@ -256,11 +258,22 @@ impl QueryParser for SessionParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         match &stmt.plan {
             Some(LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) => Ok(Vec::new()),
-            Some(plan) => arrow_schema_to_pg_fields(
-                &with_postgres_names(&stmt.statement.sql, plan.schema().as_arrow()),
-                column_format.unwrap_or(&Format::UnifiedText),
-                None,
-            ),
+            Some(plan) => {
+                // An updating query's rows are its changelog, `op` first.
+                let updating = self
+                    .ctx
+                    .state()
+                    .optimize(plan)
+                    .is_ok_and(|optimized| is_updating(&optimized));
+                arrow_schema_to_pg_fields(
+                    &described(
+                        with_postgres_names(&stmt.statement.sql, plan.schema().as_arrow()),
+                        updating,
+                    ),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                )
+            }
             None => match &stmt.statement.kind {
                 StatementKind::ShowJobs => {
                     let batch = crate::server::jobs::Jobs::default()

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use futures::{Sink, SinkExt, StreamExt};
@@ -44,7 +45,8 @@ use super::errors::{
     UNDEFINED_OBJECT, to_pg, user_error,
 };
 use super::text::postgres_text;
-use crate::context::SabotContext;
+use crate::changelog::changelog_schema;
+use crate::context::{ResultStream, SabotContext, result_stream};
 use crate::planner::script::split_statements;
 use crate::statement::{Statement, StatementKind, is_plain_name};
 
@@ -402,6 +404,16 @@ pub(super) enum Served {
     },
 }
 
+/// The columns a client is told about: the query's (named as PostgreSQL names them), with
+/// the `op` column first for an updating query's changelog.
+fn described(named: Schema, updating: bool) -> Schema {
+    if updating {
+        changelog_schema(&Arc::new(named)).as_ref().clone()
+    } else {
+        named
+    }
+}
+
 async fn complete<C>(client: &mut C, tag: Tag) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -423,10 +435,15 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let schema = match sql {
+    let named = match sql {
         Some(sql) => with_postgres_names(sql, df.schema().as_arrow()),
         None => df.schema().as_arrow().clone(),
     };
+    let ResultStream {
+        mut batches,
+        updating,
+    } = result_stream(df).await.map_err(to_pg)?;
+    let schema = described(named, updating);
     let fields = Arc::new(arrow_schema_to_pg_fields(
         &schema,
         &Format::UnifiedText,
@@ -436,7 +453,6 @@ where
     client
         .send(PgWireBackendMessage::RowDescription(description))
         .await?;
-    let mut batches = df.execute_stream().await.map_err(to_pg)?;
     let mut rows = 0usize;
     while let Some(batch) = batches.next().await {
         let batch = batch.map_err(to_pg)?;

@@ -1,0 +1,200 @@
+//! The `UpdatingAggregateExec` plan node.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, PlanProperties,
+};
+
+use super::UpdatingAggregation;
+use super::stream::UpdatingAggregateStream;
+use crate::changelog::ChangelogMode;
+use crate::physical::message::MessageStream;
+use crate::physical::streaming::{OperatorState, StreamingExec, data_only, execute_input};
+use crate::state::backend::StateBackend;
+
+/// A GROUP BY without a window over a stream (see the module docs).
+#[derive(Debug)]
+pub struct UpdatingAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    def: UpdatingAggregation,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl UpdatingAggregateExec {
+    /// Builds the node; `schema` is the output schema (group keys, then aggregates).
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        def: UpdatingAggregation,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let partitions = input.output_partitioning().partition_count();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            input.boundedness(),
+        );
+        Ok(Self {
+            input,
+            def,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    fn keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        self.def.keys.iter().map(|(e, _)| Arc::clone(e)).collect()
+    }
+
+    /// The state (see [`StreamingExec::state`]): per group key, for as long as the group holds
+    /// rows.
+    fn state_declaration(&self) -> OperatorState {
+        OperatorState {
+            backend: StateBackend::Memory,
+            keys: self.def.keys.iter().map(|(_, n)| n.clone()).collect(),
+            freed: if self.def.retracting_input {
+                "when its last row is retracted"
+            } else {
+                "never: it grows with the number of distinct keys"
+            },
+        }
+    }
+}
+
+impl DisplayAs for UpdatingAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<&str> = self.def.keys.iter().map(|(_, n)| n.as_str()).collect();
+        let aggs: Vec<String> = self
+            .def
+            .aggregates
+            .aggregates
+            .iter()
+            .map(|a| a.name().to_string())
+            .collect();
+        write!(
+            f,
+            "UpdatingAggregateExec: keys=[{}], aggr=[{}], partitions={}, input={}, \
+             changelog={}, state={}",
+            keys.join(", "),
+            aggs.join(", "),
+            self.properties.partitioning.partition_count(),
+            if self.def.retracting_input {
+                "retract"
+            } else {
+                "append"
+            },
+            ChangelogMode::Retract,
+            self.state_declaration(),
+        )
+    }
+}
+
+impl ExecutionPlan for UpdatingAggregateExec {
+    fn name(&self) -> &str {
+        "UpdatingAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        let keys = self.keys();
+        InputDistributionRequirements::new(vec![if keys.is_empty() {
+            Distribution::SinglePartition
+        } else {
+            Distribution::KeyPartitioned(keys)
+        }])
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![!self.def.keys.is_empty()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for (e, _) in &self.def.keys {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return internal_err!("UpdatingAggregateExec needs exactly one child");
+        };
+        Ok(Arc::new(Self::try_new(
+            input,
+            self.def.clone(),
+            self.schema(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(data_only(
+            self.schema(),
+            self.execute_stream(partition, context)?,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+impl StreamingExec for UpdatingAggregateExec {
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    fn changelog(&self) -> ChangelogMode {
+        ChangelogMode::Retract
+    }
+
+    fn accepts_changes(&self) -> bool {
+        self.def.retracting_input
+    }
+
+    fn state(&self) -> Option<OperatorState> {
+        Some(self.state_declaration())
+    }
+
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
+        let input = execute_input(&self.input, partition, Arc::clone(&context))?;
+        UpdatingAggregateStream::open(
+            self,
+            &self.def,
+            &self.metrics,
+            self.input.schema(),
+            input,
+            partition,
+            &context,
+        )
+    }
+}

@@ -1,0 +1,703 @@
+//! The state of one partition of an updating aggregate: per group, its key, one DataFusion
+//! `Accumulator` per aggregate, the number of rows it holds, and the row it last emitted.
+//!
+//! Row accumulators (not `GroupsAccumulator`s) because an updating aggregate reads a group's
+//! value after every batch that touched it, and `evaluate` of a row accumulator leaves the
+//! state as it was, while a groups accumulator's `evaluate` hands its groups over. Over an input
+//! that retracts, the accumulators are DataFusion's retracting ones
+//! (`create_sliding_accumulator`), which the planner allows only for functions whose retraction
+//! does not depend on order ([`retracts_in_any_order`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int8Array, Int64Array, UInt32Array};
+use datafusion::arrow::compute::filter;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
+use datafusion::common::{Result, ScalarValue, internal_err};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+use crate::changelog::RowKind;
+use crate::physical::aggregation::{AggregateInputs, AggregateSet};
+
+/// True if the aggregate function `name` (with or without DISTINCT, with or without an ORDER BY
+/// inside) can take back any of its rows, in any order, exactly: COUNT, SUM and AVG without
+/// DISTINCT or ORDER BY. (MIN and MAX retract only in arrival order, a window frame's; a
+/// DISTINCT accumulator's checkpoint keeps the values but not how often each came.)
+pub fn retracts_in_any_order(name: &str, distinct: bool, ordered: bool) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "count" | "sum" | "avg" | "mean"
+    ) && !distinct
+        && !ordered
+}
+
+/// One group.
+struct Group {
+    /// Its key, in the converter's row format.
+    key: Box<[u8]>,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Input rows it holds: inserts minus retractions.
+    rows: i64,
+    /// The aggregates' values in the row it last emitted, if it emitted one that stands.
+    emitted: Option<Vec<ScalarValue>>,
+    /// Bytes of its accumulators, when last measured.
+    bytes: usize,
+}
+
+/// The changes of one batch: rows of the output schema and their kinds.
+pub struct Changes {
+    pub rows: RecordBatch,
+    pub kinds: Int8Array,
+}
+
+/// The groups of one partition (see the module docs).
+pub struct GroupTable {
+    set: Arc<AggregateSet>,
+    /// Accumulators that retract (the input is a changelog).
+    retracting: bool,
+    converter: RowConverter,
+    parser: RowParser,
+    /// Key columns in the converter's rows.
+    key_fields: usize,
+    /// Group slot by key.
+    index: HashMap<Box<[u8]>, usize>,
+    /// Slots; `None` is free.
+    groups: Vec<Option<Group>>,
+    free: Vec<usize>,
+    /// The output: the group keys, then the aggregates.
+    schema: SchemaRef,
+    /// Bytes of all accumulators.
+    bytes: usize,
+    /// Retractions of rows the state does not hold (ignored, as Flink does).
+    unknown_retractions: u64,
+    /// No GROUP BY keys: every row is in the one group, keyed by a constant.
+    global: bool,
+}
+
+impl GroupTable {
+    /// An empty table; `key_types` are the group keys' types, `schema` the output.
+    pub fn try_new(
+        set: Arc<AggregateSet>,
+        retracting: bool,
+        key_types: Vec<DataType>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let global = key_types.is_empty();
+        let key_types = if global {
+            vec![DataType::Boolean]
+        } else {
+            key_types
+        };
+        let key_fields = key_types.len();
+        let converter = RowConverter::new(key_types.into_iter().map(SortField::new).collect())?;
+        Ok(Self {
+            set,
+            retracting,
+            parser: converter.parser(),
+            converter,
+            key_fields,
+            index: HashMap::new(),
+            groups: Vec::new(),
+            free: Vec::new(),
+            schema,
+            bytes: 0,
+            unknown_retractions: 0,
+            global,
+        })
+    }
+
+    /// The key of each of `rows` rows, as rows of the converter.
+    fn key_rows(&self, keys: &[ArrayRef], rows: usize) -> Result<Rows> {
+        if self.global {
+            let constant: ArrayRef = Arc::new(BooleanArray::from(vec![true; rows]));
+            return Ok(self.converter.convert_columns(&[constant])?);
+        }
+        Ok(self.converter.convert_columns(keys)?)
+    }
+
+    /// The key columns of `keys` (none for the global group).
+    fn key_columns(&self, keys: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
+        if self.global {
+            return Ok(Vec::new());
+        }
+        self.stored_keys(keys)
+    }
+
+    /// The key columns of `keys` as stored (with the constant of the global group).
+    fn stored_keys(&self, keys: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
+        Ok(self
+            .converter
+            .convert_rows(keys.iter().map(|k| self.parser.parse(k)))?)
+    }
+
+    /// Number of key columns a snapshot starts with: the group keys, or one constant for the
+    /// global group.
+    pub fn snapshot_keys(&self) -> usize {
+        self.key_fields
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Approximate bytes held.
+    pub fn memory_size(&self) -> usize {
+        self.bytes + self.converter.size() + self.index.len() * 64
+    }
+
+    /// Retractions of rows the state did not hold.
+    pub fn unknown_retractions(&self) -> u64 {
+        self.unknown_retractions
+    }
+
+    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        self.set
+            .aggregates
+            .iter()
+            .map(|a| {
+                if self.retracting {
+                    a.create_sliding_accumulator()
+                } else {
+                    a.create_accumulator()
+                }
+            })
+            .collect()
+    }
+
+    /// Adds (`+I`, `+U`) and takes back (`-U`, `-D`) the rows of one batch: `keys` are their
+    /// group keys, `inputs` the aggregates' arguments, `kinds` what each row does. Returns the
+    /// changes of the result: for each group whose row changed, `+I` (new group), `-U` and `+U`
+    /// (new value) or `-D` (its last row was taken back).
+    pub fn apply(
+        &mut self,
+        keys: &[ArrayRef],
+        inputs: &AggregateInputs,
+        kinds: impl Fn(usize) -> Result<RowKind>,
+        rows: usize,
+    ) -> Result<Option<Changes>> {
+        let key_rows = self.key_rows(keys, rows)?;
+        // Rows per touched group, added ones first, in the order groups were first touched.
+        let mut touched: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut position: HashMap<usize, usize> = HashMap::new();
+        for i in 0..rows {
+            let kind = kinds(i)?;
+            let key = key_rows.row(i).data();
+            let slot = match self.index.get(key) {
+                Some(&slot) => slot,
+                None if !kind.adds() => {
+                    self.unknown_retractions += 1;
+                    continue;
+                }
+                None => {
+                    let group = Group {
+                        key: key.into(),
+                        accumulators: self.new_accumulators()?,
+                        rows: 0,
+                        emitted: None,
+                        bytes: 0,
+                    };
+                    let slot = match self.free.pop() {
+                        Some(slot) => {
+                            self.groups[slot] = Some(group);
+                            slot
+                        }
+                        None => {
+                            self.groups.push(Some(group));
+                            self.groups.len() - 1
+                        }
+                    };
+                    self.index.insert(key.into(), slot);
+                    slot
+                }
+            };
+            let at = *position.entry(slot).or_insert_with(|| {
+                touched.push((slot, Vec::new(), Vec::new()));
+                touched.len() - 1
+            });
+            if kind.adds() {
+                touched[at].1.push(i as u32);
+            } else {
+                touched[at].2.push(i as u32);
+            }
+        }
+        if touched.is_empty() {
+            return Ok(None);
+        }
+        // One gather of the arguments in group order; each group then reads slices.
+        let order: Vec<u32> = touched
+            .iter()
+            .flat_map(|(_, add, back)| add.iter().chain(back.iter()).copied())
+            .collect();
+        let gathered =
+            if order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r as usize) {
+                inputs.clone()
+            } else {
+                inputs.take(&UInt32Array::from(order))?
+            };
+        let mut offset = 0;
+        let mut out_keys: Vec<Box<[u8]>> = Vec::new();
+        let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut out_kinds: Vec<i8> = Vec::new();
+        for (slot, add, back) in touched {
+            let Some(group) = self.groups[slot].as_mut() else {
+                return internal_err!("updating aggregate: group slot {slot} is free");
+            };
+            let (adds, backs) = (add.len(), back.len());
+            // A retraction beyond what the group holds is of rows it never saw.
+            let backs_held = backs.min(usize::try_from(group.rows).unwrap_or(0) + adds);
+            self.unknown_retractions += (backs - backs_held) as u64;
+            for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+                let values = &gathered.values[j];
+                let mask = gathered.filters[j].as_ref();
+                if adds > 0 {
+                    accumulator.update_batch(&slice(values, mask, offset, adds)?)?;
+                }
+                if backs_held > 0 {
+                    if !self.retracting {
+                        return internal_err!(
+                            "an updating aggregate planned for an append-only input got a \
+                             retraction"
+                        );
+                    }
+                    accumulator.retract_batch(&slice(values, mask, offset + adds, backs_held)?)?;
+                }
+            }
+            offset += adds + backs;
+            group.rows += adds as i64 - backs_held as i64;
+            let new_bytes: usize = group.accumulators.iter().map(|a| a.size()).sum();
+            self.bytes = self.bytes + new_bytes - group.bytes.min(self.bytes);
+            group.bytes = new_bytes;
+            let now = if group.rows > 0 {
+                Some(
+                    group
+                        .accumulators
+                        .iter_mut()
+                        .map(|a| a.evaluate())
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
+            match (group.emitted.take(), now) {
+                (None, Some(now)) => {
+                    out_keys.push(group.key.clone());
+                    out_values.push(now.clone());
+                    out_kinds.push(RowKind::Insert as i8);
+                    group.emitted = Some(now);
+                }
+                (Some(old), Some(now)) if old == now => group.emitted = Some(old),
+                (Some(old), Some(now)) => {
+                    out_keys.push(group.key.clone());
+                    out_values.push(old);
+                    out_kinds.push(RowKind::UpdateBefore as i8);
+                    out_keys.push(group.key.clone());
+                    out_values.push(now.clone());
+                    out_kinds.push(RowKind::UpdateAfter as i8);
+                    group.emitted = Some(now);
+                }
+                (Some(old), None) => {
+                    out_keys.push(group.key.clone());
+                    out_values.push(old);
+                    out_kinds.push(RowKind::Delete as i8);
+                }
+                (None, None) => {}
+            }
+            if group.rows <= 0 {
+                self.bytes -= group.bytes.min(self.bytes);
+                let key = group.key.clone();
+                self.index.remove(&key);
+                self.groups[slot] = None;
+                self.free.push(slot);
+            }
+        }
+        if out_kinds.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.output(&out_keys, out_values)?;
+        Ok(Some(Changes {
+            rows,
+            kinds: Int8Array::from(out_kinds),
+        }))
+    }
+
+    /// Output rows: the keys, then the values.
+    fn output(&self, keys: &[Box<[u8]>], values: Vec<Vec<ScalarValue>>) -> Result<RecordBatch> {
+        let mut columns = self
+            .key_columns(keys)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| in_type(k, self.schema.field(i).data_type()))
+            .collect::<Result<Vec<_>>>()?;
+        let key_count = columns.len();
+        let aggregates = self.set.len();
+        let mut by_column: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(values.len()); aggregates];
+        for row in values {
+            for (j, v) in row.into_iter().enumerate() {
+                by_column[j].push(v);
+            }
+        }
+        for (j, column) in by_column.into_iter().enumerate() {
+            let field = self.schema.field(key_count + j);
+            let array = if column.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(column)?
+            };
+            columns.push(in_type(array, field.data_type())?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// The state as rows: the group keys (named as in the output), `__rows`, then every
+    /// aggregate's state values; `None` without groups. Reading an accumulator's state hands
+    /// it over, so each is rebuilt from its state.
+    pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let mut keys = Vec::with_capacity(self.index.len());
+        let mut counts = Vec::with_capacity(self.index.len());
+        let mut states: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut fresh = Vec::new();
+        for group in self.groups.iter_mut().flatten() {
+            keys.push(group.key.clone());
+            counts.push(group.rows);
+            let mut row = Vec::new();
+            for accumulator in &mut group.accumulators {
+                let state = accumulator.state()?;
+                fresh.push(state.clone());
+                row.extend(state);
+            }
+            states.push(row);
+        }
+        // Rebuild each accumulator from the state it handed over.
+        let mut fresh = fresh.into_iter();
+        let retracting = self.retracting;
+        let set = Arc::clone(&self.set);
+        for group in self.groups.iter_mut().flatten() {
+            for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+                let Some(state) = fresh.next() else {
+                    return internal_err!("updating aggregate: a state went missing");
+                };
+                *accumulator = rebuilt(&set.aggregates[j], retracting, &state)?;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = self.stored_keys(&keys)?;
+        let mut fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| {
+                let name = if self.global {
+                    "__global".to_string()
+                } else {
+                    self.schema.field(i).name().clone()
+                };
+                Field::new(name, column.data_type().clone(), true)
+            })
+            .collect();
+        fields.push(Field::new("__rows", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from(counts)));
+        let width = states.first().map_or(0, Vec::len);
+        for c in 0..width {
+            let column: Vec<ScalarValue> = states.iter().map(|row| row[c].clone()).collect();
+            let array = ScalarValue::iter_to_array(column)?;
+            fields.push(Field::new(
+                format!("__state_{c}"),
+                array.data_type().clone(),
+                true,
+            ));
+            columns.push(array);
+        }
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?))
+    }
+
+    /// The widths of each aggregate's state (what [`Self::snapshot`] writes per aggregate).
+    pub fn state_widths(&mut self) -> Result<Vec<usize>> {
+        let mut accumulators = self.new_accumulators()?;
+        accumulators
+            .iter_mut()
+            .map(|a| Ok(a.state()?.len()))
+            .collect()
+    }
+
+    /// Adds the groups of snapshot `batch` (see [`Self::snapshot`]), `widths` the state
+    /// widths it was written with. A group restored twice (from partitions that both held it,
+    /// which re-keying rules out) is an error.
+    pub fn restore(&mut self, batch: &RecordBatch, keys: usize, widths: &[usize]) -> Result<()> {
+        if widths.len() != self.set.len()
+            || batch.num_columns() != keys + 1 + widths.iter().sum::<usize>()
+        {
+            return internal_err!(
+                "an updating aggregate's checkpoint has {} columns; this query's state has {} \
+                 keys and aggregates of widths {widths:?}",
+                batch.num_columns(),
+                keys
+            );
+        }
+        let key_rows = self.converter.convert_columns(&batch.columns()[..keys])?;
+        let Some(counts) = batch.column(keys).as_any().downcast_ref::<Int64Array>() else {
+            return internal_err!("an updating aggregate's checkpoint without its row counts");
+        };
+        for i in 0..batch.num_rows() {
+            let key: Box<[u8]> = key_rows.row(i).data().into();
+            if self.index.contains_key(&key) {
+                return internal_err!("an updating aggregate's checkpoint holds a group twice");
+            }
+            let mut column = keys + 1;
+            let mut accumulators = Vec::with_capacity(widths.len());
+            for (j, &width) in widths.iter().enumerate() {
+                let state = (column..column + width)
+                    .map(|c| ScalarValue::try_from_array(batch.column(c), i))
+                    .collect::<Result<Vec<_>>>()?;
+                accumulators.push(rebuilt(&self.set.aggregates[j], self.retracting, &state)?);
+                column += width;
+            }
+            let emitted = Some(
+                accumulators
+                    .iter_mut()
+                    .map(|a| a.evaluate())
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            let bytes = accumulators.iter().map(|a| a.size()).sum();
+            self.bytes += bytes;
+            let slot = self.groups.len();
+            self.groups.push(Some(Group {
+                key: key.clone(),
+                accumulators,
+                rows: counts.value(i),
+                emitted,
+                bytes,
+            }));
+            self.index.insert(key, slot);
+        }
+        Ok(())
+    }
+}
+
+/// `array` as `data_type`: an accumulator may answer, and the row format decode, in a type
+/// other than the planned one (a dictionary's values); the output keeps the planned type.
+fn in_type(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == data_type {
+        Ok(array)
+    } else {
+        Ok(datafusion::arrow::compute::cast(&array, data_type)?)
+    }
+}
+
+/// An accumulator of `aggregate` holding `state`.
+fn rebuilt(
+    aggregate: &AggregateFunctionExpr,
+    retracting: bool,
+    state: &[ScalarValue],
+) -> Result<Box<dyn Accumulator>> {
+    let mut accumulator = if retracting {
+        aggregate.create_sliding_accumulator()?
+    } else {
+        aggregate.create_accumulator()?
+    };
+    let arrays = state
+        .iter()
+        .map(|v| v.to_array_of_size(1))
+        .collect::<Result<Vec<_>>>()?;
+    accumulator.merge_batch(&arrays)?;
+    Ok(accumulator)
+}
+
+/// Rows `offset..offset + len` of an aggregate's arguments, without those its FILTER drops.
+fn slice(
+    values: &[ArrayRef],
+    mask: Option<&BooleanArray>,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<ArrayRef>> {
+    let sliced: Vec<ArrayRef> = values.iter().map(|v| v.slice(offset, len)).collect();
+    match mask {
+        None => Ok(sliced),
+        Some(mask) => {
+            let mask = mask.slice(offset, len);
+            sliced.iter().map(|v| Ok(filter(v, &mask)?)).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::functions_aggregate::sum::sum_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::col;
+
+    const I: RowKind = RowKind::Insert;
+    const UB: RowKind = RowKind::UpdateBefore;
+    const UA: RowKind = RowKind::UpdateAfter;
+    const D: RowKind = RowKind::Delete;
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// COUNT(v), SUM(v) GROUP BY k.
+    fn table(retracting: bool) -> GroupTable {
+        let schema = input_schema();
+        let count = AggregateExprBuilder::new(count_udaf(), vec![col("v", &schema).unwrap()])
+            .schema(Arc::clone(&schema))
+            .alias("n")
+            .build()
+            .unwrap();
+        let sum = AggregateExprBuilder::new(sum_udaf(), vec![col("v", &schema).unwrap()])
+            .schema(Arc::clone(&schema))
+            .alias("s")
+            .build()
+            .unwrap();
+        let set =
+            AggregateSet::try_new(vec![Arc::new(count), Arc::new(sum)], vec![None, None]).unwrap();
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Int64, true),
+        ]));
+        GroupTable::try_new(Arc::new(set), retracting, vec![DataType::Utf8], output).unwrap()
+    }
+
+    /// Applies rows `(kind, key, value)`; returns the changes as `(op, key, n, s)`.
+    fn apply(
+        table: &mut GroupTable,
+        rows: &[(RowKind, &str, i64)],
+    ) -> Vec<(&'static str, String, i64, Option<i64>)> {
+        let keys: ArrayRef = Arc::new(StringArray::from(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        ));
+        let values: ArrayRef = Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(input_schema(), vec![Arc::clone(&keys), values]).unwrap();
+        let inputs = table.set.evaluate(&batch).unwrap();
+        let Some(changes) = table
+            .apply(&[keys], &inputs, |i| Ok(rows[i].0), rows.len())
+            .unwrap()
+        else {
+            return Vec::new();
+        };
+        let out = &changes.rows;
+        (0..out.num_rows())
+            .map(|i| {
+                let s = out.column(2).as_primitive::<Int64Type>();
+                (
+                    RowKind::of(changes.kinds.value(i)).unwrap().short(),
+                    out.column(0).as_string::<i32>().value(i).to_string(),
+                    out.column(1).as_primitive::<Int64Type>().value(i),
+                    (!s.is_null(i)).then(|| s.value(i)),
+                )
+            })
+            .collect()
+    }
+
+    fn change(
+        op: &'static str,
+        k: &str,
+        n: i64,
+        s: i64,
+    ) -> (&'static str, String, i64, Option<i64>) {
+        (op, k.to_string(), n, Some(s))
+    }
+
+    #[test]
+    fn a_batch_emits_each_changed_group_once() {
+        let mut t = table(false);
+        // Two rows of a in one batch: one insert with both, not two updates.
+        assert_eq!(
+            apply(&mut t, &[(I, "a", 1), (I, "b", 2), (I, "a", 3)]),
+            vec![change("+I", "a", 2, 4), change("+I", "b", 1, 2)]
+        );
+        assert_eq!(
+            apply(&mut t, &[(I, "b", 5)]),
+            vec![change("-U", "b", 1, 2), change("+U", "b", 2, 7)]
+        );
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn retractions_update_and_delete_groups() {
+        let mut t = table(true);
+        apply(&mut t, &[(I, "a", 1), (I, "a", 3), (I, "b", 2)]);
+        // a's 3 replaced by 4 (an update of the input), b taken back entirely.
+        assert_eq!(
+            apply(&mut t, &[(UB, "a", 3), (UA, "a", 4), (D, "b", 2)]),
+            vec![
+                change("-U", "a", 2, 4),
+                change("+U", "a", 2, 5),
+                change("-D", "b", 1, 2)
+            ]
+        );
+        assert_eq!(t.len(), 1);
+        // A row taken back and added again in one batch changes nothing.
+        assert_eq!(apply(&mut t, &[(UB, "a", 4), (UA, "a", 4)]), vec![]);
+        // Taking back what the state never held is ignored and counted.
+        assert_eq!(apply(&mut t, &[(D, "zz", 1)]), vec![]);
+        assert_eq!(t.unknown_retractions(), 1);
+        // b comes back as a new group.
+        assert_eq!(apply(&mut t, &[(I, "b", 9)]), vec![change("+I", "b", 1, 9)]);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_groups() {
+        for retracting in [false, true] {
+            let mut t = table(retracting);
+            apply(&mut t, &[(I, "a", 1), (I, "a", 3), (I, "b", 2)]);
+            let snapshot = t.snapshot().unwrap().unwrap();
+            let widths = t.state_widths().unwrap();
+            let mut restored = table(retracting);
+            restored
+                .restore(&snapshot, restored.snapshot_keys(), &widths)
+                .unwrap();
+            assert_eq!(restored.len(), 2);
+            // Both tables go on alike: the restored one knows what it emitted.
+            let rows = [(I, "a", 10), (I, "c", 1)];
+            let expected = vec![
+                change("-U", "a", 2, 4),
+                change("+U", "a", 3, 14),
+                change("+I", "c", 1, 1),
+            ];
+            assert_eq!(apply(&mut t, &rows), expected);
+            assert_eq!(apply(&mut restored, &rows), expected);
+            if retracting {
+                assert_eq!(
+                    apply(&mut restored, &[(D, "b", 2)]),
+                    vec![change("-D", "b", 1, 2)]
+                );
+            }
+        }
+        // A snapshot of another shape is refused, not misread.
+        let mut t = table(false);
+        apply(&mut t, &[(I, "a", 1)]);
+        let snapshot = t.snapshot().unwrap().unwrap();
+        assert!(table(false).restore(&snapshot, 1, &[1]).is_err());
+        assert!(table(false).snapshot().unwrap().is_none());
+    }
+
+    #[test]
+    fn only_order_free_aggregates_retract() {
+        assert!(retracts_in_any_order("count", false, false));
+        assert!(retracts_in_any_order("SUM", false, false));
+        assert!(retracts_in_any_order("avg", false, false));
+        assert!(!retracts_in_any_order("count", true, false));
+        assert!(!retracts_in_any_order("sum", false, true));
+        assert!(!retracts_in_any_order("min", false, false));
+        assert!(!retracts_in_any_order("max", false, false));
+    }
+}

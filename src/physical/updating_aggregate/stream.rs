@@ -1,0 +1,157 @@
+//! One partition of `UpdatingAggregateExec`, run by the operator [`Driver`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use serde::{Deserialize, Serialize};
+
+use super::UpdatingAggregation;
+use super::groups::GroupTable;
+use crate::changelog::kind_at;
+use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_watermark};
+use crate::physical::operator::{
+    Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
+};
+
+/// One partition of an updating aggregate.
+pub(super) struct UpdatingAggregateStream {
+    def: UpdatingAggregation,
+    groups: GroupTable,
+    /// Retractions of unknown rows already logged.
+    warned: u64,
+    operator: String,
+}
+
+/// What a partition records in a checkpoint besides its groups.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct UpdatingMeta {
+    /// The input's watermark.
+    watermark: i64,
+    /// Key columns the state rows start with.
+    keys: usize,
+    /// Columns of each aggregate's state, after the keys and `__rows`.
+    widths: Vec<usize>,
+}
+
+impl UpdatingAggregateStream {
+    /// Opens partition `partition` of `exec` over `input`.
+    pub fn open(
+        exec: &dyn ExecutionPlan,
+        def: &UpdatingAggregation,
+        metrics: &ExecutionPlanMetricsSet,
+        input_schema: SchemaRef,
+        input: MessageStream,
+        partition: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<MessageStream> {
+        let key_types = def
+            .keys
+            .iter()
+            .map(|(e, _)| e.data_type(&input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let groups = GroupTable::try_new(
+            Arc::clone(&def.aggregates),
+            def.retracting_input,
+            key_types,
+            exec.schema(),
+        )?;
+        let stream = Self {
+            def: def.clone(),
+            groups,
+            warned: 0,
+            operator: exec.name().to_string(),
+        };
+        Driver::open(exec, metrics, vec![input], partition, context, stream)
+    }
+
+    fn meta(&mut self, watermark: i64) -> Result<UpdatingMeta> {
+        Ok(UpdatingMeta {
+            watermark,
+            keys: self.groups.snapshot_keys(),
+            widths: self.groups.state_widths()?,
+        })
+    }
+}
+
+impl Operator for UpdatingAggregateStream {
+    type Meta = Option<UpdatingMeta>;
+
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let metas: Vec<Option<UpdatingMeta>> = restored.metas("updating aggregate")?;
+        let metas: Vec<UpdatingMeta> = metas.into_iter().flatten().collect();
+        let watermark = min_watermark(metas.iter().map(|m| m.watermark), NO_WATERMARK);
+        let keys = self.groups.snapshot_keys();
+        let widths = match metas.first() {
+            Some(meta) => meta.widths.clone(),
+            None => self.groups.state_widths()?,
+        };
+        for batch in checkpoint.batches(restored, 0..keys)? {
+            self.groups.restore(&batch, keys, &widths)?;
+        }
+        Ok(RestoredWatermarks::all(1, watermark))
+    }
+
+    fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let rows = batch.num_rows();
+        let keys = self
+            .def
+            .keys
+            .iter()
+            .map(|(e, _)| e.evaluate(&batch.batch).and_then(|v| v.into_array(rows)))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let inputs = self.def.aggregates.evaluate(&batch.batch)?;
+        if let Some(changes) =
+            self.groups
+                .apply(&keys, &inputs, |i| kind_at(batch.kinds.as_ref(), i), rows)?
+        {
+            ctx.emit_changes(changes.rows, changes.kinds);
+        }
+        let unknown = self.groups.unknown_retractions();
+        if unknown > self.warned {
+            log::warn!(
+                "{}: {} retraction(s) of rows its state does not hold were ignored",
+                self.operator,
+                unknown - self.warned
+            );
+            self.warned = unknown;
+        }
+        Ok(())
+    }
+
+    /// Results are emitted as rows arrive; the watermark passes on unchanged.
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        Ok(ctx.watermark())
+    }
+
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        let meta = Some(self.meta(watermarks.min())?);
+        let batches = self.groups.snapshot()?.into_iter().collect();
+        checkpoint.snapshot(epoch, &meta, batches)
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> Option<UpdatingMeta> {
+        self.meta(watermarks.min()).ok()
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.groups.len(),
+            bytes: self.groups.memory_size(),
+        }
+    }
+}

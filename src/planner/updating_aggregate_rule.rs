@@ -1,0 +1,159 @@
+//! `UpdatingAggregateRule`: an `Aggregate` over a stream that never ends becomes an
+//! [`UpdatingAggregateNode`], whose result is a changelog (Flink's group aggregation).
+//!
+//! Runs after DataFusion's own rules, so DISTINCT is already an aggregate without aggregate
+//! functions and a single `COUNT(DISTINCT x)` is already an aggregate over an aggregate
+//! grouped by `x`. Windowed aggregates were taken by the
+//! [`WindowAggregateRule`](super::window_aggregate_rule) before; an `Aggregate` still grouped by
+//! a window column is left alone (refused later with a message about windows). Over a bounded
+//! input an `Aggregate` stays DataFusion's: its answer is final at the end, the last state of
+//! the changelog (Flink's `automatic` runtime mode); with `SET 'execution.runtime-mode' =
+//! 'streaming'` it becomes an updating aggregate there too.
+//!
+//! Over a changelog (another updating aggregate below), only aggregates that retract exactly
+//! are allowed; the others are refused with what to write instead.
+
+use std::sync::Arc;
+
+use datafusion::common::plan_err;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source_as_provider;
+use datafusion::error::Result;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{Aggregate, Expr, Extension, LogicalPlan};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use super::connector_table::ConnectorTable;
+use super::updating_aggregate_node::UpdatingAggregateNode;
+use crate::config::{PlannedRuntimeMode, RuntimeMode};
+use crate::physical::updating_aggregate::retracts_in_any_order;
+use crate::physical::window_spec::WindowField;
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct UpdatingAggregateRule;
+
+impl OptimizerRule for UpdatingAggregateRule {
+    fn name(&self) -> &str {
+        "sabot_updating_aggregate"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let streaming = PlannedRuntimeMode::of(&config.options()) == RuntimeMode::Streaming;
+        if !reads_stream(&aggregate.input, streaming)? || grouped_by_window(aggregate) {
+            return Ok(Transformed::no(plan));
+        }
+        if aggregate
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return plan_err!(
+                "GROUPING SETS, ROLLUP and CUBE over a stream need a window: group by \
+                 window_start, window_end of a TUMBLE, HOP or SESSION window too"
+            );
+        }
+        let retracting_input = is_changelog(&aggregate.input)?;
+        if retracting_input {
+            for expr in &aggregate.aggr_expr {
+                check_retracts(expr)?;
+            }
+        }
+        let node = UpdatingAggregateNode {
+            input: aggregate.input.as_ref().clone(),
+            keys: aggregate.group_expr.clone(),
+            aggregates: aggregate.aggr_expr.clone(),
+            retracting_input,
+            schema: Arc::clone(&aggregate.schema),
+        };
+        Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        })))
+    }
+}
+
+/// True if `plan` reads a source that never ends (or a changelog, which never ends either);
+/// with `any_source` (the `streaming` runtime mode) any stream, bounded or not. A LIMIT
+/// bounds what is below it.
+fn reads_stream(plan: &LogicalPlan, any_source: bool) -> Result<bool> {
+    let mut unbounded = false;
+    plan.apply(|node| {
+        unbounded = match node {
+            LogicalPlan::TableScan(scan) => {
+                source_as_provider(&scan.source).ok().is_some_and(|p| {
+                    p.downcast_ref::<ConnectorTable>()
+                        .is_some_and(|t| t.is_unbounded() || any_source && t.is_stream())
+                })
+            }
+            LogicalPlan::Extension(ext) => ext.node.as_any().is::<UpdatingAggregateNode>(),
+            LogicalPlan::Limit(_) => return Ok(TreeNodeRecursion::Jump),
+            _ => false,
+        };
+        Ok(if unbounded {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    Ok(unbounded)
+}
+
+/// True if an optimized `plan` is an updating query: its rows are a changelog (it holds an
+/// updating aggregate, and is not an INSERT, whose result is a count).
+pub fn is_updating(plan: &LogicalPlan) -> bool {
+    !matches!(plan, LogicalPlan::Dml(_)) && is_changelog(plan).unwrap_or(false)
+}
+
+/// True if `plan` holds an updating aggregate: its rows are a changelog.
+fn is_changelog(plan: &LogicalPlan) -> Result<bool> {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::Extension(ext)
+            if ext.node.as_any().is::<UpdatingAggregateNode>()))
+    })
+}
+
+/// True if a group key is a window column (`window_start`, `window_end`, `window_time`):
+/// a window aggregation the window rule did not take, which is refused with its own message.
+fn grouped_by_window(aggregate: &Aggregate) -> bool {
+    aggregate.group_expr.iter().any(|e| {
+        e.column_refs()
+            .iter()
+            .any(|c| WindowField::ALL.iter().any(|f| f.name() == c.name))
+    })
+}
+
+/// Refuses an aggregate that cannot take rows back exactly, over a changelog.
+fn check_retracts(expr: &Expr) -> Result<()> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(expr) else {
+        return Ok(());
+    };
+    if retracts_in_any_order(func.name(), params.distinct, !params.order_by.is_empty()) {
+        return Ok(());
+    }
+    plan_err!(
+        "{}{} over the result of another GROUP BY without a window is not supported yet: it \
+         would have to take rows back, which only COUNT, SUM and AVG (without DISTINCT) do \
+         exactly. Aggregate the inner query's rows directly, or group it by a window",
+        func.name().to_uppercase(),
+        if params.distinct { " (DISTINCT)" } else { "" }
+    )
+}
+
+fn unalias(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Alias(alias) => unalias(&alias.expr),
+        other => other,
+    }
+}
