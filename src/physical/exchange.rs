@@ -396,9 +396,11 @@ impl Router {
                             None => None,
                         };
                         let kinds = match &batch.kinds {
-                            Some(k) => {
-                                Some(take(k, &idx, None)?.as_primitive::<Int8Type>().clone())
-                            }
+                            Some(k) => Some(
+                                take(k.as_ref(), &idx, None)?
+                                    .as_primitive::<Int8Type>()
+                                    .clone(),
+                            ),
                             None => None,
                         };
                         StreamBatch::with_row_watermarks(rows_part, wm).with_kinds(kinds)

@@ -151,8 +151,11 @@ impl StreamingExec for StreamFilterExec {
                 let options = RecordBatchOptions::new().with_row_count(Some(out.num_rows()));
                 let batch =
                     RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
-                out = StreamBatch::with_row_watermarks(batch, out.row_watermarks)
-                    .with_kinds(out.kinds);
+                out = StreamBatch {
+                    batch,
+                    row_watermarks: out.row_watermarks,
+                    kinds: out.kinds,
+                };
             }
             baseline.record_output(out.num_rows());
             Ok(out)

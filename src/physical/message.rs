@@ -46,7 +46,8 @@ pub struct StreamBatch {
     pub row_watermarks: Option<Int64Array>,
     /// Per-row [`RowKind`](crate::changelog::RowKind) numbers of a changelog, same length as
     /// `batch`; `None` means every row is an insert (an append-only stream carries none).
-    pub kinds: Option<Int8Array>,
+    /// Boxed: append-only batches, the common case, stay small.
+    pub kinds: Option<Box<Int8Array>>,
 }
 
 impl StreamBatch {
@@ -70,7 +71,7 @@ impl StreamBatch {
 
     /// This batch with the row kinds `kinds` (see [`Self::kinds`]).
     pub fn with_kinds(mut self, kinds: Option<Int8Array>) -> Self {
-        self.kinds = kinds;
+        self.kinds = kinds.map(Box::new);
         self
     }
 
@@ -100,7 +101,11 @@ impl StreamBatch {
             None => None,
         };
         let kinds = match &self.kinds {
-            Some(kinds) => Some(filter(kinds, mask)?.as_primitive::<Int8Type>().clone()),
+            Some(kinds) => Some(Box::new(
+                filter(kinds.as_ref(), mask)?
+                    .as_primitive::<Int8Type>()
+                    .clone(),
+            )),
             None => None,
         };
         Ok(Self {

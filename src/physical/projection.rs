@@ -180,7 +180,11 @@ impl StreamingExec for StreamProjectionExec {
             let options = RecordBatchOptions::new().with_row_count(Some(rows));
             let out = RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
             baseline.record_output(rows);
-            Ok(StreamBatch::with_row_watermarks(out, batch.row_watermarks).with_kinds(batch.kinds))
+            Ok(StreamBatch {
+                batch: out,
+                row_watermarks: batch.row_watermarks,
+                kinds: batch.kinds,
+            })
         }))
     }
 }

@@ -255,7 +255,7 @@ pub fn changelog_stream(
     let batches = futures::stream::select_all(streams).filter_map(move |msg| {
         let out = match msg {
             Ok(StreamMessage::Data(b)) if b.num_rows() > 0 => {
-                Some(with_op_column(&out_schema, &b.batch, b.kinds.as_ref()))
+                Some(with_op_column(&out_schema, &b.batch, b.kinds.as_deref()))
             }
             Ok(_) => None,
             Err(e) => Some(Err(e)),

@@ -112,7 +112,7 @@ impl Operator for UpdatingAggregateStream {
         let inputs = self.def.aggregates.evaluate(&batch.batch)?;
         if let Some(changes) =
             self.groups
-                .apply(&keys, &inputs, |i| kind_at(batch.kinds.as_ref(), i), rows)?
+                .apply(&keys, &inputs, |i| kind_at(batch.kinds.as_deref(), i), rows)?
         {
             ctx.emit_changes(changes.rows, changes.kinds);
         }
