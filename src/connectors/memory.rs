@@ -86,7 +86,6 @@ impl Rows {
         self.batches
             .iter()
             .zip(&self.removed)
-            .filter(|(b, _)| b.num_rows() > 0)
             .map(|(batch, removed)| {
                 if removed.iter().any(|r| *r) {
                     let keep = BooleanArray::from(removed.iter().map(|r| !r).collect::<Vec<_>>());
@@ -213,16 +212,12 @@ impl MemoryStore {
         }
     }
 
-    /// Applies `change`, which adds `batch`, once its memory is reserved (nothing is stored
+    /// Applies `change`, which adds `bytes` of rows, once they are reserved (nothing is stored
     /// when the pool refuses); then reserves what the rows hold.
-    fn changed(
-        &self,
-        batch: &RecordBatch,
-        change: impl FnOnce(&mut Rows) -> Result<()>,
-    ) -> Result<()> {
+    fn changed(&self, bytes: usize, change: impl FnOnce(&mut Rows) -> Result<()>) -> Result<()> {
         let mut reservation = self.reservation.lock().map_err(|_| poisoned())?;
         if let Some(reservation) = reservation.as_mut() {
-            reservation.try_grow(batch.get_array_memory_size())?;
+            reservation.try_grow(bytes)?;
         }
         let mut rows = self.rows.write().map_err(|_| poisoned())?;
         change(&mut rows)?;
@@ -233,7 +228,7 @@ impl MemoryStore {
     }
 
     fn append(&self, batch: RecordBatch) -> Result<()> {
-        self.changed(&batch.clone(), |rows| {
+        self.changed(batch.get_array_memory_size(), |rows| {
             rows.push(batch, Vec::new());
             Ok(())
         })
@@ -241,7 +236,7 @@ impl MemoryStore {
 
     fn apply_changes(&self, batch: RecordBatch, kinds: &Int8Array) -> Result<()> {
         let schema = Arc::clone(&self.schema);
-        self.changed(&batch.clone(), |rows| {
+        self.changed(batch.get_array_memory_size(), |rows| {
             rows.apply_changes(&schema, batch, kinds)
         })
     }

@@ -12,6 +12,8 @@ use datafusion::common::{DFSchemaRef, internal_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 
+use super::window_aggregate_node::{columns_read, list};
+
 /// Logical updating aggregation (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpdatingAggregateNode {
@@ -37,14 +39,6 @@ impl PartialOrd for UpdatingAggregateNode {
         }
         .filter(|cmp| *cmp != Ordering::Equal || self == other)
     }
-}
-
-fn list(exprs: &[Expr]) -> String {
-    exprs
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl UserDefinedLogicalNodeCore for UpdatingAggregateNode {
@@ -105,19 +99,7 @@ impl UserDefinedLogicalNodeCore for UpdatingAggregateNode {
     }
 
     fn necessary_children_exprs(&self, _output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
-        // Every output column is needed to keep the schema fixed; the input only needs the
-        // columns the expressions read.
-        let input_schema = self.input.schema();
-        let mut needed = Vec::new();
-        for expr in self.expressions() {
-            for c in expr.column_refs() {
-                if let Ok(i) = input_schema.index_of_column(c) {
-                    needed.push(i);
-                }
-            }
-        }
-        needed.sort_unstable();
-        needed.dedup();
-        Some(vec![needed])
+        // Every output column is needed to keep the schema fixed.
+        Some(vec![columns_read(&self.input, self.expressions())])
     }
 }

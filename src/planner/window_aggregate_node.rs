@@ -58,7 +58,8 @@ impl PartialOrd for WindowAggregateNode {
     }
 }
 
-fn list(exprs: &[Expr]) -> String {
+/// Expressions for EXPLAIN, comma separated.
+pub(super) fn list(exprs: &[Expr]) -> String {
     exprs
         .iter()
         .map(|e| e.to_string())
@@ -133,19 +134,24 @@ impl UserDefinedLogicalNodeCore for WindowAggregateNode {
     }
 
     fn necessary_children_exprs(&self, _output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
-        // Every output column is needed to keep the schema fixed; the input only needs the
-        // columns the expressions read.
-        let input_schema = self.input.schema();
-        let mut needed = Vec::new();
-        for expr in self.expressions() {
-            for c in expr.column_refs() {
-                if let Ok(i) = input_schema.index_of_column(c) {
-                    needed.push(i);
-                }
+        // Every output column is needed to keep the schema fixed.
+        Some(vec![columns_read(&self.input, self.expressions())])
+    }
+}
+
+/// The columns of `input` that `exprs` read, by index: all an aggregation node needs of its
+/// input.
+pub(super) fn columns_read(input: &LogicalPlan, exprs: Vec<Expr>) -> Vec<usize> {
+    let input_schema = input.schema();
+    let mut needed = Vec::new();
+    for expr in exprs {
+        for c in expr.column_refs() {
+            if let Ok(i) = input_schema.index_of_column(c) {
+                needed.push(i);
             }
         }
-        needed.sort_unstable();
-        needed.dedup();
-        Some(vec![needed])
     }
+    needed.sort_unstable();
+    needed.dedup();
+    needed
 }
