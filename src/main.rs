@@ -86,7 +86,8 @@ enum BenchSuite {
     /// Nexmark queries over the built-in generator, into a blackhole sink.
     Nexmark {
         /// Queries to run, comma-separated: q0, q1, q2, q5, q5-agg, q7, q7-agg, q8, q11, q13, q14,
-        /// q15, q16, q17, q21, q22 (default: all; benches/nexmark/README.md lists them).
+        /// q15, q16, q17, q21, q22, and the updating queries u1, u2, u3 (default: all;
+        /// benches/nexmark/README.md lists them).
         #[arg(long)]
         query: Option<String>,
         /// Nexmark events per run (all kinds; 46 of 50 are bids).

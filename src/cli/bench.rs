@@ -334,8 +334,8 @@ pub async fn bench(query: &str, events: u64, tps: u64, run: RunConfig) -> Result
 
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut out = String::from(
-        "query            | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | latency p50/p99 ms | checkpoints (max ms)\n\
-         -----------------+------------+-------------+---------+---------+-------------+---------------+--------------+--------------------+---------------------\n",
+        "query            | events     | parallelism | wall s  | cpu s   | events/s    | events/s/core | peak RSS MiB | rows out/event | latency p50/p99 ms | checkpoints (max ms)\n\
+         -----------------+------------+-------------+---------+---------+-------------+---------------+--------------+----------------+--------------------+---------------------\n",
     );
     for r in results {
         let latency = match (r.latency_p50_ms, r.latency_p99_ms) {
@@ -343,7 +343,7 @@ pub fn format_table(results: &[BenchResult]) -> String {
             _ => "-".to_string(),
         };
         out.push_str(&format!(
-            "{:<16} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>18} | {:>4} ({:.0})\n",
+            "{:<16} | {:>10} | {:>11} | {:>7.2} | {:>7.2} | {:>11.0} | {:>13.0} | {:>12.1} | {:>14.4} | {:>18} | {:>4} ({:.0})\n",
             r.query,
             r.events,
             r.parallelism,
@@ -352,6 +352,7 @@ pub fn format_table(results: &[BenchResult]) -> String {
             r.events_per_second,
             r.events_per_core_second,
             r.peak_rss_mib,
+            r.rows_out as f64 / r.events.max(1) as f64,
             latency,
             r.checkpoints,
             r.checkpoint_ms_max

@@ -10,8 +10,9 @@
 //! the changelog (Flink's `automatic` runtime mode); with `SET 'execution.runtime-mode' =
 //! 'streaming'` it becomes an updating aggregate there too.
 //!
-//! Over a changelog (another updating aggregate below), only aggregates that retract exactly
-//! are allowed; the others are refused with what to write instead.
+//! Over a changelog (another updating aggregate below), aggregates that depend on the order of
+//! their rows (an ORDER BY inside, FIRST_VALUE, LAST_VALUE, NTH_VALUE) are refused: a
+//! changelog keeps no order to take a row back from.
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use super::connector_table::ConnectorTable;
 use super::updating_aggregate_node::UpdatingAggregateNode;
 use crate::config::{PlannedRuntimeMode, RuntimeMode};
-use crate::physical::updating_aggregate::retracts_in_any_order;
+use crate::physical::updating_aggregate::Retraction;
 use crate::physical::window_spec::WindowField;
 
 /// See the module docs.
@@ -134,20 +135,23 @@ fn grouped_by_window(aggregate: &Aggregate) -> bool {
     })
 }
 
-/// Refuses an aggregate that cannot take rows back exactly, over a changelog.
+/// Refuses an aggregate that cannot take rows back, over a changelog.
 fn check_retracts(expr: &Expr) -> Result<()> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(expr) else {
         return Ok(());
     };
-    if retracts_in_any_order(func.name(), params.distinct, !params.order_by.is_empty()) {
+    let ordered = !params.order_by.is_empty();
+    if Retraction::of(func.name(), params.distinct, ordered) != Retraction::Impossible {
         return Ok(());
     }
     plan_err!(
-        "{}{} over the result of another GROUP BY without a window is not supported yet: it \
-         would have to take rows back, which only COUNT, SUM and AVG (without DISTINCT) do \
-         exactly. Aggregate the inner query's rows directly, or group it by a window",
+        "{}{} over the result of another GROUP BY without a window is not supported: it \
+         depends on the order of its rows, and the inner result changes by taking rows back, \
+         which keeps no order. Use an aggregate that does not depend on order (MIN, MAX, \
+         ARRAY_AGG without ORDER BY), aggregate the inner query's rows directly, or group it \
+         by a window",
         func.name().to_uppercase(),
-        if params.distinct { " (DISTINCT)" } else { "" }
+        if ordered { " with ORDER BY" } else { "" }
     )
 }
 

@@ -27,6 +27,8 @@ use crate::state::backend::StateBackend;
 pub struct UpdatingAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     def: UpdatingAggregation,
+    /// Where the state lives: chosen by the planner ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -48,6 +50,7 @@ impl UpdatingAggregateExec {
         Ok(Self {
             input,
             def,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -61,7 +64,7 @@ impl UpdatingAggregateExec {
     /// rows.
     fn state_declaration(&self) -> OperatorState {
         OperatorState {
-            backend: StateBackend::Memory,
+            backend: self.backend.clone(),
             keys: self.def.keys.iter().map(|(_, n)| n.clone()).collect(),
             freed: if self.def.retracting_input {
                 "when its last row is retracted"
@@ -145,11 +148,9 @@ impl ExecutionPlan for UpdatingAggregateExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("UpdatingAggregateExec needs exactly one child");
         };
-        Ok(Arc::new(Self::try_new(
-            input,
-            self.def.clone(),
-            self.schema(),
-        )?))
+        let mut node = Self::try_new(input, self.def.clone(), self.schema())?;
+        node.backend = self.backend.clone();
+        Ok(Arc::new(node))
     }
 
     fn execute(
@@ -185,11 +186,18 @@ impl StreamingExec for UpdatingAggregateExec {
         Some(self.state_declaration())
     }
 
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let mut node = Self::try_new(Arc::clone(&self.input), self.def.clone(), self.schema())?;
+        node.backend = backend.clone();
+        Ok(Some(Arc::new(node)))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, Arc::clone(&context))?;
         UpdatingAggregateStream::open(
             self,
             &self.def,
+            &self.backend,
             &self.metrics,
             self.input.schema(),
             input,

@@ -14,10 +14,13 @@ use super::UpdatingAggregation;
 use super::groups::GroupTable;
 use crate::changelog::kind_at;
 use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_watermark};
+use crate::physical::operator::checkpoint::{
+    OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_watermark,
+};
 use crate::physical::operator::{
     Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
 };
+use crate::state::backend::StateBackend;
 
 /// One partition of an updating aggregate.
 pub(super) struct UpdatingAggregateStream {
@@ -26,6 +29,11 @@ pub(super) struct UpdatingAggregateStream {
     /// Retractions of unknown rows already logged.
     warned: u64,
     operator: String,
+    partition: usize,
+    partitions: usize,
+    /// RocksDB's directory and this partition's instance name, with `state.backend` =
+    /// `rocksdb`.
+    rocksdb: Option<(std::path::PathBuf, String)>,
 }
 
 /// What a partition records in a checkpoint besides its groups.
@@ -37,13 +45,18 @@ pub(super) struct UpdatingMeta {
     keys: usize,
     /// Columns of each aggregate's state, after the keys and `__rows`.
     widths: Vec<usize>,
+    /// RocksDB: says so (the groups are the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<SavedBackend>,
 }
 
 impl UpdatingAggregateStream {
-    /// Opens partition `partition` of `exec` over `input`.
+    /// Opens partition `partition` of `exec` over `input`, its state in `backend`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         exec: &dyn ExecutionPlan,
         def: &UpdatingAggregation,
+        backend: &StateBackend,
         metrics: &ExecutionPlanMetricsSet,
         input_schema: SchemaRef,
         input: MessageStream,
@@ -55,27 +68,36 @@ impl UpdatingAggregateStream {
             .iter()
             .map(|(e, _)| e.data_type(&input_schema))
             .collect::<Result<Vec<_>>>()?;
-        let groups = GroupTable::try_new(
+        let mut groups = GroupTable::try_new(
             Arc::clone(&def.aggregates),
             def.retracting_input,
             key_types,
+            def.aggregates.argument_types(&input_schema)?,
             exec.schema(),
         )?;
+        let rocksdb = backend.rocksdb("updating", partition);
+        if let Some((root, label)) = &rocksdb {
+            groups = groups.with_rocksdb(root, label)?;
+        }
         let stream = Self {
             def: def.clone(),
             groups,
             warned: 0,
             operator: exec.name().to_string(),
+            partition,
+            partitions: exec.properties().partitioning.partition_count(),
+            rocksdb,
         };
         Driver::open(exec, metrics, vec![input], partition, context, stream)
     }
 
-    fn meta(&mut self, watermark: i64) -> Result<UpdatingMeta> {
-        Ok(UpdatingMeta {
+    fn meta(&self, watermark: i64) -> UpdatingMeta {
+        UpdatingMeta {
             watermark,
             keys: self.groups.snapshot_keys(),
-            widths: self.groups.state_widths()?,
-        })
+            widths: self.groups.state_widths(),
+            backend: self.rocksdb.as_ref().map(|_| SavedBackend::Rocksdb),
+        }
     }
 }
 
@@ -93,8 +115,23 @@ impl Operator for UpdatingAggregateStream {
         let keys = self.groups.snapshot_keys();
         let widths = match metas.first() {
             Some(meta) => meta.widths.clone(),
-            None => self.groups.state_widths()?,
+            None => self.groups.state_widths(),
         };
+        match (restored.databases(self.rocksdb.is_some())?, &self.rocksdb) {
+            (RestoredDatabases::Own(saved, dir), Some((root, label))) => {
+                self.groups.adopt(root, label, dir)?;
+                checkpoint.adopted(saved);
+                return Ok(RestoredWatermarks::all(1, watermark));
+            }
+            (RestoredDatabases::Others(dirs), Some(_)) => {
+                for dir in dirs {
+                    self.groups
+                        .restore_rekeyed(dir, self.partition, self.partitions)?;
+                }
+            }
+            _ => {}
+        }
+        // Checkpoints of groups in memory (with RocksDB too: a job that changed backend).
         for batch in checkpoint.batches(restored, 0..keys)? {
             self.groups.restore(&batch, keys, &widths)?;
         }
@@ -139,13 +176,18 @@ impl Operator for UpdatingAggregateStream {
         watermarks: &Watermarks<'_>,
         checkpoint: &OperatorCheckpoint,
     ) -> Result<()> {
-        let meta = Some(self.meta(watermarks.min())?);
+        let meta = Some(self.meta(watermarks.min()));
+        // With RocksDB every cached group goes into the database, and so into the checkpoint.
+        self.groups.write_back(true)?;
+        if let Some(db) = self.groups.db() {
+            return checkpoint.snapshot_db(epoch, &meta, db);
+        }
         let batches = self.groups.snapshot()?.into_iter().collect();
         checkpoint.snapshot(epoch, &meta, batches)
     }
 
     fn end(&mut self, watermarks: &Watermarks<'_>) -> Option<UpdatingMeta> {
-        self.meta(watermarks.min()).ok()
+        Some(self.meta(watermarks.min()))
     }
 
     fn state_size(&self) -> StateSize {

@@ -1,0 +1,189 @@
+//! The groups of an updating aggregate in RocksDB (`state.backend` = `rocksdb`).
+//!
+//! The [`GroupTable`](super::groups::GroupTable) in memory becomes a write-back cache of the
+//! groups recent batches touched; the database holds every group. One entry per group: the key
+//! is the group key in Arrow's row format (as the table keys it); the value is the number of
+//! rows the group holds (8 bytes, little-endian) followed by its accumulators' states in row
+//! format.
+//!
+//! A batch first loads the groups it touches that the cache lacks (one multi-get). After a
+//! batch that leaves more than [`CACHE_GROUPS`] groups cached, and at every checkpoint barrier,
+//! the cache is written back and emptied; groups whose last row was taken back are deleted then.
+//! So memory holds at most one batch's groups beyond the cache, whatever the number of keys.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue, internal_err};
+use rocksdb::WriteBatch;
+
+use crate::state::rocks::{RowCodec, StateDb, scan_prefix};
+
+/// Groups cached in memory before they are written back.
+pub const CACHE_GROUPS: usize = 65_536;
+
+/// Entries re-keyed at a time when restoring at another parallelism.
+const REKEY_CHUNK: usize = 65_536;
+
+/// See the module docs.
+pub(super) struct RocksGroups {
+    db: StateDb,
+    /// The accumulators' states, all aggregates' columns in a row.
+    states: RowCodec,
+    state_types: Vec<DataType>,
+    /// Keys of groups deleted since the last write-back (still in the database until then).
+    deleted: HashSet<Box<[u8]>>,
+    /// [`CACHE_GROUPS`] (smaller in tests).
+    pub capacity: usize,
+}
+
+/// A group as stored: its rows and its accumulators' state values.
+pub(super) struct StoredGroup {
+    pub rows: i64,
+    pub state: Vec<ScalarValue>,
+}
+
+impl RocksGroups {
+    /// An empty store in a new database under `root`; `state_types` are the state columns of
+    /// all aggregates, in order.
+    pub fn try_new(root: &Path, label: &str, state_types: Vec<DataType>) -> Result<Self> {
+        let states = RowCodec::try_new(state_types.clone(), "the state of these aggregates")?;
+        Ok(Self {
+            db: StateDb::create(root, label)?,
+            states,
+            state_types,
+            deleted: HashSet::new(),
+            capacity: CACHE_GROUPS,
+        })
+    }
+
+    /// Replaces the (empty) database with one restored from a checkpoint (its files in
+    /// `files`, moved under `root`).
+    pub fn adopt(&mut self, root: &Path, label: &str, files: &Path) -> Result<()> {
+        self.db = StateDb::adopt(root, label, files)?;
+        self.deleted.clear();
+        Ok(())
+    }
+
+    /// The database (for checkpoints).
+    pub fn db(&self) -> &StateDb {
+        &self.db
+    }
+
+    /// Records that the group `key` is gone.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.deleted.insert(key.into());
+    }
+
+    /// The stored groups among `keys` (each `None` if absent, or deleted since the last
+    /// write-back).
+    pub fn load(&self, keys: &[&[u8]]) -> Result<Vec<Option<StoredGroup>>> {
+        let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(keys.len());
+        for (key, value) in keys.iter().zip(self.db.db().multi_get(keys)) {
+            let value = value.map_err(|e| {
+                datafusion::common::exec_datafusion_err!("RocksDB state: read failed: {e}")
+            })?;
+            values.push(value.filter(|_| !self.deleted.contains(*key)));
+        }
+        let present: Vec<&[u8]> = values.iter().flatten().map(|v| v.as_slice()).collect();
+        let mut rows = Vec::with_capacity(present.len());
+        let mut encoded = Vec::with_capacity(present.len());
+        for value in &present {
+            let Some((count, state)) = value.split_first_chunk::<8>() else {
+                return internal_err!("an updating aggregate's RocksDB entry is too short");
+            };
+            rows.push(i64::from_le_bytes(*count));
+            encoded.push(state);
+        }
+        let columns = self.states.decode(&encoded)?;
+        let mut stored = Vec::with_capacity(values.len());
+        let mut next = 0;
+        for value in &values {
+            if value.is_none() {
+                stored.push(None);
+                continue;
+            }
+            let state = columns
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, next))
+                .collect::<Result<Vec<_>>>()?;
+            stored.push(Some(StoredGroup {
+                rows: rows[next],
+                state,
+            }));
+            next += 1;
+        }
+        Ok(stored)
+    }
+
+    /// Writes `groups` (key, rows, state values) and the deletions since the last write-back.
+    pub fn write(&mut self, groups: Vec<(Box<[u8]>, StoredGroup)>) -> Result<()> {
+        let encoded = if groups.is_empty() {
+            Vec::new()
+        } else {
+            let columns = (0..self.state_types.len())
+                .map(|c| {
+                    let values = groups
+                        .iter()
+                        .map(|(_, g)| g.state.get(c).cloned().unwrap_or(ScalarValue::Null));
+                    in_type(ScalarValue::iter_to_array(values)?, &self.state_types[c])
+                })
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            self.states.encode(&columns, groups.len())?
+        };
+        let mut batch = WriteBatch::default();
+        // Deletions first: a group deleted and created again since is put after.
+        for key in self.deleted.drain() {
+            batch.delete(&key);
+        }
+        for ((key, group), state) in groups.iter().zip(encoded) {
+            let mut value = Vec::with_capacity(8 + state.len());
+            value.extend_from_slice(&group.rows.to_le_bytes());
+            value.extend_from_slice(&state);
+            batch.put(key, value);
+        }
+        self.db.write(batch)
+    }
+
+    /// Adds the entries of a restored database (opened read-only from `files`) that
+    /// `owned(keys)` keeps: restoring at a different parallelism. `owned` gets a chunk of
+    /// keys and says which belong to this partition.
+    pub fn restore_rekeyed(
+        &mut self,
+        files: &Path,
+        mut owned: impl FnMut(&[Box<[u8]>]) -> Result<Vec<bool>>,
+    ) -> Result<()> {
+        let old = StateDb::open_read_only(files)?;
+        let mut entries = scan_prefix(&old, []);
+        loop {
+            let chunk = entries
+                .by_ref()
+                .take(REKEY_CHUNK)
+                .collect::<Result<Vec<_>>>()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let keys: Vec<Box<[u8]>> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            let mine = owned(&keys)?;
+            let mut batch = WriteBatch::default();
+            for ((key, value), mine) in chunk.iter().zip(mine) {
+                if mine {
+                    batch.put(key, value);
+                }
+            }
+            self.db.write(batch)?;
+        }
+    }
+}
+
+/// `array` as `data_type` (a state value may come in another type, as a dictionary's values).
+fn in_type(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == data_type {
+        Ok(array)
+    } else {
+        Ok(cast(&array, data_type)?)
+    }
+}
