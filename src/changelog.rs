@@ -94,6 +94,15 @@ impl ChangelogMode {
         }
     }
 
+    /// The mode of rows read in a format: `Retract` if the format `is_changelog`.
+    pub fn of_format(is_changelog: bool) -> ChangelogMode {
+        if is_changelog {
+            ChangelogMode::Retract
+        } else {
+            ChangelogMode::Append
+        }
+    }
+
     /// True unless it only appends.
     pub fn is_updating(self) -> bool {
         self != ChangelogMode::Append

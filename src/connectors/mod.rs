@@ -39,6 +39,8 @@ use datafusion::error::Result;
 use datafusion::execution::memory_pool::MemoryPool;
 use serde::{Deserialize, Serialize};
 
+use crate::changelog::ChangelogMode;
+
 /// Rows read by a source reader, tagged with the split (e.g. Kafka partition) they came from.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {
@@ -48,6 +50,8 @@ pub struct SourceBatch {
     pub split: usize,
     /// The reader's position after these rows, for checkpoints (`None`: not resumable).
     pub position: Option<serde_json::Value>,
+    /// What each row does, from a changelog format (`RowKind` numbers); `None`: inserts.
+    pub kinds: Option<Int8Array>,
 }
 
 impl SourceBatch {
@@ -57,12 +61,19 @@ impl SourceBatch {
             batch,
             split: 0,
             position: None,
+            kinds: None,
         }
     }
 
     /// Sets the reader position after these rows.
     pub fn with_position(mut self, position: serde_json::Value) -> Self {
         self.position = Some(position);
+        self
+    }
+
+    /// Sets what each row does (a changelog format's kinds).
+    pub fn with_kinds(mut self, kinds: Option<Int8Array>) -> Self {
+        self.kinds = kinds;
         self
     }
 }
@@ -141,6 +152,12 @@ pub trait SourceConnector: Debug + Send + Sync {
 
     /// True if the input ends.
     fn is_bounded(&self) -> bool;
+
+    /// What its rows are: appended rows, or a changelog (a changelog format such as
+    /// `debezium-json`), whose batches carry their kinds ([`SourceBatch::kinds`]).
+    fn changelog(&self) -> ChangelogMode {
+        ChangelogMode::Append
+    }
 
     /// Number of parallel readers, given the session's parallelism (a Kafka source asks its
     /// brokers, which may fail).

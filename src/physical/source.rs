@@ -195,6 +195,10 @@ impl DisplayAs for StreamSourceExec {
             }
             None => write!(f, ", watermark=none (end of input only)")?,
         }
+        let mode = self.connector.changelog();
+        if mode.is_updating() {
+            write!(f, ", changelog={mode}")?;
+        }
         Ok(())
     }
 }
@@ -256,6 +260,11 @@ impl ExecutionPlan for StreamSourceExec {
 impl StreamingExec for StreamSourceExec {
     fn checkpointed(&self) -> bool {
         true
+    }
+
+    /// A changelog format's rows are changes.
+    fn changelog(&self) -> crate::changelog::ChangelogMode {
+        self.connector.changelog()
     }
 
     fn time_attributes(&self) -> std::collections::HashSet<usize> {
@@ -660,11 +669,9 @@ impl SourceState {
         if let Some(job) = &self.job {
             job.stats.add_events_in(rows as u64);
         }
-        self.pending
-            .push_back(StreamMessage::Data(StreamBatch::with_row_watermarks(
-                output,
-                row_watermarks,
-            )));
+        self.pending.push_back(StreamMessage::Data(
+            StreamBatch::with_row_watermarks(output, row_watermarks).with_kinds(input.kinds),
+        ));
         if let Some(wm) = advanced {
             self.emit_watermark(wm);
         }

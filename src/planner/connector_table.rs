@@ -78,6 +78,14 @@ impl ConnectorTable {
         self.source.as_ref().is_some_and(|s| s.name() != "memory")
     }
 
+    /// True if its rows are a changelog (a source in a changelog format such as
+    /// `debezium-json`).
+    pub fn is_changelog(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|s| s.changelog().is_updating())
+    }
+
     /// True if reading it gives an unbounded stream (its source never ends).
     pub fn is_unbounded(&self) -> bool {
         self.source.as_ref().is_some_and(|s| !s.is_bounded())

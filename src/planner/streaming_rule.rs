@@ -414,9 +414,11 @@ fn check_changelogs(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
         }
         return plan_err!(
             "table {} (connector '{}') can only append rows, but this query's result changes \
-             as rows arrive (a GROUP BY without a window): its rows are inserts, updates and \
-             deletes. Write it to a 'print' or 'blackhole' table or keep it in a materialized \
-             view; or aggregate per window (TUMBLE, HOP, SESSION), whose results are final",
+             as rows arrive (a GROUP BY without a window, or a changelog source): its rows are \
+             inserts, updates and deletes. Write it to a 'print' or 'blackhole' table, to a \
+             'filesystem' or 'kafka' table with 'format' = 'debezium-json', or keep it in a \
+             materialized view; or aggregate per window (TUMBLE, HOP, SESSION), whose results \
+             are final",
             sink.table(),
             sink.sink().name()
         );
@@ -424,9 +426,10 @@ fn check_changelogs(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
     match as_streaming(node) {
         Some(streaming) if streaming.accepts_changes() => Ok(()),
         Some(_) => plan_err!(
-            "{} over the result of a GROUP BY without a window is not supported yet: that \
-             result changes as rows arrive. Group by a window (TUMBLE, HOP, SESSION) instead, \
-             whose results are final",
+            "{} over a changelog (the result of a GROUP BY without a window, or a source in a \
+             changelog format such as debezium-json) is not supported yet: its rows change as \
+             rows arrive. Group by a window (TUMBLE, HOP, SESSION) over rows that only append \
+             instead, whose results are final",
             node.name()
         ),
         // A stock node reads the plain data face, which refuses at run time; only the top of a

@@ -85,17 +85,19 @@ impl OptimizerRule for UpdatingAggregateRule {
     }
 }
 
-/// True if `plan` reads a source that never ends (or a changelog, which never ends either);
-/// with `any_source` (the `streaming` runtime mode) any stream, bounded or not. A LIMIT
-/// bounds what is below it.
+/// True if `plan` reads a source that never ends or a changelog (an updating aggregate, or a
+/// source in a changelog format: its rows are changes, which only an updating aggregate
+/// takes); with `any_source` (the `streaming` runtime mode) any stream, bounded or not. A
+/// LIMIT bounds what is below it.
 fn reads_stream(plan: &LogicalPlan, any_source: bool) -> Result<bool> {
     let mut unbounded = false;
     plan.apply(|node| {
         unbounded = match node {
             LogicalPlan::TableScan(scan) => {
                 source_as_provider(&scan.source).ok().is_some_and(|p| {
-                    p.downcast_ref::<ConnectorTable>()
-                        .is_some_and(|t| t.is_unbounded() || any_source && t.is_stream())
+                    p.downcast_ref::<ConnectorTable>().is_some_and(|t| {
+                        t.is_unbounded() || t.is_changelog() || any_source && t.is_stream()
+                    })
                 })
             }
             LogicalPlan::Extension(ext) => ext.node.as_any().is::<UpdatingAggregateNode>(),
@@ -117,11 +119,20 @@ pub fn is_updating(plan: &LogicalPlan) -> bool {
     !matches!(plan, LogicalPlan::Dml(_)) && is_changelog(plan).unwrap_or(false)
 }
 
-/// True if `plan` holds an updating aggregate: its rows are a changelog.
+/// True if `plan` holds an updating aggregate or reads a changelog source: its rows are a
+/// changelog.
 fn is_changelog(plan: &LogicalPlan) -> Result<bool> {
     plan.exists(|node| {
-        Ok(matches!(node, LogicalPlan::Extension(ext)
-            if ext.node.as_any().is::<UpdatingAggregateNode>()))
+        Ok(match node {
+            LogicalPlan::Extension(ext) => ext.node.as_any().is::<UpdatingAggregateNode>(),
+            LogicalPlan::TableScan(scan) => {
+                source_as_provider(&scan.source).ok().is_some_and(|p| {
+                    p.downcast_ref::<ConnectorTable>()
+                        .is_some_and(ConnectorTable::is_changelog)
+                })
+            }
+            _ => false,
+        })
     })
 }
 

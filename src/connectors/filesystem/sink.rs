@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Int8Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_datafusion_err};
@@ -81,6 +82,11 @@ impl SinkConnector for FileSink {
         }))
     }
 
+    /// With a changelog format (`debezium-json`).
+    fn accepts_changes(&self) -> bool {
+        self.options.format.format.is_changelog()
+    }
+
     fn commit(&self, pre_commit: &serde_json::Value) -> Result<()> {
         commit_rename(pre_commit)
     }
@@ -137,6 +143,23 @@ struct FileWriter {
 }
 
 impl FileWriter {
+    /// Appends rows (changelog rows with `kinds`) to the in-progress file.
+    fn write_rows(&mut self, batch: &RecordBatch, kinds: Option<&Int8Array>) -> Result<()> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        match kinds {
+            Some(kinds) => self.encoder.encode_changes(batch, kinds, &mut buffer)?,
+            None => self.encoder.encode(batch, &mut buffer)?,
+        }
+        let f = self.current()?;
+        let result = f
+            .file
+            .write_all(&buffer)
+            .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()));
+        self.buffer = buffer;
+        result
+    }
+
     fn current(&mut self) -> Result<&mut InProgress> {
         if self.file.is_none() {
             let name = format!(
@@ -198,16 +221,11 @@ fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
 #[async_trait]
 impl SinkWriter for FileWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let mut buffer = std::mem::take(&mut self.buffer);
-        buffer.clear();
-        self.encoder.encode(batch, &mut buffer)?;
-        let f = self.current()?;
-        let result = f
-            .file
-            .write_all(&buffer)
-            .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()));
-        self.buffer = buffer;
-        result
+        self.write_rows(batch, None)
+    }
+
+    async fn write_changes(&mut self, batch: &RecordBatch, kinds: &Int8Array) -> Result<()> {
+        self.write_rows(batch, Some(kinds))
     }
 
     async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FilesystemOptions;
 use crate::catalog::table_definition::TableDefinition;
+use crate::changelog::ChangelogMode;
 use crate::connectors::format::{LineDecoder, decoder};
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
@@ -72,6 +73,10 @@ impl SourceConnector for FileSource {
 
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    fn changelog(&self) -> ChangelogMode {
+        ChangelogMode::of_format(self.options.format.format.is_changelog())
     }
 
     fn is_bounded(&self) -> bool {
@@ -295,10 +300,15 @@ impl SourceReader for FileReader {
             };
             let position = serde_json::to_value(&position)
                 .map_err(|e| exec_datafusion_err!("the position of the filesystem source: {e}"))?;
+            let kinds = self.decoder.take_kinds();
             if let Some(batch) = decoded?
                 && batch.num_rows() > 0
             {
-                return Ok(Some(SourceBatch::new(batch).with_position(position)));
+                return Ok(Some(
+                    SourceBatch::new(batch)
+                        .with_position(position)
+                        .with_kinds(kinds),
+                ));
             }
         }
     }

@@ -38,6 +38,20 @@ impl JsonDecoder {
     fn new_decoder(&self, rows: usize) -> Result<Decoder> {
         new_decoder(&self.schema, self.decimals.as_ref(), rows)
     }
+
+    /// Decodes `lines` at once; a failure's cause as text, without its place (no skipping).
+    pub(super) fn decode_plain(
+        &self,
+        lines: &[Vec<u8>],
+    ) -> std::result::Result<Option<RecordBatch>, String> {
+        let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in lines {
+            text.extend_from_slice(line);
+            text.push(b'\n');
+        }
+        let mut decoder = self.new_decoder(lines.len()).map_err(|e| e.to_string())?;
+        decode_checked(&mut decoder, self.decimals.as_ref(), &text)
+    }
 }
 
 /// Arrow's JSON decoder for `schema`; with decimal columns, they are read as text (from JSON

@@ -9,6 +9,7 @@
 //! declared, into [`FormatOptions`]; decoders and encoders are built from it.
 
 pub mod csv;
+pub mod debezium;
 pub mod json;
 pub mod raw;
 
@@ -16,7 +17,7 @@ pub use csv::CsvOptions;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array, PrimitiveArray, StringArray};
 use datafusion::arrow::compute::kernels::cast_utils::parse_decimal;
 use datafusion::arrow::datatypes::{
     DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, DecimalType, Schema,
@@ -84,9 +85,16 @@ pub trait LineDecoder: Send {
     /// Lines skipped as malformed so far.
     fn skipped(&self) -> u64;
 
-    /// Indices of the lines the last `decode` produced rows for, when malformed lines were
-    /// skipped; `None` when every non-blank line produced its row.
+    /// For each row the last `decode` produced, the index of the line it came from, when that
+    /// is not simply every non-blank line in turn (malformed lines were skipped, or a line
+    /// gave several rows); `None` when every non-blank line produced its row.
     fn kept(&self) -> Option<&[usize]>;
+
+    /// A changelog format's row kinds (`RowKind` numbers) of the rows the last `decode`
+    /// produced; `None` for formats whose rows are all inserts.
+    fn take_kinds(&mut self) -> Option<Int8Array> {
+        None
+    }
 }
 
 /// The lines of `text` (each ending in `\n`), without their terminators (`\n`, `\r\n`).
@@ -111,12 +119,23 @@ pub trait LineEncoder: Send + Sync {
     /// Appends the rows of `batch`, one line each, to `out`.
     fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
 
+    /// Appends changelog rows, `kinds` saying what each does (`RowKind` numbers); only for a
+    /// format that [is a changelog](Format::is_changelog).
+    fn encode_changes(
+        &mut self,
+        _batch: &RecordBatch,
+        _kinds: &Int8Array,
+        _out: &mut Vec<u8>,
+    ) -> Result<()> {
+        internal_err!("this format cannot write changelog rows")
+    }
+
     /// File name extension.
     fn extension(&self) -> &'static str;
 }
 
 /// The formats a line-based connector accepts.
-pub const FORMATS: &[&str] = &["json", "csv"];
+pub const FORMATS: &[&str] = &["json", "csv", "debezium-json"];
 
 /// Options of the json and csv formats, shared by the connectors that read or write them.
 pub const FORMAT_OPTIONS: &[OptionSpec] = &[
@@ -127,6 +146,10 @@ pub const FORMAT_OPTIONS: &[OptionSpec] = &[
     OptionSpec::optional(
         "csv.ignore-parse-errors",
         "skip and count malformed records (default: false)",
+    ),
+    OptionSpec::optional(
+        "debezium-json.ignore-parse-errors",
+        "skip and count malformed change events (default: false)",
     ),
     OptionSpec::optional("csv.field-delimiter", "field separator (default: ,)"),
     OptionSpec::optional("csv.quote-character", "quote character (default: \")"),
@@ -141,6 +164,8 @@ pub enum Format {
     Csv,
     /// The whole record value is the one column (Kafka only).
     Raw,
+    /// Debezium's JSON change events: a changelog ([`debezium`]).
+    DebeziumJson,
 }
 
 impl Format {
@@ -150,7 +175,13 @@ impl Format {
             Self::Json => "json",
             Self::Csv => "csv",
             Self::Raw => "raw",
+            Self::DebeziumJson => "debezium-json",
         }
+    }
+
+    /// True if its records are changes (inserts, updates, deletes), not only rows to append.
+    pub fn is_changelog(self) -> bool {
+        self == Self::DebeziumJson
     }
 
     /// Reads option `key`, one of `choices` (format names, matched case-insensitively);
@@ -163,7 +194,7 @@ impl Format {
         let Some(name) = options.get_choice(key, choices)? else {
             return Ok(None);
         };
-        match [Self::Json, Self::Csv, Self::Raw]
+        match [Self::Json, Self::Csv, Self::Raw, Self::DebeziumJson]
             .into_iter()
             .find(|f| f.name() == name)
         {
@@ -230,6 +261,12 @@ impl FormatOptions {
                 })
             }
             Format::Raw => Ok(Self::new(format)),
+            Format::DebeziumJson => Ok(Self {
+                ignore_parse_errors: options
+                    .get_bool("debezium-json.ignore-parse-errors")?
+                    .unwrap_or(false),
+                ..Self::new(format)
+            }),
         }
     }
 }
@@ -255,6 +292,10 @@ pub fn decoder(
             options.ignore_parse_errors,
         )?)),
         Format::Raw => Ok(Box::new(raw::RawDecoder::new(schema))),
+        Format::DebeziumJson => Ok(Box::new(debezium::DebeziumJsonDecoder::new(
+            schema,
+            options.ignore_parse_errors,
+        ))),
     }
 }
 
@@ -264,6 +305,7 @@ pub fn encoder(options: &FormatOptions) -> Result<Box<dyn LineEncoder>> {
         Format::Json => Ok(Box::new(json::JsonEncoder)),
         Format::Csv => Ok(Box::new(csv::CsvEncoder::new(&options.csv))),
         Format::Raw => plan_err!("format raw cannot be encoded as lines"),
+        Format::DebeziumJson => Ok(Box::new(debezium::DebeziumJsonEncoder)),
     }
 }
 

@@ -105,8 +105,11 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
 /// Default `connect.timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Record formats of Kafka tables.
+/// Record formats of Kafka record keys.
 pub const FORMATS: &[&str] = &["json", "csv", "raw"];
+
+/// Record formats of Kafka record values: the key formats and the changelog format.
+pub const VALUE_FORMATS: &[&str] = &["json", "csv", "raw", "debezium-json"];
 
 /// Metadata a Kafka source fills, with the type it is produced in (cast to the declared type).
 pub const METADATA_KEYS: &[(&str, DataType)] = &[

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use datafusion::common::{Result, plan_datafusion_err, plan_err};
 
-use super::{DEFAULT_CONNECT_TIMEOUT, FORMATS};
+use super::{DEFAULT_CONNECT_TIMEOUT, FORMATS, VALUE_FORMATS};
 use crate::catalog::options::TableOptions;
 use crate::connectors::format::{CsvOptions, Format, FormatOptions};
 
@@ -180,7 +180,7 @@ fn timestamp_millis(options: &TableOptions, key: &str) -> Result<i64> {
 impl KafkaOptions {
     /// Reads every option of a Kafka table.
     pub fn parse(options: &TableOptions) -> Result<Self> {
-        let value = FormatOptions::parse(options, FORMATS)?;
+        let value = FormatOptions::parse(options, VALUE_FORMATS)?;
         let properties = options
             .values()
             .iter()

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    ArrayRef, BinaryBuilder, Int8Array, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -70,13 +71,14 @@ pub struct BatchAssembler {
 }
 
 impl BatchAssembler {
-    /// Decodes and empties `buffer`, the records of `partition`; `None` if no row remains
-    /// (every record was skipped as malformed).
+    /// Decodes and empties `buffer`, the records of `partition`: the rows, with their kinds
+    /// for a changelog format; `None` if no row remains (every record was skipped as
+    /// malformed).
     pub fn assemble(
         &mut self,
         partition: i32,
         buffer: &mut RecordBuffer,
-    ) -> Result<Option<RecordBatch>> {
+    ) -> Result<Option<(RecordBatch, Option<Int8Array>)>> {
         let result = self.assemble_inner(partition, buffer);
         buffer.clear();
         result
@@ -86,8 +88,9 @@ impl BatchAssembler {
         &mut self,
         partition: i32,
         buffer: &RecordBuffer,
-    ) -> Result<Option<RecordBatch>> {
+    ) -> Result<Option<(RecordBatch, Option<Int8Array>)>> {
         let origin = format!("topic {} partition {partition}", self.topic);
+        let mut kinds = None;
         let (decoded, kept): (Option<RecordBatch>, Option<Vec<usize>>) = match &mut self.decoder {
             Some(decoder) => {
                 let decoded = decoder.decode(LineChunk {
@@ -97,6 +100,7 @@ impl BatchAssembler {
                     offsets: Some(&buffer.offsets),
                 })?;
                 let kept = decoder.kept().map(<[usize]>::to_vec);
+                kinds = decoder.take_kinds();
                 (decoded, kept)
             }
             None => (None, None),
@@ -158,10 +162,11 @@ impl BatchAssembler {
             };
             arrays.push(array);
         }
-        Ok(Some(RecordBatch::try_new_with_options(
+        let batch = RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )?))
+        )?;
+        Ok(Some((batch, kinds)))
     }
 }

@@ -22,6 +22,7 @@ use super::KafkaTable;
 use super::options::{BoundedMode, KafkaSourceOptions, StartupMode};
 use super::records::{BatchAssembler, OutputColumn, RecordBuffer};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
+use crate::changelog::ChangelogMode;
 use crate::connectors::format::{Format, decoder};
 use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReader};
 
@@ -140,6 +141,10 @@ impl SourceConnector for KafkaSource {
 
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    fn changelog(&self) -> ChangelogMode {
+        ChangelogMode::of_format(self.table.value.format.is_changelog())
     }
 
     fn is_bounded(&self) -> bool {
@@ -401,6 +406,7 @@ fn read_partitions(
         batch: RecordBatch::new_empty(Arc::clone(&plan.assembler.schema)),
         split: 0,
         position: Some(position(&splits)?),
+        kinds: None,
     };
     if tx.blocking_send(Ok(Some(start))).is_err() {
         return Ok(());
@@ -558,13 +564,14 @@ fn emit(
         malformed.store(decoder.skipped(), Ordering::Relaxed);
     }
     splits[i].emitted = splits[i].consumed;
-    let Some(batch) = batch else {
+    let Some((batch, kinds)) = batch else {
         return Ok(true);
     };
     let batch = SourceBatch {
         batch,
         split: i,
         position: Some(position(splits)?),
+        kinds,
     };
     Ok(tx.blocking_send(Ok(Some(batch))).is_ok())
 }

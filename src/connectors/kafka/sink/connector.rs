@@ -252,6 +252,11 @@ impl SinkConnector for KafkaSink {
         verdicts(&self.table, &pre_commits)
     }
 
+    /// With a changelog format (`debezium-json`).
+    fn accepts_changes(&self) -> bool {
+        self.table.value.format.is_changelog()
+    }
+
     fn explain(&self) -> String {
         format!(
             "topic={}, format={}, servers={}, delivery={:?}",

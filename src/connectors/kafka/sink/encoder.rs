@@ -1,6 +1,6 @@
 //! Rows to record payloads, one record each.
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, Int8Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -10,7 +10,7 @@ use crate::connectors::format::{Format, FormatOptions, LineEncoder, encoder as l
 
 /// Encodes rows one record each.
 enum RowEncoder {
-    /// JSON or CSV lines, split into records.
+    /// JSON, CSV or debezium-json lines, split into records.
     Lines(Box<dyn LineEncoder>),
     /// The one column's bytes.
     Raw,
@@ -20,13 +20,19 @@ enum RowEncoder {
 fn encoder(options: &FormatOptions) -> Result<RowEncoder> {
     Ok(match options.format {
         Format::Raw => RowEncoder::Raw,
-        Format::Json | Format::Csv => RowEncoder::Lines(line_encoder(options)?),
+        Format::Json | Format::Csv | Format::DebeziumJson => {
+            RowEncoder::Lines(line_encoder(options)?)
+        }
     })
 }
 
 impl RowEncoder {
-    /// One payload per row (`None` for a NULL raw value).
-    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+    /// One payload per row (`None` for a NULL raw value); changelog rows with `kinds`.
+    fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        kinds: Option<&Int8Array>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         let rows = batch.num_rows();
         match self {
             RowEncoder::Raw => {
@@ -46,7 +52,10 @@ impl RowEncoder {
             }
             RowEncoder::Lines(encoder) => {
                 let mut out = Vec::new();
-                encoder.encode(batch, &mut out)?;
+                match kinds {
+                    Some(kinds) => encoder.encode_changes(batch, kinds, &mut out)?,
+                    None => encoder.encode(batch, &mut out)?,
+                }
                 let lines: Vec<&[u8]> = out
                     .strip_suffix(b"\n")
                     .unwrap_or(&out)
@@ -59,7 +68,14 @@ impl RowEncoder {
                 let mut records = Vec::with_capacity(rows);
                 for i in 0..rows {
                     let mut one = Vec::new();
-                    encoder.encode(&batch.slice(i, 1), &mut one)?;
+                    match kinds {
+                        Some(kinds) => encoder.encode_changes(
+                            &batch.slice(i, 1),
+                            &kinds.slice(i, 1),
+                            &mut one,
+                        )?,
+                        None => encoder.encode(&batch.slice(i, 1), &mut one)?,
+                    }
                     if one.last() == Some(&b'\n') {
                         one.pop();
                     }
@@ -109,11 +125,18 @@ impl RecordEncoder {
         })
     }
 
-    /// One record per row of `batch`.
-    pub(super) fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Record>> {
-        let values = self.value.encode(&batch.project(&self.value_columns)?)?;
+    /// One record per row of `batch`; changelog rows with `kinds` (the value's format
+    /// says what each does).
+    pub(super) fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        kinds: Option<&Int8Array>,
+    ) -> Result<Vec<Record>> {
+        let values = self
+            .value
+            .encode(&batch.project(&self.value_columns)?, kinds)?;
         let mut keys = match &mut self.key {
-            Some(encoder) => encoder.encode(&batch.project(&self.key_columns)?)?,
+            Some(encoder) => encoder.encode(&batch.project(&self.key_columns)?, None)?,
             None => Vec::new(),
         }
         .into_iter();
@@ -162,7 +185,7 @@ mod tests {
         .unwrap();
         let json = encoder(&FormatOptions::new(Format::Json))
             .unwrap()
-            .encode(&batch)
+            .encode(&batch, None)
             .unwrap();
         assert_eq!(
             json,
@@ -173,7 +196,7 @@ mod tests {
         );
         let csv = encoder(&FormatOptions::new(Format::Csv))
             .unwrap()
-            .encode(&batch)
+            .encode(&batch, None)
             .unwrap();
         assert_eq!(
             csv,
@@ -181,7 +204,7 @@ mod tests {
         );
         let raw = encoder(&FormatOptions::new(Format::Raw))
             .unwrap()
-            .encode(&batch.project(&[1]).unwrap())
+            .encode(&batch.project(&[1]).unwrap(), None)
             .unwrap();
         assert_eq!(raw, vec![Some(b"a\nb".to_vec()), None]);
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::Int8Array;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, exec_err};
 use rdkafka::error::KafkaError;
@@ -33,8 +34,9 @@ pub(super) struct KafkaWriter {
     generation: u64,
     /// The first offset of the open transaction's records per partition.
     written: HashMap<i32, i64>,
-    /// Rows that arrived while a transaction waited for its commit.
-    held: Vec<RecordBatch>,
+    /// Rows (and their changelog kinds) that arrived while a transaction waited for its
+    /// commit.
+    held: Vec<(RecordBatch, Option<Int8Array>)>,
     records: RecordEncoder,
 }
 
@@ -61,6 +63,28 @@ impl KafkaWriter {
             held: Vec::new(),
             records,
         }
+    }
+
+    /// Writes rows (changelog rows with `kinds`): sent now, or held while the last
+    /// checkpoint's transaction waits for its commit.
+    async fn write_rows(&mut self, batch: &RecordBatch, kinds: Option<&Int8Array>) -> Result<()> {
+        if self.transaction.is_none() {
+            return self.send(batch, kinds).await;
+        }
+        match self.phase()? {
+            // Rows after a barrier wait until that checkpoint's transaction is committed.
+            Phase::PreCommitted(_) => {
+                self.held.push((batch.clone(), kinds.cloned()));
+                return Ok(());
+            }
+            Phase::Committed(_) => self.in_transaction = false,
+            Phase::Open => {}
+        }
+        self.ensure_transaction().await?;
+        for (held, held_kinds) in std::mem::take(&mut self.held) {
+            self.send(&held, held_kinds.as_ref()).await?;
+        }
+        self.send(batch, kinds).await
     }
 
     /// Runs a blocking producer call off the async threads.
@@ -130,9 +154,9 @@ impl KafkaWriter {
         self.set_phase(Phase::Open)
     }
 
-    /// Sends rows, retrying while librdkafka's queue is full.
-    async fn send(&mut self, batch: &RecordBatch) -> Result<()> {
-        let records = self.records.encode(batch)?;
+    /// Sends rows (changelog rows with `kinds`), retrying while librdkafka's queue is full.
+    async fn send(&mut self, batch: &RecordBatch, kinds: Option<&Int8Array>) -> Result<()> {
+        let records = self.records.encode(batch, kinds)?;
         for one in &records {
             loop {
                 let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.table.topic);
@@ -173,8 +197,8 @@ impl KafkaWriter {
         }
         if !self.held.is_empty() {
             self.ensure_transaction().await?;
-            for batch in std::mem::take(&mut self.held) {
-                self.send(&batch).await?;
+            for (batch, kinds) in std::mem::take(&mut self.held) {
+                self.send(&batch, kinds.as_ref()).await?;
             }
         }
         if !self.in_transaction {
@@ -210,23 +234,11 @@ impl KafkaWriter {
 #[async_trait]
 impl SinkWriter for KafkaWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.transaction.is_none() {
-            return self.send(batch).await;
-        }
-        match self.phase()? {
-            // Rows after a barrier wait until that checkpoint's transaction is committed.
-            Phase::PreCommitted(_) => {
-                self.held.push(batch.clone());
-                return Ok(());
-            }
-            Phase::Committed(_) => self.in_transaction = false,
-            Phase::Open => {}
-        }
-        self.ensure_transaction().await?;
-        for held in std::mem::take(&mut self.held) {
-            self.send(&held).await?;
-        }
-        self.send(batch).await
+        self.write_rows(batch, None).await
+    }
+
+    async fn write_changes(&mut self, batch: &RecordBatch, kinds: &Int8Array) -> Result<()> {
+        self.write_rows(batch, Some(kinds)).await
     }
 
     async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {
