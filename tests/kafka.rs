@@ -250,7 +250,8 @@ async fn debezium_json_changelog_round_trip() -> Result<()> {
     let ctx = sabot::session_context(config(2));
     ctx.sql(&bids_table(&servers, "")).await?;
     // The topic is bounded: read it as a stream, so that the result is a changelog.
-    ctx.sql("SET 'execution.runtime-mode' = 'streaming'").await?;
+    ctx.sql("SET 'execution.runtime-mode' = 'streaming'")
+        .await?;
     ctx.sql(&format!(
         "CREATE TABLE per_auction (auction BIGINT, n BIGINT, s BIGINT) \
          WITH ('connector' = 'kafka', 'topic' = 'per_auction', \
@@ -285,7 +286,9 @@ async fn debezium_json_changelog_round_trip() -> Result<()> {
     let mut want: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (i, _) in records.iter().enumerate() {
         let auction = i as i64 % 7;
-        let e = want.entry(auction).or_insert_with(|| vec!["0".into(), "0".into()]);
+        let e = want
+            .entry(auction)
+            .or_insert_with(|| vec!["0".into(), "0".into()]);
         e[0] = (e[0].parse::<i64>().unwrap() + 1).to_string();
         e[1] = (e[1].parse::<i64>().unwrap() + i as i64).to_string();
     }
@@ -300,7 +303,11 @@ async fn debezium_json_changelog_round_trip() -> Result<()> {
             Some("d") => &event["before"],
             other => panic!("op {other:?} in {value}"),
         };
-        assert_eq!(key.as_deref(), Some(row["auction"].to_string().as_str()), "{value}");
+        assert_eq!(
+            key.as_deref(),
+            Some(row["auction"].to_string().as_str()),
+            "{value}"
+        );
     }
 
     // Read back as a changelog (one reader: each key's events are in one partition, in order).
