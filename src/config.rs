@@ -71,6 +71,47 @@ pub enum RuntimeMode {
     Streaming,
 }
 
+/// True while planning a query that a continuous job runs (a materialized view's): memory
+/// tables are then read live, their rows and then every change made to them
+/// (`crate::connectors::memory`), instead of as the rows present when the query starts. In
+/// DataFusion's config options, where the scans and the logical rules see it; it lists no
+/// entries and cannot be set.
+#[derive(Debug, Clone, Default)]
+pub struct LiveTables(pub bool);
+
+impl LiveTables {
+    /// True if `options` plan memory tables live.
+    pub fn of(options: &ConfigOptions) -> bool {
+        options.extensions.get::<Self>().is_some_and(|l| l.0)
+    }
+}
+
+impl ConfigExtension for LiveTables {
+    const PREFIX: &'static str = "sabot_live_tables";
+}
+
+impl ExtensionOptions for LiveTables {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
+        plan_err!("unknown setting '{key}'")
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        Vec::new()
+    }
+}
+
 /// The session's [`RuntimeMode`] in DataFusion's config options, where the logical optimizer
 /// rules see it. Like the state backend's (`crate::state::backend::PlannedBackend`), it lists
 /// no entries and is set only by `SET 'execution.runtime-mode'`.

@@ -21,7 +21,7 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::config::{PlannedRuntimeMode, SabotConfig};
+use crate::config::{LiveTables, PlannedRuntimeMode, SabotConfig};
 use crate::physical::sink::is_updating_result;
 use crate::physical::streaming::changelog_stream;
 use crate::planner::extension_planner::StreamingQueryPlanner;
@@ -133,6 +133,25 @@ impl SabotContext {
     /// `sabot run` all call.
     pub async fn execute(&self, statement: &Statement) -> Result<DataFrame> {
         statement::execute(&self.ctx, &self.config, statement).await
+    }
+
+    /// Plans `sql` as a continuous job runs it: memory tables are read live, their rows and
+    /// then every change made to them (INSERT, UPDATE, DELETE, or the job filling a
+    /// materialized view), so the result never ends and follows them, as a materialized
+    /// view's job does. [`Self::sql`] reads the rows present when the query starts.
+    pub async fn live_query(&self, sql: &str) -> Result<DataFrame> {
+        let mut state = self.ctx.state();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(LiveTables(true));
+        let ctx = SessionContext::new_with_state(state);
+        let statements = split_statements(sql)?;
+        match statements.as_slice() {
+            [one] => statement::execute(&ctx, &self.config, &Statement::parse(&one.sql)).await,
+            _ => plan_err!("live_query runs one statement"),
+        }
     }
 
     /// Sabot's settings back to `config` (`DISCARD ALL`).

@@ -78,7 +78,7 @@ async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e}: {:?}", e.as_db_error().map(|d| d.message())))
         .into_iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(
@@ -633,6 +633,133 @@ async fn materialized_view_is_queryable_while_its_job_runs() {
 }
 
 /// A materialized view over an updating query (a GROUP BY without a window) holds the query's
+/// A memory table is a changelog source for materialized views: INSERT, UPDATE and DELETE on
+/// it reach the views' jobs, which keep running; a view over a view follows too. After each
+/// change `FLUSH` waits for the views, which then hold the batch answer over the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_a_memory_table_follow_its_inserts_updates_and_deletes() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k VARCHAR, v BIGINT) WITH ('connector' = 'memory'); \
+             INSERT INTO t VALUES ('a', 1), ('b', 2), ('c', 3)",
+        )
+        .await
+        .expect("create");
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW per_k AS \
+             SELECT k, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS low FROM t GROUP BY k",
+        )
+        .await
+        .expect("create per_k");
+    // A view over the view: its input retracts, MAX keeps value counts.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW totals AS \
+             SELECT COUNT(*) AS keys, SUM(n) AS n, MAX(s) AS high FROM per_k",
+        )
+        .await
+        .expect("create totals");
+    let check = |what: &'static str| {
+        let client = &client;
+        async move {
+            client.batch_execute("FLUSH").await.expect("flush");
+            let view = simple_rows(client, "SELECT k, n, s, low FROM per_k ORDER BY k").await;
+            let batch = simple_rows(
+                client,
+                "SELECT k, COUNT(*), SUM(v), MIN(v) FROM t GROUP BY k ORDER BY k",
+            )
+            .await;
+            assert_eq!(view, batch, "per_k after {what}");
+            let totals = simple_rows(client, "SELECT keys, n, high FROM totals").await;
+            let batch = simple_rows(
+                client,
+                "SELECT COUNT(*), SUM(n), MAX(s) FROM \
+                 (SELECT k, COUNT(*) AS n, SUM(v) AS s FROM t GROUP BY k)",
+            )
+            .await;
+            assert_eq!(totals, batch, "totals after {what}");
+        }
+    };
+    check("the first rows").await;
+    client
+        .batch_execute("INSERT INTO t VALUES ('a', 10), ('d', 4), ('d', 40)")
+        .await
+        .expect("insert");
+    check("an insert").await;
+    // The UPDATE and DELETE tags count the rows changed.
+    let updated = client
+        .execute("UPDATE t SET v = v * 100 WHERE k = 'a'", &[])
+        .await
+        .expect("update");
+    assert_eq!(updated, 2);
+    check("an update").await;
+    let deleted = client
+        .execute("DELETE FROM t WHERE k = 'b' OR v = 40", &[])
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 2);
+    check("a delete").await;
+    // The minimum of d (4, then 40) goes back up when 4 is updated away.
+    client
+        .batch_execute("UPDATE t SET v = 7 WHERE v = 4")
+        .await
+        .expect("update");
+    check("an update of a minimum").await;
+    assert_eq!(
+        simple_rows(&client, "SELECT k, n, s, low FROM per_k ORDER BY k").await,
+        vec![
+            ["a", "2", "1100", "100"]
+                .map(|c| Some(c.to_string()))
+                .to_vec(),
+            ["c", "1", "3", "3"].map(|c| Some(c.to_string())).to_vec(),
+            ["d", "1", "7", "7"].map(|c| Some(c.to_string())).to_vec(),
+        ]
+    );
+    // A large change keeps the views busy for a while: FLUSH waits for them.
+    client
+        .batch_execute(
+            "SET 'table.dml-sync' = 'true'; \
+             INSERT INTO t SELECT 'k' || CAST(i % 5000 AS VARCHAR), i \
+             FROM (SELECT unnest(range(0, 200000)) AS i)",
+        )
+        .await
+        .expect("insert many");
+    check("a large insert").await;
+    client
+        .batch_execute("DELETE FROM t WHERE v >= 1000 AND v < 200000")
+        .await
+        .expect("delete many");
+    check("a large delete").await;
+    // Other tables refuse UPDATE and DELETE, naming which tables take them.
+    client.batch_execute(BIDS).await.expect("create bid");
+    let err = client
+        .batch_execute("DELETE FROM bid WHERE auction = 1")
+        .await
+        .expect_err("a nexmark table cannot be changed");
+    let message = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("DELETE changes tables kept in memory"),
+        "{message}"
+    );
+    // EXPLAIN of a DELETE changes nothing.
+    client
+        .batch_execute("EXPLAIN DELETE FROM t")
+        .await
+        .expect("explain");
+    check("an EXPLAIN").await;
+    // a 100, c 3, d 7 and the large insert's 1000 rows below 1000.
+    assert_eq!(
+        simple_rows(&client, "SELECT COUNT(*) FROM t").await[0][0].as_deref(),
+        Some("1003")
+    );
+}
+
 /// current result: while its job reads an unbounded stream every auction is in it once, and
 /// over a bounded stream (`execution.runtime-mode` = `streaming`) it ends as the batch answer.
 /// A plain SELECT of the query shows its changelog, `op` first.

@@ -159,6 +159,17 @@ pub trait SourceConnector: Debug + Send + Sync {
         ChangelogMode::Append
     }
 
+    /// The connector reading the same table live, if it has one: its rows now, then every
+    /// change made to it (a memory table, read so by a materialized view's job).
+    fn live(&self) -> Option<Arc<dyn SourceConnector>> {
+        None
+    }
+
+    /// The rows `UPDATE` and `DELETE` change, if they can (a memory table's).
+    fn memory_store(&self) -> Option<Arc<memory::MemoryStore>> {
+        None
+    }
+
     /// Number of parallel readers, given the session's parallelism (a Kafka source asks its
     /// brokers, which may fail).
     fn num_partitions(&self, parallelism: usize) -> Result<usize>;
@@ -271,6 +282,14 @@ pub trait SinkConnector: Debug + Send + Sync {
     /// other sinks ignore it.
     fn job_failed(&self, error: &crate::error::SqlStateError) {
         let _ = error;
+    }
+
+    /// True once every writer of the table passed checkpoint barrier `epoch`, so that the
+    /// table holds everything its job wrote before it (a memory table: `FLUSH` waits for
+    /// it); other sinks say true.
+    fn passed_barrier(&self, epoch: u64) -> bool {
+        let _ = epoch;
+        true
     }
 
     /// Parameters shown by EXPLAIN.

@@ -217,6 +217,19 @@ impl JobContext {
         task.session_config().get_extension::<JobContext>()
     }
 
+    /// Injects the next barrier now, as the periodic checkpoints do (beginning its checkpoint
+    /// first when the job checkpoints); returns its epoch, or `None` while the previous
+    /// checkpoint still runs.
+    pub fn request_barrier(&self) -> Option<u64> {
+        let epoch = self.current_epoch() + 1;
+        if let Some(c) = self.checkpointing()
+            && !c.begin(epoch)
+        {
+            return None;
+        }
+        Some(self.inject_barrier())
+    }
+
     /// Asks every source to emit the barrier of the next epoch; returns that epoch.
     pub fn inject_barrier(&self) -> u64 {
         let mut epoch = 0;

@@ -32,6 +32,7 @@
 
 pub mod aggregation;
 pub mod broadcast_join;
+pub mod dml;
 pub mod event_time;
 pub mod exchange;
 pub mod filter;

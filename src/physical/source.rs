@@ -374,6 +374,7 @@ impl StreamingExec for StreamSourceExec {
             partition,
             partitions,
             position: None,
+            deferred: None,
         };
         if let Some(watermarks) = restored_watermarks {
             for (split, wm) in watermarks.into_iter().enumerate().take(splits) {
@@ -432,6 +433,8 @@ struct SourceState {
     partitions: usize,
     /// Reader position after the last batch taken.
     position: Option<serde_json::Value>,
+    /// What the reader handed over after the rows drained before a barrier, to take next.
+    deferred: Option<Result<Option<SourceBatch>>>,
 }
 
 impl SourceState {
@@ -442,6 +445,12 @@ impl SourceState {
             }
             if self.finished {
                 return None;
+            }
+            if let Some(item) = self.deferred.take() {
+                if let Some(failed) = self.take(Some(item)) {
+                    return Some(failed);
+                }
+                continue;
             }
             let idle_deadline = self.next_idle_deadline();
             let barrier = async {
@@ -457,34 +466,49 @@ impl SourceState {
                 biased;
                 epoch = barrier => match epoch {
                     Some(epoch) => {
+                        // Rows the reader handed over already come before the barrier: a
+                        // FLUSH waits for the changes a reader handed on to pass through.
+                        while let Ok(item) = self.rx.try_recv() {
+                            if !matches!(item, Ok(Some(_))) {
+                                self.deferred = Some(item);
+                                break;
+                            }
+                            if let Some(failed) = self.take(Some(item)) {
+                                return Some(failed);
+                            }
+                        }
                         if let Err(e) = self.snapshot(epoch) {
                             self.finished = true;
                             return Some(Err(e));
                         }
-                        return Some(Ok(StreamMessage::Barrier(CheckpointBarrier { epoch })));
+                        self.pending
+                            .push_back(StreamMessage::Barrier(CheckpointBarrier { epoch }));
                     }
                     // The job went away: no more barriers.
                     None => self.barrier_requests = None,
                 },
-                item = self.rx.recv() => match item {
-                    Some(Ok(Some(batch))) => {
-                        if let Err(e) = self.process(batch) {
-                            self.finished = true;
-                            return Some(Err(e));
-                        }
+                item = self.rx.recv() => {
+                    if let Some(failed) = self.take(item) {
+                        return Some(failed);
                     }
-                    Some(Ok(None)) | None => {
-                        if let Err(e) = self.finish() {
-                            self.finished = true;
-                            return Some(Err(e));
-                        }
-                    }
-                    Some(Err(e)) => {
-                        self.finished = true;
-                        return Some(Err(e));
-                    }
-                },
+                }
                 _ = sleep_until(idle_deadline) => self.check_idle(),
+            }
+        }
+    }
+
+    /// Takes what the reader handed over (`None`: it went away); an error to end with.
+    fn take(&mut self, item: Option<Result<Option<SourceBatch>>>) -> Option<Result<StreamMessage>> {
+        let result = match item {
+            Some(Ok(Some(batch))) => self.process(batch),
+            Some(Ok(None)) | None => self.finish(),
+            Some(Err(e)) => Err(e),
+        };
+        match result {
+            Ok(()) => None,
+            Err(e) => {
+                self.finished = true;
+                Some(Err(e))
             }
         }
     }

@@ -20,9 +20,11 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
-use crate::config::parse_duration;
+use crate::config::{LiveTables, parse_duration};
+use crate::connectors::memory::MemoryStore;
 use crate::connectors::registry;
 use crate::connectors::{SinkConnector, SourceConnector};
+use crate::physical::dml::DmlExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::source::{ComputedColumn, StreamSourceExec, WatermarkStrategy};
 
@@ -72,23 +74,34 @@ impl ConnectorTable {
         self.sink.as_ref()
     }
 
-    /// True if reading it reads a stream, bounded or not: a source connector's, not the rows of
-    /// a memory table or a materialized view (a snapshot).
-    pub fn is_stream(&self) -> bool {
-        self.source.as_ref().is_some_and(|s| s.name() != "memory")
+    /// Its source as a query reads it: live (a memory table's rows, then every change; see
+    /// [`LiveTables`]) when `live`.
+    pub fn source_read(&self, live: bool) -> Option<Arc<dyn SourceConnector>> {
+        let source = self.source.as_ref()?;
+        match live.then(|| source.live()).flatten() {
+            Some(live) => Some(live),
+            None => Some(Arc::clone(source)),
+        }
     }
 
-    /// True if its rows are a changelog (a source in a changelog format such as
-    /// `debezium-json`).
-    pub fn is_changelog(&self) -> bool {
-        self.source
-            .as_ref()
+    /// True if reading it (live when `live`) reads a stream, bounded or not: a source
+    /// connector's, not the rows of a memory table or a materialized view (a snapshot).
+    pub fn is_stream(&self, live: bool) -> bool {
+        self.source_read(live)
+            .is_some_and(|s| s.name() != "memory" || !s.is_bounded())
+    }
+
+    /// True if its rows (read live when `live`) are a changelog (a source in a changelog
+    /// format such as `debezium-json`, or a memory table read live).
+    pub fn is_changelog(&self, live: bool) -> bool {
+        self.source_read(live)
             .is_some_and(|s| s.changelog().is_updating())
     }
 
-    /// True if reading it gives an unbounded stream (its source never ends).
-    pub fn is_unbounded(&self) -> bool {
-        self.source.as_ref().is_some_and(|s| !s.is_bounded())
+    /// True if reading it (live when `live`) gives an unbounded stream (its source never
+    /// ends).
+    pub fn is_unbounded(&self, live: bool) -> bool {
+        self.source_read(live).is_some_and(|s| !s.is_bounded())
     }
 
     fn connector_name(&self) -> &str {
@@ -135,7 +148,7 @@ impl TableProvider for ConnectorTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(source) = &self.source else {
+        let Some(source) = self.source_read(LiveTables::of(state.config_options())) else {
             return plan_err!(
                 "table {} (connector '{}') is a sink: it can be written with INSERT INTO but not \
                  read",
@@ -249,7 +262,7 @@ impl TableProvider for ConnectorTable {
         let config = state.config();
         Ok(Arc::new(StreamSourceExec::try_new(
             def.name.clone(),
-            Arc::clone(source),
+            source,
             read_projection,
             computed,
             watermark,
@@ -257,6 +270,47 @@ impl TableProvider for ConnectorTable {
             config.target_partitions(),
             config.batch_size(),
         )?))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let store = self.changeable("DELETE")?;
+        let predicate = self.predicate(state, filters)?;
+        Ok(Arc::new(DmlExec::new(
+            format!("DELETE FROM {}", self.definition.name),
+            Arc::new(move || store.delete_where(predicate.as_ref())),
+        )))
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let store = self.changeable("UPDATE")?;
+        let source = store.schema();
+        let dfschema = DFSchema::try_from(Arc::clone(&source))?;
+        let assignments = assignments
+            .into_iter()
+            .map(|(column, value)| {
+                let Ok(index) = source.index_of(&column) else {
+                    return plan_err!(
+                        "UPDATE of table {}: it has no column {column} it can set",
+                        self.definition.name
+                    );
+                };
+                Ok((index, state.create_physical_expr(value, &dfschema)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let predicate = self.predicate(state, filters)?;
+        Ok(Arc::new(DmlExec::new(
+            format!("UPDATE {}", self.definition.name),
+            Arc::new(move || store.update_where(predicate.as_ref(), &assignments)),
+        )))
     }
 
     async fn insert_into(
@@ -297,6 +351,32 @@ impl TableProvider for ConnectorTable {
 }
 
 impl ConnectorTable {
+    /// The rows `what` (`UPDATE`, `DELETE`) changes: a memory table's; other tables refuse.
+    fn changeable(&self, what: &str) -> Result<Arc<MemoryStore>> {
+        match self.source.as_ref().and_then(|s| s.memory_store()) {
+            Some(store) => Ok(store),
+            None => plan_err!(
+                "{what} changes tables kept in memory (without 'connector', or 'connector' = \
+                 'memory'); table {} (connector '{}') is read from or written to outside Sabot",
+                self.definition.name,
+                self.connector_name()
+            ),
+        }
+    }
+
+    /// The conjunction of a DML statement's `filters`, over the table's stored columns.
+    fn predicate(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>> {
+        let Some(condition) = datafusion::logical_expr::utils::conjunction(filters) else {
+            return Ok(None);
+        };
+        let dfschema = DFSchema::try_from(self.definition.source_schema())?;
+        Ok(Some(state.create_physical_expr(condition, &dfschema)?))
+    }
+
     /// For downcasting from `dyn TableProvider`.
     pub fn as_any(&self) -> &dyn Any {
         self

@@ -27,7 +27,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use super::connector_table::ConnectorTable;
 use super::updating_aggregate_node::UpdatingAggregateNode;
-use crate::config::{PlannedRuntimeMode, RuntimeMode};
+use crate::config::{LiveTables, PlannedRuntimeMode, RuntimeMode};
 use crate::physical::updating_aggregate::Retraction;
 use crate::physical::window_spec::WindowField;
 
@@ -53,7 +53,8 @@ impl OptimizerRule for UpdatingAggregateRule {
             return Ok(Transformed::no(plan));
         };
         let streaming = PlannedRuntimeMode::of(&config.options()) == RuntimeMode::Streaming;
-        if !reads_stream(&aggregate.input, streaming)? || grouped_by_window(aggregate) {
+        let live = LiveTables::of(&config.options());
+        if !reads_stream(&aggregate.input, streaming, live)? || grouped_by_window(aggregate) {
             return Ok(Transformed::no(plan));
         }
         if aggregate
@@ -66,7 +67,7 @@ impl OptimizerRule for UpdatingAggregateRule {
                  window_start, window_end of a TUMBLE, HOP or SESSION window too"
             );
         }
-        let retracting_input = is_changelog(&aggregate.input)?;
+        let retracting_input = is_changelog(&aggregate.input, live)?;
         if retracting_input {
             for expr in &aggregate.aggr_expr {
                 check_retracts(expr)?;
@@ -88,15 +89,17 @@ impl OptimizerRule for UpdatingAggregateRule {
 /// True if `plan` reads a source that never ends or a changelog (an updating aggregate, or a
 /// source in a changelog format: its rows are changes, which only an updating aggregate
 /// takes); with `any_source` (the `streaming` runtime mode) any stream, bounded or not. A
-/// LIMIT bounds what is below it.
-fn reads_stream(plan: &LogicalPlan, any_source: bool) -> Result<bool> {
+/// LIMIT bounds what is below it. With `live`, memory tables are read live.
+fn reads_stream(plan: &LogicalPlan, any_source: bool, live: bool) -> Result<bool> {
     let mut unbounded = false;
     plan.apply(|node| {
         unbounded = match node {
             LogicalPlan::TableScan(scan) => {
                 source_as_provider(&scan.source).ok().is_some_and(|p| {
                     p.downcast_ref::<ConnectorTable>().is_some_and(|t| {
-                        t.is_unbounded() || t.is_changelog() || any_source && t.is_stream()
+                        t.is_unbounded(live)
+                            || t.is_changelog(live)
+                            || any_source && t.is_stream(live)
                     })
                 })
             }
@@ -116,19 +119,19 @@ fn reads_stream(plan: &LogicalPlan, any_source: bool) -> Result<bool> {
 /// True if an optimized `plan` is an updating query: its rows are a changelog (it holds an
 /// updating aggregate, and is not an INSERT, whose result is a count).
 pub fn is_updating(plan: &LogicalPlan) -> bool {
-    !matches!(plan, LogicalPlan::Dml(_)) && is_changelog(plan).unwrap_or(false)
+    !matches!(plan, LogicalPlan::Dml(_)) && is_changelog(plan, false).unwrap_or(false)
 }
 
-/// True if `plan` holds an updating aggregate or reads a changelog source: its rows are a
-/// changelog.
-fn is_changelog(plan: &LogicalPlan) -> Result<bool> {
+/// True if `plan` holds an updating aggregate or reads a changelog source (memory tables
+/// read live with `live`): its rows are a changelog.
+fn is_changelog(plan: &LogicalPlan, live: bool) -> Result<bool> {
     plan.exists(|node| {
         Ok(match node {
             LogicalPlan::Extension(ext) => ext.node.as_any().is::<UpdatingAggregateNode>(),
             LogicalPlan::TableScan(scan) => {
                 source_as_provider(&scan.source).ok().is_some_and(|p| {
                     p.downcast_ref::<ConnectorTable>()
-                        .is_some_and(ConnectorTable::is_changelog)
+                        .is_some_and(|t| t.is_changelog(live))
                 })
             }
             _ => false,

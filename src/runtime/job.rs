@@ -148,20 +148,15 @@ pub async fn start_job(df: DataFrame, options: JobOptions) -> Result<Started> {
     };
     let barriers = options.checkpoint_interval.map(|interval| {
         let job = Arc::clone(&context);
-        let coordinator = checkpointing.clone();
         SpawnedTask::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                let epoch = job.current_epoch() + 1;
-                if let Some(c) = &coordinator
-                    && !c.begin(epoch)
-                {
-                    continue; // the previous checkpoint is still running
+                // `None`: the previous checkpoint is still running.
+                if let Some(epoch) = job.request_barrier() {
+                    failpoint::check(Failpoint::AfterBarrierInjection, epoch);
                 }
-                job.inject_barrier();
-                failpoint::check(Failpoint::AfterBarrierInjection, epoch);
             }
         })
     });

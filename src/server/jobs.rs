@@ -37,7 +37,17 @@ struct Job {
     state: Arc<Mutex<JobState>>,
     context: Option<Arc<JobContext>>,
     task: Option<JoinHandle<()>>,
+    /// The table of the materialized view it fills.
+    view_table: Option<Arc<dyn SinkConnector>>,
 }
+
+/// What `FLUSH` waits on for one view: its job's id, context and state, and its table.
+type FlushedView = (
+    u64,
+    Arc<JobContext>,
+    Arc<dyn SinkConnector>,
+    Arc<Mutex<JobState>>,
+);
 
 /// A materialized view a job fills.
 struct View {
@@ -237,12 +247,75 @@ impl Jobs {
             id,
             Job {
                 sql: sql.trim().to_string(),
+                view_table: view.as_ref().and_then(|v| v.table.clone()),
                 view: view.map(|v| v.name),
                 state,
                 context,
                 task,
             },
         );
+        Ok(())
+    }
+
+    /// `FLUSH`: waits until every running materialized view holds the effect of every change
+    /// made so far to the memory tables (and views) it reads. In the order the views were
+    /// created (a view reads only views older than itself): once the live readers handed on
+    /// every change, a barrier injected into the view's job follows those changes, and the
+    /// view holds them when all its writers passed it. Fails after `timeout`.
+    pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let views: Vec<FlushedView> = {
+            let jobs = self.lock()?;
+            jobs.iter()
+                .filter(|(_, j)| j.view.is_some())
+                .filter_map(|(id, j)| {
+                    Some((
+                        *id,
+                        Arc::clone(j.context.as_ref()?),
+                        Arc::clone(j.view_table.as_ref()?),
+                        Arc::clone(&j.state),
+                    ))
+                })
+                .collect()
+        };
+        let running =
+            |state: &Mutex<JobState>| state.lock().is_ok_and(|s| matches!(*s, JobState::Running));
+        let pause = std::time::Duration::from_millis(1);
+        for (id, context, table, state) in views {
+            let late = || {
+                exec_err!(
+                    "FLUSH waited {timeout:?} for materialized view job {id} to catch up; it is \
+                     still behind (SHOW JOBS shows its progress)"
+                )
+            };
+            while !crate::connectors::memory::caught_up() {
+                if tokio::time::Instant::now() >= deadline {
+                    return late();
+                }
+                tokio::time::sleep(pause).await;
+            }
+            let epoch = loop {
+                if !running(&state) {
+                    break None;
+                }
+                if let Some(epoch) = context.request_barrier() {
+                    break Some(epoch);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return late();
+                }
+                tokio::time::sleep(pause).await;
+            };
+            let Some(epoch) = epoch else {
+                continue; // it ended: nothing more will change its view
+            };
+            while running(&state) && !table.passed_barrier(epoch) {
+                if tokio::time::Instant::now() >= deadline {
+                    return late();
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
         Ok(())
     }
 

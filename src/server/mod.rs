@@ -303,7 +303,8 @@ impl Server {
             armed: true,
         };
         let insert = format!("INSERT INTO {name} {query}");
-        let df = ctx.sql(&insert).await?;
+        // The job reads memory tables (and other views) live, and so follows their changes.
+        let df = ctx.live_query(&insert).await?;
         let table = ctx
             .table_provider(name)
             .await?

@@ -60,6 +60,9 @@ pub enum StatementKind {
     ShowJobs,
     /// `CANCEL JOB n`.
     CancelJob(u64),
+    /// `FLUSH`: waits until every materialized view holds the effect of every change made to
+    /// the memory tables it reads (as RisingWave's FLUSH).
+    Flush,
     /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [(column, ...)] AS query`.
     CreateMaterializedView {
         /// The view's name (unquoted, in lower case).
@@ -239,6 +242,7 @@ fn command(sql: &str) -> Option<StatementKind> {
             })
         }
         ["CANCEL", "JOB", n] => n.parse().ok().map(StatementKind::CancelJob),
+        ["FLUSH"] => Some(StatementKind::Flush),
         ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Some(StatementKind::Transaction("BEGIN")),
         ["COMMIT", ..] | ["END", ..] => Some(StatementKind::Transaction("COMMIT")),
         ["ROLLBACK", ..] | ["ABORT", ..] => Some(StatementKind::Transaction("ROLLBACK")),
@@ -468,6 +472,7 @@ mod tests {
     fn server_commands() {
         assert_eq!(kind("show jobs;"), StatementKind::ShowJobs);
         assert_eq!(kind("CANCEL JOB 12"), StatementKind::CancelJob(12));
+        assert_eq!(kind("flush;"), StatementKind::Flush);
         assert_eq!(kind("CANCEL JOB x"), StatementKind::Other);
         assert_eq!(kind("DEALLOCATE ALL"), StatementKind::Deallocate(None));
         assert_eq!(

@@ -284,6 +284,10 @@ impl Session {
                 Served::Tag(self.drop_materialized_view(&name, if_exists)?)
             }
             StatementKind::ShowJobs => rows(self.server.jobs.table().map_err(to_pg)?)?,
+            StatementKind::Flush => {
+                self.server.jobs.flush(FLUSH_TIMEOUT).await.map_err(to_pg)?;
+                Served::Tag(Tag::new("FLUSH"))
+            }
             StatementKind::CancelJob(id) => {
                 if !self.server.jobs.contains(id) {
                     return Err(user_error(
@@ -353,6 +357,10 @@ impl Session {
                             .names_columns_from_text()
                             .then(|| statement.sql.clone()),
                     },
+                    _ if matches!(statement.tag().as_str(), "UPDATE" | "DELETE") => {
+                        let changed = dml_count(df).await?;
+                        Served::Tag(Tag::new(&statement.tag()).with_rows(changed))
+                    }
                     _ => {
                         self.run_other(statement, df).await?;
                         Served::Tag(Tag::new(&statement.tag()))
@@ -377,8 +385,17 @@ impl Session {
     }
 }
 
+/// How long `FLUSH` waits for the materialized views to catch up.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs an INSERT to completion: `INSERT 0 n`.
 async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
+    let rows = dml_count(df).await?;
+    Ok(Tag::new("INSERT").with_oid(0).with_rows(rows))
+}
+
+/// Runs a DML statement (INSERT, UPDATE, DELETE) to completion: the rows it changed.
+async fn dml_count(df: DataFrame) -> PgWireResult<usize> {
     use datafusion::arrow::array::AsArray;
     let batches = df.collect().await.map_err(to_pg)?;
     let rows: u64 = batches
@@ -390,7 +407,7 @@ async fn insert_now(df: DataFrame) -> PgWireResult<Tag> {
                 .map(|c| c.values().iter().sum::<u64>())
         })
         .sum();
-    Ok(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
+    Ok(rows as usize)
 }
 
 /// What serving a statement gives the protocol to write.

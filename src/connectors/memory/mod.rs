@@ -9,9 +9,19 @@
 //! GROUP BY without a window): `+I` and `+U` rows are added, `-U` and `-D` rows take one equal
 //! row back (as Flink applies a retract stream), so the table holds the query's current result.
 //! Taken-back rows are masked, and the table is compacted once they are the majority.
+//!
+//! `UPDATE` and `DELETE` change it the same way ([`dml`]). Every change reaches the table's
+//! live readers ([`live`]): a materialized view's job reads its memory tables live, and so
+//! follows their changes; any other query reads the rows present when it starts.
+
+mod dml;
+mod live;
+
+pub use live::caught_up;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{BooleanArray, Int8Array};
@@ -42,7 +52,14 @@ pub struct MemoryStore {
     /// The rows' memory, reserved in the pool of the first session that wrote (it lives as
     /// long as the table).
     reservation: std::sync::Mutex<Option<MemoryReservation>>,
+    /// Its live readers (locked after `rows`).
+    publisher: Mutex<live::Publisher>,
+    /// The checkpoint barrier each open writer passed last, by writer.
+    writers: Mutex<HashMap<u64, u64>>,
 }
+
+/// Writers of memory tables, numbered.
+static NEXT_WRITER: AtomicU64 = AtomicU64::new(0);
 
 /// The stored batches, and what changelogs took back from them.
 #[derive(Debug, Default)]
@@ -54,7 +71,7 @@ struct Rows {
     removed_count: usize,
     /// Rows over all batches.
     total: usize,
-    /// Built by the first changelog write: where each live row written since is.
+    /// Built by the first changelog write (or UPDATE, DELETE): where each live row is.
     index: Option<RowIndex>,
 }
 
@@ -73,7 +90,32 @@ impl std::fmt::Debug for RowIndex {
     }
 }
 
+impl RowIndex {
+    /// Indexes the rows of `batch`, stored as batch `at`, that `removed` does not mask.
+    fn add(&mut self, batch: &RecordBatch, at: usize, removed: &[bool]) -> Result<()> {
+        let encoded = self.converter.convert_columns(batch.columns())?;
+        for i in 0..batch.num_rows() {
+            if !removed.get(i).copied().unwrap_or(false) {
+                self.positions
+                    .entry(encoded.row(i).data().into())
+                    .or_default()
+                    .push((at, i));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Rows {
+    /// Appends inserted rows (indexed, once an index exists).
+    fn append(&mut self, batch: RecordBatch) -> Result<()> {
+        if let Some(index) = self.index.as_mut() {
+            index.add(&batch, self.batches.len(), &[])?;
+        }
+        self.push(batch, Vec::new());
+        Ok(())
+    }
+
     fn push(&mut self, batch: RecordBatch, removed: Vec<bool>) {
         self.total += batch.num_rows();
         self.removed_count += removed.iter().filter(|r| **r).count();
@@ -112,10 +154,15 @@ impl Rows {
                 .iter()
                 .map(|f| SortField::new(f.data_type().clone()))
                 .collect();
-            self.index = Some(RowIndex {
+            let mut index = RowIndex {
                 converter: RowConverter::new(fields)?,
                 positions: HashMap::new(),
-            });
+            };
+            // The rows appended before (INSERT) can be taken back too.
+            for (b, (batch, removed)) in self.batches.iter().zip(&self.removed).enumerate() {
+                index.add(batch, b, removed)?;
+            }
+            self.index = Some(index);
         }
         let Some(index) = self.index.as_mut() else {
             return Ok(());
@@ -170,14 +217,7 @@ impl Rows {
         self.removed_count = 0;
         if let Some(index) = self.index.as_mut() {
             index.positions.clear();
-            let encoded = index.converter.convert_columns(batch.columns())?;
-            for i in 0..batch.num_rows() {
-                index
-                    .positions
-                    .entry(encoded.row(i).data().into())
-                    .or_default()
-                    .push((0, i));
-            }
+            index.add(&batch, 0, &[])?;
         }
         let rows = batch.num_rows();
         self.push(batch, Vec::new());
@@ -197,6 +237,11 @@ impl Rows {
 }
 
 impl MemoryStore {
+    /// The stored columns.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
         if let Some(failure) = self.failure.read().ok().and_then(|f| f.clone()) {
             return Err(with_sqlstate(failure.code, failure.message));
@@ -213,14 +258,25 @@ impl MemoryStore {
     }
 
     /// Applies `change`, which adds `bytes` of rows, once they are reserved (nothing is stored
-    /// when the pool refuses); then reserves what the rows hold.
-    fn changed(&self, bytes: usize, change: impl FnOnce(&mut Rows) -> Result<()>) -> Result<()> {
+    /// when the pool refuses); then publishes what it returns to the live readers (with the
+    /// rows still locked, so that each reader sees each change once, in order), and reserves
+    /// what the rows hold.
+    fn changed(
+        &self,
+        bytes: usize,
+        change: impl FnOnce(&mut Rows) -> Result<Option<(RecordBatch, Option<Int8Array>)>>,
+    ) -> Result<()> {
         let mut reservation = self.reservation.lock().map_err(|_| poisoned())?;
         if let Some(reservation) = reservation.as_mut() {
             reservation.try_grow(bytes)?;
         }
         let mut rows = self.rows.write().map_err(|_| poisoned())?;
-        change(&mut rows)?;
+        if let Some((batch, kinds)) = change(&mut rows)? {
+            self.publisher
+                .lock()
+                .map_err(|_| poisoned())?
+                .publish(&batch, kinds.as_ref());
+        }
         if let Some(reservation) = reservation.as_mut() {
             reservation.resize(rows.memory_size());
         }
@@ -229,17 +285,86 @@ impl MemoryStore {
 
     fn append(&self, batch: RecordBatch) -> Result<()> {
         self.changed(batch.get_array_memory_size(), |rows| {
-            rows.push(batch, Vec::new());
-            Ok(())
+            rows.append(batch.clone())?;
+            Ok(Some((batch, None)))
         })
     }
 
     fn apply_changes(&self, batch: RecordBatch, kinds: &Int8Array) -> Result<()> {
         let schema = Arc::clone(&self.schema);
         self.changed(batch.get_array_memory_size(), |rows| {
-            rows.apply_changes(&schema, batch, kinds)
+            rows.apply_changes(&schema, batch.clone(), kinds)?;
+            Ok(Some((batch, Some(kinds.clone()))))
         })
     }
+
+    /// The rows now, and a new live reader's end of every change after them.
+    #[allow(clippy::type_complexity)]
+    fn subscribe(
+        &self,
+    ) -> Result<(
+        Vec<RecordBatch>,
+        (
+            tokio::sync::mpsc::UnboundedReceiver<live::Change>,
+            Arc<live::Progress>,
+            u64,
+        ),
+    )> {
+        if let Some(failure) = self.failure.read().ok().and_then(|f| f.clone()) {
+            return Err(with_sqlstate(failure.code, failure.message));
+        }
+        let rows = self.rows.read().map_err(|_| poisoned())?;
+        let live = rows.live()?;
+        let count = live.iter().map(RecordBatch::num_rows).sum();
+        let subscription = self
+            .publisher
+            .lock()
+            .map_err(|_| poisoned())?
+            .subscribe(count);
+        Ok((live, subscription))
+    }
+
+    /// True once every open writer of the table passed checkpoint barrier `epoch`: the table
+    /// holds everything its job wrote before it.
+    pub fn barrier_passed(&self, epoch: u64) -> bool {
+        self.writers
+            .lock()
+            .map(|w| w.values().all(|&e| e >= epoch))
+            .unwrap_or(true)
+    }
+
+    /// Records that `writer` passed barrier `epoch` (`None`: it finished).
+    fn writer_at(&self, writer: u64, epoch: Option<u64>) {
+        if let Ok(mut writers) = self.writers.lock() {
+            match epoch {
+                Some(epoch) => {
+                    writers.insert(writer, epoch);
+                }
+                None => {
+                    writers.remove(&writer);
+                }
+            }
+        }
+    }
+}
+
+/// `batches` projected to `projection`, in chunks of at most `batch_size` rows.
+fn chunks(
+    batches: Vec<RecordBatch>,
+    projection: &[usize],
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    let mut chunks = Vec::new();
+    for batch in batches {
+        let batch = batch.project(projection)?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = batch_size.max(1).min(batch.num_rows() - offset);
+            chunks.push(batch.slice(offset, len));
+            offset += len;
+        }
+    }
+    Ok(chunks)
 }
 
 fn poisoned() -> DataFusionError {
@@ -270,6 +395,8 @@ pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
             rows: RwLock::new(Rows::default()),
             failure: RwLock::new(None),
             reservation: std::sync::Mutex::new(None),
+            publisher: Mutex::new(live::Publisher::default()),
+            writers: Mutex::new(HashMap::new()),
         }),
     })
 }
@@ -298,18 +425,19 @@ impl SourceConnector for MemoryConnector {
         projection: &[usize],
         batch_size: usize,
     ) -> Result<Box<dyn SourceReader>> {
-        let mut chunks = Vec::new();
-        for batch in self.store.snapshot()? {
-            let batch = batch.project(projection)?;
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let len = batch_size.min(batch.num_rows() - offset);
-                chunks.push(batch.slice(offset, len));
-                offset += len;
-            }
-        }
+        let mut chunks = chunks(self.store.snapshot()?, projection, batch_size)?;
         chunks.reverse();
         Ok(Box::new(MemoryReader { chunks }))
+    }
+
+    fn live(&self) -> Option<Arc<dyn SourceConnector>> {
+        Some(Arc::new(live::LiveMemory {
+            store: Arc::clone(&self.store),
+        }))
+    }
+
+    fn memory_store(&self) -> Option<Arc<MemoryStore>> {
+        Some(Arc::clone(&self.store))
     }
 
     fn explain(&self) -> String {
@@ -345,9 +473,16 @@ impl SinkConnector for MemoryConnector {
         _partition: usize,
         _num_partitions: usize,
     ) -> Result<Box<dyn SinkWriter>> {
+        let id = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
+        self.store.writer_at(id, Some(0));
         Ok(Box::new(MemoryWriter {
             store: Arc::clone(&self.store),
+            id,
         }))
+    }
+
+    fn passed_barrier(&self, epoch: u64) -> bool {
+        self.store.barrier_passed(epoch)
     }
 
     fn job_failed(&self, error: &SqlStateError) {
@@ -367,6 +502,14 @@ impl SinkConnector for MemoryConnector {
 
 struct MemoryWriter {
     store: Arc<MemoryStore>,
+    /// Its number among the table's writers.
+    id: u64,
+}
+
+impl Drop for MemoryWriter {
+    fn drop(&mut self) {
+        self.store.writer_at(self.id, None);
+    }
 }
 
 #[async_trait]
@@ -382,11 +525,13 @@ impl SinkWriter for MemoryWriter {
         self.store.apply_changes(batch, kinds)
     }
 
-    async fn on_barrier(&mut self, _epoch: u64) -> Result<serde_json::Value> {
+    async fn on_barrier(&mut self, epoch: u64) -> Result<serde_json::Value> {
+        self.store.writer_at(self.id, Some(epoch));
         Ok(serde_json::Value::Null)
     }
 
     async fn finish(&mut self) -> Result<serde_json::Value> {
+        self.store.writer_at(self.id, None);
         Ok(serde_json::Value::Null)
     }
 
