@@ -753,6 +753,26 @@ async fn views_over_a_memory_table_follow_its_inserts_updates_and_deletes() {
         .await
         .expect("explain");
     check("an EXPLAIN").await;
+    // A view holds every type a query produces: times, intervals, lists.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW typed AS SELECT k, TIME '10:00:01' AS t, \
+             INTERVAL '2' HOUR AS i, make_array(v, v + 1) AS l FROM t WHERE v < 10",
+        )
+        .await
+        .expect("create typed");
+    client.batch_execute("FLUSH").await.expect("flush");
+    let typed = simple_rows(&client, "SELECT k, t, i, l FROM typed ORDER BY k, l").await;
+    assert_eq!(
+        typed,
+        simple_rows(
+            &client,
+            "SELECT k, TIME '10:00:01', INTERVAL '2' HOUR, make_array(v, v + 1) FROM t \
+             WHERE v < 10 ORDER BY k, 4"
+        )
+        .await
+    );
+    assert_eq!(typed.len(), 12, "{typed:?}");
     // a 100, c 3, d 7 and the large insert's 1000 rows below 1000.
     assert_eq!(
         simple_rows(&client, "SELECT COUNT(*) FROM t").await[0][0].as_deref(),

@@ -26,7 +26,7 @@ pub mod text;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
@@ -37,6 +37,10 @@ use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use tokio::net::TcpListener;
+
+use crate::catalog::options::TableOptions;
+use crate::catalog::table_definition::{ColumnDefinition, ColumnKind, TableDefinition};
+use crate::planner::connector_table::ConnectorTable;
 
 use crate::config::SabotConfig;
 use crate::context::SabotContext;
@@ -269,33 +273,48 @@ impl Server {
                 ),
             ));
         }
+        // The view's table holds the query's Arrow types as they are (any type the engine
+        // produces), under the names of the column list.
         let columns = fields
             .iter()
             .enumerate()
-            .map(|(i, f)| {
+            .map(|(i, f)| ColumnDefinition {
                 // The column list names the first columns; the rest keep the query's names
                 // (rows are inserted by position).
-                let column = names.get(i).map_or(f.name().as_str(), String::as_str);
-                session::sql_type(f.data_type())
-                    .map(|t| format!("\"{}\" {t}", column.replace('"', "\"\"")))
-                    .ok_or_else(|| {
-                        datafusion::common::DataFusionError::NotImplemented(format!(
-                            "column {} of materialized view {name} has type {}, which a \
-                             materialized view cannot hold yet; CAST it to a VARCHAR, BIGINT, \
-                             DOUBLE or TIMESTAMP",
-                            f.name(),
-                            f.data_type()
-                        ))
-                    })
+                name: names
+                    .get(i)
+                    .map_or(f.name().as_str(), String::as_str)
+                    .to_string(),
+                data_type: f.data_type().clone(),
+                nullable: true,
+                kind: ColumnKind::Physical,
             })
-            .collect::<Result<Vec<String>>>()?;
-        ctx.sql(&format!(
-            "CREATE TABLE {name} ({}) WITH ('connector' = 'memory')",
-            columns.join(", ")
-        ))
-        .await?
-        .collect()
-        .await?;
+            .collect::<Vec<_>>();
+        let shown: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let t = session::sql_type(&c.data_type).unwrap_or_else(|| c.data_type.to_string());
+                format!("\"{}\" {t}", c.name.replace('"', "\"\""))
+            })
+            .collect();
+        let definition = TableDefinition {
+            name: name.to_string(),
+            columns,
+            watermark: None,
+            primary_key: Vec::new(),
+            options: TableOptions::new(
+                name,
+                [("connector".to_string(), "memory".to_string())].into(),
+            ),
+            sql: format!(
+                "CREATE TABLE {name} ({}) WITH ('connector' = 'memory')",
+                shown.join(", ")
+            ),
+        };
+        if ctx.table_exist(name)? {
+            return plan_err!("table {name} already exists; DROP TABLE {name} first");
+        }
+        ctx.register_table(name, Arc::new(ConnectorTable::build(definition)?))?;
         // No view without its job (also when this future is dropped midway).
         let mut cleanup = session::ViewCleanup {
             ctx,

@@ -1,0 +1,12 @@
+-- nexmark u1: bids and the highest price per auction, without a window (an updating aggregate). ${DATA} is replaced by compare.py.
+-- flink_job.py sets parallelism.default = 1, table.exec.resource.default-parallelism = 1,
+-- table.local-time-zone = UTC; checkpointing stays off and mini-batch too (Flink's defaults):
+-- every bid updates its group's row.
+-- The bids of ${DATA} (CSV files written by Sabot's nexmark-gen.sql, the same files Sabot reads).
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time_ms BIGINT, extra VARCHAR,
+  ts AS TO_TIMESTAMP_LTZ(date_time_ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}', 'format' = 'csv');
+CREATE TABLE discard (auction BIGINT, bids BIGINT, top_price BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO discard
+SELECT auction, COUNT(*) AS bids, MAX(price) AS top_price FROM bid GROUP BY auction;

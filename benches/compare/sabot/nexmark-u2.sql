@@ -1,0 +1,14 @@
+-- nexmark u2: distinct auctions per bidder, without a window (COUNT(DISTINCT)). ${DATA} is replaced by compare.py.
+SET 'parallelism' = '1';
+SET 'checkpoint.interval' = '0';
+-- The files are bounded: read them as a stream (Flink's streaming mode), so that the result is
+-- a changelog, as in Flink.
+SET 'execution.runtime-mode' = 'streaming';
+-- The bids of ${DATA} (CSV files written by nexmark-gen.sql, the same files Flink reads).
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time_ms BIGINT, extra VARCHAR,
+  ts AS TO_TIMESTAMP_MILLIS(date_time_ms),
+  WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}', 'format' = 'csv');
+CREATE TABLE discard (bidder BIGINT, auctions BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO discard
+SELECT bidder, COUNT(DISTINCT auction) AS auctions FROM bid GROUP BY bidder;

@@ -1,0 +1,14 @@
+-- nexmark u3: how many auctions have each number of bids (an aggregate over an aggregate: retractions in the middle). ${DATA} is replaced by compare.py.
+SET 'parallelism' = '1';
+SET 'checkpoint.interval' = '0';
+-- The files are bounded: read them as a stream (Flink's streaming mode), so that the result is
+-- a changelog, as in Flink.
+SET 'execution.runtime-mode' = 'streaming';
+-- The bids of ${DATA} (CSV files written by nexmark-gen.sql, the same files Flink reads).
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time_ms BIGINT, extra VARCHAR,
+  ts AS TO_TIMESTAMP_MILLIS(date_time_ms),
+  WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}', 'format' = 'csv');
+CREATE TABLE discard (bids BIGINT, auctions BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO discard
+SELECT bids, COUNT(*) AS auctions FROM (SELECT auction, COUNT(*) AS bids FROM bid GROUP BY auction) GROUP BY bids;
