@@ -467,8 +467,12 @@ impl SourceState {
                 epoch = barrier => match epoch {
                     Some(epoch) => {
                         // Rows the reader handed over already come before the barrier: a
-                        // FLUSH waits for the changes a reader handed on to pass through.
-                        while let Ok(item) = self.rx.try_recv() {
+                        // FLUSH waits for the changes a reader handed on to pass through. Only
+                        // those: a fast reader refills the channel meanwhile.
+                        for _ in 0..self.rx.len() {
+                            let Ok(item) = self.rx.try_recv() else {
+                                break;
+                            };
                             if !matches!(item, Ok(Some(_))) {
                                 self.deferred = Some(item);
                                 break;
