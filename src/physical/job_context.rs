@@ -152,6 +152,8 @@ pub struct JobContext {
     acks: Mutex<HashMap<u64, usize>>,
     completed_epoch: AtomicU64,
     checkpointing: OnceLock<Arc<Checkpointing>>,
+    /// Held while a barrier is requested ([`Self::request_barrier`]).
+    barrier_request: std::sync::Mutex<()>,
     operator_ids: OnceLock<HashMap<usize, String>>,
 }
 
@@ -168,6 +170,7 @@ impl JobContext {
             acks: Mutex::new(HashMap::new()),
             completed_epoch: AtomicU64::new(0),
             checkpointing: OnceLock::new(),
+            barrier_request: std::sync::Mutex::new(()),
             operator_ids: OnceLock::new(),
         }
     }
@@ -221,6 +224,9 @@ impl JobContext {
     /// first when the job checkpoints); returns its epoch, or `None` while the previous
     /// checkpoint still runs.
     pub fn request_barrier(&self) -> Option<u64> {
+        // One request at a time (the periodic checkpoints and FLUSH): the checkpoint begun is
+        // the barrier injected.
+        let _one = self.barrier_request.lock();
         let epoch = self.current_epoch() + 1;
         if let Some(c) = self.checkpointing()
             && !c.begin(epoch)

@@ -354,6 +354,12 @@ impl ConnectorTable {
     /// The rows `what` (`UPDATE`, `DELETE`) changes: a memory table's; other tables refuse.
     fn changeable(&self, what: &str) -> Result<Arc<MemoryStore>> {
         match self.source.as_ref().and_then(|s| s.memory_store()) {
+            Some(store) if store.is_written() => plan_err!(
+                "{what}: table {} is being written by a running job (a materialized view's, or \
+                 an INSERT ... SELECT); changing its rows under the job would make its result \
+                 wrong. Stop the job first (DROP MATERIALIZED VIEW, CANCEL JOB)",
+                self.definition.name
+            ),
             Some(store) => Ok(store),
             None => plan_err!(
                 "{what} changes tables kept in memory (without 'connector', or 'connector' = \

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::{DFSchemaRef, Result, internal_err};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchemaRef, Result, internal_err, plan_err};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode, WriteOp};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
@@ -165,6 +166,67 @@ fn lower_aggregates(exprs: &[Expr], lowering: Lowering<'_>) -> Result<Arc<Aggreg
 #[derive(Debug, Default)]
 pub struct StreamingQueryPlanner;
 
+/// Checks the `UPDATE` and `DELETE` statements of `plan`. DataFusion hands a table only the
+/// conditions it can take from the statement (those on the table's own columns), and drops the
+/// others: a subquery (`WHERE id IN (SELECT ...)`), `UPDATE ... FROM`'s join, and a WHERE the
+/// optimizer found always false, whose plan becomes empty, would then change every row. So
+/// those are refused, and a statement whose plan is empty changes nothing (returned as the
+/// plan to run).
+fn check_dml(plan: &LogicalPlan) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut nothing = None;
+    plan.apply(|node| {
+        let LogicalPlan::Dml(dml) = node else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let what = match dml.op {
+            WriteOp::Delete => "DELETE",
+            WriteOp::Update => "UPDATE",
+            _ => return Ok(TreeNodeRecursion::Continue),
+        };
+        let mut empty = false;
+        dml.input.apply(|input| {
+            match input {
+                LogicalPlan::Projection(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::TableScan(_) => {}
+                LogicalPlan::Filter(filter) if !filter.predicate.contains_outer() => {
+                    if filter.predicate.exists(|e| {
+                        Ok(matches!(
+                            e,
+                            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                        ))
+                    })? {
+                        return plan_err!(
+                            "{what} with a subquery in its WHERE is not supported yet; write the \
+                             condition on the table's own columns"
+                        );
+                    }
+                }
+                LogicalPlan::EmptyRelation(_) => empty = true,
+                other => {
+                    return plan_err!(
+                        "{what} of table {} can only have conditions on the table's own \
+                         columns: a subquery, a join (UPDATE ... FROM) or {} in it is not \
+                         supported yet",
+                        dml.table_name,
+                        other.display()
+                    );
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if empty && std::ptr::eq(node, plan) {
+            let change: crate::physical::dml::Change = Arc::new(|| Ok(0));
+            nothing = Some(Arc::new(crate::physical::dml::DmlExec::new(
+                format!("{what} {} (no row matches)", dml.table_name),
+                change,
+            )) as Arc<dyn ExecutionPlan>);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(nothing)
+}
+
 #[async_trait]
 impl QueryPlanner for StreamingQueryPlanner {
     async fn create_physical_plan(
@@ -172,6 +234,9 @@ impl QueryPlanner for StreamingQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(nothing) = check_dml(logical_plan)? {
+            return Ok(nothing);
+        }
         let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
             StreamingExtensionPlanner,
         )]);

@@ -159,11 +159,11 @@ fn check_retracts(expr: &Expr) -> Result<()> {
         return Ok(());
     }
     plan_err!(
-        "{}{} over the result of another GROUP BY without a window is not supported: it \
-         depends on the order of its rows, and the inner result changes by taking rows back, \
-         which keeps no order. Use an aggregate that does not depend on order (MIN, MAX, \
-         ARRAY_AGG without ORDER BY), aggregate the inner query's rows directly, or group it \
-         by a window",
+        "{}{} over a changelog (the result of a GROUP BY without a window, a changelog source \
+         such as debezium-json, or a table a materialized view reads live) is not supported: \
+         it depends on the order of its rows, and a changelog takes rows back, which keeps no \
+         order. Use an aggregate that does not depend on order (COUNT, SUM, MIN, MAX), \
+         aggregate rows that only append, or group them by a window",
         func.name().to_uppercase(),
         if ordered { " with ORDER BY" } else { "" }
     )

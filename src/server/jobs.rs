@@ -282,13 +282,15 @@ impl Jobs {
             |state: &Mutex<JobState>| state.lock().is_ok_and(|s| matches!(*s, JobState::Running));
         let pause = std::time::Duration::from_millis(1);
         for (id, context, table, state) in views {
+            // The changes made so far, including those of the views flushed before this one.
+            let target = crate::connectors::memory::last_change();
             let late = || {
                 exec_err!(
                     "FLUSH waited {timeout:?} for materialized view job {id} to catch up; it is \
                      still behind (SHOW JOBS shows its progress)"
                 )
             };
-            while !crate::connectors::memory::caught_up() {
+            while !crate::connectors::memory::caught_up(target) {
                 if tokio::time::Instant::now() >= deadline {
                     return late();
                 }
@@ -314,6 +316,13 @@ impl Jobs {
                     return late();
                 }
                 tokio::time::sleep(pause).await;
+            }
+            if let Ok(s) = state.lock()
+                && let JobState::Failed(e) = &*s
+            {
+                return exec_err!(
+                    "FLUSH: materialized view job {id} failed, so its view is not up to date: {e}"
+                );
             }
         }
         Ok(())

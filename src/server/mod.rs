@@ -290,6 +290,14 @@ impl Server {
                 kind: ColumnKind::Physical,
             })
             .collect::<Vec<_>>();
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = columns.iter().find(|c| !seen.insert(c.name.to_lowercase())) {
+            return plan_err!(
+                "materialized view {name} would have two columns named {}; name them apart \
+                 (AS ...) or in the view's column list",
+                twice.name
+            );
+        }
         let shown: Vec<String> = columns
             .iter()
             .map(|c| {
@@ -322,17 +330,32 @@ impl Server {
             armed: true,
         };
         let insert = format!("INSERT INTO {name} {query}");
-        // The job reads memory tables (and other views) live, and so follows their changes.
-        let df = ctx.live_query(&insert).await?;
         let table = ctx
             .table_provider(name)
             .await?
             .downcast_ref::<crate::planner::connector_table::ConnectorTable>()
             .and_then(|t| t.sink().cloned());
-        let id = self
-            .jobs
-            .start_view(&insert, name, table, df, &ctx.config())
-            .await?;
+        // The job reads memory tables (and other views) live, and so follows their changes. A
+        // query that cannot take changes (a window or a join over a memory table) reads them
+        // once, as the rows present now.
+        let live = match ctx.live_query(&insert).await {
+            Ok(df) => {
+                self.jobs
+                    .start_view(&insert, name, table.clone(), df, &ctx.config())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let id = match live {
+            Ok(id) => id,
+            Err(e) => {
+                log::info!("materialized view {name} reads its tables once: {e}");
+                let df = ctx.sql(&insert).await?;
+                self.jobs
+                    .start_view(&insert, name, table, df, &ctx.config())
+                    .await?
+            }
+        };
         cleanup.armed = false;
         Ok(id)
     }

@@ -183,7 +183,9 @@ impl SourceConnector for KafkaSource {
                 Err(key) => columns.push(OutputColumn::Metadata(key.clone())),
             }
         }
-        let decoder = if value_projection.is_empty() {
+        // A changelog format is decoded even when no value column is read: it says what each
+        // record does (and how many rows it gives).
+        let decoder = if value_projection.is_empty() && !self.table.value.format.is_changelog() {
             None
         } else {
             let values = Arc::new(self.table.physical.project(&value_projection)?);

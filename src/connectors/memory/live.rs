@@ -113,15 +113,21 @@ impl Publisher {
     }
 }
 
-/// True once every live reader has handed on to its job every change published to it so far.
-pub fn caught_up() -> bool {
+/// The number of the last change made to any memory table so far.
+pub fn last_change() -> u64 {
+    LAST_CHANGE.load(Ordering::SeqCst)
+}
+
+/// True once every live reader has handed on to its job every change published to it up to
+/// change `target` (later ones need not have passed: tables that keep changing do not hold up
+/// a FLUSH). Readers that went away (their job ended) count as caught up.
+pub fn caught_up(target: u64) -> bool {
     let Ok(readers) = READERS.lock() else {
         return true;
     };
-    readers
-        .iter()
-        .filter_map(Weak::upgrade)
-        .all(|p| p.handed_on.load(Ordering::SeqCst) >= p.published.load(Ordering::SeqCst))
+    readers.iter().filter_map(Weak::upgrade).all(|p| {
+        p.handed_on.load(Ordering::SeqCst) >= p.published.load(Ordering::SeqCst).min(target)
+    })
 }
 
 /// A memory table read live (see the module docs).
@@ -185,6 +191,13 @@ struct LiveReader {
     /// The last change returned, or the snapshot's number (handed on by the time the next
     /// batch is asked for).
     last: u64,
+}
+
+impl Drop for LiveReader {
+    /// A reader that went away (its job ended) holds up no FLUSH.
+    fn drop(&mut self) {
+        self.progress.handed_on.store(u64::MAX, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]

@@ -17,7 +17,7 @@
 mod dml;
 mod live;
 
-pub use live::caught_up;
+pub use live::{caught_up, last_change};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -331,6 +331,11 @@ impl MemoryStore {
             .lock()
             .map(|w| w.values().all(|&e| e >= epoch))
             .unwrap_or(true)
+    }
+
+    /// True while a job writes into the table.
+    pub fn is_written(&self) -> bool {
+        self.writers.lock().map(|w| !w.is_empty()).unwrap_or(false)
     }
 
     /// Records that `writer` passed barrier `epoch` (`None`: it finished).

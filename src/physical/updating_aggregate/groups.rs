@@ -22,7 +22,7 @@ use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::Accumulator;
 
 use super::rocks_groups::{RocksGroups, StoredGroup};
-use super::value_counts::{Retraction, ValueCounts};
+use super::value_counts::{Guarded, Retraction, ValueCounts};
 use crate::changelog::RowKind;
 use crate::physical::aggregation::{AggregateInputs, AggregateSet};
 use crate::state::redistribute::partitions_of;
@@ -345,7 +345,9 @@ impl GroupTable {
         }
         let ordered = !aggregate.order_bys().is_empty();
         match Retraction::of(aggregate.fun().name(), aggregate.is_distinct(), ordered) {
-            Retraction::Native => aggregate.create_sliding_accumulator(),
+            Retraction::Native => Ok(Box::new(Guarded::new(
+                aggregate.create_sliding_accumulator()?,
+            ))),
             Retraction::Counted => Ok(Box::new(ValueCounts::try_new(
                 Arc::clone(aggregate),
                 &self.argument_types[j],
@@ -387,8 +389,9 @@ impl GroupTable {
     ) -> Result<Option<Changes>> {
         let key_rows = self.key_rows(keys, rows)?;
         self.load(&key_rows)?;
-        // Rows per touched group, added ones first, in the order groups were first touched.
-        let mut touched: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        // Rows per touched group in input order (true: it adds), in the order groups were
+        // first touched.
+        let mut touched: Vec<(usize, Vec<(u32, bool)>)> = Vec::new();
         let mut position: HashMap<usize, usize> = HashMap::new();
         for i in 0..rows {
             let kind = kinds(i)?;
@@ -411,14 +414,10 @@ impl GroupTable {
                 }
             };
             let at = *position.entry(slot).or_insert_with(|| {
-                touched.push((slot, Vec::new(), Vec::new()));
+                touched.push((slot, Vec::new()));
                 touched.len() - 1
             });
-            if kind.adds() {
-                touched[at].1.push(i as u32);
-            } else {
-                touched[at].2.push(i as u32);
-            }
+            touched[at].1.push((i as u32, kind.adds()));
         }
         if touched.is_empty() {
             return Ok(None);
@@ -426,7 +425,7 @@ impl GroupTable {
         // One gather of the arguments in group order; each group then reads slices.
         let order: Vec<u32> = touched
             .iter()
-            .flat_map(|(_, add, back)| add.iter().chain(back.iter()).copied())
+            .flat_map(|(_, rows)| rows.iter().map(|(row, _)| *row))
             .collect();
         let gathered =
             if order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r as usize) {
@@ -438,32 +437,56 @@ impl GroupTable {
         let mut out_keys: Vec<Box<[u8]>> = Vec::new();
         let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
         let mut out_kinds: Vec<i8> = Vec::new();
-        for (slot, add, back) in touched {
+        for (slot, group_rows) in touched {
             let Some(group) = self.groups[slot].as_mut() else {
                 return internal_err!("updating aggregate: group slot {slot} is free");
             };
-            let (adds, backs) = (add.len(), back.len());
-            // A retraction beyond what the group holds is of rows it never saw.
-            let backs_held = backs.min(usize::try_from(group.rows).unwrap_or(0) + adds);
-            self.unknown_retractions += (backs - backs_held) as u64;
-            for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
-                let values = &gathered.values[j];
-                let mask = gathered.filters[j].as_ref();
-                if adds > 0 {
-                    accumulator.update_batch(&slice(values, mask, offset, adds)?)?;
-                }
-                if backs_held > 0 {
-                    if !self.retracting {
+            // Runs of adding and of retracting rows, in input order. A retraction counts only
+            // while the group holds a row to take back; one beyond is of a row it never saw
+            // (ignored and counted, as Flink does).
+            let mut at = 0;
+            while at < group_rows.len() {
+                let adds = group_rows[at].1;
+                let run = group_rows[at..]
+                    .iter()
+                    .take_while(|(_, a)| *a == adds)
+                    .count();
+                let applied = if adds {
+                    run
+                } else {
+                    let held = run.min(usize::try_from(group.rows).unwrap_or(0));
+                    self.unknown_retractions += (run - held) as u64;
+                    if held > 0 && !self.retracting {
                         return internal_err!(
                             "an updating aggregate planned for an append-only input got a \
                              retraction"
                         );
                     }
-                    accumulator.retract_batch(&slice(values, mask, offset + adds, backs_held)?)?;
+                    held
+                };
+                if applied > 0 {
+                    for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+                        let arguments = slice(
+                            &gathered.values[j],
+                            gathered.filters[j].as_ref(),
+                            offset + at,
+                            applied,
+                        )?;
+                        if adds {
+                            accumulator.update_batch(&arguments)?;
+                        } else {
+                            accumulator.retract_batch(&arguments)?;
+                        }
+                    }
                 }
+                group.rows += if adds {
+                    applied as i64
+                } else {
+                    -(applied as i64)
+                };
+                at += run;
             }
-            offset += adds + backs;
-            group.rows += adds as i64 - backs_held as i64;
+            offset += group_rows.len();
             let new_bytes: usize = group.accumulators.iter().map(|a| a.size()).sum();
             self.bytes = self.bytes + new_bytes - group.bytes.min(self.bytes);
             group.bytes = new_bytes;
@@ -813,6 +836,19 @@ mod tests {
         assert_eq!(t.unknown_retractions(), 1);
         // b comes back as a new group.
         assert_eq!(apply(&mut t, &[(I, "b", 9)]), vec![change("+I", "b", 1, 9)]);
+        // Rows apply in input order: an update of a row never seen takes nothing back (its
+        // -U is unknown) and inserts its new value, also within one batch.
+        assert_eq!(
+            apply(&mut t, &[(UB, "new", 1), (UA, "new", 2)]),
+            vec![change("+I", "new", 1, 2)]
+        );
+        assert_eq!(t.unknown_retractions(), 2);
+        // A retraction after the group's last row in the same batch is unknown too.
+        assert_eq!(
+            apply(&mut t, &[(D, "new", 2), (D, "new", 2), (I, "new", 3)]),
+            vec![change("-U", "new", 1, 2), change("+U", "new", 1, 3)]
+        );
+        assert_eq!(t.unknown_retractions(), 3);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use datafusion::arrow::row::{RowConverter, RowParser, SortField};
 use datafusion::common::utils::SingleRowListArrayBuilder;
 use datafusion::common::{Result, ScalarValue, internal_err};
@@ -274,6 +274,83 @@ impl Accumulator for ValueCounts {
     }
 }
 
+/// One of DataFusion's retracting accumulators (COUNT, SUM, AVG), guarded against taking back
+/// values it never got (a changelog source's inconsistent before-image): it counts the non-null
+/// values it holds and ignores a retraction of more, which DataFusion's accumulators would
+/// underflow on (or panic, as AVG with no sum does).
+#[derive(Debug)]
+pub struct Guarded {
+    inner: Box<dyn Accumulator>,
+    /// Non-null values held.
+    held: u64,
+}
+
+impl Guarded {
+    /// Guards `inner`.
+    pub fn new(inner: Box<dyn Accumulator>) -> Self {
+        Self { inner, held: 0 }
+    }
+}
+
+/// Rows of `values` (arguments as columns) with no NULL argument.
+fn non_null(values: &[ArrayRef]) -> u64 {
+    let Some(first) = values.first() else {
+        return 0;
+    };
+    if values.iter().all(|v| v.null_count() == 0) {
+        return first.len() as u64;
+    }
+    (0..first.len())
+        .filter(|&i| values.iter().all(|v| !v.is_null(i)))
+        .count() as u64
+}
+
+impl Accumulator for Guarded {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.held += non_null(values);
+        self.inner.update_batch(values)
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let taken = non_null(values);
+        if taken > self.held {
+            return Ok(());
+        }
+        self.held -= taken;
+        self.inner.retract_batch(values)
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.inner.evaluate()
+    }
+
+    fn size(&self) -> usize {
+        self.inner.size() + size_of::<u64>()
+    }
+
+    /// The inner state, then the number of non-null values held.
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let mut state = self.inner.state()?;
+        state.push(ScalarValue::UInt64(Some(self.held)));
+        Ok(state)
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let Some((held, inner)) = states.split_last() else {
+            return internal_err!("a guarded accumulator's state without its count");
+        };
+        let Some(held) = held.as_primitive_opt::<UInt64Type>() else {
+            return internal_err!("a guarded accumulator's count is not an integer");
+        };
+        self.held += held.iter().flatten().sum::<u64>();
+        self.inner.merge_batch(inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +437,43 @@ mod tests {
         assert_eq!(restored.evaluate().unwrap(), ScalarValue::Int64(Some(1)));
         // A state of another shape is refused.
         assert!(restored.merge_batch(&arrays[..1]).is_err());
+    }
+
+    #[test]
+    fn a_guarded_average_ignores_values_it_never_got() {
+        use datafusion::arrow::array::Float64Array;
+        use datafusion::functions_aggregate::average::avg_udaf;
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Float64, true)]));
+        let avg = AggregateExprBuilder::new(avg_udaf(), vec![col("v", &schema).unwrap()])
+            .schema(schema)
+            .alias("a")
+            .build()
+            .unwrap();
+        let mut guarded = Guarded::new(avg.create_sliding_accumulator().unwrap());
+        // Only a NULL held: taking back 5 would underflow DataFusion's count and unwrap its
+        // missing sum.
+        let floats =
+            |v: &[Option<f64>]| -> Vec<ArrayRef> { vec![Arc::new(Float64Array::from(v.to_vec()))] };
+        guarded.update_batch(&floats(&[None])).unwrap();
+        guarded.retract_batch(&floats(&[Some(5.0)])).unwrap();
+        assert_eq!(guarded.evaluate().unwrap(), ScalarValue::Float64(None));
+        guarded
+            .update_batch(&floats(&[Some(4.0), Some(8.0)]))
+            .unwrap();
+        guarded.retract_batch(&floats(&[Some(4.0)])).unwrap();
+        assert_eq!(guarded.evaluate().unwrap(), ScalarValue::Float64(Some(8.0)));
+        // Its state restores the count too.
+        let state = guarded.state().unwrap();
+        let arrays: Vec<ArrayRef> = state.iter().map(|s| s.to_array().unwrap()).collect();
+        let mut restored = Guarded::new(avg.create_sliding_accumulator().unwrap());
+        restored.merge_batch(&arrays).unwrap();
+        restored
+            .retract_batch(&floats(&[Some(8.0), Some(9.0)]))
+            .unwrap();
+        assert_eq!(
+            restored.evaluate().unwrap(),
+            ScalarValue::Float64(Some(8.0))
+        );
     }
 
     #[test]
