@@ -94,9 +94,10 @@ impl ChangelogMode {
         }
     }
 
-    /// The mode of rows read in a format: `Retract` if the format `is_changelog`.
-    pub fn of_format(is_changelog: bool) -> ChangelogMode {
-        if is_changelog {
+    /// The mode of a source whose rows are `changes` (a changelog format, a table read live)
+    /// or only appended.
+    pub fn of_changes(changes: bool) -> ChangelogMode {
+        if changes {
             ChangelogMode::Retract
         } else {
             ChangelogMode::Append

@@ -17,9 +17,7 @@
 
 use std::time::Duration;
 
-use std::any::Any;
-
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::{Result, plan_err};
 
 /// Session settings (see the module docs).
@@ -71,6 +69,40 @@ pub enum RuntimeMode {
     Streaming,
 }
 
+/// Implements DataFusion's config extension traits for `$ty`, a value the planner reads from
+/// DataFusion's `ConfigOptions`: it lists no entries (`SHOW ALL` does not show it) and cannot
+/// be set through DataFusion; `$how` tells how it is set.
+macro_rules! planned_extension {
+    ($ty:ty, $prefix:literal, $how:literal) => {
+        impl datafusion::common::config::ConfigExtension for $ty {
+            const PREFIX: &'static str = $prefix;
+        }
+
+        impl datafusion::common::config::ExtensionOptions for $ty {
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+
+            fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+                self
+            }
+
+            fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
+                Box::new(self.clone())
+            }
+
+            fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
+                datafusion::common::plan_err!("unknown setting '{key}'{}", $how)
+            }
+
+            fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
+                Vec::new()
+            }
+        }
+    };
+}
+pub(crate) use planned_extension;
+
 /// True while planning a query that a continuous job runs (a materialized view's): memory
 /// tables are then read live, their rows and then every change made to them
 /// (`crate::connectors::memory`), instead of as the rows present when the query starts. In
@@ -79,36 +111,12 @@ pub enum RuntimeMode {
 #[derive(Debug, Clone, Default)]
 pub struct LiveTables(pub bool);
 
+planned_extension!(LiveTables, "sabot_live_tables", "");
+
 impl LiveTables {
     /// True if `options` plan memory tables live.
     pub fn of(options: &ConfigOptions) -> bool {
         options.extensions.get::<Self>().is_some_and(|l| l.0)
-    }
-}
-
-impl ConfigExtension for LiveTables {
-    const PREFIX: &'static str = "sabot_live_tables";
-}
-
-impl ExtensionOptions for LiveTables {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        plan_err!("unknown setting '{key}'")
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        Vec::new()
     }
 }
 
@@ -118,6 +126,12 @@ impl ExtensionOptions for LiveTables {
 #[derive(Debug, Clone, Default)]
 pub struct PlannedRuntimeMode(pub RuntimeMode);
 
+planned_extension!(
+    PlannedRuntimeMode,
+    "sabot_runtime_mode",
+    "; the runtime mode is set with SET 'execution.runtime-mode'"
+);
+
 impl PlannedRuntimeMode {
     /// The mode planned for `options` (automatic if the session never set one).
     pub fn of(options: &ConfigOptions) -> RuntimeMode {
@@ -126,34 +140,6 @@ impl PlannedRuntimeMode {
             .get::<Self>()
             .map(|p| p.0)
             .unwrap_or_default()
-    }
-}
-
-impl ConfigExtension for PlannedRuntimeMode {
-    const PREFIX: &'static str = "sabot_runtime_mode";
-}
-
-impl ExtensionOptions for PlannedRuntimeMode {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        plan_err!(
-            "unknown setting '{key}'; the runtime mode is set with SET 'execution.runtime-mode'"
-        )
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        Vec::new()
     }
 }
 

@@ -8,12 +8,10 @@
 //! where its partition's database lives ([`StateBackend::rocksdb`]); `None` means memory.
 //! A node that can only keep its state in memory (the interval join) keeps `memory` and says so.
 
-use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
 
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::config::ConfigOptions;
 
 use crate::config::{SabotConfig, StateBackend as Setting};
 
@@ -72,6 +70,12 @@ impl fmt::Display for StateBackend {
 #[derive(Debug, Clone, Default)]
 pub struct PlannedBackend(pub StateBackend);
 
+crate::config::planned_extension!(
+    PlannedBackend,
+    "sabot_state_backend",
+    "; the state backend is set with SET 'state.backend'"
+);
+
 impl PlannedBackend {
     /// The backend planned for `options` (memory if the session never set one).
     pub fn of(options: &ConfigOptions) -> StateBackend {
@@ -80,32 +84,6 @@ impl PlannedBackend {
             .get::<Self>()
             .map(|p| p.0.clone())
             .unwrap_or_default()
-    }
-}
-
-impl ConfigExtension for PlannedBackend {
-    const PREFIX: &'static str = "sabot_state_backend";
-}
-
-impl ExtensionOptions for PlannedBackend {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        plan_err!("unknown setting '{key}'; the state backend is set with SET 'state.backend'")
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        Vec::new()
     }
 }
 

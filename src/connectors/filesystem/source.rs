@@ -76,7 +76,7 @@ impl SourceConnector for FileSource {
     }
 
     fn changelog(&self) -> ChangelogMode {
-        ChangelogMode::of_format(self.options.format.format.is_changelog())
+        ChangelogMode::of_changes(self.options.format.format.is_changelog())
     }
 
     fn is_bounded(&self) -> bool {

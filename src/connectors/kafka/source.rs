@@ -144,7 +144,7 @@ impl SourceConnector for KafkaSource {
     }
 
     fn changelog(&self) -> ChangelogMode {
-        ChangelogMode::of_format(self.table.value.format.is_changelog())
+        ChangelogMode::of_changes(self.table.value.format.is_changelog())
     }
 
     fn is_bounded(&self) -> bool {

@@ -20,14 +20,12 @@ use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::Int8Array;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use tokio::sync::mpsc;
 
 use super::MemoryStore;
-use crate::changelog::ChangelogMode;
-use crate::connectors::{SourceBatch, SourceConnector, SourceReader};
+use crate::connectors::{SourceBatch, SourceReader};
 
 /// The number of the last change made to any memory table.
 static LAST_CHANGE: AtomicU64 = AtomicU64::new(0);
@@ -130,56 +128,23 @@ pub fn caught_up(target: u64) -> bool {
     })
 }
 
-/// A memory table read live (see the module docs).
-#[derive(Debug)]
-pub(super) struct LiveMemory {
-    pub store: Arc<MemoryStore>,
-}
-
-impl SourceConnector for LiveMemory {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.store.schema)
-    }
-
-    /// It never ends: the table may change any time.
-    fn is_bounded(&self) -> bool {
-        false
-    }
-
-    fn changelog(&self) -> ChangelogMode {
-        ChangelogMode::Retract
-    }
-
-    fn num_partitions(&self, _parallelism: usize) -> Result<usize> {
-        Ok(1)
-    }
-
-    fn open(
-        &self,
-        _partition: usize,
-        _num_partitions: usize,
-        projection: &[usize],
-        batch_size: usize,
-    ) -> Result<Box<dyn SourceReader>> {
-        let (rows, (changes, progress, snapshot)) = self.store.subscribe()?;
-        let mut chunks = super::chunks(rows, projection, batch_size)?;
-        chunks.reverse();
-        Ok(Box::new(LiveReader {
-            chunks,
-            changes,
-            progress,
-            projection: projection.to_vec(),
-            last: snapshot,
-        }))
-    }
-
-    fn explain(&self) -> String {
-        "live (its rows, then every change)".to_string()
-    }
+/// A live reader of `store`: its rows now (`projection` of them, in chunks of `batch_size`),
+/// then every change made to it.
+pub(super) fn reader(
+    store: &MemoryStore,
+    projection: &[usize],
+    batch_size: usize,
+) -> Result<Box<dyn SourceReader>> {
+    let (rows, (changes, progress, snapshot)) = store.subscribe()?;
+    let mut chunks = super::chunks(rows, projection, batch_size)?;
+    chunks.reverse();
+    Ok(Box::new(LiveReader {
+        chunks,
+        changes,
+        progress,
+        projection: projection.to_vec(),
+        last: snapshot,
+    }))
 }
 
 struct LiveReader {

@@ -35,7 +35,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReser
 use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
 use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::TableDefinition;
-use crate::changelog::kind_at;
+use crate::changelog::{ChangelogMode, kind_at};
 use crate::error::{SqlStateError, with_sqlstate};
 
 /// Options of an in-memory table (only the common source options).
@@ -380,6 +380,9 @@ fn poisoned() -> DataFusionError {
 #[derive(Debug, Clone)]
 pub struct MemoryConnector {
     store: Arc<MemoryStore>,
+    /// As a source: read live, the rows and then every change ([`live`]), instead of the rows
+    /// present when a query starts.
+    live: bool,
 }
 
 /// Builds the connector of an in-memory table.
@@ -403,6 +406,7 @@ pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
             publisher: Mutex::new(live::Publisher::default()),
             writers: Mutex::new(HashMap::new()),
         }),
+        live: false,
     })
 }
 
@@ -415,8 +419,13 @@ impl SourceConnector for MemoryConnector {
         Arc::clone(&self.store.schema)
     }
 
+    /// Live, it never ends: the table may change any time.
     fn is_bounded(&self) -> bool {
-        true
+        !self.live
+    }
+
+    fn changelog(&self) -> ChangelogMode {
+        ChangelogMode::of_changes(self.live)
     }
 
     fn num_partitions(&self, _parallelism: usize) -> Result<usize> {
@@ -430,14 +439,18 @@ impl SourceConnector for MemoryConnector {
         projection: &[usize],
         batch_size: usize,
     ) -> Result<Box<dyn SourceReader>> {
+        if self.live {
+            return live::reader(&self.store, projection, batch_size);
+        }
         let mut chunks = chunks(self.store.snapshot()?, projection, batch_size)?;
         chunks.reverse();
         Ok(Box::new(MemoryReader { chunks }))
     }
 
     fn live(&self) -> Option<Arc<dyn SourceConnector>> {
-        Some(Arc::new(live::LiveMemory {
+        Some(Arc::new(Self {
             store: Arc::clone(&self.store),
+            live: true,
         }))
     }
 
@@ -446,6 +459,9 @@ impl SourceConnector for MemoryConnector {
     }
 
     fn explain(&self) -> String {
+        if self.live {
+            return "live (its rows, then every change)".to_string();
+        }
         let rows: usize = self
             .store
             .snapshot()

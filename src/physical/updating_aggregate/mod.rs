@@ -32,6 +32,9 @@ mod value_counts;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use exec::UpdatingAggregateExec;
@@ -48,4 +51,14 @@ pub struct UpdatingAggregation {
     pub aggregates: Arc<AggregateSet>,
     /// True if the input is a changelog: the accumulators then retract.
     pub retracting_input: bool,
+}
+
+/// `array` as `data_type`: an accumulator may answer, and the row format decode, in a type
+/// other than the planned one (a dictionary's values); the output keeps the planned type.
+fn in_type(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == data_type {
+        Ok(array)
+    } else {
+        Ok(datafusion::arrow::compute::cast(&array, data_type)?)
+    }
 }

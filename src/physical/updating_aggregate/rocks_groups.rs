@@ -15,11 +15,11 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, internal_err};
 use rocksdb::WriteBatch;
 
+use super::in_type;
 use crate::state::rocks::{RowCodec, StateDb, scan_prefix};
 
 /// Groups cached in memory before they are written back.
@@ -176,14 +176,5 @@ impl RocksGroups {
             }
             self.db.write(batch)?;
         }
-    }
-}
-
-/// `array` as `data_type` (a state value may come in another type, as a dictionary's values).
-fn in_type(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
-    if array.data_type() == data_type {
-        Ok(array)
-    } else {
-        Ok(cast(&array, data_type)?)
     }
 }

@@ -1,444 +1,75 @@
-//! `StreamSourceExec`: reads a connector and puts it on the streaming protocol.
-//!
-//! One partition per connector reader. For each batch the reader yields, the source
-//!
-//! 1. computes the table's computed columns (`c AS expr`),
-//! 2. evaluates the `WATERMARK FOR col AS expr` expression per row and keeps, per split, the
-//!    running maximum. Each row carries the watermark in force *before* it (as if the watermark
-//!    advanced after every record), so lateness downstream never depends on batch sizes. The
-//!    partition's watermark is the minimum over its splits ([`WatermarkTracker`]).
-//!    Event times further than `scan.watermark.future-tolerance` ahead of the wall clock are
-//!    counted and do not advance the watermark: one absurd timestamp cannot make every later
-//!    row late,
-//! 3. emits the projected rows, then the watermark if it advanced.
-//!
-//! A split without data for `scan.watermark.idle-timeout` is idle and stops holding back the
-//! watermark; when all are idle the partition emits [`StreamMessage::Idle`]. At the end of a
-//! bounded input the watermark jumps to [`END_OF_TIME`], firing every open window.
-//!
-//! Barriers: when the job asks for a checkpoint, the source emits `Barrier(epoch)` between two
-//! batches. Reading runs in its own task, one batch ahead, so the barrier is never delayed by a
-//! slow read. State: the per-split watermarks (positions come with the checkpoint issue).
+//! One partition of a source at run time: takes the reader's batches, computes columns and
+//! watermarks, and interleaves barriers, idleness and the end of input (see [`super`]).
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::exec_datafusion_err;
 use datafusion::common::runtime::SpawnedTask;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{exec_datafusion_err, internal_err, plan_err};
 use datafusion::error::Result;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::event_time::to_millis;
-use super::message::{
-    CheckpointBarrier, END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch, StreamMessage,
-};
-use super::streaming::{StreamingExec, data_only};
-use super::watermark_tracker::WatermarkTracker;
-use crate::checkpoint::coordinator::{Checkpointing, RestoredPartition};
-use crate::connectors::{SavedPosition, SourceBatch, SourceConnector};
+use super::{ComputedColumn, WatermarkStrategy};
+use crate::checkpoint::coordinator::Checkpointing;
+use crate::connectors::SourceBatch;
+use crate::physical::event_time::to_millis;
 use crate::physical::job_context::JobContext;
-
-/// A computed column: name and expression over the read columns.
-#[derive(Debug, Clone)]
-pub struct ComputedColumn {
-    /// Output field.
-    pub field: Field,
-    /// Expression over the connector's projected columns.
-    pub expr: Arc<dyn PhysicalExpr>,
-}
-
-/// How a source derives its watermark.
-#[derive(Debug, Clone)]
-pub struct WatermarkStrategy {
-    /// The event-time column (`WATERMARK FOR col`).
-    pub column: String,
-    /// `WATERMARK FOR col AS <expr>` over the read + computed columns.
-    pub expr: Arc<dyn PhysicalExpr>,
-    /// Human-readable form for EXPLAIN.
-    pub display: String,
-    /// `scan.watermark.idle-timeout`.
-    pub idle_timeout: Option<Duration>,
-    /// `scan.watermark.future-tolerance`.
-    pub future_tolerance: Duration,
-}
-
-/// Streaming scan of a connector table (see the module docs).
-#[derive(Debug)]
-pub struct StreamSourceExec {
-    table: String,
-    connector: Arc<dyn SourceConnector>,
-    /// Columns of the connector schema to read.
-    read_projection: Vec<usize>,
-    computed: Vec<ComputedColumn>,
-    watermark: Option<WatermarkStrategy>,
-    /// Indices into read + computed columns to output.
-    output_projection: Vec<usize>,
-    batch_size: usize,
-    properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
-}
-
-impl StreamSourceExec {
-    /// Builds the scan. `output_projection` indexes the read columns followed by the computed
-    /// columns.
-    #[allow(clippy::too_many_arguments)]
-    pub fn try_new(
-        table: String,
-        connector: Arc<dyn SourceConnector>,
-        read_projection: Vec<usize>,
-        computed: Vec<ComputedColumn>,
-        watermark: Option<WatermarkStrategy>,
-        output_projection: Vec<usize>,
-        parallelism: usize,
-        batch_size: usize,
-    ) -> Result<Self> {
-        let connector_schema = connector.schema();
-        let mut fields: Vec<Field> = Vec::new();
-        for &i in &read_projection {
-            if i >= connector_schema.fields().len() {
-                return internal_err!("source projection index {i} out of range");
-            }
-            fields.push(connector_schema.field(i).clone());
-        }
-        fields.extend(computed.iter().map(|c| c.field.clone()));
-        let mut output_fields = Vec::with_capacity(output_projection.len());
-        for &i in &output_projection {
-            match fields.get(i) {
-                Some(f) => output_fields.push(f.clone()),
-                None => return internal_err!("source output index {i} out of range"),
-            }
-        }
-        let schema = Arc::new(Schema::new(output_fields));
-        let partitions = connector.num_partitions(parallelism.max(1))?.max(1);
-        let boundedness = if connector.is_bounded() {
-            Boundedness::Bounded
-        } else {
-            Boundedness::Unbounded {
-                requires_infinite_memory: false,
-            }
-        };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            boundedness,
-        );
-        if batch_size == 0 {
-            return plan_err!("batch size must be at least 1");
-        }
-        Ok(Self {
-            table,
-            connector,
-            read_projection,
-            computed,
-            watermark,
-            output_projection,
-            batch_size,
-            properties: Arc::new(properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-        })
-    }
-
-    /// The table read.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// True if this source has a watermark definition.
-    pub fn has_watermark(&self) -> bool {
-        self.watermark.is_some()
-    }
-
-    /// The output column the watermark bounds, if the source has a watermark and outputs it.
-    pub fn event_time_column(&self) -> Option<usize> {
-        let w = self.watermark.as_ref()?;
-        self.schema()
-            .fields()
-            .iter()
-            .position(|f| f.name().eq_ignore_ascii_case(&w.column))
-    }
-}
-
-impl DisplayAs for StreamSourceExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let schema = self.schema();
-        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        write!(
-            f,
-            "StreamSourceExec: table={}, connector={}({}), partitions={}, columns=[{}]",
-            self.table,
-            self.connector.name(),
-            self.connector.explain(),
-            self.properties.partitioning.partition_count(),
-            columns.join(", ")
-        )?;
-        match &self.watermark {
-            Some(w) => {
-                write!(f, ", watermark={}", w.display)?;
-                if let Some(idle) = w.idle_timeout {
-                    write!(f, ", idle_timeout={}ms", idle.as_millis())?;
-                }
-            }
-            None => write!(f, ", watermark=none (end of input only)")?,
-        }
-        let mode = self.connector.changelog();
-        if mode.is_updating() {
-            write!(f, ", changelog={mode}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ExecutionPlan for StreamSourceExec {
-    fn name(&self) -> &str {
-        "StreamSourceExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        for c in &self.computed {
-            if f(&c.expr)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        if let Some(w) = &self.watermark {
-            return f(&w.expr);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !children.is_empty() {
-            return internal_err!("StreamSourceExec has no children");
-        }
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        Ok(data_only(
-            self.schema(),
-            self.execute_stream(partition, context)?,
-        ))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
-}
-
-impl StreamingExec for StreamSourceExec {
-    fn checkpointed(&self) -> bool {
-        true
-    }
-
-    /// A changelog format's rows are changes.
-    fn changelog(&self) -> crate::changelog::ChangelogMode {
-        self.connector.changelog()
-    }
-
-    fn time_attributes(&self) -> std::collections::HashSet<usize> {
-        self.event_time_column().into_iter().collect()
-    }
-
-    fn declares_watermark(&self) -> bool {
-        self.has_watermark()
-    }
-
-    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
-        let partitions = self.properties.partitioning.partition_count();
-        let mut reader = self.connector.open(
-            partition,
-            partitions,
-            &self.read_projection,
-            self.batch_size,
-        )?;
-        let splits = reader.num_splits().max(1);
-        let job = JobContext::of(&context);
-        let checkpoint = job.as_ref().and_then(|j| {
-            let coordinator = j.checkpointing()?;
-            let operator = j.operator_id(self)?.to_string();
-            Some((Arc::clone(coordinator), operator))
-        });
-        let mut restored_watermarks = None;
-        if let Some((coordinator, operator)) = &checkpoint
-            && let Some(saved) = coordinator.restored(operator)
-        {
-            let metas: Vec<(&RestoredPartition, SourceMeta)> = saved
-                .iter()
-                .map(|p| -> Result<_> { Ok((p, p.meta::<SourceMeta>("source")?)) })
-                .collect::<Result<_>>()?;
-            // A partition whose reader gave no position yet resumes nothing.
-            let positions: Vec<SavedPosition> = metas
-                .iter()
-                .filter_map(|(p, meta)| {
-                    Some(SavedPosition {
-                        partition: p.partition,
-                        num_partitions: p.num_partitions,
-                        position: meta.position.clone()?,
-                    })
-                })
-                .collect();
-            reader.restore(partition, partitions, &positions)?;
-            // Same partitioning: this partition's split watermarks; otherwise the minimum of
-            // all, which never moves time forward past what any old partition had seen.
-            let own = metas
-                .iter()
-                .find(|(p, _)| p.partition == partition && p.num_partitions == partitions);
-            restored_watermarks = match own {
-                Some((_, meta)) => Some(meta.watermarks.clone()),
-                None => metas
-                    .iter()
-                    .flat_map(|(_, meta)| meta.watermarks.iter().copied())
-                    .min()
-                    .map(|w| vec![w; splits]),
-            };
-        }
-        let (tx, rx) = mpsc::channel::<Result<Option<SourceBatch>>>(2);
-        let malformed_job = job.clone();
-        let reading = SpawnedTask::spawn(async move {
-            let mut reported = 0;
-            loop {
-                let next = reader.next_batch().await;
-                let malformed = reader.malformed_records();
-                if malformed > reported {
-                    if let Some(job) = &malformed_job {
-                        job.stats.add_malformed_records(malformed - reported);
-                    }
-                    reported = malformed;
-                }
-                let done = !matches!(next, Ok(Some(_)));
-                if tx.send(next).await.is_err() || done {
-                    break;
-                }
-            }
-        });
-        let barrier_requests = job.as_ref().map(|j| {
-            let mut rx = j.barrier_requests();
-            rx.mark_unchanged();
-            rx
-        });
-        let watermark_cell = job.as_ref().map(|j| j.stats.register_source_partition());
-        let mut state = SourceState {
-            rx,
-            _reading: reading,
-            barrier_requests,
-            computed: self.computed.clone(),
-            watermark: self.watermark.clone(),
-            output_projection: self.output_projection.clone(),
-            schema: self.schema(),
-            tracker: WatermarkTracker::new(splits),
-            split_watermarks: vec![NO_WATERMARK; splits],
-            last_data: vec![Instant::now(); splits],
-            idle: vec![false; splits],
-            pending: std::collections::VecDeque::new(),
-            finished: false,
-            all_idle_announced: false,
-            baseline: BaselineMetrics::new(&self.metrics, partition),
-            future_rows: MetricBuilder::new(&self.metrics).counter("future_event_times", partition),
-            future_warned: false,
-            job,
-            watermark_cell,
-            table: self.table.clone(),
-            checkpoint,
-            partition,
-            partitions,
-            position: None,
-            deferred: None,
-        };
-        if let Some(watermarks) = restored_watermarks {
-            for (split, wm) in watermarks.into_iter().enumerate().take(splits) {
-                if wm != NO_WATERMARK && wm != END_OF_TIME {
-                    state.split_watermarks[split] = wm;
-                    state.tracker.update(split, wm);
-                }
-            }
-        }
-        Ok(Box::pin(futures::stream::unfold(
-            state,
-            |mut state| async move {
-                let next = state.next_message().await;
-                next.map(|m| (m, state))
-            },
-        )))
-    }
-}
+use crate::physical::message::{CheckpointBarrier, END_OF_TIME, StreamBatch, StreamMessage};
+use crate::physical::watermark_tracker::WatermarkTracker;
 
 /// What a source partition checkpoints (its `meta` in the manifest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct SourceMeta {
+pub(super) struct SourceMeta {
     /// The reader's position after the last batch taken ([`SourceBatch::position`], the
     /// reader's own layout); `null` while the reader has given none, and then it resumes
     /// nothing.
     #[serde(default)]
-    position: Option<serde_json::Value>,
-    /// The watermark of every split of the reader ([`NO_WATERMARK`] before its first row).
-    watermarks: Vec<i64>,
+    pub(super) position: Option<serde_json::Value>,
+    /// The watermark of every split of the reader
+    /// ([`NO_WATERMARK`](crate::physical::message::NO_WATERMARK) before its first row).
+    pub(super) watermarks: Vec<i64>,
 }
 
-struct SourceState {
-    rx: mpsc::Receiver<Result<Option<SourceBatch>>>,
-    _reading: SpawnedTask<()>,
-    barrier_requests: Option<watch::Receiver<u64>>,
-    computed: Vec<ComputedColumn>,
-    watermark: Option<WatermarkStrategy>,
-    output_projection: Vec<usize>,
-    schema: SchemaRef,
-    tracker: WatermarkTracker,
-    split_watermarks: Vec<i64>,
-    last_data: Vec<Instant>,
-    idle: Vec<bool>,
-    pending: std::collections::VecDeque<StreamMessage>,
-    finished: bool,
-    all_idle_announced: bool,
-    baseline: BaselineMetrics,
-    future_rows: Count,
-    future_warned: bool,
-    job: Option<Arc<JobContext>>,
-    watermark_cell: Option<Arc<AtomicI64>>,
-    table: String,
+pub(super) struct SourceState {
+    pub(super) rx: mpsc::Receiver<Result<Option<SourceBatch>>>,
+    pub(super) _reading: SpawnedTask<()>,
+    pub(super) barrier_requests: Option<watch::Receiver<u64>>,
+    pub(super) computed: Vec<ComputedColumn>,
+    pub(super) watermark: Option<WatermarkStrategy>,
+    pub(super) output_projection: Vec<usize>,
+    pub(super) schema: SchemaRef,
+    pub(super) tracker: WatermarkTracker,
+    pub(super) split_watermarks: Vec<i64>,
+    pub(super) last_data: Vec<Instant>,
+    pub(super) idle: Vec<bool>,
+    pub(super) pending: std::collections::VecDeque<StreamMessage>,
+    pub(super) finished: bool,
+    pub(super) all_idle_announced: bool,
+    pub(super) baseline: BaselineMetrics,
+    pub(super) future_rows: Count,
+    pub(super) future_warned: bool,
+    pub(super) job: Option<Arc<JobContext>>,
+    pub(super) watermark_cell: Option<Arc<AtomicI64>>,
+    pub(super) table: String,
     /// The checkpoint coordinator and this operator's id, when checkpointing.
-    checkpoint: Option<(Arc<Checkpointing>, String)>,
-    partition: usize,
-    partitions: usize,
+    pub(super) checkpoint: Option<(Arc<Checkpointing>, String)>,
+    pub(super) partition: usize,
+    pub(super) partitions: usize,
     /// Reader position after the last batch taken.
-    position: Option<serde_json::Value>,
+    pub(super) position: Option<serde_json::Value>,
     /// What the reader handed over after the rows drained before a barrier, to take next.
-    deferred: Option<Result<Option<SourceBatch>>>,
+    pub(super) deferred: Option<Result<Option<SourceBatch>>>,
 }
 
 impl SourceState {
-    async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
+    pub(super) async fn next_message(&mut self) -> Option<Result<StreamMessage>> {
         loop {
             if let Some(msg) = self.pending.pop_front() {
                 return Some(Ok(msg));
@@ -751,6 +382,7 @@ fn wall_clock_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::physical::message::NO_WATERMARK;
     use datafusion::arrow::array::TimestampMillisecondArray;
     use datafusion::arrow::datatypes::{DataType, TimeUnit};
     use datafusion::common::DFSchema;

@@ -1,0 +1,456 @@
+//! The state of one partition of an updating aggregate: per group, its key, one DataFusion
+//! `Accumulator` per aggregate, the number of rows it holds, and the row it last emitted.
+//!
+//! Row accumulators (not `GroupsAccumulator`s) because an updating aggregate reads a group's
+//! value after every batch that touched it, and `evaluate` of a row accumulator leaves the
+//! state as it was, while a groups accumulator's `evaluate` hands its groups over. Over an input
+//! that retracts, COUNT, SUM and AVG use DataFusion's retracting accumulators
+//! (`create_sliding_accumulator`) and the others (MIN, MAX, DISTINCT, ...) keep their values'
+//! counts ([`ValueCounts`]); the planner refuses aggregates that depend on the order of rows
+//! ([`Retraction::Impossible`]).
+//!
+//! - this file: the groups and how a batch changes them ([`GroupTable::apply`]);
+//! - [`snapshot`]: checkpoints as rows, and groups rebuilt from stored state;
+//! - [`rocksdb`]: the table as a write-back cache of RocksDB's groups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int8Array, UInt32Array};
+use datafusion::arrow::compute::filter;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
+use datafusion::common::{Result, ScalarValue, internal_err};
+use datafusion::logical_expr::Accumulator;
+
+use super::in_type;
+use super::rocks_groups::RocksGroups;
+use super::value_counts::{Guarded, Retraction, ValueCounts};
+use crate::changelog::RowKind;
+use crate::physical::aggregation::{AggregateInputs, AggregateSet};
+
+/// One group.
+struct Group {
+    /// Its key, in the converter's row format.
+    key: Box<[u8]>,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Input rows it holds: inserts minus retractions.
+    rows: i64,
+    /// The aggregates' values in the row it last emitted, if it emitted one that stands.
+    emitted: Option<Vec<ScalarValue>>,
+    /// Bytes of its accumulators, when last measured.
+    bytes: usize,
+}
+
+/// The changes of one batch: rows of the output schema and their kinds.
+pub struct Changes {
+    pub rows: RecordBatch,
+    pub kinds: Int8Array,
+}
+
+/// The groups of one partition (see the module docs).
+pub struct GroupTable {
+    set: Arc<AggregateSet>,
+    /// Accumulators that retract (the input is a changelog).
+    retracting: bool,
+    /// Each aggregate's argument types.
+    argument_types: Vec<Vec<DataType>>,
+    converter: RowConverter,
+    parser: RowParser,
+    /// Key columns in the converter's rows.
+    key_fields: usize,
+    /// Group slot by key.
+    index: HashMap<Box<[u8]>, usize>,
+    /// Slots; `None` is free.
+    groups: Vec<Option<Group>>,
+    free: Vec<usize>,
+    /// The output: the group keys, then the aggregates.
+    schema: SchemaRef,
+    /// Bytes of all accumulators.
+    bytes: usize,
+    /// Retractions of rows the state does not hold (ignored, as Flink does).
+    unknown_retractions: u64,
+    /// No GROUP BY keys: every row is in the one group, keyed by a constant.
+    global: bool,
+    /// With `state.backend` = `rocksdb`, where every group is; the table is then a cache
+    /// ([`super::rocks_groups`]).
+    store: Option<RocksGroups>,
+    /// Each aggregate's number of state values.
+    widths: Vec<usize>,
+}
+
+impl GroupTable {
+    /// An empty table; `key_types` are the group keys' types, `argument_types` each
+    /// aggregate's, `schema` the output.
+    pub fn try_new(
+        set: Arc<AggregateSet>,
+        retracting: bool,
+        key_types: Vec<DataType>,
+        argument_types: Vec<Vec<DataType>>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        if argument_types.len() != set.len() {
+            return internal_err!(
+                "updating aggregate: argument types of {} aggregates for {}",
+                argument_types.len(),
+                set.len()
+            );
+        }
+        let global = key_types.is_empty();
+        let key_types = if global {
+            vec![DataType::Boolean]
+        } else {
+            key_types
+        };
+        let key_fields = key_types.len();
+        let converter = RowConverter::new(key_types.into_iter().map(SortField::new).collect())?;
+        let mut table = Self {
+            set,
+            retracting,
+            argument_types,
+            parser: converter.parser(),
+            converter,
+            key_fields,
+            index: HashMap::new(),
+            groups: Vec::new(),
+            free: Vec::new(),
+            schema,
+            bytes: 0,
+            unknown_retractions: 0,
+            global,
+            store: None,
+            widths: Vec::new(),
+        };
+        table.widths = table
+            .new_accumulators()?
+            .iter_mut()
+            .map(|a| Ok(a.state()?.len()))
+            .collect::<Result<_>>()?;
+        Ok(table)
+    }
+
+    /// Puts `group` into a free slot; returns the slot.
+    fn insert_group(&mut self, group: Group) -> usize {
+        self.bytes += group.bytes;
+        let key = group.key.clone();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.groups[slot] = Some(group);
+                slot
+            }
+            None => {
+                self.groups.push(Some(group));
+                self.groups.len() - 1
+            }
+        };
+        self.index.insert(key, slot);
+        slot
+    }
+
+    /// The key of each of `rows` rows, as rows of the converter.
+    fn key_rows(&self, keys: &[ArrayRef], rows: usize) -> Result<Rows> {
+        if self.global {
+            let constant: ArrayRef = Arc::new(BooleanArray::from(vec![true; rows]));
+            return Ok(self.converter.convert_columns(&[constant])?);
+        }
+        Ok(self.converter.convert_columns(keys)?)
+    }
+
+    /// The key columns of `keys` (none for the global group).
+    fn key_columns(&self, keys: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
+        if self.global {
+            return Ok(Vec::new());
+        }
+        self.stored_keys(keys)
+    }
+
+    /// The key columns of `keys` as stored (with the constant of the global group).
+    fn stored_keys(&self, keys: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
+        Ok(self
+            .converter
+            .convert_rows(keys.iter().map(|k| self.parser.parse(k)))?)
+    }
+
+    /// Number of key columns a snapshot starts with: the group keys, or one constant for the
+    /// global group.
+    pub fn snapshot_keys(&self) -> usize {
+        self.key_fields
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Approximate bytes held.
+    pub fn memory_size(&self) -> usize {
+        self.bytes + self.converter.size() + self.index.len() * 64
+    }
+
+    /// Retractions of rows the state did not hold.
+    pub fn unknown_retractions(&self) -> u64 {
+        self.unknown_retractions
+    }
+
+    /// A fresh accumulator of aggregate `j`.
+    fn new_accumulator(&self, j: usize) -> Result<Box<dyn Accumulator>> {
+        let aggregate = &self.set.aggregates[j];
+        if !self.retracting {
+            return aggregate.create_accumulator();
+        }
+        let ordered = !aggregate.order_bys().is_empty();
+        match Retraction::of(aggregate.fun().name(), aggregate.is_distinct(), ordered) {
+            Retraction::Native => Ok(Box::new(Guarded::new(
+                aggregate.create_sliding_accumulator()?,
+            ))),
+            Retraction::Counted => Ok(Box::new(ValueCounts::try_new(
+                Arc::clone(aggregate),
+                &self.argument_types[j],
+            )?)),
+            Retraction::Impossible => internal_err!(
+                "{} cannot take rows back; the planner should have refused it",
+                aggregate.name()
+            ),
+        }
+    }
+
+    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        (0..self.set.len())
+            .map(|j| self.new_accumulator(j))
+            .collect()
+    }
+
+    /// An accumulator of aggregate `j` holding `state`.
+    fn rebuilt(&self, j: usize, state: &[ScalarValue]) -> Result<Box<dyn Accumulator>> {
+        let mut accumulator = self.new_accumulator(j)?;
+        let arrays = state
+            .iter()
+            .map(|v| v.to_array_of_size(1))
+            .collect::<Result<Vec<_>>>()?;
+        accumulator.merge_batch(&arrays)?;
+        Ok(accumulator)
+    }
+
+    /// Adds (`+I`, `+U`) and takes back (`-U`, `-D`) the rows of one batch: `keys` are their
+    /// group keys, `inputs` the aggregates' arguments, `kinds` what each row does. Returns the
+    /// changes of the result: for each group whose row changed, `+I` (new group), `-U` and `+U`
+    /// (new value) or `-D` (its last row was taken back).
+    pub fn apply(
+        &mut self,
+        keys: &[ArrayRef],
+        inputs: &AggregateInputs,
+        kinds: impl Fn(usize) -> Result<RowKind>,
+        rows: usize,
+    ) -> Result<Option<Changes>> {
+        let key_rows = self.key_rows(keys, rows)?;
+        self.load(&key_rows)?;
+        // Rows per touched group in input order (true: it adds), in the order groups were
+        // first touched.
+        let mut touched: Vec<(usize, Vec<(u32, bool)>)> = Vec::new();
+        let mut position: HashMap<usize, usize> = HashMap::new();
+        for i in 0..rows {
+            let kind = kinds(i)?;
+            let key = key_rows.row(i).data();
+            let slot = match self.index.get(key) {
+                Some(&slot) => slot,
+                None if !kind.adds() => {
+                    self.unknown_retractions += 1;
+                    continue;
+                }
+                None => {
+                    let group = Group {
+                        key: key.into(),
+                        accumulators: self.new_accumulators()?,
+                        rows: 0,
+                        emitted: None,
+                        bytes: 0,
+                    };
+                    self.insert_group(group)
+                }
+            };
+            let at = *position.entry(slot).or_insert_with(|| {
+                touched.push((slot, Vec::new()));
+                touched.len() - 1
+            });
+            touched[at].1.push((i as u32, kind.adds()));
+        }
+        if touched.is_empty() {
+            return Ok(None);
+        }
+        // One gather of the arguments in group order; each group then reads slices.
+        let order: Vec<u32> = touched
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|(row, _)| *row))
+            .collect();
+        let gathered =
+            if order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r as usize) {
+                inputs.clone()
+            } else {
+                inputs.take(&UInt32Array::from(order))?
+            };
+        let mut offset = 0;
+        let mut out_keys: Vec<Box<[u8]>> = Vec::new();
+        let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut out_kinds: Vec<i8> = Vec::new();
+        for (slot, group_rows) in touched {
+            let Some(group) = self.groups[slot].as_mut() else {
+                return internal_err!("updating aggregate: group slot {slot} is free");
+            };
+            // Runs of adding and of retracting rows, in input order. A retraction counts only
+            // while the group holds a row to take back; one beyond is of a row it never saw
+            // (ignored and counted, as Flink does).
+            let mut at = 0;
+            while at < group_rows.len() {
+                let adds = group_rows[at].1;
+                let run = group_rows[at..]
+                    .iter()
+                    .take_while(|(_, a)| *a == adds)
+                    .count();
+                let applied = if adds {
+                    run
+                } else {
+                    let held = run.min(usize::try_from(group.rows).unwrap_or(0));
+                    self.unknown_retractions += (run - held) as u64;
+                    if held > 0 && !self.retracting {
+                        return internal_err!(
+                            "an updating aggregate planned for an append-only input got a \
+                             retraction"
+                        );
+                    }
+                    held
+                };
+                if applied > 0 {
+                    for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+                        let arguments = slice(
+                            &gathered.values[j],
+                            gathered.filters[j].as_ref(),
+                            offset + at,
+                            applied,
+                        )?;
+                        if adds {
+                            accumulator.update_batch(&arguments)?;
+                        } else {
+                            accumulator.retract_batch(&arguments)?;
+                        }
+                    }
+                }
+                group.rows += if adds {
+                    applied as i64
+                } else {
+                    -(applied as i64)
+                };
+                at += run;
+            }
+            offset += group_rows.len();
+            let new_bytes: usize = group.accumulators.iter().map(|a| a.size()).sum();
+            self.bytes = self.bytes + new_bytes - group.bytes.min(self.bytes);
+            group.bytes = new_bytes;
+            let now = if group.rows > 0 {
+                Some(
+                    group
+                        .accumulators
+                        .iter_mut()
+                        .map(|a| a.evaluate())
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
+            match (group.emitted.take(), now) {
+                (None, Some(now)) => {
+                    out_keys.push(group.key.clone());
+                    out_values.push(now.clone());
+                    out_kinds.push(RowKind::Insert as i8);
+                    group.emitted = Some(now);
+                }
+                (Some(old), Some(now)) if old == now => group.emitted = Some(old),
+                (Some(old), Some(now)) => {
+                    out_keys.push(group.key.clone());
+                    out_values.push(old);
+                    out_kinds.push(RowKind::UpdateBefore as i8);
+                    out_keys.push(group.key.clone());
+                    out_values.push(now.clone());
+                    out_kinds.push(RowKind::UpdateAfter as i8);
+                    group.emitted = Some(now);
+                }
+                (Some(old), None) => {
+                    out_keys.push(group.key.clone());
+                    out_values.push(old);
+                    out_kinds.push(RowKind::Delete as i8);
+                }
+                (None, None) => {}
+            }
+            if group.rows <= 0 {
+                self.bytes -= group.bytes.min(self.bytes);
+                let key = group.key.clone();
+                self.index.remove(&key);
+                self.groups[slot] = None;
+                self.free.push(slot);
+                if let Some(store) = &mut self.store {
+                    store.delete(&key);
+                }
+            }
+        }
+        self.write_back(false)?;
+        if out_kinds.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.output(&out_keys, out_values)?;
+        Ok(Some(Changes {
+            rows,
+            kinds: Int8Array::from(out_kinds),
+        }))
+    }
+
+    /// Output rows: the keys, then the values.
+    fn output(&self, keys: &[Box<[u8]>], values: Vec<Vec<ScalarValue>>) -> Result<RecordBatch> {
+        let mut columns = self
+            .key_columns(keys)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| in_type(k, self.schema.field(i).data_type()))
+            .collect::<Result<Vec<_>>>()?;
+        let key_count = columns.len();
+        let aggregates = self.set.len();
+        let mut by_column: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(values.len()); aggregates];
+        for row in values {
+            for (j, v) in row.into_iter().enumerate() {
+                by_column[j].push(v);
+            }
+        }
+        for (j, column) in by_column.into_iter().enumerate() {
+            let field = self.schema.field(key_count + j);
+            let array = if column.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(column)?
+            };
+            columns.push(in_type(array, field.data_type())?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// Rows `offset..offset + len` of an aggregate's arguments, without those its FILTER drops.
+fn slice(
+    values: &[ArrayRef],
+    mask: Option<&BooleanArray>,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<ArrayRef>> {
+    let sliced: Vec<ArrayRef> = values.iter().map(|v| v.slice(offset, len)).collect();
+    match mask {
+        None => Ok(sliced),
+        Some(mask) => {
+            let mask = mask.slice(offset, len);
+            sliced.iter().map(|v| Ok(filter(v, &mask)?)).collect()
+        }
+    }
+}
+
+mod rocksdb;
+mod snapshot;
+#[cfg(test)]
+mod tests;
