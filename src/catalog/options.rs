@@ -250,6 +250,20 @@ impl TableOptions {
             .transpose()
     }
 
+    /// The options whose keys start with `prefix`, without it: how Flink names the options
+    /// of a key or value format (`value.json.ignore-parse-errors` is the value format's
+    /// `json.ignore-parse-errors`).
+    pub fn under(&self, prefix: &str) -> TableOptions {
+        TableOptions {
+            table: self.table.clone(),
+            values: self
+                .values
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+                .collect(),
+        }
+    }
+
     /// Name of the table these options belong to.
     pub fn table(&self) -> &str {
         &self.table

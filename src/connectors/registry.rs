@@ -25,6 +25,10 @@ pub const CONNECTORS: &[(&str, &str)] = &[
         "kafka",
         "Kafka topics, read partition-parallel and written transactionally",
     ),
+    (
+        "upsert-kafka",
+        "a Kafka topic holding the last row of each PRIMARY KEY (tombstones delete); read as a changelog",
+    ),
 ];
 
 /// The source and sink sides of a table; either may be missing.
@@ -50,6 +54,10 @@ pub fn connect(def: &Arc<TableDefinition>) -> Result<Sides> {
         Some("blackhole") => (None, Some(super::blackhole::build(def)?)),
         Some("kafka") => {
             let (source, sink) = super::kafka::build(def)?;
+            (Some(source), Some(sink))
+        }
+        Some("upsert-kafka") => {
+            let (source, sink) = super::kafka::build_upsert(def)?;
             (Some(source), Some(sink))
         }
         Some(other) => {

@@ -333,7 +333,7 @@ fn assemble_kafka(input: &Input) -> Result<Outcome, String> {
             .keys
             .get(i)
             .map_or((None, Some(i as i64)), |(k, t)| (k.as_deref(), *t));
-        buffer.push(&value, i as i64 * 7, at, key);
+        buffer.push(Some(&value), i as i64 * 7, at, key);
     }
     if buffer.is_empty() {
         return Ok("kafka: empty".into());

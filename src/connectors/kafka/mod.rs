@@ -19,6 +19,7 @@ pub mod options;
 pub mod records;
 pub mod sink;
 pub mod source;
+pub mod upsert;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +31,14 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
 use self::options::KafkaOptions;
+use self::upsert::UpsertLayout;
 use super::format::{FORMAT_OPTIONS, Format, FormatOptions};
 use super::{SinkConnector, SourceConnector};
 use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
 
-/// Options of Kafka tables (source and sink).
-pub const KAFKA_OPTIONS: &[OptionSpec] = &[
+/// Options of Kafka and upsert-kafka tables (source and sink).
+pub const KAFKA_SHARED_OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("topic", "the topic to read or write"),
     OptionSpec::required(
         "properties.bootstrap.servers",
@@ -46,23 +48,9 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
         "properties.*",
         "passed to librdkafka unchanged, e.g. properties.group.id",
     ),
-    OptionSpec::required("format", "json, csv or raw (the whole value as one column)"),
     OptionSpec::optional(
         "connect.timeout",
         "how long to wait for brokers when planning and starting (default: 30 s)",
-    ),
-    OptionSpec::optional(
-        "scan.startup.mode",
-        "earliest-offset, latest-offset, group-offsets, timestamp or specific-offsets \
-         (default: group-offsets, falling back to properties.auto.offset.reset, default earliest)",
-    ),
-    OptionSpec::optional(
-        "scan.startup.timestamp-millis",
-        "start time for scan.startup.mode = timestamp",
-    ),
-    OptionSpec::optional(
-        "scan.startup.specific-offsets",
-        "start offsets for specific-offsets: 'partition:0,offset:42;partition:1,offset:7'",
     ),
     OptionSpec::optional(
         "scan.bounded.mode",
@@ -85,6 +73,35 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
         "records per batch (default: the session's batch size)",
     ),
     OptionSpec::optional(
+        "sink.delivery-guarantee",
+        "none, at-least-once or exactly-once (default: at-least-once)",
+    ),
+    OptionSpec::optional(
+        "sink.transactional-id-prefix",
+        "prefix of the sink's Kafka transactional ids (needed for exactly-once)",
+    ),
+];
+
+/// Options only Kafka tables take.
+pub const KAFKA_OPTIONS: &[OptionSpec] = &[
+    OptionSpec::required(
+        "format",
+        "json, csv, raw (the whole value as one column) or debezium-json",
+    ),
+    OptionSpec::optional(
+        "scan.startup.mode",
+        "earliest-offset, latest-offset, group-offsets, timestamp or specific-offsets \
+         (default: group-offsets, falling back to properties.auto.offset.reset, default earliest)",
+    ),
+    OptionSpec::optional(
+        "scan.startup.timestamp-millis",
+        "start time for scan.startup.mode = timestamp",
+    ),
+    OptionSpec::optional(
+        "scan.startup.specific-offsets",
+        "start offsets for specific-offsets: 'partition:0,offset:42;partition:1,offset:7'",
+    ),
+    OptionSpec::optional(
         "key.fields",
         "sink: columns forming the record key, 'a;b' (default: no key)",
     ),
@@ -92,13 +109,35 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
         "key.format",
         "sink: json, csv or raw encoding of the key (default: json; raw for one column)",
     ),
+];
+
+/// Options only upsert-kafka tables take.
+pub const UPSERT_KAFKA_OPTIONS: &[OptionSpec] = &[
+    OptionSpec::required(
+        "key.format",
+        "json, csv or raw: the format of the record key (the PRIMARY KEY columns)",
+    ),
+    OptionSpec::required("value.format", "json, csv or raw: the format of the value"),
     OptionSpec::optional(
-        "sink.delivery-guarantee",
-        "none, at-least-once or exactly-once (default: at-least-once)",
+        "value.fields-include",
+        "ALL (the value holds every column) or EXCEPT_KEY (all but the key; default: ALL)",
     ),
     OptionSpec::optional(
-        "sink.transactional-id-prefix",
-        "prefix of the sink's Kafka transactional ids (needed for exactly-once)",
+        "key.fields-prefix",
+        "the key columns' name prefix, not written in the key (needs EXCEPT_KEY)",
+    ),
+    OptionSpec::optional(
+        "key.json.*",
+        "options of a json key, e.g. ignore-parse-errors",
+    ),
+    OptionSpec::optional("key.csv.*", "options of a csv key, e.g. field-delimiter"),
+    OptionSpec::optional(
+        "value.json.*",
+        "options of a json value, e.g. ignore-parse-errors",
+    ),
+    OptionSpec::optional(
+        "value.csv.*",
+        "options of a csv value, e.g. field-delimiter",
     ),
 ];
 
@@ -138,8 +177,11 @@ pub struct KafkaTable {
     pub timeout: Duration,
     /// The record format of values and its options.
     pub value: FormatOptions,
-    /// Physical columns, in declaration order (what the value holds).
+    /// Physical columns, in declaration order (what the value holds, unless it is an
+    /// upsert-kafka table's with 'EXCEPT_KEY').
     pub physical: SchemaRef,
+    /// An upsert-kafka table's key and value columns.
+    pub upsert: Option<Arc<UpsertLayout>>,
 }
 
 impl KafkaTable {
@@ -151,9 +193,6 @@ impl KafkaTable {
                 .map(|c| c.field())
                 .collect::<Vec<_>>(),
         ));
-        if options.value.format == Format::Raw {
-            crate::connectors::format::raw::check_schema(&def.name, &physical)?;
-        }
         Ok(Self {
             table: def.name.clone(),
             topic: options.topic.clone(),
@@ -162,6 +201,7 @@ impl KafkaTable {
             timeout: options.timeout,
             value: options.value.clone(),
             physical,
+            upsert: None,
         })
     }
 
@@ -242,11 +282,49 @@ fn check_metadata(def: &TableDefinition) -> Result<()> {
 pub fn build(def: &TableDefinition) -> Result<(Arc<dyn SourceConnector>, Arc<dyn SinkConnector>)> {
     def.options.validate(
         "kafka",
-        &[KAFKA_OPTIONS, FORMAT_OPTIONS, SOURCE_COMMON_OPTIONS],
+        &[
+            KAFKA_SHARED_OPTIONS,
+            KAFKA_OPTIONS,
+            FORMAT_OPTIONS,
+            SOURCE_COMMON_OPTIONS,
+        ],
     )?;
     check_metadata(def)?;
     let options = KafkaOptions::parse(&def.options)?;
     let table = KafkaTable::new(def, &options)?;
+    if options.value.format == Format::Raw {
+        crate::connectors::format::raw::check_schema(&def.name, &table.physical)?;
+    }
+    let source = source::KafkaSource::try_new(def, table.clone(), options.source)?;
+    let sink = sink::KafkaSink::try_new(def, table, options.sink)?;
+    Ok((Arc::new(source), Arc::new(sink)))
+}
+
+/// Builds both sides of an upsert-kafka table ([`upsert`]).
+pub fn build_upsert(
+    def: &TableDefinition,
+) -> Result<(Arc<dyn SourceConnector>, Arc<dyn SinkConnector>)> {
+    def.options.validate(
+        "upsert-kafka",
+        &[
+            KAFKA_SHARED_OPTIONS,
+            UPSERT_KAFKA_OPTIONS,
+            SOURCE_COMMON_OPTIONS,
+        ],
+    )?;
+    check_metadata(def)?;
+    let (mut options, upsert) = KafkaOptions::parse_upsert(&def.options)?;
+    let mut table = KafkaTable::new(def, &options)?;
+    let layout = UpsertLayout::try_new(def, &table.physical, &upsert, options.value.format)?;
+    table.upsert = Some(Arc::new(layout));
+    options.sink.key_fields = def.primary_key.clone();
+    // Keys go where Kafka's Java clients put them (murmur2), so that every writer of the
+    // topic puts a key in the same partition.
+    if !table.properties.iter().any(|(k, _)| k == "partitioner") {
+        table
+            .properties
+            .push(("partitioner".to_string(), "murmur2_random".to_string()));
+    }
     let source = source::KafkaSource::try_new(def, table.clone(), options.source)?;
     let sink = sink::KafkaSink::try_new(def, table, options.sink)?;
     Ok((Arc::new(source), Arc::new(sink)))

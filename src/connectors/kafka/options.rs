@@ -8,8 +8,8 @@ use std::time::Duration;
 use datafusion::common::{Result, plan_datafusion_err, plan_err};
 
 use super::{DEFAULT_CONNECT_TIMEOUT, FORMATS, VALUE_FORMATS};
-use crate::catalog::options::TableOptions;
-use crate::connectors::format::{CsvOptions, Format, FormatOptions};
+use crate::catalog::options::{OptionSpec, TableOptions};
+use crate::connectors::format::{CsvOptions, FORMAT_OPTIONS, Format, FormatOptions};
 
 /// The WITH options of a Kafka table (their keys already validated).
 #[derive(Debug, Clone)]
@@ -58,6 +58,20 @@ pub struct KafkaSinkOptions {
     /// `sink.transactional-id-prefix`: the prefix of the exactly-once writers' transactional
     /// ids.
     pub transactional_id_prefix: Option<String>,
+}
+
+/// What makes a Kafka table an `upsert-kafka` table (Flink's connector of that name): its
+/// primary key is the record key, written in its own format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpsertOptions {
+    /// `key.format` and its options (`key.json.*`, `key.csv.*`).
+    pub key: FormatOptions,
+    /// `key.fields-prefix`: what the key columns' names start with and the record key's field
+    /// names do not (default: nothing).
+    pub key_prefix: String,
+    /// `value.fields-include` = 'EXCEPT_KEY': the value holds only the columns outside the key
+    /// (default 'ALL': every physical column).
+    pub except_key: bool,
 }
 
 /// `scan.startup.mode`.
@@ -199,6 +213,86 @@ impl KafkaOptions {
             sink: KafkaSinkOptions::parse(options, &value)?,
             value,
         })
+    }
+}
+
+/// What the options under `key.` or `value.` of an upsert-kafka table may be, once the prefix
+/// is taken off.
+const KEY_OR_VALUE_OPTIONS: &[OptionSpec] = &[
+    OptionSpec::optional("format", "json, csv or raw"),
+    OptionSpec::optional("fields-prefix", "key only: the key columns' name prefix"),
+    OptionSpec::optional("fields-include", "value only: ALL or EXCEPT_KEY"),
+];
+
+/// Reads the format under `prefix` (`key.` or `value.`) of an upsert-kafka table and that
+/// format's options (Flink's `key.json.ignore-parse-errors`, `value.csv.field-delimiter`, ...).
+fn upsert_format(options: &TableOptions, prefix: &str) -> Result<FormatOptions> {
+    let under = options.under(prefix);
+    under.validate(
+        &format!("upsert-kafka, under '{prefix}'"),
+        &[KEY_OR_VALUE_OPTIONS, FORMAT_OPTIONS],
+    )?;
+    let format = Format::parse(&under, "format", FORMATS)?.unwrap_or(Format::Json);
+    FormatOptions::parse_for(format, &under)
+}
+
+impl KafkaOptions {
+    /// Reads every option of an `upsert-kafka` table: the shared ones, `key.format` and
+    /// `value.format` with their options, and how key and value divide the columns. It always
+    /// reads from the earliest offset (what a key holds is its last record).
+    pub fn parse_upsert(options: &TableOptions) -> Result<(Self, UpsertOptions)> {
+        let value = upsert_format(options, "value.")?;
+        let key = upsert_format(options, "key.")?;
+        let except_key = options
+            .get_choice("value.fields-include", &["ALL", "EXCEPT_KEY"])?
+            .is_some_and(|c| c == "EXCEPT_KEY");
+        let key_prefix = options.get("key.fields-prefix").unwrap_or("").to_string();
+        if !key_prefix.is_empty() && !except_key {
+            return plan_err!(
+                "table {} sets 'key.fields-prefix', which needs 'value.fields-include' = \
+                 'EXCEPT_KEY' (the value cannot also hold the prefixed key columns)",
+                options.table()
+            );
+        }
+        let properties = options
+            .values()
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("properties.")?.to_string(), v.clone())))
+            .collect();
+        let transactional_id_prefix = options
+            .get("sink.transactional-id-prefix")
+            .map(str::to_string);
+        let guarantee = DeliveryGuarantee::parse(options, transactional_id_prefix.as_deref())?;
+        let kafka = Self {
+            topic: options.required("topic")?.to_string(),
+            servers: options
+                .required("properties.bootstrap.servers")?
+                .to_string(),
+            properties,
+            timeout: options
+                .get_duration("connect.timeout")?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            source: KafkaSourceOptions {
+                startup: StartupMode::Earliest,
+                ..KafkaSourceOptions::parse(options)?
+            },
+            sink: KafkaSinkOptions {
+                // The primary key, which the table's definition holds.
+                key_fields: Vec::new(),
+                key: key.clone(),
+                guarantee,
+                transactional_id_prefix,
+            },
+            value,
+        };
+        Ok((
+            kafka,
+            UpsertOptions {
+                key,
+                key_prefix,
+                except_key,
+            },
+        ))
     }
 }
 

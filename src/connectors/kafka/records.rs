@@ -7,7 +7,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Result;
 
@@ -25,10 +25,16 @@ pub enum OutputColumn {
 /// Buffered records of one partition.
 #[derive(Debug, Default)]
 pub struct RecordBuffer {
-    values: Vec<Vec<u8>>,
-    offsets: Vec<i64>,
-    timestamps: Vec<Option<i64>>,
-    keys: Vec<Option<Vec<u8>>>,
+    /// The values (empty for a record without one).
+    pub values: Vec<Vec<u8>>,
+    /// False for a record without a value (a tombstone).
+    pub present: Vec<bool>,
+    /// The records' offsets.
+    pub offsets: Vec<i64>,
+    /// The records' timestamps, in epoch milliseconds.
+    pub timestamps: Vec<Option<i64>>,
+    /// The records' keys, when kept.
+    pub keys: Vec<Option<Vec<u8>>>,
 }
 
 impl RecordBuffer {
@@ -42,16 +48,25 @@ impl RecordBuffer {
         self.values.is_empty()
     }
 
-    /// Adds one record; `key` only when a column reads it.
-    pub fn push(&mut self, value: &[u8], offset: i64, timestamp: Option<i64>, key: Option<&[u8]>) {
-        self.values.push(value.to_vec());
+    /// Adds one record (`value` is `None` for a tombstone); `key` only when it is read.
+    pub fn push(
+        &mut self,
+        value: Option<&[u8]>,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+    ) {
+        self.values.push(value.unwrap_or_default().to_vec());
+        self.present.push(value.is_some());
         self.offsets.push(offset);
         self.timestamps.push(timestamp);
         self.keys.push(key.map(<[u8]>::to_vec));
     }
 
-    fn clear(&mut self) {
+    /// Forgets every record.
+    pub fn clear(&mut self) {
         self.values.clear();
+        self.present.clear();
         self.offsets.clear();
         self.timestamps.clear();
         self.keys.clear();
@@ -131,34 +146,17 @@ impl BatchAssembler {
                         );
                     }
                 },
-                OutputColumn::Metadata(key) => match key.as_str() {
-                    "topic" => Arc::new(StringArray::from(vec![self.topic.as_str(); rows])),
-                    "partition" => Arc::new(Int32Array::from(vec![partition; rows])),
-                    "offset" => Arc::new(Int64Array::from_iter_values(
-                        (0..rows).map(|i| buffer.offsets[pick(i)]),
-                    )),
-                    "timestamp" => Arc::new(TimestampMillisecondArray::from_iter(
-                        (0..rows).map(|i| buffer.timestamps[pick(i)]),
-                    )),
-                    _ => {
-                        let mut keys = BinaryBuilder::new();
-                        for i in 0..rows {
-                            keys.append_option(buffer.keys[pick(i)].as_deref());
-                        }
-                        Arc::new(keys.finish())
-                    }
-                },
-            };
-            let array = if array.data_type() == field.data_type() {
-                array
-            } else {
-                cast(&array, field.data_type()).map_err(|e| {
-                    datafusion::common::DataFusionError::Execution(format!(
-                        "metadata column {} of a record in {origin} does not fit type {}: {e}",
-                        field.name(),
-                        field.data_type()
-                    ))
-                })?
+                OutputColumn::Metadata(key) => {
+                    let records: Vec<usize> = (0..rows).map(pick).collect();
+                    metadata_column(
+                        key,
+                        field,
+                        (&self.topic, partition),
+                        buffer,
+                        &records,
+                        &origin,
+                    )?
+                }
             };
             arrays.push(array);
         }
@@ -169,4 +167,44 @@ impl BatchAssembler {
         )?;
         Ok(Some((batch, kinds)))
     }
+}
+
+/// The metadata column `key` (`topic`, `partition`, `offset`, `timestamp` or `key`) of the
+/// records `records` of `buffer`, read from `topic` and `partition`, as `field`'s type.
+pub fn metadata_column(
+    key: &str,
+    field: &Field,
+    (topic, partition): (&str, i32),
+    buffer: &RecordBuffer,
+    records: &[usize],
+    origin: &str,
+) -> Result<ArrayRef> {
+    let rows = records.len();
+    let array: ArrayRef = match key {
+        "topic" => Arc::new(StringArray::from(vec![topic; rows])),
+        "partition" => Arc::new(Int32Array::from(vec![partition; rows])),
+        "offset" => Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|&i| buffer.offsets[i]),
+        )),
+        "timestamp" => Arc::new(TimestampMillisecondArray::from_iter(
+            records.iter().map(|&i| buffer.timestamps[i]),
+        )),
+        _ => {
+            let mut keys = BinaryBuilder::new();
+            for &i in records {
+                keys.append_option(buffer.keys[i].as_deref());
+            }
+            Arc::new(keys.finish())
+        }
+    };
+    if array.data_type() == field.data_type() {
+        return Ok(array);
+    }
+    cast(&array, field.data_type()).map_err(|e| {
+        datafusion::common::DataFusionError::Execution(format!(
+            "metadata column {} of a record in {origin} does not fit type {}: {e}",
+            field.name(),
+            field.data_type()
+        ))
+    })
 }

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::KafkaTable;
 use super::options::{BoundedMode, KafkaSourceOptions, StartupMode};
 use super::records::{BatchAssembler, OutputColumn, RecordBuffer};
+use super::upsert::{Normalizer, RowOrigin};
 use crate::catalog::table_definition::{ColumnKind, TableDefinition};
 use crate::changelog::ChangelogMode;
 use crate::connectors::format::{Format, decoder};
@@ -144,7 +145,9 @@ impl SourceConnector for KafkaSource {
     }
 
     fn changelog(&self) -> ChangelogMode {
-        ChangelogMode::of_changes(self.table.value.format.is_changelog())
+        ChangelogMode::of_changes(
+            self.table.value.format.is_changelog() || self.table.upsert.is_some(),
+        )
     }
 
     fn is_bounded(&self) -> bool {
@@ -196,9 +199,11 @@ impl SourceConnector for KafkaSource {
                 &value_projection,
             )?)
         };
-        let wants_key = columns
-            .iter()
-            .any(|c| matches!(c, OutputColumn::Metadata(k) if k == "key"));
+        let upsert = self.normalizer(projection)?;
+        let wants_key = upsert.is_some()
+            || columns
+                .iter()
+                .any(|c| matches!(c, OutputColumn::Metadata(k) if k == "key"));
         Ok(Box::new(KafkaReader {
             plan: Some(ReadPlan {
                 table: self.table.clone(),
@@ -209,6 +214,7 @@ impl SourceConnector for KafkaSource {
                 resume: HashMap::new(),
                 batch_size: self.batch_size.unwrap_or(batch_size).max(1),
                 wants_key,
+                upsert,
                 assembler: BatchAssembler {
                     schema,
                     columns,
@@ -224,10 +230,62 @@ impl SourceConnector for KafkaSource {
     }
 
     fn explain(&self) -> String {
-        format!(
-            "topic={}, format={}, servers={}",
-            self.table.topic, self.table.value.format, self.table.servers
+        match &self.table.upsert {
+            Some(layout) => format!(
+                "topic={}, upsert on key ({}) in {}, value format={}, servers={}",
+                self.table.topic,
+                layout
+                    .key_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                layout.key_format.format,
+                self.table.value.format,
+                self.table.servers
+            ),
+            None => format!(
+                "topic={}, format={}, servers={}",
+                self.table.topic, self.table.value.format, self.table.servers
+            ),
+        }
+    }
+}
+
+impl KafkaSource {
+    /// An upsert-kafka reader's normalizer, producing the columns `projection`; `None` for
+    /// a plain Kafka table.
+    fn normalizer(&self, projection: &[usize]) -> Result<Option<Normalizer>> {
+        let Some(layout) = &self.table.upsert else {
+            return Ok(None);
+        };
+        let origins = self
+            .origins
+            .iter()
+            .map(|origin| match origin {
+                Err(key) => RowOrigin::Metadata(key.clone()),
+                Ok(physical) => match layout.value.iter().position(|v| v == physical) {
+                    Some(i) => RowOrigin::Value(i),
+                    None => RowOrigin::Key(
+                        layout
+                            .key
+                            .iter()
+                            .position(|k| k == physical)
+                            .unwrap_or_default(),
+                    ),
+                },
+            })
+            .collect();
+        let value_schema = Arc::new(self.table.physical.project(&layout.value)?);
+        Normalizer::try_new(
+            layout,
+            (&self.table.value, value_schema),
+            (Arc::clone(&self.schema), origins),
+            projection.to_vec(),
+            self.table.topic.clone(),
         )
+        .map(Some)
     }
 }
 
@@ -243,6 +301,8 @@ struct ReadPlan {
     resume: HashMap<i32, i64>,
     batch_size: usize,
     wants_key: bool,
+    /// An upsert-kafka reader's last rows per key, which turn its records into changes.
+    upsert: Option<Normalizer>,
     assembler: BatchAssembler,
 }
 
@@ -350,6 +410,11 @@ struct Split {
     consumed: i64,
     /// Next offset after the rows handed out (what a checkpoint stores).
     emitted: i64,
+    /// Records before this offset were handed out before the checkpoint this reader resumes
+    /// from: an upsert-kafka reader reads them again only to learn each key's last row.
+    replay_until: i64,
+    /// True if `buffer` holds records being replayed.
+    buffer_replays: bool,
     /// Exclusive end of a bounded read.
     stop: Option<i64>,
     /// `timestamp` startup: records are skipped until the first one at or after this time
@@ -479,13 +544,27 @@ fn read_partitions(
                     }
                     split.skip_before = None;
                 }
-                // Tombstones carry no row; nor do blank json/csv values (raw keeps them).
-                if let Some(value) = message
+                // Records replayed and records handed on never share a batch.
+                let replay = offset < split.replay_until;
+                if replay != split.buffer_replays && !split.buffer.is_empty() {
+                    buffered -= split.buffer.len();
+                    if !emit(&mut plan, &mut splits, i, tx, malformed)? {
+                        return Ok(());
+                    }
+                }
+                let split = &mut splits[i];
+                split.buffer_replays = replay;
+                let key = if plan.wants_key { message.key() } else { None };
+                if plan.upsert.is_some() {
+                    // A tombstone deletes its key.
+                    split.buffer.push(message.payload(), offset, time, key);
+                    buffered += 1;
+                } else if let Some(value) = message
                     .payload()
                     .filter(|v| table.value.format == Format::Raw || !is_blank(v))
                 {
-                    let key = if plan.wants_key { message.key() } else { None };
-                    split.buffer.push(value, offset, time, key);
+                    // Tombstones carry no row; nor do blank json/csv values (raw keeps them).
+                    split.buffer.push(Some(value), offset, time, key);
                     buffered += 1;
                 }
                 if split.stop.is_some_and(|stop| split.consumed >= stop) {
@@ -560,12 +639,26 @@ fn emit(
     if splits[i].buffer.is_empty() {
         return Ok(true);
     }
-    let partition = splits[i].partition;
-    let batch = plan.assembler.assemble(partition, &mut splits[i].buffer)?;
-    if let Some(decoder) = &plan.assembler.decoder {
-        malformed.store(decoder.skipped(), Ordering::Relaxed);
-    }
-    splits[i].emitted = splits[i].consumed;
+    let split = &mut splits[i];
+    let batch = match &mut plan.upsert {
+        Some(normalizer) => {
+            let changes =
+                normalizer.apply(split.partition, &mut split.buffer, !split.buffer_replays)?;
+            malformed.store(normalizer.skipped(), Ordering::Relaxed);
+            changes.map(|(batch, kinds)| (batch, Some(kinds)))
+        }
+        None => {
+            let batch = plan
+                .assembler
+                .assemble(split.partition, &mut split.buffer)?;
+            if let Some(decoder) = &plan.assembler.decoder {
+                malformed.store(decoder.skipped(), Ordering::Relaxed);
+            }
+            batch
+        }
+    };
+    // Never back: records replayed lie before the position resumed from.
+    split.emitted = split.emitted.max(split.consumed);
     let Some((batch, kinds)) = batch else {
         return Ok(true);
     };
@@ -715,12 +808,19 @@ fn resolve_offsets(plan: &ReadPlan, consumer: &BaseConsumer) -> Result<Vec<Split
         .partitions
         .iter()
         .map(|&p| {
-            let start = plan
+            let resumed = plan
                 .resume
                 .get(&p)
                 .or_else(|| starts.get(&p))
                 .copied()
                 .unwrap_or(ends[&p].0);
+            // An upsert-kafka reader starts over to learn the last rows, handing on only what
+            // lies past the position it resumes from.
+            let start = if plan.upsert.is_some() {
+                ends[&p].0.min(resumed)
+            } else {
+                resumed
+            };
             let stop = stops.get(&p).copied();
             let skip_before = match &plan.startup {
                 StartupMode::Timestamp(ts) if !plan.resume.contains_key(&p) => Some(*ts),
@@ -734,7 +834,9 @@ fn resolve_offsets(plan: &ReadPlan, consumer: &BaseConsumer) -> Result<Vec<Split
                 partition: p,
                 buffer: RecordBuffer::default(),
                 consumed: start,
-                emitted: start,
+                emitted: resumed,
+                replay_until: resumed,
+                buffer_replays: false,
                 stop,
                 skip_before,
                 stop_at_time,

@@ -56,12 +56,16 @@ impl KafkaSink {
         options: KafkaSinkOptions,
     ) -> Result<Self> {
         let written: Vec<_> = def.columns.iter().filter(|c| !c.is_computed()).collect();
-        let value_columns = written
+        let physical: Vec<usize> = written
             .iter()
             .enumerate()
             .filter(|(_, c)| matches!(c.kind, ColumnKind::Physical))
             .map(|(i, _)| i)
             .collect();
+        let value_columns = match &table.upsert {
+            Some(layout) => layout.value.iter().map(|&p| physical[p]).collect(),
+            None => physical,
+        };
         let timestamp_column = written.iter().position(|c| {
             matches!(&c.kind, ColumnKind::Metadata { key, is_virtual: false } if key == "timestamp")
         });
@@ -150,9 +154,12 @@ impl SinkConnector for KafkaSink {
         let records = RecordEncoder::try_new(
             &self.table.value,
             self.value_columns.clone(),
-            &self.key,
-            self.key_columns.clone(),
+            (&self.key, self.key_columns.clone()),
             self.timestamp_column,
+            self.table
+                .upsert
+                .as_ref()
+                .map(|u| Arc::clone(&u.key_schema)),
         )?;
         Ok(Box::new(KafkaWriter::new(
             self.table.clone(),
@@ -252,12 +259,18 @@ impl SinkConnector for KafkaSink {
         verdicts(&self.table, &pre_commits)
     }
 
-    /// With a changelog format (`debezium-json`).
+    /// With a changelog format (`debezium-json`), or as upsert-kafka.
     fn accepts_changes(&self) -> bool {
-        self.table.value.format.is_changelog()
+        self.table.value.format.is_changelog() || self.table.upsert.is_some()
     }
 
     fn explain(&self) -> String {
+        if self.table.upsert.is_some() {
+            return format!(
+                "topic={}, upsert on its PRIMARY KEY, value format={}, servers={}, delivery={:?}",
+                self.table.topic, self.table.value.format, self.table.servers, self.guarantee
+            );
+        }
         format!(
             "topic={}, format={}, servers={}, delivery={:?}",
             self.table.topic, self.table.value.format, self.table.servers, self.guarantee

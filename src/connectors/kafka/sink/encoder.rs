@@ -1,10 +1,14 @@
 //! Rows to record payloads, one record each.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, AsArray, Int8Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Result;
+
+use crate::connectors::kafka::upsert::upsert_records;
 
 use crate::connectors::format::{Format, FormatOptions, LineEncoder, encoder as line_encoder};
 
@@ -104,17 +108,24 @@ pub(super) struct RecordEncoder {
     key: Option<RowEncoder>,
     key_columns: Vec<usize>,
     timestamp_column: Option<usize>,
+    /// upsert-kafka: the record key's schema (its names without `key.fields-prefix`); the
+    /// kinds of changelog rows choose between a value, a tombstone and no record.
+    upsert: Option<SchemaRef>,
 }
 
 impl RecordEncoder {
+    /// Records whose value holds the columns `value_columns` in format `value`, whose key holds
+    /// `key_columns` in `key`'s format, and whose timestamp is `timestamp_column`; `upsert`
+    /// is an upsert-kafka table's key schema.
     pub(super) fn try_new(
         value: &FormatOptions,
         value_columns: Vec<usize>,
-        key: &FormatOptions,
-        key_columns: Vec<usize>,
+        (key, key_columns): (&FormatOptions, Vec<usize>),
         timestamp_column: Option<usize>,
+        upsert: Option<SchemaRef>,
     ) -> Result<Self> {
         Ok(Self {
+            upsert,
             value: encoder(value)?,
             value_columns,
             key: (!key_columns.is_empty())
@@ -132,14 +143,35 @@ impl RecordEncoder {
         batch: &RecordBatch,
         kinds: Option<&Int8Array>,
     ) -> Result<Vec<Record>> {
-        let values = self
+        let value_kinds = if self.upsert.is_some() { None } else { kinds };
+        let mut values = self
             .value
-            .encode(&batch.project(&self.value_columns)?, kinds)?;
-        let mut keys = match &mut self.key {
-            Some(encoder) => encoder.encode(&batch.project(&self.key_columns)?, None)?,
+            .encode(&batch.project(&self.value_columns)?, value_kinds)?;
+        let key_batch = batch.project(&self.key_columns)?;
+        let key_batch = match &self.upsert {
+            Some(schema) => RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                key_batch.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )?,
+            None => key_batch,
+        };
+        let keys = match &mut self.key {
+            Some(encoder) => encoder.encode(&key_batch, None)?,
             None => Vec::new(),
+        };
+        // upsert-kafka: per row a value, a tombstone or nothing.
+        let mut wanted = vec![true; values.len()];
+        if let (Some(_), Some(kinds)) = (&self.upsert, kinds) {
+            for (i, record) in upsert_records(kinds, &keys).into_iter().enumerate() {
+                match record {
+                    Some(true) => {}
+                    Some(false) => values[i] = None,
+                    None => wanted[i] = false,
+                }
+            }
         }
-        .into_iter();
+        let mut keys = keys.into_iter();
         let timestamps = match self.timestamp_column {
             Some(i) => Some(cast(
                 batch.column(i),
@@ -158,14 +190,14 @@ impl RecordEncoder {
                 key: keys.next().flatten(),
                 timestamp: timestamps.and_then(|ts| (!ts.is_null(i)).then(|| ts.value(i))),
             })
+            .zip(wanted)
+            .filter_map(|(record, wanted)| wanted.then_some(record))
             .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{Field, Schema};
