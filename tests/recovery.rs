@@ -968,52 +968,13 @@ fn copy_dir(from: &Path, to: &Path) {
 /// exactly the oracle's rows.
 #[test]
 fn kafka_offsets_resume_exactly() {
-    use rdkafka::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     // The mock cluster keeps at most 5 MB per partition: 50 000 records fit.
     let fixture = Fixture::with_rows(50_000);
     let expected = fixture.oracle(TUMBLE_BATCH);
     let mock = MockCluster::new(1).unwrap();
-    mock.create_topic("events", 2, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &servers)
-        .create()
-        .unwrap();
-    for f in 0..2 {
-        let text = std::fs::read_to_string(fixture.path(&format!("in/part{f}.json"))).unwrap();
-        for line in text.lines() {
-            let mut record = BaseRecord::<(), str>::to("events")
-                .partition(f)
-                .payload(line);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        record = r;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &servers)
-        .set("group.id", "check")
-        .create()
-        .unwrap();
-    for p in 0..2 {
-        let marks = consumer.fetch_watermarks("events", p, Duration::from_secs(10));
-        assert_eq!(
-            marks.unwrap(),
-            (0, 50_000),
-            "partition {p} holds every record"
-        );
-    }
+    let servers = fixture.produce_to_kafka(&mock, "events");
     let source = format!(
         "'connector' = 'kafka', 'topic' = 'events', 'properties.bootstrap.servers' = '{servers}', \
          'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
@@ -1040,6 +1001,162 @@ fn kafka_offsets_resume_exactly() {
         );
         assert!(got == expected, "rows differ after a crash at {failpoint}");
     }
+}
+
+impl Fixture {
+    /// Produces the input files to `topic`, one 2-partition topic of `mock` (file `f` to
+    /// partition `f`); returns the bootstrap servers.
+    fn produce_to_kafka(
+        &self,
+        mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        topic: &str,
+    ) -> String {
+        use rdkafka::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+        mock.create_topic(topic, 2, 1).unwrap();
+        let servers = mock.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create()
+            .unwrap();
+        let mut lines = [0i64; 2];
+        for f in 0..2 {
+            let text = std::fs::read_to_string(self.path(&format!("in/part{f}.json"))).unwrap();
+            for line in text.lines() {
+                let mut record = BaseRecord::<(), str>::to(topic).partition(f).payload(line);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            record = r;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                    }
+                }
+                lines[f as usize] += 1;
+            }
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", "check")
+            .create()
+            .unwrap();
+        for p in 0..2 {
+            let marks = consumer.fetch_watermarks(topic, p, Duration::from_secs(10));
+            assert_eq!(
+                marks.unwrap(),
+                (0, lines[p as usize]),
+                "partition {p} holds every record"
+            );
+        }
+        servers
+    }
+}
+
+/// upsert-kafka under crashes, both ways. An updating query writes its groups exactly once to
+/// an upsert-kafka topic, crashing once: the topic's last record per key is the batch answer.
+/// That topic read back as upsert-kafka into a debezium-json changelog, crashing once and
+/// resuming at another parallelism (the restored readers replay their partitions up to the
+/// checkpoint to learn each key's last row): the changelog holds every row once and ends in the
+/// same answer.
+#[test]
+fn upsert_kafka_resumes_exactly() {
+    use rdkafka::mocking::MockCluster;
+
+    let fixture = Fixture::with_rows(50_000);
+    let expected = fixture.updating_oracle(UPDATING);
+    let mock = MockCluster::new(1).unwrap();
+    let servers = fixture.produce_to_kafka(&mock, "events");
+    mock.create_topic("totals", 2, 1).unwrap();
+    let totals = |extra: &str| {
+        format!(
+            "CREATE TABLE totals (k BIGINT, n BIGINT, total BIGINT, PRIMARY KEY (k) NOT ENFORCED) \
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'totals', \
+                   'properties.bootstrap.servers' = '{servers}', 'key.format' = 'json', \
+                   'value.format' = 'json'{extra});\n"
+        )
+    };
+    let write = format!(
+        "SET 'batch-size' = '500';\nSET 'execution.runtime-mode' = 'streaming';\n\
+         CREATE TABLE src (k BIGINT, v BIGINT, ts TIMESTAMP(3)) \
+           WITH ('connector' = 'kafka', 'topic' = 'events', \
+                 'properties.bootstrap.servers' = '{servers}', 'format' = 'json', \
+                 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');\n\
+         {}INSERT INTO totals {UPDATING};\n",
+        totals(
+            ", 'sink.delivery-guarantee' = 'exactly-once', \
+             'sink.transactional-id-prefix' = 'totals'"
+        )
+    );
+    let script = fixture.path("write.sql");
+    std::fs::write(&script, write).unwrap();
+    let state = fixture.path("write-state");
+    assert_eq!(
+        run_with_state(&script, &state, 2, Some("after-manifest@3")),
+        86
+    );
+    assert_eq!(run_with_state(&script, &state, 2, None), 0);
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", "check-totals")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut last = std::collections::BTreeMap::new();
+    {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::message::Message;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset("totals", p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut eof = 0;
+        while eof < 2 {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    let row: serde_json::Value =
+                        serde_json::from_slice(m.payload().expect("no tombstone")).unwrap();
+                    last.insert(
+                        row["k"].as_i64().unwrap(),
+                        format!("{},{},{}", row["k"], row["n"], row["total"]),
+                    );
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+                other => panic!("reading totals: {other:?}"),
+            }
+        }
+    }
+    let mut last: Vec<String> = last.into_values().collect();
+    last.sort();
+    assert_eq!(last, expected, "the last record per key after a crash");
+
+    let read = format!(
+        "SET 'batch-size' = '100';\nSET 'execution.runtime-mode' = 'streaming';\n{}\
+         CREATE TABLE dst (k BIGINT, n BIGINT, total BIGINT) \
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'debezium-json');\n\
+         INSERT INTO dst SELECT * FROM totals;\n",
+        totals(", 'scan.bounded.mode' = 'latest-offset'"),
+        fixture.path("out").display()
+    );
+    let script = fixture.path("read.sql");
+    std::fs::write(&script, read).unwrap();
+    let state = fixture.path("read-state");
+    assert_eq!(
+        run_with_state(&script, &state, 2, Some("after-manifest@2")),
+        86
+    );
+    assert_eq!(run_with_state(&script, &state, 1, None), 0);
+    assert_eq!(
+        changelog_result(&fixture.path("out")),
+        expected,
+        "the changelog read back after a crash, resumed at parallelism 1"
+    );
 }
 
 /// A job joining the stream with a dimension table resumes with the whole table: the table is

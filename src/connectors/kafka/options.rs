@@ -232,7 +232,8 @@ fn upsert_format(options: &TableOptions, prefix: &str) -> Result<FormatOptions> 
         &format!("upsert-kafka, under '{prefix}'"),
         &[KEY_OR_VALUE_OPTIONS, FORMAT_OPTIONS],
     )?;
-    let format = Format::parse(&under, "format", FORMATS)?.unwrap_or(Format::Json);
+    let format =
+        Format::parse(options, &format!("{prefix}format"), FORMATS)?.unwrap_or(Format::Json);
     FormatOptions::parse_for(format, &under)
 }
 
