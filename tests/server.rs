@@ -632,7 +632,60 @@ async fn materialized_view_is_queryable_while_its_job_runs() {
     assert_eq!(code(&e), SqlState::UNDEFINED_TABLE.code(), "{e}");
 }
 
-/// A materialized view over an updating query (a GROUP BY without a window) holds the query's
+/// A memory table with a PRIMARY KEY keeps one row per key, and views over it follow: an INSERT
+/// of a key the table holds replaces its row, and the views see the old row taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_a_keyed_table_see_replaced_rows_taken_back() {
+    let (port, _stop) = start().await;
+    let client = connect(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE kv (k VARCHAR, v BIGINT, PRIMARY KEY (k) NOT ENFORCED) \
+               WITH ('connector' = 'memory'); \
+             INSERT INTO kv VALUES ('a', 1), ('b', 2), ('a', 3); \
+             CREATE MATERIALIZED VIEW sums AS SELECT COUNT(*) AS n, SUM(v) AS s FROM kv; \
+             CREATE MATERIALIZED VIEW per_v AS SELECT v % 2 AS odd, COUNT(*) AS n FROM kv \
+               GROUP BY v % 2",
+        )
+        .await
+        .expect("create");
+    let row = |cells: &[&str]| {
+        cells
+            .iter()
+            .map(|c| Some(c.to_string()))
+            .collect::<Vec<_>>()
+    };
+    client.batch_execute("FLUSH").await.expect("flush");
+    assert_eq!(
+        simple_rows(&client, "SELECT n, s FROM sums").await,
+        vec![row(&["2", "5"])]
+    );
+    client
+        .batch_execute("INSERT INTO kv VALUES ('b', 20), ('c', 30); FLUSH")
+        .await
+        .expect("insert");
+    assert_eq!(
+        simple_rows(&client, "SELECT n, s FROM sums").await,
+        vec![row(&["3", "53"])]
+    );
+    assert_eq!(
+        simple_rows(&client, "SELECT odd, n FROM per_v ORDER BY odd").await,
+        vec![row(&["0", "2"]), row(&["1", "1"])]
+    );
+    client
+        .batch_execute("DELETE FROM kv WHERE k = 'a'; FLUSH")
+        .await
+        .expect("delete");
+    assert_eq!(
+        simple_rows(&client, "SELECT n, s FROM sums").await,
+        vec![row(&["2", "50"])]
+    );
+    assert_eq!(
+        simple_rows(&client, "SELECT odd, n FROM per_v ORDER BY odd").await,
+        vec![row(&["0", "2"])]
+    );
+}
+
 /// A memory table is a changelog source for materialized views: INSERT, UPDATE and DELETE on
 /// it reach the views' jobs, which keep running; a view over a view follows too. After each
 /// change `FLUSH` waits for the views, which then hold the batch answer over the table.
@@ -835,6 +888,7 @@ async fn views_over_a_memory_table_follow_its_inserts_updates_and_deletes() {
     );
 }
 
+/// A materialized view over an updating query (a GROUP BY without a window) holds the query's
 /// current result: while its job reads an unbounded stream every auction is in it once, and
 /// over a bounded stream (`execution.runtime-mode` = `streaming`) it ends as the batch answer.
 /// A plain SELECT of the query shows its changelog, `op` first.

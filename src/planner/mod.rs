@@ -17,7 +17,8 @@
 //!    sets, ROLLUP and CUBE); before it, [`timestamp_literals`] completes timestamps written
 //!    without seconds. After DataFusion's rules, [`updating_aggregate_rule`] turns any other
 //!    `GROUP BY` (and DISTINCT) over a stream that never ends into an
-//!    [`updating_aggregate_node::UpdatingAggregateNode`], whose result is a changelog.
+//!    [`updating_aggregate_node::UpdatingAggregateNode`], whose result is a changelog;
+//!    [`upsert_key`] says which columns tell its rows apart (a materialized view's key).
 //! 5. [`extension_planner`]: the logical nodes to physical streaming operators;
 //!    [`connector_table`]: a declared table as a DataFusion `TableProvider` whose scans and
 //!    inserts are streaming sources and sinks.
@@ -35,6 +36,7 @@ pub mod streaming_rule;
 pub mod timestamp_literals;
 pub mod updating_aggregate_node;
 pub mod updating_aggregate_rule;
+pub mod upsert_key;
 pub mod window_aggregate_node;
 pub mod window_aggregate_rule;
 pub mod window_assign_node;

@@ -416,8 +416,9 @@ fn check_changelogs(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
             "table {} (connector '{}') can only append rows, but this query's result changes \
              as rows arrive (a GROUP BY without a window, or a changelog source): its rows are \
              inserts, updates and deletes. Write it to a 'print' or 'blackhole' table, to a \
-             'filesystem' or 'kafka' table with 'format' = 'debezium-json', or keep it in a \
-             materialized view; or aggregate per window (TUMBLE, HOP, SESSION), whose results \
+             'filesystem' or 'kafka' table with 'format' = 'debezium-json', to an 'upsert-kafka' \
+             table keyed by its PRIMARY KEY, or keep it in a materialized view or a memory \
+             table; or aggregate per window (TUMBLE, HOP, SESSION), whose results \
              are final",
             sink.table(),
             sink.sink().name()

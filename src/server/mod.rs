@@ -298,18 +298,29 @@ impl Server {
                 twice.name
             );
         }
-        let shown: Vec<String> = columns
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let mut shown: Vec<String> = columns
             .iter()
             .map(|c| {
                 let t = session::sql_type(&c.data_type).unwrap_or_else(|| c.data_type.to_string());
-                format!("\"{}\" {t}", c.name.replace('"', "\"\""))
+                format!("{} {t}", quote(&c.name))
             })
             .collect();
+        // Keyed by the query's upsert key (its GROUP BY keys): one row per key.
+        let primary_key: Vec<String> = crate::planner::upsert_key::upsert_key(df.logical_plan())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| columns.get(i).map(|c| c.name.clone()))
+            .collect();
+        if !primary_key.is_empty() {
+            let names: Vec<String> = primary_key.iter().map(|n| quote(n)).collect();
+            shown.push(format!("PRIMARY KEY ({}) NOT ENFORCED", names.join(", ")));
+        }
         let definition = TableDefinition {
             name: name.to_string(),
             columns,
             watermark: None,
-            primary_key: Vec::new(),
+            primary_key,
             options: TableOptions::new(
                 name,
                 [("connector".to_string(), "memory".to_string())].into(),

@@ -94,8 +94,9 @@ impl MemoryStore {
                 return Ok(None);
             }
             let (batch, kinds) = change(old)?;
-            rows.apply_changes(&schema, batch.clone(), &kinds)?;
-            Ok(Some((batch, Some(kinds))))
+            Ok(rows
+                .apply_changes(&schema, batch, &kinds)?
+                .map(|(batch, kinds)| (batch, Some(kinds))))
         })?;
         Ok(found)
     }

@@ -6,8 +6,16 @@
 //! filled by a job that failed (a materialized view) answers scans with the job's error.
 //!
 //! A memory table also takes the changelog of an updating query (a materialized view over a
-//! GROUP BY without a window): `+I` and `+U` rows are added, `-U` and `-D` rows take one equal
-//! row back (as Flink applies a retract stream), so the table holds the query's current result.
+//! GROUP BY without a window), so that it holds the query's current result:
+//!
+//! - **Keyed** by its upsert key (a materialized view's GROUP BY keys, or a table's
+//!   `PRIMARY KEY (...) NOT ENFORCED`), it holds at most one row per key: `+I` and `+U` rows
+//!   replace the row of their key (an INSERT too), `-U` and `-D` rows delete it, whatever its
+//!   other values. Its live readers get the changes as they took effect: a row replaced is
+//!   taken back (`-U`) before the new one comes (`+U`), a delete of a key not held is nothing.
+//! - **Without a key**, `+I` and `+U` rows are added and `-U` and `-D` rows take one equal row
+//!   back (as Flink applies a retract stream).
+//!
 //! Taken-back rows are masked, and the table is compacted once they are the majority.
 //!
 //! `UPDATE` and `DELETE` change it the same way ([`dml`]). Every change reaches the table's
@@ -25,7 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{BooleanArray, Int8Array};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -35,7 +43,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReser
 use super::{SinkConnector, SinkWriter, SourceBatch, SourceConnector, SourceReader};
 use crate::catalog::options::{OptionSpec, SOURCE_COMMON_OPTIONS};
 use crate::catalog::table_definition::TableDefinition;
-use crate::changelog::{ChangelogMode, kind_at};
+use crate::changelog::{ChangelogMode, RowKind, kind_at};
 use crate::error::{SqlStateError, with_sqlstate};
 
 /// Options of an in-memory table (only the common source options).
@@ -64,6 +72,8 @@ static NEXT_WRITER: AtomicU64 = AtomicU64::new(0);
 /// The stored batches, and what changelogs took back from them.
 #[derive(Debug, Default)]
 struct Rows {
+    /// The upsert key's columns: at most one live row per key (see the module docs).
+    key: Option<Vec<usize>>,
     batches: Vec<RecordBatch>,
     /// Per batch, the rows taken back (empty: none).
     removed: Vec<Vec<bool>>,
@@ -75,10 +85,13 @@ struct Rows {
     index: Option<RowIndex>,
 }
 
-/// The live rows a changelog may take back, by their bytes in the row format.
+/// The live rows a changelog may take back, by their bytes in the row format (of the key's
+/// columns, when keyed).
 struct RowIndex {
     converter: RowConverter,
-    /// Each live copy of a row: (batch, row).
+    /// The upsert key's columns (then every row has its own key).
+    key: Option<Vec<usize>>,
+    /// Each live copy of a row (of a key: one): (batch, row).
     positions: HashMap<Box<[u8]>, Vec<(usize, usize)>>,
 }
 
@@ -91,15 +104,45 @@ impl std::fmt::Debug for RowIndex {
 }
 
 impl RowIndex {
+    /// The index of rows of `schema`, keyed by the columns `key` or by whole rows.
+    fn new(schema: &SchemaRef, key: Option<&[usize]>) -> Result<Self> {
+        let fields = match key {
+            Some(key) => key
+                .iter()
+                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+                .collect(),
+            None => schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        };
+        Ok(Self {
+            converter: RowConverter::new(fields)?,
+            key: key.map(<[usize]>::to_vec),
+            positions: HashMap::new(),
+        })
+    }
+
+    /// What the rows of `batch` are indexed by: their bytes in the row format (of the key's
+    /// columns, when keyed; an empty key is the same for every row).
+    fn encode(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
+        let columns = match &self.key {
+            Some(key) if key.is_empty() => return Ok(vec![Box::from([]); batch.num_rows()]),
+            Some(key) => key.iter().map(|&i| Arc::clone(batch.column(i))).collect(),
+            None => batch.columns().to_vec(),
+        };
+        let encoded = self.converter.convert_columns(&columns)?;
+        Ok((0..batch.num_rows())
+            .map(|i| encoded.row(i).data().into())
+            .collect())
+    }
+
     /// Indexes the rows of `batch`, stored as batch `at`, that `removed` does not mask.
     fn add(&mut self, batch: &RecordBatch, at: usize, removed: &[bool]) -> Result<()> {
-        let encoded = self.converter.convert_columns(batch.columns())?;
-        for i in 0..batch.num_rows() {
+        for (i, key) in self.encode(batch)?.into_iter().enumerate() {
             if !removed.get(i).copied().unwrap_or(false) {
-                self.positions
-                    .entry(encoded.row(i).data().into())
-                    .or_default()
-                    .push((at, i));
+                self.positions.entry(key).or_default().push((at, i));
             }
         }
         Ok(())
@@ -107,13 +150,37 @@ impl RowIndex {
 }
 
 impl Rows {
-    /// Appends inserted rows (indexed, once an index exists).
-    fn append(&mut self, batch: RecordBatch) -> Result<()> {
+    /// Appends inserted rows (indexed, once an index exists); keyed, each replaces the row
+    /// of its key. Returns the changes as they took effect.
+    fn append(
+        &mut self,
+        schema: &SchemaRef,
+        batch: RecordBatch,
+    ) -> Result<Option<(RecordBatch, Option<Int8Array>)>> {
+        if self.key.is_some() {
+            let inserts = Int8Array::from(vec![RowKind::Insert as i8; batch.num_rows()]);
+            return Ok(self
+                .apply_changes(schema, batch, &inserts)?
+                .map(|(batch, kinds)| (batch, Some(kinds))));
+        }
         if let Some(index) = self.index.as_mut() {
             index.add(&batch, self.batches.len(), &[])?;
         }
-        self.push(batch, Vec::new());
-        Ok(())
+        self.push(batch.clone(), Vec::new());
+        Ok(Some((batch, None)))
+    }
+
+    /// Masks live row `r` of stored batch `b`.
+    fn mask(&mut self, b: usize, r: usize) {
+        if let Some(mask) = self.removed.get_mut(b) {
+            if mask.is_empty() {
+                *mask = vec![false; self.batches[b].num_rows()];
+            }
+            if !mask[r] {
+                mask[r] = true;
+                self.removed_count += 1;
+            }
+        }
     }
 
     fn push(&mut self, batch: RecordBatch, removed: Vec<bool>) {
@@ -140,40 +207,37 @@ impl Rows {
             .collect()
     }
 
-    /// Adds `batch`'s rows of kind `+I`, `+U` and takes one equal live row back for each of
-    /// kind `-U`, `-D` (one that is not there is ignored), in order.
+    /// Applies changelog rows in order (see the module docs): keyed, by their key; without a
+    /// key, adding `batch`'s rows of kind `+I`, `+U` and taking one equal live row back for
+    /// each of kind `-U`, `-D` (one that is not there is ignored). Returns the changes as they
+    /// took effect, for the live readers.
     fn apply_changes(
         &mut self,
         schema: &SchemaRef,
         batch: RecordBatch,
         kinds: &Int8Array,
-    ) -> Result<()> {
+    ) -> Result<Option<(RecordBatch, Int8Array)>> {
         if self.index.is_none() {
-            let fields = schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect();
-            let mut index = RowIndex {
-                converter: RowConverter::new(fields)?,
-                positions: HashMap::new(),
-            };
+            let mut index = RowIndex::new(schema, self.key.as_deref())?;
             // The rows appended before (INSERT) can be taken back too.
             for (b, (batch, removed)) in self.batches.iter().zip(&self.removed).enumerate() {
                 index.add(batch, b, removed)?;
             }
             self.index = Some(index);
         }
+        if self.key.is_some() {
+            return self.apply_keyed(schema, batch, kinds);
+        }
         let Some(index) = self.index.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
-        let encoded = index.converter.convert_columns(batch.columns())?;
+        let encoded = index.encode(&batch)?;
         let at = self.batches.len();
         // The batch's own retraction rows are never live.
         let mut removed = vec![false; batch.num_rows()];
-        for i in 0..batch.num_rows() {
+        for (i, key) in encoded.iter().enumerate() {
             let kind = kind_at(Some(kinds), i)?;
-            let key = encoded.row(i).data();
+            let key = key.as_ref();
             if kind.adds() {
                 index.positions.entry(key.into()).or_default().push((at, i));
                 continue;
@@ -200,7 +264,78 @@ impl Rows {
                 index.positions.remove(key);
             }
         }
+        self.push(batch.clone(), removed);
+        self.compact_if_mostly_removed(schema)?;
+        Ok(Some((batch, kinds.clone())))
+    }
+
+    /// [`apply_changes`](Self::apply_changes) of a keyed table.
+    fn apply_keyed(
+        &mut self,
+        schema: &SchemaRef,
+        batch: RecordBatch,
+        kinds: &Int8Array,
+    ) -> Result<Option<(RecordBatch, Int8Array)>> {
+        let Some(index) = self.index.as_mut() else {
+            return Ok(None);
+        };
+        let encoded = index.encode(&batch)?;
+        let at = self.batches.len();
+        let mut removed = vec![false; batch.num_rows()];
+        // The changes as they take effect: (batch, row) of each row, and its kind.
+        let mut effect: Vec<((usize, usize), RowKind)> = Vec::new();
+        let mut masked = Vec::new();
+        for (i, key) in encoded.into_iter().enumerate() {
+            let kind = kind_at(Some(kinds), i)?;
+            let old = index.positions.remove(&key).and_then(|mut p| p.pop());
+            if let Some((b, r)) = old {
+                if b == at {
+                    removed[r] = true;
+                } else {
+                    masked.push((b, r));
+                }
+            }
+            if kind.adds() {
+                index.positions.insert(key, vec![(at, i)]);
+                match old {
+                    Some(old) => {
+                        effect.push((old, RowKind::UpdateBefore));
+                        effect.push(((at, i), RowKind::UpdateAfter));
+                    }
+                    None => effect.push(((at, i), kind)),
+                }
+            } else {
+                removed[i] = true;
+                if let Some(old) = old {
+                    effect.push((old, kind));
+                }
+            }
+        }
+        for (b, r) in masked {
+            self.mask(b, r);
+        }
         self.push(batch, removed);
+        // Gathered before compacting, which renumbers the batches.
+        let changes = if effect.is_empty() {
+            None
+        } else {
+            let mut used: Vec<usize> = effect.iter().map(|((b, _), _)| *b).collect();
+            used.sort_unstable();
+            used.dedup();
+            let sources: Vec<&RecordBatch> = used.iter().map(|&b| &self.batches[b]).collect();
+            let indices: Vec<(usize, usize)> = effect
+                .iter()
+                .map(|((b, r), _)| (used.binary_search(b).unwrap_or_default(), *r))
+                .collect();
+            let rows = interleave_record_batch(&sources, &indices)?;
+            let kinds = Int8Array::from(effect.iter().map(|(_, k)| *k as i8).collect::<Vec<_>>());
+            Some((rows, kinds))
+        };
+        self.compact_if_mostly_removed(schema)?;
+        Ok(changes)
+    }
+
+    fn compact_if_mostly_removed(&mut self, schema: &SchemaRef) -> Result<()> {
         if self.removed_count > 4096 && self.removed_count * 2 > self.total {
             self.compact(schema)?;
         }
@@ -284,17 +419,18 @@ impl MemoryStore {
     }
 
     fn append(&self, batch: RecordBatch) -> Result<()> {
+        let schema = Arc::clone(&self.schema);
         self.changed(batch.get_array_memory_size(), |rows| {
-            rows.append(batch.clone())?;
-            Ok(Some((batch, None)))
+            rows.append(&schema, batch)
         })
     }
 
     fn apply_changes(&self, batch: RecordBatch, kinds: &Int8Array) -> Result<()> {
         let schema = Arc::clone(&self.schema);
         self.changed(batch.get_array_memory_size(), |rows| {
-            rows.apply_changes(&schema, batch.clone(), kinds)?;
-            Ok(Some((batch, Some(kinds.clone()))))
+            Ok(rows
+                .apply_changes(&schema, batch, kinds)?
+                .map(|(batch, kinds)| (batch, Some(kinds))))
         })
     }
 
@@ -397,10 +533,32 @@ pub fn build(def: &TableDefinition) -> Result<MemoryConnector> {
             def.name
         );
     }
+    let schema = def.source_schema();
+    let key = if def.primary_key.is_empty() {
+        None
+    } else {
+        let mut key = Vec::with_capacity(def.primary_key.len());
+        for name in &def.primary_key {
+            match schema.fields().iter().position(|f| f.name() == name) {
+                Some(i) => key.push(i),
+                None => {
+                    return plan_err!(
+                        "the PRIMARY KEY of table {} names '{name}', which is not one of its \
+                         columns",
+                        def.name
+                    );
+                }
+            }
+        }
+        Some(key)
+    };
     Ok(MemoryConnector {
         store: Arc::new(MemoryStore {
-            schema: def.source_schema(),
-            rows: RwLock::new(Rows::default()),
+            schema,
+            rows: RwLock::new(Rows {
+                key,
+                ..Rows::default()
+            }),
             failure: RwLock::new(None),
             reservation: std::sync::Mutex::new(None),
             publisher: Mutex::new(live::Publisher::default()),
