@@ -1,12 +1,14 @@
 //! Records: JSON, CSV and raw values (valid records with extreme values, mutated records,
 //! random bytes, invalid UTF-8, huge numbers, negative and far-future timestamps), decoded
 //! the two ways the readers decode them (a whole block of text in place, and line by line);
-//! Kafka records with random keys and timestamps assembled with their metadata columns; and,
+//! Kafka records with random keys and timestamps assembled with their metadata columns; the
+//! same records as an upsert-kafka topic (some keys repeated, some tombstones); and,
 //! every few inputs, the same lines as a file read by a windowed query.
 //!
 //! Oracle: no panic; both decodings agree (the same rows, or both an error); every error
-//! names where the bad record is (a line or an offset); a windowed query over the file ends
-//! within its time bound.
+//! names where the bad record is (a line or an offset); an upsert changelog only takes back
+//! rows it gave and holds at most one row per key; a windowed query over the file ends within
+//! its time bound.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -350,6 +352,125 @@ fn assemble_kafka(input: &Input) -> Result<Outcome, String> {
     }
 }
 
+/// The records as an upsert-kafka topic: keyed by `{"k": i % 5}` (or the random key), a
+/// one- or zero-byte value is a tombstone.
+fn normalize_upserts(input: &Input) -> Result<Outcome, String> {
+    use sabot::connectors::kafka::upsert::{Normalizer, RowOrigin, UpsertLayout};
+
+    let values = schema(Format::Json);
+    let format = FormatOptions {
+        ignore_parse_errors: input.ignore_errors,
+        ..FormatOptions::new(sabot::connectors::format::Format::Json)
+    };
+    let key_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+    let layout = UpsertLayout {
+        key: vec![0],
+        key_schema,
+        key_format: format.clone(),
+        value: (0..values.fields().len()).collect(),
+    };
+    let mut fields: Vec<Field> = values.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("off", DataType::Int64, true));
+    let mut origins: Vec<RowOrigin> = (0..values.fields().len()).map(RowOrigin::Value).collect();
+    origins.push(RowOrigin::Metadata("offset".into()));
+    let all: Vec<usize> = (0..fields.len()).collect();
+    let mut normalizer = Normalizer::try_new(
+        &layout,
+        (&format, Arc::clone(&values)),
+        (Arc::new(Schema::new(fields)), origins),
+        all,
+        "fuzzed".into(),
+    )
+    .map_err(|e| format!("the normalizer of a valid layout failed: {e}"))?;
+    let mut buffer = RecordBuffer::default();
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, l) in input.lines.iter().take(64).enumerate() {
+        let value = line(Format::Json, b',', l);
+        let key = match input.keys.get(i) {
+            Some((Some(k), _)) if i % 3 == 0 => k.clone(),
+            _ => format!("{{\"k\": {}}}", i % 5).into_bytes(),
+        };
+        keys.insert(key.clone());
+        let tombstone = matches!(l, Line::Bytes(b) if b.len() < 2);
+        buffer.push(
+            (!tombstone).then_some(&value[..]),
+            i as i64,
+            None,
+            Some(&key),
+        );
+    }
+    // In two halves, the first replayed, the second handed on.
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    for (half, emit) in [(0usize, false), (1, true)] {
+        let mut part = RecordBuffer::default();
+        for i in 0..buffer.len() {
+            if (i * 2 >= buffer.len()) as usize == half {
+                part.push(
+                    buffer.present[i].then_some(&buffer.values[i][..]),
+                    buffer.offsets[i],
+                    None,
+                    buffer.keys[i].as_deref(),
+                );
+            }
+        }
+        if part.is_empty() {
+            continue;
+        }
+        match normalizer.apply(1, &mut part, emit) {
+            Ok(None) => {}
+            Ok(Some((batch, kinds))) => {
+                if !emit {
+                    return Err("a replay handed on changes".into());
+                }
+                for i in 0..batch.num_rows() {
+                    let row: Vec<String> = batch
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            datafusion::arrow::util::display::array_value_to_string(c, i)
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    let row = row.join("|");
+                    match kinds.value(i) {
+                        0 | 2 => *held.entry(row).or_default() += 1,
+                        _ => {
+                            // Rows of the replayed half were never handed on here.
+                            if let Some(n) = held.get_mut(&row) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    held.remove(&row);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let m = e.to_string();
+                if !m.contains("offset") {
+                    return Err(format!("an upsert record error that names no record: {m}"));
+                }
+                return Ok("upsert: error".into());
+            }
+        }
+    }
+    if normalizer.keys_held() > keys.len() {
+        return Err(format!(
+            "{} keys held after {} distinct keys",
+            normalizer.keys_held(),
+            keys.len()
+        ));
+    }
+    if held.values().sum::<i64>() as usize > normalizer.keys_held() {
+        return Err(format!(
+            "the changelog holds {held:?}, more rows than the {} keys held",
+            normalizer.keys_held()
+        ));
+    }
+    Ok("upsert: ok".into())
+}
+
 /// The records as a file under a windowed query.
 async fn query_file(input: &Input, dir: &std::path::Path, n: usize) -> Result<Outcome, String> {
     let format = match input.format {
@@ -422,9 +543,14 @@ fn fuzz_target_records() {
         n += 1;
         let decoded = decode_both(&input)?;
         let kafka = assemble_kafka(&input)?;
+        let upsert = normalize_upserts(&input)?;
         if n.is_multiple_of(10) {
             return rt.block_on(query_file(&input, dir.path(), n));
         }
-        Ok(if n.is_multiple_of(2) { decoded } else { kafka })
+        Ok(match n % 3 {
+            0 => decoded,
+            1 => kafka,
+            _ => upsert,
+        })
     });
 }
