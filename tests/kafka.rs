@@ -1062,6 +1062,59 @@ async fn upsert_kafka_source_normalizes_records() -> Result<()> {
         changelog_lines(&ctx, "SELECT * FROM read_scores").await?,
         vec!["+I|x|7", "+I|y|8", "-U|x|7", "+U|x|9"]
     );
+    // A record without a key, or whose key lacks the key column, is an error naming it, or
+    // skipped with 'key.json.ignore-parse-errors'; a value with a line break is one record.
+    mock.create_topic("messy", 1, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::<str, str>::to("messy")
+                .partition(0)
+                .payload(r#"{"id": 9, "name": "n", "score": 1}"#),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    produce_upserts(
+        &servers,
+        "messy",
+        &[
+            (r#"{"other": 1}"#, Some(&rows[0])),
+            (
+                r#"{"id": 1}"#,
+                Some("{\"id\": 1,\n \"name\": \"multi\", \"score\": 2}"),
+            ),
+        ],
+    );
+    let messy = |extra: &str| {
+        format!(
+            "CREATE TABLE messy{} (id BIGINT, name STRING, score BIGINT, \
+               PRIMARY KEY (id) NOT ENFORCED) \
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'messy', \
+                   'properties.bootstrap.servers' = '{servers}', 'key.format' = 'json', \
+                   'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset'{extra})",
+            if extra.is_empty() { "" } else { "_skipping" }
+        )
+    };
+    ctx.sql(&messy("")).await?;
+    let err = changelog_lines(&ctx, "SELECT * FROM messy")
+        .await
+        .expect_err("a record without a key");
+    assert!(
+        err.to_string()
+            .contains("topic messy partition 0 at offset 0 has no key"),
+        "{err}"
+    );
+    ctx.sql(&messy(", 'key.json.ignore-parse-errors' = 'true'"))
+        .await?;
+    assert_eq!(
+        changelog_lines(&ctx, "SELECT * FROM messy_skipping").await?,
+        vec!["+I|1|multi|2"]
+    );
+
     ctx.sql(&scores("")).await?;
     ctx.sql("INSERT INTO scores VALUES ('z', 10)")
         .await?

@@ -1058,10 +1058,10 @@ impl Fixture {
 
 /// upsert-kafka under crashes, both ways. An updating query writes its groups exactly once to
 /// an upsert-kafka topic, crashing once: the topic's last record per key is the batch answer.
-/// That topic read back as upsert-kafka into a debezium-json changelog, crashing once and
-/// resuming at another parallelism (the restored readers replay their partitions up to the
-/// checkpoint to learn each key's last row): the changelog holds every row once and ends in the
-/// same answer.
+/// That topic read back as upsert-kafka into a debezium-json changelog, crashing at
+/// parallelism 2, crashing again at parallelism 1 (the restored reader replays both partitions
+/// up to the checkpoint to learn each key's last row), then resuming: the changelog holds
+/// every row once and ends in the same answer.
 #[test]
 fn upsert_kafka_resumes_exactly() {
     use rdkafka::mocking::MockCluster;
@@ -1149,6 +1149,12 @@ fn upsert_kafka_resumes_exactly() {
     let state = fixture.path("read-state");
     assert_eq!(
         run_with_state(&script, &state, 2, Some("after-manifest@2")),
+        86
+    );
+    // Crashing again while one reader replays both partitions, then resuming from what it
+    // checkpointed.
+    assert_eq!(
+        run_with_state(&script, &state, 1, Some("after-manifest@3")),
         86
     );
     assert_eq!(run_with_state(&script, &state, 1, None), 0);

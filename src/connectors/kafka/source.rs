@@ -137,7 +137,11 @@ fn poisoned() -> DataFusionError {
 
 impl SourceConnector for KafkaSource {
     fn name(&self) -> &'static str {
-        "kafka"
+        if self.table.upsert.is_some() {
+            "upsert-kafka"
+        } else {
+            "kafka"
+        }
     }
 
     fn schema(&self) -> SchemaRef {
@@ -537,14 +541,8 @@ fn read_partitions(
                     split.done = true;
                     continue;
                 }
-                split.consumed = offset + 1;
-                if let Some(t) = split.skip_before {
-                    if time.is_none_or(|time| time < t) {
-                        continue;
-                    }
-                    split.skip_before = None;
-                }
-                // Records replayed and records handed on never share a batch.
+                // Records replayed and records handed on never share a batch. (Flushed before
+                // this record counts as consumed: the flush's position must not cover it.)
                 let replay = offset < split.replay_until;
                 if replay != split.buffer_replays && !split.buffer.is_empty() {
                     buffered -= split.buffer.len();
@@ -554,6 +552,13 @@ fn read_partitions(
                 }
                 let split = &mut splits[i];
                 split.buffer_replays = replay;
+                split.consumed = offset + 1;
+                if let Some(t) = split.skip_before {
+                    if time.is_none_or(|time| time < t) {
+                        continue;
+                    }
+                    split.skip_before = None;
+                }
                 let key = if plan.wants_key { message.key() } else { None };
                 if plan.upsert.is_some() {
                     // A tombstone deletes its key.
@@ -817,7 +822,7 @@ fn resolve_offsets(plan: &ReadPlan, consumer: &BaseConsumer) -> Result<Vec<Split
             // An upsert-kafka reader starts over to learn the last rows, handing on only what
             // lies past the position it resumes from.
             let start = if plan.upsert.is_some() {
-                ends[&p].0.min(resumed)
+                ends[&p].0
             } else {
                 resumed
             };

@@ -12,9 +12,12 @@
 //!   tombstone a delete (`-D` with the last row) or nothing for a key never seen. Reading always
 //!   starts at the earliest offset. A checkpoint stores offsets only: a restored reader replays
 //!   its partitions up to them silently to rebuild the last rows, then goes on emitting, so any
-//!   parallelism resumes any other's. Keys must be partitioned by key (as every upsert-kafka
+//!   parallelism resumes any other's (which needs a compacted topic, keeping every key's last
+//!   record). A record without a key, or whose key lacks a key column, is an error naming it,
+//!   or skipped and counted with `key.<format>.ignore-parse-errors`. The rows kept and compared
+//!   are the columns the query reads. Keys must be partitioned by key (as every upsert-kafka
 //!   writer, and Kafka's default partitioner, does): each reader knows only its partitions'.
-//! - **Writing** takes a changelog: `+I` and `+U` write the row under its key, `-D` a tombstone,
+//! - **Writing** takes a changelog (a NULL in a key column is an error): `+I` and `+U` write the row under its key, `-D` a tombstone,
 //!   and `-U` nothing when the `+U` right after it has the same key (an update in place), a
 //!   tombstone otherwise (the row moved to another key).
 
@@ -64,7 +67,7 @@ impl UpsertLayout {
                 def.name
             );
         }
-        let mut key = Vec::with_capacity(def.primary_key.len());
+        let mut key: Vec<usize> = Vec::with_capacity(def.primary_key.len());
         let mut key_fields = Vec::with_capacity(def.primary_key.len());
         for name in &def.primary_key {
             let Some(i) = physical.fields().iter().position(|f| f.name() == name) else {
@@ -74,6 +77,12 @@ impl UpsertLayout {
                     def.name
                 );
             };
+            if key.contains(&i) {
+                return plan_err!(
+                    "the PRIMARY KEY of upsert-kafka table {} names '{name}' twice",
+                    def.name
+                );
+            }
             let field = physical.field(i);
             let Some(stripped) = field.name().strip_prefix(options.key_prefix.as_str()) else {
                 return plan_err!(
@@ -138,17 +147,22 @@ pub struct Normalizer {
     value_decoder: Box<dyn LineDecoder>,
     key_blank_is_nothing: bool,
     value_blank_is_nothing: bool,
-    /// The table's physical and metadata columns: the rows kept.
+    /// Skip (and count) a record whose key is missing or lacks a key column, instead of
+    /// failing (`key.<format>.ignore-parse-errors`).
+    skip_bad_keys: bool,
+    /// Records skipped for their key (missing, blank, or with a NULL key column).
+    bad_keys: u64,
+    /// The table's physical and metadata columns, as records give them.
     schema: SchemaRef,
     origins: Vec<RowOrigin>,
+    /// The columns of `schema` the reader produces: the rows kept and compared.
+    projection: Vec<usize>,
+    /// The schema of the rows produced.
+    output: SchemaRef,
     rows: RowConverter,
     keys: RowConverter,
-    /// The key row of a record without a key (every key column NULL).
-    null_key: Box<[u8]>,
     /// The last row of every key, both in row format.
     last: HashMap<Box<[u8]>, Box<[u8]>>,
-    /// The columns of `schema` the reader produces.
-    projection: Vec<usize>,
     topic: String,
 }
 
@@ -172,13 +186,7 @@ impl Normalizer {
                 .collect::<Vec<_>>()
         };
         let keys = RowConverter::new(sort_fields(&layout.key_schema))?;
-        let nulls: Vec<ArrayRef> = layout
-            .key_schema
-            .fields()
-            .iter()
-            .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1))
-            .collect();
-        let null_key = keys.convert_columns(&nulls)?.row(0).as_ref().into();
+        let output = Arc::new(schema.project(&projection)?);
         Ok(Self {
             key_decoder: decoder(
                 &layout.key_format,
@@ -194,20 +202,22 @@ impl Normalizer {
             )?,
             key_blank_is_nothing: UpsertLayout::blank_is_nothing(layout.key_format.format),
             value_blank_is_nothing: UpsertLayout::blank_is_nothing(value_format.format),
-            rows: RowConverter::new(sort_fields(&schema))?,
+            skip_bad_keys: layout.key_format.ignore_parse_errors,
+            bad_keys: 0,
+            rows: RowConverter::new(sort_fields(&output))?,
             keys,
-            null_key,
             last: HashMap::new(),
             schema,
             origins,
             projection,
+            output,
             topic,
         })
     }
 
     /// Records skipped as malformed so far (their key or value did not decode).
     pub fn skipped(&self) -> u64 {
-        self.key_decoder.skipped() + self.value_decoder.skipped()
+        self.key_decoder.skipped() + self.value_decoder.skipped() + self.bad_keys
     }
 
     /// Keys whose last row is known.
@@ -238,14 +248,18 @@ impl Normalizer {
         let origin = format!("topic {} partition {partition}", self.topic);
         let n = buffer.len();
         // The record keys: a record's key row, `None` for a key that did not decode (skipped
-        // as malformed).
-        let key_lines: Vec<usize> = (0..n)
-            .filter(|&i| {
-                buffer.keys[i]
-                    .as_deref()
-                    .is_some_and(|k| !(self.key_blank_is_nothing && is_blank(k)))
-            })
-            .collect();
+        // as malformed). A record without a key cannot be an upsert of any row.
+        let mut key_lines: Vec<usize> = Vec::with_capacity(n);
+        for i in 0..n {
+            let present = buffer.keys[i]
+                .as_deref()
+                .is_some_and(|k| !(self.key_blank_is_nothing && is_blank(k)));
+            if present {
+                key_lines.push(i);
+            } else {
+                self.bad_key(&origin, buffer.offsets[i], "has no key")?;
+            }
+        }
         let key_batch = decode_subset(
             self.key_decoder.as_mut(),
             &origin,
@@ -253,14 +267,14 @@ impl Normalizer {
             |i| buffer.keys[i].clone().unwrap_or_default(),
             &buffer.offsets,
         )?;
-        let mut key_row: Vec<Option<Option<u32>>> = vec![Some(None); n];
-        for &i in &key_lines {
-            key_row[i] = None;
-        }
+        let mut key_row: Vec<Option<u32>> = vec![None; n];
         if let Some((batch, rows)) = &key_batch {
-            debug_assert_eq!(batch.num_rows(), rows.len());
             for (row, &i) in rows.iter().enumerate() {
-                key_row[i] = Some(Some(row as u32));
+                if batch.columns().iter().any(|c| c.is_null(row)) {
+                    self.bad_key(&origin, buffer.offsets[i], "lacks a key column (NULL)")?;
+                    continue;
+                }
+                key_row[i] = Some(row as u32);
             }
         }
         let key_rows = match &key_batch {
@@ -289,12 +303,8 @@ impl Normalizer {
                 for (row, &i) in records.iter().enumerate() {
                     new_row[i] = Some(row);
                 }
-                let key_take = UInt32Array::from(
-                    records
-                        .iter()
-                        .map(|&i| key_row[i].flatten())
-                        .collect::<Vec<_>>(),
-                );
+                let key_take =
+                    UInt32Array::from(records.iter().map(|&i| key_row[i]).collect::<Vec<_>>());
                 let mut columns = Vec::with_capacity(self.origins.len());
                 for (origin_of, field) in self.origins.iter().zip(self.schema.fields()) {
                     let column: ArrayRef = match origin_of {
@@ -321,7 +331,8 @@ impl Normalizer {
                     Arc::clone(&self.schema),
                     columns,
                     &RecordBatchOptions::new().with_row_count(Some(records.len())),
-                )?;
+                )?
+                .project(&self.projection)?;
                 Some(self.rows.convert_columns(batch.columns())?)
             }
             None => None,
@@ -333,10 +344,10 @@ impl Normalizer {
             let Some(key) = key_row[i] else {
                 continue;
             };
-            let key: Box<[u8]> = match (key, &key_rows) {
-                (Some(r), Some(rows)) => rows.row(r as usize).as_ref().into(),
-                _ => self.null_key.clone(),
+            let Some(rows) = &key_rows else {
+                continue;
             };
+            let key: Box<[u8]> = rows.row(key as usize).as_ref().into();
             if tombstone(i) {
                 if let Some(old) = self.last.remove(&key)
                     && emit
@@ -375,11 +386,22 @@ impl Normalizer {
         let columns = self
             .rows
             .convert_rows(out.iter().map(|b| parser.parse(b)))?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        Ok(Some((
-            batch.project(&self.projection)?,
-            Int8Array::from(kinds),
-        )))
+        let batch = RecordBatch::try_new(Arc::clone(&self.output), columns)?;
+        Ok(Some((batch, Int8Array::from(kinds))))
+    }
+
+    /// A record whose key is missing or incomplete: skipped and counted with
+    /// `key.<format>.ignore-parse-errors`, an error naming it otherwise.
+    fn bad_key(&mut self, origin: &str, offset: i64, what: &str) -> Result<()> {
+        if self.skip_bad_keys {
+            self.bad_keys += 1;
+            return Ok(());
+        }
+        datafusion::common::exec_err!(
+            "the record in {origin} at offset {offset} {what}: an upsert-kafka record is the \
+             row of its PRIMARY KEY, which its key holds. Fix the producer, or skip such \
+             records with 'key.<format>.ignore-parse-errors' = 'true'"
+        )
     }
 }
 
@@ -397,6 +419,43 @@ fn decode_subset(
     }
     let lines: Vec<Vec<u8>> = records.iter().map(|&i| line(i)).collect();
     let offsets: Vec<i64> = records.iter().map(|&i| offsets[i]).collect();
+    // A record holding a line break is not one line: each record is decoded on its own, so
+    // that none can run into the next.
+    if lines
+        .iter()
+        .any(|l| l.contains(&b'\n') || l.contains(&b'\r'))
+    {
+        let mut batches = Vec::new();
+        let mut from = Vec::new();
+        for (k, line) in lines.iter().enumerate() {
+            let one = decoder.decode(LineChunk {
+                origin,
+                first_line: 1,
+                lines: std::slice::from_ref(line),
+                offsets: Some(&offsets[k..=k]),
+            })?;
+            match one {
+                Some(batch) if batch.num_rows() == 1 => {
+                    batches.push(batch);
+                    from.push(records[k]);
+                }
+                Some(batch) if batch.num_rows() > 1 => {
+                    return datafusion::common::exec_err!(
+                        "the record in {origin} at offset {} holds {} values; write one per \
+                         record",
+                        offsets[k],
+                        batch.num_rows()
+                    );
+                }
+                _ => {} // skipped as malformed
+            }
+        }
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), &batches)?;
+        return Ok(Some((batch, from)));
+    }
     let Some(batch) = decoder.decode(LineChunk {
         origin,
         first_line: 1,
@@ -426,17 +485,24 @@ fn is_blank(value: &[u8]) -> bool {
 
 /// The records of an upsert-kafka sink's changelog rows of kinds `kinds` whose record keys are
 /// `keys` (see the module docs): per row, `Some(true)` for a record with its value,
-/// `Some(false)` for a tombstone, `None` for no record.
+/// `Some(false)` for a tombstone, `None` for no record. A `-U` writes nothing when the next row
+/// of its key in the batch is a `+U` (an update in place, however many rows of other keys lie
+/// between, as an UPDATE of many rows gives them).
 pub fn upsert_records(kinds: &Int8Array, keys: &[Option<Vec<u8>>]) -> Vec<Option<bool>> {
     let kind = |i: usize| RowKind::of(kinds.value(i)).unwrap_or(RowKind::Insert);
+    // The next row of each row's key.
+    let mut next_of_key: Vec<Option<usize>> = vec![None; kinds.len()];
+    let mut seen: HashMap<Option<&[u8]>, usize> = HashMap::new();
+    for i in (0..kinds.len()).rev() {
+        let key = keys.get(i).and_then(|k| k.as_deref());
+        next_of_key[i] = seen.insert(key, i);
+    }
     (0..kinds.len())
         .map(|i| match kind(i) {
             RowKind::Insert | RowKind::UpdateAfter => Some(true),
             RowKind::Delete => Some(false),
             RowKind::UpdateBefore => {
-                let in_place = i + 1 < kinds.len()
-                    && kind(i + 1) == RowKind::UpdateAfter
-                    && keys.get(i) == keys.get(i + 1);
+                let in_place = next_of_key[i].is_some_and(|j| kind(j) == RowKind::UpdateAfter);
                 (!in_place).then_some(false)
             }
         })

@@ -123,7 +123,11 @@ impl KafkaSink {
 
 impl SinkConnector for KafkaSink {
     fn name(&self) -> &'static str {
-        "kafka"
+        if self.table.upsert.is_some() {
+            "upsert-kafka"
+        } else {
+            "kafka"
+        }
     }
 
     fn open_writer(

@@ -148,6 +148,15 @@ impl RecordEncoder {
             .value
             .encode(&batch.project(&self.value_columns)?, value_kinds)?;
         let key_batch = batch.project(&self.key_columns)?;
+        if self.upsert.is_some()
+            && let Some(null) = key_batch.columns().iter().position(|c| c.null_count() > 0)
+        {
+            return datafusion::common::exec_err!(
+                "a row has NULL in PRIMARY KEY column {} of an upsert-kafka table: a key \
+                 column cannot be NULL (filter such rows out, or COALESCE the column)",
+                batch.schema().field(self.key_columns[null]).name()
+            );
+        }
         let key_batch = match &self.upsert {
             Some(schema) => RecordBatch::try_new_with_options(
                 Arc::clone(schema),
