@@ -15,6 +15,7 @@
 //! | `BroadcastJoinExec` | [`broadcast_join`] | none (the table is reloaded) |
 //! | `WindowJoinExec` | [`joins`] | rows of open windows, both sides |
 //! | `IntervalJoinExec` | [`joins`] | rows within the time bound, both sides |
+//! | `RegularJoinExec` | [`joins`] | every row not taken back, both sides |
 //! | `UpdatingAggregateExec` | [`updating_aggregate`] | accumulators per group key |
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
@@ -76,6 +77,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         broadcast_join::BroadcastJoinExec,
         joins::WindowJoinExec,
         joins::IntervalJoinExec,
+        joins::RegularJoinExec,
         updating_aggregate::UpdatingAggregateExec,
     );
     None

@@ -43,10 +43,11 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
+use crate::config::{PlannedRuntimeMode, RuntimeMode};
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
-use crate::physical::joins::{IntervalJoinExec, JoinParts, WindowJoinExec};
+use crate::physical::joins::{IntervalJoinExec, JoinParts, RegularJoinExec, WindowJoinExec};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::streaming::{
@@ -66,8 +67,9 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let partitions = config.execution.target_partitions.max(1);
+        let streaming = PlannedRuntimeMode::of(config) == RuntimeMode::Streaming;
         let plan = plan
-            .transform_up(|node| to_streaming(node, partitions))?
+            .transform_up(|node| to_streaming(node, partitions, streaming))?
             .data;
         check_unbounded(&plan)?;
         check_changelogs(&plan)?;
@@ -85,10 +87,12 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
 }
 
 /// Step 1 of the module docs, for one node whose children are already converted;
-/// `partitions` is the parallelism of keyed operators.
+/// `partitions` is the parallelism of keyed operators; `streaming` is the `streaming` runtime
+/// mode (a join of bounded streams is then a changelog too).
 fn to_streaming(
     node: Arc<dyn ExecutionPlan>,
     partitions: usize,
+    streaming: bool,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     if let Some(swapped) = limit_above_projection(&node)? {
         return Ok(Transformed::yes(swapped));
@@ -153,7 +157,7 @@ fn to_streaming(
         return Ok(Transformed::yes(broadcast));
     }
     if let Some(join) = JoinParts::of(&node)
-        && let Some(joined) = stream_join(&join, partitions)?
+        && let Some(joined) = stream_join(&join, partitions, streaming)?
     {
         return Ok(Transformed::yes(joined));
     }
@@ -194,14 +198,22 @@ fn limit_above_projection(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dy
     ))
 }
 
-/// A join input: a stream (unbounded, or reading an event-time source) or a table.
+/// A join input: a stream (unbounded, reading an event-time source, or a changelog) or a
+/// table.
 fn is_stream_side(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.boundedness().is_unbounded() || reads_event_time(plan)
+    plan.boundedness().is_unbounded()
+        || reads_event_time(plan)
+        || changelog_mode(plan).is_updating()
 }
 
-/// A hash join of two streams as a window join or an interval join; `None` if it is neither
-/// (refused later if unbounded, otherwise run as a batch join).
-fn stream_join(join: &JoinParts, partitions: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+/// A hash join of two streams as a window join or an interval join, or else as a regular join
+/// when an input never ends or retracts (or in the `streaming` runtime mode); `None` for
+/// bounded streams otherwise, which run as a batch join (DataFusion's answer, once).
+fn stream_join(
+    join: &JoinParts,
+    partitions: usize,
+    streaming: bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if !is_stream_side(&join.left) || !is_stream_side(&join.right) {
         return Ok(None);
     }
@@ -225,8 +237,18 @@ fn stream_join(join: &JoinParts, partitions: usize) -> Result<Option<Arc<dyn Exe
     if let Some(window) = WindowJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))? {
         return Ok(Some(Arc::new(window)));
     }
-    if let Some(interval) = IntervalJoinExec::from_parts(join, left, right)? {
+    if let Some(interval) =
+        IntervalJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))?
+    {
         return Ok(Some(Arc::new(interval)));
+    }
+    let endless = [&join.left, &join.right]
+        .iter()
+        .any(|s| s.boundedness().is_unbounded() || changelog_mode(s).is_updating());
+    if endless || streaming {
+        return Ok(Some(Arc::new(RegularJoinExec::from_parts(
+            join, left, right,
+        )?)));
     }
     Ok(None)
 }

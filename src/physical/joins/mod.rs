@@ -1,4 +1,5 @@
-//! Joins of two streams whose state the watermarks bound: window joins and interval joins.
+//! Joins of two streams: window joins and interval joins, whose state the watermarks bound,
+//! and regular joins, whose state grows with the inputs.
 //!
 //! - [`WindowJoinExec`]: both inputs are windowed (their join keys include `window_end` on both
 //!   sides). Rows are buffered per window; when the watermarks of both inputs pass the window's
@@ -7,6 +8,9 @@
 //! - [`IntervalJoinExec`]: `l.ts BETWEEN r.ts - a AND r.ts + b` plus keys. Each side keeps its
 //!   rows, indexed by key, only until the other side's watermark proves that no partner can
 //!   come; unmatched rows of an outer side are emitted then.
+//! - [`RegularJoinExec`]: keys only (and any filter). Each side keeps its rows until they are
+//!   taken back; the output is a changelog when an outer side's padding changes or an input
+//!   retracts.
 //!
 //! Both run under the operator [`Driver`](crate::physical::operator::Driver), which reads the
 //! two inputs with barriers aligned and keeps each side's watermark. Shared here: the
@@ -18,6 +22,7 @@
 //! not read until the other side delivered N too, then the state is snapshotted and N forwarded.
 
 pub mod interval;
+pub mod regular;
 mod state;
 pub mod window;
 mod window_rows;
@@ -37,6 +42,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, SymmetricHashJoinExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProperties};
 
 pub use interval::IntervalJoinExec;
+pub use regular::RegularJoinExec;
 pub use window::WindowJoinExec;
 
 /// What a stream-stream join takes over from the DataFusion join it replaces (a `HashJoinExec`,
