@@ -53,6 +53,7 @@ use crate::physical::sink::StreamSinkExec;
 use crate::physical::streaming::{
     as_streaming, changelog_mode, is_streaming, reads_event_time, with_state_backend,
 };
+use crate::physical::updating_aggregate::UpdatingAggregateExec;
 use crate::physical::window_assign::WindowAssignExec;
 use crate::state::backend::PlannedBackend;
 
@@ -96,6 +97,11 @@ fn to_streaming(
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     if let Some(swapped) = limit_above_projection(&node)? {
         return Ok(Transformed::yes(swapped));
+    }
+    if let Some(aggregate) = node.downcast_ref::<UpdatingAggregateExec>()
+        && let Some(retracting) = aggregate.retracting()?
+    {
+        return Ok(Transformed::yes(Arc::new(retracting)));
     }
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
         return Ok(Transformed::no(node));

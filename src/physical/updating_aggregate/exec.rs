@@ -17,9 +17,12 @@ use datafusion::physical_plan::{
 
 use super::UpdatingAggregation;
 use super::stream::UpdatingAggregateStream;
+use super::value_counts::Retraction;
 use crate::changelog::ChangelogMode;
 use crate::physical::message::MessageStream;
-use crate::physical::streaming::{OperatorState, StreamingExec, data_only, execute_input};
+use crate::physical::streaming::{
+    OperatorState, StreamingExec, changelog_mode, data_only, execute_input,
+};
 use crate::state::backend::StateBackend;
 
 /// A GROUP BY without a window over a stream (see the module docs).
@@ -54,6 +57,40 @@ impl UpdatingAggregateExec {
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// This node over an input that turned out to be a changelog (a join of streams the
+    /// streaming planner made a regular join, with outer rows or retractions): the same with
+    /// retracting accumulators; `None` if nothing changes. Refuses aggregates that depend on
+    /// the order of rows, as the logical planner does for the changelogs it sees.
+    pub fn retracting(&self) -> Result<Option<Self>> {
+        if self.def.retracting_input || !changelog_mode(&self.input).is_updating() {
+            return Ok(None);
+        }
+        for aggregate in &self.def.aggregates.aggregates {
+            let ordered = !aggregate.order_bys().is_empty();
+            if Retraction::of(aggregate.fun().name(), aggregate.is_distinct(), ordered)
+                == Retraction::Impossible
+            {
+                return datafusion::common::plan_err!(
+                    "{} over a changelog (here a join of streams whose result changes: an outer \
+                     join's NULL-padded rows are taken back when a partner comes) is not \
+                     supported: it depends on the order of its rows. Use an aggregate that does \
+                     not depend on order (COUNT, SUM, MIN, MAX)",
+                    aggregate.name()
+                );
+            }
+        }
+        Ok(Some(Self {
+            input: Arc::clone(&self.input),
+            def: UpdatingAggregation {
+                retracting_input: true,
+                ..self.def.clone()
+            },
+            backend: self.backend.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
     }
 
     fn keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
