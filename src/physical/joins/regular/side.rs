@@ -1,14 +1,15 @@
 //! One side's rows of a regular join, per join key, and their checkpoint encoding.
 //!
-//! A row is kept once with its number of copies (identical rows share an entry, as Flink's
-//! `JoinRecordStateView` counts them) and the number of rows of the other side it matches
-//! (what an outer, semi or anti join needs to know when that number reaches or leaves 0).
+//! Each row is kept with the number of rows of the other side it matches (what an outer, semi
+//! or anti join needs to know when that number reaches or leaves 0), and a number of copies:
+//! rows are appended as they come (no search for an identical one, which would cost a scan of
+//! the key's rows per row), and a checkpoint restores them as stored. Taking a row back
+//! searches its key's rows for an identical one.
 //!
 //! A snapshot batch holds the rows of one side: `__side` (0 left, 1 right), `__count`,
 //! `__matches`, then every column of the left input and every column of the right input, all
 //! nullable; the other side's columns are NULL.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -17,7 +18,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{Result, exec_err};
+use datafusion::common::{HashMap, Result, exec_err};
 
 /// One distinct row of a side.
 #[derive(Debug, Clone)]
@@ -42,7 +43,7 @@ pub(super) struct SideState {
 }
 
 impl SideState {
-    /// Adds one copy of `row` under `key`, matching `matches` rows of the other side.
+    /// Adds `row` under `key`, matching `matches` rows of the other side.
     pub fn add(&mut self, key: &[u8], row: &[u8], matches: u64) {
         self.rows += 1;
         let entries = match self.by_key.get_mut(key) {
@@ -52,10 +53,6 @@ impl SideState {
                 self.by_key.entry(key.into()).or_default()
             }
         };
-        if let Some(entry) = entries.iter_mut().find(|e| *e.row == *row) {
-            entry.count += 1;
-            return;
-        }
         self.bytes += row.len() + 40;
         entries.push(Entry {
             row: row.into(),
@@ -64,7 +61,7 @@ impl SideState {
         });
     }
 
-    /// Adds `count` copies of a restored entry.
+    /// Adds a restored entry.
     pub fn restore(&mut self, key: &[u8], entry: Entry) {
         self.rows += entry.count;
         let entries = match self.by_key.get_mut(key) {
@@ -74,20 +71,15 @@ impl SideState {
                 self.by_key.entry(key.into()).or_default()
             }
         };
-        match entries.iter_mut().find(|e| e.row == entry.row) {
-            Some(e) => e.count += entry.count,
-            None => {
-                self.bytes += entry.row.len() + 40;
-                entries.push(entry);
-            }
-        }
+        self.bytes += entry.row.len() + 40;
+        entries.push(entry);
     }
 
     /// Takes one copy of `row` under `key` back; returns the rows of the other side it matched,
     /// or `None` if the side holds no such row.
     pub fn remove(&mut self, key: &[u8], row: &[u8]) -> Option<u64> {
         let entries = self.by_key.get_mut(key)?;
-        let at = entries.iter().position(|e| *e.row == *row)?;
+        let at = entries.iter().rposition(|e| *e.row == *row)?;
         let matches = entries[at].matches;
         self.rows -= 1;
         entries[at].count -= 1;
@@ -224,13 +216,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copies_share_an_entry_and_leave_one_by_one() {
+    fn copies_leave_one_by_one() {
         let mut side = SideState::default();
         side.add(b"k", b"row", 2);
         side.add(b"k", b"row", 2);
         side.add(b"k", b"other", 0);
         assert_eq!(side.rows, 3);
-        assert_eq!(side.by_key[&b"k"[..]].len(), 2);
+        assert_eq!(side.by_key[&b"k"[..]].len(), 3);
         assert_eq!(side.remove(b"k", b"row"), Some(2));
         assert_eq!(side.remove(b"k", b"missing"), None);
         assert_eq!(side.remove(b"x", b"row"), None);

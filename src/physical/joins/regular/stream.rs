@@ -9,7 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt32Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::row::RowConverter;
+use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::joins::utils::JoinFilter;
@@ -88,12 +88,13 @@ fn both(sides: &mut [SideState; 2], x: usize) -> (&mut SideState, &mut SideState
 }
 
 impl RegularJoinStream {
-    /// The join key of each row of `rows` (of side `side`) in the key row format, and whether
-    /// it can match (no NULL key, unless NULLs match).
-    fn key_bytes(&self, side: usize, rows: &RecordBatch) -> Result<(Vec<Box<[u8]>>, Vec<bool>)> {
+    /// The join key of each row of `rows` (of side `side`) in the key row format (`None`: the
+    /// empty key of a join without keys), and whether it can match (no NULL key, unless NULLs
+    /// match).
+    fn key_bytes(&self, side: usize, rows: &RecordBatch) -> Result<(Option<Rows>, Vec<bool>)> {
         let n = rows.num_rows();
         let Some(converter) = &self.keys else {
-            return Ok((vec![Box::from([]); n], vec![true; n]));
+            return Ok((None, vec![true; n]));
         };
         let keys = join_keys(&self.on, side, rows)?
             .into_iter()
@@ -109,11 +110,7 @@ impl RegularJoinStream {
         let valid = (0..n)
             .map(|i| self.null_equals_null || keys.iter().all(|k| k.is_valid(i)))
             .collect();
-        let encoded = converter.convert_columns(&keys)?;
-        Ok((
-            (0..n).map(|i| encoded.row(i).as_ref().into()).collect(),
-            valid,
-        ))
+        Ok((Some(converter.convert_columns(&keys)?), valid))
     }
 
     /// Matches one input batch of side `x` against the other side's rows, emits what changes,
@@ -126,6 +123,7 @@ impl RegularJoinStream {
             return Ok(());
         }
         let (keys, valid) = self.key_bytes(x, rows)?;
+        let key = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
         let encoded = self.rows[x].convert_columns(rows.columns())?;
 
         // Candidates by key (in row order), then the join filter over all of them at once.
@@ -135,7 +133,7 @@ impl RegularJoinStream {
             if !valid[i] {
                 continue;
             }
-            if let Some(entries) = self.sides[y].by_key.get(&keys[i]) {
+            if let Some(entries) = self.sides[y].by_key.get(key(i)) {
                 for j in 0..entries.len() {
                     cand_rows.push(i as u32);
                     cand_entries.push(j);
@@ -145,9 +143,10 @@ impl RegularJoinStream {
         let keep: Vec<bool> = match &self.filter {
             Some(filter) if !cand_rows.is_empty() => {
                 let parser = self.rows[y].parser();
-                let theirs = self.rows[y].convert_rows(cand_rows.iter().zip(&cand_entries).map(
-                    |(&i, &j)| parser.parse(&self.sides[y].by_key[&keys[i as usize]][j].row),
-                ))?;
+                let theirs =
+                    self.rows[y].convert_rows(cand_rows.iter().zip(&cand_entries).map(
+                        |(&i, &j)| parser.parse(&self.sides[y].by_key[key(i as usize)][j].row),
+                    ))?;
                 let theirs = RecordBatch::try_new_with_options(
                     Arc::clone(&self.nullable[y]),
                     theirs,
@@ -171,9 +170,10 @@ impl RegularJoinStream {
         let mut out = Out::default();
         let mut next = 0;
         let (mine, theirs) = both(&mut self.sides, x);
+        let mut matched: Vec<usize> = Vec::new();
         for i in 0..n {
             let kind = kind_at(batch.kinds.as_deref(), i)?;
-            let mut matched: Vec<usize> = Vec::new();
+            matched.clear();
             while next < cand_rows.len() && cand_rows[next] as usize == i {
                 if keep[next] {
                     matched.push(cand_entries[next]);
@@ -183,14 +183,14 @@ impl RegularJoinStream {
             let row = encoded.row(i);
             let row = row.as_ref();
             let me = Some(i as u32);
-            if !kind.adds() && mine.remove(&keys[i], row).is_none() {
+            if !kind.adds() && mine.remove(key(i), row).is_none() {
                 self.unknown += 1;
                 continue;
             }
             let entries = if matched.is_empty() {
                 None
             } else {
-                theirs.by_key.get_mut(&keys[i])
+                theirs.by_key.get_mut(key(i))
             };
             let total: u64 = entries
                 .as_ref()
@@ -281,7 +281,7 @@ impl RegularJoinStream {
                 }
             }
             if kind.adds() {
-                mine.add(&keys[i], row, total);
+                mine.add(key(i), row, total);
             }
         }
         if self.unknown > self.warned {
@@ -357,7 +357,8 @@ impl Operator for RegularJoinStream {
             let (rows, counts, matches) = self.codec.decode(&batch, side)?;
             let (keys, _) = self.key_bytes(side, &rows)?;
             let encoded = self.rows[side].convert_columns(rows.columns())?;
-            for (i, key) in keys.iter().enumerate() {
+            for i in 0..rows.num_rows() {
+                let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
                 self.sides[side].restore(
                     key,
                     Entry {
