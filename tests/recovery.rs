@@ -499,12 +499,15 @@ fn updating_aggregates_resume_exactly() {
     }
 }
 
-/// A LEFT JOIN of the stream with a changelog (the keys seen with a small value): rows of a
-/// key that comes late are padded with NULLs until it comes, then taken back and paired. Both
-/// sides' rows, their match counts and the aggregate above are restored, also at another
-/// parallelism (rows re-keyed by hash).
-const REGULAR_JOIN: &str = "SELECT a.k, COUNT(d.k), SUM(a.v) FROM src a \
-    LEFT JOIN (SELECT DISTINCT k FROM src WHERE v < 10) d ON a.k = d.k GROUP BY a.k";
+/// A LEFT JOIN of the stream's rows with a high value to a changelog whose rows change (per
+/// key, the count of rows with a small value): rows of a key that comes late are padded with
+/// NULLs until it comes, then taken back and paired; each update of a key's count takes its
+/// pairs back and pairs them again. Both sides' rows, their match counts and the aggregate
+/// above are restored, also at another parallelism (rows re-keyed by hash).
+const REGULAR_JOIN: &str = "SELECT a.k, COUNT(d.k), SUM(d.c) \
+    FROM (SELECT k, v FROM src WHERE v >= 990) a \
+    LEFT JOIN (SELECT k, COUNT(*) AS c FROM src WHERE v < 10 GROUP BY k) d ON a.k = d.k \
+    GROUP BY a.k";
 
 #[test]
 fn regular_joins_resume_exactly() {

@@ -251,7 +251,10 @@ fn stream_join(
     let endless = [&join.left, &join.right]
         .iter()
         .any(|s| s.boundedness().is_unbounded() || changelog_mode(s).is_updating());
-    if endless || streaming {
+    // Bounded streams keep a batch join for what a regular join cannot run (a mark join of
+    // `EXISTS ... OR ...`).
+    let runnable = crate::physical::joins::Emit::of(join.join_type).is_ok();
+    if endless || (streaming && runnable) {
         return Ok(Some(Arc::new(RegularJoinExec::from_parts(
             join, left, right,
         )?)));

@@ -151,6 +151,19 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    /// A context for unit tests of an operator: inputs at `inputs`, output at `NO_WATERMARK`,
+    /// rows emitted into `output`.
+    #[cfg(test)]
+    pub(crate) fn for_test(inputs: &'a [i64], output: &'a mut Vec<StreamBatch>) -> Self {
+        Self::new(
+            Watermarks {
+                inputs,
+                output: NO_WATERMARK,
+            },
+            output,
+        )
+    }
+
     fn new(watermarks: Watermarks<'a>, output: &'a mut Vec<StreamBatch>) -> Self {
         Self {
             watermarks,

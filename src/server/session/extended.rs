@@ -79,6 +79,10 @@ async fn encode_dataframe(
 pub struct Prepared {
     statement: Statement,
     plan: Option<LogicalPlan>,
+    /// Whether a query's rows are a changelog (`op` first), as its physical plan says (a join
+    /// the streaming planner makes a regular join can be one); `None` when it could not be
+    /// planned yet (its parameters have no values).
+    updating: Option<bool>,
 }
 
 /// Statements planned at Parse (typed parameters, a result description): queries, EXPLAIN,
@@ -223,6 +227,7 @@ impl QueryParser for SessionParser {
             return Ok(Some(Prepared {
                 statement,
                 plan: None,
+                updating: None,
             }));
         }
         let typed = cast_placeholders(&statement.sql, |n| {
@@ -238,9 +243,19 @@ impl QueryParser for SessionParser {
             .execute(&statement.with_sql(catalog_rewrite(&statement.sql)))
             .await
             .map_err(to_pg)?;
+        let updating = if statement.kind == StatementKind::Query {
+            df.clone()
+                .create_physical_plan()
+                .await
+                .ok()
+                .map(|plan| crate::physical::sink::is_updating_result(&plan))
+        } else {
+            None
+        };
         Ok(Some(Prepared {
             statement,
             plan: Some(df.logical_plan().clone()),
+            updating,
         }))
     }
 
@@ -260,11 +275,12 @@ impl QueryParser for SessionParser {
             Some(LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)) => Ok(Vec::new()),
             Some(plan) => {
                 // An updating query's rows are its changelog, `op` first.
-                let updating = self
-                    .ctx
-                    .state()
-                    .optimize(plan)
-                    .is_ok_and(|optimized| is_updating(&optimized));
+                let updating = stmt.updating.unwrap_or_else(|| {
+                    self.ctx
+                        .state()
+                        .optimize(plan)
+                        .is_ok_and(|optimized| is_updating(&optimized))
+                });
                 arrow_schema_to_pg_fields(
                     &described(
                         with_postgres_names(&stmt.statement.sql, plan.schema().as_arrow()),

@@ -19,10 +19,8 @@ use super::super::window::join_keys;
 use super::super::{Emit, Gather, JoinOutput, filter_pairs};
 use super::side::{Entry, EntryCodec, SideState};
 use crate::changelog::{RowKind, kind_at};
-use crate::physical::message::{NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{
-    OperatorCheckpoint, Restored, min_input_watermarks, min_watermark,
-};
+use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 
 /// Rows per snapshot batch.
@@ -75,6 +73,34 @@ impl Out {
             self.kinds.push(kind as i8);
         }
     }
+}
+
+/// Rows stored in `converter`'s row format as a batch of `schema` (every column nullable). The
+/// row format gives some types back in another form (a dictionary's values), cast back here.
+fn decode<'a>(
+    converter: &RowConverter,
+    schema: &SchemaRef,
+    rows: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<RecordBatch> {
+    let parser = converter.parser();
+    let rows: Vec<&[u8]> = rows.into_iter().collect();
+    let columns = converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                Ok(cast(&c, f.data_type())?)
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )?)
 }
 
 /// The two sides, the one of index `x` first.
@@ -142,15 +168,13 @@ impl RegularJoinStream {
         }
         let keep: Vec<bool> = match &self.filter {
             Some(filter) if !cand_rows.is_empty() => {
-                let parser = self.rows[y].parser();
-                let theirs =
-                    self.rows[y].convert_rows(cand_rows.iter().zip(&cand_entries).map(
-                        |(&i, &j)| parser.parse(&self.sides[y].by_key[key(i as usize)][j].row),
-                    ))?;
-                let theirs = RecordBatch::try_new_with_options(
-                    Arc::clone(&self.nullable[y]),
-                    theirs,
-                    &RecordBatchOptions::new().with_row_count(Some(cand_rows.len())),
+                let theirs = decode(
+                    &self.rows[y],
+                    &self.nullable[y],
+                    cand_rows
+                        .iter()
+                        .zip(&cand_entries)
+                        .map(|(&i, &j)| &*self.sides[y].by_key[key(i as usize)][j].row),
                 )?;
                 let mine_idx = UInt32Array::from(cand_rows.clone());
                 let theirs_idx = UInt32Array::from_iter_values(0..cand_rows.len() as u32);
@@ -179,6 +203,11 @@ impl RegularJoinStream {
                     matched.push(cand_entries[next]);
                 }
                 next += 1;
+            }
+            // A row whose key cannot match is only kept where it comes out alone (an outer
+            // or anti side); elsewhere it never matters.
+            if !valid[i] && !emit.keeps_unmatched(x) {
+                continue;
             }
             let row = encoded.row(i);
             let row = row.as_ref();
@@ -300,12 +329,10 @@ impl RegularJoinStream {
             return Ok(());
         }
         let y = 1 - x;
-        let parser = self.rows[y].parser();
-        let theirs = self.rows[y].convert_rows(out.state_rows.iter().map(|r| parser.parse(r)))?;
-        let theirs = RecordBatch::try_new_with_options(
-            Arc::clone(&self.nullable[y]),
-            theirs,
-            &RecordBatchOptions::new().with_row_count(Some(out.state_rows.len())),
+        let theirs = decode(
+            &self.rows[y],
+            &self.nullable[y],
+            out.state_rows.iter().map(|r| &**r),
         )?;
         let mine_idx = UInt32Array::from(out.batch_rows);
         let theirs_idx = UInt32Array::from(out.state_index);
@@ -369,10 +396,9 @@ impl Operator for RegularJoinStream {
                 );
             }
         }
-        let output = min_watermark(inputs.iter().copied(), NO_WATERMARK);
         Ok(RestoredWatermarks {
             inputs: inputs.to_vec(),
-            output,
+            output: NO_WATERMARK,
         })
     }
 
@@ -380,9 +406,13 @@ impl Operator for RegularJoinStream {
         self.process(side, batch, ctx)
     }
 
-    /// Rows are emitted as they come; the output's watermark is the inputs' smallest.
+    /// Rows of any age can still come out (a partner may arrive at any time), so the output
+    /// carries no event time: its watermark stays back until every input ended (as Flink's
+    /// regular join drops its inputs' time attributes). Windows over it fire at the end only,
+    /// and never drop its rows as late.
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
-        Ok(ctx.watermark())
+        let ended = ctx.watermarks().inputs().iter().all(|&w| w == END_OF_TIME);
+        Ok(if ended { END_OF_TIME } else { NO_WATERMARK })
     }
 
     fn snapshot(
@@ -395,13 +425,10 @@ impl Operator for RegularJoinStream {
         for (side, state) in self.sides.iter().enumerate() {
             let entries: Vec<&Entry> = state.by_key.values().flatten().collect();
             for chunk in entries.chunks(SNAPSHOT_ROWS) {
-                let parser = self.rows[side].parser();
-                let columns =
-                    self.rows[side].convert_rows(chunk.iter().map(|e| parser.parse(&e.row)))?;
-                let rows = RecordBatch::try_new_with_options(
-                    Arc::clone(&self.nullable[side]),
-                    columns,
-                    &RecordBatchOptions::new().with_row_count(Some(chunk.len())),
+                let rows = decode(
+                    &self.rows[side],
+                    &self.nullable[side],
+                    chunk.iter().map(|e| &*e.row),
                 )?;
                 batches.push(self.codec.encode(
                     side,
@@ -428,5 +455,222 @@ impl Operator for RegularJoinStream {
             rows: (self.sides[0].rows + self.sides[1].rows) as usize,
             bytes: self.sides[0].bytes + self.sides[1].bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::row::SortField;
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::common::JoinType;
+    use datafusion::physical_expr::expressions::Column;
+
+    /// A join of `(k, v)` with `(k, w)` on `k`.
+    fn join(join_type: JoinType) -> RegularJoinStream {
+        let side = |v: &str| {
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, true),
+                Field::new(v, DataType::Utf8, true),
+            ]))
+        };
+        let inputs = [side("v"), side("w")];
+        let emit = Emit::of(join_type).unwrap();
+        let fields: Vec<Field> = match emit {
+            Emit::Pairs(_) => inputs
+                .iter()
+                .flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone()))
+                .collect(),
+            Emit::Semi(s) | Emit::Anti(s) => inputs[s]
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect(),
+        };
+        let row_format = |s: &SchemaRef| {
+            RowConverter::new(
+                s.fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )
+            .unwrap()
+        };
+        let key: PhysicalExprRef = Arc::new(Column::new("k", 0));
+        RegularJoinStream {
+            codec: EntryCodec::new(inputs.clone()),
+            nullable: inputs.clone(),
+            rows: [row_format(&inputs[0]), row_format(&inputs[1])],
+            output: JoinOutput {
+                inputs,
+                schema: Arc::new(Schema::new(fields)),
+                projection: None,
+                emit,
+            },
+            on: vec![(Arc::clone(&key), key)],
+            filter: None,
+            null_equals_null: false,
+            key_types: vec![DataType::Int64],
+            keys: Some(RowConverter::new(vec![SortField::new(DataType::Int64)]).unwrap()),
+            sides: [SideState::default(), SideState::default()],
+            append_only: false,
+            unknown: 0,
+            warned: 0,
+        }
+    }
+
+    /// Feeds rows `(key, value, kind)` to side `side`; the output as `op|col|col...` lines.
+    fn feed(
+        join: &mut RegularJoinStream,
+        side: usize,
+        rows: &[(Option<i64>, &str, RowKind)],
+    ) -> Vec<String> {
+        let schema = Arc::clone(&join.output.inputs[side]);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        let kinds = Int8Array::from(rows.iter().map(|r| r.2 as i8).collect::<Vec<_>>());
+        let mut out = Vec::new();
+        let inputs = [NO_WATERMARK; 2];
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        join.on_data(
+            side,
+            StreamBatch::new(batch).with_kinds(Some(kinds)),
+            &mut ctx,
+        )
+        .unwrap();
+        let mut lines = Vec::new();
+        for b in out {
+            for i in 0..b.batch.num_rows() {
+                let kind = crate::changelog::kind_at(b.kinds.as_deref(), i).unwrap();
+                let cells: Vec<String> = b
+                    .batch
+                    .columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, i).unwrap())
+                    .collect();
+                lines.push(format!("{}|{}", kind.short(), cells.join("|")));
+            }
+        }
+        lines
+    }
+
+    use RowKind::{Delete as D, Insert as I};
+
+    /// A left row is padded until its first partner comes, paired with each partner, and
+    /// padded again when the last partner goes; copies come and go one by one; a NULL key never
+    /// matches; a retraction of a row not held changes nothing.
+    #[test]
+    fn left_join_takes_padding_back_and_gives_it_back() {
+        let mut j = join(JoinType::Left);
+        assert_eq!(feed(&mut j, 0, &[(Some(1), "a", I)]), ["+I|1|a||"]);
+        assert_eq!(
+            feed(&mut j, 1, &[(Some(1), "x", I)]),
+            ["-D|1|a||", "+I|1|a|1|x"]
+        );
+        assert_eq!(feed(&mut j, 1, &[(Some(1), "y", I)]), ["+I|1|a|1|y"]);
+        assert_eq!(feed(&mut j, 1, &[(Some(1), "x", D)]), ["-D|1|a|1|x"]);
+        assert_eq!(
+            feed(&mut j, 1, &[(Some(1), "y", D)]),
+            ["-D|1|a|1|y", "+I|1|a||"]
+        );
+        assert_eq!(feed(&mut j, 0, &[(Some(1), "a", D)]), ["-D|1|a||"]);
+        // Two copies of a left row: each padded, each paired.
+        assert_eq!(
+            feed(&mut j, 0, &[(Some(2), "b", I), (Some(2), "b", I)]),
+            ["+I|2|b||", "+I|2|b||"]
+        );
+        assert_eq!(
+            feed(&mut j, 1, &[(Some(2), "z", I)]),
+            ["-D|2|b||", "+I|2|b|2|z", "-D|2|b||", "+I|2|b|2|z"]
+        );
+        assert_eq!(feed(&mut j, 0, &[(Some(2), "b", D)]), ["-D|2|b|2|z"]);
+        assert_eq!(feed(&mut j, 1, &[(Some(3), "q", D)]), Vec::<String>::new());
+        assert_eq!(j.unknown, 1);
+        // A NULL key: padded on the outer side, never matched.
+        assert_eq!(feed(&mut j, 0, &[(None, "n", I)]), ["+I||n||"]);
+        assert_eq!(feed(&mut j, 1, &[(None, "m", I)]), Vec::<String>::new());
+        assert_eq!(feed(&mut j, 0, &[(None, "n", D)]), ["-D||n||"]);
+        assert_eq!((j.sides[0].rows, j.sides[1].rows), (1, 1));
+    }
+
+    /// Rows of both sides in one batch each way, an inner join: pairs come and go.
+    #[test]
+    fn inner_join_pairs_and_takes_pairs_back() {
+        let mut j = join(JoinType::Inner);
+        assert_eq!(
+            feed(
+                &mut j,
+                0,
+                &[(Some(1), "a", I), (Some(2), "b", I), (None, "n", I)]
+            ),
+            Vec::<String>::new()
+        );
+        // The NULL key of an inner side is not even kept.
+        assert_eq!(j.sides[0].rows, 2);
+        assert_eq!(
+            feed(
+                &mut j,
+                1,
+                &[(Some(1), "x", I), (Some(1), "x", D), (Some(2), "y", I)]
+            ),
+            ["+I|1|a|1|x", "-D|1|a|1|x", "+I|2|b|2|y"]
+        );
+        assert_eq!(feed(&mut j, 0, &[(Some(2), "b", D)]), ["-D|2|b|2|y"]);
+    }
+
+    /// Semi: a row comes with its first partner and goes with its last; anti the other way.
+    #[test]
+    fn semi_and_anti_rows_follow_their_partners() {
+        let mut semi = join(JoinType::LeftSemi);
+        assert_eq!(
+            feed(&mut semi, 0, &[(Some(1), "a", I)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(feed(&mut semi, 1, &[(Some(1), "x", I)]), ["+I|1|a"]);
+        assert_eq!(
+            feed(&mut semi, 1, &[(Some(1), "y", I)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            feed(&mut semi, 1, &[(Some(1), "x", D)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(feed(&mut semi, 1, &[(Some(1), "y", D)]), ["-D|1|a"]);
+        assert_eq!(feed(&mut semi, 1, &[(Some(1), "y", I)]), ["+I|1|a"]);
+        assert_eq!(feed(&mut semi, 0, &[(Some(1), "a", D)]), ["-D|1|a"]);
+
+        let mut anti = join(JoinType::LeftAnti);
+        assert_eq!(feed(&mut anti, 0, &[(Some(1), "a", I)]), ["+I|1|a"]);
+        assert_eq!(feed(&mut anti, 1, &[(Some(1), "x", I)]), ["-D|1|a"]);
+        assert_eq!(feed(&mut anti, 1, &[(Some(1), "x", D)]), ["+I|1|a"]);
+        assert_eq!(feed(&mut anti, 0, &[(None, "n", I)]), ["+I||n"]);
+
+        // The right side's rows as the output.
+        let mut right_semi = join(JoinType::RightSemi);
+        assert_eq!(
+            feed(&mut right_semi, 1, &[(Some(5), "r", I)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            feed(&mut right_semi, 0, &[(Some(5), "l", I), (Some(5), "m", I)]),
+            ["+I|5|r"]
+        );
+        assert_eq!(
+            feed(&mut right_semi, 0, &[(Some(5), "l", D)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(feed(&mut right_semi, 0, &[(Some(5), "m", D)]), ["-D|5|r"]);
     }
 }
