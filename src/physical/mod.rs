@@ -10,6 +10,7 @@
 //! | `StreamFilterExec` | [`filter`] | none |
 //! | `StreamProjectionExec` | [`projection`] | none |
 //! | `StreamExchangeExec` | [`exchange`] | per-input watermarks, barrier alignment |
+//! | `StreamUnionExec` | [`union`] | none |
 //! | `WindowAssignExec` | [`window_assign`] | none |
 //! | `WindowAggregateExec` | [`window_aggregate`] | slices / session rows per key |
 //! | `BroadcastJoinExec` | [`broadcast_join`] | none (the table is reloaded) |
@@ -46,6 +47,7 @@ pub mod sink;
 pub mod source;
 pub mod state_memory;
 pub mod streaming;
+pub mod union;
 pub mod updating_aggregate;
 pub mod watermark_tracker;
 pub mod window_aggregate;
@@ -78,6 +80,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         joins::WindowJoinExec,
         joins::IntervalJoinExec,
         joins::RegularJoinExec,
+        union::StreamUnionExec,
         updating_aggregate::UpdatingAggregateExec,
     );
     None

@@ -41,6 +41,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use crate::config::{PlannedRuntimeMode, RuntimeMode};
@@ -53,6 +54,7 @@ use crate::physical::sink::StreamSinkExec;
 use crate::physical::streaming::{
     as_streaming, changelog_mode, is_streaming, reads_event_time, with_state_backend,
 };
+use crate::physical::union::StreamUnionExec;
 use crate::physical::updating_aggregate::UpdatingAggregateExec;
 use crate::physical::window_assign::WindowAssignExec;
 use crate::state::backend::PlannedBackend;
@@ -153,6 +155,13 @@ fn to_streaming(
             Some(n) => Arc::new(GlobalLimitExec::new(merged, 0, Some(n))),
             None => merged,
         }));
+    }
+    if let Some(union) = node.downcast_ref::<UnionExec>() {
+        let inputs = union.children().into_iter().cloned().collect();
+        return Ok(Transformed::yes(Arc::new(StreamUnionExec::try_new(
+            inputs,
+            union.schema(),
+        )?)));
     }
     if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
         return Ok(Transformed::yes(Arc::clone(coop.input())));
@@ -414,9 +423,10 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
             "OVER (...) window functions on an unbounded stream are not supported; use \
              TUMBLE, HOP or SESSION windows"
         ),
-        "UnionExec" | "InterleaveExec" => plan_err!(
-            "UNION ALL of unbounded streams is not supported yet; write each stream into the \
-             sink with its own INSERT INTO"
+        "InterleaveExec" => plan_err!(
+            "this UNION ALL of streams partitioned alike (e.g. of two GROUP BYs on the same \
+             keys) is not supported yet; write each stream into the sink with its own INSERT \
+             INTO"
         ),
         "DataSinkExec" => plan_err!(
             "this table cannot take a stream: a CREATE TABLE without Flink options is \
