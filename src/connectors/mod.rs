@@ -140,6 +140,13 @@ pub trait SourceReader: Send {
             "this source cannot resume from a checkpoint; run the job without --state-dir"
         )
     }
+
+    /// After [`restore`](Self::restore), the position it resumes from, as a batch would carry
+    /// it: what a checkpoint taken before the reader hands over its first batch records, so
+    /// that it does not forget where to resume (`None`: nothing to record).
+    fn restored_position(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A table's source side (see the module docs).

@@ -119,10 +119,14 @@ impl WatermarkTracker {
         let candidate = match self.min_active(None) {
             Some(min) => min,
             // All idle or finished: idle inputs do not hold back; if everything finished the
-            // watermark is the end of time, otherwise the highest idle watermark is safe.
+            // watermark is the end of time, otherwise the highest watermark of an idle input
+            // still running is safe (a finished input's end of time says nothing about the
+            // idle ones, which may still send rows).
+            None if self.all_finished() => END_OF_TIME,
             None => self
                 .inputs
                 .iter()
+                .filter(|s| !s.finished)
                 .map(|s| s.watermark)
                 .max()
                 .unwrap_or(NO_WATERMARK),
@@ -217,6 +221,19 @@ mod tests {
         assert_eq!(t.mark_finished(1), Some(10));
         assert_eq!(t.mark_finished(0), Some(END_OF_TIME));
         assert!(t.all_finished());
+    }
+
+    /// One input finished, the other idle: the idle one may still send rows, so the watermark
+    /// is its own, not the finished input's end of time.
+    #[test]
+    fn a_finished_input_does_not_release_an_idle_one() {
+        let mut t = WatermarkTracker::new(2);
+        t.update(1, 40);
+        t.mark_finished(0);
+        assert_eq!(t.current(), 40);
+        t.mark_idle(1);
+        assert_eq!(t.current(), 40);
+        assert_eq!(t.update(1, 60), Some(60));
     }
 
     #[test]

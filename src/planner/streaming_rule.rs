@@ -156,12 +156,30 @@ fn to_streaming(
             None => merged,
         }));
     }
-    if let Some(union) = node.downcast_ref::<UnionExec>() {
+    // Only a union of streams: a batch input (VALUES, a plain table) inside a streaming
+    // pipeline would have no barriers or positions, and be read again on recovery.
+    if let Some(union) = node.downcast_ref::<UnionExec>()
+        && union.children().iter().all(|c| is_streaming(c))
+    {
         let inputs = union.children().into_iter().cloned().collect();
         return Ok(Transformed::yes(Arc::new(StreamUnionExec::try_new(
             inputs,
             union.schema(),
         )?)));
+    }
+    if node.name() == "InterleaveExec" {
+        return plan_err!(
+            "this UNION ALL of streams partitioned alike (e.g. of two GROUP BYs on the same \
+             keys) is not supported yet; write each stream into the sink with its own INSERT \
+             INTO"
+        );
+    }
+    if node.name() == "UnionExec" {
+        return plan_err!(
+            "UNION ALL of a stream with a batch input (VALUES, or a table without a connector) \
+             is not supported: the batch rows would have no place in checkpoints. Put them in a \
+             table WITH ('connector' = 'memory') or a file"
+        );
     }
     if let Some(coop) = node.downcast_ref::<CooperativeExec>() {
         return Ok(Transformed::yes(Arc::clone(coop.input())));

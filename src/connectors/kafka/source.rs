@@ -373,6 +373,13 @@ impl SourceReader for KafkaReader {
         self.malformed.load(Ordering::Relaxed)
     }
 
+    /// The restored offsets of the reader's partitions (a checkpoint taken before the reader
+    /// thread sends its starting offsets must not record "no position", which would make the
+    /// next restore start over).
+    fn restored_position(&self) -> Option<serde_json::Value> {
+        self.resumed()
+    }
+
     fn restore(
         &mut self,
         _partition: usize,
@@ -395,6 +402,22 @@ impl SourceReader for KafkaReader {
             plan.resume.extend(position.offsets);
         }
         Ok(())
+    }
+}
+
+impl KafkaReader {
+    fn resumed(&self) -> Option<serde_json::Value> {
+        let plan = self.plan.as_ref()?;
+        // Only this reader's partitions: the restored map holds every old reader's.
+        let offsets: BTreeMap<i32, i64> = plan
+            .partitions
+            .iter()
+            .filter_map(|p| Some((*p, *plan.resume.get(p)?)))
+            .collect();
+        if offsets.is_empty() {
+            return None;
+        }
+        serde_json::to_value(KafkaPosition { offsets }).ok()
     }
 }
 

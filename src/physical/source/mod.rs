@@ -290,6 +290,7 @@ impl StreamingExec for StreamSourceExec {
             Some((Arc::clone(coordinator), operator))
         });
         let mut restored_watermarks = None;
+        let mut restored_position = None;
         if let Some((coordinator, operator)) = &checkpoint
             && let Some(saved) = coordinator.restored(operator)
         {
@@ -309,6 +310,7 @@ impl StreamingExec for StreamSourceExec {
                 })
                 .collect();
             reader.restore(partition, partitions, &positions)?;
+            restored_position = reader.restored_position();
             // Same partitioning: this partition's split watermarks; otherwise the minimum of
             // all, which never moves time forward past what any old partition had seen.
             let own = metas
@@ -372,7 +374,8 @@ impl StreamingExec for StreamSourceExec {
             checkpoint,
             partition,
             partitions,
-            position: None,
+            // Until the reader hands over a batch, a checkpoint records where it resumes.
+            position: restored_position,
             deferred: None,
         };
         if let Some(watermarks) = restored_watermarks {

@@ -16,8 +16,8 @@
 //!   it loses its last; anti (`NOT EXISTS`) the other way round.
 //!
 //! An inner or semi join of two inputs that only append only appends; the others retract.
-//! The output carries no event-time column (rows of any age can still come), and its watermark
-//! is the smaller of the inputs'.
+//! The output carries no event-time column (rows of any age can still come): its watermark
+//! stays back until every input ended, and it never goes idle.
 //!
 //! - [`side`]: one side's rows by key, and their checkpoint encoding.
 //! - `stream`: one partition: matching, emitting, snapshots and restore.

@@ -207,6 +207,10 @@ impl RegularJoinStream {
             // A row whose key cannot match is only kept where it comes out alone (an outer
             // or anti side); elsewhere it never matters.
             if !valid[i] && !emit.keeps_unmatched(x) {
+                // (A row restored from an older checkpoint may still be held.)
+                if !kind.adds() {
+                    mine.remove(key(i), encoded.row(i).as_ref());
+                }
                 continue;
             }
             let row = encoded.row(i);
@@ -413,6 +417,12 @@ impl Operator for RegularJoinStream {
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
         let ended = ctx.watermarks().inputs().iter().all(|&w| w == END_OF_TIME);
         Ok(if ended { END_OF_TIME } else { NO_WATERMARK })
+    }
+
+    /// Never: its rows carry no event time the watermark could bound, and an idle join must
+    /// not let a downstream watermark move on past rows it may still emit.
+    fn may_idle(&self) -> bool {
+        false
     }
 
     fn snapshot(
