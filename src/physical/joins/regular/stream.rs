@@ -26,6 +26,9 @@ use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize
 /// Rows per snapshot batch.
 const SNAPSHOT_ROWS: usize = 8192;
 
+/// Output rows per batch, at most (one input row's pairs may go beyond).
+const OUTPUT_ROWS: usize = 8192;
+
 /// One partition of a regular join.
 pub(super) struct RegularJoinStream {
     pub(super) codec: EntryCodec,
@@ -193,6 +196,12 @@ impl RegularJoinStream {
         let emit = self.output.emit;
         let mut out = Out::default();
         let mut next = 0;
+        let emitter = Emitter {
+            rows: &self.rows[y],
+            nullable: &self.nullable[y],
+            output: &self.output,
+            append_only: self.append_only,
+        };
         let (mine, theirs) = both(&mut self.sides, x);
         let mut matched: Vec<usize> = Vec::new();
         for i in 0..n {
@@ -316,6 +325,10 @@ impl RegularJoinStream {
             if kind.adds() {
                 mine.add(key(i), row, total);
             }
+            // A hot key can pair one row with very many: output goes in bounded batches.
+            if out.kinds.len() >= OUTPUT_ROWS {
+                emitter.emit(x, rows, &mut out, ctx)?;
+            }
         }
         if self.unknown > self.warned {
             log::warn!(
@@ -324,18 +337,35 @@ impl RegularJoinStream {
             );
             self.warned = self.unknown;
         }
-        self.emit(x, rows, out, ctx)
+        emitter.emit(x, rows, &mut out, ctx)
     }
+}
 
-    /// Builds and emits the output rows of one batch of side `x`.
-    fn emit(&self, x: usize, rows: &RecordBatch, out: Out, ctx: &mut Context<'_>) -> Result<()> {
+/// What output batches are built with: the other side's row format and nullable schema, the
+/// output assembly, and whether the output only appends.
+struct Emitter<'a> {
+    rows: &'a RowConverter,
+    nullable: &'a SchemaRef,
+    output: &'a JoinOutput,
+    append_only: bool,
+}
+
+impl Emitter<'_> {
+    /// Builds and emits the output rows `out` of a batch `rows` of side `x`, and empties `out`.
+    fn emit(
+        &self,
+        x: usize,
+        rows: &RecordBatch,
+        out: &mut Out,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
         if out.kinds.is_empty() {
             return Ok(());
         }
-        let y = 1 - x;
+        let out = std::mem::take(out);
         let theirs = decode(
-            &self.rows[y],
-            &self.nullable[y],
+            self.rows,
+            self.nullable,
             out.state_rows.iter().map(|r| &**r),
         )?;
         let mine_idx = UInt32Array::from(out.batch_rows);
@@ -638,6 +668,30 @@ mod tests {
             ["+I|1|a|1|x", "-D|1|a|1|x", "+I|2|b|2|y"]
         );
         assert_eq!(feed(&mut j, 0, &[(Some(2), "b", D)]), ["-D|2|b|2|y"]);
+    }
+
+    /// A hot key's pairs come in bounded batches, not one batch of every pair of the input.
+    #[test]
+    fn many_pairs_come_in_several_batches() {
+        let mut j = join(JoinType::Inner);
+        let left: Vec<String> = (0..5000).map(|i| format!("l{i}")).collect();
+        let rows: Vec<(Option<i64>, &str, RowKind)> =
+            left.iter().map(|v| (Some(1), v.as_str(), I)).collect();
+        feed(&mut j, 0, &rows);
+        let batch = RecordBatch::try_new(
+            Arc::clone(&j.output.inputs[1]),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 1])),
+                Arc::new(StringArray::from(vec!["x", "y", "z"])),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let inputs = [NO_WATERMARK; 2];
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        j.on_data(1, StreamBatch::new(batch), &mut ctx).unwrap();
+        let sizes: Vec<usize> = out.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(sizes, [10_000, 5_000]);
     }
 
     /// Semi: a row comes with its first partner and goes with its last; anti the other way.
