@@ -140,4 +140,14 @@ impl SourceReader for DatagenReader {
         }
         Ok(())
     }
+
+    /// Where it resumes, recorded by a checkpoint taken before its first batch (or after it
+    /// ended at once: a finished bounded reader must not start over on the next restore).
+    fn restored_position(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(DatagenPosition {
+            next_row: self.next_row,
+            emitted: self.emitted,
+        })
+        .ok()
+    }
 }

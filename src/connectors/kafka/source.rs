@@ -399,7 +399,14 @@ impl SourceReader for KafkaReader {
                     s.position
                 )
             })?;
-            plan.resume.extend(position.offsets);
+            // Offsets handed out only move forward: of two entries for a partition, the
+            // larger is safe.
+            for (p, offset) in position.offsets {
+                plan.resume
+                    .entry(p)
+                    .and_modify(|o| *o = (*o).max(offset))
+                    .or_insert(offset);
+            }
         }
         Ok(())
     }

@@ -247,4 +247,13 @@ impl SourceReader for NexmarkReader {
         }
         Ok(())
     }
+
+    /// Where it resumes, recorded by a checkpoint taken before its first batch (or after it
+    /// ended at once: a finished bounded reader must not start over on the next restore).
+    fn restored_position(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(NexmarkPosition {
+            next_event: self.generator.position(),
+        })
+        .ok()
+    }
 }

@@ -158,3 +158,39 @@ async fn rate_limit_paces_and_splits_batches() {
     assert_eq!(partition_rate(0, 0, 4), None);
     assert_eq!(offset_of(2, 2), Duration::from_secs(1));
 }
+
+/// A restored reader says where it resumes before it hands over a batch (what a checkpoint
+/// taken then records), and that is the position it was restored from.
+#[tokio::test]
+async fn a_restored_reader_reports_where_it_resumes() {
+    let c = connector(
+        vec![column("id", DataType::Int64)],
+        &[
+            ("rows-per-second", "0"),
+            ("fields.id.kind", "sequence"),
+            ("fields.id.start", "1"),
+            ("fields.id.end", "10"),
+        ],
+    );
+    let mut first = c.open(0, 1, &[0], 4).unwrap();
+    let batch = first.next_batch().await.unwrap().unwrap();
+    let position = batch
+        .position
+        .clone()
+        .expect("a datagen batch has a position");
+    let mut restored = c.open(0, 1, &[0], 4).unwrap();
+    restored
+        .restore(
+            0,
+            1,
+            &[crate::connectors::SavedPosition {
+                partition: 0,
+                num_partitions: 1,
+                position: position.clone(),
+            }],
+        )
+        .unwrap();
+    assert_eq!(restored.restored_position(), Some(position));
+    let next = restored.next_batch().await.unwrap().unwrap();
+    assert_eq!(i64s(&[next.batch], 0), vec![5, 6, 7, 8]);
+}
