@@ -215,9 +215,10 @@ impl OpenFile {
 
 /// Reads the files of one partition in order.
 ///
-/// Position (for checkpoints): the files finished and the byte offset and line number reached
-/// in the current one. Positions name files, not partitions, so a job restored with a different
-/// parallelism resumes every file where it stopped.
+/// Position (for checkpoints): the files finished, the byte offset and line number reached
+/// in the current one, and where the reader's files not opened yet resume (restored from
+/// another reader's position). Positions name files, not partitions, so a job restored with a
+/// different parallelism resumes every file where it stopped.
 struct FileReader {
     files: Vec<PathBuf>,
     next_file: usize,
@@ -242,9 +243,25 @@ struct FilePosition {
     offset: u64,
     /// Number of the next line of `file`.
     line: usize,
+    /// Restored offset and line of files of this reader not opened yet: kept until they are,
+    /// so that a later restore does not read them from the start.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    resumed: std::collections::BTreeMap<String, (u64, usize)>,
 }
 
 impl FileReader {
+    /// The restored positions of the files not opened yet.
+    fn pending_resumes(&self) -> std::collections::BTreeMap<String, (u64, usize)> {
+        self.files[self.next_file.min(self.files.len())..]
+            .iter()
+            .filter_map(|f| {
+                let name = f.display().to_string();
+                let at = *self.resume.get(&name)?;
+                Some((name, at))
+            })
+            .collect()
+    }
+
     fn open_next(&mut self) -> Result<bool> {
         let Some(path) = self.files.get(self.next_file) else {
             return Ok(false);
@@ -297,6 +314,11 @@ impl SourceReader for FileReader {
                 file: file.name.clone(),
                 offset: file.offset,
                 line: file.line,
+                resumed: Default::default(),
+            };
+            let position = FilePosition {
+                resumed: self.pending_resumes(),
+                ..position
             };
             let position = serde_json::to_value(&position)
                 .map_err(|e| exec_datafusion_err!("the position of the filesystem source: {e}"))?;
@@ -329,7 +351,21 @@ impl SourceReader for FileReader {
                 )
             })?;
             done.extend(p.done);
-            self.resume.insert(p.file, (p.offset, p.line));
+            // Of two positions in a file, the further one is safe (offsets only move on).
+            let entries = (!p.file.is_empty())
+                .then_some((p.file, (p.offset, p.line)))
+                .into_iter()
+                .chain(p.resumed);
+            for (file, at) in entries {
+                self.resume
+                    .entry(file)
+                    .and_modify(|old| {
+                        if at.0 > old.0 {
+                            *old = at;
+                        }
+                    })
+                    .or_insert(at);
+            }
         }
         self.files
             .retain(|f| !done.contains(&f.display().to_string()));
@@ -340,6 +376,19 @@ impl SourceReader for FileReader {
 
     fn malformed_records(&self) -> u64 {
         self.decoder.skipped()
+    }
+
+    /// The files finished and where the others resume, recorded by a checkpoint taken before
+    /// the first batch (or after the reader ended at once).
+    fn restored_position(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(FilePosition {
+            done: self.done.clone(),
+            file: String::new(),
+            offset: 0,
+            line: 0,
+            resumed: self.pending_resumes(),
+        })
+        .ok()
     }
 }
 
@@ -394,8 +443,68 @@ mod tests {
                 file: "/data/in/c.json".to_string(),
                 offset: 4096,
                 line: 57,
+                resumed: Default::default(),
             }
         );
         assert_eq!(serde_json::to_value(&position).unwrap(), written);
+    }
+
+    /// Restored from two readers' positions, one reader keeps where its unopened file resumes
+    /// in every position it hands out (before its first batch too), so that a second restore
+    /// does not read that file from the start.
+    #[tokio::test]
+    async fn positions_keep_unopened_files_resume_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let b = dir.path().join("b.csv");
+        std::fs::write(&a, "1\n2\n3\n").unwrap();
+        std::fs::write(&b, "4\n5\n6\n").unwrap();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new(
+                "v",
+                datafusion::arrow::datatypes::DataType::Int64,
+                true,
+            ),
+        ]));
+        let options =
+            crate::connectors::format::FormatOptions::new(crate::connectors::format::Format::Csv);
+        let decoder =
+            crate::connectors::format::decoder(&options, Arc::clone(&schema), schema, &[0])
+                .unwrap();
+        let mut reader = FileReader {
+            files: vec![a.clone(), b.clone()],
+            next_file: 0,
+            current: None,
+            decoder,
+            batch_size: 1,
+            header: false,
+            resume: Default::default(),
+            done: Vec::new(),
+        };
+        let saved = |file: &PathBuf, offset: u64, line: usize| crate::connectors::SavedPosition {
+            partition: 0,
+            num_partitions: 2,
+            position: serde_json::to_value(FilePosition {
+                done: Vec::new(),
+                file: file.display().to_string(),
+                offset,
+                line,
+                resumed: Default::default(),
+            })
+            .unwrap(),
+        };
+        reader
+            .restore(0, 1, &[saved(&a, 2, 2), saved(&b, 4, 3)])
+            .unwrap();
+        let before = FilePosition::deserialize(&reader.restored_position().unwrap()).unwrap();
+        assert_eq!(before.resumed.len(), 2, "{before:?}");
+        let first = reader.next_batch().await.unwrap().unwrap();
+        let position = FilePosition::deserialize(&first.position.unwrap()).unwrap();
+        assert_eq!(position.file, a.display().to_string());
+        assert_eq!(
+            position.resumed.get(&b.display().to_string()),
+            Some(&(4, 3)),
+            "{position:?}"
+        );
     }
 }
