@@ -441,11 +441,6 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
             "OVER (...) window functions on an unbounded stream are not supported; use \
              TUMBLE, HOP or SESSION windows"
         ),
-        "InterleaveExec" => plan_err!(
-            "this UNION ALL of streams partitioned alike (e.g. of two GROUP BYs on the same \
-             keys) is not supported yet; write each stream into the sink with its own INSERT \
-             INTO"
-        ),
         "DataSinkExec" => plan_err!(
             "this table cannot take a stream: a CREATE TABLE without Flink options is \
              DataFusion's in-memory table, which only batch inserts fill. Create it WITH \

@@ -314,11 +314,7 @@ impl SourceReader for FileReader {
                 file: file.name.clone(),
                 offset: file.offset,
                 line: file.line,
-                resumed: Default::default(),
-            };
-            let position = FilePosition {
                 resumed: self.pending_resumes(),
-                ..position
             };
             let position = serde_json::to_value(&position)
                 .map_err(|e| exec_datafusion_err!("the position of the filesystem source: {e}"))?;

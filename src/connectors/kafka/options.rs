@@ -195,6 +195,17 @@ impl KafkaOptions {
     /// Reads every option of a Kafka table.
     pub fn parse(options: &TableOptions) -> Result<Self> {
         let value = FormatOptions::parse(options, VALUE_FORMATS)?;
+        let sink = KafkaSinkOptions::parse(options, &value)?;
+        Self::with(options, value, KafkaSourceOptions::parse(options)?, sink)
+    }
+
+    /// The options both kinds of Kafka table share, with the parts that differ.
+    fn with(
+        options: &TableOptions,
+        value: FormatOptions,
+        source: KafkaSourceOptions,
+        sink: KafkaSinkOptions,
+    ) -> Result<Self> {
         let properties = options
             .values()
             .iter()
@@ -209,9 +220,9 @@ impl KafkaOptions {
             timeout: options
                 .get_duration("connect.timeout")?
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            source: KafkaSourceOptions::parse(options)?,
-            sink: KafkaSinkOptions::parse(options, &value)?,
             value,
+            source,
+            sink,
         })
     }
 }
@@ -255,37 +266,22 @@ impl KafkaOptions {
                 options.table()
             );
         }
-        let properties = options
-            .values()
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("properties.")?.to_string(), v.clone())))
-            .collect();
         let transactional_id_prefix = options
             .get("sink.transactional-id-prefix")
             .map(str::to_string);
         let guarantee = DeliveryGuarantee::parse(options, transactional_id_prefix.as_deref())?;
-        let kafka = Self {
-            topic: options.required("topic")?.to_string(),
-            servers: options
-                .required("properties.bootstrap.servers")?
-                .to_string(),
-            properties,
-            timeout: options
-                .get_duration("connect.timeout")?
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            source: KafkaSourceOptions {
-                startup: StartupMode::Earliest,
-                ..KafkaSourceOptions::parse(options)?
-            },
-            sink: KafkaSinkOptions {
-                // The primary key, which the table's definition holds.
-                key_fields: Vec::new(),
-                key: key.clone(),
-                guarantee,
-                transactional_id_prefix,
-            },
-            value,
+        let source = KafkaSourceOptions {
+            startup: StartupMode::Earliest,
+            ..KafkaSourceOptions::parse(options)?
         };
+        let sink = KafkaSinkOptions {
+            // The primary key, which the table's definition holds.
+            key_fields: Vec::new(),
+            key: key.clone(),
+            guarantee,
+            transactional_id_prefix,
+        };
+        let kafka = Self::with(options, value, source, sink)?;
         Ok((
             kafka,
             UpsertOptions {

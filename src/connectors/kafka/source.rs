@@ -642,7 +642,8 @@ fn read_partitions(
     }
 }
 
-fn is_blank(value: &[u8]) -> bool {
+/// True if `value` holds only whitespace (json and csv read no row from it).
+pub(super) fn is_blank(value: &[u8]) -> bool {
     value.iter().all(u8::is_ascii_whitespace)
 }
 

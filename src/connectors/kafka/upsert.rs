@@ -33,6 +33,7 @@ use datafusion::common::{Result, plan_err};
 
 use super::options::UpsertOptions;
 use super::records::{RecordBuffer, metadata_column};
+use super::source::is_blank;
 use crate::catalog::table_definition::TableDefinition;
 use crate::changelog::RowKind;
 use crate::connectors::format::{Format, FormatOptions, LineChunk, LineDecoder, decoder};
@@ -477,10 +478,6 @@ fn decode_subset(
         );
     }
     Ok(Some((batch, from)))
-}
-
-fn is_blank(value: &[u8]) -> bool {
-    value.iter().all(u8::is_ascii_whitespace)
 }
 
 /// The records of an upsert-kafka sink's changelog rows of kinds `kinds` whose record keys are

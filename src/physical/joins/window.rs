@@ -610,3 +610,23 @@ pub(super) fn join_keys(
         })
         .collect()
 }
+
+/// [`join_keys`] cast to `types` (the left's), so that equal keys of both sides encode alike.
+pub(super) fn typed_join_keys(
+    on: &[(PhysicalExprRef, PhysicalExprRef)],
+    side: usize,
+    rows: &RecordBatch,
+    types: &[datafusion::arrow::datatypes::DataType],
+) -> Result<Vec<ArrayRef>> {
+    join_keys(on, side, rows)?
+        .into_iter()
+        .zip(types)
+        .map(|(k, t)| {
+            if k.data_type() == t {
+                Ok(k)
+            } else {
+                Ok(datafusion::arrow::compute::cast(&k, t)?)
+            }
+        })
+        .collect()
+}

@@ -1,7 +1,7 @@
 //! One partition of an interval join: matching, buffering, eviction, snapshots; run by the
 //! operator [`Driver`](crate::physical::operator::Driver).
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -12,7 +12,7 @@ use datafusion::physical_plan::joins::utils::JoinFilter;
 use serde::{Deserialize, Serialize};
 
 use super::super::state::SideCodec;
-use super::super::window::join_keys;
+use super::super::window::{join_keys, typed_join_keys};
 use super::super::{Emit, Gather, JoinOutput, filter_pairs};
 use super::bound::TimeBound;
 use super::buffer::{Keys, SideBuffer};
@@ -41,17 +41,7 @@ pub(super) struct IntervalJoinStream {
 
 impl IntervalJoinStream {
     pub(super) fn keys(&self, side: usize, rows: &RecordBatch) -> Result<(Keys, Vec<bool>)> {
-        let keys = join_keys(&self.on, side, rows)?
-            .into_iter()
-            .zip(&self.key_types)
-            .map(|(k, t)| {
-                if k.data_type() == t {
-                    Ok(k)
-                } else {
-                    Ok(cast(&k, t)?)
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
+        let keys = typed_join_keys(&self.on, side, rows, &self.key_types)?;
         let valid = (0..rows.num_rows())
             .map(|i| keys.iter().all(|k| k.is_valid(i)))
             .collect();

@@ -30,7 +30,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -47,6 +46,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input,
 };
 use crate::state::backend::StateBackend;
+use crate::state::rocks::RowCodec;
 use side::{EntryCodec, SideState};
 use stream::RegularJoinStream;
 
@@ -233,21 +233,14 @@ impl StreamingExec for RegularJoinExec {
             .iter()
             .map(|(l, _)| l.data_type(&inputs[0]))
             .collect::<Result<Vec<DataType>>>()?;
-        let keys = if key_types.is_empty() {
-            None
-        } else {
-            Some(RowConverter::new(
-                key_types.iter().cloned().map(SortField::new).collect(),
-            )?)
-        };
+        let keys = RowCodec::try_new(key_types.clone(), "join keys")?;
         let row_format = |schema: &SchemaRef| {
-            RowConverter::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
+            let types = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            RowCodec::try_new(types, "the rows of a join")
         };
         let nullable = |schema: &SchemaRef| -> SchemaRef {
             Arc::new(Schema::new(

@@ -5,23 +5,23 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt32Array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, Int8Array, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::row::{RowConverter, Rows};
+use datafusion::arrow::row::Rows;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use serde::{Deserialize, Serialize};
 
-use super::super::window::join_keys;
+use super::super::window::{join_keys, typed_join_keys};
 use super::super::{Emit, Gather, JoinOutput, filter_pairs};
 use super::side::{Entry, EntryCodec, SideState};
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::rocks::RowCodec;
 
 /// Rows per snapshot batch.
 const SNAPSHOT_ROWS: usize = 8192;
@@ -41,10 +41,10 @@ pub(super) struct RegularJoinStream {
     pub(super) null_equals_null: bool,
     /// Key types (the left's; right keys are cast to them).
     pub(super) key_types: Vec<DataType>,
-    /// The keys' row format; `None` without keys (every row has the same, empty key).
-    pub(super) keys: Option<RowConverter>,
+    /// The keys' row format (without keys, every row has the same, empty key).
+    pub(super) keys: RowCodec,
     /// Each side's rows' row format.
-    pub(super) rows: [RowConverter; 2],
+    pub(super) rows: [RowCodec; 2],
     pub(super) sides: [SideState; 2],
     /// The output only appends (an inner or semi join of inputs that only append).
     pub(super) append_only: bool,
@@ -78,32 +78,22 @@ impl Out {
     }
 }
 
-/// Rows stored in `converter`'s row format as a batch of `schema` (every column nullable). The
-/// row format gives some types back in another form (a dictionary's values), cast back here.
+/// Rows stored in `codec`'s row format as a batch of `schema` (every column nullable).
 fn decode<'a>(
-    converter: &RowConverter,
+    codec: &RowCodec,
     schema: &SchemaRef,
     rows: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<RecordBatch> {
-    let parser = converter.parser();
     let rows: Vec<&[u8]> = rows.into_iter().collect();
-    let columns = converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
-    let columns = columns
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                Ok(cast(&c, f.data_type())?)
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
-        columns,
+        codec.decode(&rows)?,
         &RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )?)
+}
+
+fn no_columns() -> datafusion::common::DataFusionError {
+    datafusion::common::DataFusionError::Internal("a regular join input without columns".into())
 }
 
 /// The two sides, the one of index `x` first.
@@ -121,25 +111,11 @@ impl RegularJoinStream {
     /// empty key of a join without keys), and whether it can match (no NULL key, unless NULLs
     /// match).
     fn key_bytes(&self, side: usize, rows: &RecordBatch) -> Result<(Option<Rows>, Vec<bool>)> {
-        let n = rows.num_rows();
-        let Some(converter) = &self.keys else {
-            return Ok((None, vec![true; n]));
-        };
-        let keys = join_keys(&self.on, side, rows)?
-            .into_iter()
-            .zip(&self.key_types)
-            .map(|(k, t)| {
-                if k.data_type() == t {
-                    Ok(k)
-                } else {
-                    Ok(cast(&k, t)?)
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let valid = (0..n)
+        let keys = typed_join_keys(&self.on, side, rows, &self.key_types)?;
+        let valid = (0..rows.num_rows())
             .map(|i| self.null_equals_null || keys.iter().all(|k| k.is_valid(i)))
             .collect();
-        Ok((Some(converter.convert_columns(&keys)?), valid))
+        Ok((self.keys.convert(&keys)?, valid))
     }
 
     /// Matches one input batch of side `x` against the other side's rows, emits what changes,
@@ -153,7 +129,9 @@ impl RegularJoinStream {
         }
         let (keys, valid) = self.key_bytes(x, rows)?;
         let key = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
-        let encoded = self.rows[x].convert_columns(rows.columns())?;
+        let encoded = self.rows[x]
+            .convert(rows.columns())?
+            .ok_or_else(no_columns)?;
 
         // Candidates by key (in row order), then the join filter over all of them at once.
         let mut cand_rows: Vec<u32> = Vec::new();
@@ -344,7 +322,7 @@ impl RegularJoinStream {
 /// What output batches are built with: the other side's row format and nullable schema, the
 /// output assembly, and whether the output only appends.
 struct Emitter<'a> {
-    rows: &'a RowConverter,
+    rows: &'a RowCodec,
     nullable: &'a SchemaRef,
     output: &'a JoinOutput,
     append_only: bool,
@@ -417,7 +395,9 @@ impl Operator for RegularJoinStream {
             let side = self.codec.side_of(&batch)?;
             let (rows, counts, matches) = self.codec.decode(&batch, side)?;
             let (keys, _) = self.key_bytes(side, &rows)?;
-            let encoded = self.rows[side].convert_columns(rows.columns())?;
+            let encoded = self.rows[side]
+                .convert(rows.columns())?
+                .ok_or_else(no_columns)?;
             for i in 0..rows.num_rows() {
                 let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
                 self.sides[side].restore(
@@ -503,7 +483,6 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{Field, Schema};
-    use datafusion::arrow::row::SortField;
     use datafusion::arrow::util::display::array_value_to_string;
     use datafusion::common::JoinType;
     use datafusion::physical_expr::expressions::Column;
@@ -530,13 +509,8 @@ mod tests {
                 .collect(),
         };
         let row_format = |s: &SchemaRef| {
-            RowConverter::new(
-                s.fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
-            .unwrap()
+            let types = s.fields().iter().map(|f| f.data_type().clone()).collect();
+            RowCodec::try_new(types, "join rows").unwrap()
         };
         let key: PhysicalExprRef = Arc::new(Column::new("k", 0));
         RegularJoinStream {
@@ -553,7 +527,7 @@ mod tests {
             filter: None,
             null_equals_null: false,
             key_types: vec![DataType::Int64],
-            keys: Some(RowConverter::new(vec![SortField::new(DataType::Int64)]).unwrap()),
+            keys: RowCodec::try_new(vec![DataType::Int64], "join keys").unwrap(),
             sides: [SideState::default(), SideState::default()],
             append_only: false,
             unknown: 0,
