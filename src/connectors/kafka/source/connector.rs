@@ -17,7 +17,8 @@ use crate::connectors::kafka::records::{BatchAssembler, OutputColumn};
 use crate::connectors::kafka::upsert::{Normalizer, RowOrigin};
 use crate::connectors::{SourceConnector, SourceReader};
 
-use super::reader::{KafkaReader, ReadPlan};
+use super::plan::ReadPlan;
+use super::reader::KafkaReader;
 
 /// The source side of a Kafka table.
 #[derive(Debug)]

@@ -19,33 +19,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::connectors::format::Format;
-use crate::connectors::kafka::KafkaTable;
-use crate::connectors::kafka::options::{BoundedMode, StartupMode};
-use crate::connectors::kafka::records::{BatchAssembler, RecordBuffer};
-use crate::connectors::kafka::upsert::Normalizer;
+use crate::connectors::kafka::options::BoundedMode;
 use crate::connectors::{SavedPosition, SourceBatch, SourceReader};
 
-use super::offsets::resolve_offsets;
+use super::plan::{ReadPlan, Split, resolve_offsets};
 
 /// How long one poll waits when nothing is buffered.
 const POLL_WAIT: Duration = Duration::from_millis(100);
-
-/// Everything a reader thread needs.
-pub(super) struct ReadPlan {
-    pub(super) table: KafkaTable,
-    pub(super) config: rdkafka::ClientConfig,
-    /// The Kafka partitions of this reader; split `i` is `partitions[i]`.
-    pub(super) partitions: Vec<i32>,
-    pub(super) startup: StartupMode,
-    pub(super) bounded: BoundedMode,
-    /// Next offsets restored from a checkpoint.
-    pub(super) resume: HashMap<i32, i64>,
-    pub(super) batch_size: usize,
-    pub(super) wants_key: bool,
-    /// An upsert-kafka reader's last rows per key, which turn its records into changes.
-    pub(super) upsert: Option<Normalizer>,
-    pub(super) assembler: BatchAssembler,
-}
 
 /// Reads the partitions of one reader on a thread of its own.
 pub(super) struct KafkaReader {
@@ -171,39 +151,6 @@ impl Drop for KafkaReader {
         self.rx = None;
         drop(self.thread.take());
     }
-}
-
-/// One Kafka partition of a reader.
-pub(super) struct Split {
-    pub(super) partition: i32,
-    pub(super) buffer: RecordBuffer,
-    /// Next offset to consume.
-    pub(super) consumed: i64,
-    /// Next offset after the rows handed out (what a checkpoint stores).
-    pub(super) emitted: i64,
-    /// Records before this offset were handed out before the checkpoint this reader resumes
-    /// from: an upsert-kafka reader reads them again only to learn each key's last row.
-    pub(super) replay_until: i64,
-    /// True if `buffer` holds records being replayed.
-    pub(super) buffer_replays: bool,
-    /// Exclusive end of a bounded read.
-    pub(super) stop: Option<i64>,
-    /// `timestamp` startup: records are skipped until the first one at or after this time
-    /// (exact even where the broker's lookup by time only gives an earlier offset).
-    pub(super) skip_before: Option<i64>,
-    /// `timestamp` bounded mode: the read ends before the first record at or after this time.
-    pub(super) stop_at_time: Option<i64>,
-    pub(super) done: bool,
-}
-
-/// Runs one broker request with a short timeout; [`read_partitions`] retries the whole
-/// resolution until `connect.timeout`.
-pub(super) fn broker_request<T>(
-    table: &KafkaTable,
-    what: &str,
-    request: impl FnOnce(Duration) -> rdkafka::error::KafkaResult<T>,
-) -> Result<T> {
-    request(table.timeout.min(Duration::from_secs(2))).map_err(|e| table.broker_error(what, e))
 }
 
 /// The thread body: resolve offsets, assign, poll, decode, send.

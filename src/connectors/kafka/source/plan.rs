@@ -1,15 +1,67 @@
-//! Where a reader starts and stops in each of its partitions.
+//! What a reader reads: its plan, its partitions (splits) and where each read starts and
+//! (bounded) stops.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use datafusion::common::{Result, exec_err};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::connectors::kafka::KafkaTable;
 use crate::connectors::kafka::options::{BoundedMode, StartupMode};
-use crate::connectors::kafka::records::RecordBuffer;
+use crate::connectors::kafka::records::{BatchAssembler, RecordBuffer};
+use crate::connectors::kafka::upsert::Normalizer;
 
-use super::reader::{ReadPlan, Split, broker_request};
+/// Everything a reader thread needs.
+pub(super) struct ReadPlan {
+    pub(super) table: KafkaTable,
+    pub(super) config: rdkafka::ClientConfig,
+    /// The Kafka partitions of this reader; split `i` is `partitions[i]`.
+    pub(super) partitions: Vec<i32>,
+    pub(super) startup: StartupMode,
+    pub(super) bounded: BoundedMode,
+    /// Next offsets restored from a checkpoint.
+    pub(super) resume: HashMap<i32, i64>,
+    pub(super) batch_size: usize,
+    pub(super) wants_key: bool,
+    /// An upsert-kafka reader's last rows per key, which turn its records into changes.
+    pub(super) upsert: Option<Normalizer>,
+    pub(super) assembler: BatchAssembler,
+}
+
+/// One Kafka partition of a reader.
+pub(super) struct Split {
+    pub(super) partition: i32,
+    pub(super) buffer: RecordBuffer,
+    /// Next offset to consume.
+    pub(super) consumed: i64,
+    /// Next offset after the rows handed out (what a checkpoint stores).
+    pub(super) emitted: i64,
+    /// Records before this offset were handed out before the checkpoint this reader resumes
+    /// from: an upsert-kafka reader reads them again only to learn each key's last row.
+    pub(super) replay_until: i64,
+    /// True if `buffer` holds records being replayed.
+    pub(super) buffer_replays: bool,
+    /// Exclusive end of a bounded read.
+    pub(super) stop: Option<i64>,
+    /// `timestamp` startup: records are skipped until the first one at or after this time
+    /// (exact even where the broker's lookup by time only gives an earlier offset).
+    pub(super) skip_before: Option<i64>,
+    /// `timestamp` bounded mode: the read ends before the first record at or after this time.
+    pub(super) stop_at_time: Option<i64>,
+    pub(super) done: bool,
+}
+
+/// Runs one broker request with a short timeout; [`read_partitions`] retries the whole
+/// resolution until `connect.timeout`.
+pub(super) fn broker_request<T>(
+    table: &KafkaTable,
+    what: &str,
+    request: impl FnOnce(Duration) -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    request(table.timeout.min(Duration::from_secs(2))).map_err(|e| table.broker_error(what, e))
+}
 
 /// Start (and for bounded reads, stop) offsets of every partition of the reader.
 pub(super) fn resolve_offsets(plan: &ReadPlan, consumer: &BaseConsumer) -> Result<Vec<Split>> {
