@@ -464,6 +464,52 @@ async fn raw_socket_abuse_does_not_stop_the_server() {
     let _ = Arc::new(());
 }
 
+/// A message whose length field is shorter than the field itself (pgwire 0.41 underflows on
+/// `len - 4` and panics) or longer than PostgreSQL allows is refused with a FATAL protocol
+/// violation naming the length, that connection closes, and the server serves the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_message_lengths_are_refused_with_08p01() {
+    let (port, _stop) = start().await;
+    let messages: [&[u8]; 4] = [
+        &[b'd', 0, 0, 0, 0],             // CopyData of length 0
+        &[b'Q', 0, 0, 0, 3],             // Query of length 3
+        &[b'S', 0xff, 0xff, 0xff, 0xff], // Sync of length -1
+        &[b'Q', 0x40, 0, 0, 0],          // 1 GiB, above PostgreSQL's limit
+    ];
+    for message in messages {
+        let mut socket = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        socket.write_all(&startup_packet()).await.expect("startup");
+        let mut greeting = Vec::new();
+        while !greeting.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+                .await
+                .expect("the greeting in time")
+                .expect("read");
+            assert!(n > 0, "the server closed before ReadyForQuery");
+            greeting.extend_from_slice(&buf[..n]);
+        }
+        socket.write_all(message).await.expect("message");
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply))
+            .await
+            .expect("the server closes the connection")
+            .expect("read");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(reply.first() == Some(&b'E'), "an ErrorResponse: {text:?}");
+        assert!(text.contains("SFATAL\0"), "{text:?}");
+        assert!(text.contains("C08P01\0"), "{text:?}");
+        assert!(text.contains("invalid message length"), "{text:?}");
+    }
+    let still = connect(port).await;
+    assert_eq!(
+        simple_rows(&still, "SELECT 3").await,
+        vec![vec![Some("3".into())]]
+    );
+}
+
 fn startup_packet() -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0

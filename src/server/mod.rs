@@ -7,6 +7,7 @@
 //! trusted otherwise; the server binds loopback unless told otherwise and warns when it trusts
 //! clients off loopback.
 //!
+//! - [`connection`]: one client's messages, framed and checked, to pgwire's dispatcher.
 //! - [`session`]: the simple and extended query protocols for one connection.
 //! - [`jobs`]: the background jobs.
 //! - [`errors`]: engine errors as Postgres errors with SQLSTATEs.
@@ -17,6 +18,7 @@
 
 pub mod catalog_log;
 pub mod column_names;
+pub mod connection;
 pub mod errors;
 pub mod jobs;
 pub mod metrics_http;
@@ -412,7 +414,7 @@ impl Server {
                 cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&self.connections))),
             };
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                if let Err(e) = connection::serve(socket, peer, handlers).await {
                     log::debug!("connection from {peer} ended: {e}");
                 }
             });
