@@ -18,6 +18,7 @@
 //! | `IntervalJoinExec` | [`joins`] | rows within the time bound, both sides |
 //! | `RegularJoinExec` | [`joins`] | every row not taken back, both sides |
 //! | `UpdatingAggregateExec` | [`updating_aggregate`] | accumulators per group key |
+//! | `TopNExec` | [`top_n`] | the first rows per partition key (every row over a changelog) |
 //! | `StreamSinkExec` | [`sink`] | the sink writers' open files |
 //!
 //! The stateful operators (window aggregation, the joins) implement
@@ -47,6 +48,7 @@ pub mod sink;
 pub mod source;
 pub mod state_memory;
 pub mod streaming;
+pub mod top_n;
 pub mod union;
 pub mod updating_aggregate;
 pub mod watermark_tracker;
@@ -81,6 +83,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         joins::IntervalJoinExec,
         joins::RegularJoinExec,
         union::StreamUnionExec,
+        top_n::TopNExec,
         updating_aggregate::UpdatingAggregateExec,
     );
     None

@@ -34,6 +34,7 @@ pub mod script;
 pub mod statement;
 pub mod streaming_rule;
 pub mod timestamp_literals;
+pub mod top_n;
 pub mod updating_aggregate_node;
 pub mod updating_aggregate_rule;
 pub mod upsert_key;

@@ -105,6 +105,9 @@ fn to_streaming(
     {
         return Ok(Transformed::yes(Arc::new(retracting)));
     }
+    if let Some(top) = super::top_n::top_n(&node, partitions, streaming)? {
+        return Ok(Transformed::yes(top));
+    }
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
         return Ok(Transformed::no(node));
     }
@@ -290,14 +293,16 @@ fn stream_join(
 }
 
 /// `input` spread over `partitions` by `keys` (merged into one when `partitions` is 1),
-/// replacing the merge or round-robin spread DataFusion put on top of it.
-fn partition_by(
+/// replacing the merge, hash or round-robin spread DataFusion put on top of it.
+pub(super) fn partition_by(
     input: &Arc<dyn ExecutionPlan>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let input = match input.downcast_ref::<StreamExchangeExec>() {
-        Some(e) if matches!(e.mode(), ExchangeMode::Single) => Arc::clone(e.children()[0]),
+        Some(e) if matches!(e.mode(), ExchangeMode::Single | ExchangeMode::Hash(_)) => {
+            Arc::clone(e.children()[0])
+        }
         _ => Arc::clone(input),
     };
     let input = without_round_robin(input)?;
@@ -411,6 +416,12 @@ fn without_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execution
 /// Step 2 of the module docs: reports the deepest operator that cannot run on its unbounded
 /// input (anything above it fails only because of it).
 fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    // A window function over a stream is the problem, not the sort DataFusion put below it.
+    if matches!(node.name(), "BoundedWindowAggExec" | "WindowAggExec")
+        && node.boundedness().is_unbounded()
+    {
+        return window_function_error();
+    }
     for child in node.children() {
         check_unbounded(child)?;
     }
@@ -430,17 +441,15 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
         ),
         "SortExec" | "SortPreservingMergeExec" => plan_err!(
             "ORDER BY over an unbounded stream never finishes. Order within windows \
-             downstream, or add LIMIT to a query over a bounded input"
+             downstream, or keep the first rows with ORDER BY ... LIMIT n (a top-N, kept up to \
+             date as rows come)"
         ),
         n if n.contains("Join") => plan_err!(
             "this join of unbounded streams cannot be bounded: join within a window (both \
              sides grouped by the same window_start, window_end) or add a time bound \
              (l.ts BETWEEN r.ts - INTERVAL ... AND r.ts + INTERVAL ...)"
         ),
-        "BoundedWindowAggExec" | "WindowAggExec" => plan_err!(
-            "OVER (...) window functions on an unbounded stream are not supported; use \
-             TUMBLE, HOP or SESSION windows"
-        ),
+        "BoundedWindowAggExec" | "WindowAggExec" => window_function_error(),
         "DataSinkExec" => plan_err!(
             "this table cannot take a stream: a CREATE TABLE without Flink options is \
              DataFusion's in-memory table, which only batch inserts fill. Create it WITH \
@@ -448,6 +457,16 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
         ),
         other => plan_err!("{other} cannot run on an unbounded stream"),
     }
+}
+
+/// The refusal of an OVER (...) window function over an unbounded stream.
+fn window_function_error() -> Result<()> {
+    plan_err!(
+        "OVER (...) window functions on an unbounded stream are not supported, except \
+         ROW_NUMBER() bounded in the WHERE clause (a top-N: SELECT * FROM (SELECT *, \
+         ROW_NUMBER() OVER (PARTITION BY k ORDER BY x DESC) AS rn FROM t) WHERE rn <= 10); \
+         aggregate per window with TUMBLE, HOP or SESSION instead"
+    )
 }
 
 /// Step 2, for changelogs: refuses a node that would misread the rows of an updating input.

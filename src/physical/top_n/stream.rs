@@ -1,0 +1,662 @@
+//! One partition of a top-N, run by the operator [`Driver`](crate::physical::operator::Driver):
+//! each partition key's rows in rank order, the changes of a batch worked out by comparing the
+//! ranks before and after it.
+//!
+//! A partition key's rows are a sorted map from (order-by values in Arrow's row format, whose
+//! bytes compare in the `ORDER BY`'s order, and a tie number) to the row. The tie number is the
+//! row's arrival number (or its complement where later rows win ties), so equal rows rank in
+//! arrival order and every row held has an identity of its own.
+//!
+//! A snapshot batch holds every input column, nullable, then `__tie`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array, UInt64Array};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::{HashMap, HashSet, Result, exec_err, plan_err};
+use serde::{Deserialize, Serialize};
+
+use super::TopN;
+use crate::changelog::{RowKind, kind_at};
+use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
+use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::rocks::RowCodec;
+
+/// Rows per snapshot batch and per output batch.
+const BATCH_ROWS: usize = 8192;
+
+/// The name of the snapshot's tie column.
+const TIE: &str = "__tie";
+
+/// How rows rank: the definition, and the order-by values' row format (bytes that compare in
+/// the `ORDER BY`'s order, directions and NULL placement included).
+pub(super) struct Ranking {
+    def: TopN,
+    order: RowConverter,
+}
+
+impl Ranking {
+    pub(super) fn try_new(def: &TopN, schema: &Schema) -> Result<Self> {
+        let fields = def
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok(SortField::new_with_options(
+                    s.expr.data_type(schema)?,
+                    s.options,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if fields.is_empty() {
+            return plan_err!("a top-N needs an ORDER BY");
+        }
+        if !RowConverter::supports_fields(&fields) {
+            return plan_err!(
+                "a top-N cannot order by {}: a type of theirs has no order",
+                def.order_by
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(Self {
+            def: def.clone(),
+            order: RowConverter::new(fields)?,
+        })
+    }
+
+    /// The order-by values of `batch`'s rows.
+    fn order_of(&self, batch: &RecordBatch) -> Result<Rows> {
+        let columns = self
+            .def
+            .order_by
+            .iter()
+            .map(|s| s.expr.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.order.convert_columns(&columns)?)
+    }
+
+    /// The partition keys of `batch`'s rows.
+    fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.def
+            .partition_by
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect()
+    }
+
+    /// The tie number of the row that arrived `seq`-th.
+    fn tie(&self, seq: u64) -> u64 {
+        if self.def.later_wins_ties {
+            u64::MAX - seq
+        } else {
+            seq
+        }
+    }
+}
+
+/// One partition key's rows: (order-by bytes, tie) to the row, in rank order.
+type Ranked = BTreeMap<(Box<[u8]>, u64), Box<[u8]>>;
+
+/// A rank's row as it was: its tie number and bytes.
+type Held = (u64, Box<[u8]>);
+
+/// One partition of a top-N.
+pub(super) struct TopNStream {
+    ranking: Ranking,
+    /// The partition keys' row format (without keys, every row has the same, empty key).
+    keys: RowCodec,
+    /// The input rows' row format.
+    rows: RowCodec,
+    /// The input's schema with every column nullable (rows read back from the state).
+    nullable: SchemaRef,
+    output: SchemaRef,
+    /// The input retracts: keep every row, not only the first `rank_end`.
+    keep_all: bool,
+    partitions: HashMap<Box<[u8]>, Ranked>,
+    /// Rows arrived so far (the next row's arrival number).
+    arrived: u64,
+    size: StateSize,
+    /// Retractions of rows not held (ignored, as Flink does), and those logged.
+    unknown: u64,
+    warned: u64,
+}
+
+/// The changes of one batch being built.
+#[derive(Default)]
+struct Changes {
+    rows: Vec<Box<[u8]>>,
+    ranks: Vec<u64>,
+    kinds: Vec<i8>,
+}
+
+impl Changes {
+    fn push(&mut self, kind: RowKind, row: &[u8], rank: usize) {
+        self.rows.push(row.into());
+        self.ranks.push(rank as u64 + 1);
+        self.kinds.push(kind as i8);
+    }
+}
+
+impl TopNStream {
+    pub(super) fn new(
+        ranking: Ranking,
+        keys: RowCodec,
+        rows: RowCodec,
+        input: SchemaRef,
+        output: SchemaRef,
+        keep_all: bool,
+    ) -> Self {
+        let nullable = Arc::new(Schema::new(
+            input
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            ranking,
+            keys,
+            rows,
+            nullable,
+            output,
+            keep_all,
+            partitions: HashMap::new(),
+            arrived: 0,
+            size: StateSize::default(),
+            unknown: 0,
+            warned: 0,
+        }
+    }
+
+    fn rank_end(&self) -> usize {
+        usize::try_from(self.ranking.def.rank_end).unwrap_or(usize::MAX)
+    }
+
+    /// Applies one input batch and emits what it changed in the ranks emitted.
+    fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let rows = &batch.batch;
+        let n = rows.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let keys = self.keys.convert(&self.ranking.keys_of(rows)?)?;
+        let key = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
+        let order = self.ranking.order_of(rows)?;
+        let Some(encoded) = self.rows.convert(rows.columns())? else {
+            return exec_err!("a top-N input without columns");
+        };
+        let end = self.rank_end();
+        // The first `end` rows of each key this batch changed, as they were before it.
+        let mut before: Vec<(Box<[u8]>, Vec<Held>)> = Vec::new();
+        let mut touched: HashSet<Box<[u8]>> = HashSet::new();
+        let mut remember = |key: &[u8], ranked: Option<&Ranked>| {
+            if !touched.contains(key) {
+                touched.insert(key.into());
+                let first = ranked.map_or_else(Vec::new, |r| {
+                    r.iter()
+                        .take(end)
+                        .map(|((_, tie), row)| (*tie, row.clone()))
+                        .collect()
+                });
+                before.push((key.into(), first));
+            }
+        };
+        for i in 0..n {
+            let kind = kind_at(batch.kinds.as_deref(), i)?;
+            let (key, order, row) = (key(i), order.row(i), encoded.row(i));
+            let (order, row) = (order.as_ref(), row.as_ref());
+            if kind.adds() {
+                let tie = self.ranking.tie(self.arrived);
+                self.arrived += 1;
+                let ranked = self.partitions.get(key);
+                // Over rows that only append, a row behind the first `end` never ranks.
+                if !self.keep_all
+                    && let Some(ranked) = ranked
+                    && ranked.len() >= end
+                    && ranked
+                        .last_key_value()
+                        .is_some_and(|((o, t), _)| (o.as_ref(), *t) < (order, tie))
+                {
+                    continue;
+                }
+                remember(key, ranked);
+                let ranked = match self.partitions.get_mut(key) {
+                    Some(ranked) => ranked,
+                    None => {
+                        self.size.bytes += key.len() + 64;
+                        self.partitions.entry(key.into()).or_default()
+                    }
+                };
+                ranked.insert((order.into(), tie), row.into());
+                self.size.rows += 1;
+                self.size.bytes += order.len() + row.len() + 48;
+                if !self.keep_all && ranked.len() > end {
+                    if let Some(((o, _), r)) = ranked.pop_last() {
+                        self.size.rows -= 1;
+                        self.size.bytes -= o.len() + r.len() + 48;
+                    }
+                }
+            } else {
+                let found = self.partitions.get(key).and_then(|ranked| {
+                    let from = (Box::<[u8]>::from(order), 0);
+                    let to = (Box::<[u8]>::from(order), u64::MAX);
+                    // The last copy: taking it back changes the fewest ranks.
+                    ranked
+                        .range(from..=to)
+                        .rev()
+                        .find(|(_, held)| held.as_ref() == row)
+                        .map(|(k, _)| k.clone())
+                });
+                let Some(found) = found else {
+                    self.unknown += 1;
+                    continue;
+                };
+                remember(key, self.partitions.get(key));
+                if let Some(ranked) = self.partitions.get_mut(key)
+                    && let Some(r) = ranked.remove(&found)
+                {
+                    self.size.rows -= 1;
+                    self.size.bytes -= found.0.len() + r.len() + 48;
+                }
+            }
+        }
+        if self.unknown > self.warned {
+            log::warn!(
+                "top-N: {} retraction(s) of rows its state does not hold were ignored",
+                self.unknown - self.warned
+            );
+            self.warned = self.unknown;
+        }
+        let mut changes = Changes::default();
+        for (key, old) in before {
+            let new: Vec<(u64, &[u8])> = self.partitions.get(&key).map_or_else(Vec::new, |r| {
+                r.iter()
+                    .take(end)
+                    .map(|((_, tie), row)| (*tie, row.as_ref()))
+                    .collect()
+            });
+            self.diff(&old, &new, &mut changes);
+            if new.is_empty()
+                && let Some(ranked) = self.partitions.get(&key)
+                && ranked.is_empty()
+            {
+                self.partitions.remove(&key);
+                self.size.bytes = self.size.bytes.saturating_sub(key.len() + 64);
+            }
+            if changes.kinds.len() >= BATCH_ROWS {
+                self.emit(&mut changes, ctx)?;
+            }
+        }
+        self.emit(&mut changes, ctx)
+    }
+
+    /// The changes from `old` to `new` (a key's first rows before and after a batch) in the
+    /// ranks emitted.
+    fn diff(&self, old: &[Held], new: &[(u64, &[u8])], changes: &mut Changes) {
+        let first = usize::try_from(self.ranking.def.rank_start - 1).unwrap_or(usize::MAX);
+        let range = |len: usize| first.min(len)..len;
+        if self.ranking.def.rank_column {
+            for rank in first..old.len().max(new.len()) {
+                match (old.get(rank), new.get(rank)) {
+                    (Some((a, _)), Some((b, _))) if a == b => {}
+                    (Some((_, was)), Some((_, is))) => {
+                        changes.push(RowKind::UpdateBefore, was, rank);
+                        changes.push(RowKind::UpdateAfter, is, rank);
+                    }
+                    (Some((_, was)), None) => changes.push(RowKind::Delete, was, rank),
+                    (None, Some((_, is))) => changes.push(RowKind::Insert, is, rank),
+                    (None, None) => {}
+                }
+            }
+            return;
+        }
+        let old = &old[range(old.len())];
+        let new = &new[range(new.len())];
+        let old_ties: HashSet<u64> = old.iter().map(|(t, _)| *t).collect();
+        let new_ties: HashSet<u64> = new.iter().map(|(t, _)| *t).collect();
+        for (rank, (tie, row)) in old.iter().enumerate() {
+            if !new_ties.contains(tie) {
+                changes.push(RowKind::Delete, row, first + rank);
+            }
+        }
+        for (rank, (tie, row)) in new.iter().enumerate() {
+            if !old_ties.contains(tie) {
+                changes.push(RowKind::Insert, row, first + rank);
+            }
+        }
+    }
+
+    /// Emits `changes` as one batch, and empties it.
+    fn emit(&self, changes: &mut Changes, ctx: &mut Context<'_>) -> Result<()> {
+        if changes.kinds.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(changes);
+        let mut columns = self.rows.decode(&changes.rows)?;
+        if self.ranking.def.rank_column {
+            columns.push(Arc::new(UInt64Array::from(changes.ranks)));
+        }
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.output),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(changes.kinds.len())),
+        )?;
+        ctx.emit_changes(batch, Int8Array::from(changes.kinds));
+        Ok(())
+    }
+
+    /// The schema of a snapshot batch.
+    fn snapshot_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .nullable
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(
+            TIE,
+            datafusion::arrow::datatypes::DataType::UInt64,
+            false,
+        ));
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// What a partition of a top-N records in a checkpoint besides its rows.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct TopNMeta {
+    /// The input's watermark.
+    watermarks: Vec<i64>,
+}
+
+impl Operator for TopNStream {
+    type Meta = TopNMeta;
+
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let metas: Vec<TopNMeta> = restored.metas("top-N")?;
+        let inputs = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 1);
+        // The input's columns come first, so the partition keys read from a snapshot batch.
+        let batches = checkpoint.batches_by(restored, |batch| self.ranking.keys_of(batch))?;
+        let columns = self.nullable.fields().len();
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if batch.num_columns() != columns + 1 {
+                return exec_err!(
+                    "a top-N snapshot has {} columns, the query's input {columns} and the tie",
+                    batch.num_columns()
+                );
+            }
+            let rows = RecordBatch::try_new(
+                Arc::clone(&self.nullable),
+                batch.columns()[..columns].to_vec(),
+            )?;
+            let Some(ties) = batch.column(columns).as_primitive_opt::<UInt64Type>() else {
+                return exec_err!("a top-N snapshot's {TIE} column is not UInt64");
+            };
+            let keys = self.keys.convert(&self.ranking.keys_of(&rows)?)?;
+            let order = self.ranking.order_of(&rows)?;
+            let Some(encoded) = self.rows.convert(rows.columns())? else {
+                return exec_err!("a top-N input without columns");
+            };
+            for i in 0..rows.num_rows() {
+                let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
+                let (order, row) = (order.row(i), encoded.row(i));
+                let tie = ties.value(i);
+                let seq = self.ranking.tie(tie); // the complement is its own inverse
+                self.arrived = self.arrived.max(seq.saturating_add(1));
+                let ranked = match self.partitions.get_mut(key) {
+                    Some(ranked) => ranked,
+                    None => {
+                        self.size.bytes += key.len() + 64;
+                        self.partitions.entry(key.into()).or_default()
+                    }
+                };
+                ranked.insert((order.as_ref().into(), tie), row.as_ref().into());
+                self.size.rows += 1;
+                self.size.bytes += order.as_ref().len() + row.as_ref().len() + 48;
+            }
+        }
+        Ok(RestoredWatermarks {
+            inputs,
+            output: NO_WATERMARK,
+        })
+    }
+
+    fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        self.process(batch, ctx)
+    }
+
+    /// A row of any age can still change the ranks (or be taken back), so the output carries
+    /// no event time: its watermark stays back until the input ended.
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let ended = ctx.watermarks().inputs().iter().all(|&w| w == END_OF_TIME);
+        Ok(if ended { END_OF_TIME } else { NO_WATERMARK })
+    }
+
+    /// Never: a downstream watermark must not move on past changes it may still emit.
+    fn may_idle(&self) -> bool {
+        false
+    }
+
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        let schema = self.snapshot_schema();
+        let held: Vec<(u64, &[u8])> = self
+            .partitions
+            .values()
+            .flat_map(|ranked| ranked.iter().map(|((_, tie), row)| (*tie, row.as_ref())))
+            .collect();
+        let mut batches = Vec::new();
+        for chunk in held.chunks(BATCH_ROWS) {
+            let rows: Vec<&[u8]> = chunk.iter().map(|(_, r)| *r).collect();
+            let mut columns = self.rows.decode(&rows)?;
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                chunk.iter().map(|(t, _)| *t),
+            )));
+            batches.push(RecordBatch::try_new_with_options(
+                Arc::clone(&schema),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(chunk.len())),
+            )?);
+        }
+        let meta = TopNMeta {
+            watermarks: watermarks.inputs().to_vec(),
+        };
+        checkpoint.snapshot(epoch, &meta, batches)
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> TopNMeta {
+        TopNMeta {
+            watermarks: watermarks.inputs().to_vec(),
+        }
+    }
+
+    fn state_size(&self) -> StateSize {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::expressions::Column;
+
+    use RowKind::{Delete as D, Insert as I};
+
+    /// A top-N of `(k, name, price)` per `k` by price descending, ranks `start..=end`.
+    fn top(start: u64, end: u64, rank_column: bool, keep_all: bool) -> TopNStream {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Int64, true),
+        ]));
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if rank_column {
+            fields.push(Field::new("rn", DataType::UInt64, false));
+        }
+        let def = TopN {
+            partition_by: vec![Arc::new(Column::new("k", 0))],
+            order_by: vec![PhysicalSortExpr::new(
+                Arc::new(Column::new("price", 2)),
+                SortOptions {
+                    descending: true,
+                    nulls_first: true,
+                },
+            )],
+            rank_start: start,
+            rank_end: end,
+            rank_column,
+            later_wins_ties: false,
+        };
+        TopNStream::new(
+            Ranking::try_new(&def, &input).unwrap(),
+            RowCodec::try_new(vec![DataType::Utf8], "keys").unwrap(),
+            RowCodec::try_new(
+                vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
+                "rows",
+            )
+            .unwrap(),
+            Arc::clone(&input),
+            Arc::new(Schema::new(fields)),
+            keep_all,
+        )
+    }
+
+    /// Feeds rows `(k, name, price, kind)`; the output as `op|col|col...` lines.
+    fn feed(top: &mut TopNStream, rows: &[(&str, &str, i64, RowKind)]) -> Vec<String> {
+        let batch = RecordBatch::try_new(
+            Arc::clone(&top.nullable),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap();
+        let kinds = Int8Array::from_iter_values(rows.iter().map(|r| r.3 as i8));
+        let mut out = Vec::new();
+        let inputs = [NO_WATERMARK];
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        top.on_data(0, StreamBatch::new(batch).with_kinds(Some(kinds)), &mut ctx)
+            .unwrap();
+        let mut lines = Vec::new();
+        for b in out {
+            for i in 0..b.batch.num_rows() {
+                let kind = kind_at(b.kinds.as_deref(), i).unwrap();
+                let cells: Vec<String> = b
+                    .batch
+                    .columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, i).unwrap())
+                    .collect();
+                lines.push(format!("{}|{}", kind.short(), cells.join("|")));
+            }
+        }
+        lines
+    }
+
+    /// Over rows that only append: a row enters when it ranks, pushes the last one out, and a
+    /// row that cannot rank is neither emitted nor kept.
+    #[test]
+    fn rows_enter_and_push_the_last_out() {
+        let mut t = top(1, 2, false, false);
+        assert_eq!(feed(&mut t, &[("a", "x", 10, I)]), ["+I|a|x|10"]);
+        assert_eq!(feed(&mut t, &[("a", "y", 20, I)]), ["+I|a|y|20"]);
+        assert_eq!(
+            feed(&mut t, &[("a", "z", 15, I)]),
+            ["-D|a|x|10", "+I|a|z|15"]
+        );
+        assert_eq!(feed(&mut t, &[("a", "w", 1, I)]), Vec::<String>::new());
+        assert_eq!(t.size.rows, 2);
+        // In one batch, a row that comes and is pushed out again is no change at all; another
+        // key is apart.
+        assert_eq!(
+            feed(
+                &mut t,
+                &[("a", "v", 16, I), ("a", "u", 30, I), ("b", "q", 1, I)]
+            ),
+            ["-D|a|z|15", "+I|a|u|30", "+I|b|q|1"]
+        );
+        assert_eq!(t.size.rows, 3);
+    }
+
+    /// With the row number: each rank whose row changed is updated, filled or emptied.
+    #[test]
+    fn ranks_are_updated_with_the_row_number() {
+        let mut t = top(1, 2, true, true);
+        assert_eq!(feed(&mut t, &[("a", "x", 10, I)]), ["+I|a|x|10|1"]);
+        assert_eq!(
+            feed(&mut t, &[("a", "y", 20, I)]),
+            ["-U|a|x|10|1", "+U|a|y|20|1", "+I|a|x|10|2"]
+        );
+        assert_eq!(feed(&mut t, &[("a", "z", 5, I)]), Vec::<String>::new());
+        // The first row taken back: the others move up, the third into rank 2.
+        assert_eq!(
+            feed(&mut t, &[("a", "y", 20, D)]),
+            ["-U|a|y|20|1", "+U|a|x|10|1", "-U|a|x|10|2", "+U|a|z|5|2"]
+        );
+        assert_eq!(
+            feed(&mut t, &[("a", "x", 10, D)]),
+            ["-U|a|x|10|1", "+U|a|z|5|1", "-D|a|z|5|2"]
+        );
+        assert_eq!(feed(&mut t, &[("a", "z", 5, D)]), ["-D|a|z|5|1"]);
+        // Nothing is left, not even the key; a retraction of a row never held is ignored.
+        assert!(t.partitions.is_empty());
+        assert_eq!(feed(&mut t, &[("a", "q", 1, D)]), Vec::<String>::new());
+        assert_eq!((t.unknown, t.size.rows), (1, 0));
+    }
+
+    /// A range of ranks beyond the first: rows move in and out of it as better rows come.
+    #[test]
+    fn a_range_of_ranks_follows_the_rows_before_it() {
+        let mut t = top(2, 3, false, true);
+        assert_eq!(feed(&mut t, &[("a", "x", 10, I)]), Vec::<String>::new());
+        assert_eq!(feed(&mut t, &[("a", "y", 20, I)]), ["+I|a|x|10"]);
+        assert_eq!(feed(&mut t, &[("a", "z", 30, I)]), ["+I|a|y|20"]);
+        assert_eq!(
+            feed(&mut t, &[("a", "w", 40, I)]),
+            ["-D|a|x|10", "+I|a|z|30"]
+        );
+        assert_eq!(
+            feed(&mut t, &[("a", "w", 40, D)]),
+            ["-D|a|z|30", "+I|a|x|10"]
+        );
+    }
+
+    /// Copies of one row are rows of their own; taking one back takes one.
+    #[test]
+    fn copies_rank_apart() {
+        let mut t = top(1, 2, false, true);
+        assert_eq!(
+            feed(
+                &mut t,
+                &[("a", "x", 10, I), ("a", "x", 10, I), ("a", "x", 10, I)]
+            ),
+            ["+I|a|x|10", "+I|a|x|10"]
+        );
+        assert_eq!(feed(&mut t, &[("a", "x", 10, D)]), Vec::<String>::new());
+        assert_eq!(feed(&mut t, &[("a", "x", 10, D)]), ["-D|a|x|10"]);
+        assert_eq!(t.size.rows, 1);
+    }
+}
