@@ -1271,6 +1271,73 @@ async fn scram_login() {
     }
 }
 
+/// A client whose login failed can run nothing: a query sent right after a refused SASL
+/// mechanism (pgwire marks the connection ready for queries and only shuts the socket's
+/// writing half) does not run, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_runs_nothing() {
+    let server = Server::new(SabotConfig {
+        parallelism: 1,
+        checkpoint_interval: None,
+        ..SabotConfig::default()
+    })
+    .await
+    .expect("server");
+    server.require_login("alice", "s3cret");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(server.run(listener, std::future::pending()));
+
+    let mut socket = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196608u32.to_be_bytes());
+    startup.extend_from_slice(b"user\0alice\0\0");
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    socket.write_all(&packet).await.expect("startup");
+    // AuthenticationSASL ('R', code 10).
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert_eq!(buf.first(), Some(&b'R'), "{:?}", &buf[..n]);
+    // An unknown mechanism, and a statement right behind it.
+    let mut sasl = b"BOGUS\0".to_vec();
+    sasl.extend_from_slice(&(-1_i32).to_be_bytes());
+    let mut bytes = vec![b'p'];
+    bytes.extend_from_slice(&((sasl.len() + 4) as u32).to_be_bytes());
+    bytes.extend_from_slice(&sasl);
+    let statement = b"CREATE TABLE intruder (a INT) WITH ('connector' = 'memory')\0";
+    bytes.push(b'Q');
+    bytes.extend_from_slice(&((statement.len() + 4) as u32).to_be_bytes());
+    bytes.extend_from_slice(statement);
+    socket.write_all(&bytes).await.expect("write");
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("SFATAL\0"), "{text:?}");
+    assert!(!text.contains("CREATE"), "{text:?}");
+    // Logged in properly: no such table.
+    let conn = format!("host=127.0.0.1 port={port} user=alice password=s3cret");
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.expect("login");
+    tokio::spawn(connection);
+    let e = client
+        .simple_query("SELECT * FROM intruder")
+        .await
+        .err()
+        .expect("no table intruder");
+    assert!(
+        e.to_string().contains("intruder") || code(&e) == "42P01",
+        "{e}"
+    );
+}
+
 /// The other types in text format: numeric, time, timestamptz, interval, arrays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_types_in_text() {
