@@ -21,6 +21,7 @@ use datafusion::physical_expr::utils::{collect_columns, conjunction, split_conju
 use datafusion::physical_expr::window::StandardWindowExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -69,7 +70,32 @@ pub(super) fn top_n(
     {
         let mut def = top.def().clone();
         if let Some(fetch) = merge.fetch() {
-            def.rank_end = def.rank_end.min(fetch as u64);
+            def.rank_end = def.rank_end.min((def.rank_start - 1).saturating_add(fetch as u64));
+        }
+        return Ok(Some(Arc::new(TopNExec::try_new(
+            Arc::clone(top.input()),
+            def,
+            top.schema(),
+        )?)));
+    }
+    // `ORDER BY ... LIMIT n OFFSET m`: DataFusion's skip and fetch above the sort of the first
+    // m + n rows are the global top-N's ranks m + 1 to m + n (above a changelog they would
+    // count change rows instead).
+    if let Some(limit) = node.downcast_ref::<GlobalLimitExec>()
+        && let Some(top) = limit.input().downcast_ref::<TopNExec>()
+        && top.def().partition_by.is_empty()
+        && !top.def().rank_column
+    {
+        let mut def = top.def().clone();
+        let first = def.rank_start - 1;
+        def.rank_start = def.rank_start.saturating_add(limit.skip() as u64);
+        if let Some(fetch) = limit.fetch() {
+            def.rank_end = def
+                .rank_end
+                .min(first.saturating_add((limit.skip() + fetch) as u64));
+        }
+        if def.rank_end < def.rank_start {
+            return plan_err!("this ORDER BY ... LIMIT ... OFFSET over a stream leaves no row");
         }
         return Ok(Some(Arc::new(TopNExec::try_new(
             Arc::clone(top.input()),
@@ -209,7 +235,7 @@ fn ranked(
         top = Arc::new(StreamProjectionExec::from_projection(&projected));
     }
     let projection = filter.projection().as_ref().map(|p| p.to_vec());
-    Ok(Some(match (conjunction(rest), projection) {
+    let planned: Arc<dyn ExecutionPlan> = match (conjunction(rest), projection) {
         (rest, _) if !is_true(&rest) => {
             let filter = FilterExecBuilder::new(rest, top)
                 .apply_projection(filter.projection().as_ref().map(|p| p.to_vec()))?
@@ -229,6 +255,12 @@ fn ranked(
             Arc::new(StreamProjectionExec::from_projection(&projected))
         }
         _ => top,
+    };
+    // A LIMIT folded into the filter reads the changelog's first rows and ends, as over any
+    // stream (see `to_streaming`).
+    Ok(Some(match filter.fetch() {
+        Some(n) => Arc::new(LocalLimitExec::new(planned, n)),
+        None => planned,
     }))
 }
 
