@@ -70,7 +70,9 @@ pub(super) fn top_n(
     {
         let mut def = top.def().clone();
         if let Some(fetch) = merge.fetch() {
-            def.rank_end = def.rank_end.min((def.rank_start - 1).saturating_add(fetch as u64));
+            def.rank_end = def
+                .rank_end
+                .min((def.rank_start - 1).saturating_add(fetch as u64));
         }
         return Ok(Some(Arc::new(TopNExec::try_new(
             Arc::clone(top.input()),

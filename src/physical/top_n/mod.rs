@@ -23,9 +23,11 @@
 //! taken back from the range is replaced by the next). Like the regular join's, the output
 //! carries no event time: its watermark stays back until the input ends.
 //!
+//! - `ranked`: one partition key's rows in rank order.
 //! - `stream`: one partition: ranking, changes, snapshots and restore.
 //! - here: the plan node.
 
+mod ranked;
 mod stream;
 
 use std::fmt;

@@ -9,7 +9,6 @@
 //!
 //! A snapshot batch holds every input column, nullable, then `__tie`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array, UInt64Array};
@@ -20,6 +19,7 @@ use datafusion::common::{HashMap, HashSet, Result, exec_err, plan_err};
 use serde::{Deserialize, Serialize};
 
 use super::TopN;
+use super::ranked::Ranked;
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
@@ -100,9 +100,6 @@ impl Ranking {
     }
 }
 
-/// One partition key's rows: (order-by bytes, tie) to the row, in rank order.
-type Ranked = BTreeMap<(Box<[u8]>, u64), Box<[u8]>>;
-
 /// A rank's row as it was: its tie number and bytes.
 type Held = (u64, Box<[u8]>);
 
@@ -118,13 +115,26 @@ pub(super) struct TopNStream {
     output: SchemaRef,
     /// The input retracts: keep every row, not only the first `rank_end`.
     keep_all: bool,
-    partitions: HashMap<Box<[u8]>, Ranked>,
+    partitions: HashMap<Vec<u8>, Ranked>,
     /// Rows arrived so far (the next row's arrival number).
     arrived: u64,
     size: StateSize,
     /// Retractions of rows not held (ignored, as Flink does), and those logged.
     unknown: u64,
     warned: u64,
+}
+
+/// The rows of `key`, created empty (holding at most `bound` rows) if it has none.
+fn ranked_mut<'a>(
+    partitions: &'a mut HashMap<Vec<u8>, Ranked>,
+    size: &mut StateSize,
+    key: &[u8],
+    bound: Option<usize>,
+) -> &'a mut Ranked {
+    partitions.entry_ref(key).or_insert_with(|| {
+        size.bytes += key.len() + 64;
+        Ranked::new(bound)
+    })
 }
 
 /// The changes of one batch being built.
@@ -201,7 +211,7 @@ impl TopNStream {
                 let first = ranked.map_or_else(Vec::new, |r| {
                     r.iter()
                         .take(end)
-                        .map(|((_, tie), row)| (*tie, row.clone()))
+                        .map(|(tie, row)| (tie, row.into()))
                         .collect()
                 });
                 before.push((key.into(), first));
@@ -219,20 +229,13 @@ impl TopNStream {
                 if !self.keep_all
                     && let Some(ranked) = ranked
                     && ranked.len() >= end
-                    && ranked
-                        .last_key_value()
-                        .is_some_and(|((o, t), _)| (o.as_ref(), *t) < (order, tie))
+                    && ranked.last().is_some_and(|last| last < (order, tie))
                 {
                     continue;
                 }
                 remember(key, ranked);
-                let ranked = match self.partitions.get_mut(key) {
-                    Some(ranked) => ranked,
-                    None => {
-                        self.size.bytes += key.len() + 64;
-                        self.partitions.entry(key.into()).or_default()
-                    }
-                };
+                let bound = (!self.keep_all).then_some(end);
+                let ranked = ranked_mut(&mut self.partitions, &mut self.size, key, bound);
                 ranked.insert((order.into(), tie), row.into());
                 self.size.rows += 1;
                 self.size.bytes += order.len() + row.len() + 48;
@@ -243,26 +246,22 @@ impl TopNStream {
                     }
                 }
             } else {
-                let found = self.partitions.get(key).and_then(|ranked| {
-                    let from = (Box::<[u8]>::from(order), 0);
-                    let to = (Box::<[u8]>::from(order), u64::MAX);
-                    // The last copy: taking it back changes the fewest ranks.
-                    ranked
-                        .range(from..=to)
-                        .rev()
-                        .find(|(_, held)| held.as_ref() == row)
-                        .map(|(k, _)| k.clone())
-                });
-                let Some(found) = found else {
+                let Some(ranked) = self.partitions.get(key) else {
                     self.unknown += 1;
                     continue;
                 };
-                remember(key, self.partitions.get(key));
-                if let Some(ranked) = self.partitions.get_mut(key)
-                    && let Some(r) = ranked.remove(&found)
-                {
-                    self.size.rows -= 1;
-                    self.size.bytes -= found.0.len() + r.len() + 48;
+                remember(key, Some(ranked));
+                // The last copy: taking it back changes the fewest ranks.
+                let removed = self
+                    .partitions
+                    .get_mut(key)
+                    .and_then(|ranked| ranked.remove(order, row));
+                match removed {
+                    Some(((o, _), r)) => {
+                        self.size.rows -= 1;
+                        self.size.bytes -= o.len() + r.len() + 48;
+                    }
+                    None => self.unknown += 1,
                 }
             }
         }
@@ -275,18 +274,16 @@ impl TopNStream {
         }
         let mut changes = Changes::default();
         for (key, old) in before {
-            let new: Vec<(u64, &[u8])> = self.partitions.get(&key).map_or_else(Vec::new, |r| {
-                r.iter()
-                    .take(end)
-                    .map(|((_, tie), row)| (*tie, row.as_ref()))
-                    .collect()
-            });
+            let new: Vec<(u64, &[u8])> = self
+                .partitions
+                .get(key.as_ref())
+                .map_or_else(Vec::new, |r| r.iter().take(end).collect());
             self.diff(&old, &new, &mut changes);
             if new.is_empty()
-                && let Some(ranked) = self.partitions.get(&key)
+                && let Some(ranked) = self.partitions.get(key.as_ref())
                 && ranked.is_empty()
             {
-                self.partitions.remove(&key);
+                self.partitions.remove(key.as_ref());
                 self.size.bytes = self.size.bytes.saturating_sub(key.len() + 64);
             }
             if changes.kinds.len() >= BATCH_ROWS {
@@ -416,14 +413,9 @@ impl Operator for TopNStream {
                 let tie = ties.value(i);
                 let seq = self.ranking.tie(tie); // the complement is its own inverse
                 self.arrived = self.arrived.max(seq.saturating_add(1));
-                let ranked = match self.partitions.get_mut(key) {
-                    Some(ranked) => ranked,
-                    None => {
-                        self.size.bytes += key.len() + 64;
-                        self.partitions.entry(key.into()).or_default()
-                    }
-                };
-                ranked.insert((order.as_ref().into(), tie), row.as_ref().into());
+                let bound = (!self.keep_all).then(|| self.rank_end());
+                ranked_mut(&mut self.partitions, &mut self.size, key, bound)
+                    .insert((order.as_ref().into(), tie), row.as_ref().into());
                 self.size.rows += 1;
                 self.size.bytes += order.as_ref().len() + row.as_ref().len() + 48;
             }
@@ -460,7 +452,7 @@ impl Operator for TopNStream {
         let held: Vec<(u64, &[u8])> = self
             .partitions
             .values()
-            .flat_map(|ranked| ranked.iter().map(|((_, tie), row)| (*tie, row.as_ref())))
+            .flat_map(|ranked| ranked.iter())
             .collect();
         let mut batches = Vec::new();
         for chunk in held.chunks(BATCH_ROWS) {
