@@ -54,6 +54,9 @@ pub struct SabotConfig {
     /// Flink's `execution.runtime-mode`: how a GROUP BY without a window reads a bounded
     /// input.
     pub runtime_mode: RuntimeMode,
+    /// Flink's `table.exec.state.ttl`: state of the regular join and the top-N not written
+    /// for this long (processing time) is dropped (`None`: kept until taken back).
+    pub state_ttl: Option<Duration>,
 }
 
 /// Flink's `execution.runtime-mode`, as far as it changes a query's plan: whether a GROUP BY
@@ -131,6 +134,25 @@ planned_extension!(
     "sabot_runtime_mode",
     "; the runtime mode is set with SET 'execution.runtime-mode'"
 );
+
+/// The session's `table.exec.state.ttl` in DataFusion's config options, where the streaming
+/// planner hands it to the operators it bounds; it lists no entries and cannot be set through
+/// DataFusion.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedStateTtl(pub Option<Duration>);
+
+planned_extension!(
+    PlannedStateTtl,
+    "sabot_state_ttl",
+    "; the state's time to live is set with SET 'table.exec.state.ttl'"
+);
+
+impl PlannedStateTtl {
+    /// The time to live planned for `options` (none if the session never set one).
+    pub fn of(options: &ConfigOptions) -> Option<Duration> {
+        options.extensions.get::<Self>().and_then(|p| p.0)
+    }
+}
 
 impl PlannedRuntimeMode {
     /// The mode planned for `options` (automatic if the session never set one).
@@ -234,6 +256,7 @@ impl Default for SabotConfig {
             dml_sync: false,
             memory_limit: None,
             runtime_mode: RuntimeMode::Automatic,
+            state_ttl: None,
         }
     }
 }
@@ -265,6 +288,8 @@ pub enum Setting {
     DmlSync,
     /// `execution.runtime-mode`
     RuntimeMode,
+    /// `table.exec.state.ttl`
+    StateTtl,
 }
 
 /// Parses a byte size: `1048576`, `512kb`, `64 MB`, `1gb` (powers of 1024).
@@ -284,6 +309,33 @@ fn parse_bytes(text: &str) -> Option<usize> {
 }
 
 impl Setting {
+    /// Every setting.
+    pub const ALL: [Setting; 13] = [
+        Setting::Parallelism,
+        Setting::BatchSize,
+        Setting::CheckpointInterval,
+        Setting::StateDir,
+        Setting::CheckpointRetained,
+        Setting::CheckpointTimeout,
+        Setting::StateBackend,
+        Setting::RocksDbLocalDir,
+        Setting::DimensionMaxRows,
+        Setting::DimensionMaxBytes,
+        Setting::DmlSync,
+        Setting::RuntimeMode,
+        Setting::StateTtl,
+    ];
+
+    /// The settings of `config` that differ from `base`, as `(key, value)` pairs that
+    /// [`apply`](Self::apply) takes back (what a job was started with, for its restart).
+    pub fn changed(base: &SabotConfig, config: &SabotConfig) -> Vec<(String, String)> {
+        Self::ALL
+            .iter()
+            .filter(|s| s.show(config) != s.show(base))
+            .map(|s| (s.key().to_string(), s.show(config)))
+            .collect()
+    }
+
     /// The setting a key names, if it is one of Sabot's.
     pub fn from_key(key: &str) -> Option<Self> {
         match key.to_ascii_lowercase().as_str() {
@@ -307,6 +359,7 @@ impl Setting {
             "dimension.max-bytes" => Some(Setting::DimensionMaxBytes),
             "table.dml-sync" => Some(Setting::DmlSync),
             "execution.runtime-mode" => Some(Setting::RuntimeMode),
+            "table.exec.state.ttl" => Some(Setting::StateTtl),
             _ => None,
         }
     }
@@ -349,6 +402,15 @@ impl Setting {
                 _ => {
                     return plan_err!(
                         "checkpoint.retained must be a positive integer, got '{value}'"
+                    );
+                }
+            },
+            Setting::StateTtl => match parse_duration(value) {
+                Some(d) => config.state_ttl = (!d.is_zero()).then_some(d),
+                None => {
+                    return plan_err!(
+                        "table.exec.state.ttl must be a duration such as '1 h' or '10 min' ('0' \
+                         keeps state until it is taken back), got '{value}'"
                     );
                 }
             },
@@ -429,6 +491,7 @@ impl Setting {
             Setting::DimensionMaxBytes => "dimension.max-bytes",
             Setting::DmlSync => "table.dml-sync",
             Setting::RuntimeMode => "execution.runtime-mode",
+            Setting::StateTtl => "table.exec.state.ttl",
         }
     }
 
@@ -456,6 +519,10 @@ impl Setting {
                 RuntimeMode::Automatic => "automatic".to_string(),
                 RuntimeMode::Streaming => "streaming".to_string(),
             },
+            Setting::StateTtl => match config.state_ttl {
+                Some(d) => format!("{}ms", d.as_millis()),
+                None => "0".to_string(),
+            },
         }
     }
 }
@@ -480,6 +547,38 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a session changed is recorded as text that gives the same settings back.
+    #[test]
+    fn changed_settings_apply_back() {
+        let base = SabotConfig::default();
+        let mut config = base.clone();
+        for (key, value) in [
+            ("parallelism", "3"),
+            ("table.exec.state.ttl", "2 h"),
+            ("execution.runtime-mode", "streaming"),
+            ("checkpoint.interval", "5 s"),
+            ("state.backend", "rocksdb"),
+        ] {
+            Setting::from_key(key)
+                .unwrap()
+                .apply(&mut config, value)
+                .unwrap();
+        }
+        let changed = Setting::changed(&base, &config);
+        assert_eq!(changed.len(), 5, "{changed:?}");
+        let mut again = base.clone();
+        for (key, value) in &changed {
+            Setting::from_key(key)
+                .unwrap()
+                .apply(&mut again, value)
+                .unwrap();
+        }
+        for s in Setting::ALL {
+            assert_eq!(s.show(&again), s.show(&config), "{}", s.key());
+        }
+        assert!(Setting::changed(&base, &base).is_empty());
+    }
 
     #[test]
     fn memory_sizes_parse() {

@@ -21,7 +21,7 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::config::{LiveTables, PlannedRuntimeMode, SabotConfig};
+use crate::config::{LiveTables, PlannedRuntimeMode, PlannedStateTtl, SabotConfig};
 use crate::physical::sink::is_updating_result;
 use crate::physical::streaming::changelog_stream;
 use crate::planner::extension_planner::StreamingQueryPlanner;
@@ -71,7 +71,8 @@ impl SabotContext {
             .with_repartition_joins(false)
             .with_extension(Arc::new(config.clone()))
             .with_option_extension(PlannedBackend(StateBackend::of(&config)))
-            .with_option_extension(PlannedRuntimeMode(config.runtime_mode));
+            .with_option_extension(PlannedRuntimeMode(config.runtime_mode))
+            .with_option_extension(PlannedStateTtl(config.state_ttl));
         let mut logical_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(TimestampLiteralRule),
             Arc::new(WindowAggregateRule),

@@ -2,8 +2,9 @@
 //! the same questions: plain DataFusion SQL with window arithmetic on millisecond integers over
 //! the same events read without watermarks. q5, q7 and q8 (window joins, a cascading window
 //! aggregation, an interval join), q11 (SESSION windows, against sessions cut with LAG), q15
-//! and q17 (1-day TUMBLE windows with FILTER and DISTINCT aggregates). Then join emission
-//! timing: rows of channel-fed unbounded sources come out exactly when the watermarks allow.
+//! and q17 (1-day TUMBLE windows with FILTER and DISTINCT aggregates), q12 (processing-time
+//! windows: every bid counted once). Then emission timing: rows of channel-fed unbounded
+//! sources come out exactly when the watermarks allow, or (processing time) the clock.
 
 mod common;
 
@@ -629,5 +630,71 @@ async fn window_join_emits_when_both_watermarks_pass_the_window() -> Result<()> 
     let mut got = next_rows(&mut stream).await?;
     got.sort();
     assert_eq!(got, vec![format!("1|{BASE}"), format!("2|{BASE}")]);
+    Ok(())
+}
+
+/// q12, processing-time windows: bids per bidder per 10 s of the clock. Which window a bid
+/// lands in depends on the clock, but every bid is counted once: the counts summed over the
+/// windows are each bidder's bids (at parallelism 1 and 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q12_counts_every_bid_once() -> Result<()> {
+    check(
+        "SELECT bidder, SUM(bid_count) FROM (
+           SELECT B.bidder, COUNT(*) AS bid_count,
+             TUMBLE_START(B.p_time, INTERVAL '10' SECOND) AS starttime
+           FROM (SELECT *, PROCTIME() AS p_time FROM bid) B
+           GROUP BY B.bidder, TUMBLE(B.p_time, INTERVAL '10' SECOND))
+         GROUP BY bidder",
+        "SELECT bidder, COUNT(*) FROM bid_raw GROUP BY bidder",
+        1000,
+        "(processing time)",
+    )
+    .await
+}
+
+/// A processing-time window fires when the clock passes its end: with no end of input and
+/// whatever the rows' event time says (the first row's is ahead of the clock, the next ones
+/// far behind the watermark it set: nothing is late, and nothing fires before its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_fire_on_the_clock() -> Result<()> {
+    for parallelism in [1, 2] {
+        let ctx = sabot::session_context(config(parallelism));
+        let tx = channel_table(&ctx, "t")?;
+        let mut stream = ctx
+            .sql(
+                "SELECT k, COUNT(*), CAST(window_start AS BIGINT), CAST(window_end AS BIGINT)
+                 FROM TABLE(TUMBLE(TABLE (SELECT k, PROCTIME() AS p FROM t), DESCRIPTOR(p),
+                   INTERVAL '1' SECOND))
+                 GROUP BY k, window_start, window_end",
+            )
+            .await?
+            .execute_stream()
+            .await?;
+        let started = sabot::state::ttl::now_ms();
+        for (k, ts) in [(1, 100_000_000), (2, 0), (1, 5)] {
+            tx.send((k, ts)).unwrap();
+        }
+        // Collect windows until the three rows are counted.
+        let mut counts = std::collections::BTreeMap::new();
+        let mut total = 0;
+        while total < 3 {
+            let got = next_rows(&mut stream).await?;
+            let received = sabot::state::ttl::now_ms();
+            for row in got {
+                let f: Vec<i64> = row.split('|').map(|v| v.parse().unwrap()).collect();
+                let (k, n, start, end) = (f[0], f[1], f[2], f[3]);
+                assert_eq!(end - start, 1000, "{row}");
+                assert_eq!(start % 1000, 0, "{row}");
+                assert!(start >= started - started % 1000, "{row} before {started}");
+                assert!(
+                    end <= received,
+                    "{row} came out at {received}, before its end"
+                );
+                *counts.entry(k).or_insert(0) += n;
+                total += n;
+            }
+        }
+        assert_eq!(counts, [(1, 2), (2, 1)].into(), "parallelism {parallelism}");
+    }
     Ok(())
 }

@@ -1190,7 +1190,16 @@ async fn tables_views_and_jobs_survive_a_restart() {
         .expect("ddl");
     let insert = "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, \
         DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end";
+    // Job 1 is planned with a setting of its session's, which its restart must plan with too.
+    client
+        .simple_query("SET 'table.exec.state.ttl' = '1 h'")
+        .await
+        .expect("set");
     client.simple_query(insert).await.expect("job 1");
+    client
+        .simple_query("SET 'table.exec.state.ttl' = '0'")
+        .await
+        .expect("reset");
     client.simple_query(insert).await.expect("job 2");
     client.simple_query("CANCEL JOB 2").await.expect("cancel");
     client
@@ -1204,6 +1213,15 @@ async fn tables_views_and_jobs_survive_a_restart() {
     drop(client);
     let _ = stop.send(());
     running.await.expect("stopped").expect("clean stop");
+
+    // The log remembers job 1's setting and no other job's.
+    let log = std::fs::read_to_string(dir.path().join("catalog.jsonl")).expect("catalog log");
+    let with_ttl: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""settings":[["table.exec.state.ttl","3600000ms"]]"#))
+        .collect();
+    assert_eq!(with_ttl.len(), 1, "{log}");
+    assert!(with_ttl[0].contains(r#""id":1"#), "{log}");
 
     let (port, _stop, _running) = open(state).await;
     let client = connect(port).await;

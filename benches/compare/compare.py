@@ -37,8 +37,15 @@ SUITES = {
     "nexmark-files": ["nexmark-q0", "nexmark-q1", "nexmark-q2", "nexmark-q5-agg",
                       "nexmark-q7-agg", "nexmark-q11", "nexmark-q7",
                       # Updating queries (GROUP BY without a window): changelogs.
-                      "nexmark-u1", "nexmark-u2", "nexmark-u3"],
+                      "nexmark-u1", "nexmark-u2", "nexmark-u3",
+                      # Top-N and deduplication: changelogs too.
+                      "nexmark-q18", "nexmark-q19"],
+    # Regular joins of the same pre-generated bids, auctions and people.
+    "nexmark-joins": ["nexmark-q3", "nexmark-q4", "nexmark-q9", "nexmark-q20"],
 }
+# The tables each query of the nexmark-joins suite reads: its input rows are theirs together.
+JOIN_TABLES = {"nexmark-q3": ("auction", "person"), "nexmark-q4": ("auction", "bid"),
+               "nexmark-q9": ("auction", "bid"), "nexmark-q20": ("auction", "bid")}
 QUERIES = [q for qs in SUITES.values() for q in qs]
 SUITE_OF = {q: s for s, qs in SUITES.items() for q in qs}
 ENGINES = ["sabot", "flink"]
@@ -47,7 +54,8 @@ DATA_CACHE = os.path.expanduser("~/.cache/sabot-compare-data")
 # maximum: two scans of the files in both engines).
 SCANS = {"nexmark-q7": 2}
 # Updating queries: their results are changelogs.
-UPDATING = {"nexmark-u1", "nexmark-u2", "nexmark-u3"}
+UPDATING = {"nexmark-u1", "nexmark-u2", "nexmark-u3", "nexmark-q18", "nexmark-q19",
+            "nexmark-q4", "nexmark-q9"}
 
 
 def machine_busy_s():
@@ -218,6 +226,53 @@ def nexmark_files(binary, events, tmp):
     return final, rows
 
 
+def nexmark_tables(binary, events, tmp):
+    """The directory of the Nexmark bids, auctions and people of `events` events as CSV files (in
+    bid/, auction/ and person/), and their row counts by table.
+
+    Written once by Sabot (sabot/nexmark-gen-tables.sql) into DATA_CACHE/nexmark-EVENTS and
+    checked as `nexmark_files` checks the bids: under a temporary name, no in-progress or hidden
+    files, as many lines as each sink reported rows; `_rows` records the counts."""
+    final = os.path.join(DATA_CACHE, f"nexmark-{events}")
+    marker = os.path.join(final, "_rows")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            return final, json.load(f)
+    os.makedirs(DATA_CACHE, exist_ok=True)
+    work = os.path.join(DATA_CACHE, f".nexmark-{events}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    with open(os.path.join(HERE, "sabot", "nexmark-gen-tables.sql")) as f:
+        script = f.read().replace("${EVENTS}", str(events)).replace("${DATA}", work)
+    path = os.path.join(tmp, f"nexmark-gen-tables-{events}.sql")
+    with open(path, "w") as f:
+        f.write(script)
+    print(f"# writing the Nexmark tables of {events} events into {final}", flush=True)
+    p = subprocess.run([binary, "run", path], capture_output=True, text=True)
+    # One job per table, in the script's order.
+    jobs = re.findall(r"job \d+: \d+ events in .*?, (\d+) rows out", p.stderr)
+    if p.returncode != 0 or len(jobs) != 3:
+        raise SystemExit(f"compare.py: generating {final} failed:\n{p.stdout}\n{p.stderr}")
+    counts = {}
+    for table, rows in zip(("bid", "auction", "person"), jobs):
+        directory = os.path.join(work, table)
+        names = sorted(os.listdir(directory))
+        partial = [n for n in names if n.startswith((".", "_")) or n.endswith(".inprogress")]
+        if partial or not names:
+            raise SystemExit(f"compare.py: {directory}: in-progress files {partial} or no files")
+        lines = 0
+        for n in names:
+            with open(os.path.join(directory, n), "rb") as f:
+                lines += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+        if lines != int(rows):
+            raise SystemExit(f"compare.py: {directory} has {lines} lines, the sink wrote {rows}")
+        counts[table] = lines
+    with open(os.path.join(work, "_rows"), "w") as f:
+        json.dump(counts, f)
+    os.rename(work, final)
+    return final, counts
+
+
 TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?)Z?$")
 
 
@@ -346,7 +401,10 @@ def print_table(summary, meta, suite="datagen"):
         return f"{fmt_rate(med_)} ({fmt_rate(lo)}-{fmt_rate(hi)})" if med_ else "-"
 
     print()
-    print(f"suite {suite}: " + ("events" if suite == "datagen" else "input rows (bids)") +
+    what = {"datagen": "events", "nexmark-files": "input rows (bids)",
+            "nexmark-joins": "input rows (of the tables the query reads; sizes: Nexmark events "
+                             "generated)"}[suite]
+    print(f"suite {suite}: {what}" +
           "/s per core, median of %d runs (min-max). marginal: extra events / extra CPU s "
           "from the smaller to the larger run; raw: events / CPU s of the larger run"
           % meta["runs"])
@@ -465,6 +523,14 @@ def main():
             d, rows = nexmark_files(args.sabot, n, tmp)
             files[rows] = d
         nexmark_sizes = {e: sorted(files) for e in engines}
+    # nexmark-joins: per query, (input rows, directory) at both sizes.
+    joins = {}
+    if any(SUITE_OF[q] == "nexmark-joins" for q in queries):
+        tables = [nexmark_tables(args.sabot, n, tmp)
+                  for n in (args.nexmark_events, args.nexmark_events * args.nexmark_mult)]
+        for q in queries:
+            if SUITE_OF[q] == "nexmark-joins":
+                joins[q] = [(sum(counts[t] for t in JOIN_TABLES[q]), d) for d, counts in tables]
     if args.verify:
         try:
             # An updating query's changelog cannot go to a CSV file: not verified.
@@ -487,9 +553,14 @@ def main():
         if "flink" in engines else None,
         "java": command_output(["java", "-version"]).splitlines()[0] if shutil.which("java") else None,
         "events": sizes, "runs": args.runs, "parallelism": 1,
-        "suite_events": {"datagen": sizes, "nexmark-files": nexmark_sizes},
+        "suite_events": {"datagen": sizes, "nexmark-files": nexmark_sizes,
+                         # (the sizes of the generator; each query reads its tables' rows)
+                         "nexmark-joins": {e: [args.nexmark_events,
+                                               args.nexmark_events * args.nexmark_mult]
+                                           for e in engines} if joins else None},
         "nexmark_files": {str(rows): d for rows, d in files.items()},
         "nexmark_generator_events": [args.nexmark_events, args.nexmark_events * args.nexmark_mult],
+        "nexmark_join_rows": {q: [n for n, _ in points] for q, points in joins.items()},
     }
     busy0, t0 = machine_busy_s(), time.monotonic()
     time.sleep(1.0)
@@ -516,11 +587,17 @@ def main():
                 for e in engines:
                     points = []
                     suite = SUITE_OF[q]
-                    for n in (sizes[e] if suite == "datagen" else nexmark_sizes[e]):
+                    if suite == "datagen":
+                        points_in = [(n, None) for n in sizes[e]]
+                    elif suite == "nexmark-joins":
+                        points_in = joins[q]
+                    else:
+                        points_in = [(n, files[n]) for n in nexmark_sizes[e]]
+                    for n, data in points_in:
                         for attempt in range(args.retry_disturbed + 1):
                             if args.wait_idle > 0:
                                 wait_until_idle(args.wait_idle)
-                            m = runners[e].run(q, n, files.get(n) if suite != "datagen" else None)
+                            m = runners[e].run(q, n, data)
                             if not disturbed(m):
                                 break
                             if attempt < args.retry_disturbed:

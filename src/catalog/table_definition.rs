@@ -47,9 +47,18 @@ pub struct ColumnDefinition {
 }
 
 impl ColumnDefinition {
-    /// The column as an Arrow field.
+    /// The column as an Arrow field (a `PROCTIME()` column marked as a processing-time
+    /// attribute).
     pub fn field(&self) -> Field {
-        Field::new(&self.name, self.data_type.clone(), self.nullable)
+        let field = Field::new(&self.name, self.data_type.clone(), self.nullable);
+        match &self.kind {
+            ColumnKind::Computed { expr, .. }
+                if crate::functions::proctime::is_proctime_call(expr) =>
+            {
+                crate::functions::proctime::mark(field)
+            }
+            _ => field,
+        }
     }
 
     /// True for computed columns.

@@ -3,8 +3,10 @@
 //!
 //! - [`to_char`]: `to_char` with PostgreSQL's templates, `DATE_FORMAT` with Java's (Flink);
 //!   chrono `%` patterns still work as in DataFusion.
+//! - [`proctime`]: Flink's `PROCTIME()`, a processing-time attribute.
 //! - [`template`]: the two template languages, compiled into one formatter.
 
+pub mod proctime;
 pub mod template;
 pub mod to_char;
 
@@ -14,4 +16,5 @@ use datafusion::prelude::SessionContext;
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(to_char::to_char());
     ctx.register_udf(to_char::date_format());
+    ctx.register_udf(proctime::proctime());
 }

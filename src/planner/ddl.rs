@@ -466,6 +466,13 @@ pub fn resolve(table: CreateTable, ctx: &SessionContext) -> Result<TableDefiniti
                     table.name
                 );
             };
+            if crate::functions::proctime::is_proctime_field(&time.field()) {
+                return plan_err!(
+                    "WATERMARK FOR {column}: the column is PROCTIME(), a processing-time \
+                     attribute, which needs no watermark; put the watermark on an event-time \
+                     column, or leave it out"
+                );
+            }
             if !matches!(time.data_type, DataType::Timestamp(_, _)) {
                 return plan_err!(
                     "WATERMARK FOR {column}: the column is {}, but event time must be a \

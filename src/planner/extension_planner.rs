@@ -73,6 +73,21 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
 
         if let Some(agg) = node.as_any().downcast_ref::<WindowAggregateNode>() {
             let time = compile(&agg.time_expr)?;
+            let (_, time_field) =
+                datafusion::logical_expr::ExprSchemable::to_field(&agg.time_expr, input_schema)?;
+            let proctime = crate::functions::proctime::is_proctime_field(&time_field);
+            if proctime
+                && matches!(
+                    agg.spec.kind,
+                    crate::physical::window_spec::WindowKind::Session { .. }
+                )
+            {
+                return plan_err!(
+                    "SESSION windows over a processing-time attribute (PROCTIME()) are not \
+                     supported; use TUMBLE or HOP over it, or a SESSION window over an event-time \
+                     column with a WATERMARK"
+                );
+            }
             let output_schema = agg.schema.inner();
             let mut keys = Vec::with_capacity(agg.keys.len());
             for (position, column) in agg.group_columns.iter().enumerate() {
@@ -97,6 +112,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             let def = WindowAggregation {
                 spec: agg.spec,
                 time_expr: time,
+                proctime,
                 keys,
                 partition_keys,
                 aggregates: set,

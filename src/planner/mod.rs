@@ -28,6 +28,7 @@
 pub mod complexity;
 pub mod connector_table;
 pub mod ddl;
+pub mod exchanges;
 pub mod extension_planner;
 pub mod flink_functions;
 pub mod script;

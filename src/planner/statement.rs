@@ -23,7 +23,7 @@ use super::ddl::{parse_create_table, resolve};
 use super::flink_functions::rewrite_flink_functions;
 use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
 use crate::catalog::table_definition::ColumnKind;
-use crate::config::{PlannedRuntimeMode, SabotConfig, Setting};
+use crate::config::{PlannedRuntimeMode, PlannedStateTtl, SabotConfig, Setting};
 use crate::planner::connector_table::ConnectorTable;
 use crate::state::backend::{PlannedBackend, StateBackend};
 use crate::statement::{Statement, StatementKind};
@@ -120,6 +120,8 @@ pub fn apply_to_session(ctx: &SessionContext, config: &SabotConfig) {
     options
         .extensions
         .insert(PlannedRuntimeMode(config.runtime_mode));
+    // And the state's time to live, which the streaming planner hands to the operators.
+    options.extensions.insert(PlannedStateTtl(config.state_ttl));
     // Operators read the other settings at execution (e.g. the broadcast join's limits).
     state.config_mut().set_extension(Arc::new(config.clone()));
 }

@@ -27,12 +27,13 @@
 //!    shows it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinType, NullEquality};
 use datafusion::common::{Result, plan_err};
-use datafusion::physical_expr::{Partitioning, PhysicalExpr};
+use datafusion::physical_expr::Partitioning;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -44,7 +45,8 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
-use crate::config::{PlannedRuntimeMode, RuntimeMode};
+use super::exchanges::{partition_by, without_round_robin};
+use crate::config::{PlannedRuntimeMode, PlannedStateTtl, RuntimeMode};
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
@@ -56,7 +58,6 @@ use crate::physical::streaming::{
 };
 use crate::physical::union::StreamUnionExec;
 use crate::physical::updating_aggregate::UpdatingAggregateExec;
-use crate::physical::window_assign::WindowAssignExec;
 use crate::state::backend::PlannedBackend;
 
 /// See the module docs.
@@ -71,8 +72,9 @@ impl PhysicalOptimizerRule for StreamingPipelineRule {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let partitions = config.execution.target_partitions.max(1);
         let streaming = PlannedRuntimeMode::of(config) == RuntimeMode::Streaming;
+        let ttl = PlannedStateTtl::of(config);
         let plan = plan
-            .transform_up(|node| to_streaming(node, partitions, streaming))?
+            .transform_up(|node| to_streaming(node, partitions, streaming, ttl))?
             .data;
         check_unbounded(&plan)?;
         check_changelogs(&plan)?;
@@ -96,6 +98,7 @@ fn to_streaming(
     node: Arc<dyn ExecutionPlan>,
     partitions: usize,
     streaming: bool,
+    ttl: Option<Duration>,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     if let Some(swapped) = limit_above_projection(&node)? {
         return Ok(Transformed::yes(swapped));
@@ -105,7 +108,7 @@ fn to_streaming(
     {
         return Ok(Transformed::yes(Arc::new(retracting)));
     }
-    if let Some(top) = super::top_n::top_n(&node, partitions, streaming)? {
+    if let Some(top) = super::top_n::top_n(&node, partitions, streaming, ttl)? {
         return Ok(Transformed::yes(top));
     }
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
@@ -193,7 +196,7 @@ fn to_streaming(
         return Ok(Transformed::yes(broadcast));
     }
     if let Some(join) = JoinParts::of(&node)
-        && let Some(joined) = stream_join(&join, partitions, streaming)?
+        && let Some(joined) = stream_join(&join, partitions, streaming, ttl)?
     {
         return Ok(Transformed::yes(joined));
     }
@@ -249,6 +252,7 @@ fn stream_join(
     join: &JoinParts,
     partitions: usize,
     streaming: bool,
+    ttl: Option<Duration>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if !is_stream_side(&join.left) || !is_stream_side(&join.right) {
         return Ok(None);
@@ -285,41 +289,11 @@ fn stream_join(
     // `EXISTS ... OR ...`).
     let runnable = crate::physical::joins::Emit::of(join.join_type).is_ok();
     if endless || (streaming && runnable) {
-        return Ok(Some(Arc::new(RegularJoinExec::from_parts(
-            join, left, right,
-        )?)));
+        return Ok(Some(Arc::new(
+            RegularJoinExec::from_parts(join, left, right)?.with_state_ttl(ttl),
+        )));
     }
     Ok(None)
-}
-
-/// `input` spread over `partitions` by `keys` (merged into one when `partitions` is 1),
-/// replacing the merge, hash or round-robin spread DataFusion put on top of it.
-pub(super) fn partition_by(
-    input: &Arc<dyn ExecutionPlan>,
-    keys: Vec<Arc<dyn PhysicalExpr>>,
-    partitions: usize,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let input = match input.downcast_ref::<StreamExchangeExec>() {
-        Some(e) if matches!(e.mode(), ExchangeMode::Single | ExchangeMode::Hash(_)) => {
-            Arc::clone(e.children()[0])
-        }
-        _ => Arc::clone(input),
-    };
-    let input = without_round_robin(input)?;
-    let current = input.output_partitioning().partition_count();
-    Ok(if partitions == 1 {
-        if current == 1 {
-            input
-        } else {
-            Arc::new(StreamExchangeExec::try_new(input, ExchangeMode::Single, 1)?)
-        }
-    } else {
-        Arc::new(StreamExchangeExec::try_new(
-            input,
-            ExchangeMode::Hash(keys),
-            partitions,
-        )?)
-    })
 }
 
 /// A hash join of a stream with a table as a broadcast join; `None` for two streams (refused
@@ -388,29 +362,6 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
         join.projection.as_ref().map(|p| p.to_vec()),
         join.schema(),
     )?)))
-}
-
-/// `plan` without the round-robin spread under its row-wise operators. Before a hash exchange
-/// such a spread only adds a hop, and it would make lateness inexact: the hash exchange then
-/// merges several copies of one source's watermarks, arriving at different times, so the
-/// per-row watermarks it passes on are only lower bounds.
-fn without_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    if let Some(rr) = plan.downcast_ref::<StreamExchangeExec>()
-        && matches!(rr.mode(), ExchangeMode::RoundRobin)
-    {
-        return Ok(Arc::clone(rr.children()[0]));
-    }
-    if plan.is::<StreamProjectionExec>()
-        || plan.is::<StreamFilterExec>()
-        || plan.is::<WindowAssignExec>()
-    {
-        let child = without_round_robin(Arc::clone(plan.children()[0]))?;
-        return datafusion::physical_plan::execution_plan::replace_children_if_necessary(
-            plan,
-            vec![child],
-        );
-    }
-    Ok(plan)
 }
 
 /// Step 2 of the module docs: reports the deepest operator that cannot run on its unbounded

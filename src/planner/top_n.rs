@@ -11,6 +11,7 @@
 //! above reads it: without it, a row moving between ranks is no change.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -35,14 +36,16 @@ use crate::physical::streaming::{changelog_mode, is_streaming};
 use crate::physical::top_n::{TopN, TopNExec};
 
 /// `node` as a top-N over a stream, if it is one (see the module docs); `partitions` is the
-/// parallelism of keyed operators; `streaming` the `streaming` runtime mode.
+/// parallelism of keyed operators; `streaming` the `streaming` runtime mode; `ttl` the state's
+/// time to live.
 pub(super) fn top_n(
     node: &Arc<dyn ExecutionPlan>,
     partitions: usize,
     streaming: bool,
+    ttl: Option<Duration>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(filter) = node.downcast_ref::<FilterExec>() {
-        return ranked(filter, partitions, streaming);
+        return ranked(filter, partitions, streaming, ttl);
     }
     if let Some(sort) = node.downcast_ref::<SortExec>()
         && let Some(fetch) = sort.fetch()
@@ -58,8 +61,9 @@ pub(super) fn top_n(
             rank_end: fetch as u64,
             rank_column: false,
             later_wins_ties: false,
+            ttl,
         };
-        let input = super::streaming_rule::partition_by(input, vec![], 1)?;
+        let input = super::exchanges::partition_by(input, vec![], 1)?;
         let schema = input.schema();
         return Ok(Some(Arc::new(TopNExec::try_new(input, def, schema)?)));
     }
@@ -121,6 +125,7 @@ fn ranked(
     filter: &FilterExec,
     partitions: usize,
     streaming: bool,
+    ttl: Option<Duration>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     // DataFusion may spread the window's output round-robin, and project its columns (the
     // projection then stays above the top-N).
@@ -215,7 +220,7 @@ fn ranked(
     } else {
         partitions
     };
-    let input = super::streaming_rule::partition_by(&input, partition_by.clone(), parallel)?;
+    let input = super::exchanges::partition_by(&input, partition_by.clone(), parallel)?;
     let schema = if rank_column {
         window.schema()
     } else {
@@ -230,6 +235,7 @@ fn ranked(
         rank_end: end,
         rank_column,
         later_wins_ties,
+        ttl,
     };
     let mut top: Arc<dyn ExecutionPlan> = Arc::new(TopNExec::try_new(input, def, schema)?);
     if let Some(inner) = inner {

@@ -17,7 +17,14 @@ pub enum Entry {
     /// A CREATE / DROP of a table or view.
     Ddl { sql: String },
     /// A job started by `INSERT INTO ... SELECT`.
-    Job { id: u64, sql: String },
+    Job {
+        id: u64,
+        sql: String,
+        /// The session's settings that differed from the server's (`SET`), which planned the
+        /// job (older logs have none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settings: Vec<(String, String)>,
+    },
     /// `CANCEL JOB id`.
     Cancel { id: u64 },
     /// `CREATE MATERIALIZED VIEW name AS query`.
@@ -27,6 +34,9 @@ pub enum Entry {
         /// The column list it was created with (older logs have none).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         columns: Vec<String>,
+        /// The session's settings that differed from the server's (older logs have none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settings: Vec<(String, String)>,
     },
     /// `DROP MATERIALIZED VIEW name`.
     DropView { name: String },
@@ -116,17 +126,20 @@ mod tests {
             Entry::Job {
                 id: 3,
                 sql: "INSERT INTO s SELECT * FROM t".into(),
+                settings: vec![("table.exec.state.ttl".into(), "60000ms".into())],
             },
             Entry::Cancel { id: 3 },
             Entry::View {
                 name: "v".into(),
                 query: "SELECT 1".into(),
                 columns: vec![],
+                settings: vec![],
             },
             Entry::View {
                 name: "w".into(),
                 query: "SELECT 1".into(),
                 columns: vec!["a".into()],
+                settings: vec![("parallelism".into(), "2".into())],
             },
             Entry::DropView { name: "v".into() },
         ];
@@ -137,9 +150,16 @@ mod tests {
             .append(true)
             .open(dir.path().join("catalog.jsonl"))
             .unwrap()
-            .write_all(b"{\"kind\":\"ddl\",\"sq")
+            .write_all(b"{\"kind\":\"job\",\"id\":4,\"sql\":\"X\"}\n{\"kind\":\"ddl\",\"sq")
             .unwrap();
-        assert_eq!(log.read().unwrap(), entries);
+        let mut expected = entries.clone();
+        // A line an older server wrote, without settings, still reads.
+        expected.push(Entry::Job {
+            id: 4,
+            sql: "X".into(),
+            settings: vec![],
+        });
+        assert_eq!(log.read().unwrap(), expected);
         assert!(CatalogLog::open(None).read().unwrap().is_empty());
     }
 }

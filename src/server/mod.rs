@@ -212,8 +212,9 @@ impl Server {
     /// is reported and skipped; the rest comes back.
     async fn replay(&self) -> Result<()> {
         use catalog_log::Entry;
-        let mut jobs: std::collections::BTreeMap<u64, String> = Default::default();
-        let mut views: Vec<(String, String, Vec<String>)> = Vec::new();
+        type Settings = Vec<(String, String)>;
+        let mut jobs: std::collections::BTreeMap<u64, (String, Settings)> = Default::default();
+        let mut views: Vec<(String, String, Vec<String>, Settings)> = Vec::new();
         for entry in self.log.read()? {
             match entry {
                 Entry::Ddl { sql } => {
@@ -222,8 +223,8 @@ impl Server {
                         eprintln!("warning: replaying `{sql}` failed: {e}");
                     }
                 }
-                Entry::Job { id, sql } => {
-                    jobs.insert(id, sql);
+                Entry::Job { id, sql, settings } => {
+                    jobs.insert(id, (sql, settings));
                 }
                 Entry::Cancel { id } => {
                     jobs.remove(&id);
@@ -232,26 +233,46 @@ impl Server {
                     name,
                     query,
                     columns,
-                } => views.push((name, query, columns)),
-                Entry::DropView { name } => views.retain(|(n, _, _)| *n != name),
+                    settings,
+                } => views.push((name, query, columns, settings)),
+                Entry::DropView { name } => views.retain(|(n, ..)| *n != name),
             }
         }
-        let config = self.base.config();
-        for (id, sql) in jobs {
+        for (id, (sql, settings)) in jobs {
             let started = async {
-                let df = self.base.sql(&sql).await?;
-                self.jobs.resume(id, &sql, df, &config).await
+                let ctx = self.session_with(&settings)?;
+                let df = ctx.sql(&sql).await?;
+                self.jobs.resume(id, &sql, df, &ctx.config()).await
             };
             if let Err(e) = started.await {
                 eprintln!("warning: job {id} (`{sql}`) could not resume: {e}");
             }
         }
-        for (name, query, columns) in views {
-            if let Err(e) = self.materialize(&self.base, &name, &query, &columns).await {
+        for (name, query, columns, settings) in views {
+            let restored = async {
+                let ctx = self.session_with(&settings)?;
+                self.materialize(&ctx, &name, &query, &columns).await
+            };
+            if let Err(e) = restored.await {
                 eprintln!("warning: materialized view {name} could not be restored: {e}");
             }
         }
         Ok(())
+    }
+
+    /// A session over the server's catalog with `settings` (what a job was started with)
+    /// applied over the server's own.
+    fn session_with(&self, settings: &[(String, String)]) -> Result<SabotContext> {
+        let ctx = self.base.new_session();
+        let mut config = ctx.config();
+        for (key, value) in settings {
+            match crate::config::Setting::from_key(key) {
+                Some(setting) => setting.apply(&mut config, value)?,
+                None => return plan_err!("unknown setting {key} in the catalog log"),
+            }
+        }
+        ctx.reset_settings(&config);
+        Ok(ctx)
     }
 
     /// Creates materialized view `name` (a memory table with the query's columns) and starts

@@ -14,3 +14,4 @@ pub mod backend;
 pub mod redistribute;
 pub mod rocks;
 pub mod snapshot;
+pub mod ttl;

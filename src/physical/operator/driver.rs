@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::common::Result;
 use datafusion::execution::TaskContext;
@@ -20,6 +21,7 @@ use crate::physical::message::{
 };
 use crate::physical::operator::checkpoint::OperatorCheckpoint;
 use crate::physical::state_memory::StateMemory;
+use crate::state::ttl::now_ms;
 
 /// One partition of a stateful operator, run (see the module docs of `operator`).
 pub struct Driver<O: Operator> {
@@ -41,6 +43,12 @@ pub struct Driver<O: Operator> {
     /// Debug builds: the last barrier and watermark forwarded.
     last_barrier: u64,
     last_watermark: i64,
+}
+
+/// What the loop waited for.
+enum Next {
+    Input(Option<Result<Event>>),
+    Timer,
 }
 
 /// The metrics every operator has, per partition.
@@ -116,7 +124,30 @@ impl<O: Operator> Driver<O> {
             if self.ended {
                 return None;
             }
-            let event = match self.inputs.next().await {
+            let next = match self.op.next_timer() {
+                None => Next::Input(self.inputs.next().await),
+                Some(at) => match u64::try_from(at.saturating_sub(now_ms())) {
+                    Ok(wait) if wait > 0 => {
+                        let sleep = tokio::time::sleep(Duration::from_millis(wait));
+                        // Reading an input is cancel-safe: a message is taken only when ready.
+                        tokio::select! {
+                            event = self.inputs.next() => Next::Input(event),
+                            () = sleep => Next::Timer,
+                        }
+                    }
+                    _ => Next::Timer,
+                },
+            };
+            let event = match next {
+                Next::Timer => {
+                    if let Err(e) = self.timer() {
+                        return Some(Err(e));
+                    }
+                    continue;
+                }
+                Next::Input(event) => event,
+            };
+            let event = match event {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => return Some(Err(e)),
                 None => {
@@ -196,6 +227,26 @@ impl<O: Operator> Driver<O> {
                 Ok(())
             }
         }
+    }
+
+    /// The operator's timer is due.
+    fn timer(&mut self) -> Result<()> {
+        let elapsed = self.metrics.baseline.elapsed_compute().clone();
+        let timer = elapsed.timer();
+        let watermarks = Watermarks {
+            inputs: self.inputs.watermarks(),
+            output: self.emitted,
+        };
+        let mut ctx = Context::new(watermarks, &mut self.output);
+        let result = self.op.on_timer(now_ms(), &mut ctx);
+        timer.done();
+        let output = result?;
+        self.emit_output();
+        if output > self.emitted {
+            self.emitted = output;
+            self.pending.push_back(StreamMessage::Watermark(output));
+        }
+        self.track_state()
     }
 
     /// Every input ended: the final metadata to the checkpoint.

@@ -86,6 +86,18 @@ pub trait Operator: Send + 'static {
     /// the watermark the output may carry now.
     fn on_watermark(&mut self, ctx: &mut Context<'_>) -> impl Future<Output = Result<i64>> + Send;
 
+    /// Processing-time operators: when the clock (milliseconds since the epoch) next calls
+    /// [`on_timer`](Self::on_timer), if ever. Asked before every wait for input.
+    fn next_timer(&self) -> Option<i64> {
+        None
+    }
+
+    /// The clock reached [`next_timer`](Self::next_timer) (it reads `now`): fire what is due.
+    /// Returns the watermark the output may carry now.
+    fn on_timer(&mut self, _now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        Ok(ctx.watermarks().output())
+    }
+
     /// True when the operator holds nothing that could still come out, so idleness may pass:
     /// a downstream watermark must not move on without rows still to come.
     fn may_idle(&self) -> bool {

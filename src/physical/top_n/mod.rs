@@ -32,6 +32,7 @@ mod stream;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -54,6 +55,7 @@ use crate::physical::streaming::{
 };
 use crate::state::backend::StateBackend;
 use crate::state::rocks::RowCodec;
+use crate::state::ttl::fmt_ttl;
 use stream::{Ranking, TopNStream};
 
 /// What a top-N keeps and emits.
@@ -71,6 +73,9 @@ pub struct TopN {
     pub rank_column: bool,
     /// Ties go to the later row (deduplication keeping the last row), else to the earlier.
     pub later_wins_ties: bool,
+    /// `table.exec.state.ttl`: a key not written for this long is dropped (see
+    /// [`crate::state::ttl`]).
+    pub ttl: Option<Duration>,
 }
 
 /// See the module docs.
@@ -174,7 +179,8 @@ impl DisplayAs for TopNExec {
             },
             ChangelogMode::Retract,
             self.state_declaration()
-        )
+        )?;
+        fmt_ttl(f, self.def.ttl)
     }
 }
 

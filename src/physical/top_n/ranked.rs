@@ -15,27 +15,36 @@ pub(super) const SMALL: usize = 256;
 /// A row's place: its order-by bytes and tie number.
 pub(super) type Place = (Box<[u8]>, u64);
 
-/// One key's rows (see the module docs).
+/// One key's rows (see the module docs), and when they were last written.
 #[derive(Debug)]
-pub(super) enum Ranked {
+pub(super) struct Ranked {
+    rows: Rows,
+    /// When a row was last added or removed, in processing-time milliseconds
+    /// (`table.exec.state.ttl` counts from here).
+    pub(super) written: i64,
+}
+
+#[derive(Debug)]
+enum Rows {
     /// Sorted by place, at most [`SMALL`] rows.
     Few(Vec<(Place, Box<[u8]>)>),
     Many(BTreeMap<Place, Box<[u8]>>),
 }
 
 impl Ranked {
-    /// An empty key holding at most `bound` rows (`None`: any number).
-    pub(super) fn new(bound: Option<usize>) -> Self {
-        match bound {
-            Some(n) if n <= SMALL => Ranked::Few(Vec::with_capacity(n.min(4))),
-            _ => Ranked::Many(BTreeMap::new()),
-        }
+    /// An empty key holding at most `bound` rows (`None`: any number), written at `now`.
+    pub(super) fn new(bound: Option<usize>, now: i64) -> Self {
+        let rows = match bound {
+            Some(n) if n <= SMALL => Rows::Few(Vec::with_capacity(n.min(4))),
+            _ => Rows::Many(BTreeMap::new()),
+        };
+        Self { rows, written: now }
     }
 
     pub(super) fn len(&self) -> usize {
-        match self {
-            Ranked::Few(v) => v.len(),
-            Ranked::Many(m) => m.len(),
+        match &self.rows {
+            Rows::Few(v) => v.len(),
+            Rows::Many(m) => m.len(),
         }
     }
 
@@ -45,19 +54,19 @@ impl Ranked {
 
     /// The place of the last row.
     pub(super) fn last(&self) -> Option<(&[u8], u64)> {
-        match self {
-            Ranked::Few(v) => v.last().map(|((o, t), _)| (o.as_ref(), *t)),
-            Ranked::Many(m) => m.last_key_value().map(|((o, t), _)| (o.as_ref(), *t)),
+        match &self.rows {
+            Rows::Few(v) => v.last().map(|((o, t), _)| (o.as_ref(), *t)),
+            Rows::Many(m) => m.last_key_value().map(|((o, t), _)| (o.as_ref(), *t)),
         }
     }
 
     pub(super) fn insert(&mut self, place: Place, row: Box<[u8]>) {
-        match self {
-            Ranked::Few(v) => {
+        match &mut self.rows {
+            Rows::Few(v) => {
                 let at = v.partition_point(|(p, _)| *p < place);
                 v.insert(at, (place, row));
             }
-            Ranked::Many(m) => {
+            Rows::Many(m) => {
                 m.insert(place, row);
             }
         }
@@ -65,30 +74,39 @@ impl Ranked {
 
     /// Removes the last row.
     pub(super) fn pop_last(&mut self) -> Option<(Place, Box<[u8]>)> {
-        match self {
-            Ranked::Few(v) => v.pop(),
-            Ranked::Many(m) => m.pop_last(),
+        match &mut self.rows {
+            Rows::Few(v) => v.pop(),
+            Rows::Many(m) => m.pop_last(),
         }
+    }
+
+    /// The bytes its rows take, as the top-N counts them (places, rows and 48 per row).
+    pub(super) fn held_bytes(&self) -> usize {
+        let sizes: Box<dyn Iterator<Item = usize> + '_> = match &self.rows {
+            Rows::Few(v) => Box::new(v.iter().map(|((o, _), r)| o.len() + r.len())),
+            Rows::Many(m) => Box::new(m.iter().map(|((o, _), r)| o.len() + r.len())),
+        };
+        sizes.map(|n| n + 48).sum()
     }
 
     /// The rows in rank order: tie number and row.
     pub(super) fn iter(&self) -> Box<dyn Iterator<Item = (u64, &[u8])> + '_> {
-        match self {
-            Ranked::Few(v) => Box::new(v.iter().map(|((_, t), r)| (*t, r.as_ref()))),
-            Ranked::Many(m) => Box::new(m.iter().map(|((_, t), r)| (*t, r.as_ref()))),
+        match &self.rows {
+            Rows::Few(v) => Box::new(v.iter().map(|((_, t), r)| (*t, r.as_ref()))),
+            Rows::Many(m) => Box::new(m.iter().map(|((_, t), r)| (*t, r.as_ref()))),
         }
     }
 
     /// Removes the last row equal to `row` among those ordered by `order`; its place.
     pub(super) fn remove(&mut self, order: &[u8], row: &[u8]) -> Option<(Place, Box<[u8]>)> {
-        match self {
-            Ranked::Few(v) => {
+        match &mut self.rows {
+            Rows::Few(v) => {
                 let from = v.partition_point(|((o, _), _)| o.as_ref() < order);
                 let to = v.partition_point(|((o, _), _)| o.as_ref() <= order);
                 let at = (from..to).rev().find(|&i| v[i].1.as_ref() == row)?;
                 Some(v.remove(at))
             }
-            Ranked::Many(m) => {
+            Rows::Many(m) => {
                 let from = (Box::<[u8]>::from(order), 0);
                 let to = (Box::<[u8]>::from(order), u64::MAX);
                 let place = m
@@ -114,7 +132,7 @@ mod tests {
     #[test]
     fn few_and_many_rank_alike() {
         for bound in [Some(8), None] {
-            let mut r = Ranked::new(bound);
+            let mut r = Ranked::new(bound, 0);
             for (order, tie, row) in [(5, 0, b"a"), (2, 1, b"b"), (5, 2, b"a"), (9, 3, b"c")] {
                 r.insert(place(order, tie), row.to_vec().into());
             }

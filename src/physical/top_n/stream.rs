@@ -25,6 +25,7 @@ use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
+use crate::state::ttl::{TimeToLive, now_ms};
 
 /// Rows per snapshot batch and per output batch.
 const BATCH_ROWS: usize = 8192;
@@ -122,6 +123,8 @@ pub(super) struct TopNStream {
     /// Retractions of rows not held (ignored, as Flink does), and those logged.
     unknown: u64,
     warned: u64,
+    /// `table.exec.state.ttl`: keys not written for this long are dropped.
+    ttl: Option<TimeToLive>,
 }
 
 /// The rows of `key`, created empty (holding at most `bound` rows) if it has none.
@@ -130,10 +133,11 @@ fn ranked_mut<'a>(
     size: &mut StateSize,
     key: &[u8],
     bound: Option<usize>,
+    now: i64,
 ) -> &'a mut Ranked {
     partitions.entry_ref(key).or_insert_with(|| {
         size.bytes += key.len() + 64;
-        Ranked::new(bound)
+        Ranked::new(bound, now)
     })
 }
 
@@ -162,6 +166,7 @@ impl TopNStream {
         output: SchemaRef,
         keep_all: bool,
     ) -> Self {
+        let ttl = ranking.def.ttl.map(TimeToLive::new);
         let nullable = Arc::new(Schema::new(
             input
                 .fields()
@@ -181,6 +186,27 @@ impl TopNStream {
             size: StateSize::default(),
             unknown: 0,
             warned: 0,
+            ttl,
+        }
+    }
+
+    /// Drops the keys last written before `oldest` (`table.exec.state.ttl`).
+    fn expire(&mut self, oldest: i64) {
+        let size = &mut self.size;
+        let mut expired = 0;
+        self.partitions.retain(|key, ranked| {
+            if ranked.written >= oldest {
+                return true;
+            }
+            expired += 1;
+            size.rows = size.rows.saturating_sub(ranked.len());
+            size.bytes = size
+                .bytes
+                .saturating_sub(ranked.held_bytes() + key.len() + 64);
+            false
+        });
+        if expired > 0 {
+            log::debug!("top-N: {expired} key(s) expired (table.exec.state.ttl)");
         }
     }
 
@@ -190,6 +216,10 @@ impl TopNStream {
 
     /// Applies one input batch and emits what it changed in the ranks emitted.
     fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let now = now_ms();
+        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
+            self.expire(oldest);
+        }
         let rows = &batch.batch;
         let n = rows.num_rows();
         if n == 0 {
@@ -235,8 +265,9 @@ impl TopNStream {
                 }
                 remember(key, ranked);
                 let bound = (!self.keep_all).then_some(end);
-                let ranked = ranked_mut(&mut self.partitions, &mut self.size, key, bound);
+                let ranked = ranked_mut(&mut self.partitions, &mut self.size, key, bound, now);
                 ranked.insert((order.into(), tie), row.into());
+                ranked.written = now;
                 self.size.rows += 1;
                 self.size.bytes += order.len() + row.len() + 48;
                 if !self.keep_all && ranked.len() > end {
@@ -252,10 +283,10 @@ impl TopNStream {
                 };
                 remember(key, Some(ranked));
                 // The last copy: taking it back changes the fewest ranks.
-                let removed = self
-                    .partitions
-                    .get_mut(key)
-                    .and_then(|ranked| ranked.remove(order, row));
+                let removed = self.partitions.get_mut(key).and_then(|ranked| {
+                    ranked.written = now;
+                    ranked.remove(order, row)
+                });
                 match removed {
                     Some(((o, _), r)) => {
                         self.size.rows -= 1;
@@ -414,7 +445,7 @@ impl Operator for TopNStream {
                 let seq = self.ranking.tie(tie); // the complement is its own inverse
                 self.arrived = self.arrived.max(seq.saturating_add(1));
                 let bound = (!self.keep_all).then(|| self.rank_end());
-                ranked_mut(&mut self.partitions, &mut self.size, key, bound)
+                ranked_mut(&mut self.partitions, &mut self.size, key, bound, now_ms())
                     .insert((order.as_ref().into(), tie), row.as_ref().into());
                 self.size.rows += 1;
                 self.size.bytes += order.as_ref().len() + row.as_ref().len() + 48;
@@ -520,6 +551,7 @@ mod tests {
             rank_end: end,
             rank_column,
             later_wins_ties: false,
+            ttl: None,
         };
         TopNStream::new(
             Ranking::try_new(&def, &input).unwrap(),
@@ -634,6 +666,23 @@ mod tests {
             feed(&mut t, &[("a", "w", 40, D)]),
             ["-D|a|z|30", "+I|a|x|10"]
         );
+    }
+
+    /// With a time to live, a key not written for that long starts over: its next row ranks
+    /// first, and the ranks it had emitted are not taken back.
+    #[test]
+    fn an_expired_key_starts_over() {
+        let mut t = top(1, 1, false, false);
+        t.ttl = Some(TimeToLive::new(std::time::Duration::from_millis(20)));
+        assert_eq!(feed(&mut t, &[("a", "x", 10, I)]), ["+I|a|x|10"]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(feed(&mut t, &[("a", "y", 5, I)]), ["+I|a|y|5"]);
+        assert_eq!((t.partitions.len(), t.size.rows), (1, 1));
+        // Within the time to live, the better row stays first.
+        let mut t = top(1, 1, false, false);
+        t.ttl = Some(TimeToLive::new(std::time::Duration::from_secs(3600)));
+        feed(&mut t, &[("a", "x", 10, I)]);
+        assert_eq!(feed(&mut t, &[("a", "y", 5, I)]), Vec::<String>::new());
     }
 
     /// Copies of one row are rows of their own; taking one back takes one.

@@ -20,6 +20,9 @@ pub struct WindowAggregation {
     pub spec: WindowSpec,
     /// Event time of a row.
     pub time_expr: Arc<dyn PhysicalExpr>,
+    /// The time is a `PROCTIME()` attribute: rows go to the window holding the clock when
+    /// they arrive, and windows fire when the clock passes their end (TUMBLE and HOP only).
+    pub proctime: bool,
     /// Group keys other than the window columns, with their output names.
     pub keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
     /// SESSION: sessions are tracked per value of these expressions.

@@ -108,6 +108,8 @@ impl WindowAggregateExec {
             keys,
             freed: if self.is_session() {
                 "when the watermark passes the session's end"
+            } else if self.def.proctime {
+                "when the clock passes the window's end"
             } else {
                 "when the watermark passes the window's end"
             },
@@ -130,6 +132,9 @@ impl DisplayAs for WindowAggregateExec {
             "WindowAggregateExec: {} on {}",
             self.def.spec, self.def.time_expr
         )?;
+        if self.def.proctime {
+            f.write_str(" (processing time)")?;
+        }
         if self.is_session() {
             let parts: Vec<String> = self
                 .def
@@ -146,10 +151,15 @@ impl DisplayAs for WindowAggregateExec {
         }
         write!(
             f,
-            ", keys=[{}], aggr=[{}], partitions={}, emit=on watermark, late=drop, state={}",
+            ", keys=[{}], aggr=[{}], partitions={}, emit={}, state={}",
             keys.join(", "),
             aggs.join(", "),
             self.properties.partitioning.partition_count(),
+            if self.def.proctime {
+                "on the clock"
+            } else {
+                "on watermark, late=drop"
+            },
             self.state_declaration(),
         )
     }

@@ -18,7 +18,7 @@ use super::rocks_slices::RocksSliceState;
 use super::slices::{FiredWindow, SliceState};
 use crate::physical::aggregation::{AggregateSet, key_schema};
 use crate::physical::event_time::to_millis;
-use crate::physical::message::{MessageStream, NO_WATERMARK, StreamBatch};
+use crate::physical::message::{END_OF_TIME, MessageStream, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{
     OperatorCheckpoint, Restored, RestoredDatabases, SavedBackend, min_watermark,
 };
@@ -27,6 +27,7 @@ use crate::physical::operator::{
 };
 use crate::physical::window_spec::WindowSpec;
 use crate::physical::window_spec::{GroupColumn, GroupingSetKeys};
+use crate::state::ttl::now_ms;
 
 /// The slices, in memory or in RocksDB (`state.backend`).
 enum Slices {
@@ -96,8 +97,11 @@ pub(super) struct WindowAggregateStream {
     partition: usize,
     partitions: usize,
     /// The highest watermark windows have fired for: the input's, or (HOP) a row's, when an
-    /// out-of-order row made windows fire within a batch.
+    /// out-of-order row made windows fire within a batch; over processing time, the clock's.
     fired: i64,
+    /// Processing time (see [`WindowAggregation::proctime`](super::WindowAggregation)): rows
+    /// are timed by the clock when they arrive, and the clock fires windows.
+    proctime: bool,
 }
 
 impl WindowAggregateStream {
@@ -154,6 +158,7 @@ impl WindowAggregateStream {
             partition,
             partitions: exec.properties().partitioning.partition_count(),
             fired: NO_WATERMARK,
+            proctime: def.proctime,
         };
         Driver::open(exec, metrics, vec![input], partition, context, stream)
     }
@@ -174,13 +179,24 @@ impl WindowAggregateStream {
     fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
         let current = ctx.watermark();
         let rows = batch.num_rows();
-        let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
         let keys = self
             .keys
             .iter()
             .map(|e| e.evaluate(&batch.batch).and_then(|v| v.into_array(rows)))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let inputs = self.aggregates.evaluate(&batch.batch)?;
+        if self.proctime {
+            // Every row is timed by the clock now, which is past every window fired.
+            let now = now_ms().max(self.fired.saturating_add(1));
+            let slice = self.spec.slice_start(now);
+            return self.update_groups(
+                vec![(slice, (0..rows as u32).collect())],
+                &keys,
+                &inputs,
+                rows,
+            );
+        }
+        let times = to_millis(&self.time_expr.evaluate(&batch.batch)?.into_array(rows)?)?;
 
         // Slice of every row. A row is late, and dropped, once every window holding its slice
         // has fired. A HOP row whose earliest windows fired still counts in the later ones
@@ -394,10 +410,46 @@ impl Operator for WindowAggregateStream {
 
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
         let watermark = ctx.watermark();
+        if self.proctime && watermark != END_OF_TIME {
+            // The clock fires windows; the input's event time does not. At the end of the
+            // input every window fires.
+            return Ok(self.fired);
+        }
         if watermark > self.fired {
             self.fire(watermark, ctx)?;
         }
         Ok(watermark)
+    }
+
+    /// Over processing time, windows not yet fired hold rows the clock will still emit.
+    fn may_idle(&self) -> bool {
+        !self.proctime || self.state.open_groups() == 0
+    }
+
+    /// Processing time: the next end of a slice after the windows fired.
+    fn next_timer(&self) -> Option<i64> {
+        if !self.proctime {
+            return None;
+        }
+        let from = if self.fired == NO_WATERMARK {
+            now_ms()
+        } else {
+            self.fired.saturating_add(1)
+        };
+        Some(
+            self.spec
+                .slice_start(from)
+                .saturating_add(self.spec.slice_size()),
+        )
+    }
+
+    /// Processing time: fires every window that ended by `now`.
+    fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        let watermark = now.saturating_sub(1);
+        if self.proctime && watermark > self.fired {
+            self.fire(watermark, ctx)?;
+        }
+        Ok(self.fired)
     }
 
     /// Hands the slice state to the checkpoint coordinator.
@@ -411,7 +463,13 @@ impl Operator for WindowAggregateStream {
             // Every buffered group into the database, and so into the checkpoint.
             state.flush_all()?;
         }
-        let meta = self.meta(watermarks.min());
+        // Over processing time, the watermark kept is the clock's the windows fired for.
+        let watermark = if self.proctime {
+            self.fired
+        } else {
+            watermarks.min()
+        };
+        let meta = self.meta(watermark);
         match &mut self.state {
             Slices::Memory(state) => checkpoint.snapshot(epoch, &meta, state.snapshot()?),
             Slices::Rocks(state) => checkpoint.snapshot_db(epoch, &meta, state.db()),

@@ -133,6 +133,12 @@ impl Session {
         })
     }
 
+    /// This session's settings that differ from the server's, which a restarted server plans
+    /// its jobs with again.
+    fn changed_settings(&self) -> Vec<(String, String)> {
+        crate::config::Setting::changed(&self.server.base.config(), &self.ctx.config())
+    }
+
     /// `INSERT INTO ... SELECT`: a background job.
     async fn start_job<C>(&self, client: &mut C, sql: &str, df: DataFrame) -> PgWireResult<Tag>
     where
@@ -149,6 +155,7 @@ impl Session {
         self.remember(&super::catalog_log::Entry::Job {
             id,
             sql: sql.to_string(),
+            settings: self.changed_settings(),
         })?;
         let notice = ErrorInfo::new(
             "NOTICE".to_string(),
@@ -212,6 +219,7 @@ impl Session {
             name: name.to_string(),
             query: query.to_string(),
             columns: columns.to_vec(),
+            settings: self.changed_settings(),
         })?;
         let notice = ErrorInfo::new(
             "NOTICE".to_string(),

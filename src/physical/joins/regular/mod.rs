@@ -28,6 +28,7 @@ mod stream;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -47,6 +48,7 @@ use crate::physical::streaming::{
 };
 use crate::state::backend::StateBackend;
 use crate::state::rocks::RowCodec;
+use crate::state::ttl::{TimeToLive, fmt_ttl};
 use side::{EntryCodec, SideState};
 use stream::RegularJoinStream;
 
@@ -60,6 +62,8 @@ pub struct RegularJoinExec {
     join_type: JoinType,
     projection: Option<Vec<usize>>,
     null_equality: NullEquality,
+    /// `table.exec.state.ttl` (see [`crate::state::ttl`]).
+    ttl: Option<Duration>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -105,9 +109,16 @@ impl RegularJoinExec {
             join_type,
             projection,
             null_equality,
+            ttl: None,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// This join with its state dropped when not written for `ttl` (see [`crate::state::ttl`]).
+    pub fn with_state_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// True if the output only appends: an inner or semi join of inputs that only append.
@@ -148,7 +159,8 @@ impl DisplayAs for RegularJoinExec {
             ", changelog={}, state={}",
             self.changelog(),
             self.state_declaration()
-        )
+        )?;
+        fmt_ttl(f, self.ttl)
     }
 }
 
@@ -179,16 +191,19 @@ impl ExecutionPlan for RegularJoinExec {
         let [left, right] = children.as_slice() else {
             return internal_err!("RegularJoinExec has two children");
         };
-        Ok(Arc::new(Self::try_new(
-            Arc::clone(left),
-            Arc::clone(right),
-            self.on.clone(),
-            self.filter.clone(),
-            self.join_type,
-            self.projection.clone(),
-            self.null_equality,
-            self.schema(),
-        )?))
+        Ok(Arc::new(
+            Self::try_new(
+                Arc::clone(left),
+                Arc::clone(right),
+                self.on.clone(),
+                self.filter.clone(),
+                self.join_type,
+                self.projection.clone(),
+                self.null_equality,
+                self.schema(),
+            )?
+            .with_state_ttl(self.ttl),
+        ))
     }
 
     fn execute(
@@ -270,6 +285,7 @@ impl StreamingExec for RegularJoinExec {
             append_only: self.appends(),
             unknown: 0,
             warned: 0,
+            ttl: self.ttl.map(TimeToLive::new),
         };
         Driver::open(
             self,

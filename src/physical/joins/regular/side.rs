@@ -29,6 +29,9 @@ pub(super) struct Entry {
     pub count: u64,
     /// Rows of the other side it matches (keys and filter).
     pub matches: u64,
+    /// When it was last written (stored, or its matches changed), in processing-time
+    /// milliseconds: `table.exec.state.ttl` counts from here.
+    pub written: i64,
 }
 
 /// One side's rows by join key (see the module docs).
@@ -43,8 +46,8 @@ pub(super) struct SideState {
 }
 
 impl SideState {
-    /// Adds `row` under `key`, matching `matches` rows of the other side.
-    pub fn add(&mut self, key: &[u8], row: &[u8], matches: u64) {
+    /// Adds `row` under `key`, matching `matches` rows of the other side, written at `now`.
+    pub fn add(&mut self, key: &[u8], row: &[u8], matches: u64, now: i64) {
         self.rows += 1;
         let entries = match self.by_key.get_mut(key) {
             Some(entries) => entries,
@@ -58,7 +61,31 @@ impl SideState {
             row: row.into(),
             count: 1,
             matches,
+            written: now,
         });
+    }
+
+    /// Drops the entries last written before `oldest` (`table.exec.state.ttl`); the rows
+    /// dropped.
+    pub fn expire(&mut self, oldest: i64) -> u64 {
+        let before = self.rows;
+        let (mut rows, mut bytes) = (self.rows, self.bytes);
+        self.by_key.retain(|key, entries| {
+            entries.retain(|e| {
+                let keep = e.written >= oldest;
+                if !keep {
+                    rows -= e.count;
+                    bytes -= (e.row.len() + 40).min(bytes);
+                }
+                keep
+            });
+            if entries.is_empty() {
+                bytes -= (key.len() + 64).min(bytes);
+            }
+            !entries.is_empty()
+        });
+        (self.rows, self.bytes) = (rows, bytes);
+        before - rows
     }
 
     /// Adds a restored entry.
@@ -218,9 +245,9 @@ mod tests {
     #[test]
     fn copies_leave_one_by_one() {
         let mut side = SideState::default();
-        side.add(b"k", b"row", 2);
-        side.add(b"k", b"row", 2);
-        side.add(b"k", b"other", 0);
+        side.add(b"k", b"row", 2, 0);
+        side.add(b"k", b"row", 2, 0);
+        side.add(b"k", b"other", 0, 0);
         assert_eq!(side.rows, 3);
         assert_eq!(side.by_key[&b"k"[..]].len(), 3);
         assert_eq!(side.remove(b"k", b"row"), Some(2));
@@ -229,6 +256,21 @@ mod tests {
         assert_eq!(side.remove(b"k", b"row"), Some(2));
         assert_eq!(side.remove(b"k", b"other"), Some(0));
         assert!(side.by_key.is_empty());
+        assert_eq!((side.rows, side.bytes), (0, 0));
+    }
+
+    /// Entries written before the oldest time kept go, with their keys when nothing is left.
+    #[test]
+    fn old_entries_expire() {
+        let mut side = SideState::default();
+        side.add(b"k", b"old", 0, 100);
+        side.add(b"k", b"new", 0, 200);
+        side.add(b"j", b"old", 0, 150);
+        assert_eq!(side.expire(160), 2);
+        assert_eq!(side.rows, 1);
+        assert_eq!(side.by_key.len(), 1);
+        assert_eq!(&*side.by_key[&b"k"[..]][0].row, b"new");
+        assert_eq!(side.expire(201), 1);
         assert_eq!((side.rows, side.bytes), (0, 0));
     }
 }

@@ -22,6 +22,7 @@ use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
+use crate::state::ttl::{TimeToLive, now_ms};
 
 /// Rows per snapshot batch.
 const SNAPSHOT_ROWS: usize = 8192;
@@ -51,6 +52,8 @@ pub(super) struct RegularJoinStream {
     /// Retractions of rows a side did not hold (ignored, as Flink does), and those logged.
     pub(super) unknown: u64,
     pub(super) warned: u64,
+    /// `table.exec.state.ttl`: rows not written for this long are dropped.
+    pub(super) ttl: Option<TimeToLive>,
 }
 
 /// The output rows of one batch being built: each pairs a row of the batch (by index) with a
@@ -121,6 +124,13 @@ impl RegularJoinStream {
     /// Matches one input batch of side `x` against the other side's rows, emits what changes,
     /// and keeps or removes its rows.
     fn process(&mut self, x: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let now = now_ms();
+        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
+            let expired = self.sides[0].expire(oldest) + self.sides[1].expire(oldest);
+            if expired > 0 {
+                log::debug!("regular join: {expired} row(s) expired (table.exec.state.ttl)");
+            }
+        }
         let y = 1 - x;
         let rows = &batch.batch;
         let n = rows.num_rows();
@@ -230,6 +240,7 @@ impl RegularJoinStream {
                             }
                             out.push(RowKind::Insert, me, Some(&e.row), e.count);
                             e.matches += 1;
+                            e.written = now;
                         }
                     }
                 },
@@ -244,6 +255,7 @@ impl RegularJoinStream {
                             let e = &mut entries[j];
                             out.push(RowKind::Delete, me, Some(&e.row), e.count);
                             e.matches = e.matches.saturating_sub(1);
+                            e.written = now;
                             if outer[y] && e.matches == 0 {
                                 out.push(RowKind::Insert, None, Some(&e.row), e.count);
                             }
@@ -269,6 +281,7 @@ impl RegularJoinStream {
                             } else {
                                 e.matches.saturating_sub(1)
                             };
+                            e.written = now;
                         }
                     }
                 }
@@ -285,6 +298,7 @@ impl RegularJoinStream {
                             } else {
                                 before.saturating_sub(1)
                             };
+                            e.written = now;
                             let (was, is) = (before > 0, e.matches > 0);
                             if was != is {
                                 // Semi: a row with a match is in the result; anti: without.
@@ -301,7 +315,7 @@ impl RegularJoinStream {
                 }
             }
             if kind.adds() {
-                mine.add(key(i), row, total);
+                mine.add(key(i), row, total, now);
             }
             // A hot key can pair one row with very many: output goes in bounded batches.
             if out.kinds.len() >= OUTPUT_ROWS {
@@ -406,6 +420,8 @@ impl Operator for RegularJoinStream {
                         row: encoded.row(i).as_ref().into(),
                         count: counts[i],
                         matches: matches[i],
+                        // A restored row lives a whole time to live again.
+                        written: now_ms(),
                     },
                 );
             }
@@ -532,6 +548,7 @@ mod tests {
             append_only: false,
             unknown: 0,
             warned: 0,
+            ttl: None,
         }
     }
 
@@ -617,6 +634,24 @@ mod tests {
         assert_eq!(feed(&mut j, 1, &[(None, "m", I)]), Vec::<String>::new());
         assert_eq!(feed(&mut j, 0, &[(None, "n", D)]), ["-D||n||"]);
         assert_eq!((j.sides[0].rows, j.sides[1].rows), (1, 1));
+    }
+
+    /// With a time to live, a row not written for that long is forgotten: a partner arriving
+    /// later meets nothing, and nothing is taken back.
+    #[test]
+    fn expired_rows_meet_no_partner() {
+        let mut j = join(JoinType::Inner);
+        j.ttl = Some(TimeToLive::new(std::time::Duration::from_millis(20)));
+        assert_eq!(feed(&mut j, 0, &[(Some(1), "a", I)]), Vec::<String>::new());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(feed(&mut j, 1, &[(Some(1), "x", I)]), Vec::<String>::new());
+        assert_eq!((j.sides[0].rows, j.sides[1].rows), (0, 1));
+        // Within the time to live, rows meet.
+        let mut j = join(JoinType::Inner);
+        j.ttl = Some(TimeToLive::new(std::time::Duration::from_secs(3600)));
+        feed(&mut j, 0, &[(Some(1), "a", I)]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(feed(&mut j, 1, &[(Some(1), "x", I)]), ["+I|1|a|1|x"]);
     }
 
     /// Rows of both sides in one batch each way, an inner join: pairs come and go.

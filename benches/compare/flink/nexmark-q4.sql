@@ -1,0 +1,24 @@
+-- nexmark q4: average closing price per category: each auction's highest bid in its lifetime (a
+-- regular join with a filter), averaged per category (updating aggregates). ${DATA} is replaced by compare.py.
+-- flink_job.py sets parallelism.default = 1, table.exec.resource.default-parallelism = 1,
+-- table.local-time-zone = UTC; checkpointing stays off and mini-batch too (Flink's defaults).
+-- The tables of ${DATA} (CSV files written by Sabot's nexmark-gen-tables.sql, the same files Sabot reads).
+CREATE TABLE auction (id BIGINT, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time_ms BIGINT, expires_ms BIGINT, seller BIGINT, category BIGINT, extra VARCHAR,
+  date_time AS TO_TIMESTAMP_LTZ(date_time_ms, 3),
+  expires AS TO_TIMESTAMP_LTZ(expires_ms, 3),
+  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}/auction', 'format' = 'csv');
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time_ms BIGINT, extra VARCHAR,
+  date_time AS TO_TIMESTAMP_LTZ(date_time_ms, 3),
+  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '${DATA}/bid', 'format' = 'csv');
+CREATE TABLE discard (category BIGINT, avg_price BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO discard
+SELECT Q.category, AVG(Q.final)
+FROM (
+  SELECT MAX(B.price) AS final, A.category
+  FROM auction A, bid B
+  WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires
+  GROUP BY A.id, A.category
+) Q
+GROUP BY Q.category;
