@@ -678,9 +678,13 @@ async fn processing_time_windows_fire_on_the_clock() -> Result<()> {
         let mut counts = std::collections::BTreeMap::new();
         let mut total = 0;
         while total < 3 {
-            let got = next_rows(&mut stream).await?;
+            // The time the first of these rows came, before waiting for more.
+            let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("rows within a minute")
+                .expect("the stream does not end")?;
             let received = sabot::state::ttl::now_ms();
-            for row in got {
+            for row in rows(&[batch]) {
                 let f: Vec<i64> = row.split('|').map(|v| v.parse().unwrap()).collect();
                 let (k, n, start, end) = (f[0], f[1], f[2], f[3]);
                 assert_eq!(end - start, 1000, "{row}");
@@ -696,5 +700,37 @@ async fn processing_time_windows_fire_on_the_clock() -> Result<()> {
         }
         assert_eq!(counts, [(1, 2), (2, 1)].into(), "parallelism {parallelism}");
     }
+    Ok(())
+}
+
+/// An OVER aggregate emits each row once the watermark passes its time, with the rows of its
+/// frame; a late row is dropped and counted in no frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_aggregate_emits_rows_when_the_watermark_passes() -> Result<()> {
+    let ctx = sabot::session_context(config(1));
+    let tx = channel_table(&ctx, "t")?;
+    let mut stream = ctx
+        .sql(
+            "SELECT k, CAST(ts AS BIGINT), COUNT(*) OVER (PARTITION BY k ORDER BY ts
+               RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM t",
+        )
+        .await?
+        .execute_stream()
+        .await?;
+    let at = |s: i64| BASE + s * 1000;
+    // The watermark is the time itself: each row is due as it comes.
+    tx.send((1, 5)).unwrap();
+    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|1", at(5))]);
+    tx.send((1, 8)).unwrap();
+    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|2", at(8))]);
+    // 3 s is behind the watermark (8 s): late, so the row at 12 s counts 5, 8 and itself.
+    tx.send((1, 3)).unwrap();
+    tx.send((1, 12)).unwrap();
+    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|3", at(12))]);
+    // Another key's row moves the watermark to 30 s; key 1's frame then holds 30 s alone.
+    tx.send((2, 30)).unwrap();
+    assert_eq!(next_rows(&mut stream).await?, [format!("2|{}|1", at(30))]);
+    tx.send((1, 31)).unwrap();
+    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|1", at(31))]);
     Ok(())
 }

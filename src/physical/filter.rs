@@ -112,18 +112,36 @@ impl ExecutionPlan for StreamFilterExec {
     }
 }
 
+impl StreamFilterExec {
+    /// The output columns showing input column `i` (itself without a projection).
+    fn output_positions(&self, i: usize) -> Vec<usize> {
+        match &self.projection {
+            None => vec![i],
+            Some(p) => (0..p.len()).filter(|&o| p[o] == i).collect(),
+        }
+    }
+}
+
 impl StreamingExec for StreamFilterExec {
     /// Row by row: each row keeps its kind.
     fn accepts_changes(&self) -> bool {
         true
     }
 
+    /// The input's window columns, where the filter's projection puts them.
     fn window_columns(&self) -> std::collections::HashMap<usize, WindowField> {
         super::streaming::window_columns(&self.input)
+            .into_iter()
+            .flat_map(|(i, w)| self.output_positions(i).into_iter().map(move |o| (o, w)))
+            .collect()
     }
 
+    /// The input's event-time columns, where the filter's projection puts them.
     fn time_attributes(&self) -> std::collections::HashSet<usize> {
         super::streaming::time_attributes(&self.input)
+            .into_iter()
+            .flat_map(|i| self.output_positions(i))
+            .collect()
     }
 
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {

@@ -43,6 +43,7 @@ pub mod job_context;
 pub mod joins;
 pub mod message;
 pub mod operator;
+pub mod over_aggregate;
 pub mod projection;
 pub mod sink;
 pub mod source;
@@ -84,6 +85,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         joins::RegularJoinExec,
         union::StreamUnionExec,
         top_n::TopNExec,
+        over_aggregate::OverAggregateExec,
         updating_aggregate::UpdatingAggregateExec,
     );
     None

@@ -31,6 +31,7 @@ pub mod ddl;
 pub mod exchanges;
 pub mod extension_planner;
 pub mod flink_functions;
+pub mod over_aggregate;
 pub mod script;
 pub mod statement;
 pub mod streaming_rule;

@@ -56,12 +56,14 @@ pub async fn execute(
                 plan_with_datafusion(ctx, &format!("SET {key} = '{}'", value.unwrap_or_default()))
                     .await
             }
-            None => plan_err!(
-                "unknown setting '{key}'. Sabot settings: parallelism, batch-size, \
-                 checkpoint.interval, checkpoint.retained, checkpoint.timeout, state.dir, \
-                 state.backend, dimension.max-rows, dimension.max-bytes; DataFusion settings \
-                 start with 'datafusion.'"
-            ),
+            None => {
+                let known: Vec<&str> = Setting::ALL.iter().map(Setting::key).collect();
+                plan_err!(
+                    "unknown setting '{key}'. Sabot settings: {}; DataFusion settings start with \
+                     'datafusion.'",
+                    known.join(", ")
+                )
+            }
         },
         StatementKind::Describe { table } => match connector_table(ctx, &table).await? {
             Some(t) => describe(ctx, &t),

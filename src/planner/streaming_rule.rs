@@ -108,6 +108,9 @@ fn to_streaming(
     {
         return Ok(Transformed::yes(Arc::new(retracting)));
     }
+    if let Some(over) = super::over_aggregate::over_aggregate(&node, partitions, streaming)? {
+        return Ok(Transformed::yes(over));
+    }
     if let Some(top) = super::top_n::top_n(&node, partitions, streaming, ttl)? {
         return Ok(Transformed::yes(top));
     }
@@ -414,6 +417,8 @@ fn check_unbounded(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
 fn window_function_error() -> Result<()> {
     plan_err!(
         "OVER (...) window functions on an unbounded stream are not supported, except \
+         aggregates ordered by event time over a bounded frame (SUM(x) OVER (PARTITION BY k \
+         ORDER BY ts RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW)) and \
          ROW_NUMBER() bounded in the WHERE clause (a top-N: SELECT * FROM (SELECT *, \
          ROW_NUMBER() OVER (PARTITION BY k ORDER BY x DESC) AS rn FROM t) WHERE rn <= 10); \
          aggregate per window with TUMBLE, HOP or SESSION instead"

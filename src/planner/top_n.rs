@@ -114,7 +114,7 @@ pub(super) fn top_n(
 
 /// True if `input` is a stream the top-N must follow: it never ends or it changes, or the
 /// runtime mode is `streaming`.
-fn runs_as_stream(input: &Arc<dyn ExecutionPlan>, streaming: bool) -> bool {
+pub(super) fn runs_as_stream(input: &Arc<dyn ExecutionPlan>, streaming: bool) -> bool {
     is_streaming(input)
         && (streaming || input.boundedness().is_unbounded() || changelog_mode(input).is_updating())
 }
@@ -283,7 +283,7 @@ fn spread_input(mut plan: &Arc<dyn ExecutionPlan>) -> &Arc<dyn ExecutionPlan> {
 /// `plan` without the sorts, merges and spreads DataFusion put below a window for it (the
 /// top-N orders by itself, and partitions its input by itself); a projection among them is
 /// kept, made streaming.
-fn unsorted(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+pub(super) fn unsorted(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     if plan.is::<SortExec>()
         || plan.is::<SortPreservingMergeExec>()
         || plan.is::<RepartitionExec>()

@@ -12,8 +12,9 @@
 //!
 //! A row's clock starts when it is stored and restarts whenever it is written again (a join
 //! row's count of partners changes; a top-N key gets or loses a row). A restored checkpoint
-//! gives every row a whole time to live again. Expired state is swept every quarter of the time
-//! to live (at least every 10 ms, at most every minute) while rows arrive.
+//! gives every row a whole time to live again. Expired state is swept when rows arrive, at most
+//! every quarter of the time to live (but not more often than every 10 ms, and at least once a
+//! minute of arriving rows): an input that stops keeps its state until rows come again.
 
 use std::time::Duration;
 

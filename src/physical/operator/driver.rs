@@ -450,6 +450,78 @@ mod tests {
         (seen, late)
     }
 
+    /// Emits the clock's time once its timer is due, and moves the output watermark there.
+    struct Alarm {
+        at: Option<i64>,
+    }
+
+    impl Operator for Alarm {
+        fn restore(
+            &mut self,
+            _: &OperatorCheckpoint,
+            _: &Restored<'_>,
+        ) -> Result<RestoredWatermarks> {
+            unreachable!("no checkpoints here")
+        }
+
+        fn on_data(&mut self, _: usize, _: StreamBatch, _: &mut Context<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+            Ok(ctx.watermarks().output())
+        }
+
+        fn next_timer(&self) -> Option<i64> {
+            self.at
+        }
+
+        fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+            assert!(now >= self.at.unwrap_or(i64::MAX), "the timer fired early");
+            self.at = None;
+            ctx.emit(batch(vec![now]));
+            Ok(now)
+        }
+
+        fn snapshot(&mut self, _: u64, _: &Watermarks<'_>, _: &OperatorCheckpoint) -> Result<()> {
+            unreachable!("no checkpoints here")
+        }
+
+        type Meta = ();
+
+        fn end(&mut self, _: &Watermarks<'_>) {}
+
+        fn state_size(&self) -> StateSize {
+            StateSize::default()
+        }
+    }
+
+    /// A timer fires while the input has nothing to say (it never ends here), emitting its
+    /// rows and watermark.
+    #[tokio::test]
+    async fn a_timer_fires_while_the_input_is_silent() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let exec = EmptyExec::new(schema);
+        let metrics = ExecutionPlanMetricsSet::new();
+        let context = Arc::new(TaskContext::default());
+        let silent = Box::pin(futures::stream::pending()) as MessageStream;
+        let at = now_ms() + 50;
+        let alarm = Alarm { at: Some(at) };
+        let mut out = Driver::open(&exec, &metrics, vec![silent], 0, &context, alarm).unwrap();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), out.next())
+            .await
+            .expect("the timer fires")
+            .unwrap()
+            .unwrap();
+        let StreamMessage::Data(rows) = first else {
+            panic!("rows first, got {first:?}");
+        };
+        let fired = values(&rows.batch)[0];
+        assert!(fired >= at, "fired at {fired}, due at {at}");
+        let second = out.next().await.unwrap().unwrap();
+        assert!(matches!(second, StreamMessage::Watermark(w) if w == fired), "{second:?}");
+    }
+
     #[tokio::test]
     async fn the_output_watermark_is_the_minimum_over_inputs_and_never_goes_back() {
         // Turns alternate: L w5, R w7, L w10, R w3, L ends, R w12, R ends.

@@ -421,9 +421,10 @@ impl Operator for WindowAggregateStream {
         Ok(watermark)
     }
 
-    /// Over processing time, windows not yet fired hold rows the clock will still emit.
+    /// Over processing time, never: the clock moves the output's watermark on, and windows
+    /// not yet fired (open, frozen HOP slices, or in RocksDB) hold rows still to come.
     fn may_idle(&self) -> bool {
-        !self.proctime || self.state.open_groups() == 0
+        !self.proctime
     }
 
     /// Processing time: the next end of a slice after the windows fired.

@@ -1,0 +1,447 @@
+//! One partition of an OVER aggregation, run by the operator
+//! [`Driver`](crate::physical::operator::Driver) (see the module docs of `over_aggregate`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::{concat, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{HashMap, Result, exec_err};
+use serde::{Deserialize, Serialize};
+
+use super::OverAggregation;
+use crate::physical::event_time::to_millis;
+use crate::physical::message::{NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
+use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::rocks::RowCodec;
+
+/// Rows per evaluated batch (at least one key's), per output batch and per snapshot batch.
+const BATCH_ROWS: usize = 8192;
+
+/// A row held: its time, arrival number and bytes.
+#[derive(Debug, Clone)]
+struct Held {
+    time: i64,
+    seq: u64,
+    row: Box<[u8]>,
+}
+
+/// Bytes a held row costs besides its own.
+const ROW_OVERHEAD: usize = 40;
+
+/// One partition of an OVER aggregation.
+pub(super) struct OverStream {
+    def: OverAggregation,
+    /// The partition keys' row format (without keys, every row has the same, empty key).
+    keys: RowCodec,
+    /// The input rows' row format.
+    rows: RowCodec,
+    /// The input's schema with every column nullable (rows read back from the state).
+    nullable: SchemaRef,
+    output: SchemaRef,
+    /// Rows waiting for the watermark, by (time, arrival), with their keys.
+    pending: BTreeMap<(i64, u64), (Box<[u8]>, Box<[u8]>)>,
+    /// Per key, the rows emitted that later frames still reach, in time order.
+    kept: HashMap<Vec<u8>, VecDeque<Held>>,
+    /// Rows arrived so far (the next row's arrival number).
+    arrived: u64,
+    size: StateSize,
+    /// The watermark at which every key's kept rows were last pruned.
+    swept: i64,
+}
+
+impl OverStream {
+    pub(super) fn new(
+        def: OverAggregation,
+        keys: RowCodec,
+        rows: RowCodec,
+        input: &Schema,
+        output: SchemaRef,
+    ) -> Self {
+        let nullable = Arc::new(Schema::new(
+            input
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            def,
+            keys,
+            rows,
+            nullable,
+            output,
+            pending: BTreeMap::new(),
+            kept: HashMap::new(),
+            arrived: 0,
+            size: StateSize::default(),
+            swept: NO_WATERMARK,
+        }
+    }
+
+    /// The partition keys of `batch`'s rows.
+    fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.def
+            .partition_by
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect()
+    }
+
+    /// Holds a batch's rows until the watermark passes them; late rows are dropped.
+    fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let rows = &batch.batch;
+        let n = rows.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let times = to_millis(&self.def.time.evaluate(rows)?.into_array(n)?)?;
+        let keys = self.keys.convert(&self.keys_of(rows)?)?;
+        let Some(encoded) = self.rows.convert(rows.columns())? else {
+            return exec_err!("an OVER aggregation over an input without columns");
+        };
+        let current = ctx.watermark();
+        let (mut late, mut null_time) = (0, 0);
+        for i in 0..n {
+            if times.is_null(i) {
+                null_time += 1;
+                continue;
+            }
+            let time = times.value(i);
+            if time <= batch.row_watermark(i, current) {
+                late += 1;
+                continue;
+            }
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
+            let row = encoded.row(i);
+            self.size.rows += 1;
+            self.size.bytes += key.len() + row.as_ref().len() + ROW_OVERHEAD;
+            self.pending
+                .insert((time, self.arrived), (key.into(), row.as_ref().into()));
+            self.arrived += 1;
+        }
+        ctx.late(late);
+        ctx.null_time(null_time);
+        Ok(())
+    }
+
+    /// Emits the rows the watermark passed, with their aggregates, and keeps what later frames
+    /// reach.
+    fn fire(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<()> {
+        let later = self.pending.split_off(&(watermark.saturating_add(1), 0));
+        let due = std::mem::replace(&mut self.pending, later);
+        if !due.is_empty() {
+            // Each key's due rows, in time order; keys in the order their first row comes.
+            let mut order: Vec<Box<[u8]>> = Vec::new();
+            let mut by_key: HashMap<Box<[u8]>, Vec<Held>> = HashMap::new();
+            for ((time, seq), (key, row)) in due {
+                self.size.rows -= 1;
+                self.size.bytes -= (key.len() + row.len() + ROW_OVERHEAD).min(self.size.bytes);
+                let held = Held { time, seq, row };
+                match by_key.get_mut(&key) {
+                    Some(rows) => rows.push(held),
+                    None => {
+                        order.push(key.clone());
+                        by_key.insert(key, vec![held]);
+                    }
+                }
+            }
+            // Keys in groups of about BATCH_ROWS rows (kept and due), evaluated together.
+            let mut group: Vec<(Box<[u8]>, Vec<Held>)> = Vec::new();
+            let mut rows = 0;
+            for key in order {
+                let Some(held) = by_key.remove(&key) else {
+                    continue;
+                };
+                rows += held.len() + self.kept.get(key.as_ref()).map_or(0, VecDeque::len);
+                group.push((key, held));
+                if rows >= BATCH_ROWS {
+                    self.evaluate(std::mem::take(&mut group), watermark, ctx)?;
+                    rows = 0;
+                }
+            }
+            if !group.is_empty() {
+                self.evaluate(group, watermark, ctx)?;
+            }
+        }
+        self.sweep(watermark);
+        Ok(())
+    }
+
+    /// Evaluates the aggregates of the due rows of some keys, emits them, and keeps them.
+    fn evaluate(
+        &mut self,
+        group: Vec<(Box<[u8]>, Vec<Held>)>,
+        watermark: i64,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        // One batch: per key, its kept rows then its due rows.
+        let mut all: Vec<&[u8]> = Vec::new();
+        let mut ranges = Vec::with_capacity(group.len());
+        let mut due_at: Vec<u32> = Vec::new();
+        for (key, due) in &group {
+            let start = all.len();
+            let kept = self.kept.get(key.as_ref());
+            let kept_rows = kept.map_or(0, VecDeque::len);
+            if let Some(kept) = kept {
+                all.extend(kept.iter().map(|h| h.row.as_ref()));
+            }
+            for h in due {
+                due_at.push(all.len() as u32);
+                all.push(h.row.as_ref());
+            }
+            ranges.push((start, kept_rows, due.len()));
+        }
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.nullable),
+            self.rows.decode(&all)?,
+            &RecordBatchOptions::new().with_row_count(Some(all.len())),
+        )?;
+        let mut values: Vec<Vec<ArrayRef>> =
+            vec![Vec::with_capacity(ranges.len()); self.def.exprs.len()];
+        for &(start, kept, due) in &ranges {
+            let rows = batch.slice(start, kept + due);
+            for (e, expr) in self.def.exprs.iter().enumerate() {
+                let value = expr.evaluate(&rows)?;
+                values[e].push(value.slice(kept, due));
+            }
+        }
+        let indices = UInt32Array::from(due_at);
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| Ok(take(c, &indices, None)?))
+            .collect::<Result<_>>()?;
+        for parts in values {
+            let parts: Vec<&dyn datafusion::arrow::array::Array> =
+                parts.iter().map(|a| a.as_ref()).collect();
+            columns.push(concat(&parts)?);
+        }
+        let out = RecordBatch::try_new_with_options(
+            Arc::clone(&self.output),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(indices.len())),
+        )?;
+        let mut offset = 0;
+        while offset < out.num_rows() {
+            let len = BATCH_ROWS.min(out.num_rows() - offset);
+            ctx.emit(out.slice(offset, len));
+            offset += len;
+        }
+        // Keep the due rows, then forget what no later frame reaches.
+        for (key, due) in group {
+            let kept = match self.kept.get_mut(key.as_ref()) {
+                Some(kept) => kept,
+                None => {
+                    self.size.bytes += key.len() + 64;
+                    self.kept.entry(key.to_vec()).or_default()
+                }
+            };
+            for h in due {
+                self.size.rows += 1;
+                self.size.bytes += h.row.len() + ROW_OVERHEAD;
+                kept.push_back(h);
+            }
+            prune(kept, &self.def, watermark, &mut self.size);
+        }
+        Ok(())
+    }
+
+    /// Prunes every key's kept rows once the watermark has moved on by the longest RANGE
+    /// interval (or at once for ROWS frames alone), dropping keys left with nothing: a key no
+    /// rows come for any more is forgotten.
+    fn sweep(&mut self, watermark: i64) {
+        if self.swept != NO_WATERMARK
+            && watermark.saturating_sub(self.swept) <= self.def.keep_ms.max(1000)
+        {
+            return;
+        }
+        self.swept = watermark;
+        let (def, size) = (&self.def, &mut self.size);
+        self.kept.retain(|key, kept| {
+            prune(kept, def, watermark, size);
+            if kept.is_empty() {
+                size.bytes = size.bytes.saturating_sub(key.len() + 64);
+            }
+            !kept.is_empty()
+        });
+    }
+
+    /// The schema of a snapshot batch.
+    fn snapshot_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .nullable
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(DUE, DataType::Boolean, false));
+        fields.push(Field::new(SEQ, DataType::UInt64, false));
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// Drops the front rows of `kept` that no row after `watermark` reaches: beyond the last
+/// `keep_rows`, at or before `watermark - keep_ms`.
+fn prune(kept: &mut VecDeque<Held>, def: &OverAggregation, watermark: i64, size: &mut StateSize) {
+    let oldest = watermark.saturating_sub(def.keep_ms);
+    while kept.len() > def.keep_rows && kept.front().is_some_and(|h| h.time <= oldest) {
+        if let Some(h) = kept.pop_front() {
+            size.rows = size.rows.saturating_sub(1);
+            size.bytes = size.bytes.saturating_sub(h.row.len() + ROW_OVERHEAD);
+        }
+    }
+}
+
+/// The names of the snapshot's columns after the input's.
+const DUE: &str = "__due";
+const SEQ: &str = "__seq";
+
+/// What a partition of an OVER aggregation records in a checkpoint besides its rows.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct OverMeta {
+    /// The input's watermark.
+    watermarks: Vec<i64>,
+}
+
+impl Operator for OverStream {
+    type Meta = OverMeta;
+
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let metas: Vec<OverMeta> = restored.metas("OVER aggregation")?;
+        let inputs = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 1);
+        // The input's columns come first, so the partition keys read from a snapshot batch.
+        let batches = checkpoint.batches_by(restored, |batch| self.keys_of(batch))?;
+        let columns = self.nullable.fields().len();
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if batch.num_columns() != columns + 2 {
+                return exec_err!(
+                    "an OVER aggregation snapshot has {} columns, the query's input {columns} \
+                     and two more",
+                    batch.num_columns()
+                );
+            }
+            let rows = RecordBatch::try_new(
+                Arc::clone(&self.nullable),
+                batch.columns()[..columns].to_vec(),
+            )?;
+            let (Some(due), Some(seqs)) = (
+                batch.column(columns).as_boolean_opt(),
+                batch.column(columns + 1).as_primitive_opt::<UInt64Type>(),
+            ) else {
+                return exec_err!(
+                    "an OVER aggregation snapshot's {DUE} or {SEQ} column is mistyped"
+                );
+            };
+            let n = rows.num_rows();
+            let times = to_millis(&self.def.time.evaluate(&rows)?.into_array(n)?)?;
+            let keys = self.keys.convert(&self.keys_of(&rows)?)?;
+            let Some(encoded) = self.rows.convert(rows.columns())? else {
+                return exec_err!("an OVER aggregation input without columns");
+            };
+            for i in 0..n {
+                if times.is_null(i) {
+                    return exec_err!("an OVER aggregation snapshot holds a row without a time");
+                }
+                let (time, seq) = (times.value(i), seqs.value(i));
+                let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
+                let row: Box<[u8]> = encoded.row(i).as_ref().into();
+                self.arrived = self.arrived.max(seq.saturating_add(1));
+                self.size.rows += 1;
+                self.size.bytes += row.len() + ROW_OVERHEAD;
+                if due.value(i) {
+                    self.size.bytes += key.len();
+                    self.pending.insert((time, seq), (key.into(), row));
+                } else {
+                    let kept = match self.kept.get_mut(key) {
+                        Some(kept) => kept,
+                        None => {
+                            self.size.bytes += key.len() + 64;
+                            self.kept.entry(key.to_vec()).or_default()
+                        }
+                    };
+                    kept.push_back(Held { time, seq, row });
+                }
+            }
+        }
+        for kept in self.kept.values_mut() {
+            kept.make_contiguous().sort_by_key(|h| (h.time, h.seq));
+        }
+        let output = inputs.iter().copied().min().unwrap_or(NO_WATERMARK);
+        Ok(RestoredWatermarks { inputs, output })
+    }
+
+    fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        self.process(batch, ctx)
+    }
+
+    /// Rows at or before the watermark come out first; the output's watermark is the input's.
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let watermark = ctx.watermark();
+        self.fire(watermark, ctx)?;
+        Ok(watermark)
+    }
+
+    /// Rows still waiting will come out behind the watermark they wait for.
+    fn may_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        let schema = self.snapshot_schema();
+        let kept = self
+            .kept
+            .values()
+            .flat_map(|k| k.iter().map(|h| (false, h.seq, h.row.as_ref())));
+        let pending = self
+            .pending
+            .iter()
+            .map(|((_, seq), (_, row))| (true, *seq, row.as_ref()));
+        let held: Vec<(bool, u64, &[u8])> = kept.chain(pending).collect();
+        let mut batches = Vec::new();
+        for chunk in held.chunks(BATCH_ROWS) {
+            let rows: Vec<&[u8]> = chunk.iter().map(|(_, _, r)| *r).collect();
+            let mut columns = self.rows.decode(&rows)?;
+            columns.push(Arc::new(BooleanArray::from(
+                chunk.iter().map(|(d, _, _)| *d).collect::<Vec<_>>(),
+            )));
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                chunk.iter().map(|(_, s, _)| *s),
+            )));
+            batches.push(RecordBatch::try_new_with_options(
+                Arc::clone(&schema),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(chunk.len())),
+            )?);
+        }
+        let meta = OverMeta {
+            watermarks: watermarks.inputs().to_vec(),
+        };
+        checkpoint.snapshot(epoch, &meta, batches)
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> OverMeta {
+        OverMeta {
+            watermarks: watermarks.inputs().to_vec(),
+        }
+    }
+
+    fn state_size(&self) -> StateSize {
+        self.size
+    }
+}

@@ -1,0 +1,187 @@
+//! Aggregates `OVER (PARTITION BY ... ORDER BY ts ROWS|RANGE BETWEEN ... PRECEDING AND CURRENT
+//! ROW)` over a stream as an [`OverAggregateExec`], with Flink's rules: the `ORDER BY` is the
+//! stream's event time (a column with a watermark), ascending; the frame ends at the current
+//! row and starts a bounded number of rows or a bounded interval before it; the input only
+//! appends. A window of `ROW_NUMBER()` is left to the top-N rule; any other window function
+//! over a stream is refused later.
+
+use std::sync::Arc;
+
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::{WindowFrame, WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr};
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+use datafusion::physical_plan::{ExecutionPlan, WindowExpr};
+
+use super::exchanges::partition_by;
+use super::top_n::{runs_as_stream, unsorted};
+use crate::physical::over_aggregate::{OverAggregateExec, OverAggregation};
+use crate::physical::streaming::{changelog_mode, time_attributes};
+
+/// `node` as an OVER aggregation over a stream, if it is one (see the module docs);
+/// `partitions` is the parallelism of keyed operators, `streaming` the `streaming` runtime
+/// mode.
+pub(super) fn over_aggregate(
+    node: &Arc<dyn ExecutionPlan>,
+    partitions: usize,
+    streaming: bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let exprs: &[Arc<dyn WindowExpr>] = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>()
+    {
+        w.window_expr()
+    } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+        w.window_expr()
+    } else {
+        return Ok(None);
+    };
+    let aggregates = exprs.iter().all(|e| {
+        e.as_any().is::<PlainAggregateWindowExpr>() || e.as_any().is::<SlidingAggregateWindowExpr>()
+    });
+    let Some(input) = node.children().first().map(|c| Arc::clone(c)) else {
+        return Ok(None);
+    };
+    let input = unsorted(input)?;
+    if exprs.is_empty() || !aggregates || !runs_as_stream(&input, streaming) {
+        return Ok(None);
+    }
+    let first = &exprs[0];
+    let same = |e: &Arc<dyn WindowExpr>| {
+        let text = |w: &Arc<dyn WindowExpr>| {
+            let parts: Vec<String> = w.partition_by().iter().map(|p| p.to_string()).collect();
+            let order: Vec<String> = w.order_by().iter().map(|o| o.to_string()).collect();
+            (parts, order)
+        };
+        text(e) == text(first)
+    };
+    if !exprs.iter().all(same) {
+        return plan_err!(
+            "OVER aggregates over a stream in one query must share PARTITION BY and ORDER BY"
+        );
+    }
+    if changelog_mode(&input).is_updating() {
+        return plan_err!(
+            "OVER aggregates over a changelog (an updating query's result, a debezium or \
+             upsert-kafka source) are not supported: each input row must come out once, as in \
+             Flink"
+        );
+    }
+    let [order] = first.order_by() else {
+        return plan_err!(
+            "an OVER aggregate over a stream needs ORDER BY its event-time column (the one with \
+             the WATERMARK), and only that: OVER (PARTITION BY k ORDER BY ts ...)"
+        );
+    };
+    let times = time_attributes(&input);
+    let is_time = order
+        .expr
+        .downcast_ref::<Column>()
+        .is_some_and(|c| times.contains(&c.index()));
+    if !is_time || order.options.descending {
+        return plan_err!(
+            "an OVER aggregate over a stream must be ordered by its event-time column (the one \
+             with the WATERMARK), ascending; ORDER BY {order} is not"
+        );
+    }
+    let mut keep_rows = 0usize;
+    let mut keep_ms = 0i64;
+    for expr in exprs {
+        match reach(expr.get_window_frame())? {
+            Reach::Rows(n) => keep_rows = keep_rows.max(n),
+            Reach::Millis(ms) => keep_ms = keep_ms.max(ms),
+        }
+    }
+    let keys = first.partition_by().to_vec();
+    let parallel = if keys.is_empty() { 1 } else { partitions };
+    let input = partition_by(&input, keys.clone(), parallel)?;
+    let def = OverAggregation {
+        exprs: exprs.to_vec(),
+        partition_by: keys,
+        time: Arc::clone(&order.expr),
+        keep_rows,
+        keep_ms,
+    };
+    Ok(Some(Arc::new(OverAggregateExec::try_new(
+        input,
+        def,
+        node.schema(),
+    )?)))
+}
+
+/// How far back a frame reaches from its row.
+enum Reach {
+    Rows(usize),
+    Millis(i64),
+}
+
+/// The reach of `frame`, refused unless it ends at the current row and starts a bounded
+/// number of rows or a bounded interval before it.
+fn reach(frame: &WindowFrame) -> Result<Reach> {
+    let help = "an OVER aggregate over a stream needs a frame ending at the current row and \
+                starting a bounded number of rows or time before it, e.g. ROWS BETWEEN 10 \
+                PRECEDING AND CURRENT ROW or RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND \
+                CURRENT ROW";
+    if !matches!(frame.end_bound, WindowFrameBound::CurrentRow) {
+        return plan_err!("{help}; this one ends at {}", frame.end_bound);
+    }
+    let start = match &frame.start_bound {
+        WindowFrameBound::CurrentRow => None,
+        WindowFrameBound::Preceding(v) if v.is_null() => {
+            return plan_err!(
+                "{help}; UNBOUNDED PRECEDING would keep every row of a partition for ever (an \
+                 updating GROUP BY gives running totals)"
+            );
+        }
+        WindowFrameBound::Preceding(v) => Some(v),
+        WindowFrameBound::Following(_) => {
+            return plan_err!("{help}; this one starts at {}", frame.start_bound);
+        }
+    };
+    match frame.units {
+        WindowFrameUnits::Rows => {
+            let n = match start {
+                None => 0,
+                Some(v) => match v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64)? {
+                    ScalarValue::UInt64(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+                    _ => return plan_err!("{help}; ROWS {v} PRECEDING is not a number of rows"),
+                },
+            };
+            Ok(Reach::Rows(n))
+        }
+        WindowFrameUnits::Range => match start {
+            None => Ok(Reach::Millis(0)),
+            Some(v) => match interval_ms(v) {
+                Some(ms) => Ok(Reach::Millis(ms)),
+                None => plan_err!(
+                    "{help}; RANGE {v} PRECEDING is not an interval of days, hours, minutes, \
+                     seconds or milliseconds"
+                ),
+            },
+        },
+        WindowFrameUnits::Groups => plan_err!("{help}; GROUPS frames are not supported"),
+    }
+}
+
+/// A fixed interval in milliseconds (rounded up), if `value` is one (months have no fixed
+/// length).
+fn interval_ms(value: &ScalarValue) -> Option<i64> {
+    let ms = match value {
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            i64::from(v.days) * 86_400_000 + ceil_div(v.nanoseconds, 1_000_000)
+        }
+        ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1000)?,
+        ScalarValue::DurationMillisecond(Some(v)) => *v,
+        ScalarValue::DurationMicrosecond(Some(v)) => ceil_div(*v, 1000),
+        ScalarValue::DurationNanosecond(Some(v)) => ceil_div(*v, 1_000_000),
+        _ => return None,
+    };
+    (ms >= 0).then_some(ms)
+}
+
+/// `a / b` rounded up, for `b > 0` (a frame kept a little longer loses nothing).
+fn ceil_div(a: i64, b: i64) -> i64 {
+    a / b + i64::from(a % b > 0)
+}
