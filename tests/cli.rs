@@ -241,6 +241,27 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
     assert_eq!(results[0]["rows_out"].as_u64(), Some(18_400));
 }
 
+/// The processing-time and OVER queries run in `sabot bench nexmark`: o1 emits every bid once
+/// (with its frame's aggregates), q12 counts every bid in some window of the clock.
+#[test]
+fn bench_nexmark_runs_the_processing_time_and_over_queries() {
+    let (results, _, _) =
+        bench_json(&["bench", "nexmark", "--query", "q12,o1", "--events", "20000"]);
+    let rows = |query: &str| {
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["query"] == query)
+            .and_then(|r| r["rows_out"].as_u64())
+            .unwrap_or_else(|| panic!("no {query} in {results}"))
+    };
+    // 46 of every 50 of the 20 000 events are bids.
+    assert_eq!(rows("o1"), 18_400);
+    // One row per bidder and window of the clock: at least one, at most one per bid.
+    assert!((1..=18_400).contains(&rows("q12")), "{results}");
+}
+
 /// `sabot bench nexmark --backend rocksdb` runs each query (here in child processes) with its
 /// window state in RocksDB: the same output rows as the memory backend.
 #[test]

@@ -45,6 +45,7 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("u1", include_str!("../../benches/nexmark/u1.sql")),
     ("u2", include_str!("../../benches/nexmark/u2.sql")),
     ("u3", include_str!("../../benches/nexmark/u3.sql")),
+    ("o1", include_str!("../../benches/nexmark/o1.sql")),
 ];
 
 /// What one run measured.

@@ -519,7 +519,10 @@ mod tests {
         let fired = values(&rows.batch)[0];
         assert!(fired >= at, "fired at {fired}, due at {at}");
         let second = out.next().await.unwrap().unwrap();
-        assert!(matches!(second, StreamMessage::Watermark(w) if w == fired), "{second:?}");
+        assert!(
+            matches!(second, StreamMessage::Watermark(w) if w == fired),
+            "{second:?}"
+        );
     }
 
     #[tokio::test]
