@@ -99,7 +99,8 @@ def compare_section(files):
             "",
             "`benches/compare/` (see its README): the same queries on both engines at",
             "parallelism 1, over Flink's and Sabot's `datagen` (suite `datagen`) and over the same",
-            "pre-generated Nexmark bid files read by both (suite `nexmark-files`).",
+            "pre-generated Nexmark bid files read by both (suite `nexmark-files`), and over the",
+            "same pre-generated bids, auctions and people for the joins (suite `nexmark-joins`).",
             "",
         ] + out
     return out

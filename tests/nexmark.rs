@@ -528,7 +528,17 @@ impl SourceConnector for ChannelSource {
 
 /// Registers `name (k BIGINT, ts TIMESTAMP(3))` with watermark `ts` fed by the returned sender.
 fn channel_table(ctx: &sabot::SabotContext, name: &str) -> Result<UnboundedSender<(i64, i64)>> {
-    let ddl = format!("CREATE TABLE {name} (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)");
+    channel_table_with(ctx, name, "ts")
+}
+
+/// [`channel_table`] with the watermark `watermark`.
+fn channel_table_with(
+    ctx: &sabot::SabotContext,
+    name: &str,
+    watermark: &str,
+) -> Result<UnboundedSender<(i64, i64)>> {
+    let ddl =
+        format!("CREATE TABLE {name} (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS {watermark})");
     let definition = resolve(parse_create_table(&ddl)?.expect("flink DDL"), ctx)?;
     let (tx, rx) = unbounded_channel();
     let source = Arc::new(ChannelSource {
@@ -704,11 +714,11 @@ async fn processing_time_windows_fire_on_the_clock() -> Result<()> {
 }
 
 /// An OVER aggregate emits each row once the watermark passes its time, with the rows of its
-/// frame; a late row is dropped and counted in no frame.
+/// frame (its bound included); a late row is dropped and counted in no frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_aggregate_emits_rows_when_the_watermark_passes() -> Result<()> {
     let ctx = sabot::session_context(config(1));
-    let tx = channel_table(&ctx, "t")?;
+    let tx = channel_table_with(&ctx, "t", "ts - INTERVAL '2' SECOND")?;
     let mut stream = ctx
         .sql(
             "SELECT k, CAST(ts AS BIGINT), COUNT(*) OVER (PARTITION BY k ORDER BY ts
@@ -718,19 +728,62 @@ async fn over_aggregate_emits_rows_when_the_watermark_passes() -> Result<()> {
         .execute_stream()
         .await?;
     let at = |s: i64| BASE + s * 1000;
-    // The watermark is the time itself: each row is due as it comes.
+    let quiet = Duration::from_millis(300);
+    // The watermark trails by 2 s: the row at 5 s waits until a row at 7 s or later comes.
     tx.send((1, 5)).unwrap();
+    tx.send((1, 6)).unwrap();
+    assert_eq!(drain(&mut stream, quiet).await?, Vec::<String>::new());
+    tx.send((1, 7)).unwrap();
     assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|1", at(5))]);
-    tx.send((1, 8)).unwrap();
-    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|2", at(8))]);
-    // 3 s is behind the watermark (8 s): late, so the row at 12 s counts 5, 8 and itself.
-    tx.send((1, 3)).unwrap();
-    tx.send((1, 12)).unwrap();
-    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|3", at(12))]);
-    // Another key's row moves the watermark to 30 s; key 1's frame then holds 30 s alone.
-    tx.send((2, 30)).unwrap();
-    assert_eq!(next_rows(&mut stream).await?, [format!("2|{}|1", at(30))]);
-    tx.send((1, 31)).unwrap();
-    assert_eq!(next_rows(&mut stream).await?, [format!("1|{}|1", at(31))]);
+    // 4 s is behind the watermark (5 s): late. 15 s moves the watermark to 13 s: 6 and 7 come
+    // (the row at 4 s counted in no frame).
+    tx.send((1, 4)).unwrap();
+    tx.send((1, 15)).unwrap();
+    assert_eq!(
+        next_rows(&mut stream).await?,
+        [format!("1|{}|2", at(6)), format!("1|{}|3", at(7))]
+    );
+    // Both bounds are in a frame: [5 s, 15 s] holds 5, 6, 7 and 15; [6 s, 16 s] 6, 7, 15, 16.
+    tx.send((1, 16)).unwrap();
+    tx.send((2, 40)).unwrap();
+    assert_eq!(
+        next_rows(&mut stream).await?,
+        [format!("1|{}|4", at(15)), format!("1|{}|4", at(16))]
+    );
+    Ok(())
+}
+
+/// With `table.exec.state.ttl`, an OVER aggregate forgets a key no rows came for that long
+/// (swept by its timer while nothing arrives): the key's next frame starts with its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_aggregate_state_expires_with_the_time_to_live() -> Result<()> {
+    for (ttl, expected) in [("50 ms", 1), ("1 h", 2)] {
+        let ctx = sabot::session_context(config(1));
+        ctx.sql(&format!("SET 'table.exec.state.ttl' = '{ttl}'"))
+            .await?
+            .collect()
+            .await?;
+        let tx = channel_table(&ctx, "t")?;
+        let mut stream = ctx
+            .sql(
+                "SELECT k, CAST(ts AS BIGINT), COUNT(*) OVER (PARTITION BY k ORDER BY ts
+                   ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) FROM t",
+            )
+            .await?
+            .execute_stream()
+            .await?;
+        tx.send((1, 5)).unwrap();
+        assert_eq!(
+            next_rows(&mut stream).await?,
+            [format!("1|{}|1", BASE + 5000)]
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        tx.send((1, 8)).unwrap();
+        assert_eq!(
+            next_rows(&mut stream).await?,
+            [format!("1|{}|{expected}", BASE + 8000)],
+            "ttl {ttl}"
+        );
+    }
     Ok(())
 }

@@ -1192,12 +1192,14 @@ async fn tables_views_and_jobs_survive_a_restart() {
         DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end";
     // Job 1 is planned with a setting of its session's, which its restart must plan with too.
     client
-        .simple_query("SET 'table.exec.state.ttl' = '1 h'")
+        .batch_execute(
+            "SET 'table.exec.state.ttl' = '1 h'; SET datafusion.optimizer.max_passes = 5",
+        )
         .await
         .expect("set");
     client.simple_query(insert).await.expect("job 1");
     client
-        .simple_query("SET 'table.exec.state.ttl' = '0'")
+        .batch_execute("SET 'table.exec.state.ttl' = '0'; SET datafusion.optimizer.max_passes = 3")
         .await
         .expect("reset");
     client.simple_query(insert).await.expect("job 2");
@@ -1218,10 +1220,14 @@ async fn tables_views_and_jobs_survive_a_restart() {
     let log = std::fs::read_to_string(dir.path().join("catalog.jsonl")).expect("catalog log");
     let with_ttl: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains(r#""settings":[["table.exec.state.ttl","3600000ms"]]"#))
+        .filter(|l| l.contains(r#"["table.exec.state.ttl","3600000ms"]"#))
         .collect();
     assert_eq!(with_ttl.len(), 1, "{log}");
     assert!(with_ttl[0].contains(r#""id":1"#), "{log}");
+    assert!(
+        with_ttl[0].contains(r#"["datafusion.optimizer.max_passes","5"]"#),
+        "{log}"
+    );
 
     let (port, _stop, _running) = open(state).await;
     let client = connect(port).await;

@@ -6,7 +6,9 @@
 //! over a stream is refused later.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::{WindowFrame, WindowFrameBound, WindowFrameUnits};
 use datafusion::physical_expr::expressions::Column;
@@ -21,11 +23,12 @@ use crate::physical::streaming::{changelog_mode, time_attributes};
 
 /// `node` as an OVER aggregation over a stream, if it is one (see the module docs);
 /// `partitions` is the parallelism of keyed operators, `streaming` the `streaming` runtime
-/// mode.
+/// mode, `ttl` the state's time to live.
 pub(super) fn over_aggregate(
     node: &Arc<dyn ExecutionPlan>,
     partitions: usize,
     streaming: bool,
+    ttl: Option<Duration>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let exprs: &[Arc<dyn WindowExpr>] = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>()
     {
@@ -72,6 +75,15 @@ pub(super) fn over_aggregate(
              the WATERMARK), and only that: OVER (PARTITION BY k ORDER BY ts ...)"
         );
     };
+    for expr in exprs {
+        if !retracts(expr)? {
+            return plan_err!(
+                "{} cannot be an OVER aggregate over a stream: as rows leave the frame it \
+                 would have to take them back, which it cannot",
+                expr.name()
+            );
+        }
+    }
     let times = time_attributes(&input);
     let is_time = order
         .expr
@@ -82,6 +94,17 @@ pub(super) fn over_aggregate(
             "an OVER aggregate over a stream must be ordered by its event-time column (the one \
              with the WATERMARK), ascending; ORDER BY {order} is not"
         );
+    }
+    // Rows are ordered by their time in milliseconds, as Flink's TIMESTAMP(3).
+    let schema = input.schema();
+    match order.expr.data_type(&schema)? {
+        DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Second, _) => {}
+        other => {
+            return plan_err!(
+                "an OVER aggregate over a stream orders rows by milliseconds: its event-time \
+                 column is {other}; declare it TIMESTAMP(3)"
+            );
+        }
     }
     let mut keep_rows = 0usize;
     let mut keep_ms = 0i64;
@@ -100,12 +123,29 @@ pub(super) fn over_aggregate(
         time: Arc::clone(&order.expr),
         keep_rows,
         keep_ms,
+        ttl,
     };
     Ok(Some(Arc::new(OverAggregateExec::try_new(
         input,
         def,
         node.schema(),
     )?)))
+}
+
+/// True if the aggregate can take rows back as they leave its frame (its sliding accumulator
+/// retracts).
+fn retracts(expr: &Arc<dyn WindowExpr>) -> Result<bool> {
+    let aggregate = if let Some(e) = expr.as_any().downcast_ref::<SlidingAggregateWindowExpr>() {
+        e.get_aggregate_expr()
+    } else if let Some(e) = expr.as_any().downcast_ref::<PlainAggregateWindowExpr>() {
+        e.get_aggregate_expr()
+    } else {
+        return Ok(false);
+    };
+    // DataFusion refuses to make a sliding accumulator of one that cannot take rows back.
+    Ok(aggregate
+        .create_sliding_accumulator()
+        .is_ok_and(|a| a.supports_retract_batch()))
 }
 
 /// How far back a frame reaches from its row.
@@ -141,7 +181,7 @@ fn reach(frame: &WindowFrame) -> Result<Reach> {
         WindowFrameUnits::Rows => {
             let n = match start {
                 None => 0,
-                Some(v) => match v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64)? {
+                Some(v) => match v.cast_to(&DataType::UInt64)? {
                     ScalarValue::UInt64(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX),
                     _ => return plan_err!("{help}; ROWS {v} PRECEDING is not a number of rows"),
                 },
@@ -166,11 +206,12 @@ fn reach(frame: &WindowFrame) -> Result<Reach> {
 /// length).
 fn interval_ms(value: &ScalarValue) -> Option<i64> {
     let ms = match value {
+        // A day is 25 hours at most (a time zone's daylight saving change).
         ScalarValue::IntervalDayTime(Some(v)) => {
-            i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)
+            i64::from(v.days) * 90_000_000 + i64::from(v.milliseconds)
         }
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
-            i64::from(v.days) * 86_400_000 + ceil_div(v.nanoseconds, 1_000_000)
+            i64::from(v.days) * 90_000_000 + ceil_div(v.nanoseconds, 1_000_000)
         }
         ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1000)?,
         ScalarValue::DurationMillisecond(Some(v)) => *v,

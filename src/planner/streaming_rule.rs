@@ -108,7 +108,7 @@ fn to_streaming(
     {
         return Ok(Transformed::yes(Arc::new(retracting)));
     }
-    if let Some(over) = super::over_aggregate::over_aggregate(&node, partitions, streaming)? {
+    if let Some(over) = super::over_aggregate::over_aggregate(&node, partitions, streaming, ttl)? {
         return Ok(Transformed::yes(over));
     }
     if let Some(top) = super::top_n::top_n(&node, partitions, streaming, ttl)? {

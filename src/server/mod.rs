@@ -240,7 +240,7 @@ impl Server {
         }
         for (id, (sql, settings)) in jobs {
             let started = async {
-                let ctx = self.session_with(&settings)?;
+                let ctx = self.session_with(&settings).await?;
                 let df = ctx.sql(&sql).await?;
                 self.jobs.resume(id, &sql, df, &ctx.config()).await
             };
@@ -250,7 +250,7 @@ impl Server {
         }
         for (name, query, columns, settings) in views {
             let restored = async {
-                let ctx = self.session_with(&settings)?;
+                let ctx = self.session_with(&settings).await?;
                 self.materialize(&ctx, &name, &query, &columns).await
             };
             if let Err(e) = restored.await {
@@ -262,16 +262,26 @@ impl Server {
 
     /// A session over the server's catalog with `settings` (what a job was started with)
     /// applied over the server's own.
-    fn session_with(&self, settings: &[(String, String)]) -> Result<SabotContext> {
+    async fn session_with(&self, settings: &[(String, String)]) -> Result<SabotContext> {
         let ctx = self.base.new_session();
         let mut config = ctx.config();
+        let mut datafusion = Vec::new();
         for (key, value) in settings {
             match crate::config::Setting::from_key(key) {
                 Some(setting) => setting.apply(&mut config, value)?,
+                None if key.starts_with("datafusion.") => datafusion.push((key, value)),
                 None => return plan_err!("unknown setting {key} in the catalog log"),
             }
         }
         ctx.reset_settings(&config);
+        // DataFusion's own after Sabot's, which set some of them (the target partitions).
+        for (key, value) in datafusion {
+            let value = value.replace('\'', "''");
+            ctx.sql(&format!("SET {key} = '{value}'"))
+                .await?
+                .collect()
+                .await?;
+        }
         Ok(ctx)
     }
 

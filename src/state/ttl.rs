@@ -1,5 +1,5 @@
 //! Flink's `table.exec.state.ttl` for the operators whose state grows with their input: the
-//! regular join and the top-N.
+//! regular join, the top-N and the OVER aggregate.
 //!
 //! State not written for the time to live (processing time: the machine's clock, as Flink's
 //! state TTL) is dropped, without anything emitted: what it had produced stays in the result.
@@ -8,13 +8,15 @@
 //! - a join row that expired no longer meets partners arriving later, and a retraction of it is
 //!   ignored; an outer row that expired is not padded again when its last partner goes;
 //! - a top-N key that expired starts over: its next row ranks first, while the ranks it had
-//!   emitted stay in the result.
+//!   emitted stay in the result;
+//! - an OVER aggregate's key that expired forgets the rows its frames reached: its next row's
+//!   frame starts with it.
 //!
 //! A row's clock starts when it is stored and restarts whenever it is written again (a join
 //! row's count of partners changes; a top-N key gets or loses a row). A restored checkpoint
-//! gives every row a whole time to live again. Expired state is swept when rows arrive, at most
-//! every quarter of the time to live (but not more often than every 10 ms, and at least once a
-//! minute of arriving rows): an input that stops keeps its state until rows come again.
+//! gives every row a whole time to live again. Expired state is swept every quarter of the time
+//! to live (but not more often than every 10 ms, and at least once a minute), by the operator's
+//! timer, whether rows arrive or not.
 
 use std::time::Duration;
 
@@ -31,6 +33,11 @@ impl TimeToLive {
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             next_sweep: i64::MIN,
         }
+    }
+
+    /// When the next sweep is due (ms; the first is due at once).
+    pub fn next_sweep(&self) -> i64 {
+        self.next_sweep
     }
 
     /// At `now` (ms): if a sweep is due, the oldest write time state may keep.

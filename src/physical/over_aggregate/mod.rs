@@ -39,7 +39,7 @@ use datafusion::physical_plan::{
 use crate::physical::message::MessageStream;
 use crate::physical::operator::Driver;
 use crate::physical::streaming::{
-    OperatorState, StreamingExec, data_only, execute_input, time_attributes,
+    OperatorState, StreamingExec, data_only, execute_input, time_attributes, window_columns,
 };
 use crate::state::backend::StateBackend;
 use crate::state::rocks::RowCodec;
@@ -58,6 +58,9 @@ pub struct OverAggregation {
     pub keep_rows: usize,
     /// The longest interval a `RANGE ... PRECEDING` frame reaches back, in milliseconds.
     pub keep_ms: i64,
+    /// `table.exec.state.ttl`: a key no rows came for this long is dropped (see
+    /// [`crate::state::ttl`]).
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// See the module docs.
@@ -133,7 +136,8 @@ impl DisplayAs for OverAggregateExec {
             self.def.time,
             aggregates.join(", "),
             self.state_declaration()
-        )
+        )?;
+        crate::state::ttl::fmt_ttl(f, self.def.ttl)
     }
 }
 
@@ -216,6 +220,13 @@ impl StreamingExec for OverAggregateExec {
     /// The input's columns come first and keep their event time.
     fn time_attributes(&self) -> std::collections::HashSet<usize> {
         time_attributes(&self.input)
+    }
+
+    /// And their window bounds.
+    fn window_columns(
+        &self,
+    ) -> std::collections::HashMap<usize, crate::physical::window_spec::WindowField> {
+        window_columns(&self.input)
     }
 
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {

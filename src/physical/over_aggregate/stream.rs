@@ -17,6 +17,7 @@ use crate::physical::message::{NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
+use crate::state::ttl::{TimeToLive, now_ms};
 
 /// Rows per evaluated batch (at least one key's), per output batch and per snapshot batch.
 const BATCH_ROWS: usize = 8192;
@@ -27,6 +28,14 @@ struct Held {
     time: i64,
     seq: u64,
     row: Box<[u8]>,
+}
+
+/// A key's rows that later frames reach, in time order, and when rows last came for it.
+#[derive(Debug, Default)]
+struct Kept {
+    rows: VecDeque<Held>,
+    /// Processing time (ms) of the key's last rows: `table.exec.state.ttl` counts from here.
+    written: i64,
 }
 
 /// Bytes a held row costs besides its own.
@@ -45,12 +54,14 @@ pub(super) struct OverStream {
     /// Rows waiting for the watermark, by (time, arrival), with their keys.
     pending: BTreeMap<(i64, u64), (Box<[u8]>, Box<[u8]>)>,
     /// Per key, the rows emitted that later frames still reach, in time order.
-    kept: HashMap<Vec<u8>, VecDeque<Held>>,
+    kept: HashMap<Vec<u8>, Kept>,
     /// Rows arrived so far (the next row's arrival number).
     arrived: u64,
     size: StateSize,
     /// The watermark at which every key's kept rows were last pruned.
     swept: i64,
+    /// `table.exec.state.ttl`: keys no rows came for this long are dropped.
+    ttl: Option<TimeToLive>,
 }
 
 impl OverStream {
@@ -61,6 +72,7 @@ impl OverStream {
         input: &Schema,
         output: SchemaRef,
     ) -> Self {
+        let def_ttl = def.ttl.map(TimeToLive::new);
         let nullable = Arc::new(Schema::new(
             input
                 .fields()
@@ -79,6 +91,7 @@ impl OverStream {
             arrived: 0,
             size: StateSize::default(),
             swept: NO_WATERMARK,
+            ttl: def_ttl,
         }
     }
 
@@ -156,7 +169,7 @@ impl OverStream {
                 let Some(held) = by_key.remove(&key) else {
                     continue;
                 };
-                rows += held.len() + self.kept.get(key.as_ref()).map_or(0, VecDeque::len);
+                rows += held.len() + self.kept.get(key.as_ref()).map_or(0, |k| k.rows.len());
                 group.push((key, held));
                 if rows >= BATCH_ROWS {
                     self.evaluate(std::mem::take(&mut group), watermark, ctx)?;
@@ -168,6 +181,7 @@ impl OverStream {
             }
         }
         self.sweep(watermark);
+        self.expire(now_ms());
         Ok(())
     }
 
@@ -185,12 +199,15 @@ impl OverStream {
         for (key, due) in &group {
             let start = all.len();
             let kept = self.kept.get(key.as_ref());
-            let kept_rows = kept.map_or(0, VecDeque::len);
+            let kept_rows = kept.map_or(0, |k| k.rows.len());
             if let Some(kept) = kept {
-                all.extend(kept.iter().map(|h| h.row.as_ref()));
+                all.extend(kept.rows.iter().map(|h| h.row.as_ref()));
             }
             for h in due {
-                due_at.push(all.len() as u32);
+                let Ok(at) = u32::try_from(all.len()) else {
+                    return exec_err!("an OVER aggregation frame of more than 2^32 rows");
+                };
+                due_at.push(at);
                 all.push(h.row.as_ref());
             }
             ranges.push((start, kept_rows, due.len()));
@@ -232,6 +249,7 @@ impl OverStream {
             offset += len;
         }
         // Keep the due rows, then forget what no later frame reaches.
+        let now = now_ms();
         for (key, due) in group {
             let kept = match self.kept.get_mut(key.as_ref()) {
                 Some(kept) => kept,
@@ -243,16 +261,17 @@ impl OverStream {
             for h in due {
                 self.size.rows += 1;
                 self.size.bytes += h.row.len() + ROW_OVERHEAD;
-                kept.push_back(h);
+                kept.rows.push_back(h);
             }
-            prune(kept, &self.def, watermark, &mut self.size);
+            kept.written = now;
+            prune(&mut kept.rows, &self.def, watermark, &mut self.size);
         }
         Ok(())
     }
 
     /// Prunes every key's kept rows once the watermark has moved on by the longest RANGE
-    /// interval (or at once for ROWS frames alone), dropping keys left with nothing: a key no
-    /// rows come for any more is forgotten.
+    /// interval (at least a second), dropping keys left with nothing: under RANGE frames alone,
+    /// a key no rows come for any more is forgotten (a ROWS frame keeps a key's last rows).
     fn sweep(&mut self, watermark: i64) {
         if self.swept != NO_WATERMARK
             && watermark.saturating_sub(self.swept) <= self.def.keep_ms.max(1000)
@@ -262,11 +281,31 @@ impl OverStream {
         self.swept = watermark;
         let (def, size) = (&self.def, &mut self.size);
         self.kept.retain(|key, kept| {
-            prune(kept, def, watermark, size);
-            if kept.is_empty() {
+            prune(&mut kept.rows, def, watermark, size);
+            if kept.rows.is_empty() {
                 size.bytes = size.bytes.saturating_sub(key.len() + 64);
             }
-            !kept.is_empty()
+            !kept.rows.is_empty()
+        });
+    }
+
+    /// Drops the keys no rows came for within `table.exec.state.ttl`, if a sweep is due at
+    /// `now`: their later rows' frames start empty.
+    fn expire(&mut self, now: i64) {
+        let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) else {
+            return;
+        };
+        let size = &mut self.size;
+        self.kept.retain(|key, kept| {
+            if kept.written >= oldest {
+                return true;
+            }
+            for h in &kept.rows {
+                size.rows = size.rows.saturating_sub(1);
+                size.bytes = size.bytes.saturating_sub(h.row.len() + ROW_OVERHEAD);
+            }
+            size.bytes = size.bytes.saturating_sub(key.len() + 64);
+            false
         });
     }
 
@@ -320,6 +359,9 @@ impl Operator for OverStream {
         // The input's columns come first, so the partition keys read from a snapshot batch.
         let batches = checkpoint.batches_by(restored, |batch| self.keys_of(batch))?;
         let columns = self.nullable.fields().len();
+        // Rows still waiting, from every old task: numbered again below (each old task numbered
+        // its own rows, so two may share a number).
+        let mut waiting: Vec<(i64, u64, Box<[u8]>, Box<[u8]>)> = Vec::new();
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
@@ -361,7 +403,7 @@ impl Operator for OverStream {
                 self.size.bytes += row.len() + ROW_OVERHEAD;
                 if due.value(i) {
                     self.size.bytes += key.len();
-                    self.pending.insert((time, seq), (key.into(), row));
+                    waiting.push((time, seq, key.into(), row));
                 } else {
                     let kept = match self.kept.get_mut(key) {
                         Some(kept) => kept,
@@ -370,12 +412,20 @@ impl Operator for OverStream {
                             self.kept.entry(key.to_vec()).or_default()
                         }
                     };
-                    kept.push_back(Held { time, seq, row });
+                    kept.rows.push_back(Held { time, seq, row });
+                    // A restored key lives a whole time to live again.
+                    kept.written = now_ms();
                 }
             }
         }
         for kept in self.kept.values_mut() {
-            kept.make_contiguous().sort_by_key(|h| (h.time, h.seq));
+            kept.rows.make_contiguous().sort_by_key(|h| (h.time, h.seq));
+        }
+        // A key's rows all come from one old task, so (time, old number) keeps their order.
+        waiting.sort_by_key(|(time, seq, _, _)| (*time, *seq));
+        for (time, _, key, row) in waiting {
+            self.pending.insert((time, self.arrived), (key, row));
+            self.arrived += 1;
         }
         let output = inputs.iter().copied().min().unwrap_or(NO_WATERMARK);
         Ok(RestoredWatermarks { inputs, output })
@@ -390,6 +440,17 @@ impl Operator for OverStream {
         let watermark = ctx.watermark();
         self.fire(watermark, ctx)?;
         Ok(watermark)
+    }
+
+    /// With a time to live, sweeps come by the clock, whether rows arrive or not.
+    fn next_timer(&self) -> Option<i64> {
+        let ttl = self.ttl.as_ref()?;
+        (!self.kept.is_empty()).then(|| ttl.next_sweep())
+    }
+
+    fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        self.expire(now);
+        Ok(ctx.watermarks().output())
     }
 
     /// Rows still waiting will come out behind the watermark they wait for.
@@ -407,7 +468,7 @@ impl Operator for OverStream {
         let kept = self
             .kept
             .values()
-            .flat_map(|k| k.iter().map(|h| (false, h.seq, h.row.as_ref())));
+            .flat_map(|k| k.rows.iter().map(|h| (false, h.seq, h.row.as_ref())));
         let pending = self
             .pending
             .iter()

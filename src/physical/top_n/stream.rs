@@ -297,7 +297,14 @@ impl TopNStream {
             }
         }
         if self.unknown > self.warned {
-            log::warn!(
+            // With a time to live, retractions of expired rows are expected.
+            let level = if self.ttl.is_some() {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "top-N: {} retraction(s) of rows its state does not hold were ignored",
                 self.unknown - self.warned
             );
@@ -455,6 +462,19 @@ impl Operator for TopNStream {
             inputs,
             output: NO_WATERMARK,
         })
+    }
+
+    /// With a time to live, sweeps come by the clock, whether rows arrive or not.
+    fn next_timer(&self) -> Option<i64> {
+        let ttl = self.ttl.as_ref()?;
+        (!self.partitions.is_empty()).then(|| ttl.next_sweep())
+    }
+
+    fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
+            self.expire(oldest);
+        }
+        Ok(ctx.watermarks().output())
     }
 
     fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
@@ -683,6 +703,24 @@ mod tests {
         t.ttl = Some(TimeToLive::new(std::time::Duration::from_secs(3600)));
         feed(&mut t, &[("a", "x", 10, I)]);
         assert_eq!(feed(&mut t, &[("a", "y", 5, I)]), Vec::<String>::new());
+    }
+
+    /// With a time to live, the timer sweeps expired keys while no rows come, and asks for no
+    /// sweep while nothing is held.
+    #[test]
+    fn the_timer_sweeps_expired_keys() {
+        let mut t = top(1, 1, false, false);
+        t.ttl = Some(TimeToLive::new(std::time::Duration::from_millis(20)));
+        assert_eq!(t.next_timer(), None);
+        feed(&mut t, &[("a", "x", 10, I)]);
+        let due = t.next_timer().expect("a sweep is due while keys are held");
+        let inputs = [NO_WATERMARK];
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        t.on_timer(due.max(now_ms()) + 100, &mut ctx).unwrap();
+        assert!(t.partitions.is_empty());
+        assert_eq!((t.size.rows, t.next_timer()), (0, None));
+        assert!(out.is_empty(), "expiry emits nothing");
     }
 
     /// Copies of one row are rows of their own; taking one back takes one.

@@ -136,7 +136,28 @@ impl Session {
     /// This session's settings that differ from the server's, which a restarted server plans
     /// its jobs with again.
     fn changed_settings(&self) -> Vec<(String, String)> {
-        crate::config::Setting::changed(&self.server.base.config(), &self.ctx.config())
+        let mut changed =
+            crate::config::Setting::changed(&self.server.base.config(), &self.ctx.config());
+        // And DataFusion's own (`SET datafusion.…`), which plan the query too.
+        let options = |ctx: &crate::context::SabotContext| {
+            ctx.session_context()
+                .state()
+                .config()
+                .options()
+                .entries()
+                .into_iter()
+                .map(|e| (e.key, e.value))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let base = options(&self.server.base);
+        for (key, value) in options(&self.ctx) {
+            if let Some(value) = value
+                && base.get(&key) != Some(&Some(value.clone()))
+            {
+                changed.push((key, value));
+            }
+        }
+        changed
     }
 
     /// `INSERT INTO ... SELECT`: a background job.

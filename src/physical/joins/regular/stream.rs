@@ -121,16 +121,21 @@ impl RegularJoinStream {
         Ok((self.keys.convert(&keys)?, valid))
     }
 
-    /// Matches one input batch of side `x` against the other side's rows, emits what changes,
-    /// and keeps or removes its rows.
-    fn process(&mut self, x: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
-        let now = now_ms();
+    /// Drops the rows `table.exec.state.ttl` expired by `now`, if a sweep is due.
+    fn expire(&mut self, now: i64) {
         if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
             let expired = self.sides[0].expire(oldest) + self.sides[1].expire(oldest);
             if expired > 0 {
                 log::debug!("regular join: {expired} row(s) expired (table.exec.state.ttl)");
             }
         }
+    }
+
+    /// Matches one input batch of side `x` against the other side's rows, emits what changes,
+    /// and keeps or removes its rows.
+    fn process(&mut self, x: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let now = now_ms();
+        self.expire(now);
         let y = 1 - x;
         let rows = &batch.batch;
         let n = rows.num_rows();
@@ -323,7 +328,14 @@ impl RegularJoinStream {
             }
         }
         if self.unknown > self.warned {
-            log::warn!(
+            // With a time to live, retractions of expired rows are expected.
+            let level = if self.ttl.is_some() {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "regular join: {} retraction(s) of rows its state does not hold were ignored",
                 self.unknown - self.warned
             );
@@ -430,6 +442,17 @@ impl Operator for RegularJoinStream {
             inputs: inputs.to_vec(),
             output: NO_WATERMARK,
         })
+    }
+
+    /// With a time to live, sweeps come by the clock, whether rows arrive or not.
+    fn next_timer(&self) -> Option<i64> {
+        let ttl = self.ttl.as_ref()?;
+        (self.sides[0].rows + self.sides[1].rows > 0).then(|| ttl.next_sweep())
+    }
+
+    fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        self.expire(now);
+        Ok(ctx.watermarks().output())
     }
 
     fn on_data(&mut self, side: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
@@ -634,6 +657,23 @@ mod tests {
         assert_eq!(feed(&mut j, 1, &[(None, "m", I)]), Vec::<String>::new());
         assert_eq!(feed(&mut j, 0, &[(None, "n", D)]), ["-D||n||"]);
         assert_eq!((j.sides[0].rows, j.sides[1].rows), (1, 1));
+    }
+
+    /// With a time to live, the timer sweeps expired rows while no rows come.
+    #[test]
+    fn the_timer_sweeps_expired_rows() {
+        let mut j = join(JoinType::Inner);
+        j.ttl = Some(TimeToLive::new(std::time::Duration::from_millis(20)));
+        assert_eq!(j.next_timer(), None);
+        feed(&mut j, 0, &[(Some(1), "a", I)]);
+        let due = j.next_timer().expect("a sweep is due while rows are held");
+        let inputs = [NO_WATERMARK, NO_WATERMARK];
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        j.on_timer(due.max(now_ms()) + 100, &mut ctx).unwrap();
+        assert_eq!((j.sides[0].rows, j.sides[1].rows), (0, 0));
+        assert_eq!(j.next_timer(), None);
+        assert!(out.is_empty(), "expiry emits nothing");
     }
 
     /// With a time to live, a row not written for that long is forgotten: a partner arriving
