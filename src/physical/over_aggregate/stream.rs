@@ -38,6 +38,9 @@ struct Kept {
     written: i64,
 }
 
+/// A row's partition key and bytes.
+type KeyedRow = (Box<[u8]>, Box<[u8]>);
+
 /// Bytes a held row costs besides its own.
 const ROW_OVERHEAD: usize = 40;
 
@@ -52,7 +55,7 @@ pub(super) struct OverStream {
     nullable: SchemaRef,
     output: SchemaRef,
     /// Rows waiting for the watermark, by (time, arrival), with their keys.
-    pending: BTreeMap<(i64, u64), (Box<[u8]>, Box<[u8]>)>,
+    pending: BTreeMap<(i64, u64), KeyedRow>,
     /// Per key, the rows emitted that later frames still reach, in time order.
     kept: HashMap<Vec<u8>, Kept>,
     /// Rows arrived so far (the next row's arrival number).
@@ -361,7 +364,7 @@ impl Operator for OverStream {
         let columns = self.nullable.fields().len();
         // Rows still waiting, from every old task: numbered again below (each old task numbered
         // its own rows, so two may share a number).
-        let mut waiting: Vec<(i64, u64, Box<[u8]>, Box<[u8]>)> = Vec::new();
+        let mut waiting: Vec<((i64, u64), KeyedRow)> = Vec::new();
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
@@ -403,7 +406,7 @@ impl Operator for OverStream {
                 self.size.bytes += row.len() + ROW_OVERHEAD;
                 if due.value(i) {
                     self.size.bytes += key.len();
-                    waiting.push((time, seq, key.into(), row));
+                    waiting.push(((time, seq), (key.into(), row)));
                 } else {
                     let kept = match self.kept.get_mut(key) {
                         Some(kept) => kept,
@@ -422,9 +425,9 @@ impl Operator for OverStream {
             kept.rows.make_contiguous().sort_by_key(|h| (h.time, h.seq));
         }
         // A key's rows all come from one old task, so (time, old number) keeps their order.
-        waiting.sort_by_key(|(time, seq, _, _)| (*time, *seq));
-        for (time, _, key, row) in waiting {
-            self.pending.insert((time, self.arrived), (key, row));
+        waiting.sort_by_key(|(at, _)| *at);
+        for ((time, _), row) in waiting {
+            self.pending.insert((time, self.arrived), row);
             self.arrived += 1;
         }
         let output = inputs.iter().copied().min().unwrap_or(NO_WATERMARK);
