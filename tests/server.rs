@@ -1354,8 +1354,7 @@ async fn a_failed_login_runs_nothing() {
     let e = client
         .simple_query("SELECT * FROM intruder")
         .await
-        .err()
-        .expect("no table intruder");
+        .expect_err("no table intruder");
     assert!(
         e.to_string().contains("intruder") || code(&e) == "42P01",
         "{e}"

@@ -270,11 +270,12 @@ impl TopNStream {
                 ranked.written = now;
                 self.size.rows += 1;
                 self.size.bytes += order.len() + row.len() + 48;
-                if !self.keep_all && ranked.len() > end {
-                    if let Some(((o, _), r)) = ranked.pop_last() {
-                        self.size.rows -= 1;
-                        self.size.bytes -= o.len() + r.len() + 48;
-                    }
+                if !self.keep_all
+                    && ranked.len() > end
+                    && let Some(((o, _), r)) = ranked.pop_last()
+                {
+                    self.size.rows -= 1;
+                    self.size.bytes -= o.len() + r.len() + 48;
                 }
             } else {
                 let Some(ranked) = self.partitions.get(key) else {

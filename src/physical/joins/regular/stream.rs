@@ -151,8 +151,8 @@ impl RegularJoinStream {
         // Candidates by key (in row order), then the join filter over all of them at once.
         let mut cand_rows: Vec<u32> = Vec::new();
         let mut cand_entries: Vec<usize> = Vec::new();
-        for i in 0..n {
-            if !valid[i] {
+        for (i, &is_valid) in valid.iter().enumerate().take(n) {
+            if !is_valid {
                 continue;
             }
             if let Some(entries) = self.sides[y].by_key.get(key(i)) {
@@ -197,7 +197,7 @@ impl RegularJoinStream {
         };
         let (mine, theirs) = both(&mut self.sides, x);
         let mut matched: Vec<usize> = Vec::new();
-        for i in 0..n {
+        for (i, &is_valid) in valid.iter().enumerate().take(n) {
             let kind = kind_at(batch.kinds.as_deref(), i)?;
             matched.clear();
             while next < cand_rows.len() && cand_rows[next] as usize == i {
@@ -208,7 +208,7 @@ impl RegularJoinStream {
             }
             // A row whose key cannot match is only kept where it comes out alone (an outer
             // or anti side); elsewhere it never matters.
-            if !valid[i] && !emit.keeps_unmatched(x) {
+            if !is_valid && !emit.keeps_unmatched(x) {
                 // (A row restored from an older checkpoint may still be held.)
                 if !kind.adds() {
                     mine.remove(key(i), encoded.row(i).as_ref());
