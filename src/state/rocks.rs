@@ -7,11 +7,13 @@
 //! then uploads, sharing the immutable SST files between checkpoints.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
 use rocksdb::{DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -250,6 +252,30 @@ impl RowCodec {
             None => Ok(vec![Vec::new(); rows]),
             Some(encoded) => Ok(encoded.iter().map(|r| r.as_ref().to_vec()).collect()),
         }
+    }
+
+    /// Snapshot batches of `schema`, `chunk` rows each: the rows `row` gives of `held`, decoded,
+    /// then the columns `extra` makes of the same rows.
+    pub fn batches<T>(
+        &self,
+        schema: &SchemaRef,
+        held: &[T],
+        chunk: usize,
+        row: impl Fn(&T) -> &[u8],
+        extra: impl Fn(&[T]) -> Vec<ArrayRef>,
+    ) -> Result<Vec<RecordBatch>> {
+        held.chunks(chunk.max(1))
+            .map(|part| {
+                let rows: Vec<&[u8]> = part.iter().map(&row).collect();
+                let mut columns = self.decode(&rows)?;
+                columns.extend(extra(part));
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(schema),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(part.len())),
+                )?)
+            })
+            .collect()
     }
 
     /// Columns back from encoded rows, of the codec's types (the row format gives dictionary

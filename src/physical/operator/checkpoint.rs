@@ -251,6 +251,29 @@ pub fn min_watermark(watermarks: impl IntoIterator<Item = i64>, default: i64) ->
     watermarks.into_iter().min().unwrap_or(default)
 }
 
+/// What an operator records in a checkpoint when its rows are all its state but for its inputs'
+/// watermarks (`{"watermarks": [...]}`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct InputWatermarks {
+    /// Each input's watermark.
+    watermarks: Vec<i64>,
+}
+
+impl InputWatermarks {
+    /// The inputs' watermarks now.
+    pub fn of(watermarks: &super::Watermarks<'_>) -> Self {
+        Self {
+            watermarks: watermarks.inputs().to_vec(),
+        }
+    }
+
+    /// Per input of `inputs`, the smallest watermark `metas` (one per restored partition)
+    /// recorded.
+    pub fn restored(metas: &[Self], inputs: usize) -> Vec<i64> {
+        min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), inputs)
+    }
+}
+
 /// Per input, the smallest of the restored partitions' watermarks of that input (a partition
 /// that recorded none counts as [`NO_WATERMARK`]); [`NO_WATERMARK`] with no partitions.
 pub fn min_input_watermarks<'a>(

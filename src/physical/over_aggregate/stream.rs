@@ -9,12 +9,11 @@ use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{HashMap, Result, exec_err};
-use serde::{Deserialize, Serialize};
 
 use super::OverAggregation;
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
+use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
@@ -342,23 +341,16 @@ fn prune(kept: &mut VecDeque<Held>, def: &OverAggregation, watermark: i64, size:
 const DUE: &str = "__due";
 const SEQ: &str = "__seq";
 
-/// What a partition of an OVER aggregation records in a checkpoint besides its rows.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct OverMeta {
-    /// The input's watermark.
-    watermarks: Vec<i64>,
-}
-
 impl Operator for OverStream {
-    type Meta = OverMeta;
+    type Meta = InputWatermarks;
 
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let metas: Vec<OverMeta> = restored.metas("OVER aggregation")?;
-        let inputs = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 1);
+        let metas: Vec<InputWatermarks> = restored.metas("OVER aggregation")?;
+        let inputs = InputWatermarks::restored(&metas, 1);
         // The input's columns come first, so the partition keys read from a snapshot batch.
         let batches = checkpoint.batches_by(restored, |batch| self.keys_of(batch))?;
         let columns = self.nullable.fields().len();
@@ -477,32 +469,23 @@ impl Operator for OverStream {
             .iter()
             .map(|((_, seq), (_, row))| (true, *seq, row.as_ref()));
         let held: Vec<(bool, u64, &[u8])> = kept.chain(pending).collect();
-        let mut batches = Vec::new();
-        for chunk in held.chunks(BATCH_ROWS) {
-            let rows: Vec<&[u8]> = chunk.iter().map(|(_, _, r)| *r).collect();
-            let mut columns = self.rows.decode(&rows)?;
-            columns.push(Arc::new(BooleanArray::from(
-                chunk.iter().map(|(d, _, _)| *d).collect::<Vec<_>>(),
-            )));
-            columns.push(Arc::new(UInt64Array::from_iter_values(
-                chunk.iter().map(|(_, s, _)| *s),
-            )));
-            batches.push(RecordBatch::try_new_with_options(
-                Arc::clone(&schema),
-                columns,
-                &RecordBatchOptions::new().with_row_count(Some(chunk.len())),
-            )?);
-        }
-        let meta = OverMeta {
-            watermarks: watermarks.inputs().to_vec(),
-        };
+        let batches = self.rows.batches(
+            &schema,
+            &held,
+            BATCH_ROWS,
+            |(_, _, r)| r,
+            |part| {
+                let due: BooleanArray = part.iter().map(|(d, _, _)| Some(*d)).collect();
+                let seqs = UInt64Array::from_iter_values(part.iter().map(|(_, s, _)| *s));
+                vec![Arc::new(due) as ArrayRef, Arc::new(seqs)]
+            },
+        )?;
+        let meta = InputWatermarks::of(watermarks);
         checkpoint.snapshot(epoch, &meta, batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> OverMeta {
-        OverMeta {
-            watermarks: watermarks.inputs().to_vec(),
-        }
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> InputWatermarks {
+        InputWatermarks::of(watermarks)
     }
 
     fn state_size(&self) -> StateSize {

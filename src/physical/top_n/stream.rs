@@ -16,13 +16,12 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{HashMap, HashSet, Result, exec_err, plan_err};
-use serde::{Deserialize, Serialize};
 
 use super::TopN;
 use super::ranked::Ranked;
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
+use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
@@ -190,8 +189,11 @@ impl TopNStream {
         }
     }
 
-    /// Drops the keys last written before `oldest` (`table.exec.state.ttl`).
-    fn expire(&mut self, oldest: i64) {
+    /// Drops the keys `table.exec.state.ttl` expired by `now`, if a sweep is due.
+    fn expire(&mut self, now: i64) {
+        let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) else {
+            return;
+        };
         let size = &mut self.size;
         let mut expired = 0;
         self.partitions.retain(|key, ranked| {
@@ -217,9 +219,7 @@ impl TopNStream {
     /// Applies one input batch and emits what it changed in the ranks emitted.
     fn process(&mut self, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
         let now = now_ms();
-        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
-            self.expire(oldest);
-        }
+        self.expire(now);
         let rows = &batch.batch;
         let n = rows.num_rows();
         if n == 0 {
@@ -404,23 +404,16 @@ impl TopNStream {
     }
 }
 
-/// What a partition of a top-N records in a checkpoint besides its rows.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct TopNMeta {
-    /// The input's watermark.
-    watermarks: Vec<i64>,
-}
-
 impl Operator for TopNStream {
-    type Meta = TopNMeta;
+    type Meta = InputWatermarks;
 
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let metas: Vec<TopNMeta> = restored.metas("top-N")?;
-        let inputs = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 1);
+        let metas: Vec<InputWatermarks> = restored.metas("top-N")?;
+        let inputs = InputWatermarks::restored(&metas, 1);
         // The input's columns come first, so the partition keys read from a snapshot batch.
         let batches = checkpoint.batches_by(restored, |batch| self.ranking.keys_of(batch))?;
         let columns = self.nullable.fields().len();
@@ -472,9 +465,7 @@ impl Operator for TopNStream {
     }
 
     fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
-        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
-            self.expire(oldest);
-        }
+        self.expire(now);
         Ok(ctx.watermarks().output())
     }
 
@@ -506,29 +497,24 @@ impl Operator for TopNStream {
             .values()
             .flat_map(|ranked| ranked.iter())
             .collect();
-        let mut batches = Vec::new();
-        for chunk in held.chunks(BATCH_ROWS) {
-            let rows: Vec<&[u8]> = chunk.iter().map(|(_, r)| *r).collect();
-            let mut columns = self.rows.decode(&rows)?;
-            columns.push(Arc::new(UInt64Array::from_iter_values(
-                chunk.iter().map(|(t, _)| *t),
-            )));
-            batches.push(RecordBatch::try_new_with_options(
-                Arc::clone(&schema),
-                columns,
-                &RecordBatchOptions::new().with_row_count(Some(chunk.len())),
-            )?);
-        }
-        let meta = TopNMeta {
-            watermarks: watermarks.inputs().to_vec(),
-        };
+        let batches = self.rows.batches(
+            &schema,
+            &held,
+            BATCH_ROWS,
+            |(_, r)| r,
+            |part| {
+                vec![
+                    Arc::new(UInt64Array::from_iter_values(part.iter().map(|(t, _)| *t)))
+                        as ArrayRef,
+                ]
+            },
+        )?;
+        let meta = InputWatermarks::of(watermarks);
         checkpoint.snapshot(epoch, &meta, batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> TopNMeta {
-        TopNMeta {
-            watermarks: watermarks.inputs().to_vec(),
-        }
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> InputWatermarks {
+        InputWatermarks::of(watermarks)
     }
 
     fn state_size(&self) -> StateSize {

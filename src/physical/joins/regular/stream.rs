@@ -12,14 +12,13 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::joins::utils::JoinFilter;
-use serde::{Deserialize, Serialize};
 
 use super::super::window::{join_keys, typed_join_keys};
 use super::super::{Emit, Gather, JoinOutput, filter_pairs};
 use super::side::{Entry, EntryCodec, SideState};
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{OperatorCheckpoint, Restored, min_input_watermarks};
+use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
@@ -390,23 +389,16 @@ impl Emitter<'_> {
     }
 }
 
-/// What a partition of a regular join records in a checkpoint besides its rows.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct RegularJoinMeta {
-    /// Each input's watermark.
-    watermarks: Vec<i64>,
-}
-
 impl Operator for RegularJoinStream {
-    type Meta = RegularJoinMeta;
+    type Meta = InputWatermarks;
 
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let metas: Vec<RegularJoinMeta> = restored.metas("regular join")?;
-        let inputs = min_input_watermarks(metas.iter().map(|m| m.watermarks.as_slice()), 2);
+        let metas: Vec<InputWatermarks> = restored.metas("regular join")?;
+        let inputs = InputWatermarks::restored(&metas, 2);
         let codec = self.codec.clone();
         let on = self.on.clone();
         let batches = checkpoint.batches_by(restored, |batch| {
@@ -497,16 +489,12 @@ impl Operator for RegularJoinStream {
                 )?);
             }
         }
-        let meta = RegularJoinMeta {
-            watermarks: watermarks.inputs().to_vec(),
-        };
+        let meta = InputWatermarks::of(watermarks);
         checkpoint.snapshot(epoch, &meta, batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> RegularJoinMeta {
-        RegularJoinMeta {
-            watermarks: watermarks.inputs().to_vec(),
-        }
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> InputWatermarks {
+        InputWatermarks::of(watermarks)
     }
 
     fn state_size(&self) -> StateSize {
