@@ -1,0 +1,242 @@
+//! The plan node of an OVER aggregation: what it computes ([`OverAggregation`]), how EXPLAIN
+//! shows it, and the partitions it opens (see the module docs of `over_aggregate`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::window::WindowExpr;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExprRef};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+
+use super::stream::OverStream;
+use crate::physical::message::MessageStream;
+use crate::physical::operator::Driver;
+use crate::physical::streaming::{
+    OperatorState, StreamingExec, data_only, execute_input, time_attributes, window_columns,
+};
+use crate::state::backend::StateBackend;
+use crate::state::rocks::RowCodec;
+
+/// What an OVER aggregation computes (the planner checked its frames).
+#[derive(Debug, Clone)]
+pub struct OverAggregation {
+    /// The aggregates, each with its frame; they share `PARTITION BY` and `ORDER BY`.
+    pub exprs: Vec<Arc<dyn WindowExpr>>,
+    /// `PARTITION BY` (none: one partition).
+    pub partition_by: Vec<PhysicalExprRef>,
+    /// The event time the rows are ordered by (`ORDER BY`, ascending).
+    pub time: PhysicalExprRef,
+    /// The most rows a `ROWS n PRECEDING` frame reaches back.
+    pub keep_rows: usize,
+    /// The longest interval a `RANGE ... PRECEDING` frame reaches back, in milliseconds.
+    pub keep_ms: i64,
+    /// `table.exec.state.ttl`: a key no rows came for this long is dropped (see
+    /// [`crate::state::ttl`]).
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct OverAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    def: OverAggregation,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl OverAggregateExec {
+    /// The OVER aggregation of `input` (partitioned by `def.partition_by`) as `schema`: the
+    /// input's columns, then one per aggregate.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        def: OverAggregation,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let columns = input.schema().fields().len() + def.exprs.len();
+        if schema.fields().len() != columns {
+            return internal_err!(
+                "OverAggregateExec: {columns} output columns, schema has {schema}"
+            );
+        }
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+            EmissionType::Incremental,
+            input.boundedness(),
+        );
+        Ok(Self {
+            input,
+            def,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    fn state_declaration(&self) -> OperatorState {
+        OperatorState {
+            backend: StateBackend::Memory,
+            keys: self
+                .def
+                .partition_by
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            freed: "when the watermark passes a row's time and its frames no longer reach it",
+        }
+    }
+}
+
+impl DisplayAs for OverAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let partition_by: Vec<String> = self
+            .def
+            .partition_by
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        let aggregates: Vec<String> = self
+            .def
+            .exprs
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect();
+        write!(
+            f,
+            "OverAggregateExec: partition_by=[{}], order_by=[{}], aggr=[{}], emit=on watermark, \
+             late=drop, state={}",
+            partition_by.join(", "),
+            self.def.time,
+            aggregates.join(", "),
+            self.state_declaration()
+        )?;
+        crate::state::ttl::fmt_ttl(f, self.def.ttl)
+    }
+}
+
+impl ExecutionPlan for OverAggregateExec {
+    fn name(&self) -> &str {
+        "OverAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&PhysicalExprRef) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let arguments: Vec<PhysicalExprRef> = self
+            .def
+            .exprs
+            .iter()
+            .flat_map(|e| e.expressions())
+            .collect();
+        let all = self
+            .def
+            .partition_by
+            .iter()
+            .chain(std::iter::once(&self.def.time))
+            .chain(arguments.iter());
+        for e in all {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return internal_err!("OverAggregateExec needs exactly one child");
+        };
+        Ok(Arc::new(Self::try_new(
+            input,
+            self.def.clone(),
+            self.schema(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(data_only(
+            self.schema(),
+            self.execute_stream(partition, context)?,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+impl StreamingExec for OverAggregateExec {
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    fn state(&self) -> Option<OperatorState> {
+        Some(self.state_declaration())
+    }
+
+    /// The input's columns come first and keep their event time.
+    fn time_attributes(&self) -> std::collections::HashSet<usize> {
+        time_attributes(&self.input)
+    }
+
+    /// And their window bounds.
+    fn window_columns(
+        &self,
+    ) -> std::collections::HashMap<usize, crate::physical::window_spec::WindowField> {
+        window_columns(&self.input)
+    }
+
+    fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
+        let input = execute_input(&self.input, partition, Arc::clone(&context))?;
+        let schema = self.input.schema();
+        let key_types = self
+            .def
+            .partition_by
+            .iter()
+            .map(|e| e.data_type(&schema))
+            .collect::<Result<Vec<DataType>>>()?;
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let stream = OverStream::new(
+            self.def.clone(),
+            RowCodec::try_new(key_types, "partition keys")?,
+            RowCodec::try_new(types, "the rows of an OVER aggregation")?,
+            &schema,
+            self.schema(),
+        );
+        Driver::open(
+            self,
+            &self.metrics,
+            vec![input],
+            partition,
+            &context,
+            stream,
+        )
+    }
+}
