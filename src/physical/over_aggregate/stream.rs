@@ -148,39 +148,31 @@ impl OverStream {
     fn fire(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<()> {
         let later = self.pending.split_off(&(watermark.saturating_add(1), 0));
         let due = std::mem::replace(&mut self.pending, later);
-        if !due.is_empty() {
-            // Each key's due rows, in time order; keys in the order their first row comes.
-            let mut order: Vec<Box<[u8]>> = Vec::new();
-            let mut by_key: HashMap<Box<[u8]>, Vec<Held>> = HashMap::new();
-            for ((time, seq), (key, row)) in due {
-                self.size.rows -= 1;
-                self.size.bytes -= (key.len() + row.len() + ROW_OVERHEAD).min(self.size.bytes);
-                let held = Held { time, seq, row };
-                match by_key.get_mut(&key) {
-                    Some(rows) => rows.push(held),
-                    None => {
-                        order.push(key.clone());
-                        by_key.insert(key, vec![held]);
+        // Each key's due rows, in time order (the sort is stable and the rows come in time
+        // order), then keys in groups of about BATCH_ROWS rows (kept and due), evaluated together.
+        let mut due: Vec<((i64, u64), KeyedRow)> = due.into_iter().collect();
+        due.sort_by(|(_, (a, _)), (_, (b, _))| a.cmp(b));
+        let mut group: Vec<(Box<[u8]>, Vec<Held>)> = Vec::new();
+        let mut rows = 0;
+        for ((time, seq), (key, row)) in due {
+            self.size.rows -= 1;
+            self.size.bytes -= (key.len() + row.len() + ROW_OVERHEAD).min(self.size.bytes);
+            let held = Held { time, seq, row };
+            match group.last_mut() {
+                Some((last, held_rows)) if *last == key => held_rows.push(held),
+                _ => {
+                    if rows >= BATCH_ROWS {
+                        self.evaluate(std::mem::take(&mut group), watermark, ctx)?;
+                        rows = 0;
                     }
+                    rows += self.kept.get(key.as_ref()).map_or(0, |k| k.rows.len());
+                    group.push((key, vec![held]));
                 }
             }
-            // Keys in groups of about BATCH_ROWS rows (kept and due), evaluated together.
-            let mut group: Vec<(Box<[u8]>, Vec<Held>)> = Vec::new();
-            let mut rows = 0;
-            for key in order {
-                let Some(held) = by_key.remove(&key) else {
-                    continue;
-                };
-                rows += held.len() + self.kept.get(key.as_ref()).map_or(0, |k| k.rows.len());
-                group.push((key, held));
-                if rows >= BATCH_ROWS {
-                    self.evaluate(std::mem::take(&mut group), watermark, ctx)?;
-                    rows = 0;
-                }
-            }
-            if !group.is_empty() {
-                self.evaluate(group, watermark, ctx)?;
-            }
+            rows += 1;
+        }
+        if !group.is_empty() {
+            self.evaluate(group, watermark, ctx)?;
         }
         self.sweep(watermark);
         self.expire(now_ms());
