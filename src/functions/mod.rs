@@ -4,9 +4,11 @@
 //! - [`to_char`]: `to_char` with PostgreSQL's templates, `DATE_FORMAT` with Java's (Flink);
 //!   chrono `%` patterns still work as in DataFusion.
 //! - [`proctime`]: Flink's `PROCTIME()`, a processing-time attribute.
+//! - [`system_time`]: the marker of a temporal join (`FOR SYSTEM_TIME AS OF`).
 //! - [`template`]: the two template languages, compiled into one formatter.
 
 pub mod proctime;
+pub mod system_time;
 pub mod template;
 pub mod to_char;
 
@@ -17,4 +19,5 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(to_char::to_char());
     ctx.register_udf(to_char::date_format());
     ctx.register_udf(proctime::proctime());
+    ctx.register_udf(system_time::system_time_as_of());
 }

@@ -83,6 +83,7 @@ pub(crate) fn downcast_streaming(plan: &dyn ExecutionPlan) -> Option<&dyn Stream
         joins::WindowJoinExec,
         joins::IntervalJoinExec,
         joins::RegularJoinExec,
+        joins::TemporalJoinExec,
         union::StreamUnionExec,
         top_n::TopNExec,
         over_aggregate::OverAggregateExec,

@@ -9,7 +9,8 @@
 //!    too deep to plan (SQLSTATE 54001) instead of overflowing the stack.
 //! 2. [`window_syntax`]: `TABLE t` arguments and group windows (`GROUP BY TUMBLE(ts, ...)`)
 //!    become window table functions; [`flink_functions`] maps Flink function spellings
-//!    (`MOD(a, b)`) to DataFusion's.
+//!    (`MOD(a, b)`) to DataFusion's; [`temporal_syntax`]: `FOR SYSTEM_TIME AS OF` becomes a
+//!    marker in the join's ON condition, which [`streaming_rule`] plans as a temporal join.
 //! 3. [`window_tvf`]: a DataFusion `RelationPlanner` turning `TUMBLE/HOP/SESSION(...)` in FROM
 //!    into a [`window_assign_node::WindowAssignNode`].
 //! 4. [`window_aggregate_rule`]: an optimizer rule turning `GROUP BY window_start, window_end`
@@ -35,6 +36,7 @@ pub mod over_aggregate;
 pub mod script;
 pub mod statement;
 pub mod streaming_rule;
+pub mod temporal_syntax;
 pub mod timestamp_literals;
 pub mod top_n;
 pub mod updating_aggregate_node;

@@ -5,6 +5,7 @@
 //! `DESCRIBE` of a connector table) are handled here; everything else goes to DataFusion after the window rewriters, so
 //! batch SQL behaves exactly as DataFusion's.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use super::complexity::check_statement;
 use super::ddl::{parse_create_table, resolve};
 use super::flink_functions::rewrite_flink_functions;
+use super::temporal_syntax::{prepare_temporal_syntax, rewrite_temporal_joins};
 use super::window_syntax::{prepare_window_syntax, rewrite_group_windows};
 use crate::catalog::table_definition::ColumnKind;
 use crate::config::{PlannedRuntimeMode, PlannedStateTtl, SabotConfig, Setting};
@@ -133,10 +135,15 @@ pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<Dat
     let state = ctx.state();
     let statements = {
         let prepared = prepare_window_syntax(sql)?;
+        let temporal = match prepare_temporal_syntax(&prepared)? {
+            Cow::Owned(rewritten) => Some(rewritten),
+            Cow::Borrowed(_) => None,
+        };
+        let text: &str = temporal.as_deref().unwrap_or(&prepared);
         let dialect = state.config().options().sql_parser.dialect;
         let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect)
             .unwrap_or_else(|| Box::new(GenericDialect {}));
-        DFParserBuilder::new(prepared.as_ref())
+        DFParserBuilder::new(text)
             .with_dialect(dialect.as_ref())
             .build()?
             .parse_statements()?
@@ -157,6 +164,7 @@ pub async fn plan_with_datafusion(ctx: &SessionContext, sql: &str) -> Result<Dat
         return plan_err!("no statement");
     };
     rewrite_statement(&mut statement)?;
+    rewrite_temporal_joins(ctx, &mut statement).await?;
     let plan = state.statement_to_plan(statement).await?;
     ctx.execute_logical_plan(plan).await
 }

@@ -31,14 +31,17 @@ use std::time::Duration;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{JoinType, NullEquality};
+use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_expr::Partitioning;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{ScalarFunctionExpr, conjunction_opt, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec};
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -47,10 +50,13 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use super::exchanges::{partition_by, without_round_robin};
 use crate::config::{PlannedRuntimeMode, PlannedStateTtl, RuntimeMode};
+use crate::functions::system_time::is_marker;
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
-use crate::physical::joins::{IntervalJoinExec, JoinParts, RegularJoinExec, WindowJoinExec};
+use crate::physical::joins::{
+    IntervalJoinExec, JoinParts, RegularJoinExec, TemporalJoinExec, WindowJoinExec,
+};
 use crate::physical::projection::StreamProjectionExec;
 use crate::physical::sink::StreamSinkExec;
 use crate::physical::streaming::{
@@ -114,6 +120,7 @@ fn to_streaming(
     if let Some(top) = super::top_n::top_n(&node, partitions, streaming, ttl)? {
         return Ok(Transformed::yes(top));
     }
+    check_keyless_temporal_join(&node)?;
     if is_streaming(&node) || !node.children().iter().any(|c| is_streaming(c)) {
         return Ok(Transformed::no(node));
     }
@@ -277,6 +284,11 @@ fn stream_join(
         join.on.iter().map(|(_, r)| Arc::clone(r)).collect(),
         partitions,
     )?;
+    if let Some(temporal) =
+        TemporalJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))?
+    {
+        return Ok(Some(Arc::new(temporal)));
+    }
     if let Some(window) = WindowJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))? {
         return Ok(Some(Arc::new(window)));
     }
@@ -338,6 +350,16 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
             );
         }
     };
+    if let Some(probe) = join.filter().and_then(system_time_probe)
+        && (probe == JoinSide::Left) != stream_is_left
+    {
+        return plan_err!(
+            "this temporal join (FOR SYSTEM_TIME AS OF) looks up a stream's versions for the \
+             rows of a bounded table; the probe side (whose time column FOR SYSTEM_TIME AS OF \
+             names) must be the stream, and the versioned table a changelog or a table with a \
+             WATERMARK, or a bounded table (a lookup join)"
+        );
+    }
     let on = join
         .on()
         .iter()
@@ -359,12 +381,60 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
         Arc::clone(table),
         stream_is_left,
         on,
-        join.filter().cloned(),
+        without_system_time(join.filter()),
         kind,
         *join.join_type(),
         join.projection.as_ref().map(|p| p.to_vec()),
         join.schema(),
     )?)))
+}
+
+/// A join filter without the `FOR SYSTEM_TIME AS OF` marker: a stream joined with a bounded
+/// table AS OF its rows' time is a lookup join, which the broadcast join is (the table has
+/// one version, the one read at the start).
+fn without_system_time(filter: Option<&JoinFilter>) -> Option<JoinFilter> {
+    let filter = filter?;
+    let conjuncts = split_conjunction(filter.expression());
+    if !conjuncts.iter().any(|c| is_marker(c)) {
+        return Some(filter.clone());
+    }
+    let rest = conjuncts.into_iter().filter(|c| !is_marker(c)).cloned();
+    conjunction_opt(rest).map(|expression| {
+        JoinFilter::new(
+            expression,
+            filter.column_indices().to_vec(),
+            Arc::clone(filter.schema()),
+        )
+    })
+}
+
+/// The side of the probe (its time column) of a join filter carrying the
+/// `FOR SYSTEM_TIME AS OF` marker.
+fn system_time_probe(filter: &JoinFilter) -> Option<JoinSide> {
+    let conjuncts = split_conjunction(filter.expression());
+    let marker = conjuncts.iter().find(|c| is_marker(c))?;
+    let call = marker.downcast_ref::<ScalarFunctionExpr>()?;
+    let column = call.args().first()?.downcast_ref::<Column>()?;
+    Some(filter.column_indices().get(column.index())?.side)
+}
+
+/// Refuses a `FOR SYSTEM_TIME AS OF` join DataFusion planned without join keys.
+fn check_keyless_temporal_join(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() else {
+        return Ok(());
+    };
+    let marked = join.filter().is_some_and(|f| {
+        split_conjunction(f.expression())
+            .iter()
+            .any(|c| is_marker(c))
+    });
+    if marked {
+        return plan_err!(
+            "a temporal join (FOR SYSTEM_TIME AS OF) needs an equality on the versioned \
+             table's primary key in its ON condition, as in Flink"
+        );
+    }
+    Ok(())
 }
 
 /// Step 2 of the module docs: reports the deepest operator that cannot run on its unbounded

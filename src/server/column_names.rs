@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::planner::complexity::check_statement;
+use crate::planner::temporal_syntax::prepare_temporal_syntax;
 use crate::planner::window_syntax::prepare_window_syntax;
 
 /// What PostgreSQL would name the result columns of `sql`, one entry per output column:
@@ -23,6 +24,7 @@ use crate::planner::window_syntax::prepare_window_syntax;
 /// number of output columns).
 pub fn postgres_names(sql: &str, columns: usize) -> Option<Vec<Option<String>>> {
     let sql = prepare_window_syntax(sql).ok()?;
+    let sql = prepare_temporal_syntax(&sql).ok()?;
     let statement = Parser::parse_sql(&GenericDialect {}, &sql).ok()?.pop()?;
     let Statement::Query(query) = check_statement(statement).ok()? else {
         return None;

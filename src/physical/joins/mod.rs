@@ -8,6 +8,8 @@
 //! - [`IntervalJoinExec`]: `l.ts BETWEEN r.ts - a AND r.ts + b` plus keys. Each side keeps its
 //!   rows, indexed by key, only until the other side's watermark proves that no partner can
 //!   come; unmatched rows of an outer side are emitted then.
+//! - [`TemporalJoinExec`]: `FOR SYSTEM_TIME AS OF probe.ts`: each probe row, once the
+//!   watermarks pass it, meets the version its key had at its time in a versioned table.
 //! - [`RegularJoinExec`]: keys only (and any filter). Each side keeps its rows until they are
 //!   taken back; the output is a changelog when an outer side's padding changes or an input
 //!   retracts.
@@ -24,6 +26,7 @@
 pub mod interval;
 pub mod regular;
 mod state;
+pub mod temporal;
 pub mod window;
 mod window_rows;
 
@@ -43,6 +46,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProp
 
 pub use interval::IntervalJoinExec;
 pub use regular::RegularJoinExec;
+pub use temporal::TemporalJoinExec;
 pub use window::WindowJoinExec;
 
 /// What a stream-stream join takes over from the DataFusion join it replaces (a `HashJoinExec`,

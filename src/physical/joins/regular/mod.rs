@@ -23,7 +23,7 @@
 //! - `stream`: one partition: matching, emitting, snapshots and restore.
 //! - here: the plan node.
 
-mod side;
+pub(super) mod side;
 mod stream;
 
 use std::fmt;

@@ -122,19 +122,25 @@ impl SideState {
     }
 }
 
-/// Encodes and decodes the entries of both sides (see the module docs).
+/// Encodes and decodes the entries of both sides (see the module docs). The temporal join
+/// stores its rows the same way, with its own names for the two numbers.
 #[derive(Debug, Clone)]
-pub(super) struct EntryCodec {
+pub(in crate::physical::joins) struct EntryCodec {
     schema: SchemaRef,
     inputs: [SchemaRef; 2],
 }
 
 impl EntryCodec {
     pub fn new(inputs: [SchemaRef; 2]) -> Self {
+        Self::with_numbers(inputs, ["__count", "__matches"])
+    }
+
+    /// A codec whose two numbers per row are named `numbers`.
+    pub fn with_numbers(inputs: [SchemaRef; 2], numbers: [&str; 2]) -> Self {
         let mut fields = vec![
             Field::new("__side", DataType::UInt8, false),
-            Field::new("__count", DataType::UInt64, false),
-            Field::new("__matches", DataType::UInt64, false),
+            Field::new(numbers[0], DataType::UInt64, false),
+            Field::new(numbers[1], DataType::UInt64, false),
         ];
         for (side, schema) in inputs.iter().enumerate() {
             let prefix = if side == 0 { "l" } else { "r" };

@@ -1,0 +1,437 @@
+//! One partition of a temporal join, run by the operator
+//! [`Driver`](crate::physical::operator::Driver): versioned rows go into the
+//! [`VersionedTable`], probe rows wait until the watermark passes their time, then each meets
+//! the version of its key valid at its time (see the module docs of `temporal`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int8Array, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{Result, exec_err};
+use datafusion::physical_expr::PhysicalExprRef;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+
+use super::super::regular::side::EntryCodec;
+use super::super::window::{join_keys, typed_join_keys};
+use super::super::{Gather, JoinOutput, filter_pairs};
+use super::versions::VersionedTable;
+use crate::changelog::{RowKind, kind_at};
+use crate::physical::event_time::to_millis;
+use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
+use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
+use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::rocks::RowCodec;
+
+/// Output rows per batch, and rows per snapshot batch.
+const BATCH_ROWS: usize = 8192;
+
+/// Bytes a waiting probe row costs besides its row and key.
+const WAITING_OVERHEAD: usize = 48;
+
+/// The snapshot's names for its two numbers per row: a probe row's arrival number and kind; a
+/// version's kind (`+I` a row, `-D` a deletion).
+pub(super) const SNAPSHOT_NUMBERS: [&str; 2] = ["__arrival", "__kind"];
+
+/// A probe row waiting for the watermark.
+#[derive(Debug)]
+struct Waiting {
+    /// Its join key (`None`: a NULL key, which matches nothing).
+    key: Option<Box<[u8]>>,
+    row: Box<[u8]>,
+    kind: RowKind,
+}
+
+/// One partition of a temporal join.
+pub(super) struct TemporalJoinStream {
+    /// The input index of the probe side (the other is the versioned side).
+    pub(super) probe: usize,
+    /// A LEFT join: a probe row without a version comes padded with NULLs.
+    pub(super) outer: bool,
+    pub(super) output: JoinOutput,
+    pub(super) on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    /// The join filter without the `FOR SYSTEM_TIME AS OF` marker.
+    pub(super) filter: Option<JoinFilter>,
+    /// Per input, its time column.
+    pub(super) times: [usize; 2],
+    pub(super) key_types: Vec<DataType>,
+    pub(super) keys: RowCodec,
+    /// Per input, its rows' row format and its schema with every column nullable.
+    pub(super) rows: [RowCodec; 2],
+    pub(super) nullable: [SchemaRef; 2],
+    pub(super) codec: EntryCodec,
+    /// The probe side's rows come with kinds (a changelog), which the output keeps.
+    pub(super) changes: bool,
+    pub(super) table: VersionedTable,
+    /// Probe rows by (time, arrival).
+    pending: BTreeMap<(i64, u64), Waiting>,
+    pending_bytes: usize,
+    arrived: u64,
+}
+
+impl TemporalJoinStream {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        probe: usize,
+        outer: bool,
+        output: JoinOutput,
+        on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+        filter: Option<JoinFilter>,
+        times: [usize; 2],
+        key_types: Vec<DataType>,
+        changes: bool,
+    ) -> Result<Self> {
+        let inputs = output.inputs.clone();
+        let row_format = |schema: &SchemaRef| {
+            let types = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            RowCodec::try_new(types, "the rows of a temporal join")
+        };
+        let nullable = |schema: &SchemaRef| -> SchemaRef {
+            Arc::new(datafusion::arrow::datatypes::Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        Ok(Self {
+            probe,
+            outer,
+            on,
+            filter,
+            times,
+            keys: RowCodec::try_new(key_types.clone(), "temporal join keys")?,
+            key_types,
+            rows: [row_format(&inputs[0])?, row_format(&inputs[1])?],
+            nullable: [nullable(&inputs[0]), nullable(&inputs[1])],
+            codec: EntryCodec::with_numbers(inputs, SNAPSHOT_NUMBERS),
+            output,
+            changes,
+            table: VersionedTable::default(),
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            arrived: 0,
+        })
+    }
+
+    /// The join keys of `rows` (of input `side`) in the key row format, `None` for a row whose
+    /// key has a NULL (it matches nothing).
+    fn keys_of(&self, side: usize, rows: &RecordBatch) -> Result<Vec<Option<Box<[u8]>>>> {
+        let keys = typed_join_keys(&self.on, side, rows, &self.key_types)?;
+        let encoded = self.keys.convert(&keys)?;
+        Ok((0..rows.num_rows())
+            .map(|i| {
+                keys.iter().all(|k| k.is_valid(i)).then(|| {
+                    encoded
+                        .as_ref()
+                        .map_or_else(|| Box::from(&[][..]), |e| e.row(i).data().into())
+                })
+            })
+            .collect())
+    }
+
+    /// Each row's event time (ms) in column `times[side]`.
+    fn times_of(
+        &self,
+        side: usize,
+        rows: &RecordBatch,
+    ) -> Result<datafusion::arrow::array::Int64Array> {
+        to_millis(rows.column(self.times[side]))
+    }
+
+    fn wait(&mut self, time: i64, key: Option<Box<[u8]>>, row: Box<[u8]>, kind: RowKind) {
+        self.pending_bytes += row.len() + key.as_ref().map_or(0, |k| k.len()) + WAITING_OVERHEAD;
+        self.pending
+            .insert((time, self.arrived), Waiting { key, row, kind });
+        self.arrived += 1;
+    }
+
+    /// Probe rows wait; versioned rows become versions (`-U` is skipped: the `+U` after it
+    /// is the new version).
+    fn process(&mut self, side: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        let rows = &batch.batch;
+        let n = rows.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let times = self.times_of(side, rows)?;
+        let keys = self.keys_of(side, rows)?;
+        let Some(encoded) = self.rows[side].convert(rows.columns())? else {
+            return exec_err!("a temporal join input without columns");
+        };
+        let mut null_time = 0;
+        let mut earliest = i64::MAX;
+        for (i, key) in keys.into_iter().enumerate() {
+            let kind = kind_at(batch.kinds.as_deref(), i)?;
+            if times.is_null(i) {
+                null_time += 1;
+                continue;
+            }
+            let time = times.value(i);
+            let row: Box<[u8]> = encoded.row(i).as_ref().into();
+            if side == self.probe {
+                earliest = earliest.min(time);
+                self.wait(time, key, row, kind);
+            } else if let Some(key) = key {
+                match kind {
+                    RowKind::Insert | RowKind::UpdateAfter => {
+                        self.table.put(&key, time, &row, false)
+                    }
+                    RowKind::Delete => self.table.put(&key, time, &row, true),
+                    RowKind::UpdateBefore => {}
+                }
+            }
+        }
+        ctx.null_time(null_time);
+        // Probe rows the watermark already passed come out now (Flink joins them at the next
+        // watermark, with the same versions).
+        let watermark = ctx.watermark();
+        if earliest <= watermark {
+            self.fire(watermark, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Joins the probe rows at or before `watermark` with their versions, in arrival order,
+    /// then prunes the versions no later probe row reaches.
+    fn fire(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<()> {
+        let due = if watermark == END_OF_TIME {
+            std::mem::take(&mut self.pending)
+        } else {
+            let later = self.pending.split_off(&(watermark.saturating_add(1), 0));
+            std::mem::replace(&mut self.pending, later)
+        };
+        let mut due: Vec<((i64, u64), Waiting)> = due.into_iter().collect();
+        due.sort_by_key(|((_, arrival), _)| *arrival);
+        for chunk in due.chunks(BATCH_ROWS) {
+            self.join(chunk, ctx)?;
+        }
+        for ((_, _), w) in &due {
+            self.pending_bytes = self.pending_bytes.saturating_sub(
+                w.row.len() + w.key.as_ref().map_or(0, |k| k.len()) + WAITING_OVERHEAD,
+            );
+        }
+        self.table.prune(watermark);
+        Ok(())
+    }
+
+    /// Emits the output rows of due probe rows `chunk`.
+    fn join(&self, chunk: &[((i64, u64), Waiting)], ctx: &mut Context<'_>) -> Result<()> {
+        let probe = self.probe;
+        let build = 1 - probe;
+        let probe_rows = decode(
+            &self.rows[probe],
+            &self.nullable[probe],
+            chunk.iter().map(|(_, w)| &*w.row),
+        )?;
+        // Each probe row's version, by index into the versions' batch.
+        let mut versions: Vec<&[u8]> = Vec::new();
+        let mut version_of: Vec<Option<u32>> = Vec::with_capacity(chunk.len());
+        for ((time, _), w) in chunk {
+            let found = w.key.as_ref().and_then(|k| self.table.as_of(k, *time));
+            version_of.push(found.map(|row| {
+                versions.push(row);
+                (versions.len() - 1) as u32
+            }));
+        }
+        let version_rows = decode(&self.rows[build], &self.nullable[build], versions)?;
+        // The rest of the ON condition, over the probe rows that found a version.
+        if let Some(filter) = &self.filter {
+            let matched: Vec<u32> = (0..chunk.len() as u32)
+                .filter(|&i| version_of[i as usize].is_some())
+                .collect();
+            if !matched.is_empty() {
+                let probe_idx = UInt32Array::from(matched.clone());
+                let build_idx: UInt32Array =
+                    matched.iter().map(|&i| version_of[i as usize]).collect();
+                let a = Gather::Batch(&probe_rows, &probe_idx);
+                let b = Gather::Batch(&version_rows, &build_idx);
+                let (l, r) = if probe == 0 { (&a, &b) } else { (&b, &a) };
+                let keep = filter_pairs(filter, &self.output.inputs, l, r)?;
+                for (k, &i) in matched.iter().enumerate() {
+                    if !keep.value(k) {
+                        version_of[i as usize] = None;
+                    }
+                }
+            }
+        }
+        let out: Vec<u32> = (0..chunk.len() as u32)
+            .filter(|&i| self.outer || version_of[i as usize].is_some())
+            .collect();
+        if out.is_empty() {
+            return Ok(());
+        }
+        let probe_idx = UInt32Array::from(out.clone());
+        let build_idx: UInt32Array = out.iter().map(|&i| version_of[i as usize]).collect();
+        let a = Gather::Batch(&probe_rows, &probe_idx);
+        let b = if version_rows.num_rows() == 0 {
+            Gather::Nulls(out.len())
+        } else {
+            Gather::Batch(&version_rows, &build_idx)
+        };
+        let batch = if probe == 0 {
+            self.output.batch(a, b)?
+        } else {
+            self.output.batch(b, a)?
+        };
+        if self.changes {
+            let kinds: Int8Array = out
+                .iter()
+                .map(|&i| Some(chunk[i as usize].1.kind as i8))
+                .collect();
+            ctx.emit_changes(batch, kinds);
+        } else {
+            ctx.emit(batch);
+        }
+        Ok(())
+    }
+}
+
+/// Rows stored in `codec`'s row format as a batch of `schema` (every column nullable).
+fn decode<'a>(
+    codec: &RowCodec,
+    schema: &SchemaRef,
+    rows: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<RecordBatch> {
+    let rows: Vec<&[u8]> = rows.into_iter().collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        codec.decode(&rows)?,
+        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )?)
+}
+
+impl Operator for TemporalJoinStream {
+    type Meta = InputWatermarks;
+
+    fn restore(
+        &mut self,
+        checkpoint: &OperatorCheckpoint,
+        restored: &Restored<'_>,
+    ) -> Result<RestoredWatermarks> {
+        let metas: Vec<InputWatermarks> = restored.metas("temporal join")?;
+        let inputs = InputWatermarks::restored(&metas, 2);
+        let codec = self.codec.clone();
+        let on = self.on.clone();
+        let batches = checkpoint.batches_by(restored, |batch| {
+            let side = codec.side_of(batch)?;
+            let (rows, _, _) = codec.decode(batch, side)?;
+            join_keys(&on, side, &rows)
+        })?;
+        // Probe rows from every old task, numbered again in their old order (each old task
+        // numbered its own; a key's rows all come from one).
+        let mut waiting: Vec<(u64, i64, Option<Box<[u8]>>, Box<[u8]>, RowKind)> = Vec::new();
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let side = self.codec.side_of(&batch)?;
+            let (rows, arrivals, kinds) = self.codec.decode(&batch, side)?;
+            let times = self.times_of(side, &rows)?;
+            let keys = self.keys_of(side, &rows)?;
+            let Some(encoded) = self.rows[side].convert(rows.columns())? else {
+                return exec_err!("a temporal join input without columns");
+            };
+            for (i, key) in keys.into_iter().enumerate() {
+                if times.is_null(i) {
+                    return exec_err!("a temporal join snapshot holds a row without a time");
+                }
+                let kind = u8::try_from(kinds[i])
+                    .ok()
+                    .and_then(|k| RowKind::of(k as i8));
+                let Some(kind) = kind else {
+                    return exec_err!("a temporal join snapshot holds a row of kind {}", kinds[i]);
+                };
+                let row: Box<[u8]> = encoded.row(i).as_ref().into();
+                if side == self.probe {
+                    waiting.push((arrivals[i], times.value(i), key, row, kind));
+                } else if let Some(key) = key {
+                    self.table
+                        .put(&key, times.value(i), &row, kind == RowKind::Delete);
+                }
+            }
+        }
+        waiting.sort_by_key(|w| w.0);
+        for (_, time, key, row, kind) in waiting {
+            self.wait(time, key, row, kind);
+        }
+        let output = inputs.iter().copied().min().unwrap_or(NO_WATERMARK);
+        Ok(RestoredWatermarks { inputs, output })
+    }
+
+    fn on_data(&mut self, input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        self.process(input, batch, ctx)
+    }
+
+    /// The probe rows the watermark of both inputs passed come out; then the output carries
+    /// that watermark (the probe side's time column keeps its meaning).
+    async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        let watermark = ctx.watermark();
+        self.fire(watermark, ctx)?;
+        Ok(watermark)
+    }
+
+    /// Probe rows still waiting will come out behind the watermark they wait for.
+    fn may_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn snapshot(
+        &mut self,
+        epoch: u64,
+        watermarks: &Watermarks<'_>,
+        checkpoint: &OperatorCheckpoint,
+    ) -> Result<()> {
+        let mut batches = Vec::new();
+        let waiting: Vec<(&[u8], u64, u64)> = self
+            .pending
+            .iter()
+            .map(|((_, arrival), w)| (&*w.row, *arrival, w.kind as u64))
+            .collect();
+        let versions: Vec<(&[u8], u64, u64)> = self
+            .table
+            .iter()
+            .map(|(_, _, v)| {
+                let kind = if v.deleted {
+                    RowKind::Delete
+                } else {
+                    RowKind::Insert
+                };
+                (&*v.row, 0, kind as u64)
+            })
+            .collect();
+        for (side, held) in [(self.probe, waiting), (1 - self.probe, versions)] {
+            for chunk in held.chunks(BATCH_ROWS) {
+                let rows = decode(
+                    &self.rows[side],
+                    &self.nullable[side],
+                    chunk.iter().map(|h| h.0),
+                )?;
+                batches.push(self.codec.encode(
+                    side,
+                    &rows,
+                    chunk.iter().map(|h| h.1).collect(),
+                    chunk.iter().map(|h| h.2).collect(),
+                )?);
+            }
+        }
+        checkpoint.snapshot(epoch, &InputWatermarks::of(watermarks), batches)
+    }
+
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> InputWatermarks {
+        InputWatermarks::of(watermarks)
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.pending.len() + self.table.versions,
+            bytes: self.pending_bytes + self.table.bytes,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The versioned table of a temporal join partition: per join key, the rows of the versioned
+//! side by their event time, each a version valid from its time until the next one.
+//!
+//! A version is a row (`+I`, `+U`) or a deletion (`-D`: from its time on the key has no row).
+//! A version at a time already held replaces it, as a later write of the same key and time
+//! does in Flink. Once the watermark passes a time, no probe row before it can still come, so
+//! of the versions at or before the watermark only the latest is needed (and not even that one
+//! when it is a deletion): [`VersionedTable::prune`] drops the others.
+
+use std::collections::BTreeMap;
+
+use datafusion::common::HashMap;
+
+/// Bytes a version costs besides its row.
+const VERSION_OVERHEAD: usize = 48;
+
+/// One version of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Version {
+    /// The row, in the versioned side's row format (a deletion keeps the deleted row, whose
+    /// key routes it when a checkpoint is restored at another parallelism).
+    pub row: Box<[u8]>,
+    pub deleted: bool,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(super) struct VersionedTable {
+    by_key: HashMap<Box<[u8]>, BTreeMap<i64, Version>>,
+    /// The keys to prune once the watermark reaches a time (a key per version put).
+    prune_at: BTreeMap<i64, Vec<Box<[u8]>>>,
+    /// Versions held.
+    pub versions: usize,
+    /// Bytes held.
+    pub bytes: usize,
+}
+
+impl VersionedTable {
+    /// Puts the version of `key` valid from `time`.
+    pub fn put(&mut self, key: &[u8], time: i64, row: &[u8], deleted: bool) {
+        let versions = match self.by_key.get_mut(key) {
+            Some(v) => v,
+            None => {
+                self.bytes += key.len() + VERSION_OVERHEAD;
+                self.by_key.entry(key.into()).or_default()
+            }
+        };
+        let version = Version {
+            row: row.into(),
+            deleted,
+        };
+        self.bytes += row.len() + VERSION_OVERHEAD;
+        match versions.insert(time, version) {
+            Some(old) => self.bytes = self.bytes.saturating_sub(old.row.len() + VERSION_OVERHEAD),
+            None => self.versions += 1,
+        }
+        self.prune_at.entry(time).or_default().push(key.into());
+    }
+
+    /// The row of `key` valid at `time`: its latest version at or before `time`, unless that
+    /// is a deletion.
+    pub fn as_of(&self, key: &[u8], time: i64) -> Option<&[u8]> {
+        let (_, version) = self.by_key.get(key)?.range(..=time).next_back()?;
+        (!version.deleted).then_some(&*version.row)
+    }
+
+    /// Drops the versions no probe row after `watermark` can reach (see the module docs);
+    /// returns how many.
+    pub fn prune(&mut self, watermark: i64) -> usize {
+        let later = match watermark.checked_add(1) {
+            Some(next) => self.prune_at.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let due = std::mem::replace(&mut self.prune_at, later);
+        let before = self.versions;
+        for key in due.into_values().flatten() {
+            let Some(versions) = self.by_key.get_mut(&key) else {
+                continue;
+            };
+            // The latest version at or before the watermark stays, unless it is a deletion.
+            let Some((latest, deleted)) = versions
+                .range(..=watermark)
+                .next_back()
+                .map(|(&t, v)| (t, v.deleted))
+            else {
+                continue;
+            };
+            let keep_from = if deleted {
+                latest.saturating_add(1)
+            } else {
+                latest
+            };
+            let kept = versions.split_off(&keep_from);
+            let dropped = std::mem::replace(versions, kept);
+            for v in dropped.values() {
+                self.bytes = self.bytes.saturating_sub(v.row.len() + VERSION_OVERHEAD);
+            }
+            self.versions -= dropped.len();
+            if versions.is_empty() {
+                self.by_key.remove(&key);
+                self.bytes = self.bytes.saturating_sub(key.len() + VERSION_OVERHEAD);
+            }
+        }
+        before - self.versions
+    }
+
+    /// Every version: key, time and version.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], i64, &Version)> {
+        self.by_key
+            .iter()
+            .flat_map(|(k, versions)| versions.iter().map(move |(t, v)| (&**k, *t, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    /// Flink's example: versions 1 (+I), 4 (+U), 7 (+U), 9 (-D), 12 (+I). A probe at 6 sees
+    /// version 4; at 10 the deletion at 9, so nothing; before 1 nothing; at 12 version 12.
+    #[test]
+    fn a_probe_sees_the_latest_version_at_or_before_its_time() {
+        let mut t = VersionedTable::default();
+        for (time, v, deleted) in [(1, "a", false), (4, "b", false), (7, "c", false)] {
+            t.put(b"k", time, &row(v), deleted);
+        }
+        t.put(b"k", 9, &row("c"), true);
+        t.put(b"k", 12, &row("d"), false);
+        assert_eq!(t.as_of(b"k", 6), Some(&b"b"[..]));
+        assert_eq!(t.as_of(b"k", 4), Some(&b"b"[..]));
+        assert_eq!(t.as_of(b"k", 10), None);
+        assert_eq!(t.as_of(b"k", 0), None);
+        assert_eq!(t.as_of(b"k", 12), Some(&b"d"[..]));
+        assert_eq!(t.as_of(b"other", 12), None);
+        assert_eq!(t.versions, 5);
+        // The same time again replaces the version.
+        t.put(b"k", 4, &row("B"), false);
+        assert_eq!(t.as_of(b"k", 5), Some(&b"B"[..]));
+        assert_eq!(t.versions, 5);
+    }
+
+    /// Pruning keeps the latest version at or before the watermark and every later one; a
+    /// deletion as that latest version goes too, and with it a key left without versions.
+    #[test]
+    fn pruning_keeps_what_later_probes_can_reach() {
+        let mut t = VersionedTable::default();
+        t.put(b"k", 1, &row("a"), false);
+        t.put(b"k", 4, &row("b"), false);
+        t.put(b"k", 7, &row("c"), false);
+        assert_eq!(t.prune(5), 1);
+        assert_eq!(t.as_of(b"k", 5), Some(&b"b"[..]));
+        assert_eq!(t.as_of(b"k", 3), None, "version 1 is gone");
+        assert_eq!(t.as_of(b"k", 8), Some(&b"c"[..]));
+        // A later watermark keeps version 7 alone, and keeps it.
+        assert_eq!(t.prune(100), 1);
+        assert_eq!(t.prune(200), 0);
+        assert_eq!(t.as_of(b"k", 300), Some(&b"c"[..]));
+        // A deletion passed by the watermark leaves nothing.
+        t.put(b"k", 300, &row("c"), true);
+        assert_eq!(t.prune(300), 2);
+        assert_eq!((t.versions, t.by_key.len()), (0, 0));
+        assert_eq!(t.bytes, 0, "every byte counted in is counted out");
+        // A late version older than the kept one is dropped at the next watermark.
+        t.put(b"j", 50, &row("x"), false);
+        t.prune(60);
+        t.put(b"j", 40, &row("old"), false);
+        assert_eq!(t.prune(60), 1);
+        assert_eq!(t.as_of(b"j", 45), None);
+        assert_eq!(t.as_of(b"j", 55), Some(&b"x"[..]));
+    }
+}
