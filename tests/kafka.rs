@@ -525,6 +525,80 @@ async fn idle_partition_is_released() -> Result<()> {
     Ok(())
 }
 
+/// A temporal join whose versioned topic stopped changing: once its idle timeout passes, the
+/// orders' watermark alone releases the orders, each with the rate of its time (without it,
+/// the rates' watermark, stuck at their last version, would hold every later order back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_join_with_an_idle_versioned_topic() -> Result<()> {
+    let mock = cluster(1);
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("rates", 1, 1).unwrap();
+    mock.create_topic("orders", 1, 1).unwrap();
+    let rate = |rate: i64, at: i64| Record {
+        partition: 0,
+        key: None,
+        value: format!(
+            r#"{{"currency": "EUR", "rate": {rate}, "ts_ms": {}}}"#,
+            BASE_MS + at
+        ),
+        ts: BASE_MS + at,
+    };
+    produce(&servers, "rates", &[rate(2, 0), rate(4, 2000)]);
+    let orders: Vec<Record> = (0..20i64)
+        .map(|i| Record {
+            partition: 0,
+            key: None,
+            value: format!(
+                r#"{{"id": {i}, "currency": "EUR", "ts_ms": {}}}"#,
+                BASE_MS + i * 500
+            ),
+            ts: BASE_MS + i * 500,
+        })
+        .collect();
+    produce(&servers, "orders", &orders);
+    let ctx = sabot::session_context(config(1));
+    for (table, columns, idle) in [
+        (
+            "rates",
+            "currency STRING, rate BIGINT",
+            ", 'scan.watermark.idle-timeout' = '300ms'",
+        ),
+        ("orders", "id BIGINT, currency STRING", ""),
+    ] {
+        ctx.sql(&format!(
+            "CREATE TABLE {table} ({columns}, ts_ms BIGINT, ts AS TO_TIMESTAMP_MILLIS(ts_ms), \
+               WATERMARK FOR ts AS ts) \
+             WITH ('connector' = 'kafka', 'topic' = '{table}', \
+                   'properties.bootstrap.servers' = '{servers}', 'format' = 'json', \
+                   'scan.startup.mode' = 'earliest-offset'{idle})"
+        ))
+        .await?;
+    }
+    let mut stream = ctx
+        .sql(
+            "SELECT o.id, r.rate FROM orders AS o \
+             JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
+        )
+        .await?
+        .execute_stream()
+        .await?;
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("every order within a minute")
+            .expect("the stream goes on")?;
+        got.extend(rows(&[batch]));
+    }
+    got.sort_by_key(|r| r.split('|').next().and_then(|id| id.parse::<i64>().ok()));
+    // Orders before 2 s meet the rate of 0 s; the others the rate of 2 s.
+    let expected: Vec<String> = (0..20i64)
+        .map(|i| format!("{i}|{}", if i * 500 < 2000 { 2 } else { 4 }))
+        .collect();
+    assert_eq!(got, expected);
+    Ok(())
+}
+
 fn read_back(servers: &str, topic: &str) -> Vec<(Option<String>, String)> {
     let mut out: Vec<(Option<String>, String)> = read_records(servers, topic)
         .into_iter()

@@ -30,7 +30,7 @@ use datafusion::sql::sqlparser::ast::{
     VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::functions::system_time::SYSTEM_TIME_AS_OF;
 
@@ -104,7 +104,6 @@ pub fn prepare_temporal_syntax(sql: &str) -> Result<Cow<'_, str>> {
                 out.extend(column);
                 out.push(Token::RParen);
                 out.push(Token::RParen);
-                out.push(Token::Whitespace(Whitespace::Space));
                 changed = true;
                 i = k;
                 continue;
@@ -366,7 +365,7 @@ mod tests {
         let sql = "select * from o join r for\n system_time as of \"O\".\"Ts\"\non o.k = r.k";
         assert_eq!(
             prepare_temporal_syntax(sql).unwrap(),
-            "select * from o join r (__sabot_system_time_as_of(\"O\".\"Ts\")) \non o.k = r.k"
+            "select * from o join r (__sabot_system_time_as_of(\"O\".\"Ts\"))\non o.k = r.k"
         );
         // Nothing to rewrite: borrowed as it is; a string literal is not the clause.
         let sql = "SELECT 'FOR SYSTEM_TIME AS OF x' FROM t";

@@ -172,6 +172,7 @@ impl<O: Operator> Driver<O> {
                 let timer = elapsed.timer();
                 let watermarks = Watermarks {
                     inputs: self.inputs.watermarks(),
+                    idle: self.inputs.idle(),
                     output: self.emitted,
                 };
                 let mut ctx = Context::new(watermarks, &mut self.output);
@@ -193,6 +194,7 @@ impl<O: Operator> Driver<O> {
                 let timer = elapsed.timer();
                 let watermarks = Watermarks {
                     inputs: self.inputs.watermarks(),
+                    idle: self.inputs.idle(),
                     output: self.emitted,
                 };
                 let mut ctx = Context::new(watermarks, &mut self.output);
@@ -218,6 +220,7 @@ impl<O: Operator> Driver<O> {
                 if let Some(checkpoint) = &self.checkpoint {
                     let watermarks = Watermarks {
                         inputs: self.inputs.watermarks(),
+                        idle: self.inputs.idle(),
                         output: self.emitted,
                     };
                     self.op.snapshot(epoch, &watermarks, checkpoint)?;
@@ -235,6 +238,7 @@ impl<O: Operator> Driver<O> {
         let timer = elapsed.timer();
         let watermarks = Watermarks {
             inputs: self.inputs.watermarks(),
+            idle: self.inputs.idle(),
             output: self.emitted,
         };
         let mut ctx = Context::new(watermarks, &mut self.output);
@@ -254,6 +258,7 @@ impl<O: Operator> Driver<O> {
         self.ended = true;
         let watermarks = Watermarks {
             inputs: self.inputs.watermarks(),
+            idle: self.inputs.idle(),
             output: self.emitted,
         };
         let meta = self.op.end(&watermarks);

@@ -15,7 +15,8 @@ use crate::physical::message::{
 pub enum Event {
     /// Rows from input `.0`.
     Data(usize, StreamBatch),
-    /// The watermark of an input advanced (each input's is in [`Inputs::watermarks`]).
+    /// The watermark of an input advanced (each input's is in [`Inputs::watermarks`]), or an
+    /// input went idle while another is not.
     Watermark,
     /// Every unfinished input is idle.
     Idle,
@@ -51,6 +52,11 @@ impl Inputs {
     /// Each input's watermark; a finished input's is the end of time.
     pub fn watermarks(&self) -> &[i64] {
         &self.watermarks
+    }
+
+    /// Per input, whether it is idle (it said so, and has sent nothing since).
+    pub fn idle(&self) -> &[bool] {
+        &self.idle
     }
 
     /// Restores the watermarks of a checkpoint.
@@ -98,9 +104,15 @@ impl Inputs {
                 }
                 Some(StreamMessage::Idle) => {
                     let was = self.all_idle();
+                    let newly = !self.idle[input];
                     self.idle[input] = true;
                     if !was && self.all_idle() {
                         return Some(Ok(Event::Idle));
+                    }
+                    // The watermark of the inputs still active may now be ahead (see
+                    // `Watermarks::active_min`).
+                    if newly {
+                        return Some(Ok(Event::Watermark));
                     }
                 }
                 Some(StreamMessage::Barrier(b)) => {

@@ -134,6 +134,8 @@ pub struct StateSize {
 #[derive(Debug, Clone, Copy)]
 pub struct Watermarks<'a> {
     inputs: &'a [i64],
+    /// Per input, whether it is idle (empty: none is).
+    idle: &'a [bool],
     output: i64,
 }
 
@@ -146,6 +148,18 @@ impl<'a> Watermarks<'a> {
     /// The smallest of the inputs' watermarks.
     pub fn min(&self) -> i64 {
         self.inputs.iter().copied().min().unwrap_or(NO_WATERMARK)
+    }
+
+    /// The smallest watermark of the inputs that are not idle, as Flink's two-input operators
+    /// combine them (an idle input holds nothing back); of all of them when all are idle.
+    pub fn active_min(&self) -> i64 {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.idle.get(*i).copied().unwrap_or(false))
+            .map(|(_, w)| *w)
+            .min()
+            .unwrap_or_else(|| self.min())
     }
 
     /// The last watermark forwarded downstream.
@@ -170,6 +184,24 @@ impl<'a> Context<'a> {
         Self::new(
             Watermarks {
                 inputs,
+                idle: &[],
+                output: NO_WATERMARK,
+            },
+            output,
+        )
+    }
+
+    /// [`Self::for_test`] with the inputs marked `idle` idle.
+    #[cfg(test)]
+    pub(crate) fn for_test_idle(
+        inputs: &'a [i64],
+        idle: &'a [bool],
+        output: &'a mut Vec<StreamBatch>,
+    ) -> Self {
+        Self::new(
+            Watermarks {
+                inputs,
+                idle,
                 output: NO_WATERMARK,
             },
             output,

@@ -17,7 +17,10 @@
 //!   the latest one at or before the watermark and those after it. It grows with the number
 //!   of keys of the versioned table, not with time;
 //! - the output's watermark is the smaller of the inputs'; its event-time column is the probe
-//!   side's (the versioned side's time column becomes an ordinary column, as in Flink).
+//!   side's (the versioned side's time column becomes an ordinary column, as in Flink). An
+//!   idle input does not hold the watermark back (Flink combines two inputs' watermarks so):
+//!   a versioned table that rarely changes, read with `scan.watermark.idle-timeout`, lets the
+//!   probe rows through on the probe side's watermark alone.
 //!
 //! The versions of a key are its join key's: the ON condition must pair the versioned table's
 //! primary key (as Flink requires), and versions are kept per value of the join key.

@@ -191,7 +191,7 @@ impl TemporalJoinStream {
         ctx.null_time(null_time);
         // Probe rows the watermark already passed come out now (Flink joins them at the next
         // watermark, with the same versions).
-        let watermark = ctx.watermark();
+        let watermark = ctx.watermarks().active_min();
         if earliest <= watermark {
             self.fire(watermark, ctx)?;
         }
@@ -370,9 +370,12 @@ impl Operator for TemporalJoinStream {
     }
 
     /// The probe rows the watermark of both inputs passed come out; then the output carries
-    /// that watermark (the probe side's time column keeps its meaning).
+    /// that watermark (the probe side's time column keeps its meaning). An idle input holds
+    /// nothing back (as in Flink): a versioned table that stopped changing (its source's
+    /// `scan.watermark.idle-timeout` passed) lets the probe rows through on the probe side's
+    /// watermark alone.
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
-        let watermark = ctx.watermark();
+        let watermark = ctx.watermarks().active_min();
         self.fire(watermark, ctx)?;
         Ok(watermark)
     }
@@ -433,5 +436,251 @@ impl Operator for TemporalJoinStream {
             rows: self.pending.len() + self.table.versions,
             bytes: self.pending_bytes + self.table.bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::common::JoinSide;
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    use datafusion::physical_plan::joins::utils::ColumnIndex;
+
+    use super::super::super::Emit;
+    use RowKind::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+
+    fn side(value: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new(value, DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    /// Orders `(k, v, ts)` (left, the probe side) joined AS OF their `ts` with versions
+    /// `(k, w, ts)` (right) on `k`; `filter`: the versions' `w` must not be "no".
+    fn join(outer: bool, filter: bool, changes: bool) -> TemporalJoinStream {
+        let inputs = [side("v"), side("w")];
+        let fields: Vec<Field> = inputs
+            .iter()
+            .flat_map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+            })
+            .collect();
+        let output = JoinOutput {
+            inputs,
+            schema: Arc::new(Schema::new(fields)),
+            projection: None,
+            emit: Emit::Pairs([false, false]),
+        };
+        let key: PhysicalExprRef = Arc::new(Column::new("k", 0));
+        let filter = filter.then(|| {
+            JoinFilter::new(
+                Arc::new(BinaryExpr::new(
+                    Arc::new(Column::new("w", 0)),
+                    Op::NotEq,
+                    Arc::new(Literal::new("no".into())),
+                )),
+                vec![ColumnIndex {
+                    index: 1,
+                    side: JoinSide::Right,
+                }],
+                Arc::new(Schema::new(vec![Field::new("w", DataType::Utf8, true)])),
+            )
+        });
+        TemporalJoinStream::new(
+            0,
+            outer,
+            output,
+            vec![(Arc::clone(&key), key)],
+            filter,
+            [2, 2],
+            vec![DataType::Int64],
+            changes,
+        )
+        .unwrap()
+    }
+
+    fn lines(out: Vec<StreamBatch>) -> Vec<String> {
+        let mut lines = Vec::new();
+        for b in out {
+            for i in 0..b.batch.num_rows() {
+                let kind = kind_at(b.kinds.as_deref(), i).unwrap();
+                let cells: Vec<String> = [0, 1, 4]
+                    .iter()
+                    .map(|&c| array_value_to_string(b.batch.column(c), i).unwrap())
+                    .collect();
+                lines.push(format!("{}|{}", kind.short(), cells.join("|")));
+            }
+        }
+        lines
+    }
+
+    /// Feeds rows `(k, value, ts, kind)` to input `input` with the inputs' watermarks at
+    /// `watermarks`; the output as `op|k|v|w` lines.
+    fn feed(
+        j: &mut TemporalJoinStream,
+        input: usize,
+        watermarks: [i64; 2],
+        rows: &[(i64, &str, i64, RowKind)],
+    ) -> Vec<String> {
+        let batch = RecordBatch::try_new(
+            Arc::clone(&j.output.inputs[input]),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+            ],
+        )
+        .unwrap();
+        let kinds = Int8Array::from_iter_values(rows.iter().map(|r| r.3 as i8));
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&watermarks, &mut out);
+        j.on_data(
+            input,
+            StreamBatch::new(batch).with_kinds(Some(kinds)),
+            &mut ctx,
+        )
+        .unwrap();
+        lines(out)
+    }
+
+    /// The inputs' watermarks move to `watermarks`; the output as in [`feed`].
+    fn advance(j: &mut TemporalJoinStream, watermarks: [i64; 2]) -> (Vec<String>, i64) {
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&watermarks, &mut out);
+        let emitted = futures::executor::block_on(j.on_watermark(&mut ctx)).unwrap();
+        (lines(out), emitted)
+    }
+
+    /// Orders wait for the watermark of both inputs; then each meets the latest version of its
+    /// key at or before its time, in arrival order; without one, an inner join drops it.
+    #[test]
+    fn orders_wait_for_both_watermarks_and_meet_the_version_of_their_time() {
+        let mut j = join(false, false, false);
+        let none = [NO_WATERMARK; 2];
+        feed(&mut j, 1, none, &[(1, "a", 1, I), (1, "b", 4, I)]);
+        assert!(
+            feed(
+                &mut j,
+                0,
+                none,
+                &[(1, "p", 5, I), (1, "q", 2, I), (1, "r", 0, I)]
+            )
+            .is_empty()
+        );
+        // The orders' watermark alone releases nothing: a version of 3 could still come.
+        assert_eq!(advance(&mut j, [10, NO_WATERMARK]), (vec![], NO_WATERMARK));
+        // Both at 3 or beyond: q (2) meets a; r (0) has no version; p (5) waits.
+        assert_eq!(advance(&mut j, [10, 3]), (vec!["+I|1|q|a".to_string()], 3));
+        // A version at 5 comes before the watermark passes 5: p meets it.
+        feed(&mut j, 1, [10, 3], &[(1, "c", 5, I)]);
+        assert_eq!(advance(&mut j, [10, 6]), (vec!["+I|1|p|c".to_string()], 6));
+        assert_eq!(j.pending.len(), 0);
+        // Only the version valid at the watermark stays.
+        assert_eq!(j.table.versions, 1);
+    }
+
+    /// Due orders come out in the order they arrived, not in time order.
+    #[test]
+    fn due_orders_keep_their_arrival_order() {
+        let mut j = join(false, false, false);
+        let none = [NO_WATERMARK; 2];
+        feed(&mut j, 1, none, &[(1, "a", 0, I), (2, "b", 0, I)]);
+        feed(
+            &mut j,
+            0,
+            none,
+            &[(2, "x", 3, I), (1, "y", 1, I), (1, "z", 2, I)],
+        );
+        let (out, _) = advance(&mut j, [5, 5]);
+        assert_eq!(out, ["+I|2|x|b", "+I|1|y|a", "+I|1|z|a"]);
+    }
+
+    /// LEFT: an order without a version, after a deletion, or whose version fails the rest of
+    /// the ON condition comes padded; `-U` of the versioned side changes nothing.
+    #[test]
+    fn left_join_pads_orders_without_a_valid_version() {
+        let mut j = join(true, true, false);
+        let none = [NO_WATERMARK; 2];
+        feed(
+            &mut j,
+            1,
+            none,
+            &[
+                (1, "a", 1, I),
+                (1, "a", 1, UB),
+                (1, "no", 3, UA),
+                (1, "no", 6, D),
+                (2, "b", 1, I),
+            ],
+        );
+        feed(
+            &mut j,
+            0,
+            none,
+            &[
+                (1, "p", 0, I),
+                (1, "q", 2, I),
+                (1, "r", 4, I),
+                (1, "s", 7, I),
+                (2, "t", 2, I),
+            ],
+        );
+        let (out, _) = advance(&mut j, [8, 8]);
+        assert_eq!(
+            out,
+            ["+I|1|p|", "+I|1|q|a", "+I|1|r|", "+I|1|s|", "+I|2|t|b"]
+        );
+        // Key 1 ended with a deletion the watermark passed: nothing of it stays.
+        assert_eq!(j.table.versions, 1);
+    }
+
+    /// An idle versioned side holds nothing back: the orders' watermark alone releases them.
+    #[test]
+    fn an_idle_versioned_side_holds_nothing_back() {
+        let mut j = join(false, false, false);
+        feed(&mut j, 1, [NO_WATERMARK; 2], &[(1, "a", 1, I)]);
+        feed(&mut j, 0, [NO_WATERMARK; 2], &[(1, "p", 5, I)]);
+        let watermarks = [10, 2];
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test_idle(&watermarks, &[false, false], &mut out);
+        assert_eq!(
+            futures::executor::block_on(j.on_watermark(&mut ctx)).unwrap(),
+            2
+        );
+        assert!(out.is_empty(), "the versioned side at 2 holds p back");
+        let mut ctx = Context::for_test_idle(&watermarks, &[false, true], &mut out);
+        assert_eq!(
+            futures::executor::block_on(j.on_watermark(&mut ctx)).unwrap(),
+            10
+        );
+        assert_eq!(lines(out), ["+I|1|p|a"]);
+    }
+
+    /// A probe row behind the watermark is joined at once; a changelog probe side keeps its
+    /// rows' kinds.
+    #[test]
+    fn late_orders_come_at_once_and_kinds_pass_through() {
+        let mut j = join(false, false, true);
+        feed(&mut j, 1, [NO_WATERMARK; 2], &[(1, "a", 1, I)]);
+        assert_eq!(
+            feed(
+                &mut j,
+                0,
+                [10, 10],
+                &[(1, "p", 3, I), (1, "p", 3, D), (1, "q", 20, I)]
+            ),
+            ["+I|1|p|a", "-D|1|p|a"]
+        );
+        assert_eq!(j.pending.len(), 1, "q waits for 20");
     }
 }
