@@ -666,6 +666,110 @@ fn over_aggregates_resume_exactly() {
     );
 }
 
+/// Probe rows of `src` joined with the versions of their key at their time: `ver` has one
+/// version per key and second (`w`), its times unique per key and in order, so the answer is
+/// unique: the batch answer picks the version whose validity (up to the next version's time)
+/// holds the row's time.
+const TEMPORAL: &str = "SELECT a.k, a.ts, a.v, b.w FROM src AS a \
+    JOIN ver FOR SYSTEM_TIME AS OF a.ts AS b ON a.k = b.k";
+const TEMPORAL_BATCH: &str = "SELECT a.k, a.ts, a.v, b.w FROM src a JOIN \
+    (SELECT k, w, ts, LEAD(ts) OVER (PARTITION BY k ORDER BY ts) AS valid_to FROM ver) b \
+    ON a.k = b.k AND b.ts <= a.ts AND (b.valid_to IS NULL OR a.ts < b.valid_to)";
+
+impl Fixture {
+    /// Writes the versions `ver` reads (see [`TEMPORAL`]): 50 keys, one version per second
+    /// over `seconds`, and returns the statement declaring the table.
+    fn versions(&self, seconds: u64) -> String {
+        std::fs::create_dir(self.path("ver")).unwrap();
+        let mut text = String::new();
+        for j in 0..seconds {
+            for k in 0..50u64 {
+                let ts = BASE_MS + j * 1000 + k * 7;
+                text.push_str(&format!(
+                    "{{\"k\": {k}, \"w\": {}, \"ts\": \"{}\"}}\n",
+                    j * 50 + k,
+                    timestamp(ts)
+                ));
+            }
+        }
+        std::fs::write(self.path("ver/versions.json"), text).unwrap();
+        format!(
+            "CREATE TABLE ver (k BIGINT, w BIGINT, ts TIMESTAMP(3), \
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');\n",
+            self.path("ver").display()
+        )
+    }
+}
+
+#[test]
+fn temporal_joins_resume_exactly() {
+    let dst = "k BIGINT, ts TIMESTAMP(3), v BIGINT, w BIGINT";
+    let script = |fixture: &Fixture, select: &str, out: &str, ver: &str, backend: Backend| {
+        let source = format!(
+            "'connector' = 'filesystem', 'path' = '{}', 'format' = 'json'",
+            fixture.path("in").display()
+        );
+        let mut extra = ver.to_string();
+        if backend == Backend::RocksDb {
+            extra.push_str("SET 'state.backend' = 'rocksdb';\n");
+        }
+        fixture.script_into(out, select, &source, &extra, dst, "csv")
+    };
+    let oracle = |fixture: &Fixture, ver: &str| {
+        let batch = script(fixture, TEMPORAL_BATCH, "oracle", ver, Backend::Memory);
+        let status = sabot()
+            .arg("run")
+            .arg(&batch)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let rows = read_rows(&fixture.path("oracle"));
+        assert!(rows.len() > 100_000, "the oracle has {} rows", rows.len());
+        rows
+    };
+    for (failpoint, parallelism, backend) in [
+        ("after-operator-snapshot@3", 3, Backend::Memory),
+        ("after-manifest@3", 2, Backend::Memory),
+        ("after-sink-commit@3", 3, Backend::RocksDb),
+    ] {
+        // Resumed at 2 or 3 (see `over_aggregates_resume_exactly`).
+        let fixture = Fixture::with_rows(200_000);
+        let ver = fixture.versions(601);
+        let expected = oracle(&fixture, &ver);
+        let script = script(&fixture, TEMPORAL, "out", &ver, backend);
+        let state = fixture.path("state");
+        let crashed = run_with_state(&script, &state, 2, Some(failpoint));
+        assert_eq!(
+            crashed, 86,
+            "the failpoint {failpoint} did not end the first run"
+        );
+        assert_eq!(run_with_state(&script, &state, parallelism, None), 0);
+        let got = read_rows(&fixture.path("out"));
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{failpoint}, resumed at {parallelism}"
+        );
+        assert!(
+            got == expected,
+            "{failpoint}: rows differ from the batch answer"
+        );
+    }
+    let fixture = Fixture::with_rows(300_000);
+    let ver = fixture.versions(901);
+    let expected = oracle(&fixture, &ver);
+    let script = script(&fixture, TEMPORAL, "out", &ver, Backend::Memory);
+    kill_9_three_times(&script, &fixture.path("state"), TEMPORAL);
+    let got = read_rows(&fixture.path("out"));
+    assert_eq!(got.len(), expected.len(), "after kill -9");
+    assert!(
+        got == expected,
+        "after kill -9: rows differ from the batch answer"
+    );
+}
+
 /// Runs `script` with checkpoints, `kill -9` at three seeded times (each run resuming from the
 /// last checkpoint), then to the end.
 fn kill_9_three_times(script: &Path, state: &Path, name: &str) {
