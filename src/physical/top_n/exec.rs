@@ -1,6 +1,7 @@
 //! The plan node of a top-N: what it keeps and emits ([`TopN`]), how EXPLAIN shows it, and the
 //! partitions it opens (see the module docs of `top_n`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +19,14 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 
+use datafusion::physical_expr::expressions::Column;
+
 use super::stream::{Ranking, TopNStream};
 use crate::changelog::ChangelogMode;
 use crate::physical::message::MessageStream;
 use crate::physical::operator::Driver;
 use crate::physical::streaming::{
-    OperatorState, StreamingExec, changelog_mode, data_only, execute_input,
+    OperatorState, StreamingExec, changelog_mode, data_only, execute_input, time_attributes,
 };
 use crate::state::backend::StateBackend;
 use crate::state::rocks::RowCodec;
@@ -100,6 +103,26 @@ impl TopNExec {
     /// True if the input only appends: a partition then keeps only its first `rank_end` rows.
     fn input_appends(&self) -> bool {
         !changelog_mode(&self.input).is_updating()
+    }
+
+    /// True for a deduplication keeping each key's last row by event time (`rn = 1` over
+    /// `ORDER BY ts DESC`, `ts` an event-time column) over rows that only append: Flink's
+    /// versioned view. Each row it emits is the input row just come, so its output keeps the
+    /// input's event time and watermark (a temporal join can read it as a versioned table).
+    fn keeps_event_time(&self) -> bool {
+        let def = &self.def;
+        let [order] = def.order_by.as_slice() else {
+            return false;
+        };
+        def.rank_start == 1
+            && def.rank_end == 1
+            && def.later_wins_ties
+            && order.options.descending
+            && self.input_appends()
+            && order
+                .expr
+                .downcast_ref::<Column>()
+                .is_some_and(|c| time_attributes(&self.input).contains(&c.index()))
     }
 
     fn state_declaration(&self) -> OperatorState {
@@ -228,6 +251,16 @@ impl StreamingExec for TopNExec {
         true
     }
 
+    /// The input's event-time columns for a deduplication keeping the last row by event time
+    /// (see `keeps_event_time`); none otherwise.
+    fn time_attributes(&self) -> HashSet<usize> {
+        if self.keeps_event_time() {
+            time_attributes(&self.input)
+        } else {
+            HashSet::new()
+        }
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, Arc::clone(&context))?;
         let schema = self.input.schema();
@@ -249,7 +282,8 @@ impl StreamingExec for TopNExec {
             schema,
             self.schema(),
             !self.input_appends(),
-        );
+        )
+        .with_event_time(self.keeps_event_time());
         Driver::open(
             self,
             &self.metrics,

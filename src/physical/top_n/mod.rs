@@ -21,7 +21,11 @@
 //! State: over an input that only appends, each partition keeps only its first `rank_end` rows
 //! (a row pushed out can never come back); over a changelog, every row not taken back (one
 //! taken back from the range is replaced by the next). Like the regular join's, the output
-//! carries no event time: its watermark stays back until the input ends.
+//! carries no event time: its watermark stays back until the input ends. Except for a
+//! deduplication keeping each key's last row by event time over rows that only append
+//! (Flink's versioned view): each row it emits is an input row as it comes, so its output
+//! keeps the input's event-time column and watermark, and a temporal join
+//! (`FOR SYSTEM_TIME AS OF`) reads it as a versioned table.
 //!
 //! - `ranked`: one partition key's rows in rank order.
 //! - `stream`: one partition: ranking, changes, snapshots and restore.

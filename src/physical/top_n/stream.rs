@@ -124,6 +124,9 @@ pub(super) struct TopNStream {
     warned: u64,
     /// `table.exec.state.ttl`: keys not written for this long are dropped.
     ttl: Option<TimeToLive>,
+    /// A deduplication keeping the last row by event time: the output carries the input's
+    /// watermark (see `TopNExec::keeps_event_time`).
+    event_time: bool,
 }
 
 /// The rows of `key`, created empty (holding at most `bound` rows) if it has none.
@@ -186,7 +189,14 @@ impl TopNStream {
             unknown: 0,
             warned: 0,
             ttl,
+            event_time: false,
         }
+    }
+
+    /// This top-N forwarding its input's watermark if `event_time`.
+    pub(super) fn with_event_time(mut self, event_time: bool) -> Self {
+        self.event_time = event_time;
+        self
     }
 
     /// Drops the keys `table.exec.state.ttl` expired by `now`, if a sweep is due.
@@ -337,7 +347,10 @@ impl TopNStream {
     fn diff(&self, old: &[Held], new: &[(u64, &[u8])], changes: &mut Changes) {
         let first = usize::try_from(self.ranking.def.rank_start - 1).unwrap_or(usize::MAX);
         let range = |len: usize| first.min(len)..len;
-        if self.ranking.def.rank_column {
+        // A versioned view's replaced row is an update of its key (`-U`, `+U`, as Flink's
+        // deduplication emits), not a deletion: a temporal join reads `-D` as the end of the
+        // key's row.
+        if self.ranking.def.rank_column || self.event_time {
             for rank in first..old.len().max(new.len()) {
                 match (old.get(rank), new.get(rank)) {
                     (Some((a, _)), Some((b, _))) if a == b => {}
@@ -452,10 +465,12 @@ impl Operator for TopNStream {
                 self.size.bytes += order.as_ref().len() + row.as_ref().len() + 48;
             }
         }
-        Ok(RestoredWatermarks {
-            inputs,
-            output: NO_WATERMARK,
-        })
+        let output = if self.event_time {
+            inputs.iter().copied().min().unwrap_or(NO_WATERMARK)
+        } else {
+            NO_WATERMARK
+        };
+        Ok(RestoredWatermarks { inputs, output })
     }
 
     /// With a time to live, sweeps come by the clock, whether rows arrive or not.
@@ -474,15 +489,21 @@ impl Operator for TopNStream {
     }
 
     /// A row of any age can still change the ranks (or be taken back), so the output carries
-    /// no event time: its watermark stays back until the input ended.
+    /// no event time: its watermark stays back until the input ended. Except for a
+    /// deduplication keeping the last row by event time, whose rows are the input's as they
+    /// come: its output carries the input's watermark.
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
+        if self.event_time {
+            return Ok(ctx.watermark());
+        }
         let ended = ctx.watermarks().inputs().iter().all(|&w| w == END_OF_TIME);
         Ok(if ended { END_OF_TIME } else { NO_WATERMARK })
     }
 
-    /// Never: a downstream watermark must not move on past changes it may still emit.
+    /// Only when it carries its input's watermark (it holds no rows back); otherwise never: a
+    /// downstream watermark must not move on past changes it may still emit.
     fn may_idle(&self) -> bool {
-        false
+        self.event_time
     }
 
     fn snapshot(
@@ -605,6 +626,34 @@ mod tests {
             }
         }
         lines
+    }
+
+    /// A versioned view (the last row per key by event time): a replaced row is an update
+    /// (`-U`, `+U`), and the output carries the input's watermark and may go idle; any other
+    /// top-N holds its watermark back.
+    #[test]
+    fn a_versioned_view_updates_and_forwards_the_watermark() {
+        let mut t = top(1, 1, false, false).with_event_time(true);
+        assert_eq!(feed(&mut t, &[("a", "x", 10, I)]), ["+I|a|x|10"]);
+        assert_eq!(
+            feed(&mut t, &[("a", "y", 20, I)]),
+            ["-U|a|x|10", "+U|a|y|20"]
+        );
+        let inputs = [15];
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        assert_eq!(
+            futures::executor::block_on(t.on_watermark(&mut ctx)).unwrap(),
+            15
+        );
+        assert!(t.may_idle());
+        let mut plain = top(1, 1, false, false);
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        assert_eq!(
+            futures::executor::block_on(plain.on_watermark(&mut ctx)).unwrap(),
+            NO_WATERMARK
+        );
+        assert!(!plain.may_idle());
     }
 
     /// Over rows that only append: a row enters when it ranks, pushes the last one out, and a
