@@ -41,11 +41,14 @@ SUITES = {
                       # Top-N and deduplication: changelogs too.
                       "nexmark-q18", "nexmark-q19"],
     # Regular joins of the same pre-generated bids, auctions and people.
-    "nexmark-joins": ["nexmark-q3", "nexmark-q4", "nexmark-q9", "nexmark-q20"],
+    "nexmark-joins": ["nexmark-q3", "nexmark-q4", "nexmark-q9", "nexmark-q20",
+                      # A temporal join (FOR SYSTEM_TIME AS OF) of the same bids and auctions.
+                      "nexmark-t1"],
 }
 # The tables each query of the nexmark-joins suite reads: its input rows are theirs together.
 JOIN_TABLES = {"nexmark-q3": ("auction", "person"), "nexmark-q4": ("auction", "bid"),
-               "nexmark-q9": ("auction", "bid"), "nexmark-q20": ("auction", "bid")}
+               "nexmark-q9": ("auction", "bid"), "nexmark-q20": ("auction", "bid"),
+               "nexmark-t1": ("auction", "bid")}
 QUERIES = [q for qs in SUITES.values() for q in qs]
 SUITE_OF = {q: s for s, qs in SUITES.items() for q in qs}
 ENGINES = ["sabot", "flink"]

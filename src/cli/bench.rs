@@ -46,6 +46,7 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("u2", include_str!("../../benches/nexmark/u2.sql")),
     ("u3", include_str!("../../benches/nexmark/u3.sql")),
     ("o1", include_str!("../../benches/nexmark/o1.sql")),
+    ("t1", include_str!("../../benches/nexmark/t1.sql")),
 ];
 
 /// What one run measured.
