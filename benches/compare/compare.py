@@ -309,11 +309,12 @@ def normalized_rows(directory):
     return hashes, partial
 
 
-def verify(runners, queries, rows, data, tmp):
-    """Runs every query once per engine over the files of `data` (`rows` rows) with its
-    blackhole sink replaced by a CSV filesystem sink, and compares the output rows."""
+def verify(runners, inputs, tmp):
+    """Runs every query once per engine over its input (`inputs`: (query, rows, the directory
+    of its files)) with its blackhole sink replaced by a CSV filesystem sink, and compares the
+    output rows."""
     ok = True
-    for q in queries:
+    for q, rows, data in inputs:
         outs = {}
         for e, runner in runners.items():
             sql_dir = os.path.join(tmp, "verify-sql", e)
@@ -457,9 +458,9 @@ def main():
     parser.add_argument("--nexmark-mult", type=int, default=3,
                         help="nexmark-files: MULT (default 3)")
     parser.add_argument("--verify", action="store_true",
-                        help="nexmark-files: instead of measuring, run each query once per engine "
-                             "on the smaller input with the blackhole sink replaced by CSV files, "
-                             "and compare the rows")
+                        help="nexmark-files and nexmark-joins: instead of measuring, run each "
+                             "query that only appends once per engine on the smaller input with "
+                             "the blackhole sink replaced by CSV files, and compare the rows")
     parser.add_argument("--engines", default=",".join(ENGINES), help="sabot,flink (default both)")
     parser.add_argument("--wait-idle", type=float, default=600, metavar="SECONDS",
                         help="before each measurement wait (at most SECONDS) until the machine "
@@ -537,9 +538,11 @@ def main():
     if args.verify:
         try:
             # An updating query's changelog cannot go to a CSV file: not verified.
-            verify(runners, [q for q in queries
-                             if SUITE_OF[q] == "nexmark-files" and q not in UPDATING],
-                   min(files), files[min(files)], tmp)
+            inputs = [(q, min(files), files[min(files)]) for q in queries
+                      if SUITE_OF[q] == "nexmark-files" and q not in UPDATING]
+            inputs += [(q, *joins[q][0]) for q in queries
+                       if SUITE_OF[q] == "nexmark-joins" and q not in UPDATING]
+            verify(runners, inputs, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return

@@ -183,11 +183,25 @@ fn to_streaming(
             union.schema(),
         )?)));
     }
-    if node.name() == "InterleaveExec" {
+    // DataFusion interleaves the inputs of a union that are hash-partitioned alike (two GROUP
+    // BYs on the same keys), so that partition `p` of the output holds partition `p` of each
+    // input. A stream's partition cannot read several inputs without aligning their barriers
+    // and combining their watermarks, which an exchange does: the union of the inputs,
+    // hash-partitioned again on the same keys, puts every key's rows in one partition (each
+    // key's changes in their order, as they all come from one input partition).
+    if node.name() == "InterleaveExec" && node.children().iter().all(|c| is_streaming(c)) {
+        if let Partitioning::Hash(exprs, n) = node.output_partitioning() {
+            let inputs = node.children().into_iter().cloned().collect();
+            let union = StreamUnionExec::try_new(inputs, node.schema())?;
+            return Ok(Transformed::yes(Arc::new(StreamExchangeExec::try_new(
+                Arc::new(union),
+                ExchangeMode::Hash(exprs.clone()),
+                *n,
+            )?)));
+        }
         return plan_err!(
-            "this UNION ALL of streams partitioned alike (e.g. of two GROUP BYs on the same \
-             keys) is not supported yet; write each stream into the sink with its own INSERT \
-             INTO"
+            "this UNION ALL of streams partitioned alike is not supported: its partitioning is {}",
+            node.output_partitioning()
         );
     }
     if node.name() == "UnionExec" {
