@@ -241,12 +241,19 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
     assert_eq!(results[0]["rows_out"].as_u64(), Some(18_400));
 }
 
-/// The processing-time and OVER queries run in `sabot bench nexmark`: o1 emits every bid once
-/// (with its frame's aggregates), q12 counts every bid in some window of the clock.
+/// The processing-time, OVER, file-writing and temporal join queries run in `sabot bench
+/// nexmark`: o1 emits every bid once (with its frame's aggregates), q12 counts every bid in
+/// some window of the clock, q10 writes every bid, t1 joins most bids with their auction.
 #[test]
 fn bench_nexmark_runs_the_processing_time_and_over_queries() {
-    let (results, _, _) =
-        bench_json(&["bench", "nexmark", "--query", "q12,o1", "--events", "20000"]);
+    let (results, _, _) = bench_json(&[
+        "bench",
+        "nexmark",
+        "--query",
+        "q12,o1,q10,t1",
+        "--events",
+        "20000",
+    ]);
     let rows = |query: &str| {
         results
             .as_array()
@@ -260,6 +267,11 @@ fn bench_nexmark_runs_the_processing_time_and_over_queries() {
     assert_eq!(rows("o1"), 18_400);
     // One row per bidder and window of the clock: at least one, at most one per bid.
     assert!((1..=18_400).contains(&rows("q12")), "{results}");
+    // q10 writes every bid into its partition's files (deleted after the run).
+    assert_eq!(rows("q10"), 18_400);
+    // t1: every bid whose auction exists at its time (the generator also bids a few auctions
+    // ahead, which the inner join drops).
+    assert!((17_000..18_400).contains(&rows("t1")), "{results}");
 }
 
 /// `sabot bench nexmark --backend rocksdb` runs each query (here in child processes) with its

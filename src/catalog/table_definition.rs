@@ -89,6 +89,8 @@ pub struct TableDefinition {
     pub watermark: Option<WatermarkDefinition>,
     /// `PRIMARY KEY (...) NOT ENFORCED` columns (informational).
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (...)` columns (a filesystem table's directories).
+    pub partition_by: Vec<String>,
     /// WITH options.
     pub options: TableOptions,
     /// The statement text, for DESCRIBE and persistence.

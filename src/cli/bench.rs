@@ -47,6 +47,7 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("u3", include_str!("../../benches/nexmark/u3.sql")),
     ("o1", include_str!("../../benches/nexmark/o1.sql")),
     ("t1", include_str!("../../benches/nexmark/t1.sql")),
+    ("q10", include_str!("../../benches/nexmark/q10.sql")),
 ];
 
 /// What one run measured.
@@ -108,9 +109,18 @@ pub fn query_script(query: &str, events: u64, tps: u64) -> Result<String> {
             names.join(", ")
         );
     };
+    let out = output_dir(query);
+    let _ = std::fs::remove_dir_all(&out);
     Ok(sql
         .replace("${EVENTS}", &events.to_string())
-        .replace("${TPS}", &tps.to_string()))
+        .replace("${TPS}", &tps.to_string())
+        .replace("${OUT}", &out.display().to_string()))
+}
+
+/// Where a query writing files (q10, `${OUT}` in its script) writes them: a temporary
+/// directory of this process, deleted after each run.
+fn output_dir(query: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sabot-bench-out-{}-{query}", std::process::id()))
 }
 
 /// How a benchmark job runs.
@@ -228,6 +238,7 @@ pub async fn run_script(
         .map(|c| c.history())
         .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(output_dir(query));
     let stats = &job.context.stats;
     // Event-time lags scaled to processing time: the run covered `span_ms` of event time in
     // `wall` seconds.

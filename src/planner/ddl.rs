@@ -75,6 +75,8 @@ pub struct CreateTable {
     pub watermark: Option<(Ident, SqlExpr)>,
     /// `PRIMARY KEY (...)` columns.
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (...)` columns.
+    pub partition_by: Vec<String>,
     /// WITH options.
     pub options: BTreeMap<String, String>,
     /// The statement text.
@@ -172,6 +174,7 @@ fn parse_body(p: &mut Parser) -> std::result::Result<CreateTable, ParserError> {
         columns: Vec::new(),
         watermark: None,
         primary_key: Vec::new(),
+        partition_by: Vec::new(),
         options: BTreeMap::new(),
         sql: String::new(),
     };
@@ -254,9 +257,11 @@ fn parse_body(p: &mut Parser) -> std::result::Result<CreateTable, ParserError> {
     }
     skip_comment(p)?;
     if p.parse_keyword(Keyword::PARTITIONED) {
-        return Err(ParserError::ParserError(
-            "PARTITIONED BY is not supported".into(),
-        ));
+        p.expect_keyword(Keyword::BY)?;
+        p.expect_token(&Token::LParen)?;
+        let cols = p.parse_comma_separated(|p| p.parse_identifier())?;
+        p.expect_token(&Token::RParen)?;
+        table.partition_by = cols.iter().map(normalize).collect();
     }
     if p.parse_keyword(Keyword::WITH) {
         p.expect_token(&Token::LParen)?;
@@ -502,12 +507,42 @@ pub fn resolve(table: CreateTable, ctx: &SessionContext) -> Result<TableDefiniti
         }
         None => None,
     };
+    if !table.partition_by.is_empty() {
+        let connector = table.options.get("connector").map(String::as_str);
+        if connector != Some("filesystem") {
+            return plan_err!(
+                "PARTITIONED BY: table {} is a {} table; only filesystem tables are partitioned \
+                 (into one directory per value, e.g. dt=2024-01-01/)",
+                table.name,
+                connector.unwrap_or("connector-less")
+            );
+        }
+        for column in &table.partition_by {
+            match ordered.iter().find(|c| &c.name == column) {
+                None => {
+                    return plan_err!(
+                        "PARTITIONED BY ({column}): table {} has no column {column}",
+                        table.name
+                    );
+                }
+                Some(c) if c.is_computed() => {
+                    return plan_err!(
+                        "PARTITIONED BY ({column}): the column is computed; partition by a \
+                         physical column of table {}",
+                        table.name
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
     Ok(TableDefinition {
         options: TableOptions::new(table.name.clone(), table.options),
         name: table.name,
         columns: ordered,
         watermark,
         primary_key: table.primary_key,
+        partition_by: table.partition_by,
         sql: table.sql,
     })
 }

@@ -354,6 +354,7 @@ impl Server {
             columns,
             watermark: None,
             primary_key,
+            partition_by: Vec::new(),
             options: TableOptions::new(
                 name,
                 [("connector".to_string(), "memory".to_string())].into(),

@@ -70,7 +70,7 @@ pub fn build(def: &TableDefinition) -> Result<(Arc<dyn SourceConnector>, Arc<dyn
     }
     Ok((
         Arc::new(source::FileSource::new(def, options.clone())),
-        Arc::new(sink::FileSink::new(options)),
+        Arc::new(sink::FileSink::new(options, def.partition_by.clone())),
     ))
 }
 

@@ -9,7 +9,14 @@
 //! With checkpoints the commit happens only once the checkpoint's manifest is durable, and
 //! recovery re-applies it (renaming is idempotent: a file already renamed is left alone), so a
 //! crash never publishes rows twice or loses them. Empty files are never published.
+//!
+//! A table `PARTITIONED BY (dt, hm)` writes each row into the directory of its values,
+//! `dt=2024-01-01/hm=10%3A00/` under `path` (Hive's and Flink's layout: the values escaped as
+//! Hive escapes path names, NULL as `__DEFAULT_PARTITION__`), without the partition columns,
+//! which the path holds. A writer then has one in-progress file per directory it wrote into,
+//! all published together.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,10 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::Int8Array;
+use datafusion::arrow::array::{Array, Int8Array, UInt32Array};
+use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use serde::{Deserialize, Serialize};
 
 use super::FilesystemOptions;
@@ -31,13 +40,55 @@ use crate::connectors::{SinkConnector, SinkWriter};
 #[derive(Debug)]
 pub struct FileSink {
     options: FilesystemOptions,
+    /// `PARTITIONED BY` columns, by name.
+    partition_by: Vec<String>,
 }
 
 impl FileSink {
-    /// A sink writing into the directory `options.path`.
-    pub fn new(options: FilesystemOptions) -> Self {
-        Self { options }
+    /// A sink writing into the directory `options.path`, into a directory per value of the
+    /// columns `partition_by` (none: into `path` itself).
+    pub fn new(options: FilesystemOptions, partition_by: Vec<String>) -> Self {
+        Self {
+            options,
+            partition_by,
+        }
     }
+}
+
+/// The name of the directory of a NULL partition value (Flink's `partition.default-name`).
+pub const DEFAULT_PARTITION: &str = "__DEFAULT_PARTITION__";
+
+/// `value` as a path name, escaped as Hive escapes partition values (`%` and two hex digits).
+pub fn escape_partition_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        let escaped = matches!(
+            c,
+            '\u{1}'
+                ..='\u{1f}'
+                    | '"'
+                    | '#'
+                    | '%'
+                    | '\''
+                    | '*'
+                    | '/'
+                    | ':'
+                    | '='
+                    | '?'
+                    | '\\'
+                    | '\u{7f}'
+                    | '{'
+                    | '['
+                    | ']'
+                    | '^'
+        );
+        if escaped {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A name part no other writer uses: every job, and every run of a job, opens its own writers
@@ -65,20 +116,37 @@ impl SinkConnector for FileSink {
 
     fn open_writer(
         &self,
-        _schema: SchemaRef,
+        schema: SchemaRef,
         partition: usize,
         _num_partitions: usize,
     ) -> Result<Box<dyn SinkWriter>> {
         let path = &self.options.path;
         std::fs::create_dir_all(path)
             .map_err(|e| exec_datafusion_err!("cannot create directory '{path}': {e}"))?;
+        let mut partitions = Vec::with_capacity(self.partition_by.len());
+        for name in &self.partition_by {
+            match schema.index_of(name) {
+                Ok(i) => partitions.push((name.clone(), i)),
+                Err(_) => {
+                    return plan_err!(
+                        "table {} is PARTITIONED BY {name}, a column its rows do not have",
+                        self.options.table
+                    );
+                }
+            }
+        }
+        let data_columns = (0..schema.fields().len())
+            .filter(|i| !partitions.iter().any(|(_, p)| p == i))
+            .collect();
         Ok(Box::new(FileWriter {
             dir: PathBuf::from(path),
             prefix: format!("part-{}-{partition}", writer_id()),
             encoder: encoder(&self.options.format)?,
             buffer: Vec::new(),
-            file: None,
+            files: BTreeMap::new(),
             sequence: 0,
+            partitions,
+            data_columns,
         }))
     }
 
@@ -96,8 +164,10 @@ impl SinkConnector for FileSink {
         if pre_commit.is_null() {
             return Ok(());
         }
-        let (from, to) = rename_of(pre_commit)?;
-        for file in [from, to] {
+        for file in renames_of(pre_commit)?
+            .into_iter()
+            .flat_map(|(a, b)| [a, b])
+        {
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -113,18 +183,27 @@ impl SinkConnector for FileSink {
     }
 
     fn explain(&self) -> String {
+        let partitioned = if self.partition_by.is_empty() {
+            String::new()
+        } else {
+            format!(", partitioned_by=[{}]", self.partition_by.join(", "))
+        };
         format!(
-            "path={}, format={}",
+            "path={}, format={}{partitioned}",
             self.options.path, self.options.format.format
         )
     }
 }
 
-/// The pre-commit of a [`FileWriter`]: the rename that publishes its finished file.
+/// The pre-commit of a [`FileWriter`]: the renames that publish its finished files, each
+/// (in-progress path, published path). One file's is written as `rename` (as before tables
+/// were partitioned), several as `renames`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RenamePreCommit {
-    /// The in-progress path and the published path, as a two-element JSON array.
-    rename: (String, String),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rename: Option<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    renames: Vec<(String, String)>,
 }
 
 struct InProgress {
@@ -138,20 +217,75 @@ struct FileWriter {
     prefix: String,
     encoder: Box<dyn LineEncoder>,
     buffer: Vec<u8>,
-    file: Option<InProgress>,
+    /// The in-progress files, by directory under `dir` (`""` for `dir` itself).
+    files: BTreeMap<String, InProgress>,
     sequence: usize,
+    /// `PARTITIONED BY` columns: name and index in the rows written.
+    partitions: Vec<(String, usize)>,
+    /// The columns written into the files (all but the partition columns).
+    data_columns: Vec<usize>,
 }
 
 impl FileWriter {
-    /// Appends rows (changelog rows with `kinds`) to the in-progress file.
+    /// Appends rows (changelog rows with `kinds`) to the in-progress files of their
+    /// directories.
     fn write_rows(&mut self, batch: &RecordBatch, kinds: Option<&Int8Array>) -> Result<()> {
+        if self.partitions.is_empty() {
+            return self.write_into(String::new(), batch, kinds);
+        }
+        // The rows of each directory, in their order.
+        let mut by_dir: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for i in 0..batch.num_rows() {
+            let mut dir = String::new();
+            for (name, c) in &self.partitions {
+                let column = batch.column(*c);
+                let value = if column.is_null(i) {
+                    DEFAULT_PARTITION.to_string()
+                } else {
+                    escape_partition_value(&array_value_to_string(column, i)?)
+                };
+                if !dir.is_empty() {
+                    dir.push('/');
+                }
+                dir.push_str(&escape_partition_value(name));
+                dir.push('=');
+                dir.push_str(&value);
+            }
+            by_dir.entry(dir).or_default().push(i as u32);
+        }
+        let data = batch.project(&self.data_columns)?;
+        for (dir, rows) in by_dir {
+            let indices = UInt32Array::from(rows);
+            let part = take_record_batch(&data, &indices)?;
+            let part_kinds = match kinds {
+                Some(k) => Some(
+                    take(k, &indices, None)?
+                        .as_any()
+                        .downcast_ref::<Int8Array>()
+                        .cloned()
+                        .ok_or_else(|| exec_datafusion_err!("row kinds are not Int8"))?,
+                ),
+                None => None,
+            };
+            self.write_into(dir, &part, part_kinds.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Appends rows to the in-progress file of directory `dir`.
+    fn write_into(
+        &mut self,
+        dir: String,
+        batch: &RecordBatch,
+        kinds: Option<&Int8Array>,
+    ) -> Result<()> {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
         match kinds {
             Some(kinds) => self.encoder.encode_changes(batch, kinds, &mut buffer)?,
             None => self.encoder.encode(batch, &mut buffer)?,
         }
-        let f = self.current()?;
+        let f = self.current(dir)?;
         let result = f
             .file
             .write_all(&buffer)
@@ -160,8 +294,8 @@ impl FileWriter {
         result
     }
 
-    fn current(&mut self) -> Result<&mut InProgress> {
-        if self.file.is_none() {
+    fn current(&mut self, dir: String) -> Result<&mut InProgress> {
+        if !self.files.contains_key(&dir) {
             let name = format!(
                 "{}-{}.{}",
                 self.prefix,
@@ -169,29 +303,48 @@ impl FileWriter {
                 self.encoder.extension()
             );
             self.sequence += 1;
-            let temp = self.dir.join(format!(".{name}.inprogress"));
-            let target = self.dir.join(name);
+            let into = self.dir.join(&dir);
+            if !dir.is_empty() {
+                std::fs::create_dir_all(&into).map_err(|e| {
+                    exec_datafusion_err!("cannot create directory {}: {e}", into.display())
+                })?;
+            }
+            let temp = into.join(format!(".{name}.inprogress"));
+            let target = into.join(name);
             let file = File::create(&temp)
                 .map_err(|e| exec_datafusion_err!("cannot create {}: {e}", temp.display()))?;
-            self.file = Some(InProgress { file, temp, target });
+            self.files
+                .insert(dir.clone(), InProgress { file, temp, target });
         }
-        match self.file.as_mut() {
+        match self.files.get_mut(&dir) {
             Some(f) => Ok(f),
             None => Err(exec_datafusion_err!("no file open")),
         }
     }
 
-    /// Closes the in-progress file durably; returns the rename that publishes it.
+    /// Closes the in-progress files durably; returns the renames that publish them.
     fn pre_commit(&mut self) -> Result<serde_json::Value> {
-        let Some(mut f) = self.file.take() else {
+        if self.files.is_empty() {
             return Ok(serde_json::Value::Null);
-        };
-        f.file
-            .flush()
-            .and_then(|_| f.file.sync_all())
-            .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()))?;
-        let pre_commit = RenamePreCommit {
-            rename: (f.temp.display().to_string(), f.target.display().to_string()),
+        }
+        let mut renames = Vec::with_capacity(self.files.len());
+        for (_, mut f) in std::mem::take(&mut self.files) {
+            f.file
+                .flush()
+                .and_then(|_| f.file.sync_all())
+                .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()))?;
+            renames.push((f.temp.display().to_string(), f.target.display().to_string()));
+        }
+        let pre_commit = if renames.len() == 1 {
+            RenamePreCommit {
+                rename: renames.pop(),
+                renames: Vec::new(),
+            }
+        } else {
+            RenamePreCommit {
+                rename: None,
+                renames,
+            }
         };
         serde_json::to_value(&pre_commit)
             .map_err(|e| exec_datafusion_err!("the pre-commit of the filesystem sink: {e}"))
@@ -199,23 +352,35 @@ impl FileWriter {
 }
 
 /// The `(in-progress, published)` paths of a pre-commit of [`FileWriter::pre_commit`].
-fn rename_of(pre_commit: &serde_json::Value) -> Result<(PathBuf, PathBuf)> {
-    let RenamePreCommit { rename: (from, to) } =
+fn renames_of(pre_commit: &serde_json::Value) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let RenamePreCommit { rename, renames } =
         RenamePreCommit::deserialize(pre_commit).map_err(|e| {
             exec_datafusion_err!("filesystem sink: malformed commit record {pre_commit} ({e})")
         })?;
-    Ok((PathBuf::from(from), PathBuf::from(to)))
+    let all: Vec<(PathBuf, PathBuf)> = rename
+        .into_iter()
+        .chain(renames)
+        .map(|(from, to)| (PathBuf::from(from), PathBuf::from(to)))
+        .collect();
+    if all.is_empty() {
+        return Err(exec_datafusion_err!(
+            "filesystem sink: a commit record without files: {pre_commit}"
+        ));
+    }
+    Ok(all)
 }
 
 /// Applies a pre-commit of [`FileWriter::pre_commit`] (idempotent).
 fn commit_rename(pre_commit: &serde_json::Value) -> Result<()> {
-    let (from, to) = rename_of(pre_commit)?;
-    if !from.exists() && to.exists() {
-        return Ok(()); // committed before
+    for (from, to) in renames_of(pre_commit)? {
+        if !from.exists() && to.exists() {
+            continue; // committed before
+        }
+        std::fs::rename(&from, &to).map_err(|e| {
+            exec_datafusion_err!("cannot rename {} to {}: {e}", from.display(), to.display())
+        })?;
     }
-    std::fs::rename(&from, &to).map_err(|e| {
-        exec_datafusion_err!("cannot rename {} to {}: {e}", from.display(), to.display())
-    })
+    Ok(())
 }
 
 #[async_trait]
@@ -240,7 +405,7 @@ impl SinkWriter for FileWriter {
 impl Drop for FileWriter {
     fn drop(&mut self) {
         // An unfinished file (a cancelled or failed job) is removed, never published.
-        if let Some(f) = self.file.take() {
+        for f in self.files.values() {
             let _ = std::fs::remove_file(&f.temp);
         }
     }

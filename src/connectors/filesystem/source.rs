@@ -1,15 +1,24 @@
 //! Reading files line by line into Arrow batches.
+//!
+//! A table `PARTITIONED BY (dt, hm)` reads the files under `path/dt=.../hm=.../` (the layout
+//! the sink writes): the files hold the other columns, and each file's partition columns are
+//! the values its directories name (unescaped; `__DEFAULT_PARTITION__` is NULL), cast to the
+//! columns' types.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Result, exec_datafusion_err, exec_err};
 use serde::{Deserialize, Serialize};
 
 use super::FilesystemOptions;
+use super::sink::DEFAULT_PARTITION;
 use crate::catalog::table_definition::TableDefinition;
 use crate::changelog::ChangelogMode;
 use crate::connectors::format::{LineDecoder, decoder};
@@ -20,44 +29,149 @@ use crate::connectors::{SavedPosition, SourceBatch, SourceConnector, SourceReade
 pub struct FileSource {
     options: FilesystemOptions,
     schema: SchemaRef,
+    /// `PARTITIONED BY` columns: name and index in `schema`.
+    partitions: Vec<(String, usize)>,
+}
+
+/// Where a column of a partitioned table's output comes from.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// The next column the decoder gives.
+    Data,
+    /// The file's value of partition column `.0` (in `PARTITIONED BY` order), as `.1`.
+    Partition(usize, DataType),
+}
+
+/// `name` with Hive's `%XX` escapes decoded (a malformed escape stays as it is).
+fn unescape(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl FileSource {
     /// The source of `def`, reading `options.path`.
     pub fn new(def: &TableDefinition, options: FilesystemOptions) -> Self {
+        let schema = def.source_schema();
+        let partitions = def
+            .partition_by
+            .iter()
+            .filter_map(|name| Some((name.clone(), schema.index_of(name).ok()?)))
+            .collect();
         Self {
             options,
-            schema: def.source_schema(),
+            schema,
+            partitions,
         }
     }
 
-    /// The files to read, in name order.
+    /// The files to read, in name order: those of `path`, or of the directories under it of a
+    /// partitioned table.
     fn files(&self) -> Result<Vec<PathBuf>> {
-        let path = Path::new(&self.options.path);
+        if self.partitions.is_empty() {
+            return self.files_in(Path::new(&self.options.path), false);
+        }
+        let mut dirs = vec![PathBuf::from(&self.options.path)];
+        for _ in &self.partitions {
+            let mut next = Vec::new();
+            for dir in dirs {
+                next.extend(self.files_in(&dir, true)?);
+            }
+            dirs = next;
+        }
+        let mut files = Vec::new();
+        for dir in dirs {
+            files.extend(self.files_in(&dir, false)?);
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// The partition values of `file`, in `PARTITIONED BY` order, from its directories.
+    fn partition_values(&self, file: &Path) -> Result<Vec<Option<String>>> {
+        let root = Path::new(&self.options.path);
+        let relative = file.strip_prefix(root).unwrap_or(file);
+        let mut values = Vec::with_capacity(self.partitions.len());
+        let dirs: Vec<String> = relative
+            .parent()
+            .map(|p| {
+                p.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ((name, _), dir) in self.partitions.iter().zip(&dirs) {
+            let Some((key, value)) = dir.split_once('=') else {
+                return exec_err!(
+                    "{}: directory {dir} is not {name}=<value> (table {} is PARTITIONED BY {name})",
+                    file.display(),
+                    self.options.table
+                );
+            };
+            if unescape(key) != *name {
+                return exec_err!(
+                    "{}: directory {dir} names {key}, not {name} (the table's PARTITIONED BY)",
+                    file.display()
+                );
+            }
+            values.push((value != DEFAULT_PARTITION).then(|| unescape(value)));
+        }
+        if values.len() != self.partitions.len() {
+            return exec_err!(
+                "{}: not under one directory per partition column",
+                file.display()
+            );
+        }
+        Ok(values)
+    }
+
+    /// The files (or, with `dirs`, the `name=value` directories) of `dir`.
+    fn files_in(&self, dir: &Path, dirs: bool) -> Result<Vec<PathBuf>> {
+        let path = dir;
         let meta = std::fs::metadata(path).map_err(|e| {
             exec_datafusion_err!(
                 "cannot read path '{}' of table {}: {e}",
-                self.options.path,
+                path.display(),
                 self.options.table
             )
         })?;
         if meta.is_file() {
-            return Ok(vec![path.to_path_buf()]);
+            return Ok(if dirs {
+                vec![]
+            } else {
+                vec![path.to_path_buf()]
+            });
         }
         let mut files = Vec::new();
-        let entries = std::fs::read_dir(path).map_err(|e| {
-            exec_datafusion_err!("cannot list directory '{}': {e}", self.options.path)
-        })?;
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| exec_datafusion_err!("cannot list directory '{}': {e}", path.display()))?;
         for entry in entries {
-            let entry = entry
-                .map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", self.options.path))?;
+            let entry =
+                entry.map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", path.display()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             // Hidden and in-progress files are not data.
             if name.starts_with('.') || name.starts_with('_') {
                 continue;
             }
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if dirs && is_dir && name.contains('=') || !dirs && !is_dir {
                 files.push(entry.path());
             }
         }
@@ -103,16 +217,43 @@ impl SourceConnector for FileSource {
             .map(|(_, f)| f)
             .collect();
         let output_schema = Arc::new(self.schema.project(projection)?);
+        // A partitioned table's files hold the other columns; the decoder reads those.
+        let data: Vec<usize> = (0..self.schema.fields().len())
+            .filter(|i| !self.partitions.iter().any(|(_, p)| p == i))
+            .collect();
+        let data_schema = Arc::new(self.schema.project(&data)?);
+        let mut slots = Vec::with_capacity(projection.len());
+        let mut data_projection = Vec::new();
+        for &c in projection {
+            match self.partitions.iter().position(|(_, p)| *p == c) {
+                Some(k) => slots.push(Slot::Partition(k, self.schema.field(c).data_type().clone())),
+                None => {
+                    slots.push(Slot::Data);
+                    data_projection.push(data.iter().position(|&d| d == c).unwrap_or(0));
+                }
+            }
+        }
         let decoder = decoder(
             &self.options.format,
-            output_schema,
-            Arc::clone(&self.schema),
-            projection,
+            Arc::new(data_schema.project(&data_projection)?),
+            data_schema,
+            &data_projection,
         )?;
+        let partition_values = if self.partitions.is_empty() {
+            Vec::new()
+        } else {
+            files
+                .iter()
+                .map(|f| self.partition_values(f))
+                .collect::<Result<Vec<_>>>()?
+        };
         // Set only for csv files (the csv options keep their defaults otherwise).
         let header = self.options.format.csv.header;
         Ok(Box::new(FileReader {
             files,
+            partition_values,
+            slots: (!self.partitions.is_empty()).then_some(slots),
+            output_schema,
             next_file: 0,
             current: None,
             decoder,
@@ -221,6 +362,11 @@ impl OpenFile {
 /// different parallelism resumes every file where it stopped.
 struct FileReader {
     files: Vec<PathBuf>,
+    /// A partitioned table's: each file's partition values, and where each output column
+    /// comes from (`None`: the decoder gives every column).
+    partition_values: Vec<Vec<Option<String>>>,
+    slots: Option<Vec<Slot>>,
+    output_schema: SchemaRef,
     next_file: usize,
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
@@ -319,7 +465,14 @@ impl SourceReader for FileReader {
             let position = serde_json::to_value(&position)
                 .map_err(|e| exec_datafusion_err!("the position of the filesystem source: {e}"))?;
             let kinds = self.decoder.take_kinds();
-            if let Some(batch) = decoded?
+            let decoded = match (decoded?, &self.slots) {
+                (Some(batch), Some(slots)) => {
+                    let values = self.partition_values.get(self.next_file - 1);
+                    Some(with_partitions(&batch, slots, values, &self.output_schema)?)
+                }
+                (decoded, _) => decoded,
+            };
+            if let Some(batch) = decoded
                 && batch.num_rows() > 0
             {
                 return Ok(Some(
@@ -363,8 +516,17 @@ impl SourceReader for FileReader {
                     .or_insert(at);
             }
         }
-        self.files
-            .retain(|f| !done.contains(&f.display().to_string()));
+        if self.partition_values.len() == self.files.len() {
+            let kept: Vec<(PathBuf, Vec<Option<String>>)> = std::mem::take(&mut self.files)
+                .into_iter()
+                .zip(std::mem::take(&mut self.partition_values))
+                .filter(|(f, _)| !done.contains(&f.display().to_string()))
+                .collect();
+            (self.files, self.partition_values) = kept.into_iter().unzip();
+        } else {
+            self.files
+                .retain(|f| !done.contains(&f.display().to_string()));
+        }
         self.done = done.into_iter().collect();
         self.done.sort();
         Ok(())
@@ -386,6 +548,51 @@ impl SourceReader for FileReader {
         })
         .ok()
     }
+}
+
+/// `batch` (the decoded columns) with the file's partition columns `values` put where
+/// `slots` say, as `schema`.
+fn with_partitions(
+    batch: &RecordBatch,
+    slots: &[Slot],
+    values: Option<&Vec<Option<String>>>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let mut data = batch.columns().iter();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot {
+            Slot::Data => match data.next() {
+                Some(c) => columns.push(Arc::clone(c)),
+                None => return exec_err!("a partitioned file gave fewer columns than expected"),
+            },
+            Slot::Partition(k, data_type) => {
+                let value = values.and_then(|v| v.get(*k).cloned().flatten());
+                let strings: ArrayRef = Arc::new(StringArray::from(vec![value.clone(); n]));
+                let typed = cast_with_options(
+                    &strings,
+                    data_type,
+                    &CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| {
+                    exec_datafusion_err!(
+                        "partition value {:?} is not a {data_type}: {e}",
+                        value.unwrap_or_default()
+                    )
+                })?;
+                columns.push(typed);
+            }
+        }
+    }
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
 }
 
 #[cfg(test)]
@@ -469,6 +676,9 @@ mod tests {
                 .unwrap();
         let mut reader = FileReader {
             files: vec![a.clone(), b.clone()],
+            partition_values: Vec::new(),
+            slots: None,
+            output_schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
             next_file: 0,
             current: None,
             decoder,

@@ -31,6 +31,7 @@ fn table(columns: Vec<ColumnDefinition>, options: &[(&str, &str)]) -> TableDefin
         columns,
         watermark: None,
         primary_key: vec![],
+        partition_by: vec![],
         options: TableOptions::new("t", values),
         sql: String::new(),
     }
