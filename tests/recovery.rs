@@ -531,16 +531,26 @@ fn regular_joins_resume_exactly() {
         updating_crash_and_resume(REGULAR_JOIN, failpoint, 2, Backend::Memory);
     }
     updating_crash_and_resume(REGULAR_JOIN, "after-manifest@3", 3, Backend::Memory);
+    // Both sides in RocksDB: the database adopted at the same parallelism, re-keyed at others.
     updating_crash_and_resume(REGULAR_JOIN, "after-sink-commit@3", 1, Backend::RocksDb);
-    let fixture = Fixture::with_rows(300_000);
-    let expected = fixture.updating_oracle(REGULAR_JOIN);
-    let script = fixture.updating_script("out", REGULAR_JOIN, Backend::Memory);
-    kill_9_three_times(&script, &fixture.path("state"), REGULAR_JOIN);
-    assert_eq!(
-        changelog_result(&fixture.path("out")),
-        expected,
-        "after kill -9"
+    updating_crash_and_resume(REGULAR_JOIN, "after-manifest@3", 2, Backend::RocksDb);
+    updating_crash_and_resume(
+        REGULAR_JOIN,
+        "after-operator-snapshot@3",
+        3,
+        Backend::RocksDb,
     );
+    for backend in [Backend::Memory, Backend::RocksDb] {
+        let fixture = Fixture::with_rows(300_000);
+        let expected = fixture.updating_oracle(REGULAR_JOIN);
+        let script = fixture.updating_script("out", REGULAR_JOIN, backend);
+        kill_9_three_times(&script, &fixture.path("state"), REGULAR_JOIN);
+        assert_eq!(
+            changelog_result(&fixture.path("out")),
+            expected,
+            "after kill -9 ({backend:?})"
+        );
+    }
 }
 
 #[test]

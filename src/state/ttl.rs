@@ -35,6 +35,11 @@ impl TimeToLive {
         }
     }
 
+    /// The oldest write time still alive at `now`.
+    pub fn oldest(&self, now: i64) -> i64 {
+        now.saturating_sub(self.ttl_ms)
+    }
+
     /// When the next sweep is due (ms; the first is due at once).
     pub fn next_sweep(&self) -> i64 {
         self.next_sweep

@@ -20,9 +20,11 @@
 //! stays back until every input ended, and it never goes idle.
 //!
 //! - [`side`]: one side's rows by key, and their checkpoint encoding.
+//! - `rocks`: with `state.backend` = `rocksdb`, both sides in RocksDB, `side` their cache.
 //! - `stream`: one partition: matching, emitting, snapshots and restore.
 //! - here: the plan node.
 
+mod rocks;
 pub(super) mod side;
 mod stream;
 
@@ -64,6 +66,8 @@ pub struct RegularJoinExec {
     null_equality: NullEquality,
     /// `table.exec.state.ttl` (see [`crate::state::ttl`]).
     ttl: Option<Duration>,
+    /// Where the state lives: chosen by the planner ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -110,6 +114,7 @@ impl RegularJoinExec {
             projection,
             null_equality,
             ttl: None,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -118,6 +123,12 @@ impl RegularJoinExec {
     /// This join with its state dropped when not written for `ttl` (see [`crate::state::ttl`]).
     pub fn with_state_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// This join with its state in `backend`.
+    fn with_backend(mut self, backend: StateBackend) -> Self {
+        self.backend = backend;
         self
     }
 
@@ -134,7 +145,7 @@ impl RegularJoinExec {
 
     fn state_declaration(&self) -> OperatorState {
         OperatorState {
-            backend: StateBackend::Memory,
+            backend: self.backend.clone(),
             keys: self.on.iter().map(|(l, _)| l.to_string()).collect(),
             freed: "only when its rows are taken back: it grows with both inputs (join within \
                     a window or add a time bound to bound it)",
@@ -202,7 +213,8 @@ impl ExecutionPlan for RegularJoinExec {
                 self.null_equality,
                 self.schema(),
             )?
-            .with_state_ttl(self.ttl),
+            .with_state_ttl(self.ttl)
+            .with_backend(self.backend.clone()),
         ))
     }
 
@@ -237,6 +249,22 @@ impl StreamingExec for RegularJoinExec {
 
     fn accepts_changes(&self) -> bool {
         true
+    }
+
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let node = Self::try_new(
+            Arc::clone(&self.left),
+            Arc::clone(&self.right),
+            self.on.clone(),
+            self.filter.clone(),
+            self.join_type,
+            self.projection.clone(),
+            self.null_equality,
+            self.schema(),
+        )?
+        .with_state_ttl(self.ttl)
+        .with_backend(backend.clone());
+        Ok(Some(Arc::new(node)))
     }
 
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
@@ -286,6 +314,13 @@ impl StreamingExec for RegularJoinExec {
             unknown: 0,
             warned: 0,
             ttl: self.ttl.map(TimeToLive::new),
+            rocks: match self.backend.rocksdb("regular-join", partition) {
+                Some((root, label)) => Some(rocks::RocksSides::try_new(&root, &label)?),
+                None => None,
+            },
+            rocksdb: self.backend.rocksdb("regular-join", partition),
+            partition,
+            partitions: self.properties.partitioning.partition_count(),
         };
         Driver::open(
             self,

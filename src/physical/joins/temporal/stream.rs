@@ -326,7 +326,7 @@ impl Operator for TemporalJoinStream {
         })?;
         // Probe rows from every old task, numbered again in their old order (each old task
         // numbered its own; a key's rows all come from one).
-        let mut waiting: Vec<(u64, i64, Option<Box<[u8]>>, Box<[u8]>, RowKind)> = Vec::new();
+        let mut waiting: Vec<(u64, i64, Waiting)> = Vec::new();
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
@@ -350,7 +350,7 @@ impl Operator for TemporalJoinStream {
                 };
                 let row: Box<[u8]> = encoded.row(i).as_ref().into();
                 if side == self.probe {
-                    waiting.push((arrivals[i], times.value(i), key, row, kind));
+                    waiting.push((arrivals[i], times.value(i), Waiting { key, row, kind }));
                 } else if let Some(key) = key {
                     self.table
                         .put(&key, times.value(i), &row, kind == RowKind::Delete);
@@ -358,8 +358,8 @@ impl Operator for TemporalJoinStream {
             }
         }
         waiting.sort_by_key(|w| w.0);
-        for (_, time, key, row, kind) in waiting {
-            self.wait(time, key, row, kind);
+        for (_, time, w) in waiting {
+            self.wait(time, w.key, w.row, w.kind);
         }
         let output = inputs.iter().copied().min().unwrap_or(NO_WATERMARK);
         Ok(RestoredWatermarks { inputs, output })
