@@ -23,7 +23,7 @@ use std::ops::ControlFlow;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, TableReference, plan_err};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
     JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor, TableWithJoins,
@@ -53,7 +53,9 @@ pub fn prepare_temporal_syntax(sql: &str) -> Result<Cow<'_, str>> {
         return Ok(Cow::Borrowed(sql));
     }
     let dialect = GenericDialect {};
+    // Literals keep their escapes (`'O''Brien'`): the text is rebuilt from these tokens.
     let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(false)
         .tokenize()
         .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
     let mut out: Vec<Token> = Vec::with_capacity(tokens.len() + 4);
@@ -202,7 +204,15 @@ fn visit(
         DFStatement::Statement(s) => s.visit(&mut visitor),
         DFStatement::Explain(explain) => match explain.statement.as_mut() {
             DFStatement::Statement(s) => s.visit(&mut visitor),
+            DFStatement::CopyTo(copy) => match &mut copy.source {
+                CopyToSource::Query(query) => query.visit(&mut visitor),
+                CopyToSource::Relation(_) => ControlFlow::Continue(()),
+            },
             _ => ControlFlow::Continue(()),
+        },
+        DFStatement::CopyTo(copy) => match &mut copy.source {
+            CopyToSource::Query(query) => query.visit(&mut visitor),
+            CopyToSource::Relation(_) => ControlFlow::Continue(()),
         },
         _ => ControlFlow::Continue(()),
     };
@@ -366,6 +376,12 @@ mod tests {
         assert_eq!(
             prepare_temporal_syntax(sql).unwrap(),
             "select * from o join r (__sabot_system_time_as_of(\"O\".\"Ts\"))\non o.k = r.k"
+        );
+        // Other literals keep their escapes.
+        let sql = "SELECT 'O''Brien', \"a\" FROM o JOIN r FOR SYSTEM_TIME AS OF o.ts ON o.k = r.k";
+        assert_eq!(
+            prepare_temporal_syntax(sql).unwrap(),
+            "SELECT 'O''Brien', \"a\" FROM o JOIN r (__sabot_system_time_as_of(o.ts)) ON o.k = r.k"
         );
         // Nothing to rewrite: borrowed as it is; a string literal is not the clause.
         let sql = "SELECT 'FOR SYSTEM_TIME AS OF x' FROM t";

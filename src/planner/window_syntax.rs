@@ -53,7 +53,9 @@ pub fn prepare_window_syntax(sql: &str) -> Result<Cow<'_, str>> {
         return Ok(Cow::Borrowed(sql));
     }
     let dialect = GenericDialect {};
+    // Literals keep their escapes (`'O''Brien'`): the text is rebuilt from these tokens.
     let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(false)
         .tokenize()
         .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
 

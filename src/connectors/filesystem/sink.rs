@@ -64,7 +64,7 @@ pub fn escape_partition_value(value: &str) -> String {
     for c in value.chars() {
         let escaped = matches!(
             c,
-            '\u{1}'
+            '\u{0}'
                 ..='\u{1f}'
                     | '"'
                     | '#'
@@ -328,13 +328,16 @@ impl FileWriter {
             return Ok(serde_json::Value::Null);
         }
         let mut renames = Vec::with_capacity(self.files.len());
-        for (_, mut f) in std::mem::take(&mut self.files) {
+        // Synced in place: if one fails, every file is still the writer's, and removed when it
+        // drops.
+        for f in self.files.values_mut() {
             f.file
                 .flush()
                 .and_then(|_| f.file.sync_all())
                 .map_err(|e| exec_datafusion_err!("cannot write {}: {e}", f.temp.display()))?;
             renames.push((f.temp.display().to_string(), f.target.display().to_string()));
         }
+        self.files.clear();
         let pre_commit = if renames.len() == 1 {
             RenamePreCommit {
                 rename: renames.pop(),

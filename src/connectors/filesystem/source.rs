@@ -166,8 +166,9 @@ impl FileSource {
                 entry.map_err(|e| exec_datafusion_err!("cannot list '{}': {e}", path.display()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            // Hidden and in-progress files are not data.
-            if name.starts_with('.') || name.starts_with('_') {
+            // Hidden and in-progress files are not data (a partition directory is named
+            // after its column, which may start with '_').
+            if name.starts_with('.') || name.starts_with('_') && !(dirs && name.contains('=')) {
                 continue;
             }
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());

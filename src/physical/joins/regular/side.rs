@@ -188,11 +188,15 @@ impl EntryCodec {
     pub fn side_of(&self, batch: &RecordBatch) -> Result<usize> {
         self.check(batch)?;
         let sides = batch.column(0).as_primitive::<UInt8Type>();
-        Ok(if sides.is_empty() {
+        let side = if sides.is_empty() {
             0
         } else {
             sides.value(0) as usize
-        })
+        };
+        if side > 1 {
+            return exec_err!("a checkpointed join batch of side {side}: the state is damaged");
+        }
+        Ok(side)
     }
 
     /// The rows of `side` in a snapshot batch, in that side's schema, with their counts and

@@ -140,12 +140,29 @@ impl TemporalJoinExec {
                 probe_field.name()
             );
         }
-        let Some(versioned_time) = time_attributes(inputs[1 - probe]).into_iter().min() else {
-            return plan_err!(
-                "the versioned table of a temporal join needs an event-time attribute: declare \
-                 a WATERMARK on its time column (CREATE TABLE ... WATERMARK FOR ts AS ts - \
-                 INTERVAL '5' SECOND); a bounded table is joined as a lookup join instead"
-            );
+        let versioned_times = time_attributes(inputs[1 - probe]);
+        let versioned_time = match versioned_times.len() {
+            1 => versioned_times.into_iter().next().unwrap_or_default(),
+            0 => {
+                return plan_err!(
+                    "the versioned table of a temporal join needs an event-time attribute: \
+                     declare a WATERMARK on its time column (CREATE TABLE ... WATERMARK FOR ts AS \
+                     ts - INTERVAL '5' SECOND); a bounded table is joined as a lookup join instead"
+                );
+            }
+            _ => {
+                let schema = inputs[1 - probe].schema();
+                let mut names: Vec<&str> = versioned_times
+                    .iter()
+                    .map(|&c| schema.field(c).name().as_str())
+                    .collect();
+                names.sort_unstable();
+                return plan_err!(
+                    "the versioned table of a temporal join has several event-time columns ({}); \
+                     its versions need one: select only the one its rows are valid from",
+                    names.join(", ")
+                );
+            }
         };
         let mut times = [0; 2];
         times[probe] = time.index;

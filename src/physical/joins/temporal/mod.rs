@@ -12,7 +12,11 @@
 //!   LEFT pads it with NULLs. Probe rows come out in the order they arrived; their kind (a
 //!   probe changelog's `-U`, `+U`, `-D`) is kept, so a probe side that only appends gives an
 //!   output that only appends;
-//! - a probe row that arrives behind the watermark is joined at once with the versions held;
+//! - a probe row that arrives behind the watermark is joined at once with the versions held.
+//!   So does a retraction (`-U`, `-D`) of a probe changelog, which carries its row's old
+//!   time: once the watermark passed that time, the versions it met may be pruned, and it
+//!   meets the latest one held (or none): as in Flink, such a retraction may not take back
+//!   exactly the row the insert gave;
 //! - state: the waiting probe rows, and per key the versions later probe rows can still reach:
 //!   the latest one at or before the watermark and those after it. It grows with the number
 //!   of keys of the versioned table, not with time;

@@ -51,10 +51,13 @@ impl VersionedTable {
         };
         self.bytes += row.len() + VERSION_OVERHEAD;
         match versions.insert(time, version) {
+            // (The key is to be pruned at this time already.)
             Some(old) => self.bytes = self.bytes.saturating_sub(old.row.len() + VERSION_OVERHEAD),
-            None => self.versions += 1,
+            None => {
+                self.versions += 1;
+                self.prune_at.entry(time).or_default().push(key.into());
+            }
         }
-        self.prune_at.entry(time).or_default().push(key.into());
     }
 
     /// The row of `key` valid at `time`: its latest version at or before `time`, unless that
