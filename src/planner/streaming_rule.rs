@@ -301,7 +301,7 @@ fn stream_join(
     if let Some(temporal) =
         TemporalJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))?
     {
-        return Ok(Some(Arc::new(temporal)));
+        return Ok(Some(Arc::new(temporal.with_state_ttl(ttl))));
     }
     if let Some(window) = WindowJoinExec::from_parts(join, Arc::clone(&left), Arc::clone(&right))? {
         return Ok(Some(Arc::new(window)));

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -28,6 +29,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input, time_attributes,
 };
 use crate::state::backend::StateBackend;
+use crate::state::ttl::{TimeToLive, fmt_ttl};
 
 /// See the module docs of `temporal`.
 #[derive(Debug)]
@@ -44,6 +46,8 @@ pub struct TemporalJoinExec {
     /// Per input, its time column: the probe side's `AS OF` column, the versioned side's
     /// event-time attribute.
     times: [usize; 2],
+    /// `table.exec.state.ttl` (see [`crate::state::ttl`]).
+    ttl: Option<Duration>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -188,9 +192,17 @@ impl TemporalJoinExec {
             projection: join.projection.clone(),
             probe,
             times,
+            ttl: None,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
+    }
+
+    /// This join with the keys of its versioned table dropped when no version came for
+    /// `ttl` (see [`crate::state::ttl`]).
+    pub fn with_state_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// True if the output is a changelog: the probe side's is.
@@ -249,7 +261,8 @@ impl DisplayAs for TemporalJoinExec {
             ", changelog={}, state={}",
             self.changelog(),
             self.state_declaration()
-        )
+        )?;
+        fmt_ttl(f, self.ttl)
     }
 }
 
@@ -290,6 +303,7 @@ impl ExecutionPlan for TemporalJoinExec {
             projection: self.projection.clone(),
             probe: self.probe,
             times: self.times,
+            ttl: self.ttl,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -350,7 +364,7 @@ impl StreamingExec for TemporalJoinExec {
             projection: self.projection.clone(),
             emit: Emit::Pairs([false, false]),
         };
-        let stream = TemporalJoinStream::new(
+        let mut stream = TemporalJoinStream::new(
             self.probe,
             self.join_type != JoinType::Inner,
             output,
@@ -360,6 +374,7 @@ impl StreamingExec for TemporalJoinExec {
             key_types,
             self.changes(),
         )?;
+        stream.ttl = self.ttl.map(TimeToLive::new);
         Driver::open(
             self,
             &self.metrics,

@@ -23,6 +23,7 @@ use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::rocks::RowCodec;
+use crate::state::ttl::{TimeToLive, now_ms};
 
 /// Output rows per batch, and rows per snapshot batch.
 const BATCH_ROWS: usize = 8192;
@@ -68,6 +69,8 @@ pub(super) struct TemporalJoinStream {
     pending: BTreeMap<(i64, u64), Waiting>,
     pending_bytes: usize,
     arrived: u64,
+    /// `table.exec.state.ttl`: keys no version came for this long are dropped.
+    pub(super) ttl: Option<TimeToLive>,
 }
 
 impl TemporalJoinStream {
@@ -117,6 +120,7 @@ impl TemporalJoinStream {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             arrived: 0,
+            ttl: None,
         })
     }
 
@@ -165,6 +169,8 @@ impl TemporalJoinStream {
         let Some(encoded) = self.rows[side].convert(rows.columns())? else {
             return exec_err!("a temporal join input without columns");
         };
+        let now = now_ms();
+        self.expire(now);
         let mut null_time = 0;
         let mut earliest = i64::MAX;
         for (i, key) in keys.into_iter().enumerate() {
@@ -181,9 +187,9 @@ impl TemporalJoinStream {
             } else if let Some(key) = key {
                 match kind {
                     RowKind::Insert | RowKind::UpdateAfter => {
-                        self.table.put(&key, time, &row, false)
+                        self.table.put(&key, time, &row, false, now)
                     }
-                    RowKind::Delete => self.table.put(&key, time, &row, true),
+                    RowKind::Delete => self.table.put(&key, time, &row, true, now),
                     RowKind::UpdateBefore => {}
                 }
             }
@@ -196,6 +202,17 @@ impl TemporalJoinStream {
             self.fire(watermark, ctx)?;
         }
         Ok(())
+    }
+
+    /// Drops the keys `table.exec.state.ttl` expired by `now`, if a sweep is due: a later
+    /// probe row of such a key finds no version (as after a deletion).
+    fn expire(&mut self, now: i64) {
+        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
+            let expired = self.table.expire(oldest);
+            if expired > 0 {
+                log::debug!("temporal join: {expired} version(s) expired (table.exec.state.ttl)");
+            }
+        }
     }
 
     /// Joins the probe rows at or before `watermark` with their versions, in arrival order,
@@ -352,8 +369,10 @@ impl Operator for TemporalJoinStream {
                 if side == self.probe {
                     waiting.push((arrivals[i], times.value(i), Waiting { key, row, kind }));
                 } else if let Some(key) = key {
+                    // A restored key lives a whole time to live again.
+                    let deleted = kind == RowKind::Delete;
                     self.table
-                        .put(&key, times.value(i), &row, kind == RowKind::Delete);
+                        .put(&key, times.value(i), &row, deleted, now_ms());
                 }
             }
         }
@@ -378,6 +397,17 @@ impl Operator for TemporalJoinStream {
         let watermark = ctx.watermarks().active_min();
         self.fire(watermark, ctx)?;
         Ok(watermark)
+    }
+
+    /// With a time to live, sweeps come by the clock, whether rows arrive or not.
+    fn next_timer(&self) -> Option<i64> {
+        let ttl = self.ttl.as_ref()?;
+        (!self.table.is_empty()).then(|| ttl.next_sweep())
+    }
+
+    fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        self.expire(now);
+        Ok(ctx.watermarks().output())
     }
 
     /// Probe rows still waiting will come out behind the watermark they wait for.
@@ -664,6 +694,27 @@ mod tests {
             10
         );
         assert_eq!(lines(out), ["+I|1|p|a"]);
+    }
+
+    /// With a time to live, the timer drops a key no version came for: a later order of it
+    /// finds none (LEFT pads it); expiry emits nothing.
+    #[test]
+    fn expired_keys_leave_later_orders_without_a_version() {
+        let mut j = join(true, false, false);
+        j.ttl = Some(TimeToLive::new(std::time::Duration::from_millis(20)));
+        assert_eq!(j.next_timer(), None);
+        feed(&mut j, 1, [NO_WATERMARK; 2], &[(1, "a", 1, I)]);
+        let due = j
+            .next_timer()
+            .expect("a sweep is due while versions are held");
+        let none = [NO_WATERMARK; 2];
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&none, &mut out);
+        j.on_timer(due.max(now_ms()) + 100, &mut ctx).unwrap();
+        assert!(out.is_empty(), "expiry emits nothing");
+        assert_eq!(j.table.versions, 0);
+        feed(&mut j, 0, none, &[(1, "p", 5, I)]);
+        assert_eq!(advance(&mut j, [10, 10]).0, ["+I|1|p|"]);
     }
 
     /// A probe row behind the watermark is joined at once; a changelog probe side keeps its

@@ -23,10 +23,18 @@ pub(super) struct Version {
     pub deleted: bool,
 }
 
+/// A key's versions by time, and when one was last put (processing time, ms):
+/// `table.exec.state.ttl` counts from there.
+#[derive(Debug, Default)]
+struct KeyVersions {
+    versions: BTreeMap<i64, Version>,
+    written: i64,
+}
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub(super) struct VersionedTable {
-    by_key: HashMap<Box<[u8]>, BTreeMap<i64, Version>>,
+    by_key: HashMap<Box<[u8]>, KeyVersions>,
     /// The keys to prune once the watermark reaches a time (a key per version put).
     prune_at: BTreeMap<i64, Vec<Box<[u8]>>>,
     /// Versions held.
@@ -36,15 +44,17 @@ pub(super) struct VersionedTable {
 }
 
 impl VersionedTable {
-    /// Puts the version of `key` valid from `time`.
-    pub fn put(&mut self, key: &[u8], time: i64, row: &[u8], deleted: bool) {
-        let versions = match self.by_key.get_mut(key) {
+    /// Puts the version of `key` valid from `time`, at processing time `now`.
+    pub fn put(&mut self, key: &[u8], time: i64, row: &[u8], deleted: bool, now: i64) {
+        let entry = match self.by_key.get_mut(key) {
             Some(v) => v,
             None => {
                 self.bytes += key.len() + VERSION_OVERHEAD;
                 self.by_key.entry(key.into()).or_default()
             }
         };
+        entry.written = now;
+        let versions = &mut entry.versions;
         let version = Version {
             row: row.into(),
             deleted,
@@ -63,7 +73,7 @@ impl VersionedTable {
     /// The row of `key` valid at `time`: its latest version at or before `time`, unless that
     /// is a deletion.
     pub fn as_of(&self, key: &[u8], time: i64) -> Option<&[u8]> {
-        let (_, version) = self.by_key.get(key)?.range(..=time).next_back()?;
+        let (_, version) = self.by_key.get(key)?.versions.range(..=time).next_back()?;
         (!version.deleted).then_some(&*version.row)
     }
 
@@ -77,7 +87,7 @@ impl VersionedTable {
         let due = std::mem::replace(&mut self.prune_at, later);
         let before = self.versions;
         for key in due.into_values().flatten() {
-            let Some(versions) = self.by_key.get_mut(&key) else {
+            let Some(versions) = self.by_key.get_mut(&key).map(|k| &mut k.versions) else {
                 continue;
             };
             // The latest version at or before the watermark stays, unless it is a deletion.
@@ -107,11 +117,38 @@ impl VersionedTable {
         before - self.versions
     }
 
+    /// Drops the keys no version was put for since `oldest` (`table.exec.state.ttl`); returns
+    /// how many versions went.
+    pub fn expire(&mut self, oldest: i64) -> usize {
+        let (mut versions, mut bytes) = (self.versions, self.bytes);
+        self.by_key.retain(|key, k| {
+            let keep = k.written >= oldest;
+            if !keep {
+                versions -= k.versions.len();
+                let held: usize = k
+                    .versions
+                    .values()
+                    .map(|v| v.row.len() + VERSION_OVERHEAD)
+                    .sum();
+                bytes = bytes.saturating_sub(held + key.len() + VERSION_OVERHEAD);
+            }
+            keep
+        });
+        let gone = self.versions - versions;
+        (self.versions, self.bytes) = (versions, bytes);
+        gone
+    }
+
+    /// True when no version is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
     /// Every version: key, time and version.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], i64, &Version)> {
         self.by_key
             .iter()
-            .flat_map(|(k, versions)| versions.iter().map(move |(t, v)| (&**k, *t, v)))
+            .flat_map(|(k, kv)| kv.versions.iter().map(move |(t, v)| (&**k, *t, v)))
     }
 }
 
@@ -129,10 +166,10 @@ mod tests {
     fn a_probe_sees_the_latest_version_at_or_before_its_time() {
         let mut t = VersionedTable::default();
         for (time, v, deleted) in [(1, "a", false), (4, "b", false), (7, "c", false)] {
-            t.put(b"k", time, &row(v), deleted);
+            t.put(b"k", time, &row(v), deleted, 0);
         }
-        t.put(b"k", 9, &row("c"), true);
-        t.put(b"k", 12, &row("d"), false);
+        t.put(b"k", 9, &row("c"), true, 0);
+        t.put(b"k", 12, &row("d"), false, 0);
         assert_eq!(t.as_of(b"k", 6), Some(&b"b"[..]));
         assert_eq!(t.as_of(b"k", 4), Some(&b"b"[..]));
         assert_eq!(t.as_of(b"k", 10), None);
@@ -141,9 +178,25 @@ mod tests {
         assert_eq!(t.as_of(b"other", 12), None);
         assert_eq!(t.versions, 5);
         // The same time again replaces the version.
-        t.put(b"k", 4, &row("B"), false);
+        t.put(b"k", 4, &row("B"), false, 0);
         assert_eq!(t.as_of(b"k", 5), Some(&b"B"[..]));
         assert_eq!(t.versions, 5);
+    }
+
+    /// Keys not written for the time to live go with all their versions.
+    #[test]
+    fn keys_not_written_expire() {
+        let mut t = VersionedTable::default();
+        t.put(b"old", 1, &row("a"), false, 100);
+        t.put(b"new", 1, &row("b"), false, 100);
+        t.put(b"new", 2, &row("c"), false, 300);
+        assert_eq!(t.expire(200), 1);
+        assert_eq!(t.as_of(b"old", 5), None);
+        assert_eq!(t.as_of(b"new", 5), Some(&b"c"[..]));
+        assert_eq!(t.versions, 2);
+        t.expire(1000);
+        assert!(t.is_empty());
+        assert_eq!(t.bytes, 0);
     }
 
     /// Pruning keeps the latest version at or before the watermark and every later one; a
@@ -151,9 +204,9 @@ mod tests {
     #[test]
     fn pruning_keeps_what_later_probes_can_reach() {
         let mut t = VersionedTable::default();
-        t.put(b"k", 1, &row("a"), false);
-        t.put(b"k", 4, &row("b"), false);
-        t.put(b"k", 7, &row("c"), false);
+        t.put(b"k", 1, &row("a"), false, 0);
+        t.put(b"k", 4, &row("b"), false, 0);
+        t.put(b"k", 7, &row("c"), false, 0);
         assert_eq!(t.prune(5), 1);
         assert_eq!(t.as_of(b"k", 5), Some(&b"b"[..]));
         assert_eq!(t.as_of(b"k", 3), None, "version 1 is gone");
@@ -163,14 +216,14 @@ mod tests {
         assert_eq!(t.prune(200), 0);
         assert_eq!(t.as_of(b"k", 300), Some(&b"c"[..]));
         // A deletion passed by the watermark leaves nothing.
-        t.put(b"k", 300, &row("c"), true);
+        t.put(b"k", 300, &row("c"), true, 0);
         assert_eq!(t.prune(300), 2);
         assert_eq!((t.versions, t.by_key.len()), (0, 0));
         assert_eq!(t.bytes, 0, "every byte counted in is counted out");
         // A late version older than the kept one is dropped at the next watermark.
-        t.put(b"j", 50, &row("x"), false);
+        t.put(b"j", 50, &row("x"), false, 0);
         t.prune(60);
-        t.put(b"j", 40, &row("old"), false);
+        t.put(b"j", 40, &row("old"), false, 0);
         assert_eq!(t.prune(60), 1);
         assert_eq!(t.as_of(b"j", 45), None);
         assert_eq!(t.as_of(b"j", 55), Some(&b"x"[..]));
