@@ -29,6 +29,8 @@ pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 /// Division by zero.
 pub const DIVISION_BY_ZERO: &str = "22012";
+/// Operands of types that do not go together (`ts BETWEEN 1 AND 'x'`).
+pub const DATATYPE_MISMATCH: &str = "42804";
 /// A number outside its type's range.
 pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
 /// A date/time format template that cannot be honoured.

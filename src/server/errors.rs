@@ -6,7 +6,7 @@ use datafusion::error::DataFusionError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
 pub use crate::error::{
-    DIVISION_BY_ZERO, DUPLICATE_TABLE, FEATURE_NOT_SUPPORTED, INTERNAL_ERROR,
+    DATATYPE_MISMATCH, DIVISION_BY_ZERO, DUPLICATE_TABLE, FEATURE_NOT_SUPPORTED, INTERNAL_ERROR,
     INVALID_DATETIME_FORMAT, INVALID_PARAMETER_VALUE, INVALID_SQL_STATEMENT_NAME,
     INVALID_TEXT_REPRESENTATION, NUMERIC_VALUE_OUT_OF_RANGE, OUT_OF_MEMORY, QUERY_CANCELED,
     STATEMENT_TOO_COMPLEX, SYNTAX_ERROR, SYNTAX_OR_RULE_VIOLATION, UNDEFINED_COLUMN,
@@ -17,6 +17,9 @@ pub use crate::error::{
 pub fn sqlstate(e: &DataFusionError) -> &'static str {
     if let Some(coded) = crate::error::sqlstate_error(e) {
         return coded.code;
+    }
+    if let Some(code) = by_context(e) {
+        return code;
     }
     match e.find_root() {
         DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
@@ -67,6 +70,31 @@ pub fn sqlstate(e: &DataFusionError) -> &'static str {
     }
 }
 
+/// The SQLSTATE of a user's mistake that DataFusion reports under a context whose root says
+/// too little: a setting's value that does not parse (`SET datafusion.execution.batch_size =
+/// 'x'`, an external parse error under "Error setting config"), and operands whose types do not
+/// go together, which its type coercion reports as an internal error.
+fn by_context(e: &DataFusionError) -> Option<&'static str> {
+    let mut current = e;
+    // Contexts are nested as deep as DataFusion wrapped them (a few levels).
+    for _ in 0..32 {
+        let DataFusionError::Context(context, inner) = current else {
+            return None;
+        };
+        if context.starts_with("Error setting config") || context.starts_with("Error parsing") {
+            return Some(INVALID_PARAMETER_VALUE);
+        }
+        if context == "type_coercion"
+            && let DataFusionError::Internal(msg) = inner.find_root()
+            && (msg.contains("Failed to coerce") || msg.contains("failed to match any signature"))
+        {
+            return Some(DATATYPE_MISMATCH);
+        }
+        current = inner;
+    }
+    None
+}
+
 /// `e` as an `ErrorResponse`: SQLSTATE by kind, DataFusion's message without backtraces.
 pub fn to_pg(e: DataFusionError) -> PgWireError {
     user_error(sqlstate(&e), crate::error::message(&e))
@@ -103,6 +131,30 @@ mod tests {
         assert_eq!(sqlstate(&missing), UNDEFINED_COLUMN);
         let table = DataFusionError::Plan("table 'datafusion.public.t' not found".into());
         assert_eq!(sqlstate(&table), UNDEFINED_TABLE);
+        // A setting's value that does not parse (found by the SQL fuzz target as XX000).
+        let setting = DataFusionError::Context(
+            "Error setting config datafusion.execution.batch_size".into(),
+            Box::new(DataFusionError::Context(
+                "Error parsing 'x' as usize".into(),
+                Box::new(DataFusionError::External(
+                    "invalid digit found in string".into(),
+                )),
+            )),
+        );
+        assert_eq!(sqlstate(&setting), INVALID_PARAMETER_VALUE);
+        let coercion = DataFusionError::Context(
+            "type_coercion".into(),
+            Box::new(DataFusionError::Internal(
+                "Failed to coerce types Timestamp(ns) and Int64 in BETWEEN expression.".into(),
+            )),
+        );
+        assert_eq!(sqlstate(&coercion), DATATYPE_MISMATCH);
+        // Other internal errors stay internal.
+        let bug = DataFusionError::Context(
+            "type_coercion".into(),
+            Box::new(DataFusionError::Internal("something else".into())),
+        );
+        assert_eq!(sqlstate(&bug), INTERNAL_ERROR);
         let wrapped = DataFusionError::Context("planning".into(), Box::new(table));
         assert_eq!(sqlstate(&wrapped), UNDEFINED_TABLE);
         let cast = DataFusionError::ArrowError(
