@@ -139,6 +139,8 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 keys,
                 aggregates: lower_aggregates(&agg.aggregates, lowering)?,
                 retracting_input: agg.retracting_input,
+                // Set by the streaming planner (`table.exec.state.ttl`).
+                ttl: None,
             };
             return Ok(Some(Arc::new(UpdatingAggregateExec::try_new(
                 Arc::clone(physical_input),

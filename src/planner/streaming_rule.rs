@@ -109,10 +109,15 @@ fn to_streaming(
     if let Some(swapped) = limit_above_projection(&node)? {
         return Ok(Transformed::yes(swapped));
     }
-    if let Some(aggregate) = node.downcast_ref::<UpdatingAggregateExec>()
-        && let Some(retracting) = aggregate.retracting()?
-    {
-        return Ok(Transformed::yes(Arc::new(retracting)));
+    if let Some(aggregate) = node.downcast_ref::<UpdatingAggregateExec>() {
+        let retracting = aggregate.retracting()?;
+        let planned = retracting.as_ref().unwrap_or(aggregate);
+        if ttl.is_some() {
+            return Ok(Transformed::yes(Arc::new(planned.with_state_ttl(ttl))));
+        }
+        if let Some(retracting) = retracting {
+            return Ok(Transformed::yes(Arc::new(retracting)));
+        }
     }
     if let Some(over) = super::over_aggregate::over_aggregate(&node, partitions, streaming, ttl)? {
         return Ok(Transformed::yes(over));

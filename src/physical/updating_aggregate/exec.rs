@@ -99,6 +99,29 @@ impl UpdatingAggregateExec {
 
     /// The state (see [`StreamingExec::state`]): per group key, for as long as the group holds
     /// rows.
+    /// This aggregate with its groups dropped when no rows came for `ttl` (in memory; see
+    /// [`crate::state::ttl`]).
+    pub fn with_state_ttl(&self, ttl: Option<std::time::Duration>) -> Self {
+        Self {
+            input: Arc::clone(&self.input),
+            def: UpdatingAggregation {
+                ttl,
+                ..self.def.clone()
+            },
+            backend: self.backend.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The time to live it applies: with RocksDB, none.
+    fn effective_ttl(&self) -> Option<std::time::Duration> {
+        match self.backend {
+            StateBackend::Memory => self.def.ttl,
+            _ => None,
+        }
+    }
+
     fn state_declaration(&self) -> OperatorState {
         OperatorState {
             backend: self.backend.clone(),
@@ -136,7 +159,8 @@ impl DisplayAs for UpdatingAggregateExec {
             },
             ChangelogMode::Retract,
             self.state_declaration(),
-        )
+        )?;
+        crate::state::ttl::fmt_ttl(f, self.effective_ttl())
     }
 }
 

@@ -51,6 +51,9 @@ pub struct UpdatingAggregation {
     pub aggregates: Arc<AggregateSet>,
     /// True if the input is a changelog: the accumulators then retract.
     pub retracting_input: bool,
+    /// `table.exec.state.ttl`: groups no rows came for this long are dropped (in memory; see
+    /// [`crate::state::ttl`]).
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// `array` as `data_type`: an accumulator may answer, and the row format decode, in a type

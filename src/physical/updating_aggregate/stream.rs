@@ -21,6 +21,7 @@ use crate::physical::operator::{
     Context, Driver, Operator, RestoredWatermarks, StateSize, Watermarks,
 };
 use crate::state::backend::StateBackend;
+use crate::state::ttl::{TimeToLive, now_ms};
 
 /// One partition of an updating aggregate.
 pub(super) struct UpdatingAggregateStream {
@@ -34,6 +35,8 @@ pub(super) struct UpdatingAggregateStream {
     /// RocksDB's directory and this partition's instance name, with `state.backend` =
     /// `rocksdb`.
     rocksdb: Option<(std::path::PathBuf, String)>,
+    /// `table.exec.state.ttl` (in memory only): groups no rows came for this long are dropped.
+    ttl: Option<TimeToLive>,
 }
 
 /// What a partition records in a checkpoint besides its groups.
@@ -86,9 +89,23 @@ impl UpdatingAggregateStream {
             operator: exec.name().to_string(),
             partition,
             partitions: exec.properties().partitioning.partition_count(),
+            ttl: def.ttl.filter(|_| rocksdb.is_none()).map(TimeToLive::new),
             rocksdb,
         };
         Driver::open(exec, metrics, vec![input], partition, context, stream)
+    }
+
+    /// Drops the groups `table.exec.state.ttl` expired by `now`, if a sweep is due.
+    fn expire(&mut self, now: i64) {
+        if let Some(oldest) = self.ttl.as_mut().and_then(|t| t.sweep(now)) {
+            let expired = self.groups.expire(oldest);
+            if expired > 0 {
+                log::debug!(
+                    "{}: {expired} group(s) expired (table.exec.state.ttl)",
+                    self.operator
+                );
+            }
+        }
     }
 
     fn meta(&self, watermark: i64) -> UpdatingMeta {
@@ -139,6 +156,7 @@ impl Operator for UpdatingAggregateStream {
     }
 
     fn on_data(&mut self, _input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
+        self.expire(now_ms());
         let rows = batch.num_rows();
         let keys = self
             .def
@@ -163,6 +181,17 @@ impl Operator for UpdatingAggregateStream {
             self.warned = unknown;
         }
         Ok(())
+    }
+
+    /// With a time to live, sweeps come by the clock, whether rows arrive or not.
+    fn next_timer(&self) -> Option<i64> {
+        let ttl = self.ttl.as_ref()?;
+        (self.groups.len() > 0).then(|| ttl.next_sweep())
+    }
+
+    fn on_timer(&mut self, now: i64, ctx: &mut Context<'_>) -> Result<i64> {
+        self.expire(now);
+        Ok(ctx.watermarks().output())
     }
 
     /// Results are emitted as rows arrive; the watermark passes on unchanged.

@@ -41,6 +41,9 @@ struct Group {
     emitted: Option<Vec<ScalarValue>>,
     /// Bytes of its accumulators, when last measured.
     bytes: usize,
+    /// When rows last came for it (processing time, ms): `table.exec.state.ttl` counts from
+    /// here.
+    written: i64,
 }
 
 /// The changes of one batch: rows of the output schema and their kinds.
@@ -236,6 +239,28 @@ impl GroupTable {
     /// group keys, `inputs` the aggregates' arguments, `kinds` what each row does. Returns the
     /// changes of the result: for each group whose row changed, `+I` (new group), `-U` and `+U`
     /// (new value) or `-D` (its last row was taken back).
+    /// Drops the groups no rows came for since `oldest` (`table.exec.state.ttl`), emitting
+    /// nothing: a later row of such a key starts it again (`+I`), as Flink's group aggregate
+    /// does. Only for groups in memory (none with RocksDB); returns how many went.
+    pub fn expire(&mut self, oldest: i64) -> usize {
+        if self.store.is_some() {
+            return 0;
+        }
+        let mut gone = 0;
+        for slot in 0..self.groups.len() {
+            let expired = self.groups[slot]
+                .as_ref()
+                .is_some_and(|g| g.written < oldest);
+            if expired && let Some(group) = self.groups[slot].take() {
+                self.bytes -= group.bytes.min(self.bytes);
+                self.index.remove(&group.key);
+                self.free.push(slot);
+                gone += 1;
+            }
+        }
+        gone
+    }
+
     pub fn apply(
         &mut self,
         keys: &[ArrayRef],
@@ -245,6 +270,7 @@ impl GroupTable {
     ) -> Result<Option<Changes>> {
         let key_rows = self.key_rows(keys, rows)?;
         self.load(&key_rows)?;
+        let now_ms = crate::state::ttl::now_ms();
         // Rows per touched group in input order (true: it adds), in the order groups were
         // first touched.
         let mut touched: Vec<(usize, Vec<(u32, bool)>)> = Vec::new();
@@ -265,6 +291,7 @@ impl GroupTable {
                         rows: 0,
                         emitted: None,
                         bytes: 0,
+                        written: 0,
                     };
                     self.insert_group(group)
                 }
@@ -343,6 +370,7 @@ impl GroupTable {
                 at += run;
             }
             offset += group_rows.len();
+            group.written = now_ms;
             let new_bytes: usize = group.accumulators.iter().map(|a| a.size()).sum();
             self.bytes = self.bytes + new_bytes - group.bytes.min(self.bytes);
             group.bytes = new_bytes;

@@ -147,6 +147,8 @@ impl GroupTable {
             rows,
             emitted,
             bytes,
+            // A restored group lives a whole time to live again.
+            written: crate::state::ttl::now_ms(),
         })
     }
 }

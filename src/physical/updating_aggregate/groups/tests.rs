@@ -236,3 +236,27 @@ fn groups_in_rocksdb_change_as_groups_in_memory_do() {
         assert_eq!(holders.len(), 1, "{key} held by partitions {holders:?}");
     }
 }
+
+/// `table.exec.state.ttl`: a group no rows came for since `oldest` is dropped without a word,
+/// and the key's next row starts it again (`+I`, as Flink's group aggregate does); a group
+/// written later stays.
+#[test]
+fn expired_groups_start_over() {
+    let mut t = table(false);
+    apply(&mut t, &[(I, "a", 1), (I, "b", 2)]);
+    let later = crate::state::ttl::now_ms() + 1;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        apply(&mut t, &[(I, "b", 3)]),
+        vec![
+            ("-U", "b".to_string(), 1, Some(2)),
+            ("+U", "b".to_string(), 2, Some(5))
+        ]
+    );
+    assert_eq!(t.expire(later), 1, "a, not written since");
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        apply(&mut t, &[(I, "a", 10)]),
+        vec![("+I", "a".to_string(), 1, Some(10))]
+    );
+}
