@@ -173,7 +173,14 @@ impl Operator for UpdatingAggregateStream {
         }
         let unknown = self.groups.unknown_retractions();
         if unknown > self.warned {
-            log::warn!(
+            // With a time to live, retractions of expired groups are expected.
+            let level = if self.ttl.is_some() {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "{}: {} retraction(s) of rows its state does not hold were ignored",
                 self.operator,
                 unknown - self.warned
