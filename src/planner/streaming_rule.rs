@@ -34,8 +34,6 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_expr::Partitioning;
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{ScalarFunctionExpr, conjunction_opt, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -50,10 +48,10 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use super::exchanges::{partition_by, without_round_robin};
 use crate::config::{PlannedRuntimeMode, PlannedStateTtl, RuntimeMode};
-use crate::functions::system_time::is_marker;
 use crate::physical::broadcast_join::{BroadcastJoinExec, BroadcastJoinKind};
 use crate::physical::exchange::{ExchangeMode, StreamExchangeExec};
 use crate::physical::filter::StreamFilterExec;
+use crate::physical::joins::temporal::system_time_marker;
 use crate::physical::joins::{
     IntervalJoinExec, JoinParts, RegularJoinExec, TemporalJoinExec, WindowJoinExec,
 };
@@ -369,7 +367,13 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
             );
         }
     };
-    if let Some(probe) = join.filter().and_then(system_time_probe)
+    let marker = match join.filter() {
+        Some(filter) => system_time_marker(filter)?,
+        None => None,
+    };
+    // The side of the probe (its time column), if the join is AS OF a time.
+    let probe = marker.and_then(|m| m.args.first().cloned().flatten().map(|c| c.side));
+    if let Some(probe) = probe
         && (probe == JoinSide::Left) != stream_is_left
     {
         return plan_err!(
@@ -400,7 +404,7 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
         Arc::clone(table),
         stream_is_left,
         on,
-        without_system_time(join.filter()),
+        without_system_time(join.filter())?,
         kind,
         *join.join_type(),
         join.projection.as_ref().map(|p| p.to_vec()),
@@ -411,30 +415,14 @@ fn broadcast_join(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>
 /// A join filter without the `FOR SYSTEM_TIME AS OF` marker: a stream joined with a bounded
 /// table AS OF its rows' time is a lookup join, which the broadcast join is (the table has
 /// one version, the one read at the start).
-fn without_system_time(filter: Option<&JoinFilter>) -> Option<JoinFilter> {
-    let filter = filter?;
-    let conjuncts = split_conjunction(filter.expression());
-    if !conjuncts.iter().any(|c| is_marker(c)) {
-        return Some(filter.clone());
-    }
-    let rest = conjuncts.into_iter().filter(|c| !is_marker(c)).cloned();
-    conjunction_opt(rest).map(|expression| {
-        JoinFilter::new(
-            expression,
-            filter.column_indices().to_vec(),
-            Arc::clone(filter.schema()),
-        )
+fn without_system_time(filter: Option<&JoinFilter>) -> Result<Option<JoinFilter>> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    Ok(match system_time_marker(filter)? {
+        Some(marker) => marker.rest,
+        None => Some(filter.clone()),
     })
-}
-
-/// The side of the probe (its time column) of a join filter carrying the
-/// `FOR SYSTEM_TIME AS OF` marker.
-fn system_time_probe(filter: &JoinFilter) -> Option<JoinSide> {
-    let conjuncts = split_conjunction(filter.expression());
-    let marker = conjuncts.iter().find(|c| is_marker(c))?;
-    let call = marker.downcast_ref::<ScalarFunctionExpr>()?;
-    let column = call.args().first()?.downcast_ref::<Column>()?;
-    Some(filter.column_indices().get(column.index())?.side)
 }
 
 /// Refuses a `FOR SYSTEM_TIME AS OF` join DataFusion planned without join keys.
@@ -442,11 +430,10 @@ fn check_keyless_temporal_join(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
     let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() else {
         return Ok(());
     };
-    let marked = join.filter().is_some_and(|f| {
-        split_conjunction(f.expression())
-            .iter()
-            .any(|c| is_marker(c))
-    });
+    let marked = match join.filter() {
+        Some(filter) => system_time_marker(filter)?.is_some(),
+        None => false,
+    };
     if marked {
         return plan_err!(
             "a temporal join (FOR SYSTEM_TIME AS OF) needs an equality on the versioned \

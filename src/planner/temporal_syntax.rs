@@ -199,26 +199,25 @@ fn visit(
     statement: &mut DFStatement,
     f: impl FnMut(&mut TableWithJoins) -> Result<()>,
 ) -> Result<()> {
-    let mut visitor = FromClauses(f);
-    let flow = match statement {
-        DFStatement::Statement(s) => s.visit(&mut visitor),
-        DFStatement::Explain(explain) => match explain.statement.as_mut() {
-            DFStatement::Statement(s) => s.visit(&mut visitor),
-            DFStatement::CopyTo(copy) => match &mut copy.source {
-                CopyToSource::Query(query) => query.visit(&mut visitor),
-                CopyToSource::Relation(_) => ControlFlow::Continue(()),
-            },
-            _ => ControlFlow::Continue(()),
-        },
+    match visit_with(statement, &mut FromClauses(f)) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The queries of `statement` (inside EXPLAIN and `COPY (...) TO` too) through `visitor`.
+fn visit_with<V: VisitorMut<Break = DataFusionError>>(
+    statement: &mut DFStatement,
+    visitor: &mut V,
+) -> ControlFlow<DataFusionError> {
+    match statement {
+        DFStatement::Statement(s) => s.visit(visitor),
+        DFStatement::Explain(explain) => visit_with(&mut explain.statement, visitor),
         DFStatement::CopyTo(copy) => match &mut copy.source {
-            CopyToSource::Query(query) => query.visit(&mut visitor),
+            CopyToSource::Query(query) => query.visit(visitor),
             CopyToSource::Relation(_) => ControlFlow::Continue(()),
         },
         _ => ControlFlow::Continue(()),
-    };
-    match flow {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
@@ -215,7 +215,43 @@ pub struct RowCodec {
     types: Vec<DataType>,
 }
 
+/// `schema` with every column nullable: the schema of rows read back from state, which the
+/// row format gives back without the input's nullability.
+pub fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 impl RowCodec {
+    /// A codec of whole rows of `schema` (refused, naming `what`, as [`Self::try_new`]).
+    pub fn of_schema(schema: &Schema, what: &str) -> Result<Self> {
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Self::try_new(types, what)
+    }
+
+    /// Encoded rows back as a batch of `schema` (the codec's types, every column nullable).
+    pub fn decode_batch<'a>(
+        &self,
+        schema: &SchemaRef,
+        rows: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch> {
+        let rows: Vec<&[u8]> = rows.into_iter().collect();
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            self.decode(&rows)?,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?)
+    }
+
     /// A codec of columns of `types`; refused (naming `what`) if the row format cannot hold
     /// one of them.
     pub fn try_new(types: Vec<DataType>, what: &str) -> Result<Self> {

@@ -28,7 +28,7 @@ use datafusion::arrow::array::{Array, Int8Array, UInt32Array};
 use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use serde::{Deserialize, Serialize};
 
@@ -233,25 +233,39 @@ impl FileWriter {
         if self.partitions.is_empty() {
             return self.write_into(String::new(), batch, kinds);
         }
-        // The rows of each directory, in their order.
+        // The rows of each directory, in their order. Each column's formatter is made once
+        // per batch.
+        let options = FormatOptions::default();
+        let columns = self
+            .partitions
+            .iter()
+            .map(|(name, c)| {
+                let formatter = ArrayFormatter::try_new(batch.column(*c).as_ref(), &options)?;
+                Ok((escape_partition_value(name), batch.column(*c), formatter))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut by_dir: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut dir = String::new();
         for i in 0..batch.num_rows() {
-            let mut dir = String::new();
-            for (name, c) in &self.partitions {
-                let column = batch.column(*c);
-                let value = if column.is_null(i) {
-                    DEFAULT_PARTITION.to_string()
-                } else {
-                    escape_partition_value(&array_value_to_string(column, i)?)
-                };
+            dir.clear();
+            for (name, column, formatter) in &columns {
                 if !dir.is_empty() {
                     dir.push('/');
                 }
-                dir.push_str(&escape_partition_value(name));
+                dir.push_str(name);
                 dir.push('=');
-                dir.push_str(&value);
+                if column.is_null(i) {
+                    dir.push_str(DEFAULT_PARTITION);
+                } else {
+                    dir.push_str(&escape_partition_value(&formatter.value(i).to_string()));
+                }
             }
-            by_dir.entry(dir).or_default().push(i as u32);
+            match by_dir.get_mut(dir.as_str()) {
+                Some(rows) => rows.push(i as u32),
+                None => {
+                    by_dir.insert(dir.clone(), vec![i as u32]);
+                }
+            }
         }
         let data = batch.project(&self.data_columns)?;
         for (dir, rows) in by_dir {

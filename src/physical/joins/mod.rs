@@ -122,6 +122,23 @@ pub(crate) fn join_properties(
     ))
 }
 
+/// The output positions of `combined` (positions among the left then right input columns)
+/// through a join's embedded `projection`.
+pub(crate) fn projected_columns(
+    projection: Option<&[usize]>,
+    combined: std::collections::HashSet<usize>,
+) -> std::collections::HashSet<usize> {
+    match projection {
+        None => combined,
+        Some(p) => p
+            .iter()
+            .enumerate()
+            .filter(|(_, src)| combined.contains(src))
+            .map(|(i, _)| i)
+            .collect(),
+    }
+}
+
 /// `ExecutionPlan::apply_expressions` over the key pairs of a join.
 pub(crate) fn apply_on(
     on: &[(PhysicalExprRef, PhysicalExprRef)],

@@ -75,13 +75,7 @@ impl OverStream {
         output: SchemaRef,
     ) -> Self {
         let def_ttl = def.ttl.map(TimeToLive::new);
-        let nullable = Arc::new(Schema::new(
-            input
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        let nullable = crate::state::rocks::nullable(input);
         Self {
             def,
             keys,

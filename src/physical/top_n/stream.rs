@@ -169,13 +169,7 @@ impl TopNStream {
         keep_all: bool,
     ) -> Self {
         let ttl = ranking.def.ttl.map(TimeToLive::new);
-        let nullable = Arc::new(Schema::new(
-            input
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        let nullable = crate::state::rocks::nullable(&input);
         Self {
             ranking,
             keys,

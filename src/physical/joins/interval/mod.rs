@@ -166,15 +166,7 @@ impl IntervalJoinExec {
             Ok(_) => right,
             Err(_) => return Default::default(),
         };
-        match &self.projection {
-            None => combined,
-            Some(p) => p
-                .iter()
-                .enumerate()
-                .filter(|(_, src)| combined.contains(src))
-                .map(|(i, _)| i)
-                .collect(),
-        }
+        super::projected_columns(self.projection.as_deref(), combined)
     }
 }
 

@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -49,7 +49,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input,
 };
 use crate::state::backend::StateBackend;
-use crate::state::rocks::RowCodec;
+use crate::state::rocks::{RowCodec, nullable};
 use crate::state::ttl::{TimeToLive, fmt_ttl};
 use side::{EntryCodec, SideState};
 use stream::RegularJoinStream;
@@ -277,27 +277,14 @@ impl StreamingExec for RegularJoinExec {
             .map(|(l, _)| l.data_type(&inputs[0]))
             .collect::<Result<Vec<DataType>>>()?;
         let keys = RowCodec::try_new(key_types.clone(), "join keys")?;
-        let row_format = |schema: &SchemaRef| {
-            let types = schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect();
-            RowCodec::try_new(types, "the rows of a join")
-        };
-        let nullable = |schema: &SchemaRef| -> SchemaRef {
-            Arc::new(Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ))
-        };
+        let what = "the rows of a join";
         let stream = RegularJoinStream {
             codec: EntryCodec::new(inputs.clone()),
             nullable: [nullable(&inputs[0]), nullable(&inputs[1])],
-            rows: [row_format(&inputs[0])?, row_format(&inputs[1])?],
+            rows: [
+                RowCodec::of_schema(&inputs[0], what)?,
+                RowCodec::of_schema(&inputs[1], what)?,
+            ],
             output: JoinOutput {
                 inputs,
                 schema: self.schema(),
@@ -318,7 +305,6 @@ impl StreamingExec for RegularJoinExec {
                 Some((root, label)) => Some(rocks::RocksSides::try_new(&root, &label)?),
                 None => None,
             },
-            rocksdb: self.backend.rocksdb("regular-join", partition),
             partition,
             partitions: self.properties.partitioning.partition_count(),
         };

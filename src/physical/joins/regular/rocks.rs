@@ -16,7 +16,7 @@
 //! read (a row loaded after its time to live is dropped then), so they never meet a partner.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::common::{Result, exec_datafusion_err, internal_err};
 use rocksdb::WriteBatch;
@@ -33,6 +33,9 @@ const REKEY_CHUNK: usize = 65_536;
 /// See the module docs.
 pub(super) struct RocksSides {
     db: StateDb,
+    /// The directory of the databases and this partition's instance name (to adopt one).
+    root: PathBuf,
+    label: String,
     /// Per side, the keys loaded or changed since the last write-back (the cache's keys).
     touched: [HashSet<Box<[u8]>>; 2],
     /// [`CACHE_ROWS`] (smaller in tests).
@@ -88,14 +91,16 @@ impl RocksSides {
     pub fn try_new(root: &Path, label: &str) -> Result<Self> {
         Ok(Self {
             db: StateDb::create(root, label)?,
+            root: root.to_path_buf(),
+            label: label.to_string(),
             touched: [HashSet::new(), HashSet::new()],
             capacity: CACHE_ROWS,
         })
     }
 
     /// Replaces the (empty) database with one restored from a checkpoint.
-    pub fn adopt(&mut self, root: &Path, label: &str, files: &Path) -> Result<()> {
-        self.db = StateDb::adopt(root, label, files)?;
+    pub fn adopt(&mut self, files: &Path) -> Result<()> {
+        self.db = StateDb::adopt(&self.root, &self.label, files)?;
         self.touched = [HashSet::new(), HashSet::new()];
         Ok(())
     }

@@ -227,13 +227,7 @@ impl EntryCodec {
             .as_primitive::<UInt64Type>()
             .values()
             .to_vec();
-        let nullable = Arc::new(Schema::new(
-            self.inputs[side]
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        let nullable = crate::state::rocks::nullable(&self.inputs[side]);
         Ok((RecordBatch::try_new(nullable, columns)?, counts, matches))
     }
 

@@ -10,19 +10,16 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinSide, JoinType, NullEquality, Result, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{
-    PhysicalExpr, PhysicalExprRef, ScalarFunctionExpr, conjunction_opt, split_conjunction,
-};
-use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
+use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::super::{Emit, JoinOutput, JoinParts};
+use super::marker::system_time_marker;
 use super::stream::TemporalJoinStream;
 use crate::changelog::ChangelogMode;
 use crate::functions::proctime::is_proctime_field;
-use crate::functions::system_time::is_marker;
 use crate::physical::message::MessageStream;
 use crate::physical::operator::Driver;
 use crate::physical::streaming::{
@@ -52,12 +49,6 @@ pub struct TemporalJoinExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
-/// The input column a filter column reads.
-fn filter_input(filter: &JoinFilter, expr: &Arc<dyn PhysicalExpr>) -> Option<ColumnIndex> {
-    let column = expr.downcast_ref::<Column>()?;
-    filter.column_indices().get(column.index()).cloned()
-}
-
 impl TemporalJoinExec {
     /// The temporal join replacing `join` if its filter carries the marker (`None` if not);
     /// `left` and `right` replace its inputs, partitioned alike on the keys. A marked join this
@@ -70,22 +61,12 @@ impl TemporalJoinExec {
         let Some(filter) = &join.filter else {
             return Ok(None);
         };
-        let (markers, rest): (Vec<_>, Vec<_>) = split_conjunction(filter.expression())
-            .into_iter()
-            .cloned()
-            .partition(is_marker);
-        let [marker] = markers.as_slice() else {
-            if markers.is_empty() {
-                return Ok(None);
-            }
-            return plan_err!("a join can carry one FOR SYSTEM_TIME AS OF, not several");
-        };
-        let Some(call) = marker.downcast_ref::<ScalarFunctionExpr>() else {
-            return internal_err!("the FOR SYSTEM_TIME AS OF marker is not a function call");
+        let Some(marker) = system_time_marker(filter)? else {
+            return Ok(None);
         };
         let (Some(time), Some(versioned)) = (
-            call.args().first().and_then(|a| filter_input(filter, a)),
-            call.args().get(1).and_then(|a| filter_input(filter, a)),
+            marker.args.first().cloned().flatten(),
+            marker.args.get(1).cloned().flatten(),
         ) else {
             return plan_err!(
                 "FOR SYSTEM_TIME AS OF takes a column of the probe side, e.g. \
@@ -171,13 +152,7 @@ impl TemporalJoinExec {
         let mut times = [0; 2];
         times[probe] = time.index;
         times[1 - probe] = versioned_time;
-        let filter = conjunction_opt(rest).map(|expression| {
-            JoinFilter::new(
-                expression,
-                filter.column_indices().to_vec(),
-                Arc::clone(filter.schema()),
-            )
-        });
+        let filter = marker.rest;
         let properties = super::super::join_properties(&left, &right, Arc::clone(&join.schema))?;
         Ok(Some(Self {
             left,
@@ -228,15 +203,7 @@ impl TemporalJoinExec {
             self.left.schema().fields().len()
         };
         let combined: HashSet<usize> = columns.into_iter().map(|c| c + offset).collect();
-        match &self.projection {
-            None => combined,
-            Some(p) => p
-                .iter()
-                .enumerate()
-                .filter(|(_, src)| combined.contains(src))
-                .map(|(i, _)| i)
-                .collect(),
-        }
+        super::super::projected_columns(self.projection.as_deref(), combined)
     }
 }
 

@@ -30,11 +30,14 @@
 //! primary key (as Flink requires), and versions are kept per value of the join key.
 //!
 //! - `exec`: the plan node, found by the `FOR SYSTEM_TIME AS OF` marker in a join's filter.
+//! - [`marker`]: reading the marker off a join's filter.
 //! - `stream`: one partition: waiting, joining, pruning, snapshots and restore.
 //! - [`versions`]: the versioned table of a partition.
 
 mod exec;
+mod marker;
 mod stream;
 mod versions;
 
 pub use exec::TemporalJoinExec;
+pub use marker::{SystemTimeMarker, system_time_marker};

@@ -4,11 +4,10 @@
 //! the version of its key valid at its time (see the module docs of `temporal`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int8Array, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_err};
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::joins::utils::JoinFilter;
@@ -22,7 +21,7 @@ use crate::physical::event_time::to_millis;
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
-use crate::state::rocks::RowCodec;
+use crate::state::rocks::{RowCodec, nullable};
 use crate::state::ttl::{TimeToLive, now_ms};
 
 /// Output rows per batch, and rows per snapshot batch.
@@ -86,23 +85,7 @@ impl TemporalJoinStream {
         changes: bool,
     ) -> Result<Self> {
         let inputs = output.inputs.clone();
-        let row_format = |schema: &SchemaRef| {
-            let types = schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect();
-            RowCodec::try_new(types, "the rows of a temporal join")
-        };
-        let nullable = |schema: &SchemaRef| -> SchemaRef {
-            Arc::new(datafusion::arrow::datatypes::Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ))
-        };
+        let what = "the rows of a temporal join";
         Ok(Self {
             probe,
             outer,
@@ -111,7 +94,10 @@ impl TemporalJoinStream {
             times,
             keys: RowCodec::try_new(key_types.clone(), "temporal join keys")?,
             key_types,
-            rows: [row_format(&inputs[0])?, row_format(&inputs[1])?],
+            rows: [
+                RowCodec::of_schema(&inputs[0], what)?,
+                RowCodec::of_schema(&inputs[1], what)?,
+            ],
             nullable: [nullable(&inputs[0]), nullable(&inputs[1])],
             codec: EntryCodec::with_numbers(inputs, SNAPSHOT_NUMBERS),
             output,
@@ -242,11 +228,8 @@ impl TemporalJoinStream {
     fn join(&self, chunk: &[((i64, u64), Waiting)], ctx: &mut Context<'_>) -> Result<()> {
         let probe = self.probe;
         let build = 1 - probe;
-        let probe_rows = decode(
-            &self.rows[probe],
-            &self.nullable[probe],
-            chunk.iter().map(|(_, w)| &*w.row),
-        )?;
+        let probe_rows = self.rows[probe]
+            .decode_batch(&self.nullable[probe], chunk.iter().map(|(_, w)| &*w.row))?;
         // Each probe row's version, by index into the versions' batch.
         let mut versions: Vec<&[u8]> = Vec::new();
         let mut version_of: Vec<Option<u32>> = Vec::with_capacity(chunk.len());
@@ -257,7 +240,7 @@ impl TemporalJoinStream {
                 (versions.len() - 1) as u32
             }));
         }
-        let version_rows = decode(&self.rows[build], &self.nullable[build], versions)?;
+        let version_rows = self.rows[build].decode_batch(&self.nullable[build], versions)?;
         // The rest of the ON condition, over the probe rows that found a version.
         if let Some(filter) = &self.filter {
             let matched: Vec<u32> = (0..chunk.len() as u32)
@@ -308,20 +291,6 @@ impl TemporalJoinStream {
         }
         Ok(())
     }
-}
-
-/// Rows stored in `codec`'s row format as a batch of `schema` (every column nullable).
-fn decode<'a>(
-    codec: &RowCodec,
-    schema: &SchemaRef,
-    rows: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<RecordBatch> {
-    let rows: Vec<&[u8]> = rows.into_iter().collect();
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        codec.decode(&rows)?,
-        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-    )?)
 }
 
 impl Operator for TemporalJoinStream {
@@ -441,11 +410,8 @@ impl Operator for TemporalJoinStream {
             .collect();
         for (side, held) in [(self.probe, waiting), (1 - self.probe, versions)] {
             for chunk in held.chunks(BATCH_ROWS) {
-                let rows = decode(
-                    &self.rows[side],
-                    &self.nullable[side],
-                    chunk.iter().map(|h| h.0),
-                )?;
+                let rows = self.rows[side]
+                    .decode_batch(&self.nullable[side], chunk.iter().map(|h| h.0))?;
                 batches.push(self.codec.encode(
                     side,
                     &rows,
@@ -479,6 +445,7 @@ mod tests {
     use datafusion::logical_expr::Operator as Op;
     use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
     use datafusion::physical_plan::joins::utils::ColumnIndex;
+    use std::sync::Arc;
 
     use super::super::super::Emit;
     use RowKind::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
