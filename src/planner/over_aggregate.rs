@@ -18,7 +18,9 @@ use datafusion::physical_plan::{ExecutionPlan, WindowExpr};
 
 use super::exchanges::partition_by;
 use super::top_n::{runs_as_stream, unsorted};
-use crate::physical::over_aggregate::{OverAggregateExec, OverAggregation};
+use crate::physical::over_aggregate::{
+    ChangelogFrames, EventTimeFrames, OverAggregateExec, OverAggregation, OverOrder,
+};
 use crate::physical::streaming::{changelog_mode, time_attributes};
 
 /// `node` as an OVER aggregation over a stream, if it is one (see the module docs);
@@ -62,19 +64,6 @@ pub(super) fn over_aggregate(
             "OVER aggregates over a stream in one query must share PARTITION BY and ORDER BY"
         );
     }
-    if changelog_mode(&input).is_updating() {
-        return plan_err!(
-            "OVER aggregates over a changelog (an updating query's result, a debezium or \
-             upsert-kafka source) are not supported: each input row must come out once, as in \
-             Flink"
-        );
-    }
-    let [order] = first.order_by() else {
-        return plan_err!(
-            "an OVER aggregate over a stream needs ORDER BY its event-time column (the one with \
-             the WATERMARK), and only that: OVER (PARTITION BY k ORDER BY ts ...)"
-        );
-    };
     for expr in exprs {
         if !retracts(expr)? {
             return plan_err!(
@@ -84,7 +73,40 @@ pub(super) fn over_aggregate(
             );
         }
     }
-    let times = time_attributes(&input);
+    let order = if changelog_mode(&input).is_updating() {
+        OverOrder::Changelog(changelog_frames(exprs)?)
+    } else {
+        OverOrder::EventTime(event_time_frames(exprs, &input)?)
+    };
+    let keys = first.partition_by().to_vec();
+    let parallel = if keys.is_empty() { 1 } else { partitions };
+    let input = partition_by(&input, keys.clone(), parallel)?;
+    let def = OverAggregation {
+        exprs: exprs.to_vec(),
+        partition_by: keys,
+        order,
+        ttl,
+    };
+    Ok(Some(Arc::new(OverAggregateExec::try_new(
+        input,
+        def,
+        node.schema(),
+    )?)))
+}
+
+/// The order and frames of OVER aggregates over an appending stream: its event time, and
+/// frames ending at the current row.
+fn event_time_frames(
+    exprs: &[Arc<dyn WindowExpr>],
+    input: &Arc<dyn ExecutionPlan>,
+) -> Result<EventTimeFrames> {
+    let [order] = exprs[0].order_by() else {
+        return plan_err!(
+            "an OVER aggregate over a stream needs ORDER BY its event-time column (the one with \
+             the WATERMARK), and only that: OVER (PARTITION BY k ORDER BY ts ...)"
+        );
+    };
+    let times = time_attributes(input);
     let is_time = order
         .expr
         .downcast_ref::<Column>()
@@ -114,22 +136,73 @@ pub(super) fn over_aggregate(
             Reach::Millis(ms) => keep_ms = keep_ms.max(ms),
         }
     }
-    let keys = first.partition_by().to_vec();
-    let parallel = if keys.is_empty() { 1 } else { partitions };
-    let input = partition_by(&input, keys.clone(), parallel)?;
-    let def = OverAggregation {
-        exprs: exprs.to_vec(),
-        partition_by: keys,
+    Ok(EventTimeFrames {
         time: Arc::clone(&order.expr),
         keep_rows,
         keep_ms,
-        ttl,
+    })
+}
+
+/// The order and frames of OVER aggregates over a changelog: any `ORDER BY`, and `ROWS`
+/// frames bounded on both sides (a change then updates a bounded number of rows).
+fn changelog_frames(exprs: &[Arc<dyn WindowExpr>]) -> Result<ChangelogFrames> {
+    let order_by = exprs[0].order_by().to_vec();
+    if order_by.is_empty() {
+        return plan_err!(
+            "an OVER aggregate over a changelog (an updating query's result, a debezium or \
+             upsert-kafka source) needs an ORDER BY: OVER (PARTITION BY k ORDER BY x ROWS \
+             BETWEEN 10 PRECEDING AND CURRENT ROW)"
+        );
+    }
+    let (mut back, mut ahead) = (0usize, 0usize);
+    for expr in exprs {
+        let frame = expr.get_window_frame();
+        let help = "an OVER aggregate over a changelog (an updating query's result, a debezium \
+                    or upsert-kafka source) needs a ROWS frame bounded on both sides, e.g. ROWS \
+                    BETWEEN 10 PRECEDING AND CURRENT ROW: each change then updates the values of \
+                    a bounded number of rows";
+        if frame.units != WindowFrameUnits::Rows {
+            return plan_err!(
+                "{help}; this one is {} BETWEEN {} AND {}",
+                frame.units,
+                frame.start_bound,
+                frame.end_bound
+            );
+        }
+        let (Some(start), Some(end)) = (
+            rows_offset(&frame.start_bound)?,
+            rows_offset(&frame.end_bound)?,
+        ) else {
+            return plan_err!(
+                "{help}; this one is ROWS BETWEEN {} AND {}",
+                frame.start_bound,
+                frame.end_bound
+            );
+        };
+        back = back.max(usize::try_from(-start.min(0)).unwrap_or(usize::MAX));
+        ahead = ahead.max(usize::try_from(end.max(0)).unwrap_or(usize::MAX));
+    }
+    Ok(ChangelogFrames {
+        order_by,
+        back,
+        ahead,
+    })
+}
+
+/// A `ROWS` bound as an offset from the current row (negative before it); `None` if unbounded.
+fn rows_offset(bound: &WindowFrameBound) -> Result<Option<i64>> {
+    let (value, sign) = match bound {
+        WindowFrameBound::CurrentRow => return Ok(Some(0)),
+        WindowFrameBound::Preceding(v) => (v, -1),
+        WindowFrameBound::Following(v) => (v, 1),
     };
-    Ok(Some(Arc::new(OverAggregateExec::try_new(
-        input,
-        def,
-        node.schema(),
-    )?)))
+    if value.is_null() {
+        return Ok(None);
+    }
+    match value.cast_to(&DataType::Int64)? {
+        ScalarValue::Int64(Some(n)) if n >= 0 => Ok(Some(sign * n)),
+        _ => plan_err!("ROWS {bound} is not a number of rows"),
+    }
 }
 
 /// True if the aggregate can take rows back as they leave its frame (its sliding accumulator

@@ -9,14 +9,18 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::window::WindowExpr;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExprRef};
+use datafusion::physical_expr::{
+    EquivalenceProperties, Partitioning, PhysicalExprRef, PhysicalSortExpr,
+};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 
+use super::changelog::ChangelogOverStream;
 use super::stream::OverStream;
+use crate::changelog::ChangelogMode;
 use crate::physical::message::MessageStream;
 use crate::physical::operator::Driver;
 use crate::physical::streaming::{
@@ -32,15 +36,44 @@ pub struct OverAggregation {
     pub exprs: Vec<Arc<dyn WindowExpr>>,
     /// `PARTITION BY` (none: one partition).
     pub partition_by: Vec<PhysicalExprRef>,
+    /// How rows are ordered and when they come out.
+    pub order: OverOrder,
+    /// `table.exec.state.ttl`: a key no rows came for this long is dropped (see
+    /// [`crate::state::ttl`]).
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// How an OVER aggregation orders its rows, and when they come out.
+#[derive(Debug, Clone)]
+pub enum OverOrder {
+    /// An appending input ordered by event time: each row comes out once, when the watermark
+    /// passes it (Flink's semantics).
+    EventTime(EventTimeFrames),
+    /// A changelog ordered by `ORDER BY`: each row comes out as it arrives, and its values are
+    /// updated (`-U`, `+U`) as rows come into and leave its frame.
+    Changelog(ChangelogFrames),
+}
+
+/// The order and reach of frames over an appending input.
+#[derive(Debug, Clone)]
+pub struct EventTimeFrames {
     /// The event time the rows are ordered by (`ORDER BY`, ascending).
     pub time: PhysicalExprRef,
     /// The most rows a `ROWS n PRECEDING` frame reaches back.
     pub keep_rows: usize,
     /// The longest interval a `RANGE ... PRECEDING` frame reaches back, in milliseconds.
     pub keep_ms: i64,
-    /// `table.exec.state.ttl`: a key no rows came for this long is dropped (see
-    /// [`crate::state::ttl`]).
-    pub ttl: Option<std::time::Duration>,
+}
+
+/// The order and reach of `ROWS` frames over a changelog.
+#[derive(Debug, Clone)]
+pub struct ChangelogFrames {
+    /// `ORDER BY`, any columns and directions.
+    pub order_by: Vec<PhysicalSortExpr>,
+    /// The most rows a frame reaches back (`n PRECEDING`).
+    pub back: usize,
+    /// The most rows a frame reaches ahead (`n FOLLOWING`).
+    pub ahead: usize,
 }
 
 /// See the module docs.
@@ -89,7 +122,15 @@ impl OverAggregateExec {
                 .iter()
                 .map(|e| e.to_string())
                 .collect(),
-            freed: "when the watermark passes a row's time and its frames no longer reach it",
+            freed: match self.def.order {
+                OverOrder::EventTime(_) => {
+                    "when the watermark passes a row's time and its frames no longer reach it"
+                }
+                OverOrder::Changelog(_) => {
+                    "only when its rows are taken back: it holds every row of its changelog \
+                     input"
+                }
+            },
         }
     }
 }
@@ -108,12 +149,22 @@ impl DisplayAs for OverAggregateExec {
             .iter()
             .map(|e| e.name().to_string())
             .collect();
+        let (order_by, emit) = match &self.def.order {
+            OverOrder::EventTime(frames) => (
+                frames.time.to_string(),
+                "emit=on watermark, late=drop".to_string(),
+            ),
+            OverOrder::Changelog(frames) => {
+                let order_by: Vec<String> = frames.order_by.iter().map(|s| s.to_string()).collect();
+                let emit = format!("emit=on change, changelog={}", ChangelogMode::Retract);
+                (order_by.join(", "), emit)
+            }
+        };
         write!(
             f,
-            "OverAggregateExec: partition_by=[{}], order_by=[{}], aggr=[{}], emit=on watermark, \
-             late=drop, state={}",
+            "OverAggregateExec: partition_by=[{}], order_by=[{order_by}], aggr=[{}], {emit}, \
+             state={}",
             partition_by.join(", "),
-            self.def.time,
             aggregates.join(", "),
             self.state_declaration()
         )?;
@@ -144,11 +195,19 @@ impl ExecutionPlan for OverAggregateExec {
             .iter()
             .flat_map(|e| e.expressions())
             .collect();
+        let order: Vec<PhysicalExprRef> = match &self.def.order {
+            OverOrder::EventTime(frames) => vec![Arc::clone(&frames.time)],
+            OverOrder::Changelog(frames) => frames
+                .order_by
+                .iter()
+                .map(|s| Arc::clone(&s.expr))
+                .collect(),
+        };
         let all = self
             .def
             .partition_by
             .iter()
-            .chain(std::iter::once(&self.def.time))
+            .chain(order.iter())
             .chain(arguments.iter());
         for e in all {
             if f(e)? == TreeNodeRecursion::Stop {
@@ -197,16 +256,35 @@ impl StreamingExec for OverAggregateExec {
         Some(self.state_declaration())
     }
 
-    /// The input's columns come first and keep their event time.
+    /// Over a changelog, values change: the output retracts.
+    fn changelog(&self) -> ChangelogMode {
+        match self.def.order {
+            OverOrder::EventTime(_) => ChangelogMode::Append,
+            OverOrder::Changelog(_) => ChangelogMode::Retract,
+        }
+    }
+
+    fn accepts_changes(&self) -> bool {
+        matches!(self.def.order, OverOrder::Changelog(_))
+    }
+
+    /// Over an appending input, the input's columns come first and keep their event time
+    /// (over a changelog, rows of any age can still change).
     fn time_attributes(&self) -> std::collections::HashSet<usize> {
-        time_attributes(&self.input)
+        match self.def.order {
+            OverOrder::EventTime(_) => time_attributes(&self.input),
+            OverOrder::Changelog(_) => Default::default(),
+        }
     }
 
     /// And their window bounds.
     fn window_columns(
         &self,
     ) -> std::collections::HashMap<usize, crate::physical::window_spec::WindowField> {
-        window_columns(&self.input)
+        match self.def.order {
+            OverOrder::EventTime(_) => window_columns(&self.input),
+            OverOrder::Changelog(_) => Default::default(),
+        }
     }
 
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
@@ -223,20 +301,32 @@ impl StreamingExec for OverAggregateExec {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let stream = OverStream::new(
-            self.def.clone(),
-            RowCodec::try_new(key_types, "partition keys")?,
-            RowCodec::try_new(types, "the rows of an OVER aggregation")?,
-            &schema,
-            self.schema(),
-        );
-        Driver::open(
-            self,
-            &self.metrics,
-            vec![input],
-            partition,
-            &context,
-            stream,
-        )
+        let keys = RowCodec::try_new(key_types, "partition keys")?;
+        let rows = RowCodec::try_new(types, "the rows of an OVER aggregation")?;
+        let inputs = vec![input];
+        match &self.def.order {
+            OverOrder::EventTime(frames) => {
+                let stream = OverStream::new(
+                    self.def.clone(),
+                    frames.clone(),
+                    keys,
+                    rows,
+                    &schema,
+                    self.schema(),
+                );
+                Driver::open(self, &self.metrics, inputs, partition, &context, stream)
+            }
+            OverOrder::Changelog(frames) => {
+                let stream = ChangelogOverStream::try_new(
+                    self.def.clone(),
+                    frames.clone(),
+                    keys,
+                    rows,
+                    &schema,
+                    self.schema(),
+                )?;
+                Driver::open(self, &self.metrics, inputs, partition, &context, stream)
+            }
+        }
     }
 }

@@ -22,7 +22,8 @@
 //! - `exec`: the plan node.
 //! - `stream`: one partition: holding rows, evaluating frames, snapshots and restore.
 
+mod changelog;
 mod exec;
 mod stream;
 
-pub use exec::{OverAggregateExec, OverAggregation};
+pub use exec::{ChangelogFrames, EventTimeFrames, OverAggregateExec, OverAggregation, OverOrder};

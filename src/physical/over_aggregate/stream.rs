@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Typ
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{HashMap, Result, exec_err};
 
-use super::OverAggregation;
+use super::{EventTimeFrames, OverAggregation};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
@@ -46,6 +46,8 @@ const ROW_OVERHEAD: usize = 40;
 /// One partition of an OVER aggregation.
 pub(super) struct OverStream {
     def: OverAggregation,
+    /// The event time rows are ordered by, and how far back frames reach.
+    frames: EventTimeFrames,
     /// The partition keys' row format (without keys, every row has the same, empty key).
     keys: RowCodec,
     /// The input rows' row format.
@@ -69,6 +71,7 @@ pub(super) struct OverStream {
 impl OverStream {
     pub(super) fn new(
         def: OverAggregation,
+        frames: EventTimeFrames,
         keys: RowCodec,
         rows: RowCodec,
         input: &Schema,
@@ -78,6 +81,7 @@ impl OverStream {
         let nullable = crate::state::rocks::nullable(input);
         Self {
             def,
+            frames,
             keys,
             rows,
             nullable,
@@ -107,7 +111,7 @@ impl OverStream {
         if n == 0 {
             return Ok(());
         }
-        let times = to_millis(&self.def.time.evaluate(rows)?.into_array(n)?)?;
+        let times = to_millis(&self.frames.time.evaluate(rows)?.into_array(n)?)?;
         let keys = self.keys.convert(&self.keys_of(rows)?)?;
         let Some(encoded) = self.rows.convert(rows.columns())? else {
             return exec_err!("an OVER aggregation over an input without columns");
@@ -252,7 +256,7 @@ impl OverStream {
                 kept.rows.push_back(h);
             }
             kept.written = now;
-            prune(&mut kept.rows, &self.def, watermark, &mut self.size);
+            prune(&mut kept.rows, &self.frames, watermark, &mut self.size);
         }
         Ok(())
     }
@@ -262,12 +266,12 @@ impl OverStream {
     /// a key no rows come for any more is forgotten (a ROWS frame keeps a key's last rows).
     fn sweep(&mut self, watermark: i64) {
         if self.swept != NO_WATERMARK
-            && watermark.saturating_sub(self.swept) <= self.def.keep_ms.max(1000)
+            && watermark.saturating_sub(self.swept) <= self.frames.keep_ms.max(1000)
         {
             return;
         }
         self.swept = watermark;
-        let (def, size) = (&self.def, &mut self.size);
+        let (def, size) = (&self.frames, &mut self.size);
         self.kept.retain(|key, kept| {
             prune(&mut kept.rows, def, watermark, size);
             if kept.rows.is_empty() {
@@ -313,7 +317,7 @@ impl OverStream {
 
 /// Drops the front rows of `kept` that no row after `watermark` reaches: beyond the last
 /// `keep_rows`, at or before `watermark - keep_ms`.
-fn prune(kept: &mut VecDeque<Held>, def: &OverAggregation, watermark: i64, size: &mut StateSize) {
+fn prune(kept: &mut VecDeque<Held>, def: &EventTimeFrames, watermark: i64, size: &mut StateSize) {
     let oldest = watermark.saturating_sub(def.keep_ms);
     while kept.len() > def.keep_rows && kept.front().is_some_and(|h| h.time <= oldest) {
         if let Some(h) = kept.pop_front() {
@@ -367,7 +371,7 @@ impl Operator for OverStream {
                 );
             };
             let n = rows.num_rows();
-            let times = to_millis(&self.def.time.evaluate(&rows)?.into_array(n)?)?;
+            let times = to_millis(&self.frames.time.evaluate(&rows)?.into_array(n)?)?;
             let keys = self.keys.convert(&self.keys_of(&rows)?)?;
             let Some(encoded) = self.rows.convert(rows.columns())? else {
                 return exec_err!("an OVER aggregation input without columns");
