@@ -676,6 +676,37 @@ fn over_aggregates_resume_exactly() {
     );
 }
 
+/// An OVER aggregate over a changelog (per key, the count of rows with a small value, which
+/// updates as rows come): per group of keys, ordered by count and key (so the batch answer is
+/// unique), each count with the sum of its neighbours'. Counts change and move rows, so values
+/// are updated throughout; every row with its emitted values is restored, re-keyed by the
+/// expression's hash at another parallelism.
+const OVER_CHANGELOG: &str = "SELECT k, c, SUM(c) OVER (PARTITION BY k % 5 ORDER BY c DESC, k \
+    ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) \
+    FROM (SELECT k, COUNT(*) AS c FROM src WHERE v < 100 GROUP BY k)";
+
+#[test]
+fn over_aggregates_over_a_changelog_resume_exactly() {
+    for (failpoint, parallelism, backend) in [
+        ("after-operator-snapshot@3", 2, Backend::Memory),
+        ("after-manifest@3", 3, Backend::Memory),
+        ("after-sink-commit@3", 1, Backend::RocksDb),
+    ] {
+        let fixture = Fixture::with_rows(200_000);
+        updating_crash_and_resume_over(fixture, OVER_CHANGELOG, failpoint, parallelism, backend);
+    }
+    let fixture = Fixture::with_rows(300_000);
+    let expected = fixture.updating_oracle(OVER_CHANGELOG);
+    assert_eq!(expected.len(), 50, "{expected:?}");
+    let script = fixture.updating_script("out", OVER_CHANGELOG, Backend::Memory);
+    kill_9_three_times(&script, &fixture.path("state"), OVER_CHANGELOG);
+    assert_eq!(
+        changelog_result(&fixture.path("out")),
+        expected,
+        "after kill -9"
+    );
+}
+
 /// Probe rows of `src` joined with the versions of their key at their time: `ver` has one
 /// version per key and second (`w`), its times unique per key and in order, so the answer is
 /// unique: the batch answer picks the version whose validity (up to the next version's time)

@@ -26,6 +26,7 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("q4", include_str!("../../benches/nexmark/q4.sql")),
     ("q5", include_str!("../../benches/nexmark/q5.sql")),
     ("q5-agg", include_str!("../../benches/nexmark/q5-agg.sql")),
+    ("q6", include_str!("../../benches/nexmark/q6.sql")),
     ("q7", include_str!("../../benches/nexmark/q7.sql")),
     ("q7-agg", include_str!("../../benches/nexmark/q7-agg.sql")),
     ("q8", include_str!("../../benches/nexmark/q8.sql")),
