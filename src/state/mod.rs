@@ -11,6 +11,7 @@
 //! physical plan is built.
 
 pub mod backend;
+pub mod keyed_db;
 pub mod redistribute;
 pub mod rocks;
 pub mod snapshot;

@@ -29,6 +29,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input, time_attributes,
 };
 use crate::state::backend::StateBackend;
+use crate::state::keyed_db::KeyedDb;
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::fmt_ttl;
 
@@ -57,6 +58,8 @@ pub struct TopN {
 pub struct TopNExec {
     input: Arc<dyn ExecutionPlan>,
     def: TopN,
+    /// Where the state lives: chosen by the planner ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -85,6 +88,7 @@ impl TopNExec {
         Ok(Self {
             input,
             def,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -127,7 +131,7 @@ impl TopNExec {
 
     fn state_declaration(&self) -> OperatorState {
         OperatorState {
-            backend: StateBackend::Memory,
+            backend: self.backend.clone(),
             keys: self
                 .def
                 .partition_by
@@ -211,11 +215,9 @@ impl ExecutionPlan for TopNExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("TopNExec needs exactly one child");
         };
-        Ok(Arc::new(Self::try_new(
-            input,
-            self.def.clone(),
-            self.schema(),
-        )?))
+        let mut node = Self::try_new(input, self.def.clone(), self.schema())?;
+        node.backend = self.backend.clone();
+        Ok(Arc::new(node))
     }
 
     fn execute(
@@ -261,6 +263,12 @@ impl StreamingExec for TopNExec {
         }
     }
 
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let mut node = Self::try_new(Arc::clone(&self.input), self.def.clone(), self.schema())?;
+        node.backend = backend.clone();
+        Ok(Some(Arc::new(node)))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, Arc::clone(&context))?;
         let schema = self.input.schema();
@@ -284,6 +292,14 @@ impl StreamingExec for TopNExec {
             !self.input_appends(),
         )
         .with_event_time(self.keeps_event_time());
+        let stream = match self.backend.rocksdb("top-n", partition) {
+            Some((root, label)) => stream.with_rocksdb(
+                KeyedDb::try_new(&root, &label, 1)?,
+                partition,
+                self.properties.partitioning.partition_count(),
+            ),
+            None => stream,
+        };
         Driver::open(
             self,
             &self.metrics,

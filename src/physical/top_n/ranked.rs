@@ -9,6 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use datafusion::common::Result;
+
+use crate::state::keyed_db::{ValueReader, put_bytes};
+
 /// The most rows a sorted vector holds (beyond, inserting moves too much).
 pub(super) const SMALL: usize = 256;
 
@@ -120,12 +124,62 @@ impl Ranked {
     }
 }
 
+impl Ranked {
+    /// The key's rows as stored in RocksDB: when it was last written (8 bytes), then each row's
+    /// order-by bytes, tie number (8 bytes) and bytes, in rank order.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.held_bytes());
+        out.extend_from_slice(&self.written.to_le_bytes());
+        let mut put = |(order, tie): &Place, row: &[u8]| {
+            put_bytes(&mut out, order);
+            out.extend_from_slice(&tie.to_le_bytes());
+            put_bytes(&mut out, row);
+        };
+        match &self.rows {
+            Rows::Few(v) => v.iter().for_each(|(p, r)| put(p, r)),
+            Rows::Many(m) => m.iter().for_each(|(p, r)| put(p, r)),
+        }
+        out
+    }
+
+    /// A key's rows as [`Self::encode`] stored them, holding at most `bound` rows.
+    pub(super) fn decode(value: &[u8], bound: Option<usize>) -> Result<Self> {
+        let mut r = ValueReader::new(value, "a top-N");
+        let mut ranked = Ranked::new(bound, r.i64()?);
+        while !r.is_empty() {
+            let order = r.bytes()?.into();
+            let tie = r.u64()?;
+            ranked.insert((order, tie), r.bytes()?.into());
+        }
+        Ok(ranked)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn place(order: u8, tie: u64) -> Place {
         (vec![order].into(), tie)
+    }
+
+    /// Both forms read back as they were stored; a value cut short is an error.
+    #[test]
+    fn stored_rows_read_back() {
+        for bound in [Some(8), None] {
+            let mut r = Ranked::new(bound, 1234);
+            for (order, tie, row) in [(5, 0, &b"a"[..]), (2, 1, b"bb"), (5, 2, b"")] {
+                r.insert(place(order, tie), row.to_vec().into());
+            }
+            let value = r.encode();
+            let back = Ranked::decode(&value, bound).unwrap();
+            assert_eq!(back.written, 1234);
+            let rows = |r: &Ranked| -> Vec<(u64, Vec<u8>)> {
+                r.iter().map(|(t, row)| (t, row.to_vec())).collect()
+            };
+            assert_eq!(rows(&back), rows(&r));
+            assert!(Ranked::decode(&value[..value.len() - 1], bound).is_err());
+        }
     }
 
     /// Both forms keep the same order and remove the same copy.

@@ -7,7 +7,11 @@
 //! row's arrival number (or its complement where later rows win ties), so equal rows rank in
 //! arrival order and every row held has an identity of its own.
 //!
-//! A snapshot batch holds every input column, nullable, then `__tie`.
+//! A snapshot batch holds every input column, nullable, then `__tie`. With `state.backend` =
+//! `rocksdb` the partitions in memory are a write-back cache of the keys recent batches
+//! touched, and RocksDB holds every key's rows ([`KeyedDb`], one entry per partition key:
+//! [`Ranked::encode`]); a checkpoint is the database's, and the metadata records the next
+//! arrival number, so that rows arriving after a restore rank after the rows they tie with.
 
 use std::sync::Arc;
 
@@ -21,10 +25,37 @@ use super::TopN;
 use super::ranked::Ranked;
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
+use crate::physical::operator::checkpoint::{
+    InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
+};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::keyed_db::KeyedDb;
+use crate::state::redistribute::partitions_of;
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
+
+/// With RocksDB: rows cached in memory before they are written back.
+const CACHE_ROWS: usize = 262_144;
+
+/// With `state.backend` = `rocksdb`: the database the partitions cache.
+pub(super) struct RocksState {
+    store: KeyedDb,
+    /// This partition and the number of partitions (to re-key a restored database).
+    partition: usize,
+    partitions: usize,
+    /// [`CACHE_ROWS`] (smaller in tests).
+    capacity: usize,
+}
+
+/// What a top-N records in a checkpoint: its inputs' watermarks and the next arrival number
+/// (absent from checkpoints written before it was recorded).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct TopNMeta {
+    #[serde(flatten)]
+    inputs: InputWatermarks,
+    #[serde(default)]
+    arrived: u64,
+}
 
 /// Rows per snapshot batch and per output batch.
 const BATCH_ROWS: usize = 8192;
@@ -127,6 +158,8 @@ pub(super) struct TopNStream {
     /// A deduplication keeping the last row by event time: the output carries the input's
     /// watermark (see `TopNExec::keeps_event_time`).
     event_time: bool,
+    /// With `state.backend` = `rocksdb`: the database `partitions` caches.
+    rocks: Option<RocksState>,
 }
 
 /// The rows of `key`, created empty (holding at most `bound` rows) if it has none.
@@ -184,7 +217,65 @@ impl TopNStream {
             warned: 0,
             ttl,
             event_time: false,
+            rocks: None,
         }
+    }
+
+    /// This top-N with its rows in RocksDB (`store`), as partition `partition` of `partitions`.
+    pub(super) fn with_rocksdb(
+        mut self,
+        store: KeyedDb,
+        partition: usize,
+        partitions: usize,
+    ) -> Self {
+        self.rocks = Some(RocksState {
+            store,
+            partition,
+            partitions,
+            capacity: CACHE_ROWS,
+        });
+        self
+    }
+
+    /// With RocksDB: brings the stored rows of `keys` the cache lacks into it, dropping keys
+    /// `table.exec.state.ttl` expired by `now` (which the next write-back deletes).
+    fn load<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, now: i64) -> Result<()> {
+        let bound = (!self.keep_all).then(|| self.rank_end());
+        let oldest = self.ttl.as_ref().map(|t| t.oldest(now));
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        for (key, value) in rocks.store.load(0, keys)? {
+            let ranked = Ranked::decode(&value, bound)?;
+            if oldest.is_some_and(|oldest| ranked.written < oldest) {
+                continue;
+            }
+            self.size.rows += ranked.len();
+            self.size.bytes += ranked.held_bytes() + key.len() + 64;
+            self.partitions.insert(key.to_vec(), ranked);
+        }
+        Ok(())
+    }
+
+    /// With RocksDB: writes every cached key back (deleting those without rows) and empties
+    /// the cache, if it holds more than its capacity or `always`.
+    fn write_back(&mut self, always: bool) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        if !always && self.size.rows <= rocks.capacity {
+            return Ok(());
+        }
+        let partitions = &self.partitions;
+        rocks.store.write_back(|_, key| {
+            partitions
+                .get(key)
+                .filter(|ranked| !ranked.is_empty())
+                .map(Ranked::encode)
+        })?;
+        self.partitions.clear();
+        self.size = StateSize::default();
+        Ok(())
     }
 
     /// This top-N forwarding its input's watermark if `event_time`.
@@ -235,6 +326,7 @@ impl TopNStream {
         let Some(encoded) = self.rows.convert(rows.columns())? else {
             return exec_err!("a top-N input without columns");
         };
+        self.load((0..n).map(key), now)?;
         let end = self.rank_end();
         // The first `end` rows of each key this batch changed, as they were before it.
         let mut before: Vec<(Box<[u8]>, Vec<Held>)> = Vec::new();
@@ -333,7 +425,8 @@ impl TopNStream {
                 self.emit(&mut changes, ctx)?;
             }
         }
-        self.emit(&mut changes, ctx)
+        self.emit(&mut changes, ctx)?;
+        self.write_back(false)
     }
 
     /// The changes from `old` to `new` (a key's first rows before and after a batch) in the
@@ -394,6 +487,14 @@ impl TopNStream {
         Ok(())
     }
 
+    /// The checkpoint metadata.
+    fn meta(&self, watermarks: &Watermarks<'_>) -> TopNMeta {
+        TopNMeta {
+            inputs: InputWatermarks::of(watermarks),
+            arrived: self.arrived,
+        }
+    }
+
     /// The schema of a snapshot batch.
     fn snapshot_schema(&self) -> SchemaRef {
         let mut fields: Vec<Field> = self
@@ -412,15 +513,47 @@ impl TopNStream {
 }
 
 impl Operator for TopNStream {
-    type Meta = InputWatermarks;
+    type Meta = TopNMeta;
 
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let metas: Vec<InputWatermarks> = restored.metas("top-N")?;
+        let metas: Vec<TopNMeta> = restored.metas("top-N")?;
+        self.arrived = metas.iter().map(|m| m.arrived).max().unwrap_or(0);
+        let metas: Vec<InputWatermarks> = metas.into_iter().map(|m| m.inputs).collect();
         let inputs = InputWatermarks::restored(&metas, 1);
+        let output = if self.event_time {
+            inputs.iter().copied().min().unwrap_or(NO_WATERMARK)
+        } else {
+            NO_WATERMARK
+        };
+        let keys = &self.keys;
+        match (
+            restored.databases(self.rocks.is_some())?,
+            self.rocks.as_mut(),
+        ) {
+            (RestoredDatabases::Own(saved, dir), Some(rocks)) => {
+                rocks.store.adopt(dir)?;
+                checkpoint.adopted(saved);
+                return Ok(RestoredWatermarks { inputs, output });
+            }
+            (RestoredDatabases::Others(dirs), Some(rocks)) => {
+                let (partition, partitions) = (rocks.partition, rocks.partitions);
+                for dir in dirs {
+                    rocks.store.restore_rekeyed(dir, |chunk| {
+                        let bytes: Vec<&[u8]> = chunk.iter().map(|(_, k)| *k).collect();
+                        let columns = keys.decode(&bytes)?;
+                        Ok(partitions_of(&columns, bytes.len(), partitions)?
+                            .into_iter()
+                            .map(|p| p == partition)
+                            .collect())
+                    })?;
+                }
+            }
+            _ => {}
+        }
         // The input's columns come first, so the partition keys read from a snapshot batch.
         let batches = checkpoint.batches_by(restored, |batch| self.ranking.keys_of(batch))?;
         let columns = self.nullable.fields().len();
@@ -455,15 +588,13 @@ impl Operator for TopNStream {
                 let bound = (!self.keep_all).then(|| self.rank_end());
                 ranked_mut(&mut self.partitions, &mut self.size, key, bound, now_ms())
                     .insert((order.as_ref().into(), tie), row.as_ref().into());
+                if let Some(rocks) = self.rocks.as_mut() {
+                    rocks.store.touch(0, key);
+                }
                 self.size.rows += 1;
                 self.size.bytes += order.as_ref().len() + row.as_ref().len() + 48;
             }
         }
-        let output = if self.event_time {
-            inputs.iter().copied().min().unwrap_or(NO_WATERMARK)
-        } else {
-            NO_WATERMARK
-        };
         Ok(RestoredWatermarks { inputs, output })
     }
 
@@ -506,6 +637,14 @@ impl Operator for TopNStream {
         watermarks: &Watermarks<'_>,
         checkpoint: &OperatorCheckpoint,
     ) -> Result<()> {
+        // With RocksDB every cached row goes into the database, and so into the checkpoint.
+        if self.rocks.is_some() {
+            self.write_back(true)?;
+            let meta = self.meta(watermarks);
+            if let Some(rocks) = &self.rocks {
+                return checkpoint.snapshot_db(epoch, &meta, rocks.store.db());
+            }
+        }
         let schema = self.snapshot_schema();
         let held: Vec<(u64, &[u8])> = self
             .partitions
@@ -524,12 +663,11 @@ impl Operator for TopNStream {
                 ]
             },
         )?;
-        let meta = InputWatermarks::of(watermarks);
-        checkpoint.snapshot(epoch, &meta, batches)
+        checkpoint.snapshot(epoch, &self.meta(watermarks), batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> InputWatermarks {
-        InputWatermarks::of(watermarks)
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> TopNMeta {
+        self.meta(watermarks)
     }
 
     fn state_size(&self) -> StateSize {
@@ -751,6 +889,80 @@ mod tests {
         assert!(t.partitions.is_empty());
         assert_eq!((t.size.rows, t.next_timer()), (0, None));
         assert!(out.is_empty(), "expiry emits nothing");
+    }
+
+    /// `t` with its rows in RocksDB under `dir`, written back after every batch.
+    fn in_rocksdb(t: TopNStream, dir: &std::path::Path) -> TopNStream {
+        let mut t = t.with_rocksdb(KeyedDb::try_new(dir, "test", 1).unwrap(), 0, 1);
+        if let Some(rocks) = t.rocks.as_mut() {
+            rocks.capacity = 0;
+        }
+        t
+    }
+
+    /// With RocksDB and every batch written back (the cache emptied), the changes are those of
+    /// the state in memory: over appended rows (top-2, deduplication) and over a changelog
+    /// (rows taken back, ranks emitted).
+    #[test]
+    fn rocksdb_state_changes_as_memory_does() {
+        for (start, end, rank_column, keep_all) in [
+            (1, 2, false, false),
+            (1, 1, false, false),
+            (1, 3, true, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut memory = top(start, end, rank_column, keep_all);
+            let mut rocks = in_rocksdb(top(start, end, rank_column, keep_all), dir.path());
+            let mut held: Vec<(&str, String, i64)> = Vec::new();
+            let mut seed = 7u64;
+            let mut next = |n: u64| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) % n
+            };
+            let keys = ["a", "b", "c"];
+            for round in 0..40 {
+                let mut names = Vec::new();
+                let mut rows = Vec::new();
+                for i in 0..4 {
+                    names.push(format!("r{round}-{i}"));
+                }
+                for name in &names {
+                    if keep_all && !held.is_empty() && next(3) == 0 {
+                        let (k, n, p) = held.remove(next(held.len() as u64) as usize);
+                        rows.push((k, n, p, D));
+                    } else {
+                        let k = keys[next(3) as usize];
+                        let p = next(50) as i64;
+                        held.push((k, name.clone(), p));
+                        rows.push((k, name.clone(), p, I));
+                    }
+                }
+                let rows: Vec<(&str, &str, i64, RowKind)> = rows
+                    .iter()
+                    .map(|(k, n, p, kind)| (*k, n.as_str(), *p, *kind))
+                    .collect();
+                assert_eq!(
+                    feed(&mut rocks, &rows),
+                    feed(&mut memory, &rows),
+                    "round {round} of {start}..={end}"
+                );
+                assert!(rocks.partitions.is_empty(), "the cache was written back");
+            }
+        }
+    }
+
+    /// With RocksDB, a key expired in the database starts over when it is read again.
+    #[test]
+    fn an_expired_key_in_rocksdb_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = in_rocksdb(top(1, 1, false, false), dir.path());
+        t.ttl = Some(TimeToLive::new(std::time::Duration::from_millis(20)));
+        assert_eq!(feed(&mut t, &[("a", "x", 10, I)]), ["+I|a|x|10"]);
+        assert!(t.partitions.is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(feed(&mut t, &[("a", "y", 5, I)]), ["+I|a|y|5"]);
     }
 
     /// Copies of one row are rows of their own; taking one back takes one.

@@ -1,0 +1,303 @@
+//! Keyed operator state in RocksDB behind a write-back cache in memory (`state.backend` =
+//! `rocksdb`), for the operators whose state is a value per key: the regular join (per side
+//! and join key, the rows), the top-N (per partition key, the ranked rows).
+//!
+//! The operator keeps its state in memory as before; that state becomes a cache of the keys
+//! recent batches touched, and the database holds every key's value. A key is stored under its
+//! *space* (one byte: a join's side) and its bytes (Arrow's row format of the key columns); the
+//! value is the operator's encoding of the key's state.
+//!
+//! A batch first [`load`](KeyedDb::load)s the keys it touches that the cache lacks (one
+//! multi-get); when the cache holds more than the operator's capacity, and at every checkpoint
+//! barrier, every touched key is [written back](KeyedDb::write_back) (or deleted, when its
+//! state is empty) and the operator empties its cache. So memory holds about one batch's keys
+//! beyond the capacity, however many keys the operator keeps.
+//!
+//! Checkpoints are RocksDB checkpoints: restored at the same parallelism a partition
+//! [adopts](KeyedDb::adopt) its database, at another it takes the entries whose keys hash to it
+//! from every old database ([`restore_rekeyed`](KeyedDb::restore_rekeyed)).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use datafusion::common::{Result, exec_datafusion_err, internal_err};
+use rocksdb::WriteBatch;
+
+use super::rocks::{StateDb, scan_prefix};
+
+/// Entries re-keyed at a time when restoring at another parallelism.
+const REKEY_CHUNK: usize = 65_536;
+
+/// See the module docs.
+pub struct KeyedDb {
+    db: StateDb,
+    /// The directory of the databases and this partition's instance name (to adopt one).
+    root: PathBuf,
+    label: String,
+    /// Per space, the keys loaded or changed since the last write-back (the cache's keys).
+    touched: Vec<HashSet<Box<[u8]>>>,
+}
+
+fn db_key(space: usize, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(space as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+impl KeyedDb {
+    /// An empty store of `spaces` key spaces (at most 256) in a new database under `root`.
+    pub fn try_new(root: &Path, label: &str, spaces: usize) -> Result<Self> {
+        if spaces == 0 || spaces > 256 {
+            return internal_err!("a keyed RocksDB store of {spaces} key spaces");
+        }
+        Ok(Self {
+            db: StateDb::create(root, label)?,
+            root: root.to_path_buf(),
+            label: label.to_string(),
+            touched: vec![HashSet::new(); spaces],
+        })
+    }
+
+    /// Replaces the (empty) database with one restored from a checkpoint.
+    pub fn adopt(&mut self, files: &Path) -> Result<()> {
+        self.db = StateDb::adopt(&self.root, &self.label, files)?;
+        self.touched.iter_mut().for_each(HashSet::clear);
+        Ok(())
+    }
+
+    /// The database (for checkpoints).
+    pub fn db(&self) -> &StateDb {
+        &self.db
+    }
+
+    /// Marks `key` of `space` as cached (state restored into the cache from a checkpoint in
+    /// memory, or created there).
+    pub fn touch(&mut self, space: usize, key: &[u8]) {
+        if let Some(touched) = self.touched.get_mut(space)
+            && !touched.contains(key)
+        {
+            touched.insert(key.into());
+        }
+    }
+
+    /// The stored values of those of `keys` (of `space`) the cache lacks, which are cached
+    /// from now on: each key stored, with its value.
+    pub fn load<'a>(
+        &mut self,
+        space: usize,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<(&'a [u8], Vec<u8>)>> {
+        let Some(touched) = self.touched.get_mut(space) else {
+            return internal_err!("a keyed RocksDB store has no key space {space}");
+        };
+        let mut missing: Vec<&[u8]> = Vec::new();
+        for key in keys {
+            if !touched.contains(key) {
+                touched.insert(key.into());
+                missing.push(key);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db_keys: Vec<Vec<u8>> = missing.iter().map(|k| db_key(space, k)).collect();
+        let mut found = Vec::new();
+        for (key, value) in missing.into_iter().zip(self.db.db().multi_get(&db_keys)) {
+            let value =
+                value.map_err(|e| exec_datafusion_err!("RocksDB state: read failed: {e}"))?;
+            if let Some(value) = value {
+                found.push((key, value));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes every cached key back: its value as `value_of(space, key)` gives it, or deleted
+    /// if that gives none. The operator then empties its cache.
+    pub fn write_back(
+        &mut self,
+        mut value_of: impl FnMut(usize, &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (space, touched) in self.touched.iter_mut().enumerate() {
+            for key in touched.drain() {
+                let db_key = db_key(space, &key);
+                match value_of(space, &key) {
+                    Some(value) => batch.put(db_key, value),
+                    None => batch.delete(db_key),
+                }
+            }
+        }
+        self.db.write(batch)
+    }
+
+    /// Adds the entries of a database saved at another parallelism (opened read-only from
+    /// `files`) whose keys `owned` keeps: `owned` gets a chunk of (space, key) and says which
+    /// belong to this partition.
+    pub fn restore_rekeyed(
+        &mut self,
+        files: &Path,
+        mut owned: impl FnMut(&[(usize, &[u8])]) -> Result<Vec<bool>>,
+    ) -> Result<()> {
+        let old = StateDb::open_read_only(files)?;
+        let mut entries = scan_prefix(&old, []);
+        loop {
+            let chunk = entries
+                .by_ref()
+                .take(REKEY_CHUNK)
+                .collect::<Result<Vec<_>>>()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let mut keys: Vec<(usize, &[u8])> = Vec::with_capacity(chunk.len());
+            for (key, _) in &chunk {
+                let Some((&space, key)) = key.split_first() else {
+                    return internal_err!("a keyed RocksDB entry without its key space");
+                };
+                keys.push((usize::from(space), key));
+            }
+            let mine = owned(&keys)?;
+            let mut batch = WriteBatch::default();
+            for ((key, value), mine) in chunk.iter().zip(mine) {
+                if mine {
+                    batch.put(key, value);
+                }
+            }
+            self.db.write(batch)?;
+        }
+    }
+}
+
+/// Reads the little-endian numbers and length-prefixed byte strings of a stored value, as
+/// operators encode their state; every read fails on a value cut short.
+pub struct ValueReader<'a> {
+    value: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> ValueReader<'a> {
+    /// A reader of `value`, naming `what` holds it in errors.
+    pub fn new(value: &'a [u8], what: &'static str) -> Self {
+        Self { value, what }
+    }
+
+    /// True when everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    fn short(&self) -> datafusion::common::DataFusionError {
+        exec_datafusion_err!("{}'s RocksDB entry is cut short", self.what)
+    }
+
+    /// The next 8 bytes as a `u64`.
+    pub fn u64(&mut self) -> Result<u64> {
+        let (n, rest) = self
+            .value
+            .split_first_chunk::<8>()
+            .ok_or_else(|| self.short())?;
+        self.value = rest;
+        Ok(u64::from_le_bytes(*n))
+    }
+
+    /// The next 8 bytes as an `i64`.
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(self.u64()? as i64)
+    }
+
+    /// The next byte string (a 4-byte length, then the bytes).
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let (len, rest) = self
+            .value
+            .split_first_chunk::<4>()
+            .ok_or_else(|| self.short())?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(self.short());
+        }
+        let (bytes, rest) = rest.split_at(len);
+        self.value = rest;
+        Ok(bytes)
+    }
+}
+
+/// Appends `bytes` as [`ValueReader::bytes`] reads them.
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_back_and_cut_values_fail() {
+        let mut value = Vec::new();
+        put_bytes(&mut value, b"abc");
+        value.extend_from_slice(&7u64.to_le_bytes());
+        value.extend_from_slice(&(-5i64).to_le_bytes());
+        put_bytes(&mut value, b"");
+        let mut r = ValueReader::new(&value, "a test");
+        assert_eq!(r.bytes().unwrap(), b"abc");
+        assert_eq!(r.u64().unwrap(), 7);
+        assert_eq!(r.i64().unwrap(), -5);
+        assert_eq!(r.bytes().unwrap(), b"");
+        assert!(r.is_empty());
+        for cut in 0..value.len() {
+            let mut r = ValueReader::new(&value[..cut], "a test");
+            let read = (|| -> Result<()> {
+                r.bytes()?;
+                r.u64()?;
+                r.i64()?;
+                r.bytes()?;
+                Ok(())
+            })();
+            assert!(read.is_err(), "cut at {cut}");
+        }
+    }
+
+    /// Values loaded once per key until written back; written back, deleted and re-keyed.
+    #[test]
+    fn keys_load_once_write_back_and_rekey() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = KeyedDb::try_new(dir.path(), "test", 2).unwrap();
+        store.touch(0, b"a");
+        store.touch(1, b"a");
+        store.touch(1, b"b");
+        store
+            .write_back(|space, key| match (space, key) {
+                (0, b"a") => Some(b"zero-a".to_vec()),
+                (1, b"a") => Some(b"one-a".to_vec()),
+                _ => None,
+            })
+            .unwrap();
+        let loaded = store.load(1, [&b"a"[..], b"b", b"a"]).unwrap();
+        assert_eq!(loaded, vec![(&b"a"[..], b"one-a".to_vec())]);
+        // Cached now: not loaded again.
+        assert!(store.load(1, [&b"a"[..]]).unwrap().is_empty());
+        assert_eq!(
+            store.load(0, [&b"a"[..]]).unwrap(),
+            vec![(&b"a"[..], b"zero-a".to_vec())]
+        );
+        // Written back: (1, a) deleted, (0, a) kept.
+        store
+            .write_back(|space, _| (space == 0).then(|| b"zero-a2".to_vec()))
+            .unwrap();
+        assert!(store.load(1, [&b"a"[..]]).unwrap().is_empty());
+        let files = dir.path().join("saved");
+        store.db().checkpoint(&files).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let mut rekeyed = KeyedDb::try_new(other.path(), "other", 2).unwrap();
+        rekeyed
+            .restore_rekeyed(&files, |chunk| {
+                Ok(chunk.iter().map(|(space, _)| *space == 0).collect())
+            })
+            .unwrap();
+        assert_eq!(
+            rekeyed.load(0, [&b"a"[..]]).unwrap(),
+            vec![(&b"a"[..], b"zero-a2".to_vec())]
+        );
+    }
+}
