@@ -132,6 +132,35 @@ impl KeyedDb {
         self.db.write(batch)
     }
 
+    /// Writes `entries` of `space` as they are, outside the cache: state an operator keeps in
+    /// memory that its checkpoints must hold (a temporal join's waiting rows), taken out again
+    /// with [`Self::take_all`].
+    pub fn put_all(
+        &mut self,
+        space: usize,
+        entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in entries {
+            batch.put(db_key(space, &key), value);
+        }
+        self.db.write(batch)
+    }
+
+    /// Takes every entry of `space` out of the database: (key, value), in key order.
+    pub fn take_all(&mut self, space: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = [space as u8];
+        let entries = scan_prefix(self.db.db(), prefix)
+            .map(|entry| entry.map(|(key, value)| (key[1..].to_vec(), value.to_vec())))
+            .collect::<Result<Vec<_>>>()?;
+        let mut batch = WriteBatch::default();
+        for (key, _) in &entries {
+            batch.delete(db_key(space, key));
+        }
+        self.db.write(batch)?;
+        Ok(entries)
+    }
+
     /// Adds the entries of a database saved at another parallelism (opened read-only from
     /// `files`) whose keys `owned` keeps: `owned` gets a chunk of (space, key) and says which
     /// belong to this partition.
@@ -299,5 +328,26 @@ mod tests {
             rekeyed.load(0, [&b"a"[..]]).unwrap(),
             vec![(&b"a"[..], b"zero-a2".to_vec())]
         );
+        // Entries put outside the cache are taken out whole, and only those of their space.
+        rekeyed
+            .put_all(
+                1,
+                [
+                    (b"y".to_vec(), b"2".to_vec()),
+                    (b"x".to_vec(), b"1".to_vec()),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            rekeyed.take_all(1).unwrap(),
+            vec![
+                (b"x".to_vec(), b"1".to_vec()),
+                (b"y".to_vec(), b"2".to_vec())
+            ]
+        );
+        assert!(rekeyed.take_all(1).unwrap().is_empty());
+        rekeyed.touch(0, b"a");
+        rekeyed.write_back(|_, _| Some(b"kept".to_vec())).unwrap();
+        assert_eq!(rekeyed.take_all(0).unwrap().len(), 1);
     }
 }

@@ -17,7 +17,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::super::{Emit, JoinOutput, JoinParts};
 use super::marker::system_time_marker;
-use super::stream::TemporalJoinStream;
+use super::stream::{CACHE_VERSIONS, RocksState, TemporalJoinStream};
 use crate::changelog::ChangelogMode;
 use crate::functions::proctime::is_proctime_field;
 use crate::physical::message::MessageStream;
@@ -26,6 +26,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input, time_attributes,
 };
 use crate::state::backend::StateBackend;
+use crate::state::keyed_db::KeyedDb;
 use crate::state::ttl::{TimeToLive, fmt_ttl};
 
 /// See the module docs of `temporal`.
@@ -45,6 +46,8 @@ pub struct TemporalJoinExec {
     times: [usize; 2],
     /// `table.exec.state.ttl` (see [`crate::state::ttl`]).
     ttl: Option<Duration>,
+    /// Where the versions live: chosen by the planner ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -168,6 +171,7 @@ impl TemporalJoinExec {
             probe,
             times,
             ttl: None,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -187,7 +191,7 @@ impl TemporalJoinExec {
 
     fn state_declaration(&self) -> OperatorState {
         OperatorState {
-            backend: StateBackend::Memory,
+            backend: self.backend.clone(),
             keys: self.on.iter().map(|(l, _)| l.to_string()).collect(),
             freed: "as the watermark passes: the probe rows it passed, and per key the versions \
                     older than the latest one at the watermark (one version per key of the \
@@ -271,6 +275,7 @@ impl ExecutionPlan for TemporalJoinExec {
             probe: self.probe,
             times: self.times,
             ttl: self.ttl,
+            backend: self.backend.clone(),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -316,6 +321,24 @@ impl StreamingExec for TemporalJoinExec {
         self.output_columns(self.probe, time_attributes(probe))
     }
 
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let node = Self {
+            left: Arc::clone(&self.left),
+            right: Arc::clone(&self.right),
+            on: self.on.clone(),
+            filter: self.filter.clone(),
+            join_type: self.join_type,
+            projection: self.projection.clone(),
+            probe: self.probe,
+            times: self.times,
+            ttl: self.ttl,
+            backend: backend.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        };
+        Ok(Some(Arc::new(node)))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let left = execute_input(&self.left, partition, Arc::clone(&context))?;
         let right = execute_input(&self.right, partition, Arc::clone(&context))?;
@@ -342,6 +365,14 @@ impl StreamingExec for TemporalJoinExec {
             self.changes(),
         )?;
         stream.ttl = self.ttl.map(TimeToLive::new);
+        if let Some((root, label)) = self.backend.rocksdb("temporal-join", partition) {
+            stream.rocks = Some(RocksState {
+                store: KeyedDb::try_new(&root, &label, 2)?,
+                partition,
+                partitions: self.properties.partitioning.partition_count(),
+                capacity: CACHE_VERSIONS,
+            });
+        }
         Driver::open(
             self,
             &self.metrics,

@@ -2,6 +2,13 @@
 //! [`Driver`](crate::physical::operator::Driver): versioned rows go into the
 //! [`VersionedTable`], probe rows wait until the watermark passes their time, then each meets
 //! the version of its key valid at its time (see the module docs of `temporal`).
+//!
+//! With `state.backend` = `rocksdb` the versioned table is a cache of the keys recent batches
+//! touched over a [`KeyedDb`] (key space 0: per join key, its versions): the keys of a batch's
+//! versions, and of the probe rows the watermark lets through, are loaded before they are
+//! used, and every key is written back past [`CACHE_VERSIONS`] versions and at checkpoints.
+//! The waiting probe rows stay in memory; a checkpoint puts them into the database (key space
+//! 1: the join key, time and arrival number) for the checkpoint and takes them out again.
 
 use std::collections::BTreeMap;
 
@@ -19,10 +26,58 @@ use super::versions::VersionedTable;
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
+use crate::physical::operator::checkpoint::{
+    InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
+};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
-use crate::state::rocks::{RowCodec, nullable};
+use crate::state::keyed_db::KeyedDb;
+use crate::state::redistribute::partitions_of;
+use crate::state::rocks::{RowCodec, nullable, ordered_prefix, ordered_prefix_of};
 use crate::state::ttl::{TimeToLive, now_ms};
+
+/// With RocksDB: versions cached in memory before they are written back.
+pub(super) const CACHE_VERSIONS: usize = 262_144;
+
+/// The key spaces of the database: per join key, its versions; the waiting probe rows.
+const VERSIONS: usize = 0;
+const WAITING: usize = 1;
+
+/// With `state.backend` = `rocksdb`: the database the versioned table caches.
+pub(super) struct RocksState {
+    pub(super) store: KeyedDb,
+    /// This partition and the number of partitions (to re-key a restored database).
+    pub(super) partition: usize,
+    pub(super) partitions: usize,
+    /// [`CACHE_VERSIONS`] (smaller in tests).
+    pub(super) capacity: usize,
+}
+
+/// A waiting probe row's key in the database: whether it has a join key, the key, its time
+/// and arrival number.
+fn waiting_key(key: Option<&[u8]>, time: i64, arrival: u64) -> Vec<u8> {
+    let bytes = key.unwrap_or_default();
+    let mut out = Vec::with_capacity(bytes.len() + 17);
+    out.push(u8::from(key.is_some()));
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(&ordered_prefix(time));
+    out.extend_from_slice(&arrival.to_be_bytes());
+    out
+}
+
+/// The join key (`None`: a NULL key), time and arrival number of a [`waiting_key`].
+fn parse_waiting_key(key: &[u8]) -> Result<(Option<&[u8]>, i64, u64)> {
+    let parsed = key.split_first().and_then(|(&flag, rest)| {
+        let (join_key, numbers) = rest.split_at_checked(rest.len().checked_sub(16)?)?;
+        let time = ordered_prefix_of(numbers)?;
+        let arrival = u64::from_be_bytes(numbers.get(8..)?.try_into().ok()?);
+        Some(((flag == 1).then_some(join_key), time, arrival))
+    });
+    parsed.ok_or_else(|| {
+        datafusion::common::exec_datafusion_err!(
+            "a temporal join's RocksDB entry of a waiting row is cut short"
+        )
+    })
+}
 
 /// Output rows per batch, and rows per snapshot batch.
 const BATCH_ROWS: usize = 8192;
@@ -70,6 +125,8 @@ pub(super) struct TemporalJoinStream {
     arrived: u64,
     /// `table.exec.state.ttl`: keys no version came for this long are dropped.
     pub(super) ttl: Option<TimeToLive>,
+    /// With `state.backend` = `rocksdb`: the database `table` caches.
+    pub(super) rocks: Option<RocksState>,
 }
 
 impl TemporalJoinStream {
@@ -107,7 +164,36 @@ impl TemporalJoinStream {
             pending_bytes: 0,
             arrived: 0,
             ttl: None,
+            rocks: None,
         })
+    }
+
+    /// With RocksDB: brings the stored versions of `keys` the cache lacks into it (none for a
+    /// key `table.exec.state.ttl` expired, which the next write-back deletes).
+    fn load<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        let oldest = self.ttl.as_ref().map(|t| t.oldest(now_ms()));
+        for (key, value) in rocks.store.load(VERSIONS, keys)? {
+            self.table.load(key, &value, oldest)?;
+        }
+        Ok(())
+    }
+
+    /// With RocksDB: writes every cached key's versions back (deleting keys without any) and
+    /// empties the cache, if it holds more than its capacity or `always`.
+    fn write_back(&mut self, always: bool) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        if !always && self.table.versions <= rocks.capacity {
+            return Ok(());
+        }
+        let table = &self.table;
+        rocks.store.write_back(|_, key| table.encode(key))?;
+        self.table.clear();
+        Ok(())
     }
 
     /// The join keys of `rows` (of input `side`) in the key row format, `None` for a row whose
@@ -157,6 +243,9 @@ impl TemporalJoinStream {
         };
         let now = now_ms();
         self.expire(now);
+        if side != self.probe {
+            self.load(keys.iter().flatten().map(|k| &**k))?;
+        }
         let mut null_time = 0;
         let mut earliest = i64::MAX;
         for (i, key) in keys.into_iter().enumerate() {
@@ -212,6 +301,7 @@ impl TemporalJoinStream {
         };
         let mut due: Vec<((i64, u64), Waiting)> = due.into_iter().collect();
         due.sort_by_key(|((_, arrival), _)| *arrival);
+        self.load(due.iter().filter_map(|(_, w)| w.key.as_deref()))?;
         for chunk in due.chunks(BATCH_ROWS) {
             self.join(chunk, ctx)?;
         }
@@ -303,6 +393,63 @@ impl Operator for TemporalJoinStream {
     ) -> Result<RestoredWatermarks> {
         let metas: Vec<InputWatermarks> = restored.metas("temporal join")?;
         let inputs = InputWatermarks::restored(&metas, 2);
+        // Probe rows from every old task, numbered again in their old order (each old task
+        // numbered its own; a key's rows all come from one).
+        let mut waiting: Vec<(u64, i64, Waiting)> = Vec::new();
+        let keys = &self.keys;
+        match (
+            restored.databases(self.rocks.is_some())?,
+            self.rocks.as_mut(),
+        ) {
+            (RestoredDatabases::Own(saved, dir), Some(rocks)) => {
+                rocks.store.adopt(dir)?;
+                checkpoint.adopted(saved);
+            }
+            (RestoredDatabases::Others(dirs), Some(rocks)) => {
+                let (partition, partitions) = (rocks.partition, rocks.partitions);
+                for dir in dirs {
+                    rocks.store.restore_rekeyed(dir, |chunk| {
+                        // A waiting row without a join key goes to the first partition.
+                        let mut join_keys = Vec::with_capacity(chunk.len());
+                        for (space, key) in chunk {
+                            join_keys.push(match *space {
+                                WAITING => parse_waiting_key(key)?.0,
+                                _ => Some(*key),
+                            });
+                        }
+                        let bytes: Vec<&[u8]> = join_keys.iter().flatten().copied().collect();
+                        let columns = keys.decode(&bytes)?;
+                        let mut owners =
+                            partitions_of(&columns, bytes.len(), partitions)?.into_iter();
+                        Ok(join_keys
+                            .iter()
+                            .map(|k| match k {
+                                Some(_) => owners.next() == Some(partition),
+                                None => partition == 0,
+                            })
+                            .collect())
+                    })?;
+                }
+            }
+            _ => {}
+        }
+        if let Some(rocks) = self.rocks.as_mut() {
+            for (key, value) in rocks.store.take_all(WAITING)? {
+                let (join_key, time, arrival) = parse_waiting_key(&key)?;
+                let kind = value.first().and_then(|&k| RowKind::of(k as i8));
+                let Some(kind) = kind else {
+                    return exec_err!(
+                        "a temporal join's RocksDB entry of a waiting row is cut short"
+                    );
+                };
+                let w = Waiting {
+                    key: join_key.map(Box::from),
+                    row: value[1..].into(),
+                    kind,
+                };
+                waiting.push((arrival, time, w));
+            }
+        }
         let codec = self.codec.clone();
         let on = self.on.clone();
         let batches = checkpoint.batches_by(restored, |batch| {
@@ -310,9 +457,6 @@ impl Operator for TemporalJoinStream {
             let (rows, _, _) = codec.decode(batch, side)?;
             join_keys(&on, side, &rows)
         })?;
-        // Probe rows from every old task, numbered again in their old order (each old task
-        // numbered its own; a key's rows all come from one).
-        let mut waiting: Vec<(u64, i64, Waiting)> = Vec::new();
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
@@ -342,6 +486,9 @@ impl Operator for TemporalJoinStream {
                     let deleted = kind == RowKind::Delete;
                     self.table
                         .put(&key, times.value(i), &row, deleted, now_ms());
+                    if let Some(rocks) = self.rocks.as_mut() {
+                        rocks.store.touch(VERSIONS, &key);
+                    }
                 }
             }
         }
@@ -354,7 +501,8 @@ impl Operator for TemporalJoinStream {
     }
 
     fn on_data(&mut self, input: usize, batch: StreamBatch, ctx: &mut Context<'_>) -> Result<()> {
-        self.process(input, batch, ctx)
+        self.process(input, batch, ctx)?;
+        self.write_back(false)
     }
 
     /// The probe rows the watermark of both inputs passed come out; then the output carries
@@ -365,6 +513,7 @@ impl Operator for TemporalJoinStream {
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
         let watermark = ctx.watermarks().active_min();
         self.fire(watermark, ctx)?;
+        self.write_back(false)?;
         Ok(watermark)
     }
 
@@ -390,6 +539,25 @@ impl Operator for TemporalJoinStream {
         watermarks: &Watermarks<'_>,
         checkpoint: &OperatorCheckpoint,
     ) -> Result<()> {
+        // With RocksDB every cached version goes into the database, and the waiting rows too
+        // for the checkpoint's time.
+        if self.rocks.is_some() {
+            self.write_back(true)?;
+            let waiting = self.pending.iter().map(|((time, arrival), w)| {
+                let key = waiting_key(w.key.as_deref(), *time, *arrival);
+                let mut value = Vec::with_capacity(w.row.len() + 1);
+                value.push(w.kind as u8);
+                value.extend_from_slice(&w.row);
+                (key, value)
+            });
+            if let Some(rocks) = self.rocks.as_mut() {
+                rocks.store.put_all(WAITING, waiting)?;
+                let meta = InputWatermarks::of(watermarks);
+                checkpoint.snapshot_db(epoch, &meta, rocks.store.db())?;
+                rocks.store.take_all(WAITING)?;
+            }
+            return Ok(());
+        }
         let mut batches = Vec::new();
         let waiting: Vec<(&[u8], u64, u64)> = self
             .pending
@@ -556,6 +724,57 @@ mod tests {
         let mut ctx = Context::for_test(&watermarks, &mut out);
         let emitted = futures::executor::block_on(j.on_watermark(&mut ctx)).unwrap();
         (lines(out), emitted)
+    }
+
+    /// With the versions in RocksDB and written back after every batch and watermark (the
+    /// cache emptied), the output is that of the versions in memory: random versions
+    /// (updates, deletions, late ones) and orders (some late), inner and outer, with the
+    /// watermarks moving on.
+    #[test]
+    fn rocksdb_versions_join_as_memory_does() {
+        for outer in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut memory = join(outer, true, true);
+            let mut rocks = join(outer, true, true);
+            rocks.rocks = Some(RocksState {
+                store: KeyedDb::try_new(dir.path(), "test", 2).unwrap(),
+                partition: 0,
+                partitions: 1,
+                capacity: 0,
+            });
+            let mut seed = 11u64;
+            let mut next = |n: u64| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) % n
+            };
+            let values = ["a", "b", "no", "c"];
+            let mut watermark = 0i64;
+            let (mut outputs, mut emitted) = (0, 0);
+            for round in 0..60 {
+                let input = next(2) as usize;
+                let rows: Vec<(i64, &str, i64, RowKind)> = (0..3)
+                    .map(|_| {
+                        let kind = if input == 1 && next(5) == 0 { D } else { I };
+                        let time = watermark + next(40) as i64 - 10;
+                        (next(4) as i64, values[next(4) as usize], time, kind)
+                    })
+                    .collect();
+                let wm = [watermark, watermark];
+                let got = feed(&mut rocks, input, wm, &rows);
+                assert_eq!(got, feed(&mut memory, input, wm, &rows), "round {round}");
+                outputs += got.len();
+                watermark += next(15) as i64;
+                let wm = [watermark, watermark];
+                let got = advance(&mut rocks, wm);
+                assert_eq!(got, advance(&mut memory, wm), "round {round}");
+                outputs += got.0.len();
+                assert_eq!(rocks.table.versions, 0, "written back");
+                emitted += 1;
+            }
+            assert!(outputs > 20, "{outputs} rows out in {emitted} rounds");
+        }
     }
 
     /// Orders wait for the watermark of both inputs; then each meets the latest version of its

@@ -6,10 +6,17 @@
 //! does in Flink. Once the watermark passes a time, no probe row before it can still come, so
 //! of the versions at or before the watermark only the latest is needed (and not even that one
 //! when it is a deletion): [`VersionedTable::prune`] drops the others.
+//!
+//! With `state.backend` = `rocksdb` the table is a cache of the keys recent batches touched:
+//! a key's versions are [loaded](VersionedTable::load) (and pruned at the last watermark) before
+//! they are read or written, and [encoded](VersionedTable::encode) when written back.
 
 use std::collections::BTreeMap;
 
-use datafusion::common::HashMap;
+use datafusion::common::{HashMap, Result};
+
+use crate::physical::message::NO_WATERMARK;
+use crate::state::keyed_db::{ValueReader, put_bytes};
 
 /// Bytes a version costs besides its row.
 const VERSION_OVERHEAD: usize = 48;
@@ -41,6 +48,8 @@ pub(super) struct VersionedTable {
     pub versions: usize,
     /// Bytes held.
     pub bytes: usize,
+    /// The watermark of the last prune (versions loaded are pruned to it).
+    pruned: Option<i64>,
 }
 
 impl VersionedTable {
@@ -80,6 +89,7 @@ impl VersionedTable {
     /// Drops the versions no probe row after `watermark` can reach (see the module docs);
     /// returns how many.
     pub fn prune(&mut self, watermark: i64) -> usize {
+        self.pruned = Some(watermark);
         let later = match watermark.checked_add(1) {
             Some(next) => self.prune_at.split_off(&next),
             None => BTreeMap::new(),
@@ -87,34 +97,90 @@ impl VersionedTable {
         let due = std::mem::replace(&mut self.prune_at, later);
         let before = self.versions;
         for key in due.into_values().flatten() {
-            let Some(versions) = self.by_key.get_mut(&key).map(|k| &mut k.versions) else {
-                continue;
-            };
-            // The latest version at or before the watermark stays, unless it is a deletion.
-            let Some((latest, deleted)) = versions
-                .range(..=watermark)
-                .next_back()
-                .map(|(&t, v)| (t, v.deleted))
-            else {
-                continue;
-            };
-            let keep_from = if deleted {
-                latest.saturating_add(1)
-            } else {
-                latest
-            };
-            let kept = versions.split_off(&keep_from);
-            let dropped = std::mem::replace(versions, kept);
-            for v in dropped.values() {
-                self.bytes = self.bytes.saturating_sub(v.row.len() + VERSION_OVERHEAD);
-            }
-            self.versions -= dropped.len();
-            if versions.is_empty() {
-                self.by_key.remove(&key);
-                self.bytes = self.bytes.saturating_sub(key.len() + VERSION_OVERHEAD);
-            }
+            self.prune_key(&key, watermark);
         }
         before - self.versions
+    }
+
+    /// Drops the versions of `key` no probe row after `watermark` can reach.
+    fn prune_key(&mut self, key: &[u8], watermark: i64) {
+        let Some(versions) = self.by_key.get_mut(key).map(|k| &mut k.versions) else {
+            return;
+        };
+        // The latest version at or before the watermark stays, unless it is a deletion.
+        let Some((latest, deleted)) = versions
+            .range(..=watermark)
+            .next_back()
+            .map(|(&t, v)| (t, v.deleted))
+        else {
+            return;
+        };
+        let keep_from = if deleted {
+            latest.saturating_add(1)
+        } else {
+            latest
+        };
+        let kept = versions.split_off(&keep_from);
+        let dropped = std::mem::replace(versions, kept);
+        for v in dropped.values() {
+            self.bytes = self.bytes.saturating_sub(v.row.len() + VERSION_OVERHEAD);
+        }
+        self.versions -= dropped.len();
+        if versions.is_empty() {
+            self.by_key.remove(key);
+            self.bytes = self.bytes.saturating_sub(key.len() + VERSION_OVERHEAD);
+        }
+    }
+
+    /// The versions of `key` as RocksDB stores them: when one was last put, then per version
+    /// its time, whether it is a deletion and its row. `None` if the key has none.
+    pub fn encode(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let k = self.by_key.get(key).filter(|k| !k.versions.is_empty())?;
+        let mut out = Vec::with_capacity(8 + k.versions.len() * 24);
+        out.extend_from_slice(&k.written.to_le_bytes());
+        for (time, v) in &k.versions {
+            out.extend_from_slice(&time.to_le_bytes());
+            out.extend_from_slice(&u64::from(v.deleted).to_le_bytes());
+            put_bytes(&mut out, &v.row);
+        }
+        Some(out)
+    }
+
+    /// Adds the versions of `key` (not held) as [`Self::encode`] stored them, pruned at the
+    /// last watermark; none if `table.exec.state.ttl` expired the key (none put since
+    /// `oldest`).
+    pub fn load(&mut self, key: &[u8], value: &[u8], oldest: Option<i64>) -> Result<()> {
+        let mut r = ValueReader::new(value, "a temporal join");
+        let written = r.i64()?;
+        if oldest.is_some_and(|oldest| written < oldest) {
+            return Ok(());
+        }
+        let mut versions = BTreeMap::new();
+        while !r.is_empty() {
+            let time = r.i64()?;
+            let deleted = r.u64()? != 0;
+            let row: Box<[u8]> = r.bytes()?.into();
+            self.bytes += row.len() + VERSION_OVERHEAD;
+            versions.insert(time, Version { row, deleted });
+        }
+        let watermark = self.pruned.unwrap_or(NO_WATERMARK);
+        // Versions after the last prune are pruned when the watermark passes them.
+        for &time in versions.keys().filter(|&&t| t > watermark) {
+            self.prune_at.entry(time).or_default().push(key.into());
+        }
+        self.versions += versions.len();
+        self.bytes += key.len() + VERSION_OVERHEAD;
+        self.by_key
+            .insert(key.into(), KeyVersions { versions, written });
+        self.prune_key(key, watermark);
+        Ok(())
+    }
+
+    /// Empties the table (every key written back to RocksDB), keeping the last watermark.
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.prune_at.clear();
+        (self.versions, self.bytes) = (0, 0);
     }
 
     /// Drops the keys no version was put for since `oldest` (`table.exec.state.ttl`); returns
@@ -181,6 +247,39 @@ mod tests {
         t.put(b"k", 4, &row("B"), false, 0);
         assert_eq!(t.as_of(b"k", 5), Some(&b"B"[..]));
         assert_eq!(t.versions, 5);
+    }
+
+    /// Versions written back and loaded again are the same, pruned at the last watermark, and
+    /// pruned again when the watermark passes the later ones; an expired key loads as none.
+    #[test]
+    fn versions_load_as_they_were_stored() {
+        let mut t = VersionedTable::default();
+        t.put(b"k", 1, &row("a"), false, 100);
+        t.put(b"k", 4, &row("b"), false, 100);
+        t.put(b"k", 7, &row("c"), false, 100);
+        t.put(b"k", 9, &row("c"), true, 100);
+        let stored = t.encode(b"k").unwrap();
+        assert!(t.encode(b"none").is_none());
+        t.prune(5);
+        t.clear();
+        assert_eq!((t.versions, t.bytes, t.as_of(b"k", 5)), (0, 0, None));
+        t.load(b"k", &stored, Some(50)).unwrap();
+        // Version 1 is pruned at the watermark 5; 4, 7 and the deletion at 9 stay.
+        assert_eq!(t.versions, 3);
+        assert_eq!(t.as_of(b"k", 3), None);
+        assert_eq!(t.as_of(b"k", 5), Some(&b"b"[..]));
+        assert_eq!(t.as_of(b"k", 8), Some(&b"c"[..]));
+        assert_eq!(t.as_of(b"k", 9), None);
+        assert_eq!(t.prune(9), 3, "the deletion passed: nothing is left");
+        assert_eq!((t.versions, t.bytes), (0, 0));
+        let mut expired = VersionedTable::default();
+        expired.load(b"k", &stored, Some(101)).unwrap();
+        assert!(expired.is_empty());
+        assert!(
+            expired
+                .load(b"k", &stored[..stored.len() - 1], None)
+                .is_err()
+        );
     }
 
     /// Keys not written for the time to live go with all their versions.
