@@ -1,6 +1,7 @@
--- q15: bidding statistics per day: bids and distinct bidders and auctions, in price ranks.
--- Flink's version is an updating GROUP BY on the formatted day; here it is a 1-day TUMBLE,
--- which emits each day's final row once the watermark passes it (append-only).
+-- q15: bidding statistics per day: bids and distinct bidders and auctions, in price ranks. As
+-- in the Nexmark suite, an updating GROUP BY on the formatted day (Flink's DATE_FORMAT is
+-- to_char): each batch of bids updates the day's row (-U, +U).
+SET 'execution.runtime-mode' = 'streaming';
 CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR,
   WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
 WITH ('connector' = 'nexmark', 'nexmark.table.type' = 'bid', 'events.num' = '${EVENTS}', 'tps' = '${TPS}', 'throttle' = 'false', 'base-time' = '2024-01-01 00:00:00');
@@ -9,7 +10,7 @@ CREATE TABLE discard (day VARCHAR, total_bids BIGINT, rank1_bids BIGINT, rank2_b
   total_auctions BIGINT, rank1_auctions BIGINT, rank2_auctions BIGINT, rank3_auctions BIGINT) WITH ('connector' = 'blackhole');
 INSERT INTO discard
 SELECT
-  to_char(window_start, '%Y-%m-%d') AS day,
+  to_char(date_time, '%Y-%m-%d') AS day,
   COUNT(*) AS total_bids,
   COUNT(*) FILTER (WHERE price < 10000) AS rank1_bids,
   COUNT(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids,
@@ -22,5 +23,5 @@ SELECT
   COUNT(DISTINCT auction) FILTER (WHERE price < 10000) AS rank1_auctions,
   COUNT(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_auctions,
   COUNT(DISTINCT auction) FILTER (WHERE price >= 1000000) AS rank3_auctions
-FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' DAY))
-GROUP BY window_start, window_end;
+FROM bid
+GROUP BY to_char(date_time, '%Y-%m-%d');

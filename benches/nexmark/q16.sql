@@ -1,5 +1,6 @@
--- q16: channel statistics per day: q15 per channel, with the minute of the last bid. Flink's
--- version is an updating GROUP BY on channel and day; here it is a 1-day TUMBLE per channel.
+-- q16: channel statistics per day: q15 per channel, with the minute of the last bid. As in the
+-- Nexmark suite, an updating GROUP BY on the channel and the formatted day.
+SET 'execution.runtime-mode' = 'streaming';
 CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR,
   WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
 WITH ('connector' = 'nexmark', 'nexmark.table.type' = 'bid', 'events.num' = '${EVENTS}', 'tps' = '${TPS}', 'throttle' = 'false', 'base-time' = '2024-01-01 00:00:00');
@@ -9,7 +10,7 @@ CREATE TABLE discard (channel VARCHAR, day VARCHAR, minute VARCHAR, total_bids B
 INSERT INTO discard
 SELECT
   channel,
-  to_char(window_start, '%Y-%m-%d') AS day,
+  to_char(date_time, '%Y-%m-%d') AS day,
   MAX(to_char(date_time, '%H:%M')) AS minute,
   COUNT(*) AS total_bids,
   COUNT(*) FILTER (WHERE price < 10000) AS rank1_bids,
@@ -23,5 +24,5 @@ SELECT
   COUNT(DISTINCT auction) FILTER (WHERE price < 10000) AS rank1_auctions,
   COUNT(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_auctions,
   COUNT(DISTINCT auction) FILTER (WHERE price >= 1000000) AS rank3_auctions
-FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' DAY))
-GROUP BY channel, window_start, window_end;
+FROM bid
+GROUP BY channel, to_char(date_time, '%Y-%m-%d');
