@@ -3,9 +3,10 @@
 //! the same events read without watermarks. q5, q7 and q8 (window joins, a cascading window
 //! aggregation, an interval join), q11 (SESSION windows, against sessions cut with LAG), q15
 //! and q17 as 1-day TUMBLE windows with FILTER and DISTINCT aggregates (the benchmark files,
-//! updating GROUP BYs as in the suite, are checked with the other files' queries), q12 (processing-time
-//! windows: every bid counted once). Then emission timing: rows of channel-fed unbounded
-//! sources come out exactly when the watermarks allow, or (processing time) the clock.
+//! updating GROUP BYs as in the suite, are checked with the other files' queries), q12
+//! (processing-time windows: every bid counted once). Then emission timing: rows of
+//! channel-fed unbounded sources come out exactly when the watermarks allow, or (processing
+//! time) the clock.
 
 mod common;
 
