@@ -683,10 +683,13 @@ fn over_aggregates_resume_exactly() {
         let dst = "k BIGINT, n BIGINT, total BIGINT";
         fixture.script_into("out", OVER, &source, &extra, dst, "csv")
     };
+    // With RocksDB: each key's rows in the database (the waiting rows too, for the
+    // checkpoint), adopted at the same parallelism and re-keyed at another.
     for (failpoint, parallelism, backend) in [
         ("after-operator-snapshot@3", 2, Backend::Memory),
         ("after-manifest@3", 3, Backend::Memory),
         ("after-sink-commit@3", 3, Backend::RocksDb),
+        ("after-manifest@3", 2, Backend::RocksDb),
     ] {
         // Not resumed at parallelism 1: one task reads the two files one after the other, so
         // the second file's rows would be late behind the first's watermark.
@@ -711,16 +714,18 @@ fn over_aggregates_resume_exactly() {
             "{failpoint}: rows differ from the batch answer"
         );
     }
-    let fixture = Fixture::with_rows(300_000);
-    let expected = fixture.updating_oracle(OVER);
-    let script = script(&fixture, Backend::Memory);
-    kill_9_three_times(&script, &fixture.path("state"), OVER);
-    let got = read_rows(&fixture.path("out"));
-    assert_eq!(got.len(), expected.len(), "after kill -9");
-    assert!(
-        got == expected,
-        "after kill -9: rows differ from the batch answer"
-    );
+    for backend in [Backend::Memory, Backend::RocksDb] {
+        let fixture = Fixture::with_rows(300_000);
+        let expected = fixture.updating_oracle(OVER);
+        let script = script(&fixture, backend);
+        kill_9_three_times(&script, &fixture.path("state"), OVER);
+        let got = read_rows(&fixture.path("out"));
+        assert_eq!(got.len(), expected.len(), "after kill -9 ({backend:?})");
+        assert!(
+            got == expected,
+            "after kill -9 ({backend:?}): rows differ from the batch answer"
+        );
+    }
 }
 
 /// An OVER aggregate over a changelog (per key, the count of rows with a small value, which
@@ -738,20 +743,23 @@ fn over_aggregates_over_a_changelog_resume_exactly() {
         ("after-operator-snapshot@3", 2, Backend::Memory),
         ("after-manifest@3", 3, Backend::Memory),
         ("after-sink-commit@3", 1, Backend::RocksDb),
+        ("after-manifest@3", 2, Backend::RocksDb),
     ] {
         let fixture = Fixture::with_rows(200_000);
         updating_crash_and_resume_over(fixture, OVER_CHANGELOG, failpoint, parallelism, backend);
     }
-    let fixture = Fixture::with_rows(300_000);
-    let expected = fixture.updating_oracle(OVER_CHANGELOG);
-    assert_eq!(expected.len(), 50, "{expected:?}");
-    let script = fixture.updating_script("out", OVER_CHANGELOG, Backend::Memory);
-    kill_9_three_times(&script, &fixture.path("state"), OVER_CHANGELOG);
-    assert_eq!(
-        changelog_result(&fixture.path("out")),
-        expected,
-        "after kill -9"
-    );
+    for backend in [Backend::Memory, Backend::RocksDb] {
+        let fixture = Fixture::with_rows(300_000);
+        let expected = fixture.updating_oracle(OVER_CHANGELOG);
+        assert_eq!(expected.len(), 50, "{expected:?}");
+        let script = fixture.updating_script("out", OVER_CHANGELOG, backend);
+        kill_9_three_times(&script, &fixture.path("state"), OVER_CHANGELOG);
+        assert_eq!(
+            changelog_result(&fixture.path("out")),
+            expected,
+            "after kill -9 ({backend:?})"
+        );
+    }
 }
 
 /// Probe rows of `src` joined with the versions of their key at their time: `ver` has one

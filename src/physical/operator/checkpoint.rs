@@ -274,6 +274,36 @@ impl InputWatermarks {
     }
 }
 
+/// What an operator records whose state numbers its rows as they arrive, and whose snapshot
+/// in RocksDB does not list them: its inputs' watermarks and the next arrival number (absent
+/// from checkpoints written before it was recorded), so that rows arriving after a restore are
+/// numbered after the restored ones.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ArrivalsMeta {
+    #[serde(flatten)]
+    pub inputs: InputWatermarks,
+    #[serde(default)]
+    pub arrived: u64,
+}
+
+impl ArrivalsMeta {
+    /// The inputs' watermarks now, and the next arrival number `arrived`.
+    pub fn of(watermarks: &super::Watermarks<'_>, arrived: u64) -> Self {
+        Self {
+            inputs: InputWatermarks::of(watermarks),
+            arrived,
+        }
+    }
+
+    /// Per input of `inputs`, the smallest watermark `metas` recorded, and the largest next
+    /// arrival number.
+    pub fn restored(metas: Vec<Self>, inputs: usize) -> (Vec<i64>, u64) {
+        let arrived = metas.iter().map(|m| m.arrived).max().unwrap_or(0);
+        let metas: Vec<InputWatermarks> = metas.into_iter().map(|m| m.inputs).collect();
+        (InputWatermarks::restored(&metas, inputs), arrived)
+    }
+}
+
 /// Per input, the smallest of the restored partitions' watermarks of that input (a partition
 /// that recorded none counts as [`NO_WATERMARK`]); [`NO_WATERMARK`] with no partitions.
 pub fn min_input_watermarks<'a>(

@@ -18,7 +18,10 @@
 //! row, `-D` with the old values for a row taken back.
 //!
 //! A snapshot batch holds every input column, then every aggregate's value (nullable), then
-//! `__copy`.
+//! `__copy`. With `state.backend` = `rocksdb` the partitions in memory are a cache of the keys
+//! recent batches touched over RocksDB, which holds each partition key's rows as one value
+//! ([`Partition::encode`]); a checkpoint is the database's, and its metadata records the next
+//! copy number.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -31,11 +34,15 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{HashMap, Result, exec_err, plan_err};
 
+use super::rocks::{KEYS, RocksState};
 use super::{ChangelogFrames, OverAggregation};
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
+use crate::physical::operator::checkpoint::{
+    ArrivalsMeta, OperatorCheckpoint, Restored, RestoredDatabases,
+};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::keyed_db::{ValueReader, put_bytes};
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
 
@@ -68,6 +75,41 @@ struct Partition {
     rows: BTreeMap<Place, Held>,
     /// Processing time (ms) of its last change: `table.exec.state.ttl` counts from here.
     written: i64,
+}
+
+impl Partition {
+    /// A partition key's rows as RocksDB stores them: when rows last came, then per row its
+    /// place (bytes and copy number), where its own bytes start, and its values (empty before
+    /// its first evaluation, which a write-back never meets).
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.rows.len() * 64);
+        out.extend_from_slice(&self.written.to_le_bytes());
+        for ((bytes, copy), held) in &self.rows {
+            put_bytes(&mut out, bytes);
+            out.extend_from_slice(&copy.to_le_bytes());
+            out.extend_from_slice(&u64::from(held.row_at).to_le_bytes());
+            put_bytes(&mut out, held.values.as_deref().unwrap_or_default());
+        }
+        out
+    }
+
+    /// A partition key's rows as [`Self::encode`] stored them.
+    fn decode(value: &[u8]) -> Result<Self> {
+        let mut r = ValueReader::new(value, "an OVER aggregation");
+        let mut partition = Partition {
+            rows: BTreeMap::new(),
+            written: r.i64()?,
+        };
+        while !r.is_empty() {
+            let place: Place = (r.bytes()?.into(), r.u64()?);
+            let Ok(row_at) = u32::try_from(r.u64()?) else {
+                return exec_err!("an OVER aggregation's RocksDB entry is damaged");
+            };
+            let values = Some(r.bytes()?.into());
+            partition.rows.insert(place, Held { row_at, values });
+        }
+        Ok(partition)
+    }
 }
 
 /// The row bytes of a place.
@@ -115,6 +157,8 @@ pub(super) struct ChangelogOverStream {
     warned: u64,
     /// `table.exec.state.ttl`: keys no rows came for this long are dropped.
     ttl: Option<TimeToLive>,
+    /// With `state.backend` = `rocksdb`: the database `partitions` caches.
+    pub(super) rocks: Option<RocksState>,
 }
 
 impl ChangelogOverStream {
@@ -164,7 +208,51 @@ impl ChangelogOverStream {
             unknown: 0,
             warned: 0,
             ttl,
+            rocks: None,
         })
+    }
+
+    /// With RocksDB: brings the stored rows of `keys` the cache lacks into it (none for a key
+    /// `table.exec.state.ttl` expired by `now`, which the next write-back deletes).
+    fn load<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, now: i64) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        let oldest = self.ttl.as_ref().map(|t| t.oldest(now));
+        for (key, value) in rocks.store.load(KEYS, keys)? {
+            let partition = Partition::decode(&value)?;
+            if oldest.is_some_and(|oldest| partition.written < oldest) {
+                continue;
+            }
+            for (place, held) in &partition.rows {
+                self.size.rows += 1;
+                self.size.bytes += held_bytes(place, held);
+            }
+            self.size.bytes += key.len() + 64;
+            self.partitions.insert(key.to_vec(), partition);
+        }
+        Ok(())
+    }
+
+    /// With RocksDB: writes every cached key's rows back (deleting keys without any) and
+    /// empties the cache, if it holds more rows than its capacity or `always`.
+    fn write_back(&mut self, always: bool) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        if !always && self.size.rows <= rocks.capacity {
+            return Ok(());
+        }
+        let partitions = &self.partitions;
+        rocks.store.write_back(|_, key| {
+            partitions
+                .get(key)
+                .filter(|p| !p.rows.is_empty())
+                .map(Partition::encode)
+        })?;
+        self.partitions.clear();
+        self.size = StateSize::default();
+        Ok(())
     }
 
     /// The partition keys of `batch`'s rows.
@@ -225,6 +313,10 @@ impl ChangelogOverStream {
         let Some(encoded) = self.rows.convert(input.columns())? else {
             return exec_err!("an OVER aggregation over an input without columns");
         };
+        self.load(
+            (0..n).map(|i| keys.as_ref().map_or(&[][..], |k| k.row(i).data())),
+            now,
+        )?;
         let (back, ahead) = (self.frames.back, self.frames.ahead);
         let mut reached: HashMap<Vec<u8>, BTreeSet<Place>> = HashMap::new();
         let mut changes = Changes::default();
@@ -297,7 +389,8 @@ impl ChangelogOverStream {
             }
             !p.rows.is_empty()
         });
-        self.emit(changes, ctx)
+        self.emit(changes, ctx)?;
+        self.write_back(false)
     }
 
     fn log_unknown(&mut self) {
@@ -487,15 +580,28 @@ fn nth_after<'a>(rows: &'a BTreeMap<Place, Held>, place: &'a Place, n: usize) ->
 }
 
 impl Operator for ChangelogOverStream {
-    type Meta = InputWatermarks;
+    type Meta = ArrivalsMeta;
 
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let metas: Vec<InputWatermarks> = restored.metas("OVER aggregation")?;
-        let inputs = InputWatermarks::restored(&metas, 1);
+        let (inputs, arrived) = ArrivalsMeta::restored(restored.metas("OVER aggregation")?, 1);
+        self.arrived = arrived;
+        match (
+            restored.databases(self.rocks.is_some())?,
+            self.rocks.as_mut(),
+        ) {
+            (RestoredDatabases::Own(saved, dir), Some(rocks)) => {
+                rocks.store.adopt(dir)?;
+                checkpoint.adopted(saved);
+            }
+            (RestoredDatabases::Others(dirs), Some(rocks)) => {
+                rocks.restore_rekeyed(dirs, &self.keys)?;
+            }
+            _ => {}
+        }
         // The input's columns come first, so the partition keys read from a snapshot batch.
         let batches = checkpoint.batches_by(restored, |batch| self.keys_of(batch))?;
         let columns = self.nullable.fields().len();
@@ -555,6 +661,9 @@ impl Operator for ChangelogOverStream {
                 // A restored key lives a whole time to live again.
                 partition.written = now_ms();
                 partition.rows.insert(place, held);
+                if let Some(rocks) = self.rocks.as_mut() {
+                    rocks.store.touch(KEYS, key);
+                }
             }
         }
         Ok(RestoredWatermarks {
@@ -596,6 +705,14 @@ impl Operator for ChangelogOverStream {
         watermarks: &Watermarks<'_>,
         checkpoint: &OperatorCheckpoint,
     ) -> Result<()> {
+        let meta = ArrivalsMeta::of(watermarks, self.arrived);
+        // With RocksDB every cached row goes into the database, and so into the checkpoint.
+        if self.rocks.is_some() {
+            self.write_back(true)?;
+            if let Some(rocks) = &self.rocks {
+                return checkpoint.snapshot_db(epoch, &meta, rocks.store.db());
+            }
+        }
         let schema = self.snapshot_schema();
         let held: Vec<(&[u8], &[u8], u64)> = self
             .partitions
@@ -621,12 +738,11 @@ impl Operator for ChangelogOverStream {
                 &RecordBatchOptions::new().with_row_count(Some(part.len())),
             )?);
         }
-        let meta = InputWatermarks::of(watermarks);
         checkpoint.snapshot(epoch, &meta, batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> InputWatermarks {
-        InputWatermarks::of(watermarks)
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> ArrivalsMeta {
+        ArrivalsMeta::of(watermarks, self.arrived)
     }
 
     fn state_size(&self) -> StateSize {

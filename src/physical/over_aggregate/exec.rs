@@ -19,6 +19,7 @@ use datafusion::physical_plan::{
 };
 
 use super::changelog::ChangelogOverStream;
+use super::rocks::RocksState;
 use super::stream::OverStream;
 use crate::changelog::ChangelogMode;
 use crate::physical::message::MessageStream;
@@ -27,6 +28,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, data_only, execute_input, time_attributes, window_columns,
 };
 use crate::state::backend::StateBackend;
+use crate::state::keyed_db::KeyedDb;
 use crate::state::rocks::RowCodec;
 
 /// What an OVER aggregation computes (the planner checked its frames).
@@ -81,6 +83,8 @@ pub struct ChangelogFrames {
 pub struct OverAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     def: OverAggregation,
+    /// Where the state lives: chosen by the planner ([`StreamingExec::with_state_backend`]).
+    backend: StateBackend,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -108,6 +112,7 @@ impl OverAggregateExec {
         Ok(Self {
             input,
             def,
+            backend: StateBackend::Memory,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -115,7 +120,7 @@ impl OverAggregateExec {
 
     fn state_declaration(&self) -> OperatorState {
         OperatorState {
-            backend: StateBackend::Memory,
+            backend: self.backend.clone(),
             keys: self
                 .def
                 .partition_by
@@ -224,11 +229,9 @@ impl ExecutionPlan for OverAggregateExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("OverAggregateExec needs exactly one child");
         };
-        Ok(Arc::new(Self::try_new(
-            input,
-            self.def.clone(),
-            self.schema(),
-        )?))
+        let mut node = Self::try_new(input, self.def.clone(), self.schema())?;
+        node.backend = self.backend.clone();
+        Ok(Arc::new(node))
     }
 
     fn execute(
@@ -287,6 +290,12 @@ impl StreamingExec for OverAggregateExec {
         }
     }
 
+    fn with_state_backend(&self, backend: &StateBackend) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let mut node = Self::try_new(Arc::clone(&self.input), self.def.clone(), self.schema())?;
+        node.backend = backend.clone();
+        Ok(Some(Arc::new(node)))
+    }
+
     fn execute_stream(&self, partition: usize, context: Arc<TaskContext>) -> Result<MessageStream> {
         let input = execute_input(&self.input, partition, Arc::clone(&context))?;
         let schema = self.input.schema();
@@ -304,9 +313,17 @@ impl StreamingExec for OverAggregateExec {
         let keys = RowCodec::try_new(key_types, "partition keys")?;
         let rows = RowCodec::try_new(types, "the rows of an OVER aggregation")?;
         let inputs = vec![input];
+        let rocks = match self.backend.rocksdb("over", partition) {
+            Some((root, label)) => Some(RocksState::new(
+                KeyedDb::try_new(&root, &label, 2)?,
+                partition,
+                self.properties.partitioning.partition_count(),
+            )),
+            None => None,
+        };
         match &self.def.order {
             OverOrder::EventTime(frames) => {
-                let stream = OverStream::new(
+                let mut stream = OverStream::new(
                     self.def.clone(),
                     frames.clone(),
                     keys,
@@ -314,10 +331,11 @@ impl StreamingExec for OverAggregateExec {
                     &schema,
                     self.schema(),
                 );
+                stream.rocks = rocks;
                 Driver::open(self, &self.metrics, inputs, partition, &context, stream)
             }
             OverOrder::Changelog(frames) => {
-                let stream = ChangelogOverStream::try_new(
+                let mut stream = ChangelogOverStream::try_new(
                     self.def.clone(),
                     frames.clone(),
                     keys,
@@ -325,6 +343,7 @@ impl StreamingExec for OverAggregateExec {
                     &schema,
                     self.schema(),
                 )?;
+                stream.rocks = rocks;
                 Driver::open(self, &self.metrics, inputs, partition, &context, stream)
             }
         }

@@ -24,6 +24,7 @@
 
 mod changelog;
 mod exec;
+mod rocks;
 mod stream;
 
 pub use exec::{ChangelogFrames, EventTimeFrames, OverAggregateExec, OverAggregation, OverOrder};

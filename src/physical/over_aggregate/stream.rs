@@ -10,11 +10,15 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Typ
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{HashMap, Result, exec_err};
 
+use super::rocks::{KEYS, RocksState, WAITING, parse_waiting_key, waiting_key};
 use super::{EventTimeFrames, OverAggregation};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{NO_WATERMARK, StreamBatch};
-use crate::physical::operator::checkpoint::{InputWatermarks, OperatorCheckpoint, Restored};
+use crate::physical::operator::checkpoint::{
+    InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
+};
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
+use crate::state::keyed_db::{ValueReader, put_bytes};
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
 
@@ -66,6 +70,43 @@ pub(super) struct OverStream {
     swept: i64,
     /// `table.exec.state.ttl`: keys no rows came for this long are dropped.
     ttl: Option<TimeToLive>,
+    /// With `state.backend` = `rocksdb`: the database `kept` caches.
+    pub(super) rocks: Option<RocksState>,
+}
+
+impl Kept {
+    /// A key's rows as RocksDB stores them: when rows last came, then per row its time,
+    /// arrival number and bytes.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.rows.len() * 32);
+        out.extend_from_slice(&self.written.to_le_bytes());
+        for h in &self.rows {
+            out.extend_from_slice(&h.time.to_le_bytes());
+            out.extend_from_slice(&h.seq.to_le_bytes());
+            put_bytes(&mut out, &h.row);
+        }
+        out
+    }
+
+    /// A key's rows as [`Self::encode`] stored them.
+    fn decode(value: &[u8]) -> Result<Self> {
+        let mut r = ValueReader::new(value, "an OVER aggregation");
+        let mut kept = Kept {
+            rows: VecDeque::new(),
+            written: r.i64()?,
+        };
+        while !r.is_empty() {
+            let (time, seq) = (r.i64()?, r.u64()?);
+            let row = r.bytes()?.into();
+            kept.rows.push_back(Held { time, seq, row });
+        }
+        Ok(kept)
+    }
+
+    /// The bytes the rows cost as the state counts them.
+    fn held_bytes(&self) -> usize {
+        self.rows.iter().map(|h| h.row.len() + ROW_OVERHEAD).sum()
+    }
 }
 
 impl OverStream {
@@ -92,7 +133,51 @@ impl OverStream {
             size: StateSize::default(),
             swept: NO_WATERMARK,
             ttl: def_ttl,
+            rocks: None,
         }
+    }
+
+    /// With RocksDB: brings the stored rows of `keys` the cache lacks into it (none for a key
+    /// `table.exec.state.ttl` expired, which the next write-back deletes).
+    fn load<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        let oldest = self.ttl.as_ref().map(|t| t.oldest(now_ms()));
+        for (key, value) in rocks.store.load(KEYS, keys)? {
+            let kept = Kept::decode(&value)?;
+            if oldest.is_some_and(|oldest| kept.written < oldest) {
+                continue;
+            }
+            self.size.rows += kept.rows.len();
+            self.size.bytes += kept.held_bytes() + key.len() + 64;
+            self.kept.insert(key.to_vec(), kept);
+        }
+        Ok(())
+    }
+
+    /// With RocksDB: writes every cached key's rows back (deleting keys without any) and
+    /// empties the cache, if it holds more rows than its capacity or `always`.
+    fn write_back(&mut self, always: bool) -> Result<()> {
+        let Some(rocks) = self.rocks.as_mut() else {
+            return Ok(());
+        };
+        let cached = self.size.rows.saturating_sub(self.pending.len());
+        if !always && cached <= rocks.capacity {
+            return Ok(());
+        }
+        let kept = &self.kept;
+        rocks.store.write_back(|_, key| {
+            kept.get(key)
+                .filter(|k| !k.rows.is_empty())
+                .map(Kept::encode)
+        })?;
+        for (key, kept) in self.kept.drain() {
+            self.size.rows = self.size.rows.saturating_sub(kept.rows.len());
+            let bytes = kept.held_bytes() + key.len() + 64;
+            self.size.bytes = self.size.bytes.saturating_sub(bytes);
+        }
+        Ok(())
     }
 
     /// The partition keys of `batch`'s rows.
@@ -150,6 +235,7 @@ impl OverStream {
         // order), then keys in groups of about BATCH_ROWS rows (kept and due), evaluated together.
         let mut due: Vec<((i64, u64), KeyedRow)> = due.into_iter().collect();
         due.sort_by(|(_, (a, _)), (_, (b, _))| a.cmp(b));
+        self.load(due.iter().map(|(_, (key, _))| &**key))?;
         let mut group: Vec<(Box<[u8]>, Vec<Held>)> = Vec::new();
         let mut rows = 0;
         for ((time, seq), (key, row)) in due {
@@ -341,12 +427,33 @@ impl Operator for OverStream {
     ) -> Result<RestoredWatermarks> {
         let metas: Vec<InputWatermarks> = restored.metas("OVER aggregation")?;
         let inputs = InputWatermarks::restored(&metas, 1);
-        // The input's columns come first, so the partition keys read from a snapshot batch.
-        let batches = checkpoint.batches_by(restored, |batch| self.keys_of(batch))?;
-        let columns = self.nullable.fields().len();
         // Rows still waiting, from every old task: numbered again below (each old task numbered
         // its own rows, so two may share a number).
         let mut waiting: Vec<((i64, u64), KeyedRow)> = Vec::new();
+        match (
+            restored.databases(self.rocks.is_some())?,
+            self.rocks.as_mut(),
+        ) {
+            (RestoredDatabases::Own(saved, dir), Some(rocks)) => {
+                rocks.store.adopt(dir)?;
+                checkpoint.adopted(saved);
+            }
+            (RestoredDatabases::Others(dirs), Some(rocks)) => {
+                rocks.restore_rekeyed(dirs, &self.keys)?;
+            }
+            _ => {}
+        }
+        if let Some(rocks) = self.rocks.as_mut() {
+            for (key, row) in rocks.store.take_all(WAITING)? {
+                let (key, time, seq) = parse_waiting_key(&key)?;
+                self.size.rows += 1;
+                self.size.bytes += key.len() + row.len() + ROW_OVERHEAD;
+                waiting.push(((time, seq), (key.into(), row.into())));
+            }
+        }
+        // The input's columns come first, so the partition keys read from a snapshot batch.
+        let batches = checkpoint.batches_by(restored, |batch| self.keys_of(batch))?;
+        let columns = self.nullable.fields().len();
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
@@ -400,6 +507,9 @@ impl Operator for OverStream {
                     kept.rows.push_back(Held { time, seq, row });
                     // A restored key lives a whole time to live again.
                     kept.written = now_ms();
+                    if let Some(rocks) = self.rocks.as_mut() {
+                        rocks.store.touch(KEYS, key);
+                    }
                 }
             }
         }
@@ -424,6 +534,7 @@ impl Operator for OverStream {
     async fn on_watermark(&mut self, ctx: &mut Context<'_>) -> Result<i64> {
         let watermark = ctx.watermark();
         self.fire(watermark, ctx)?;
+        self.write_back(false)?;
         Ok(watermark)
     }
 
@@ -449,6 +560,22 @@ impl Operator for OverStream {
         watermarks: &Watermarks<'_>,
         checkpoint: &OperatorCheckpoint,
     ) -> Result<()> {
+        // With RocksDB every cached row goes into the database, and the waiting rows too for
+        // the checkpoint's time.
+        if self.rocks.is_some() {
+            self.write_back(true)?;
+            let waiting = self
+                .pending
+                .iter()
+                .map(|((time, seq), (key, row))| (waiting_key(key, *time, *seq), row.to_vec()));
+            if let Some(rocks) = self.rocks.as_mut() {
+                rocks.store.put_all(WAITING, waiting)?;
+                let meta = InputWatermarks::of(watermarks);
+                checkpoint.snapshot_db(epoch, &meta, rocks.store.db())?;
+                rocks.store.take_all(WAITING)?;
+            }
+            return Ok(());
+        }
         let schema = self.snapshot_schema();
         let kept = self
             .kept

@@ -26,7 +26,7 @@ use super::ranked::Ranked;
 use crate::changelog::{RowKind, kind_at};
 use crate::physical::message::{END_OF_TIME, NO_WATERMARK, StreamBatch};
 use crate::physical::operator::checkpoint::{
-    InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
+    ArrivalsMeta, OperatorCheckpoint, Restored, RestoredDatabases,
 };
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::keyed_db::KeyedDb;
@@ -45,16 +45,6 @@ pub(super) struct RocksState {
     partitions: usize,
     /// [`CACHE_ROWS`] (smaller in tests).
     capacity: usize,
-}
-
-/// What a top-N records in a checkpoint: its inputs' watermarks and the next arrival number
-/// (absent from checkpoints written before it was recorded).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) struct TopNMeta {
-    #[serde(flatten)]
-    inputs: InputWatermarks,
-    #[serde(default)]
-    arrived: u64,
 }
 
 /// Rows per snapshot batch and per output batch.
@@ -487,14 +477,6 @@ impl TopNStream {
         Ok(())
     }
 
-    /// The checkpoint metadata.
-    fn meta(&self, watermarks: &Watermarks<'_>) -> TopNMeta {
-        TopNMeta {
-            inputs: InputWatermarks::of(watermarks),
-            arrived: self.arrived,
-        }
-    }
-
     /// The schema of a snapshot batch.
     fn snapshot_schema(&self) -> SchemaRef {
         let mut fields: Vec<Field> = self
@@ -513,17 +495,15 @@ impl TopNStream {
 }
 
 impl Operator for TopNStream {
-    type Meta = TopNMeta;
+    type Meta = ArrivalsMeta;
 
     fn restore(
         &mut self,
         checkpoint: &OperatorCheckpoint,
         restored: &Restored<'_>,
     ) -> Result<RestoredWatermarks> {
-        let metas: Vec<TopNMeta> = restored.metas("top-N")?;
-        self.arrived = metas.iter().map(|m| m.arrived).max().unwrap_or(0);
-        let metas: Vec<InputWatermarks> = metas.into_iter().map(|m| m.inputs).collect();
-        let inputs = InputWatermarks::restored(&metas, 1);
+        let (inputs, arrived) = ArrivalsMeta::restored(restored.metas("top-N")?, 1);
+        self.arrived = arrived;
         let output = if self.event_time {
             inputs.iter().copied().min().unwrap_or(NO_WATERMARK)
         } else {
@@ -640,7 +620,7 @@ impl Operator for TopNStream {
         // With RocksDB every cached row goes into the database, and so into the checkpoint.
         if self.rocks.is_some() {
             self.write_back(true)?;
-            let meta = self.meta(watermarks);
+            let meta = ArrivalsMeta::of(watermarks, self.arrived);
             if let Some(rocks) = &self.rocks {
                 return checkpoint.snapshot_db(epoch, &meta, rocks.store.db());
             }
@@ -663,11 +643,11 @@ impl Operator for TopNStream {
                 ]
             },
         )?;
-        checkpoint.snapshot(epoch, &self.meta(watermarks), batches)
+        checkpoint.snapshot(epoch, &ArrivalsMeta::of(watermarks, self.arrived), batches)
     }
 
-    fn end(&mut self, watermarks: &Watermarks<'_>) -> TopNMeta {
-        self.meta(watermarks)
+    fn end(&mut self, watermarks: &Watermarks<'_>) -> ArrivalsMeta {
+        ArrivalsMeta::of(watermarks, self.arrived)
     }
 
     fn state_size(&self) -> StateSize {
