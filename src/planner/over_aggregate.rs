@@ -1,14 +1,16 @@
-//! Aggregates `OVER (PARTITION BY ... ORDER BY ts ROWS|RANGE BETWEEN ... PRECEDING AND CURRENT
-//! ROW)` over a stream as an [`OverAggregateExec`], with Flink's rules: the `ORDER BY` is the
+//! Aggregates `OVER (PARTITION BY ... ORDER BY ... ROWS|RANGE BETWEEN ...)` over a stream as an
+//! [`OverAggregateExec`]. Over an appending stream, with Flink's rules: the `ORDER BY` is the
 //! stream's event time (a column with a watermark), ascending; the frame ends at the current
-//! row and starts a bounded number of rows or a bounded interval before it; the input only
-//! appends. A window of `ROW_NUMBER()` is left to the top-N rule; any other window function
-//! over a stream is refused later.
+//! row and starts a bounded number of rows or a bounded interval before it. Over a changelog:
+//! any `ORDER BY`, and `ROWS` frames bounded on both sides, whose values must have Arrow's row
+//! format (they are kept per row). A window of `ROW_NUMBER()` is left to the top-N rule; any
+//! other window function over a stream is refused later.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::{WindowFrame, WindowFrameBound, WindowFrameUnits};
 use datafusion::physical_expr::expressions::Column;
@@ -156,6 +158,15 @@ fn changelog_frames(exprs: &[Arc<dyn WindowExpr>]) -> Result<ChangelogFrames> {
     }
     let (mut back, mut ahead) = (0usize, 0usize);
     for expr in exprs {
+        let field = expr.field()?;
+        if !RowConverter::supports_fields(&[SortField::new(field.data_type().clone())]) {
+            return plan_err!(
+                "{} cannot be an OVER aggregate over a changelog: its values ({}) are kept per \
+                 row, and values of that type cannot be",
+                expr.name(),
+                field.data_type()
+            );
+        }
         let frame = expr.get_window_frame();
         let help = "an OVER aggregate over a changelog (an updating query's result, a debezium \
                     or upsert-kafka source) needs a ROWS frame bounded on both sides, e.g. ROWS \

@@ -1,17 +1,21 @@
 //! Keyed operator state in RocksDB behind a write-back cache in memory (`state.backend` =
 //! `rocksdb`), for the operators whose state is a value per key: the regular join (per side
-//! and join key, the rows), the top-N (per partition key, the ranked rows).
+//! and join key, the rows), the top-N (per partition key, the ranked rows), the temporal join
+//! (per join key, the versions) and the OVER aggregates (per partition key, the rows).
 //!
 //! The operator keeps its state in memory as before; that state becomes a cache of the keys
 //! recent batches touched, and the database holds every key's value. A key is stored under its
-//! *space* (one byte: a join's side) and its bytes (Arrow's row format of the key columns); the
-//! value is the operator's encoding of the key's state.
+//! *space* (one byte: a join's side, or a kind of state) and its bytes (Arrow's row format of
+//! the key columns); the value is the operator's encoding of the key's state.
 //!
 //! A batch first [`load`](KeyedDb::load)s the keys it touches that the cache lacks (one
-//! multi-get); when the cache holds more than the operator's capacity, and at every checkpoint
-//! barrier, every touched key is [written back](KeyedDb::write_back) (or deleted, when its
-//! state is empty) and the operator empties its cache. So memory holds about one batch's keys
-//! beyond the capacity, however many keys the operator keeps.
+//! multi-get); when the cache holds more rows or keys than the operator's capacity
+//! ([`KeyedDb::full`]), and at every checkpoint barrier, every touched key is
+//! [written back](KeyedDb::write_back) (or deleted, when its state is empty) and the operator
+//! empties its cache. So memory holds about one batch's keys beyond the capacity, however many
+//! keys the operator keeps. Keys in the database expire (`table.exec.state.ttl`) when they are
+//! next loaded; a restored database's keys live a whole time to live from the restore
+//! ([`KeyedDb::written`]).
 //!
 //! Checkpoints are RocksDB checkpoints: restored at the same parallelism a partition
 //! [adopts](KeyedDb::adopt) its database, at another it takes the entries whose keys hash to it
@@ -36,6 +40,8 @@ pub struct KeyedDb {
     label: String,
     /// Per space, the keys loaded or changed since the last write-back (the cache's keys).
     touched: Vec<HashSet<Box<[u8]>>>,
+    /// When the database was restored from a checkpoint (processing time, ms).
+    restored_at: i64,
 }
 
 fn db_key(space: usize, key: &[u8]) -> Vec<u8> {
@@ -56,13 +62,28 @@ impl KeyedDb {
             root: root.to_path_buf(),
             label: label.to_string(),
             touched: vec![HashSet::new(); spaces],
+            restored_at: i64::MIN,
         })
+    }
+
+    /// True if the cache holds more than `capacity` rows (`rows`, as the operator counts them)
+    /// or keys: it is to be written back.
+    pub fn full(&self, rows: usize, capacity: usize) -> bool {
+        rows > capacity || self.touched.iter().map(HashSet::len).sum::<usize>() > capacity
+    }
+
+    /// The time a key last written at `written` counts its time to live from: a key restored
+    /// from a checkpoint lives a whole time to live from the restore, as state restored into
+    /// memory does.
+    pub fn written(&self, written: i64) -> i64 {
+        written.max(self.restored_at)
     }
 
     /// Replaces the (empty) database with one restored from a checkpoint.
     pub fn adopt(&mut self, files: &Path) -> Result<()> {
         self.db = StateDb::adopt(&self.root, &self.label, files)?;
         self.touched.iter_mut().for_each(HashSet::clear);
+        self.restored_at = crate::state::ttl::now_ms();
         Ok(())
     }
 
@@ -170,6 +191,7 @@ impl KeyedDb {
         mut owned: impl FnMut(&[(usize, &[u8])]) -> Result<Vec<bool>>,
     ) -> Result<()> {
         let old = StateDb::open_read_only(files)?;
+        self.restored_at = crate::state::ttl::now_ms();
         let mut entries = scan_prefix(&old, []);
         loop {
             let chunk = entries
@@ -187,6 +209,13 @@ impl KeyedDb {
                 keys.push((usize::from(space), key));
             }
             let mine = owned(&keys)?;
+            if mine.len() != chunk.len() {
+                return internal_err!(
+                    "re-keying a RocksDB store: {} answers for {} entries",
+                    mine.len(),
+                    chunk.len()
+                );
+            }
             let mut batch = WriteBatch::default();
             for ((key, value), mine) in chunk.iter().zip(mine) {
                 if mine {

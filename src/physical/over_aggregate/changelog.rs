@@ -219,8 +219,10 @@ impl ChangelogOverStream {
             return Ok(());
         };
         let oldest = self.ttl.as_ref().map(|t| t.oldest(now));
+        let restored = rocks.store.written(i64::MIN);
         for (key, value) in rocks.store.load(KEYS, keys)? {
-            let partition = Partition::decode(&value)?;
+            let mut partition = Partition::decode(&value)?;
+            partition.written = partition.written.max(restored);
             if oldest.is_some_and(|oldest| partition.written < oldest) {
                 continue;
             }
@@ -240,7 +242,7 @@ impl ChangelogOverStream {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(());
         };
-        if !always && self.size.rows <= rocks.capacity {
+        if !always && !rocks.store.full(self.size.rows, rocks.capacity) {
             return Ok(());
         }
         let partitions = &self.partitions;
@@ -318,7 +320,8 @@ impl ChangelogOverStream {
             now,
         )?;
         let (back, ahead) = (self.frames.back, self.frames.ahead);
-        let mut reached: HashMap<Vec<u8>, BTreeSet<Place>> = HashMap::new();
+        // By key, so that changes come out in the same order however keys hash.
+        let mut reached: BTreeMap<Vec<u8>, BTreeSet<Place>> = BTreeMap::new();
         let mut changes = Changes::default();
         for i in 0..n {
             let kind = kind_at(batch.kinds.as_deref(), i)?;
@@ -346,7 +349,7 @@ impl ChangelogOverStream {
                 };
                 self.size.rows += 1;
                 self.size.bytes += held_bytes(&place, &held);
-                let reach = reached.entry_ref(key).or_default();
+                let reach = reached.entry(key.to_vec()).or_default();
                 neighbours(&partition.rows, &place, ahead, back, reach);
                 reach.insert(place.clone());
                 partition.rows.insert(place, held);
@@ -368,7 +371,7 @@ impl ChangelogOverStream {
                     continue;
                 };
                 partition.written = now;
-                let reach = reached.entry_ref(key).or_default();
+                let reach = reached.entry(key.to_vec()).or_default();
                 neighbours(&partition.rows, &place, ahead, back, reach);
                 reach.remove(&place);
                 if let Some((place, held)) = partition.rows.remove_entry(&place) {
@@ -381,14 +384,15 @@ impl ChangelogOverStream {
             }
         }
         self.log_unknown();
+        // Only the keys changed can have been emptied.
+        let changed: Vec<Vec<u8>> = reached.keys().cloned().collect();
         self.evaluate(reached, &mut changes)?;
-        let size = &mut self.size;
-        self.partitions.retain(|key, p| {
-            if p.rows.is_empty() {
-                size.bytes = size.bytes.saturating_sub(key.len() + 64);
+        for key in changed {
+            if self.partitions.get(&key).is_some_and(|p| p.rows.is_empty()) {
+                self.partitions.remove(&key);
+                self.size.bytes = self.size.bytes.saturating_sub(key.len() + 64);
             }
-            !p.rows.is_empty()
-        });
+        }
         self.emit(changes, ctx)?;
         self.write_back(false)
     }
@@ -414,7 +418,7 @@ impl ChangelogOverStream {
     /// to `changes`.
     fn evaluate(
         &mut self,
-        reached: HashMap<Vec<u8>, BTreeSet<Place>>,
+        reached: BTreeMap<Vec<u8>, BTreeSet<Place>>,
         changes: &mut Changes,
     ) -> Result<()> {
         let (back, ahead) = (self.frames.back, self.frames.ahead);
@@ -431,8 +435,9 @@ impl ChangelogOverStream {
             let rows = &partition.rows;
             let mut places = set.iter().filter(|p| rows.contains_key(*p)).peekable();
             while let Some(first) = places.next() {
-                // A run: reached rows whose contexts overlap, from `back` rows before the
-                // first to `ahead` rows after the last.
+                // A run: reached rows whose contexts touch or overlap (at most `back + ahead`
+                // rows between two of them), from `back` rows before the first to `ahead`
+                // rows after the last.
                 let start = rows
                     .range(..first)
                     .rev()
@@ -441,8 +446,9 @@ impl ChangelogOverStream {
                     .map_or(first, |(p, _)| p);
                 let mut last = first;
                 let mut end = nth_after(rows, last, ahead);
+                let gap = back.saturating_add(ahead).saturating_add(1);
                 while let Some(next) = places.peek() {
-                    if *next > end {
+                    if *next > nth_after(rows, last, gap) {
                         break;
                     }
                     last = places.next().unwrap_or(last);
@@ -747,5 +753,216 @@ impl Operator for ChangelogOverStream {
 
     fn state_size(&self) -> StateSize {
         self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::windows::BoundedWindowAggExec;
+    use datafusion::prelude::SessionContext;
+
+    use crate::state::keyed_db::KeyedDb;
+    use RowKind::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+
+    const SQL: &str = "SELECT k, v, name, \
+        SUM(v) OVER (PARTITION BY k ORDER BY v DESC, name ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING), \
+        COUNT(*) OVER (PARTITION BY k ORDER BY v DESC, name ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING) \
+        FROM t";
+
+    /// The window node DataFusion plans for [`SQL`] over `rows` (k, v, name).
+    async fn window(ctx: &SessionContext, rows: &[(i64, i64, String)]) -> Arc<dyn ExecutionPlan> {
+        let values: Vec<String> = rows
+            .iter()
+            .map(|(k, v, n)| format!("({k}, {v}, '{n}')"))
+            .collect();
+        let values = if values.is_empty() {
+            "SELECT CAST(0 AS BIGINT) AS k, CAST(0 AS BIGINT) AS v, 'x' AS name WHERE false"
+                .to_string()
+        } else {
+            format!(
+                "SELECT CAST(column1 AS BIGINT) AS k, CAST(column2 AS BIGINT) AS v, column3 AS \
+                 name FROM (VALUES {})",
+                values.join(", ")
+            )
+        };
+        ctx.sql("DROP VIEW IF EXISTS t").await.unwrap();
+        ctx.sql(&format!("CREATE VIEW t AS {values}"))
+            .await
+            .unwrap();
+        ctx.sql(SQL)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap()
+    }
+
+    /// A changelog OVER aggregation of [`SQL`]'s window, in RocksDB under `dir` (written back
+    /// after every batch) if given.
+    async fn stream(dir: Option<&std::path::Path>) -> ChangelogOverStream {
+        let ctx = SessionContext::new();
+        let plan = window(&ctx, &[(0, 0, "a".into())]).await;
+        let mut node = plan;
+        let w = loop {
+            if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+                break w;
+            }
+            node = Arc::clone(node.children()[0]);
+        };
+        let exprs = w.window_expr().to_vec();
+        let input = w.input().schema();
+        let def = OverAggregation {
+            partition_by: exprs[0].partition_by().to_vec(),
+            exprs: exprs.clone(),
+            order: super::super::OverOrder::Changelog(ChangelogFrames {
+                order_by: exprs[0].order_by().to_vec(),
+                back: 2,
+                ahead: 1,
+            }),
+            ttl: None,
+        };
+        let frames = match &def.order {
+            super::super::OverOrder::Changelog(f) => f.clone(),
+            super::super::OverOrder::EventTime(_) => unreachable!(),
+        };
+        let mut s = ChangelogOverStream::try_new(
+            def,
+            frames,
+            RowCodec::try_new(vec![DataType::Int64], "keys").unwrap(),
+            RowCodec::of_schema(&input, "rows").unwrap(),
+            &input,
+            w.schema(),
+        )
+        .unwrap();
+        if let Some(dir) = dir {
+            let mut rocks = RocksState::new(KeyedDb::try_new(dir, "test", 2).unwrap(), 0, 1);
+            rocks.capacity = 0;
+            s.rocks = Some(rocks);
+        }
+        s
+    }
+
+    /// Feeds changes `(k, v, name, kind)`; the output as `op|k|v|name|sum|count` lines.
+    fn feed(s: &mut ChangelogOverStream, rows: &[(i64, i64, String, RowKind)]) -> Vec<String> {
+        let batch = RecordBatch::try_new(
+            Arc::clone(&s.nullable),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.2))),
+            ],
+        )
+        .unwrap();
+        let kinds = Int8Array::from_iter_values(rows.iter().map(|r| r.3 as i8));
+        let inputs = [NO_WATERMARK];
+        let mut out = Vec::new();
+        let mut ctx = Context::for_test(&inputs, &mut out);
+        s.on_data(0, StreamBatch::new(batch).with_kinds(Some(kinds)), &mut ctx)
+            .unwrap();
+        let mut lines = Vec::new();
+        for b in out {
+            for i in 0..b.batch.num_rows() {
+                let kind = kind_at(b.kinds.as_deref(), i).unwrap();
+                let cells: Vec<String> = b
+                    .batch
+                    .columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, i).unwrap())
+                    .collect();
+                lines.push(format!("{}|{}", kind.short(), cells.join("|")));
+            }
+        }
+        lines
+    }
+
+    /// Random changes (inserts, updates, deletes, equal rows) in small batches: the changelog
+    /// applied ends, after every batch, in DataFusion's batch answer over the rows then held;
+    /// with the rows in RocksDB (written back after every batch) the changes are the same.
+    #[tokio::test]
+    async fn ends_in_the_batch_answer_in_memory_and_in_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut memory = stream(None).await;
+        let mut rocks = stream(Some(dir.path())).await;
+        let ctx = SessionContext::new();
+        let mut held: Vec<(i64, i64, String)> = Vec::new();
+        let mut result: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut seed = 3u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut updated = 0;
+        for round in 0..60 {
+            let mut changes = Vec::new();
+            for _ in 0..1 + next(4) {
+                let row = (
+                    next(3) as i64,
+                    next(12) as i64,
+                    ["a", "b", "c"][next(3) as usize].to_string(),
+                );
+                match next(4) {
+                    0 if !held.is_empty() => {
+                        let old = held.remove(next(held.len() as u64) as usize);
+                        changes.push((old.0, old.1, old.2, D));
+                    }
+                    1 if !held.is_empty() => {
+                        let at = next(held.len() as u64) as usize;
+                        let old = std::mem::replace(&mut held[at], row.clone());
+                        changes.push((old.0, old.1, old.2, UB));
+                        changes.push((row.0, row.1, row.2, UA));
+                    }
+                    _ => {
+                        held.push(row.clone());
+                        changes.push((row.0, row.1, row.2, I));
+                    }
+                }
+            }
+            let got = feed(&mut rocks, &changes);
+            assert_eq!(got, feed(&mut memory, &changes), "round {round}");
+            for line in got {
+                let (op, row) = line.split_once('|').unwrap();
+                if op.starts_with('+') {
+                    *result.entry(row.to_string()).or_default() += 1;
+                } else {
+                    updated += 1;
+                    let n = result
+                        .get_mut(row)
+                        .unwrap_or_else(|| panic!("{op} of {row}"));
+                    *n -= 1;
+                    if *n == 0 {
+                        result.remove(row);
+                    }
+                }
+            }
+            let plan = window(&ctx, &held).await;
+            let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                .await
+                .unwrap();
+            let mut want: Vec<String> = Vec::new();
+            for b in &batches {
+                for i in 0..b.num_rows() {
+                    let cells: Vec<String> = b
+                        .columns()
+                        .iter()
+                        .map(|c| array_value_to_string(c, i).unwrap())
+                        .collect();
+                    want.push(cells.join("|"));
+                }
+            }
+            want.sort();
+            let got: Vec<String> = result
+                .iter()
+                .flat_map(|(row, n)| std::iter::repeat_n(row.clone(), *n))
+                .collect();
+            assert_eq!(got, want, "round {round}");
+            assert!(rocks.partitions.is_empty(), "written back");
+        }
+        assert!(updated > 30, "{updated} rows taken back");
     }
 }

@@ -1,8 +1,9 @@
-//! `OverAggregateExec`: aggregates `OVER (PARTITION BY k ORDER BY ts ROWS|RANGE BETWEEN ...
-//! PRECEDING AND CURRENT ROW)` over a stream, with Flink's semantics (its
-//! `RowTimeRangeBoundedPrecedingFunction` and `RowTimeRowsBoundedPrecedingFunction`).
+//! `OverAggregateExec`: aggregates `OVER (PARTITION BY k ORDER BY ... ROWS|RANGE BETWEEN ...)`
+//! over a stream, of two kinds ([`OverOrder`]).
 //!
-//! Every input row comes out once, with the aggregates over its frame, when the watermark
+//! **Over an appending stream**, ordered by event time, with frames ending at the current row:
+//! Flink's semantics (its `RowTimeRangeBoundedPrecedingFunction` and
+//! `RowTimeRowsBoundedPrecedingFunction`). Every input row comes out once, with the aggregates over its frame, when the watermark
 //! passes its time: then no row that belongs before it can still come. A row at or below the
 //! watermark when it arrives is late, dropped and counted. Rows of equal time come out
 //! together; in a RANGE frame they are each other's peers (each sees them all), in a ROWS frame
@@ -19,8 +20,19 @@
 //! A snapshot batch holds every input column, nullable, then `__due` (still waiting) and
 //! `__seq` (arrival number, which orders rows of equal time).
 //!
+//! **Over a changelog** (which Flink refuses), in any `ORDER BY`, with `ROWS` frames bounded on
+//! both sides: RisingWave's semantics. Every row comes out as it arrives, and its values are
+//! updated (`-U`, `+U`) as rows enter and leave its frame; the output is a changelog (see
+//! `changelog`).
+//!
+//! With `state.backend` = `rocksdb` both kinds keep their rows per partition key in RocksDB
+//! behind a cache (`rocks`).
+//!
 //! - `exec`: the plan node.
-//! - `stream`: one partition: holding rows, evaluating frames, snapshots and restore.
+//! - `stream`: one partition over an appending stream: holding rows, evaluating frames,
+//!   snapshots and restore.
+//! - `changelog`: one partition over a changelog.
+//! - `rocks`: the state in RocksDB.
 
 mod changelog;
 mod exec;

@@ -1,8 +1,9 @@
-//! OVER aggregation state in RocksDB (`state.backend` = `rocksdb`): per partition key, the rows
-//! its frames reach ([`KeyedDb`] key space [`KEYS`]), cached in memory for the keys recent
-//! batches touched; rows still waiting (for the watermark) stay in memory and go into the
-//! checkpoint's database (key space [`WAITING`]: the partition key, then the row's time and
-//! arrival number).
+//! OVER aggregation state in RocksDB (`state.backend` = `rocksdb`): per partition key, its
+//! rows ([`KeyedDb`] key space [`KEYS`]: over an appending stream the rows later frames reach,
+//! over a changelog every row with the values last emitted for it), cached in memory for the
+//! keys recent batches touched. Rows waiting for the watermark (over an appending stream) stay
+//! in memory and go into the checkpoint's database (key space [`WAITING`]: the partition key,
+//! then the row's time and arrival number).
 
 use datafusion::common::{Result, exec_datafusion_err};
 

@@ -144,8 +144,10 @@ impl OverStream {
             return Ok(());
         };
         let oldest = self.ttl.as_ref().map(|t| t.oldest(now_ms()));
+        let restored = rocks.store.written(i64::MIN);
         for (key, value) in rocks.store.load(KEYS, keys)? {
-            let kept = Kept::decode(&value)?;
+            let mut kept = Kept::decode(&value)?;
+            kept.written = kept.written.max(restored);
             if oldest.is_some_and(|oldest| kept.written < oldest) {
                 continue;
             }
@@ -163,7 +165,7 @@ impl OverStream {
             return Ok(());
         };
         let cached = self.size.rows.saturating_sub(self.pending.len());
-        if !always && cached <= rocks.capacity {
+        if !always && !rocks.store.full(cached, rocks.capacity) {
             return Ok(());
         }
         let kept = &self.kept;

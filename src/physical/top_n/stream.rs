@@ -235,8 +235,10 @@ impl TopNStream {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(());
         };
+        let restored = rocks.store.written(i64::MIN);
         for (key, value) in rocks.store.load(0, keys)? {
-            let ranked = Ranked::decode(&value, bound)?;
+            let mut ranked = Ranked::decode(&value, bound)?;
+            ranked.written = ranked.written.max(restored);
             if oldest.is_some_and(|oldest| ranked.written < oldest) {
                 continue;
             }
@@ -253,7 +255,7 @@ impl TopNStream {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(());
         };
-        if !always && self.size.rows <= rocks.capacity {
+        if !always && !rocks.store.full(self.size.rows, rocks.capacity) {
             return Ok(());
         }
         let partitions = &self.partitions;

@@ -93,8 +93,10 @@ impl RocksSides {
         state: &mut SideState,
         oldest: Option<i64>,
     ) -> Result<()> {
+        let restored = self.store.written(i64::MIN);
         for (key, value) in self.store.load(side, keys)? {
-            for entry in decode(&value)? {
+            for mut entry in decode(&value)? {
+                entry.written = entry.written.max(restored);
                 if oldest.is_none_or(|oldest| entry.written >= oldest) {
                     state.restore(key, entry);
                 }
@@ -106,7 +108,9 @@ impl RocksSides {
     /// Writes the touched keys of both sides back (deleting those without rows) and empties
     /// the cache, if it holds more than its capacity or `always`.
     pub fn write_back(&mut self, sides: &mut [SideState; 2], always: bool) -> Result<()> {
-        if !always && sides[0].rows + sides[1].rows <= self.capacity {
+        let rows = usize::try_from(sides[0].rows + sides[1].rows).unwrap_or(usize::MAX);
+        let capacity = usize::try_from(self.capacity).unwrap_or(usize::MAX);
+        if !always && !self.store.full(rows, capacity) {
             return Ok(());
         }
         self.store.write_back(|side, key| {

@@ -175,8 +175,9 @@ impl TemporalJoinStream {
             return Ok(());
         };
         let oldest = self.ttl.as_ref().map(|t| t.oldest(now_ms()));
+        let restored = rocks.store.written(i64::MIN);
         for (key, value) in rocks.store.load(VERSIONS, keys)? {
-            self.table.load(key, &value, oldest)?;
+            self.table.load(key, &value, oldest, restored)?;
         }
         Ok(())
     }
@@ -187,7 +188,7 @@ impl TemporalJoinStream {
         let Some(rocks) = self.rocks.as_mut() else {
             return Ok(());
         };
-        if !always && self.table.versions <= rocks.capacity {
+        if !always && !rocks.store.full(self.table.versions, rocks.capacity) {
             return Ok(());
         }
         let table = &self.table;

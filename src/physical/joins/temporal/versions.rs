@@ -148,10 +148,16 @@ impl VersionedTable {
 
     /// Adds the versions of `key` (not held) as [`Self::encode`] stored them, pruned at the
     /// last watermark; none if `table.exec.state.ttl` expired the key (none put since
-    /// `oldest`).
-    pub fn load(&mut self, key: &[u8], value: &[u8], oldest: Option<i64>) -> Result<()> {
+    /// `oldest`, counting from `restored` at the latest).
+    pub fn load(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        oldest: Option<i64>,
+        restored: i64,
+    ) -> Result<()> {
         let mut r = ValueReader::new(value, "a temporal join");
-        let written = r.i64()?;
+        let written = r.i64()?.max(restored);
         if oldest.is_some_and(|oldest| written < oldest) {
             return Ok(());
         }
@@ -263,7 +269,7 @@ mod tests {
         t.prune(5);
         t.clear();
         assert_eq!((t.versions, t.bytes, t.as_of(b"k", 5)), (0, 0, None));
-        t.load(b"k", &stored, Some(50)).unwrap();
+        t.load(b"k", &stored, Some(50), i64::MIN).unwrap();
         // Version 1 is pruned at the watermark 5; 4, 7 and the deletion at 9 stay.
         assert_eq!(t.versions, 3);
         assert_eq!(t.as_of(b"k", 3), None);
@@ -273,11 +279,14 @@ mod tests {
         assert_eq!(t.prune(9), 3, "the deletion passed: nothing is left");
         assert_eq!((t.versions, t.bytes), (0, 0));
         let mut expired = VersionedTable::default();
-        expired.load(b"k", &stored, Some(101)).unwrap();
+        expired.load(b"k", &stored, Some(101), i64::MIN).unwrap();
         assert!(expired.is_empty());
+        // Restored since: alive again.
+        expired.load(b"k", &stored, Some(101), 200).unwrap();
+        assert_eq!(expired.as_of(b"k", 8), Some(&b"c"[..]));
+        let mut cut = VersionedTable::default();
         assert!(
-            expired
-                .load(b"k", &stored[..stored.len() - 1], None)
+            cut.load(b"k", &stored[..stored.len() - 1], None, i64::MIN)
                 .is_err()
         );
     }
