@@ -349,12 +349,15 @@ impl GroupTable {
                 };
                 if applied > 0 {
                     for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
-                        let arguments = slice(
+                        let Some(arguments) = slice(
                             &gathered.values[j],
                             gathered.filters[j].as_ref(),
                             offset + at,
                             applied,
-                        )?;
+                        )?
+                        else {
+                            continue;
+                        };
                         if adds {
                             accumulator.update_batch(&arguments)?;
                         } else {
@@ -461,21 +464,35 @@ impl GroupTable {
     }
 }
 
-/// Rows `offset..offset + len` of an aggregate's arguments, without those its FILTER drops.
+/// Rows `offset..offset + len` of an aggregate's arguments, without those its FILTER drops;
+/// `None` if it drops them all (the accumulator has nothing to do).
 fn slice(
     values: &[ArrayRef],
     mask: Option<&BooleanArray>,
     offset: usize,
     len: usize,
-) -> Result<Vec<ArrayRef>> {
-    let sliced: Vec<ArrayRef> = values.iter().map(|v| v.slice(offset, len)).collect();
-    match mask {
-        None => Ok(sliced),
-        Some(mask) => {
-            let mask = mask.slice(offset, len);
-            sliced.iter().map(|v| Ok(filter(v, &mask)?)).collect()
-        }
+) -> Result<Option<Vec<ArrayRef>>> {
+    let sliced = || values.iter().map(|v| v.slice(offset, len)).collect();
+    let Some(mask) = mask else {
+        return Ok(Some(sliced()));
+    };
+    let mask = mask.slice(offset, len);
+    // (A NULL in the mask drops its row, as FALSE does.)
+    let kept = match mask.nulls() {
+        None => mask.values().count_set_bits(),
+        Some(valid) => (mask.values() & valid.inner()).count_set_bits(),
+    };
+    if kept == 0 {
+        return Ok(None);
     }
+    if kept == len {
+        return Ok(Some(sliced()));
+    }
+    let filtered: Vec<ArrayRef> = sliced()
+        .iter()
+        .map(|v: &ArrayRef| Ok(filter(v, &mask)?))
+        .collect::<Result<_>>()?;
+    Ok(Some(filtered))
 }
 
 mod rocksdb;
