@@ -241,6 +241,42 @@ fn bench_nexmark_over_kafka_reads_every_loaded_event() {
     assert_eq!(results[0]["rows_out"].as_u64(), Some(18_400));
 }
 
+/// The updating queries run over Kafka too: q6 (an OVER over a top-1 over a regular join), q9
+/// and q15 read every loaded event of their tables and emit changelogs (their answers are
+/// checked over the generator in tests/nexmark.rs).
+#[test]
+fn bench_nexmark_runs_updating_queries_over_kafka() {
+    let (results, _, _) = bench_json(&[
+        "bench",
+        "nexmark",
+        "--query",
+        "q6,q9,q15",
+        "--events",
+        "20000",
+        "--source",
+        "kafka",
+    ]);
+    let result = |query: &str| {
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["query"] == format!("{query} (kafka)"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {query} in {results}"))
+    };
+    // Of every 50 events, 46 are bids and 3 auctions.
+    for (query, read) in [
+        ("q6", 18_400 + 1_200),
+        ("q9", 18_400 + 1_200),
+        ("q15", 18_400),
+    ] {
+        let r = result(query);
+        assert_eq!(r["rows_read"].as_u64(), Some(read), "{query}: {r}");
+        assert!(r["rows_out"].as_u64().unwrap_or(0) > 0, "{query}: {r}");
+    }
+}
+
 /// The processing-time, OVER, file-writing and temporal join queries run in `sabot bench
 /// nexmark`: o1 emits every bid once (with its frame's aggregates), q12 counts every bid in
 /// some window of the clock, q10 writes every bid, t1 joins most bids with their auction, q6
