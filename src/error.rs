@@ -45,6 +45,10 @@ pub const QUERY_CANCELED: &str = "57014";
 pub const OUT_OF_MEMORY: &str = "53200";
 /// The statement is nested too deeply (PostgreSQL's "stack depth limit exceeded").
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+/// A file or directory that is not there (PostgreSQL's "undefined_file").
+pub const UNDEFINED_FILE: &str = "58P01";
+/// Reading or writing a file failed (PostgreSQL's "io_error").
+pub const IO_ERROR: &str = "58030";
 /// Internal or execution error.
 pub const INTERNAL_ERROR: &str = "XX000";
 

@@ -168,6 +168,16 @@ async fn errors_carry_sqlstates_and_the_session_survives() {
         .batch_execute("CREATE TABLE t (id BIGINT)")
         .await
         .expect("create");
+    // A filesystem table whose path is not there (found by the SQL fuzz target as XX000).
+    let gone = tempfile::tempdir().expect("tempdir");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE nowhere (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', \
+             'format' = 'json')",
+            gone.path().join("missing").display()
+        ))
+        .await
+        .expect("create nowhere");
     let cases = [
         ("SELEC 1", SqlState::SYNTAX_ERROR),
         ("SELECT * FROM missing", SqlState::UNDEFINED_TABLE),
@@ -177,6 +187,7 @@ async fn errors_carry_sqlstates_and_the_session_survives() {
             SqlState::INVALID_TEXT_REPRESENTATION,
         ),
         ("CANCEL JOB 42", SqlState::UNDEFINED_OBJECT),
+        ("SELECT * FROM nowhere", SqlState::UNDEFINED_FILE),
     ];
     for (sql, state) in cases {
         let e = client.simple_query(sql).await.expect_err(sql);

@@ -145,10 +145,21 @@ impl FileSource {
     fn files_in(&self, dir: &Path, dirs: bool) -> Result<Vec<PathBuf>> {
         let path = dir;
         let meta = std::fs::metadata(path).map_err(|e| {
-            exec_datafusion_err!(
-                "cannot read path '{}' of table {}: {e}",
-                path.display(),
-                self.options.table
+            let (code, fix) = match e.kind() {
+                std::io::ErrorKind::NotFound => (
+                    crate::error::UNDEFINED_FILE,
+                    "create it, or point the table's 'path' option at a file or directory that \
+                     exists",
+                ),
+                _ => (crate::error::IO_ERROR, "check that the server may read it"),
+            };
+            crate::error::with_sqlstate(
+                code,
+                format!(
+                    "cannot read path '{}' of table {}: {e}; {fix}",
+                    path.display(),
+                    self.options.table
+                ),
             )
         })?;
         if meta.is_file() {
