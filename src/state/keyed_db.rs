@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use datafusion::common::{Result, exec_datafusion_err, internal_err};
 use rocksdb::WriteBatch;
 
-use super::rocks::{StateDb, scan_prefix};
+use super::redistribute::partitions_of;
+use super::rocks::{RowCodec, StateDb, ordered_prefix, ordered_prefix_of, scan_prefix};
 
 /// Entries re-keyed at a time when restoring at another parallelism.
 const REKEY_CHUNK: usize = 65_536;
@@ -227,6 +228,64 @@ impl KeyedDb {
     }
 }
 
+impl KeyedDb {
+    /// Adds, from the databases `dirs` saved at another parallelism, the entries that belong
+    /// to partition `partition` of `partitions`: those whose key columns (in `keys`' row
+    /// format, as `key_of(space, stored key)` finds them) hash to it, as the exchange routes
+    /// rows; an entry without key columns (`None`) goes to the first partition.
+    pub fn restore_rekeyed_by_hash<'a>(
+        &mut self,
+        dirs: impl IntoIterator<Item = &'a Path>,
+        keys: &RowCodec,
+        partition: usize,
+        partitions: usize,
+        key_of: fn(usize, &[u8]) -> Result<Option<&[u8]>>,
+    ) -> Result<()> {
+        for dir in dirs {
+            self.restore_rekeyed(dir, |chunk| {
+                let routed = chunk
+                    .iter()
+                    .map(|(space, key)| key_of(*space, key))
+                    .collect::<Result<Vec<_>>>()?;
+                let bytes: Vec<&[u8]> = routed.iter().flatten().copied().collect();
+                let columns = keys.decode(&bytes)?;
+                let mut owners = partitions_of(&columns, bytes.len(), partitions)?.into_iter();
+                Ok(routed
+                    .iter()
+                    .map(|k| match k {
+                        Some(_) => owners.next() == Some(partition),
+                        None => partition == 0,
+                    })
+                    .collect())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of a row kept in memory but put into a checkpoint's database (with
+/// [`KeyedDb::put_all`]): whether it has key columns, their bytes, its time and arrival number.
+pub fn timed_key(key: Option<&[u8]>, time: i64, arrival: u64) -> Vec<u8> {
+    let bytes = key.unwrap_or_default();
+    let mut out = Vec::with_capacity(bytes.len() + 17);
+    out.push(u8::from(key.is_some()));
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(&ordered_prefix(time));
+    out.extend_from_slice(&arrival.to_be_bytes());
+    out
+}
+
+/// The key columns' bytes (`None`: none), time and arrival number of a [`timed_key`].
+pub fn parse_timed_key(key: &[u8]) -> Result<(Option<&[u8]>, i64, u64)> {
+    let parsed = key.split_first().and_then(|(&flag, rest)| {
+        let (columns, numbers) = rest.split_at_checked(rest.len().checked_sub(16)?)?;
+        let time = ordered_prefix_of(numbers)?;
+        let arrival = u64::from_be_bytes(numbers.get(8..)?.try_into().ok()?);
+        Some(((flag == 1).then_some(columns), time, arrival))
+    });
+    parsed.ok_or_else(|| exec_datafusion_err!("a RocksDB entry of a waiting row is cut short"))
+}
+
 /// Reads the little-endian numbers and length-prefixed byte strings of a stored value, as
 /// operators encode their state; every read fails on a value cut short.
 pub struct ValueReader<'a> {
@@ -289,6 +348,15 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timed_keys_read_back() {
+        let key = timed_key(Some(b"abc"), -5, 7);
+        assert_eq!(parse_timed_key(&key).unwrap(), (Some(&b"abc"[..]), -5, 7));
+        let none = timed_key(None, 3, 1);
+        assert_eq!(parse_timed_key(&none).unwrap(), (None, 3, 1));
+        assert!(parse_timed_key(&none[..16]).is_err());
+    }
 
     #[test]
     fn values_read_back_and_cut_values_fail() {

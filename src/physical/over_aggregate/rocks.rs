@@ -2,14 +2,14 @@
 //! rows ([`KeyedDb`] key space [`KEYS`]: over an appending stream the rows later frames reach,
 //! over a changelog every row with the values last emitted for it), cached in memory for the
 //! keys recent batches touched. Rows waiting for the watermark (over an appending stream) stay
-//! in memory and go into the checkpoint's database (key space [`WAITING`]: the partition key,
-//! then the row's time and arrival number).
+//! in memory and go into the checkpoint's database (key space [`WAITING`], keyed by
+//! [`timed_key`](crate::state::keyed_db::timed_key): the partition key, the row's time and
+//! arrival number).
 
-use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::common::Result;
 
-use crate::state::keyed_db::KeyedDb;
-use crate::state::redistribute::partitions_of;
-use crate::state::rocks::{RowCodec, ordered_prefix, ordered_prefix_of};
+use crate::state::keyed_db::{KeyedDb, parse_timed_key};
+use crate::state::rocks::RowCodec;
 
 /// Rows cached in memory before they are written back.
 pub(super) const CACHE_ROWS: usize = 262_144;
@@ -46,60 +46,16 @@ impl RocksState {
         keys: &RowCodec,
     ) -> Result<()> {
         let (partition, partitions) = (self.partition, self.partitions);
-        for dir in dirs {
-            self.store.restore_rekeyed(dir, |chunk| {
-                let mut bytes = Vec::with_capacity(chunk.len());
-                for (space, key) in chunk {
-                    bytes.push(match *space {
-                        WAITING => parse_waiting_key(key)?.0,
-                        _ => key,
-                    });
-                }
-                let columns = keys.decode(&bytes)?;
-                Ok(partitions_of(&columns, bytes.len(), partitions)?
-                    .into_iter()
-                    .map(|p| p == partition)
-                    .collect())
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// A waiting row's key in the database: its partition key, time and arrival number.
-pub(super) fn waiting_key(key: &[u8], time: i64, arrival: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 16);
-    out.extend_from_slice(key);
-    out.extend_from_slice(&ordered_prefix(time));
-    out.extend_from_slice(&arrival.to_be_bytes());
-    out
-}
-
-/// The partition key, time and arrival number of a [`waiting_key`].
-pub(super) fn parse_waiting_key(key: &[u8]) -> Result<(&[u8], i64, u64)> {
-    let parsed = key
-        .len()
-        .checked_sub(16)
-        .and_then(|at| key.split_at_checked(at))
-        .and_then(|(key, numbers)| {
-            let time = ordered_prefix_of(numbers)?;
-            let arrival = u64::from_be_bytes(numbers.get(8..)?.try_into().ok()?);
-            Some((key, time, arrival))
-        });
-    parsed.ok_or_else(|| {
-        exec_datafusion_err!("an OVER aggregation's RocksDB entry of a waiting row is cut short")
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waiting_keys_read_back() {
-        let key = waiting_key(b"abc", -5, 7);
-        assert_eq!(parse_waiting_key(&key).unwrap(), (&b"abc"[..], -5, 7));
-        assert_eq!(parse_waiting_key(&key[3..]).unwrap(), (&b""[..], -5, 7));
-        assert!(parse_waiting_key(&key[4..]).is_err());
+        self.store
+            .restore_rekeyed_by_hash(
+                dirs,
+                keys,
+                partition,
+                partitions,
+                |space, key| match space {
+                    WAITING => Ok(parse_timed_key(key)?.0),
+                    _ => Ok(Some(key)),
+                },
+            )
     }
 }

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Typ
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{HashMap, Result, exec_err};
 
-use super::rocks::{KEYS, RocksState, WAITING, parse_waiting_key, waiting_key};
+use super::rocks::{KEYS, RocksState, WAITING};
 use super::{EventTimeFrames, OverAggregation};
 use crate::physical::event_time::to_millis;
 use crate::physical::message::{NO_WATERMARK, StreamBatch};
@@ -18,7 +18,7 @@ use crate::physical::operator::checkpoint::{
     InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
 };
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
-use crate::state::keyed_db::{ValueReader, put_bytes};
+use crate::state::keyed_db::{ValueReader, parse_timed_key, put_bytes, timed_key};
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
 
@@ -447,7 +447,8 @@ impl Operator for OverStream {
         }
         if let Some(rocks) = self.rocks.as_mut() {
             for (key, row) in rocks.store.take_all(WAITING)? {
-                let (key, time, seq) = parse_waiting_key(&key)?;
+                let (key, time, seq) = parse_timed_key(&key)?;
+                let key = key.unwrap_or_default();
                 self.size.rows += 1;
                 self.size.bytes += key.len() + row.len() + ROW_OVERHEAD;
                 waiting.push(((time, seq), (key.into(), row.into())));
@@ -569,7 +570,7 @@ impl Operator for OverStream {
             let waiting = self
                 .pending
                 .iter()
-                .map(|((time, seq), (key, row))| (waiting_key(key, *time, *seq), row.to_vec()));
+                .map(|((time, seq), (key, row))| (timed_key(Some(key), *time, *seq), row.to_vec()));
             if let Some(rocks) = self.rocks.as_mut() {
                 rocks.store.put_all(WAITING, waiting)?;
                 let meta = InputWatermarks::of(watermarks);

@@ -30,7 +30,6 @@ use crate::physical::operator::checkpoint::{
 };
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
 use crate::state::keyed_db::KeyedDb;
-use crate::state::redistribute::partitions_of;
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
 
@@ -523,16 +522,13 @@ impl Operator for TopNStream {
             }
             (RestoredDatabases::Others(dirs), Some(rocks)) => {
                 let (partition, partitions) = (rocks.partition, rocks.partitions);
-                for dir in dirs {
-                    rocks.store.restore_rekeyed(dir, |chunk| {
-                        let bytes: Vec<&[u8]> = chunk.iter().map(|(_, k)| *k).collect();
-                        let columns = keys.decode(&bytes)?;
-                        Ok(partitions_of(&columns, bytes.len(), partitions)?
-                            .into_iter()
-                            .map(|p| p == partition)
-                            .collect())
-                    })?;
-                }
+                rocks.store.restore_rekeyed_by_hash(
+                    dirs,
+                    keys,
+                    partition,
+                    partitions,
+                    |_, key| Ok(Some(key)),
+                )?;
             }
             _ => {}
         }

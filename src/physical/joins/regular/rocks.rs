@@ -21,7 +21,7 @@ use datafusion::common::Result;
 
 use super::side::{Entry, SideState};
 use crate::state::keyed_db::{KeyedDb, ValueReader, put_bytes};
-use crate::state::rocks::StateDb;
+use crate::state::rocks::{RowCodec, StateDb};
 
 /// Rows cached in memory (both sides) before they are written back.
 pub const CACHE_ROWS: u64 = 262_144;
@@ -125,15 +125,17 @@ impl RocksSides {
         Ok(())
     }
 
-    /// Adds the entries of a database saved at another parallelism (opened read-only from
-    /// `files`) whose join keys `owned` keeps: `owned` gets a chunk of (side, join key) and
-    /// says which belong to this partition.
+    /// Adds the entries of the databases `dirs` saved at another parallelism whose join keys
+    /// (`keys` their row format) hash to partition `partition` of `partitions`.
     pub fn restore_rekeyed(
         &mut self,
-        files: &Path,
-        owned: impl FnMut(&[(usize, &[u8])]) -> Result<Vec<bool>>,
+        dirs: Vec<&Path>,
+        keys: &RowCodec,
+        partition: usize,
+        partitions: usize,
     ) -> Result<()> {
-        self.store.restore_rekeyed(files, owned)
+        self.store
+            .restore_rekeyed_by_hash(dirs, keys, partition, partitions, |_, key| Ok(Some(key)))
     }
 }
 

@@ -21,7 +21,6 @@ use crate::physical::operator::checkpoint::{
     InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
 };
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
-use crate::state::redistribute::partitions_of;
 use crate::state::rocks::RowCodec;
 use crate::state::ttl::{TimeToLive, now_ms};
 
@@ -413,18 +412,7 @@ impl Operator for RegularJoinStream {
                 });
             }
             (RestoredDatabases::Others(dirs), Some(rocks)) => {
-                let (partition, partitions) = (self.partition, self.partitions);
-                let keys = &self.keys;
-                for dir in dirs {
-                    rocks.restore_rekeyed(dir, |chunk| {
-                        let bytes: Vec<&[u8]> = chunk.iter().map(|(_, k)| *k).collect();
-                        let columns = keys.decode(&bytes)?;
-                        Ok(partitions_of(&columns, bytes.len(), partitions)?
-                            .into_iter()
-                            .map(|p| p == partition)
-                            .collect())
-                    })?;
-                }
+                rocks.restore_rekeyed(dirs, &self.keys, self.partition, self.partitions)?;
             }
             _ => {}
         }

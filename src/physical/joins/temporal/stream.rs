@@ -30,9 +30,8 @@ use crate::physical::operator::checkpoint::{
     InputWatermarks, OperatorCheckpoint, Restored, RestoredDatabases,
 };
 use crate::physical::operator::{Context, Operator, RestoredWatermarks, StateSize, Watermarks};
-use crate::state::keyed_db::KeyedDb;
-use crate::state::redistribute::partitions_of;
-use crate::state::rocks::{RowCodec, nullable, ordered_prefix, ordered_prefix_of};
+use crate::state::keyed_db::{KeyedDb, parse_timed_key, timed_key};
+use crate::state::rocks::{RowCodec, nullable};
 use crate::state::ttl::{TimeToLive, now_ms};
 
 /// With RocksDB: versions cached in memory before they are written back.
@@ -50,33 +49,6 @@ pub(super) struct RocksState {
     pub(super) partitions: usize,
     /// [`CACHE_VERSIONS`] (smaller in tests).
     pub(super) capacity: usize,
-}
-
-/// A waiting probe row's key in the database: whether it has a join key, the key, its time
-/// and arrival number.
-fn waiting_key(key: Option<&[u8]>, time: i64, arrival: u64) -> Vec<u8> {
-    let bytes = key.unwrap_or_default();
-    let mut out = Vec::with_capacity(bytes.len() + 17);
-    out.push(u8::from(key.is_some()));
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(&ordered_prefix(time));
-    out.extend_from_slice(&arrival.to_be_bytes());
-    out
-}
-
-/// The join key (`None`: a NULL key), time and arrival number of a [`waiting_key`].
-fn parse_waiting_key(key: &[u8]) -> Result<(Option<&[u8]>, i64, u64)> {
-    let parsed = key.split_first().and_then(|(&flag, rest)| {
-        let (join_key, numbers) = rest.split_at_checked(rest.len().checked_sub(16)?)?;
-        let time = ordered_prefix_of(numbers)?;
-        let arrival = u64::from_be_bytes(numbers.get(8..)?.try_into().ok()?);
-        Some(((flag == 1).then_some(join_key), time, arrival))
-    });
-    parsed.ok_or_else(|| {
-        datafusion::common::exec_datafusion_err!(
-            "a temporal join's RocksDB entry of a waiting row is cut short"
-        )
-    })
 }
 
 /// Output rows per batch, and rows per snapshot batch.
@@ -407,36 +379,24 @@ impl Operator for TemporalJoinStream {
                 checkpoint.adopted(saved);
             }
             (RestoredDatabases::Others(dirs), Some(rocks)) => {
+                // A waiting row without a join key goes to the first partition.
                 let (partition, partitions) = (rocks.partition, rocks.partitions);
-                for dir in dirs {
-                    rocks.store.restore_rekeyed(dir, |chunk| {
-                        // A waiting row without a join key goes to the first partition.
-                        let mut join_keys = Vec::with_capacity(chunk.len());
-                        for (space, key) in chunk {
-                            join_keys.push(match *space {
-                                WAITING => parse_waiting_key(key)?.0,
-                                _ => Some(*key),
-                            });
-                        }
-                        let bytes: Vec<&[u8]> = join_keys.iter().flatten().copied().collect();
-                        let columns = keys.decode(&bytes)?;
-                        let mut owners =
-                            partitions_of(&columns, bytes.len(), partitions)?.into_iter();
-                        Ok(join_keys
-                            .iter()
-                            .map(|k| match k {
-                                Some(_) => owners.next() == Some(partition),
-                                None => partition == 0,
-                            })
-                            .collect())
-                    })?;
-                }
+                rocks.store.restore_rekeyed_by_hash(
+                    dirs,
+                    keys,
+                    partition,
+                    partitions,
+                    |space, key| match space {
+                        WAITING => Ok(parse_timed_key(key)?.0),
+                        _ => Ok(Some(key)),
+                    },
+                )?;
             }
             _ => {}
         }
         if let Some(rocks) = self.rocks.as_mut() {
             for (key, value) in rocks.store.take_all(WAITING)? {
-                let (join_key, time, arrival) = parse_waiting_key(&key)?;
+                let (join_key, time, arrival) = parse_timed_key(&key)?;
                 let kind = value.first().and_then(|&k| RowKind::of(k as i8));
                 let Some(kind) = kind else {
                     return exec_err!(
@@ -545,7 +505,7 @@ impl Operator for TemporalJoinStream {
         if self.rocks.is_some() {
             self.write_back(true)?;
             let waiting = self.pending.iter().map(|((time, arrival), w)| {
-                let key = waiting_key(w.key.as_deref(), *time, *arrival);
+                let key = timed_key(w.key.as_deref(), *time, *arrival);
                 let mut value = Vec::with_capacity(w.row.len() + 1);
                 value.push(w.kind as u8);
                 value.extend_from_slice(&w.row);
