@@ -130,6 +130,23 @@ fn apply_changelog(changes: &[String]) -> (Vec<String>, usize) {
     (rows, taken_back)
 }
 
+/// What a streaming `sql` ends with: its rows (a changelog applied; sorted), the rows taken
+/// back on the way, and whether it was a changelog.
+async fn streaming_answer(
+    ctx: &sabot::SabotContext,
+    sql: &str,
+) -> Result<(Vec<String>, usize, bool)> {
+    let changes = sabot::result_stream(ctx.sql(sql).await?).await?;
+    let updating = changes.updating;
+    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(changes.batches).await?;
+    let (rows, taken_back) = if updating {
+        apply_changelog(&rows(&batches))
+    } else {
+        (rows(&batches), 0)
+    };
+    Ok((rows, taken_back, updating))
+}
+
 /// Updating aggregates (a GROUP BY without a window, read as a stream): at parallelism 1 and 3
 /// the changelog ends in the batch answer over the same events, and it did update (rows were
 /// taken back on the way).
@@ -160,11 +177,8 @@ async fn updating_aggregates_end_in_the_batch_answer() -> Result<()> {
                 .await?;
             let plan = query(&ctx, &format!("EXPLAIN {sql}")).await?.join("\n");
             assert!(plan.contains("UpdatingAggregateExec"), "{plan}");
-            let changes = sabot::result_stream(ctx.sql(sql).await?).await?;
-            assert!(changes.updating, "{sql}");
-            let batches: Vec<RecordBatch> =
-                futures::TryStreamExt::try_collect(changes.batches).await?;
-            let (got, taken_back) = apply_changelog(&rows(&batches));
+            let (got, taken_back, updating) = streaming_answer(&ctx, sql).await?;
+            assert!(updating, "{sql}");
             assert_eq!(&got, want, "{sql} at parallelism {parallelism}");
             assert!(!want.is_empty(), "{sql}");
             if !sql.contains("DISTINCT channel") {
@@ -213,16 +227,7 @@ async fn regular_joins_end_in_the_batch_answer() -> Result<()> {
                 .await?;
             let plan = query(&ctx, &format!("EXPLAIN {sql}")).await?.join("\n");
             assert!(plan.contains("RegularJoinExec"), "{plan}");
-            let changes = sabot::result_stream(ctx.sql(sql).await?).await?;
-            let updating = changes.updating;
-            let batches: Vec<RecordBatch> =
-                futures::TryStreamExt::try_collect(changes.batches).await?;
-            let mut got = if updating {
-                apply_changelog(&rows(&batches)).0
-            } else {
-                rows(&batches)
-            };
-            got.sort();
+            let (got, _, updating) = streaming_answer(&ctx, sql).await?;
             let mut want_sorted = want.clone();
             want_sorted.sort();
             assert_eq!(got, want_sorted, "{sql} at parallelism {parallelism}");
@@ -338,11 +343,8 @@ async fn top_n_queries_end_in_the_batch_answer() -> Result<()> {
                 .await?;
             let plan = query(&ctx, &format!("EXPLAIN {sql}")).await?.join("\n");
             assert!(plan.contains("TopNExec"), "{plan}");
-            let changes = sabot::result_stream(ctx.sql(sql).await?).await?;
-            assert!(changes.updating, "{sql}");
-            let batches: Vec<RecordBatch> =
-                futures::TryStreamExt::try_collect(changes.batches).await?;
-            let (got, taken_back) = apply_changelog(&rows(&batches));
+            let (got, taken_back, updating) = streaming_answer(&ctx, sql).await?;
+            assert!(updating, "{sql}");
             assert_eq!(&got, want, "{sql} at parallelism {parallelism}");
             assert!(taken_back > 0, "{sql}: nothing taken back");
         }
@@ -395,15 +397,7 @@ async fn benchmark_queries_match_the_batch_answer() -> Result<()> {
                 .await?;
             let plan = query(&ctx, &format!("EXPLAIN {select}")).await?.join("\n");
             assert!(plan.contains("StreamSourceExec"), "{name}: {plan}");
-            let changes = sabot::result_stream(ctx.sql(select).await?).await?;
-            let updating = changes.updating;
-            let batches: Vec<RecordBatch> =
-                futures::TryStreamExt::try_collect(changes.batches).await?;
-            let got = if updating {
-                apply_changelog(&rows(&batches)).0
-            } else {
-                rows(&batches)
-            };
+            let (got, _, updating) = streaming_answer(&ctx, select).await?;
             let per_day = ["q15", "q16", "q17"].contains(&name);
             assert_eq!(updating, per_day, "{name}");
             assert!(
@@ -444,10 +438,8 @@ async fn nexmark_q6_ends_in_the_batch_answer() -> Result<()> {
         let plan = query(&ctx, &format!("EXPLAIN {sql}")).await?.join("\n");
         assert!(plan.contains("emit=on change"), "{plan}");
         assert!(plan.contains("TopNExec"), "{plan}");
-        let changes = sabot::result_stream(ctx.sql(sql).await?).await?;
-        assert!(changes.updating);
-        let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(changes.batches).await?;
-        let (got, taken_back) = apply_changelog(&rows(&batches));
+        let (got, taken_back, updating) = streaming_answer(&ctx, sql).await?;
+        assert!(updating);
         assert_eq!(&got, want, "parallelism {parallelism}");
         assert!(taken_back > 1000, "{taken_back} taken back");
     }

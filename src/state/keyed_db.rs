@@ -228,6 +228,9 @@ impl KeyedDb {
     }
 }
 
+/// Where an entry's key columns are in its stored key (of a key space), if it has any.
+pub type KeyOf = fn(usize, &[u8]) -> Result<Option<&[u8]>>;
+
 impl KeyedDb {
     /// Adds, from the databases `dirs` saved at another parallelism, the entries that belong
     /// to partition `partition` of `partitions`: those whose key columns (in `keys`' row
@@ -239,7 +242,7 @@ impl KeyedDb {
         keys: &RowCodec,
         partition: usize,
         partitions: usize,
-        key_of: fn(usize, &[u8]) -> Result<Option<&[u8]>>,
+        key_of: KeyOf,
     ) -> Result<()> {
         for dir in dirs {
             self.restore_rekeyed(dir, |chunk| {
