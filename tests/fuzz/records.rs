@@ -1,12 +1,14 @@
 //! Records: JSON, CSV and raw values (valid records with extreme values, mutated records,
 //! random bytes, invalid UTF-8, huge numbers, negative and far-future timestamps), decoded
 //! the two ways the readers decode them (a whole block of text in place, and line by line);
-//! Kafka records with random keys and timestamps assembled with their metadata columns; the
+//! Kafka records (some spanning lines) with random keys and timestamps assembled with their
+//! metadata columns, and each decoded alone; the
 //! same records as an upsert-kafka topic (some keys repeated, some tombstones); and,
 //! every few inputs, the same lines as a file read by a windowed query.
 //!
 //! Oracle: no panic; both decodings agree (the same rows, or both an error); every error
-//! names where the bad record is (a line or an offset); an upsert changelog only takes back
+//! names where the bad record is (a line or an offset); assembled Kafka records give the rows
+//! and offsets of the records decoded alone; an upsert changelog only takes back
 //! rows it gave and holds at most one row per key; a windowed query over the file ends within
 //! its time bound.
 
@@ -289,19 +291,12 @@ fn decode_both(input: &Input) -> Result<Outcome, String> {
     }
 }
 
-/// Kafka records with random keys and timestamps, with their metadata columns.
+/// Kafka records with random keys and timestamps, with their metadata columns. Each record
+/// is decoded alone too: the assembled rows must be those rows, with the offsets of the
+/// records they came from (a value never runs into the next record), or an error naming a
+/// record when one alone is malformed and errors are not skipped.
 fn assemble_kafka(input: &Input) -> Result<Outcome, String> {
-    let json = decoder(
-        &Input {
-            format: Format::Json,
-            ignore_errors: input.ignore_errors,
-            delimiter: None,
-            lines: Vec::new(),
-            keys: Vec::new(),
-        },
-        b',',
-    )?;
-    let values_schema = schema(Format::Json);
+    let values_schema = schema(input.format);
     let mut fields: Vec<Field> = values_schema
         .fields()
         .iter()
@@ -325,27 +320,106 @@ fn assemble_kafka(input: &Input) -> Result<Outcome, String> {
     let mut assembler = BatchAssembler {
         schema: Arc::new(Schema::new(fields)),
         columns,
-        decoder: Some(json),
+        decoder: Some(decoder(input, b',')?),
         topic: "fuzzed".into(),
     };
     let mut buffer = RecordBuffer::default();
+    let mut alone: Vec<datafusion::arrow::record_batch::RecordBatch> = Vec::new();
+    let mut offsets: Vec<i64> = Vec::new();
+    let mut malformed = false;
+    let mut records: Vec<(Vec<u8>, Option<i64>, Option<&[u8]>)> = Vec::new();
     for (i, l) in input.lines.iter().take(64).enumerate() {
-        let value = line(Format::Json, b',', l);
+        let mut value = line(input.format, b',', l);
         let (key, at) = input
             .keys
             .get(i)
             .map_or((None, Some(i as i64)), |(k, t)| (k.as_deref(), *t));
-        buffer.push(Some(&value), i as i64 * 7, at, key);
+        // Some values span lines, as a pretty-printed JSON value does; some are split over
+        // two records.
+        match at.map(|t| t.rem_euclid(4)) {
+            Some(1) => {
+                if let Some(space) = value.iter().position(|b| *b == b' ') {
+                    value[space] = b'\n';
+                }
+            }
+            Some(2) if value.len() > 1 => {
+                let cut = 1 + (at.unwrap_or(0) / 4).unsigned_abs() as usize % (value.len() - 1);
+                let rest = value.split_off(cut);
+                records.push((value, at, key));
+                value = rest;
+            }
+            _ => {}
+        }
+        records.push((value, at, key));
+    }
+    for (i, (value, at, key)) in records.into_iter().enumerate() {
+        let offset = i as i64 * 7;
+        let mut one = decoder(input, b',')?;
+        match one.decode(LineChunk {
+            origin: "topic fuzzed partition 3",
+            first_line: 1,
+            lines: std::slice::from_ref(&value),
+            offsets: Some(&[offset]),
+        }) {
+            Ok(Some(batch)) => {
+                offsets.extend(std::iter::repeat_n(offset, batch.num_rows()));
+                alone.push(batch);
+            }
+            Ok(None) => {}
+            Err(_) => malformed = true,
+        }
+        buffer.push(Some(&value), offset, at, key);
     }
     if buffer.is_empty() {
         return Ok("kafka: empty".into());
     }
     match assembler.assemble(3, &mut buffer) {
-        Ok(_) => Ok("kafka: ok".into()),
+        Ok(got) => {
+            if malformed && !input.ignore_errors {
+                return Err("a malformed record was read without an error".into());
+            }
+            let width = values_schema.fields().len();
+            let (values, got_offsets) = match &got {
+                Some((batch, _)) => {
+                    let offsets = batch
+                        .column(width + 4)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                        .map(|a| a.values().to_vec())
+                        .unwrap_or_default();
+                    (
+                        Some(batch.project(&(0..width).collect::<Vec<_>>())),
+                        offsets,
+                    )
+                }
+                None => (None, Vec::new()),
+            };
+            if got_offsets != offsets {
+                return Err(format!(
+                    "rows came from the records at offsets {got_offsets:?}, decoded alone \
+                     from {offsets:?}"
+                ));
+            }
+            if let Some(values) = values {
+                let values = values.map_err(|e| e.to_string())?;
+                let expected = datafusion::arrow::compute::concat_batches(&values.schema(), &alone)
+                    .map_err(|e| e.to_string())?;
+                if values != expected {
+                    return Err(format!(
+                        "the assembled rows {values:?} differ from the records decoded alone \
+                         {expected:?}"
+                    ));
+                }
+            }
+            Ok("kafka: ok".into())
+        }
         Err(e) => {
             let m = e.to_string();
-            if !(m.contains("offset") || m.contains("partition")) {
+            if m.contains("Internal error") || !m.contains("offset") {
                 return Err(format!("a Kafka record error that names no record: {m}"));
+            }
+            if !malformed {
+                return Err(format!("every record decodes alone, together: {m}"));
             }
             Ok("kafka: error".into())
         }

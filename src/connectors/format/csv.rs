@@ -281,6 +281,16 @@ impl CsvDecoder {
         if !text[offset..].iter().all(u8::is_ascii_whitespace) {
             return Err("a record holds more than one CSV line; write one row per record".into());
         }
+        // The end of the text ends a record only inside a quoted field that never closed
+        // (otherwise that record would be dropped without a word).
+        let room = decoder.capacity();
+        decoder.decode(&[]).map_err(|e| e.to_string())?;
+        if decoder.capacity() != room {
+            return Err(format!(
+                "a quoted field is not closed; close it with {:?}",
+                self.quote as char
+            ));
+        }
         let batch = decoder.flush().map_err(|e| e.to_string())?;
         self.parse_decimals(batch)
     }
@@ -318,23 +328,35 @@ impl LineDecoder for CsvDecoder {
     }
 
     fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>> {
+        // Fast path: the non-blank lines at once, accepted when each gave one row, so that
+        // rows map to lines, or, for a file, when a quoted line break joined lines. A record
+        // of a topic holding a line break could hold two rows, or end in the next one's
+        // quote: such chunks take the record-by-record path.
         let mut text = Vec::with_capacity(chunk.lines.iter().map(|l| l.len() + 1).sum());
-        let mut rows = 0;
-        for line in chunk.lines {
+        let mut kept = Vec::with_capacity(chunk.lines.len());
+        let mut breaks = false;
+        for (i, line) in chunk.lines.iter().enumerate() {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
+            breaks |= memchr::memchr2(b'\n', b'\r', line).is_some();
             text.extend_from_slice(line);
             text.push(b'\n');
-            rows += 1;
+            kept.push(i);
         }
-        if rows == 0 {
+        if kept.is_empty() {
             self.kept = None;
             return Ok(None);
         }
-        if let Ok(batch) = self.decode_bytes(&text, rows) {
-            self.kept = None;
-            return Ok(batch);
+        if !breaks && let Ok(batch) = self.decode_bytes(&text, kept.len()) {
+            if batch.as_ref().map_or(0, RecordBatch::num_rows) == kept.len() {
+                self.kept = (kept.len() != chunk.lines.len()).then_some(kept);
+                return Ok(batch);
+            }
+            if !chunk.lines_are_records() {
+                self.kept = None;
+                return Ok(batch);
+            }
         }
         let mut skipped = self.skipped;
         let mut kept = self.kept.take().unwrap_or_default();

@@ -52,6 +52,41 @@ impl JsonDecoder {
         let mut decoder = self.new_decoder(lines.len()).map_err(|e| e.to_string())?;
         decode_checked(&mut decoder, self.decimals.as_ref(), &text)
     }
+
+    /// Fast path: every record through one decoder, accepted only when each non-blank record
+    /// gave exactly one row, so that rows map to records (a value split over two records, or
+    /// two values in one, takes the record-by-record path, which names or skips them). A
+    /// record may span lines (a pretty-printed Kafka value). The batch and, when blank records
+    /// gave no row, the records the rows came from.
+    #[allow(clippy::type_complexity)]
+    fn decode_aligned(
+        &self,
+        lines: &[Vec<u8>],
+    ) -> Option<(Option<RecordBatch>, Option<Vec<usize>>)> {
+        let mut decoder = self.new_decoder(lines.len()).ok()?;
+        let mut kept = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            // The line break ends a value the record left open to more (a bare number).
+            if decoder.decode(line).ok()? != line.len()
+                || decoder.decode(b"\n").ok()? != 1
+                || decoder.has_partial_record()
+                || decoder.len() != kept.len() + 1
+            {
+                return None;
+            }
+            kept.push(i);
+        }
+        let batch = decoder.flush().ok()?;
+        let batch = match (batch, self.decimals.as_ref()) {
+            (Some(batch), Some(d)) => Some(d.parse(batch).ok()?),
+            (batch, _) => batch,
+        };
+        let kept = (kept.len() != lines.len()).then_some(kept);
+        Some((batch, kept))
+    }
 }
 
 /// Arrow's JSON decoder for `schema`; with decimal columns, they are read as text (from JSON
@@ -119,13 +154,14 @@ impl LineDecoder for JsonDecoder {
     }
 
     fn decode(&mut self, chunk: LineChunk<'_>) -> Result<Option<RecordBatch>> {
-        let mut text = Vec::with_capacity(chunk.lines.iter().map(|l| l.len() + 1).sum());
-        for line in chunk.lines {
-            text.extend_from_slice(line);
-            text.push(b'\n');
+        if let Some((batch, kept)) = self.decode_aligned(chunk.lines) {
+            self.kept = kept;
+            return Ok(batch);
         }
-        let mut decoder = self.new_decoder(chunk.lines.len())?;
-        if let Ok(batch) = decode_checked(&mut decoder, self.decimals.as_ref(), &text) {
+        // A file's value may span lines (pretty-printed JSON).
+        if !chunk.lines_are_records()
+            && let Ok(batch) = self.decode_plain(chunk.lines)
+        {
             self.kept = None;
             return Ok(batch);
         }

@@ -53,6 +53,13 @@ impl<'a> LineChunk<'a> {
         }
     }
 
+    /// Whether each line is a whole record (of a topic), so that a value never spans two and
+    /// each must give its own row; a file's record may span lines (a quoted line break in
+    /// CSV, pretty-printed JSON).
+    pub fn lines_are_records(&self) -> bool {
+        self.offsets.is_some()
+    }
+
     /// Where line `i` of the chunk is, for error messages.
     fn locate(&self, i: usize) -> String {
         match self.offsets.and_then(|o| o.get(i)) {
@@ -86,8 +93,9 @@ pub trait LineDecoder: Send {
     fn skipped(&self) -> u64;
 
     /// For each row the last `decode` produced, the index of the line it came from, when that
-    /// is not simply every non-blank line in turn (malformed lines were skipped, or a line
-    /// gave several rows); `None` when every non-blank line produced its row.
+    /// is not simply every line in turn (blank or malformed lines were skipped, or a line
+    /// gave several rows); `None` when every line produced its row, or when a record of a
+    /// file spanned lines (see [`LineChunk::lines_are_records`]).
     fn kept(&self) -> Option<&[usize]>;
 
     /// A changelog format's row kinds (`RowKind` numbers) of the rows the last `decode`
@@ -624,6 +632,88 @@ mod tests {
             FormatOptions::parse(&raw, &["json", "csv", "raw"]).unwrap(),
             FormatOptions::new(Format::Raw)
         );
+    }
+
+    /// Found by the records fuzz target: a JSON value begun in one Kafka record and ended in
+    /// the next decoded as one row for two records, so that rows and their records' offsets
+    /// (and an upsert topic's keys) no longer matched. Each record of a topic gives its own
+    /// row or is malformed; blank records give none and say so; a file's record may still
+    /// span lines.
+    #[test]
+    fn records_of_a_topic_give_one_row_each() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let make = |format: &str, pairs: &[(&str, &str)]| {
+            decoder(
+                &format_options(format, pairs),
+                Arc::clone(&schema),
+                Arc::clone(&schema),
+                &[0, 1],
+            )
+            .unwrap()
+        };
+        let lines =
+            |l: &[&str]| -> Vec<Vec<u8>> { l.iter().map(|l| l.as_bytes().to_vec()).collect() };
+        let records = |l: &'static [Vec<u8>]| LineChunk {
+            origin: "topic t partition 0",
+            first_line: 1,
+            lines: l,
+            offsets: Some(&[10, 11, 12][..l.len()]),
+        };
+        let leak = |l: Vec<Vec<u8>>| -> &'static [Vec<u8>] { Box::leak(l.into_boxed_slice()) };
+        // Per format: a value split over two records, a record holding a line break, a plain
+        // record.
+        for (format, split, spanning, whole) in [
+            (
+                "json",
+                ["{\"a\": 1,", "\"b\": \"x\"}"],
+                "{\"a\": 1,\n\"b\": \"x\"}",
+                "{\"a\": 2}",
+            ),
+            ("csv", ["1,\"x", "y\""], "1,\"x\ny\"", "2,z"),
+        ] {
+            // Malformed, named by the first one's offset (CSV: its quote never closes); both
+            // skipped when asked.
+            let split = leak(lines(&split));
+            let err = make(format, &[])
+                .decode(records(split))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("at offset 10"), "{format}: {err}");
+            let mut lenient = make(
+                format,
+                &[(&format!("{format}.ignore-parse-errors"), "true")],
+            );
+            assert_eq!(lenient.decode(records(split)).unwrap(), None, "{format}");
+            assert_eq!(lenient.skipped(), 2, "{format}");
+            // The same lines of a file are one record over two lines.
+            let batch = make(format, &[])
+                .decode(LineChunk::of_file("f", 1, split))
+                .unwrap()
+                .unwrap();
+            assert_eq!(batch.num_rows(), 1, "{format}");
+            // A record holding a line break, a blank one, a plain one: two rows, from records
+            // 0 and 2.
+            let three = leak(vec![
+                spanning.as_bytes().to_vec(),
+                Vec::new(),
+                whole.as_bytes().to_vec(),
+            ]);
+            let mut d = make(format, &[]);
+            let batch = d.decode(records(three)).unwrap().unwrap();
+            let a = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            assert_eq!(a.values().to_vec(), vec![1, 2], "{format}");
+            assert_eq!(d.kept(), Some(&[0, 2][..]), "{format}");
+        }
+        // A carriage return ends a CSV row: after a quote left open in the record before, two
+        // rows for two records, neither the row of its record.
+        let crossed = leak(lines(&["1,\"x", "y\"\r2,z"]));
+        let err = make("csv", &[]).decode(records(crossed)).unwrap_err().to_string();
+        assert!(err.contains("at offset 10"), "{err}");
     }
 
     /// Decoding text in place gives what decoding its lines gives: the same rows, the same

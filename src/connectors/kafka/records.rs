@@ -122,6 +122,13 @@ impl BatchAssembler {
         };
         let rows = match (&kept, &decoded) {
             (Some(k), _) => k.len(),
+            (None, Some(b)) if b.num_rows() != buffer.len() => {
+                return datafusion::common::internal_err!(
+                    "a decoder gave {} rows for {} records of {origin}",
+                    b.num_rows(),
+                    buffer.len()
+                );
+            }
             (None, Some(b)) => b.num_rows(),
             (None, None) => {
                 if self.decoder.is_some() {

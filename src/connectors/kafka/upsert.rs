@@ -420,43 +420,7 @@ fn decode_subset(
     }
     let lines: Vec<Vec<u8>> = records.iter().map(|&i| line(i)).collect();
     let offsets: Vec<i64> = records.iter().map(|&i| offsets[i]).collect();
-    // A record holding a line break is not one line: each record is decoded on its own, so
-    // that none can run into the next.
-    if lines
-        .iter()
-        .any(|l| l.contains(&b'\n') || l.contains(&b'\r'))
-    {
-        let mut batches = Vec::new();
-        let mut from = Vec::new();
-        for (k, line) in lines.iter().enumerate() {
-            let one = decoder.decode(LineChunk {
-                origin,
-                first_line: 1,
-                lines: std::slice::from_ref(line),
-                offsets: Some(&offsets[k..=k]),
-            })?;
-            match one {
-                Some(batch) if batch.num_rows() == 1 => {
-                    batches.push(batch);
-                    from.push(records[k]);
-                }
-                Some(batch) if batch.num_rows() > 1 => {
-                    return datafusion::common::exec_err!(
-                        "the record in {origin} at offset {} holds {} values; write one per \
-                         record",
-                        offsets[k],
-                        batch.num_rows()
-                    );
-                }
-                _ => {} // skipped as malformed
-            }
-        }
-        let Some(first) = batches.first() else {
-            return Ok(None);
-        };
-        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), &batches)?;
-        return Ok(Some((batch, from)));
-    }
+    // Each record gives its own row or none (see `LineChunk::lines_are_records`).
     let Some(batch) = decoder.decode(LineChunk {
         origin,
         first_line: 1,
