@@ -327,7 +327,9 @@ fn assemble_kafka(input: &Input) -> Result<Outcome, String> {
     let mut alone: Vec<datafusion::arrow::record_batch::RecordBatch> = Vec::new();
     let mut offsets: Vec<i64> = Vec::new();
     let mut malformed = false;
-    let mut records: Vec<(Vec<u8>, Option<i64>, Option<&[u8]>)> = Vec::new();
+    // Per record: its value, timestamp and key.
+    type Record<'a> = (Vec<u8>, Option<i64>, Option<&'a [u8]>);
+    let mut records: Vec<Record> = Vec::new();
     for (i, l) in input.lines.iter().take(64).enumerate() {
         let mut value = line(input.format, b',', l);
         let (key, at) = input

@@ -712,7 +712,10 @@ mod tests {
         // A carriage return ends a CSV row: after a quote left open in the record before, two
         // rows for two records, neither the row of its record.
         let crossed = leak(lines(&["1,\"x", "y\"\r2,z"]));
-        let err = make("csv", &[]).decode(records(crossed)).unwrap_err().to_string();
+        let err = make("csv", &[])
+            .decode(records(crossed))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at offset 10"), "{err}");
     }
 
