@@ -10,13 +10,19 @@
 //! ([`Retraction::Impossible`]).
 //!
 //! - this file: the groups and how a batch changes them ([`GroupTable::apply`]);
+//! - [`fast`]: accumulators of the common aggregates over an append-only input, which read
+//!   a batch's rows where they are;
 //! - [`snapshot`]: checkpoints as rows, and groups rebuilt from stored state;
 //! - [`rocksdb`]: the table as a write-back cache of RocksDB's groups.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int8Array, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int8Array, Int64Array, StringArray, UInt32Array,
+};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -30,11 +36,37 @@ use super::value_counts::{Guarded, Retraction, ValueCounts};
 use crate::changelog::RowKind;
 use crate::physical::aggregation::{AggregateInputs, AggregateSet};
 
+/// One aggregate's accumulator in a group: DataFusion's, or a [`Fast`] one.
+enum Acc {
+    Row(Box<dyn Accumulator>),
+    Fast(Fast),
+}
+
+impl Deref for Acc {
+    type Target = dyn Accumulator;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Row(a) => a.as_ref(),
+            Self::Fast(a) => a,
+        }
+    }
+}
+
+impl DerefMut for Acc {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Self::Row(a) => a.as_mut(),
+            Self::Fast(a) => a,
+        }
+    }
+}
+
 /// One group.
 struct Group {
     /// Its key, in the converter's row format.
     key: Box<[u8]>,
-    accumulators: Vec<Box<dyn Accumulator>>,
+    accumulators: Vec<Acc>,
     /// Input rows it holds: inserts minus retractions.
     rows: i64,
     /// The aggregates' values in the row it last emitted, if it emitted one that stands.
@@ -81,6 +113,8 @@ pub struct GroupTable {
     store: Option<RocksGroups>,
     /// Each aggregate's number of state values.
     widths: Vec<usize>,
+    /// Each aggregate's [`Fast`] accumulator kind, if it has one (never over a changelog).
+    fast: Vec<Option<FastKind>>,
 }
 
 impl GroupTable {
@@ -100,6 +134,12 @@ impl GroupTable {
                 set.len()
             );
         }
+        let fast = set
+            .aggregates
+            .iter()
+            .zip(&argument_types)
+            .map(|(aggregate, types)| FastKind::of(aggregate, types).filter(|_| !retracting))
+            .collect();
         let global = key_types.is_empty();
         let key_types = if global {
             vec![DataType::Boolean]
@@ -124,6 +164,7 @@ impl GroupTable {
             global,
             store: None,
             widths: Vec::new(),
+            fast,
         };
         table.widths = table
             .new_accumulators()?
@@ -197,7 +238,15 @@ impl GroupTable {
     }
 
     /// A fresh accumulator of aggregate `j`.
-    fn new_accumulator(&self, j: usize) -> Result<Box<dyn Accumulator>> {
+    fn new_accumulator(&self, j: usize) -> Result<Acc> {
+        if let Some(kind) = self.fast[j] {
+            return Ok(Acc::Fast(kind.accumulator(&self.argument_types[j][0])));
+        }
+        self.new_row_accumulator(j).map(Acc::Row)
+    }
+
+    /// A fresh DataFusion accumulator of aggregate `j`.
+    fn new_row_accumulator(&self, j: usize) -> Result<Box<dyn Accumulator>> {
         let aggregate = &self.set.aggregates[j];
         if !self.retracting {
             return aggregate.create_accumulator();
@@ -218,14 +267,14 @@ impl GroupTable {
         }
     }
 
-    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+    fn new_accumulators(&self) -> Result<Vec<Acc>> {
         (0..self.set.len())
             .map(|j| self.new_accumulator(j))
             .collect()
     }
 
     /// An accumulator of aggregate `j` holding `state`.
-    fn rebuilt(&self, j: usize, state: &[ScalarValue]) -> Result<Box<dyn Accumulator>> {
+    fn rebuilt(&self, j: usize, state: &[ScalarValue]) -> Result<Acc> {
         let mut accumulator = self.new_accumulator(j)?;
         let arrays = state
             .iter()
@@ -305,17 +354,26 @@ impl GroupTable {
         if touched.is_empty() {
             return Ok(None);
         }
-        // One gather of the arguments in group order; each group then reads slices.
+        // One gather of the arguments in group order; each group's DataFusion accumulators
+        // then read slices (fast ones read the rows where they are).
         let order: Vec<u32> = touched
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|(row, _)| *row))
             .collect();
-        let gathered =
-            if order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r as usize) {
-                inputs.clone()
-            } else {
-                inputs.take(&UInt32Array::from(order))?
-            };
+        let gathered = if self.fast.iter().all(Option::is_some)
+            || (order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r as usize))
+        {
+            inputs.clone()
+        } else {
+            inputs.take(&UInt32Array::from(order))?
+        };
+        // Per fast aggregate, the rows it counts.
+        let kept: Vec<Option<BooleanBuffer>> = (0..self.set.len())
+            .map(|j| {
+                self.fast[j]
+                    .and_then(|_| fast::kept_rows(&inputs.values[j][0], inputs.filters[j].as_ref()))
+            })
+            .collect();
         let mut offset = 0;
         let mut out_keys: Vec<Box<[u8]>> = Vec::new();
         let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
@@ -349,6 +407,17 @@ impl GroupTable {
                 };
                 if applied > 0 {
                     for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+                        let accumulator = match accumulator {
+                            Acc::Fast(fast) => {
+                                fast.update_rows(
+                                    &inputs.values[j][0],
+                                    kept[j].as_ref(),
+                                    &group_rows[at..at + applied],
+                                )?;
+                                continue;
+                            }
+                            Acc::Row(accumulator) => accumulator,
+                        };
                         let Some(arguments) = slice(
                             &gathered.values[j],
                             gathered.filters[j].as_ref(),
@@ -444,8 +513,9 @@ impl GroupTable {
             .collect::<Result<Vec<_>>>()?;
         let key_count = columns.len();
         let aggregates = self.set.len();
-        let mut by_column: Vec<Vec<ScalarValue>> =
-            vec![Vec::with_capacity(values.len()); aggregates];
+        let mut by_column: Vec<Vec<ScalarValue>> = (0..aggregates)
+            .map(|_| Vec::with_capacity(values.len()))
+            .collect();
         for row in values {
             for (j, v) in row.into_iter().enumerate() {
                 by_column[j].push(v);
@@ -453,14 +523,41 @@ impl GroupTable {
         }
         for (j, column) in by_column.into_iter().enumerate() {
             let field = self.schema.field(key_count + j);
-            let array = if column.is_empty() {
-                datafusion::arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(column)?
-            };
+            let array = to_array(column, field.data_type())?;
             columns.push(in_type(array, field.data_type())?);
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// `values` as an array: BIGINTs and VARCHARs (most aggregates' values) built directly,
+/// others by DataFusion.
+fn to_array(values: Vec<ScalarValue>, data_type: &DataType) -> Result<ArrayRef> {
+    if values.is_empty() {
+        return Ok(datafusion::arrow::array::new_empty_array(data_type));
+    }
+    let typed: Option<ArrayRef> = match data_type {
+        DataType::Int64 => values
+            .iter()
+            .map(|v| match v {
+                ScalarValue::Int64(v) => Some(*v),
+                _ => None,
+            })
+            .collect::<Option<Int64Array>>()
+            .map(|a| Arc::new(a) as ArrayRef),
+        DataType::Utf8 => values
+            .iter()
+            .map(|v| match v {
+                ScalarValue::Utf8(v) => Some(v.as_deref()),
+                _ => None,
+            })
+            .collect::<Option<StringArray>>()
+            .map(|a| Arc::new(a) as ArrayRef),
+        _ => None,
+    };
+    match typed {
+        Some(array) => Ok(array),
+        None => ScalarValue::iter_to_array(values),
     }
 }
 
@@ -495,7 +592,10 @@ fn slice(
     Ok(Some(filtered))
 }
 
+mod fast;
 mod rocksdb;
 mod snapshot;
+
+use fast::{Fast, FastKind};
 #[cfg(test)]
 mod tests;

@@ -260,3 +260,131 @@ fn expired_groups_start_over() {
         vec![("+I", "a".to_string(), 1, Some(10))]
     );
 }
+
+/// The input of [`fast_accumulators_match_datafusions`]: key, value, text, filter.
+fn mixed_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("f", DataType::Boolean, true),
+    ]))
+}
+
+/// Aggregates with fast accumulators (COUNT, COUNT(DISTINCT), MIN and MAX of numbers and
+/// text, with and without FILTER) and one without (SUM), GROUP BY k; with `fast` false, every
+/// one is DataFusion's.
+fn mixed_table(fast: bool) -> GroupTable {
+    use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+    let schema = mixed_schema();
+    let column = |name: &str| col(name, &schema).unwrap();
+    let aggregate = |udaf, argument: &str, distinct: bool, alias: &str| {
+        Arc::new(
+            AggregateExprBuilder::new(udaf, vec![column(argument)])
+                .schema(Arc::clone(&schema))
+                .alias(alias)
+                .with_distinct(distinct)
+                .build()
+                .unwrap(),
+        )
+    };
+    let f = Some(column("f"));
+    let aggregates = vec![
+        (aggregate(count_udaf(), "v", false, "a0"), f.clone()),
+        (aggregate(count_udaf(), "v", true, "a1"), f.clone()),
+        (aggregate(count_udaf(), "v", true, "a2"), None),
+        (aggregate(min_udaf(), "v", false, "a3"), None),
+        (aggregate(max_udaf(), "v", false, "a4"), f.clone()),
+        (aggregate(max_udaf(), "s", false, "a5"), None),
+        (aggregate(min_udaf(), "s", true, "a6"), f.clone()),
+        (aggregate(sum_udaf(), "v", false, "a7"), None),
+        (aggregate(count_udaf(), "s", false, "a8"), f),
+    ];
+    let mut fields = vec![Field::new("k", DataType::Utf8, true)];
+    fields.extend(aggregates.iter().map(|(a, _)| a.field().as_ref().clone()));
+    let arguments = aggregates
+        .iter()
+        .map(|(a, _)| {
+            a.expressions()
+                .iter()
+                .map(|e| e.data_type(&schema).unwrap())
+                .collect()
+        })
+        .collect();
+    let (aggregates, filters) = aggregates.into_iter().unzip();
+    let set = AggregateSet::try_new(aggregates, filters).unwrap();
+    let mut table = GroupTable::try_new(
+        Arc::new(set),
+        false,
+        vec![DataType::Utf8],
+        arguments,
+        Arc::new(Schema::new(fields)),
+    )
+    .unwrap();
+    if fast {
+        let kinds: Vec<Option<FastKind>> = table.fast.clone();
+        assert_eq!(kinds.iter().filter(|k| k.is_some()).count(), 8, "{kinds:?}");
+    } else {
+        table.fast = vec![None; table.fast.len()];
+    }
+    table
+}
+
+/// Fast accumulators give DataFusion's changes batch after batch (random keys, values,
+/// NULLs and filters), in memory and in RocksDB, and their checkpoints restore into
+/// DataFusion's accumulators and back.
+#[test]
+fn fast_accumulators_match_datafusions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 0x5ab0_7001_u64;
+    let mut draw = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut slow = mixed_table(false);
+    let mut fast = mixed_table(true);
+    let mut rocks = mixed_table(true)
+        .with_rocksdb(dir.path(), "fast-test")
+        .unwrap();
+    rocks.set_cache_groups(2);
+    let words = ["", "a", "b", "ab", "zz", "é"];
+    for round in 0..60 {
+        let rows = 1 + draw(40) as usize;
+        let k: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..rows).map(|_| Some(format!("k{}", draw(7)))),
+        ));
+        let v: ArrayRef = Arc::new(Int64Array::from_iter(
+            (0..rows).map(|_| (draw(5) > 0).then(|| draw(9) as i64 - 4)),
+        ));
+        let s: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..rows).map(|_| (draw(5) > 0).then(|| words[draw(6) as usize])),
+        ));
+        let f: ArrayRef = Arc::new(BooleanArray::from_iter(
+            (0..rows).map(|_| [Some(true), Some(false), None][draw(3) as usize]),
+        ));
+        let batch = RecordBatch::try_new(mixed_schema(), vec![Arc::clone(&k), v, s, f]).unwrap();
+        let run = |t: &mut GroupTable| {
+            let inputs = t.set.evaluate(&batch).unwrap();
+            t.apply(std::slice::from_ref(&k), &inputs, |_| Ok(I), rows)
+                .unwrap()
+                .map(|c| (c.rows, c.kinds))
+        };
+        let expected = run(&mut slow);
+        assert_eq!(run(&mut fast), expected, "round {round}");
+        assert_eq!(run(&mut rocks), expected, "round {round} (RocksDB)");
+        // Checkpoints: the fast table's restored into DataFusion's accumulators, and the
+        // other way round.
+        if round % 10 == 9 {
+            let widths = fast.state_widths();
+            assert_eq!(widths, slow.state_widths());
+            let from_fast = fast.snapshot().unwrap().unwrap();
+            let from_slow = slow.snapshot().unwrap().unwrap();
+            slow = mixed_table(false);
+            slow.restore(&from_fast, 1, &widths).unwrap();
+            fast = mixed_table(true);
+            fast.restore(&from_slow, 1, &widths).unwrap();
+        }
+    }
+}
