@@ -94,7 +94,9 @@ impl Order {
 pub enum Fast {
     /// Non-NULL rows.
     Count(i64),
-    /// The distinct non-NULL values.
+    /// The distinct non-NULL values, hashed as DataFusion's own distinct count hashes them
+    /// (its fixed-seed `RandomState`: sets seeded per group made Nexmark q15 about half as
+    /// fast).
     DistinctCount(HashSet<i64, RandomState>),
     /// The least or greatest non-NULL value.
     Integer(Option<i64>, Order),

@@ -512,18 +512,9 @@ impl GroupTable {
             .map(|(i, k)| in_type(k, self.schema.field(i).data_type()))
             .collect::<Result<Vec<_>>>()?;
         let key_count = columns.len();
-        let aggregates = self.set.len();
-        let mut by_column: Vec<Vec<ScalarValue>> = (0..aggregates)
-            .map(|_| Vec::with_capacity(values.len()))
-            .collect();
-        for row in values {
-            for (j, v) in row.into_iter().enumerate() {
-                by_column[j].push(v);
-            }
-        }
-        for (j, column) in by_column.into_iter().enumerate() {
+        for j in 0..self.set.len() {
             let field = self.schema.field(key_count + j);
-            let array = to_array(column, field.data_type())?;
+            let array = to_array(values.iter().map(|row| &row[j]), field.data_type())?;
             columns.push(in_type(array, field.data_type())?);
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -532,13 +523,16 @@ impl GroupTable {
 
 /// `values` as an array: BIGINTs and VARCHARs (most aggregates' values) built directly,
 /// others by DataFusion.
-fn to_array(values: Vec<ScalarValue>, data_type: &DataType) -> Result<ArrayRef> {
-    if values.is_empty() {
+fn to_array<'a>(
+    values: impl ExactSizeIterator<Item = &'a ScalarValue> + Clone,
+    data_type: &DataType,
+) -> Result<ArrayRef> {
+    if values.len() == 0 {
         return Ok(datafusion::arrow::array::new_empty_array(data_type));
     }
     let typed: Option<ArrayRef> = match data_type {
         DataType::Int64 => values
-            .iter()
+            .clone()
             .map(|v| match v {
                 ScalarValue::Int64(v) => Some(*v),
                 _ => None,
@@ -546,7 +540,7 @@ fn to_array(values: Vec<ScalarValue>, data_type: &DataType) -> Result<ArrayRef> 
             .collect::<Option<Int64Array>>()
             .map(|a| Arc::new(a) as ArrayRef),
         DataType::Utf8 => values
-            .iter()
+            .clone()
             .map(|v| match v {
                 ScalarValue::Utf8(v) => Some(v.as_deref()),
                 _ => None,
@@ -557,7 +551,7 @@ fn to_array(values: Vec<ScalarValue>, data_type: &DataType) -> Result<ArrayRef> 
     };
     match typed {
         Some(array) => Ok(array),
-        None => ScalarValue::iter_to_array(values),
+        None => ScalarValue::iter_to_array(values.cloned()),
     }
 }
 
