@@ -70,7 +70,12 @@ def compare_section(files):
         command = "benches/compare/run.sh " + command.split("--flink-python", 1)[-1].split(" ", 2)[-1]
         suites = sorted({s.get("suite", "datagen") for s in summary})
         out += [
-            f"### Sabot and Apache Flink {meta.get('flink_version', '')}: {', '.join(suites)}",
+            (
+                f"### Sabot and Apache Flink {meta['flink_version']}: {', '.join(suites)}"
+                if meta.get("flink_version")
+                else f"### Sabot alone (Flink not run; its figures for the same files are in "
+                f"the other tables of the suite): {', '.join(suites)}"
+            ),
             "",
             f"`{command}`, {meta.get('date', '?')[:16].replace('T', ' ')} UTC, "
             f"{meta.get('cpus', '?')} cores, {meta.get('java', 'Java ?')}, parallelism "
@@ -84,13 +89,18 @@ def compare_section(files):
         for s in summary:
             cells = []
             for engine in ("sabot", "flink"):
+                if engine not in s:
+                    # A run of one engine (--engines): its figures only.
+                    cells.append("not run")
+                    continue
                 values = s[engine]["marginal_events_per_core_s"]
                 median = values[0]
                 low, high = min(values[1:] or values), max(values[1:] or values)
                 cells.append(f"{millions(median)} ({millions(low)}-{millions(high)})")
+            ratio = s.get("ratio_marginal_events_per_core_s")
             out.append(
                 f"| {s.get('suite', 'datagen')} | {s['query']} | {cells[0]} | {cells[1]} "
-                f"| {s['ratio_marginal_events_per_core_s']:.1f}x |"
+                f"| {f'{ratio:.1f}x' if ratio else '-'} |"
             )
         out.append("")
     if out:
