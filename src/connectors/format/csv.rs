@@ -57,6 +57,15 @@ impl CsvOptions {
 }
 
 /// A one-character option (`\t` stands for a tab).
+/// `line` without the line ends (`\n`, `\r`) it ends in.
+fn without_line_end(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|b| !matches!(b, b'\n' | b'\r'))
+        .map_or(0, |i| i + 1);
+    &line[..end]
+}
+
 fn single_byte(options: &TableOptions, key: &str, default: u8) -> Result<u8> {
     match options.get(key) {
         None => Ok(default),
@@ -339,7 +348,10 @@ impl LineDecoder for CsvDecoder {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            breaks |= memchr::memchr2(b'\n', b'\r', line).is_some();
+            // (A line end a producer left on its record is no break: outside a quote it ends
+            // the row as the joining one does, inside one the quote is unclosed either way.)
+            let line = without_line_end(line);
+            breaks |= chunk.lines_are_records() && memchr::memchr2(b'\n', b'\r', line).is_some();
             text.extend_from_slice(line);
             text.push(b'\n');
             kept.push(i);

@@ -717,6 +717,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at offset 10"), "{err}");
+        // Records a producer ended with a line end are rows as they are.
+        let ended = leak(lines(&["1,a\r\n", "2,b\n"]));
+        let mut d = make("csv", &[]);
+        assert_eq!(d.decode(records(ended)).unwrap().unwrap().num_rows(), 2);
+        assert_eq!(d.kept(), None);
+        // A file's line may hold a carriage return inside quotes beside a record over two
+        // lines.
+        let file = leak(lines(&["1,\"a\rb\"", "2,\"x", "y\""]));
+        let batch = make("csv", &[])
+            .decode(LineChunk::of_file("f", 1, file))
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.num_rows(), 2);
     }
 
     /// Decoding text in place gives what decoding its lines gives: the same rows, the same

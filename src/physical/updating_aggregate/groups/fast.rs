@@ -221,6 +221,8 @@ fn integers(argument: &ArrayRef) -> Result<&Int64Array> {
     }
 }
 
+/// DataFusion's interface, for states (`merge_batch`) and checkpoints; a batch of input rows
+/// goes through [`Fast::update_rows`].
 impl Accumulator for Fast {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let Some(argument) = values.first() else {
