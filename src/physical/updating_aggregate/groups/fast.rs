@@ -12,12 +12,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::cast::{as_int64_array, as_list_array, as_string_array};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::utils::SingleRowListArrayBuilder;
-use datafusion::common::{HashSet, Result, ScalarValue, internal_err};
+use datafusion::common::{HashSet, Result, ScalarValue};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
@@ -172,13 +173,13 @@ impl Fast {
                 } as i64;
             }
             Self::DistinctCount(values) => {
-                let argument = integers(argument)?.values();
+                let argument = as_int64_array(argument)?.values();
                 for_each_kept(kept, rows, |row| {
                     values.insert(argument[row]);
                 });
             }
             Self::Integer(held, order) => {
-                let argument = integers(argument)?.values();
+                let argument = as_int64_array(argument)?.values();
                 for_each_kept(kept, rows, |row| {
                     let value = argument[row];
                     if held.is_none_or(|h| order.replaces(&value, &h)) {
@@ -187,9 +188,7 @@ impl Fast {
                 });
             }
             Self::Text(held, order) => {
-                let Some(argument) = argument.as_string_opt::<i32>() else {
-                    return internal_err!("a fast MIN/MAX of text got {}", argument.data_type());
-                };
+                let argument = as_string_array(argument)?;
                 let mut best: Option<&str> = None;
                 for_each_kept(kept, rows, |row| {
                     let value = argument.value(row);
@@ -214,13 +213,6 @@ impl Fast {
     }
 }
 
-fn integers(argument: &ArrayRef) -> Result<&Int64Array> {
-    match argument.as_primitive_opt::<Int64Type>() {
-        Some(a) => Ok(a),
-        None => internal_err!("a fast aggregate of BIGINT got {}", argument.data_type()),
-    }
-}
-
 /// DataFusion's interface, for states (`merge_batch`) and checkpoints; a batch of input rows
 /// goes through [`Fast::update_rows`].
 impl Accumulator for Fast {
@@ -237,15 +229,15 @@ impl Accumulator for Fast {
         };
         match self {
             Self::Count(n) => {
-                let counts = integers(state)?;
+                let counts = as_int64_array(state)?;
                 *n += counts.iter().flatten().sum::<i64>();
                 Ok(())
             }
             Self::DistinctCount(values) => {
-                let Some(lists) = state.as_list_opt::<i32>() else {
-                    return internal_err!("a COUNT(DISTINCT) state of {}", state.data_type());
-                };
-                merge_lists(values, lists)
+                for list in as_list_array(state)?.iter().flatten() {
+                    values.extend(as_int64_array(&list)?.iter().flatten());
+                }
+                Ok(())
             }
             // A MIN's or MAX's state is its value.
             Self::Integer(..) | Self::Text(..) => self.update_all(state),
@@ -280,11 +272,4 @@ impl Accumulator for Fast {
                 _ => 0,
             }
     }
-}
-
-fn merge_lists(values: &mut HashSet<i64, RandomState>, lists: &ListArray) -> Result<()> {
-    for list in lists.iter().flatten() {
-        values.extend(integers(&list)?.iter().flatten());
-    }
-    Ok(())
 }
