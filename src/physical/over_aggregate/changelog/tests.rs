@@ -1,3 +1,7 @@
+//! Unit tests of the OVER aggregate over a changelog: its changes after every batch of random
+//! inserts, updates and deletes against DataFusion's batch answer over the rows held, in
+//! memory and in RocksDB.
+
 use super::*;
 use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::util::display::array_value_to_string;

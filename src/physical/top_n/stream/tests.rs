@@ -1,3 +1,7 @@
+//! Unit tests of the top-N partition stream: rows entering and leaving the ranks, rank
+//! updates, versioned views and their watermark, expiry (on reads and by the timer), ties,
+//! and RocksDB state against memory.
+
 use super::*;
 use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::compute::SortOptions;

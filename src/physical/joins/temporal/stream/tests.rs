@@ -1,3 +1,7 @@
+//! Unit tests of the temporal join's partition stream: probe rows waiting for both inputs'
+//! watermarks and meeting the version of their time, LEFT padding, idle inputs, expiry, late
+//! rows and row kinds, and RocksDB versions against memory.
+
 use super::*;
 use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
