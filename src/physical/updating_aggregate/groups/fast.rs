@@ -206,6 +206,23 @@ impl Fast {
         Ok(())
     }
 
+    /// Its value into `value`, reusing the string `value` holds (a group's values are
+    /// evaluated after every batch that touches it).
+    pub fn evaluate_into(&self, value: &mut ScalarValue) {
+        match (self, &mut *value) {
+            (Self::Text(Some(text), _), ScalarValue::Utf8(Some(held))) => {
+                held.clear();
+                held.push_str(text);
+            }
+            (Self::Count(n), _) => *value = ScalarValue::Int64(Some(*n)),
+            (Self::DistinctCount(values), _) => {
+                *value = ScalarValue::Int64(Some(values.len() as i64))
+            }
+            (Self::Integer(held, _), _) => *value = ScalarValue::Int64(*held),
+            (Self::Text(text, _), _) => *value = ScalarValue::Utf8(text.clone()),
+        }
+    }
+
     /// Adds every row of `argument`.
     fn update_all(&mut self, argument: &ArrayRef) -> Result<()> {
         let rows: Vec<(u32, bool)> = (0..argument.len() as u32).map(|r| (r, true)).collect();

@@ -15,19 +15,18 @@
 //! - [`snapshot`]: checkpoints as rows, and groups rebuilt from stored state;
 //! - [`rocksdb`]: the table as a write-back cache of RocksDB's groups.
 
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int8Array, Int64Array, StringArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, Int8Array, Int64Builder, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::filter;
+use datafusion::arrow::compute::{filter, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
-use datafusion::common::{Result, ScalarValue, internal_err};
+use datafusion::common::{HashMap, Result, ScalarValue, internal_err};
 use datafusion::logical_expr::Accumulator;
 
 use super::in_type;
@@ -155,7 +154,7 @@ impl GroupTable {
             parser: converter.parser(),
             converter,
             key_fields,
-            index: HashMap::new(),
+            index: HashMap::default(),
             groups: Vec::new(),
             free: Vec::new(),
             schema,
@@ -284,10 +283,6 @@ impl GroupTable {
         Ok(accumulator)
     }
 
-    /// Adds (`+I`, `+U`) and takes back (`-U`, `-D`) the rows of one batch: `keys` are their
-    /// group keys, `inputs` the aggregates' arguments, `kinds` what each row does. Returns the
-    /// changes of the result: for each group whose row changed, `+I` (new group), `-U` and `+U`
-    /// (new value) or `-D` (its last row was taken back).
     /// Drops the groups no rows came for since `oldest` (`table.exec.state.ttl`), emitting
     /// nothing: a later row of such a key starts it again (`+I`), as Flink's group aggregate
     /// does. Only for groups in memory (none with RocksDB); returns how many went.
@@ -310,6 +305,10 @@ impl GroupTable {
         gone
     }
 
+    /// Adds (`+I`, `+U`) and takes back (`-U`, `-D`) the rows of one batch: `keys` are their
+    /// group keys, `inputs` the aggregates' arguments, `kinds` what each row does. Returns the
+    /// changes of the result: for each group whose row changed, `+I` (new group), `-U` and `+U`
+    /// (new value) or `-D` (its last row was taken back).
     pub fn apply(
         &mut self,
         keys: &[ArrayRef],
@@ -320,52 +319,24 @@ impl GroupTable {
         let key_rows = self.key_rows(keys, rows)?;
         self.load(&key_rows)?;
         let now_ms = crate::state::ttl::now_ms();
-        // Rows per touched group in input order (true: it adds), in the order groups were
-        // first touched.
-        let mut touched: Vec<(usize, Vec<(u32, bool)>)> = Vec::new();
-        let mut position: HashMap<usize, usize> = HashMap::new();
-        for i in 0..rows {
-            let kind = kinds(i)?;
-            let key = key_rows.row(i).data();
-            let slot = match self.index.get(key) {
-                Some(&slot) => slot,
-                None if !kind.adds() => {
-                    self.unknown_retractions += 1;
-                    continue;
-                }
-                None => {
-                    let group = Group {
-                        key: key.into(),
-                        accumulators: self.new_accumulators()?,
-                        rows: 0,
-                        emitted: None,
-                        bytes: 0,
-                        written: 0,
-                    };
-                    self.insert_group(group)
-                }
-            };
-            let at = *position.entry(slot).or_insert_with(|| {
-                touched.push((slot, Vec::new()));
-                touched.len() - 1
-            });
-            touched[at].1.push((i as u32, kind.adds()));
-        }
-        if touched.is_empty() {
+        let batch = self.touched(&key_rows, &kinds, rows)?;
+        if batch.slots.is_empty() {
             return Ok(None);
         }
         // One gather of the arguments in group order; each group's DataFusion accumulators
         // then read slices (fast ones read the rows where they are).
-        let order: Vec<u32> = touched
-            .iter()
-            .flat_map(|(_, rows)| rows.iter().map(|(row, _)| *row))
-            .collect();
         let gathered = if self.fast.iter().all(Option::is_some)
-            || (order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r as usize))
+            || batch
+                .rows
+                .iter()
+                .enumerate()
+                .all(|(i, &(r, _))| i == r as usize)
         {
             inputs.clone()
         } else {
-            inputs.take(&UInt32Array::from(order))?
+            inputs.take(&UInt32Array::from_iter_values(
+                batch.rows.iter().map(|&(row, _)| row),
+            ))?
         };
         // Per fast aggregate, the rows it counts.
         let kept: Vec<Option<BooleanBuffer>> = (0..self.set.len())
@@ -374,11 +345,12 @@ impl GroupTable {
                     .and_then(|_| fast::kept_rows(&inputs.values[j][0], inputs.filters[j].as_ref()))
             })
             .collect();
-        let mut offset = 0;
-        let mut out_keys: Vec<Box<[u8]>> = Vec::new();
-        let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
-        let mut out_kinds: Vec<i8> = Vec::new();
-        for (slot, group_rows) in touched {
+        let mut output = Output::new(&self.schema, keys.len(), batch.slots.len());
+        // The values of the group at hand; after a change, the ones it replaced.
+        let mut values: Vec<ScalarValue> = vec![ScalarValue::Null; self.set.len()];
+        for (at_group, &slot) in batch.slots.iter().enumerate() {
+            let offset = batch.starts[at_group];
+            let group_rows = &batch.rows[offset..batch.starts[at_group + 1]];
             let Some(group) = self.groups[slot].as_mut() else {
                 return internal_err!("updating aggregate: group slot {slot} is free");
             };
@@ -441,117 +413,219 @@ impl GroupTable {
                 };
                 at += run;
             }
-            offset += group_rows.len();
             group.written = now_ms;
             let new_bytes: usize = group.accumulators.iter().map(|a| a.size()).sum();
             self.bytes = self.bytes + new_bytes - group.bytes.min(self.bytes);
             group.bytes = new_bytes;
-            let now = if group.rows > 0 {
-                Some(
-                    group
-                        .accumulators
-                        .iter_mut()
-                        .map(|a| a.evaluate())
-                        .collect::<Result<Vec<_>>>()?,
-                )
-            } else {
-                None
-            };
-            match (group.emitted.take(), now) {
-                (None, Some(now)) => {
-                    out_keys.push(group.key.clone());
-                    out_values.push(now.clone());
-                    out_kinds.push(RowKind::Insert as i8);
-                    group.emitted = Some(now);
+            // The group's keys are those of any of its rows.
+            let key_row = group_rows[0].0;
+            if group.rows > 0 {
+                for (value, accumulator) in values.iter_mut().zip(&mut group.accumulators) {
+                    match accumulator {
+                        Acc::Fast(fast) => fast.evaluate_into(value),
+                        Acc::Row(accumulator) => *value = accumulator.evaluate()?,
+                    }
                 }
-                (Some(old), Some(now)) if old == now => group.emitted = Some(old),
-                (Some(old), Some(now)) => {
-                    out_keys.push(group.key.clone());
-                    out_values.push(old);
-                    out_kinds.push(RowKind::UpdateBefore as i8);
-                    out_keys.push(group.key.clone());
-                    out_values.push(now.clone());
-                    out_kinds.push(RowKind::UpdateAfter as i8);
-                    group.emitted = Some(now);
+                match &mut group.emitted {
+                    None => {
+                        output.push(key_row, RowKind::Insert, &values)?;
+                        group.emitted = Some(values.clone());
+                    }
+                    Some(old) if *old == values => {}
+                    Some(old) => {
+                        output.push(key_row, RowKind::UpdateBefore, old)?;
+                        output.push(key_row, RowKind::UpdateAfter, &values)?;
+                        std::mem::swap(old, &mut values);
+                    }
                 }
-                (Some(old), None) => {
-                    out_keys.push(group.key.clone());
-                    out_values.push(old);
-                    out_kinds.push(RowKind::Delete as i8);
-                }
-                (None, None) => {}
+                continue;
             }
-            if group.rows <= 0 {
-                self.bytes -= group.bytes.min(self.bytes);
-                let key = group.key.clone();
-                self.index.remove(&key);
-                self.groups[slot] = None;
-                self.free.push(slot);
-                if let Some(store) = &mut self.store {
-                    store.delete(&key);
-                }
+            if let Some(old) = group.emitted.take() {
+                output.push(key_row, RowKind::Delete, &old)?;
+            }
+            self.bytes -= group.bytes.min(self.bytes);
+            let key = group.key.clone();
+            self.index.remove(&key);
+            self.groups[slot] = None;
+            self.free.push(slot);
+            if let Some(store) = &mut self.store {
+                store.delete(&key);
             }
         }
         self.write_back(false)?;
-        if out_kinds.is_empty() {
-            return Ok(None);
-        }
-        let rows = self.output(&out_keys, out_values)?;
-        Ok(Some(Changes {
-            rows,
-            kinds: Int8Array::from(out_kinds),
-        }))
+        output.finish(keys)
     }
 
-    /// Output rows: the keys, then the values.
-    fn output(&self, keys: &[Box<[u8]>], values: Vec<Vec<ScalarValue>>) -> Result<RecordBatch> {
-        let mut columns = self
-            .key_columns(keys)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| in_type(k, self.schema.field(i).data_type()))
-            .collect::<Result<Vec<_>>>()?;
-        let key_count = columns.len();
-        for j in 0..self.set.len() {
-            let field = self.schema.field(key_count + j);
-            let array = to_array(values.iter().map(|row| &row[j]), field.data_type())?;
-            columns.push(in_type(array, field.data_type())?);
+    /// The groups `rows` rows of `key_rows` touch (new ones inserted), each with its rows in
+    /// input order, in the order groups were first touched.
+    fn touched(
+        &mut self,
+        key_rows: &Rows,
+        kinds: &impl Fn(usize) -> Result<RowKind>,
+        rows: usize,
+    ) -> Result<Touched> {
+        // Per row, its group's place among the touched ones (`u32::MAX`: ignored).
+        let mut place: Vec<u32> = Vec::with_capacity(rows);
+        let mut adds: Vec<bool> = Vec::with_capacity(rows);
+        let mut slots: Vec<usize> = Vec::new();
+        let mut place_of_slot: HashMap<usize, u32> = HashMap::default();
+        for i in 0..rows {
+            let kind = kinds(i)?;
+            let key = key_rows.row(i).data();
+            let slot = match self.index.get(key) {
+                Some(&slot) => slot,
+                None if !kind.adds() => {
+                    self.unknown_retractions += 1;
+                    place.push(u32::MAX);
+                    adds.push(false);
+                    continue;
+                }
+                None => {
+                    let group = Group {
+                        key: key.into(),
+                        accumulators: self.new_accumulators()?,
+                        rows: 0,
+                        emitted: None,
+                        bytes: 0,
+                        written: 0,
+                    };
+                    self.insert_group(group)
+                }
+            };
+            let at = *place_of_slot.entry(slot).or_insert_with(|| {
+                slots.push(slot);
+                (slots.len() - 1) as u32
+            });
+            place.push(at);
+            adds.push(kind.adds());
         }
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        // Rows grouped by their group (a counting sort, stable).
+        let mut starts = vec![0usize; slots.len() + 1];
+        for &at in place.iter().filter(|&&at| at != u32::MAX) {
+            starts[at as usize + 1] += 1;
+        }
+        for g in 0..slots.len() {
+            starts[g + 1] += starts[g];
+        }
+        let mut next = starts.clone();
+        let mut grouped = vec![(0u32, false); starts[slots.len()]];
+        for (i, (&at, &adds)) in place.iter().zip(&adds).enumerate() {
+            if at != u32::MAX {
+                grouped[next[at as usize]] = (i as u32, adds);
+                next[at as usize] += 1;
+            }
+        }
+        Ok(Touched {
+            slots,
+            starts,
+            rows: grouped,
+        })
     }
 }
 
-/// `values` as an array: BIGINTs and VARCHARs (most aggregates' values) built directly,
-/// others by DataFusion.
-fn to_array<'a>(
-    values: impl ExactSizeIterator<Item = &'a ScalarValue> + Clone,
-    data_type: &DataType,
-) -> Result<ArrayRef> {
-    if values.len() == 0 {
-        return Ok(datafusion::arrow::array::new_empty_array(data_type));
+/// The groups one batch touches: group `g` is in slot `slots[g]` and has the rows
+/// `rows[starts[g]..starts[g + 1]]` (input row, and whether it adds).
+struct Touched {
+    slots: Vec<usize>,
+    starts: Vec<usize>,
+    rows: Vec<(u32, bool)>,
+}
+
+/// The changes of one batch, built column by column.
+struct Output {
+    schema: SchemaRef,
+    /// Per output row, an input row of its group (the keys are taken from there).
+    key_rows: Vec<u32>,
+    kinds: Vec<i8>,
+    values: Vec<Column>,
+}
+
+/// One aggregate's output column under construction: BIGINTs and VARCHARs (most aggregates'
+/// values) straight into arrays, others as scalars DataFusion turns into an array.
+enum Column {
+    Int64(Int64Builder),
+    Utf8(StringBuilder),
+    Scalars(Vec<ScalarValue>),
+}
+
+impl Column {
+    fn push(&mut self, value: &ScalarValue) -> Result<()> {
+        match (&mut *self, value) {
+            (Self::Int64(b), ScalarValue::Int64(v)) => b.append_option(*v),
+            (Self::Utf8(b), ScalarValue::Utf8(v)) => b.append_option(v.as_deref()),
+            (Self::Scalars(values), v) => values.push(v.clone()),
+            // A value of another type (not expected): the column goes on as scalars.
+            (_, v) => {
+                let built = self.finish()?;
+                let mut values = (0..built.len())
+                    .map(|i| ScalarValue::try_from_array(&built, i))
+                    .collect::<Result<Vec<_>>>()?;
+                values.push(v.clone());
+                *self = Self::Scalars(values);
+            }
+        }
+        Ok(())
     }
-    let typed: Option<ArrayRef> = match data_type {
-        DataType::Int64 => values
-            .clone()
-            .map(|v| match v {
-                ScalarValue::Int64(v) => Some(*v),
-                _ => None,
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(match self {
+            Self::Int64(b) => Arc::new(b.finish()),
+            Self::Utf8(b) => Arc::new(b.finish()),
+            Self::Scalars(values) => ScalarValue::iter_to_array(std::mem::take(values))?,
+        })
+    }
+}
+
+impl Output {
+    /// Room for the changes of `groups` groups (a `-U`/`+U` pair each, at most) in rows of
+    /// `schema`: `key_count` keys, then the aggregates.
+    fn new(schema: &SchemaRef, key_count: usize, groups: usize) -> Self {
+        let rows = groups * 2;
+        let values = schema.fields()[key_count..]
+            .iter()
+            .map(|field| match field.data_type() {
+                DataType::Int64 => Column::Int64(Int64Builder::with_capacity(rows)),
+                DataType::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
+                _ => Column::Scalars(Vec::with_capacity(rows)),
             })
-            .collect::<Option<Int64Array>>()
-            .map(|a| Arc::new(a) as ArrayRef),
-        DataType::Utf8 => values
-            .clone()
-            .map(|v| match v {
-                ScalarValue::Utf8(v) => Some(v.as_deref()),
-                _ => None,
-            })
-            .collect::<Option<StringArray>>()
-            .map(|a| Arc::new(a) as ArrayRef),
-        _ => None,
-    };
-    match typed {
-        Some(array) => Ok(array),
-        None => ScalarValue::iter_to_array(values.cloned()),
+            .collect();
+        Self {
+            schema: Arc::clone(schema),
+            key_rows: Vec::with_capacity(rows),
+            kinds: Vec::with_capacity(rows),
+            values,
+        }
+    }
+
+    /// A row of kind `kind`: the keys of input row `key_row`, then `values`.
+    fn push(&mut self, key_row: u32, kind: RowKind, values: &[ScalarValue]) -> Result<()> {
+        self.key_rows.push(key_row);
+        self.kinds.push(kind as i8);
+        for (column, value) in self.values.iter_mut().zip(values) {
+            column.push(value)?;
+        }
+        Ok(())
+    }
+
+    /// The changes, with their keys taken from `keys` (the batch's key columns).
+    fn finish(mut self, keys: &[ArrayRef]) -> Result<Option<Changes>> {
+        if self.kinds.is_empty() {
+            return Ok(None);
+        }
+        let indices = UInt32Array::from(std::mem::take(&mut self.key_rows));
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (i, key) in keys.iter().enumerate() {
+            let key = take(key.as_ref(), &indices, None)?;
+            columns.push(in_type(key, self.schema.field(i).data_type())?);
+        }
+        for (j, column) in self.values.iter_mut().enumerate() {
+            let data_type = self.schema.field(keys.len() + j).data_type();
+            columns.push(in_type(column.finish()?, data_type)?);
+        }
+        Ok(Some(Changes {
+            rows: RecordBatch::try_new(Arc::clone(&self.schema), columns)?,
+            kinds: Int8Array::from(self.kinds),
+        }))
     }
 }
 
