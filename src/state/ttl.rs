@@ -1,5 +1,5 @@
 //! Flink's `table.exec.state.ttl` for the operators whose state grows with their input: the
-//! regular join, the top-N and the OVER aggregate.
+//! regular join, the top-N, the OVER aggregate, the temporal join and the updating GROUP BY.
 //!
 //! State not written for the time to live (processing time: the machine's clock, as Flink's
 //! state TTL) is dropped, without anything emitted: what it had produced stays in the result.
@@ -10,7 +10,9 @@
 //! - a top-N key that expired starts over: its next row ranks first, while the ranks it had
 //!   emitted stay in the result;
 //! - an OVER aggregate's key that expired forgets the rows its frames reached: its next row's
-//!   frame starts with it.
+//!   frame starts with it;
+//! - an updating GROUP BY's group that expired starts over: the key's next row gives a new
+//!   result (`+I`) while the one it had emitted stays.
 //!
 //! A row's clock starts when it is stored and restarts whenever it is written again (a join
 //! row's count of partners changes; a top-N key gets or loses a row). A restored checkpoint

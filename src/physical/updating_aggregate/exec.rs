@@ -99,7 +99,7 @@ impl UpdatingAggregateExec {
 
     /// The state (see [`StreamingExec::state`]): per group key, for as long as the group holds
     /// rows.
-    /// This aggregate with its groups dropped when no rows came for `ttl` (in memory; see
+    /// This aggregate with its groups dropped when no rows came for `ttl` (see
     /// [`crate::state::ttl`]).
     pub fn with_state_ttl(&self, ttl: Option<std::time::Duration>) -> Self {
         Self {
@@ -111,14 +111,6 @@ impl UpdatingAggregateExec {
             backend: self.backend.clone(),
             properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
-        }
-    }
-
-    /// The time to live it applies: with RocksDB, none.
-    fn effective_ttl(&self) -> Option<std::time::Duration> {
-        match self.backend {
-            StateBackend::Memory => self.def.ttl,
-            _ => None,
         }
     }
 
@@ -160,7 +152,7 @@ impl DisplayAs for UpdatingAggregateExec {
             ChangelogMode::Retract,
             self.state_declaration(),
         )?;
-        crate::state::ttl::fmt_ttl(f, self.effective_ttl())
+        crate::state::ttl::fmt_ttl(f, self.def.ttl)
     }
 }
 

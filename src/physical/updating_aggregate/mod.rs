@@ -51,7 +51,7 @@ pub struct UpdatingAggregation {
     pub aggregates: Arc<AggregateSet>,
     /// True if the input is a changelog: the accumulators then retract.
     pub retracting_input: bool,
-    /// `table.exec.state.ttl`: groups no rows came for this long are dropped (in memory; see
+    /// `table.exec.state.ttl`: groups no rows came for this long are dropped (see
     /// [`crate::state::ttl`]).
     pub ttl: Option<std::time::Duration>,
 }

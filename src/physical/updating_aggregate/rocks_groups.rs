@@ -3,8 +3,10 @@
 //! The [`GroupTable`](super::groups::GroupTable) in memory becomes a write-back cache of the
 //! groups recent batches touched; the database holds every group. One entry per group: the key
 //! is the group key in Arrow's row format (as the table keys it); the value is the number of
-//! rows the group holds (8 bytes, little-endian) followed by its accumulators' states in row
-//! format.
+//! rows the group holds (8 bytes, little-endian, with the top bit set), when rows last came
+//! for it (processing time in ms, 8 bytes, for `table.exec.state.ttl`), then its accumulators'
+//! states in row format. Entries written before the write time was stored have the top bit of
+//! the count clear and no write time; they count as written when the database was restored.
 //!
 //! A batch first loads the groups it touches that the cache lacks (one multi-get). After a
 //! batch that leaves more than [`CACHE_GROUPS`] groups cached, and at every checkpoint barrier,
@@ -22,6 +24,9 @@ use rocksdb::WriteBatch;
 use super::in_type;
 use crate::state::rocks::{RowCodec, StateDb, scan_prefix};
 
+/// Set in the stored row count of an entry that holds its write time.
+const HAS_WRITTEN: u64 = 1 << 63;
+
 /// Groups cached in memory before they are written back.
 pub const CACHE_GROUPS: usize = 65_536;
 
@@ -38,12 +43,35 @@ pub(super) struct RocksGroups {
     deleted: HashSet<Box<[u8]>>,
     /// [`CACHE_GROUPS`] (smaller in tests).
     pub capacity: usize,
+    /// When the database was restored from a checkpoint (processing time, ms).
+    restored_at: i64,
 }
 
-/// A group as stored: its rows and its accumulators' state values.
+/// A group as stored: its rows, when rows last came for it, and its accumulators' state
+/// values.
 pub(super) struct StoredGroup {
     pub rows: i64,
+    pub written: i64,
     pub state: Vec<ScalarValue>,
+}
+
+/// The row count and write time an entry starts with, and the rest (the state).
+fn split_entry(value: &[u8]) -> Result<(i64, i64, &[u8])> {
+    let Some((count, rest)) = value.split_first_chunk::<8>() else {
+        return internal_err!("an updating aggregate's RocksDB entry is too short");
+    };
+    let count = u64::from_le_bytes(*count);
+    if count & HAS_WRITTEN == 0 {
+        return Ok((count as i64, i64::MIN, rest));
+    }
+    let Some((written, state)) = rest.split_first_chunk::<8>() else {
+        return internal_err!("an updating aggregate's RocksDB entry is too short");
+    };
+    Ok((
+        (count & !HAS_WRITTEN) as i64,
+        i64::from_le_bytes(*written),
+        state,
+    ))
 }
 
 impl RocksGroups {
@@ -57,6 +85,7 @@ impl RocksGroups {
             state_types,
             deleted: HashSet::new(),
             capacity: CACHE_GROUPS,
+            restored_at: i64::MIN,
         })
     }
 
@@ -65,7 +94,15 @@ impl RocksGroups {
     pub fn adopt(&mut self, root: &Path, label: &str, files: &Path) -> Result<()> {
         self.db = StateDb::adopt(root, label, files)?;
         self.deleted.clear();
+        self.restored_at = crate::state::ttl::now_ms();
         Ok(())
+    }
+
+    /// The time a group last written at `written` counts its time to live from: a group
+    /// restored from a checkpoint lives a whole time to live from the restore, as groups
+    /// restored into memory do.
+    pub fn written(&self, written: i64) -> i64 {
+        written.max(self.restored_at)
     }
 
     /// The database (for checkpoints).
@@ -90,12 +127,12 @@ impl RocksGroups {
         }
         let present: Vec<&[u8]> = values.iter().flatten().map(|v| v.as_slice()).collect();
         let mut rows = Vec::with_capacity(present.len());
+        let mut written = Vec::with_capacity(present.len());
         let mut encoded = Vec::with_capacity(present.len());
         for value in &present {
-            let Some((count, state)) = value.split_first_chunk::<8>() else {
-                return internal_err!("an updating aggregate's RocksDB entry is too short");
-            };
-            rows.push(i64::from_le_bytes(*count));
+            let (count, at, state) = split_entry(value)?;
+            rows.push(count);
+            written.push(at);
             encoded.push(state);
         }
         let columns = self.states.decode(&encoded)?;
@@ -112,6 +149,7 @@ impl RocksGroups {
                 .collect::<Result<Vec<_>>>()?;
             stored.push(Some(StoredGroup {
                 rows: rows[next],
+                written: written[next],
                 state,
             }));
             next += 1;
@@ -140,8 +178,18 @@ impl RocksGroups {
             batch.delete(&key);
         }
         for ((key, group), state) in groups.iter().zip(encoded) {
-            let mut value = Vec::with_capacity(8 + state.len());
-            value.extend_from_slice(&group.rows.to_le_bytes());
+            let Some(count) = u64::try_from(group.rows)
+                .ok()
+                .filter(|&count| count & HAS_WRITTEN == 0)
+            else {
+                return internal_err!(
+                    "an updating aggregate's group holds {} rows; it cannot be stored",
+                    group.rows
+                );
+            };
+            let mut value = Vec::with_capacity(16 + state.len());
+            value.extend_from_slice(&(count | HAS_WRITTEN).to_le_bytes());
+            value.extend_from_slice(&group.written.to_le_bytes());
             value.extend_from_slice(&state);
             batch.put(key, value);
         }
@@ -157,6 +205,7 @@ impl RocksGroups {
         mut owned: impl FnMut(&[Box<[u8]>]) -> Result<Vec<bool>>,
     ) -> Result<()> {
         let old = StateDb::open_read_only(files)?;
+        self.restored_at = crate::state::ttl::now_ms();
         let mut entries = scan_prefix(&old, []);
         loop {
             let chunk = entries
@@ -176,5 +225,25 @@ impl RocksGroups {
             }
             self.db.write(batch)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry holds its write time after the flagged count; one written before write times
+    /// were stored has neither, and reads as never written.
+    #[test]
+    fn entries_with_and_without_a_write_time() {
+        let mut new = (3u64 | HAS_WRITTEN).to_le_bytes().to_vec();
+        new.extend_from_slice(&1234i64.to_le_bytes());
+        new.extend_from_slice(b"state");
+        assert_eq!(split_entry(&new).unwrap(), (3, 1234, &b"state"[..]));
+        let mut old = 7u64.to_le_bytes().to_vec();
+        old.extend_from_slice(b"state");
+        assert_eq!(split_entry(&old).unwrap(), (7, i64::MIN, &b"state"[..]));
+        assert!(split_entry(&new[..12]).is_err());
+        assert!(split_entry(&old[..5]).is_err());
     }
 }

@@ -35,7 +35,7 @@ pub(super) struct UpdatingAggregateStream {
     /// RocksDB's directory and this partition's instance name, with `state.backend` =
     /// `rocksdb`.
     rocksdb: Option<(std::path::PathBuf, String)>,
-    /// `table.exec.state.ttl` (in memory only): groups no rows came for this long are dropped.
+    /// `table.exec.state.ttl`: groups no rows came for this long are dropped.
     ttl: Option<TimeToLive>,
 }
 
@@ -82,6 +82,7 @@ impl UpdatingAggregateStream {
         if let Some((root, label)) = &rocksdb {
             groups = groups.with_rocksdb(root, label)?;
         }
+        let groups = groups.with_ttl(def.ttl);
         let stream = Self {
             def: def.clone(),
             groups,
@@ -89,7 +90,7 @@ impl UpdatingAggregateStream {
             operator: exec.name().to_string(),
             partition,
             partitions: exec.properties().partitioning.partition_count(),
-            ttl: def.ttl.filter(|_| rocksdb.is_none()).map(TimeToLive::new),
+            ttl: def.ttl.map(TimeToLive::new),
             rocksdb,
         };
         Driver::open(exec, metrics, vec![input], partition, context, stream)

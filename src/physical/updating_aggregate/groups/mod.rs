@@ -114,6 +114,9 @@ pub struct GroupTable {
     widths: Vec<usize>,
     /// Each aggregate's [`Fast`] accumulator kind, if it has one (never over a changelog).
     fast: Vec<Option<FastKind>>,
+    /// `table.exec.state.ttl` in ms: groups no rows came for this long are dropped (those in
+    /// memory by [`Self::expire`], those in RocksDB when next read).
+    ttl_ms: Option<i64>,
 }
 
 impl GroupTable {
@@ -164,6 +167,7 @@ impl GroupTable {
             store: None,
             widths: Vec::new(),
             fast,
+            ttl_ms: None,
         };
         table.widths = table
             .new_accumulators()?
@@ -171,6 +175,13 @@ impl GroupTable {
             .map(|a| Ok(a.state()?.len()))
             .collect::<Result<_>>()?;
         Ok(table)
+    }
+
+    /// This table with its groups dropped when no rows came for `ttl`
+    /// (`table.exec.state.ttl`).
+    pub fn with_ttl(mut self, ttl: Option<std::time::Duration>) -> Self {
+        self.ttl_ms = ttl.map(|ttl| i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        self
     }
 
     /// Puts `group` into a free slot; returns the slot.
@@ -285,11 +296,9 @@ impl GroupTable {
 
     /// Drops the groups no rows came for since `oldest` (`table.exec.state.ttl`), emitting
     /// nothing: a later row of such a key starts it again (`+I`), as Flink's group aggregate
-    /// does. Only for groups in memory (none with RocksDB); returns how many went.
+    /// does. Sweeps the groups in memory (with RocksDB, the cache: a stored group expires
+    /// when it is next read); returns how many went.
     pub fn expire(&mut self, oldest: i64) -> usize {
-        if self.store.is_some() {
-            return 0;
-        }
         let mut gone = 0;
         for slot in 0..self.groups.len() {
             let expired = self.groups[slot]
@@ -299,6 +308,9 @@ impl GroupTable {
                 self.bytes -= group.bytes.min(self.bytes);
                 self.index.remove(&group.key);
                 self.free.push(slot);
+                if let Some(store) = &mut self.store {
+                    store.delete(&group.key);
+                }
                 gone += 1;
             }
         }
@@ -317,8 +329,8 @@ impl GroupTable {
         rows: usize,
     ) -> Result<Option<Changes>> {
         let key_rows = self.key_rows(keys, rows)?;
-        self.load(&key_rows)?;
         let now_ms = crate::state::ttl::now_ms();
+        self.load(&key_rows, now_ms)?;
         let batch = self.touched(&key_rows, &kinds, rows)?;
         if batch.slots.is_empty() {
             return Ok(None);

@@ -86,6 +86,7 @@ impl GroupTable {
                 group.key,
                 StoredGroup {
                     rows: group.rows,
+                    written: group.written,
                     state,
                 },
             ));
@@ -99,9 +100,11 @@ impl GroupTable {
         }
     }
 
-    /// With RocksDB: brings the groups of `key_rows` the cache lacks into it.
-    pub(super) fn load(&mut self, key_rows: &Rows) -> Result<()> {
-        let Some(store) = &self.store else {
+    /// With RocksDB: brings the groups of `key_rows` the cache lacks into it, leaving out
+    /// (and deleting) those `table.exec.state.ttl` expired by `now`.
+    pub(super) fn load(&mut self, key_rows: &Rows, now: i64) -> Result<()> {
+        let oldest = self.ttl_ms.map(|ttl| now.saturating_sub(ttl));
+        let Some(store) = &mut self.store else {
             return Ok(());
         };
         let mut missing: Vec<&[u8]> = Vec::new();
@@ -116,12 +119,29 @@ impl GroupTable {
             return Ok(());
         }
         let stored = store.load(&missing)?;
-        let missing: Vec<Box<[u8]>> = missing.into_iter().map(Into::into).collect();
+        let mut found = Vec::with_capacity(stored.len());
+        let mut expired = 0;
         for (key, group) in missing.into_iter().zip(stored) {
-            if let Some(StoredGroup { rows, state }) = group {
-                let group = self.stored_group(key, rows, &state)?;
-                self.insert_group(group);
+            let Some(mut group) = group else {
+                continue;
+            };
+            group.written = store.written(group.written);
+            if oldest.is_some_and(|oldest| group.written < oldest) {
+                store.delete(key);
+                expired += 1;
+                continue;
             }
+            found.push((Box::<[u8]>::from(key), group));
+        }
+        for (key, stored) in found {
+            let mut group = self.stored_group(key, stored.rows, &stored.state)?;
+            group.written = stored.written;
+            self.insert_group(group);
+        }
+        if expired > 0 {
+            log::debug!(
+                "updating aggregate: {expired} stored group(s) expired (table.exec.state.ttl)"
+            );
         }
         Ok(())
     }

@@ -261,6 +261,60 @@ fn expired_groups_start_over() {
     );
 }
 
+/// With RocksDB, a group in the database expires when it is next read: the key starts over
+/// (`+I`), while a group written since stays.
+#[test]
+fn expired_groups_in_rocksdb_start_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = std::time::Duration::from_millis(400);
+    let mut t = table(false)
+        .with_rocksdb(dir.path(), "updating-ttl")
+        .unwrap()
+        .with_ttl(Some(ttl));
+    // Every batch goes through the database.
+    t.set_cache_groups(0);
+    apply(&mut t, &[(I, "a", 1), (I, "b", 2)]);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(
+        apply(&mut t, &[(I, "b", 3)]),
+        vec![
+            ("-U", "b".to_string(), 1, Some(2)),
+            ("+U", "b".to_string(), 2, Some(5))
+        ],
+        "b is not expired yet"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    // a was written 500 ms ago, b 250 ms ago.
+    assert_eq!(
+        apply(&mut t, &[(I, "a", 10), (I, "b", 1)]),
+        vec![
+            ("+I", "a".to_string(), 1, Some(10)),
+            ("-U", "b".to_string(), 2, Some(5)),
+            ("+U", "b".to_string(), 3, Some(6))
+        ]
+    );
+}
+
+/// With RocksDB, a group the sweep expires in the cache is deleted from the database too.
+#[test]
+fn a_group_swept_from_the_cache_leaves_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = table(false)
+        .with_rocksdb(dir.path(), "updating-sweep")
+        .unwrap();
+    apply(&mut t, &[(I, "a", 1)]);
+    t.write_back(true).unwrap();
+    // Read back into the cache, then swept.
+    apply(&mut t, &[(I, "a", 2)]);
+    let later = crate::state::ttl::now_ms() + 1;
+    assert_eq!(t.expire(later), 1);
+    t.write_back(true).unwrap();
+    assert_eq!(
+        apply(&mut t, &[(I, "a", 10)]),
+        vec![("+I", "a".to_string(), 1, Some(10))]
+    );
+}
+
 /// The input of [`fast_accumulators_match_datafusions`]: key, value, text, filter.
 fn mixed_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
