@@ -14,8 +14,8 @@
 //! [written back](KeyedDb::write_back) (or deleted, when its state is empty) and the operator
 //! empties its cache. So memory holds about one batch's keys beyond the capacity, however many
 //! keys the operator keeps. Keys in the database expire (`table.exec.state.ttl`) when they are
-//! next loaded; a restored database's keys live a whole time to live from the restore
-//! ([`KeyedDb::written`]).
+//! next loaded, or when RocksDB compacts their files ([`Expiry`]), whichever comes first; a
+//! restored database's keys live a whole time to live from the restore ([`KeyedDb::written`]).
 //!
 //! Checkpoints are RocksDB checkpoints: restored at the same parallelism a partition
 //! [adopts](KeyedDb::adopt) its database, at another it takes the entries whose keys hash to it
@@ -28,7 +28,7 @@ use datafusion::common::{Result, exec_datafusion_err, internal_err};
 use rocksdb::WriteBatch;
 
 use super::redistribute::partitions_of;
-use super::rocks::{RowCodec, StateDb, ordered_prefix, ordered_prefix_of, scan_prefix};
+use super::rocks::{Expiry, RowCodec, StateDb, ordered_prefix, ordered_prefix_of, scan_prefix};
 
 /// Entries re-keyed at a time when restoring at another parallelism.
 const REKEY_CHUNK: usize = 65_536;
@@ -43,6 +43,17 @@ pub struct KeyedDb {
     touched: Vec<HashSet<Box<[u8]>>>,
     /// When the database was restored from a checkpoint (processing time, ms).
     restored_at: i64,
+    /// How its entries expire at compaction (`table.exec.state.ttl`), if they do.
+    expiry: Option<Expiry>,
+}
+
+/// When an entry of key space 0 was last written, for stores whose values there start with it
+/// (the top-N's keys, the temporal join's versions, the OVER aggregates' rows); the entries of
+/// other key spaces (rows waiting for the watermark) do not expire. See [`Expiry`].
+pub fn written_first_in_space_0(key: &[u8], value: &[u8]) -> Option<i64> {
+    (key.first() == Some(&0))
+        .then(|| super::rocks::leading_i64(value))
+        .flatten()
 }
 
 fn db_key(space: usize, key: &[u8]) -> Vec<u8> {
@@ -55,15 +66,27 @@ fn db_key(space: usize, key: &[u8]) -> Vec<u8> {
 impl KeyedDb {
     /// An empty store of `spaces` key spaces (at most 256) in a new database under `root`.
     pub fn try_new(root: &Path, label: &str, spaces: usize) -> Result<Self> {
+        Self::try_new_expiring(root, label, spaces, None)
+    }
+
+    /// [`Self::try_new`], its entries dropped by `expiry` when RocksDB compacts them. The
+    /// stored keys it reads start with their key space's byte.
+    pub fn try_new_expiring(
+        root: &Path,
+        label: &str,
+        spaces: usize,
+        expiry: Option<Expiry>,
+    ) -> Result<Self> {
         if spaces == 0 || spaces > 256 {
             return internal_err!("a keyed RocksDB store of {spaces} key spaces");
         }
         Ok(Self {
-            db: StateDb::create(root, label)?,
+            db: StateDb::create_expiring(root, label, expiry.as_ref())?,
             root: root.to_path_buf(),
             label: label.to_string(),
             touched: vec![HashSet::new(); spaces],
             restored_at: i64::MIN,
+            expiry,
         })
     }
 
@@ -82,7 +105,7 @@ impl KeyedDb {
 
     /// Replaces the (empty) database with one restored from a checkpoint.
     pub fn adopt(&mut self, files: &Path) -> Result<()> {
-        self.db = StateDb::adopt(&self.root, &self.label, files)?;
+        self.db = StateDb::adopt_expiring(&self.root, &self.label, files, self.expiry.as_ref())?;
         self.touched.iter_mut().for_each(HashSet::clear);
         self.restored_at = crate::state::ttl::now_ms();
         Ok(())
@@ -193,6 +216,9 @@ impl KeyedDb {
     ) -> Result<()> {
         let old = StateDb::open_read_only(files)?;
         self.restored_at = crate::state::ttl::now_ms();
+        if let Some(expiry) = &self.expiry {
+            expiry.restored();
+        }
         let mut entries = scan_prefix(&old, []);
         loop {
             let chunk = entries
@@ -449,5 +475,71 @@ mod tests {
         rekeyed.touch(0, b"a");
         rekeyed.write_back(|_, _| Some(b"kept".to_vec())).unwrap();
         assert_eq!(rekeyed.take_all(0).unwrap().len(), 1);
+    }
+
+    /// With an expiry, compaction drops the entries written longer ago than the time to live,
+    /// and keeps the fresh ones, those that do not expire, and (until a time to live after the
+    /// restore) those of a restored database.
+    #[test]
+    fn compaction_drops_expired_entries() {
+        let expiry = || {
+            Expiry::new(
+                std::time::Duration::from_secs(3600),
+                written_first_in_space_0,
+            )
+        };
+        let now = crate::state::ttl::now_ms();
+        let stamped = |written: i64| written.to_le_bytes().to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = KeyedDb::try_new_expiring(dir.path(), "test", 2, Some(expiry())).unwrap();
+        for key in [&b"old"[..], b"new", b"short"] {
+            store.touch(0, key);
+        }
+        store.touch(1, b"old");
+        store
+            .write_back(|space, key| match (space, key) {
+                (0, b"old") | (1, b"old") => Some(stamped(now - 2 * 3_600_000)),
+                (0, b"new") => Some(stamped(now)),
+                // Too short to hold a write time: kept.
+                _ => Some(b"x".to_vec()),
+            })
+            .unwrap();
+        let saved = dir.path().join("saved");
+        store.db().checkpoint(&saved).unwrap();
+        let compact = |store: &KeyedDb| {
+            let db = store.db().db();
+            db.flush().unwrap();
+            db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        };
+        compact(&store);
+        let keys = [&b"old"[..], b"new", b"short"];
+        let found = |store: &mut KeyedDb| -> Vec<(usize, Vec<u8>)> {
+            let mut found: Vec<(usize, Vec<u8>)> = (0..2)
+                .flat_map(|space| {
+                    store
+                        .load(space, keys)
+                        .unwrap()
+                        .into_iter()
+                        .map(move |(k, _)| (space, k.to_vec()))
+                })
+                .collect();
+            found.sort();
+            found
+        };
+        assert_eq!(
+            found(&mut store),
+            vec![
+                (0, b"new".to_vec()),
+                (0, b"short".to_vec()),
+                (1, b"old".to_vec())
+            ]
+        );
+        // Restored, the old entry lives a whole time to live from the restore.
+        let other = tempfile::tempdir().unwrap();
+        let mut restored =
+            KeyedDb::try_new_expiring(other.path(), "restored", 2, Some(expiry())).unwrap();
+        restored.adopt(&saved).unwrap();
+        compact(&restored);
+        assert_eq!(found(&mut restored).len(), 4);
     }
 }

@@ -5,10 +5,14 @@
 //! RocksDB's write-ahead log for the same reason; [`StateDb::checkpoint`] flushes the memtable
 //! and hard-links the live files (RocksDB's checkpoint API), which the checkpoint coordinator
 //! then uploads, sharing the immutable SST files between checkpoints.
+//!
+//! With `table.exec.state.ttl`, an operator's database drops expired entries when RocksDB
+//! compacts its files ([`Expiry`], a compaction filter, as Flink's RocksDB state backend
+//! cleans up expired state): an entry no operator reads again does not stay on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
@@ -16,6 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
+use rocksdb::compaction_filter::Decision;
 use rocksdb::{DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -50,7 +55,53 @@ impl std::fmt::Debug for StateDb {
 /// Block cache shared by every database of the process.
 const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
-fn options() -> Options {
+/// When an entry (its stored key and value) was last written (processing time, ms), as the
+/// operator encodes it; `None` if it never expires (or cannot tell).
+pub type WrittenOf = fn(&[u8], &[u8]) -> Option<i64>;
+
+/// How a database's entries expire (`table.exec.state.ttl`): at compaction, an entry written
+/// before `ttl_ms` ago is dropped.
+#[derive(Clone)]
+pub struct Expiry {
+    ttl_ms: i64,
+    written_of: WrittenOf,
+    /// Entries count as written no earlier than this: a restored database's restore time, so
+    /// that restored state lives a whole time to live again.
+    restored_at: Arc<AtomicI64>,
+}
+
+impl Expiry {
+    pub fn new(ttl: std::time::Duration, written_of: WrittenOf) -> Self {
+        Self {
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            written_of,
+            restored_at: Arc::new(AtomicI64::new(i64::MIN)),
+        }
+    }
+
+    /// Records that the database was restored now.
+    pub fn restored(&self) {
+        self.restored_at
+            .store(crate::state::ttl::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether `key`'s entry `value` has expired by `now`. (Runs on RocksDB's threads: it must
+    /// not panic.)
+    fn expired(&self, key: &[u8], value: &[u8], now: i64) -> bool {
+        let Some(written) = (self.written_of)(key, value) else {
+            return false;
+        };
+        let written = written.max(self.restored_at.load(Ordering::Relaxed));
+        written < now.saturating_sub(self.ttl_ms)
+    }
+}
+
+/// The 8 little-endian bytes `value` starts with, as an `i64` (most operators' write time).
+pub fn leading_i64(value: &[u8]) -> Option<i64> {
+    value.first_chunk::<8>().map(|b| i64::from_le_bytes(*b))
+}
+
+fn options(expiry: Option<&Expiry>) -> Options {
     static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
     let mut table = rocksdb::BlockBasedOptions::default();
@@ -66,6 +117,19 @@ fn options() -> Options {
     options.set_compression_type(DBCompressionType::None);
     options.set_write_buffer_size(64 << 20);
     options.set_max_background_jobs(2);
+    if let Some(expiry) = expiry.cloned() {
+        // Files are compacted at least once per time to live (at least hourly, at most
+        // monthly), so that expired entries in files no write reaches go too.
+        let seconds = (expiry.ttl_ms / 1000).clamp(3600, 30 * 24 * 3600);
+        options.set_periodic_compaction_seconds(seconds as u64);
+        options.set_compaction_filter("sabot-state-ttl", move |_level, key, value| {
+            if expiry.expired(key, value, crate::state::ttl::now_ms()) {
+                Decision::Remove
+            } else {
+                Decision::Keep
+            }
+        });
+    }
     options
 }
 
@@ -82,6 +146,11 @@ impl StateDb {
 
     /// Creates an empty database in a new directory `root/<instance>`.
     pub fn create(root: &Path, label: &str) -> Result<Self> {
+        Self::create_expiring(root, label, None)
+    }
+
+    /// [`Self::create`], its entries dropped by `expiry` at compaction.
+    pub fn create_expiring(root: &Path, label: &str, expiry: Option<&Expiry>) -> Result<Self> {
         remove_stale(root);
         let instance = Self::new_instance_name(label);
         let dir = root.join(&instance);
@@ -91,12 +160,26 @@ impl StateDb {
                 root.display()
             )
         })?;
-        Self::open_dir(dir, instance)
+        Self::open_dir(dir, instance, expiry)
     }
 
     /// Takes over the database files in `files` (a restored checkpoint): moves them into a new
     /// directory `root/<instance>` and opens them.
     pub fn adopt(root: &Path, label: &str, files: &Path) -> Result<Self> {
+        Self::adopt_expiring(root, label, files, None)
+    }
+
+    /// [`Self::adopt`], the entries dropped by `expiry` at compaction (which counts them as
+    /// written now, at the restore).
+    pub fn adopt_expiring(
+        root: &Path,
+        label: &str,
+        files: &Path,
+        expiry: Option<&Expiry>,
+    ) -> Result<Self> {
+        if let Some(expiry) = expiry {
+            expiry.restored();
+        }
         let instance = Self::new_instance_name(label);
         let dir = root.join(&instance);
         std::fs::create_dir_all(root)
@@ -113,11 +196,11 @@ impl StateDb {
                     .map_err(|e| exec_datafusion_err!("cannot copy restored state: {e}"))?;
             }
         }
-        Self::open_dir(dir, instance)
+        Self::open_dir(dir, instance, expiry)
     }
 
-    fn open_dir(dir: PathBuf, instance: String) -> Result<Self> {
-        let db = DB::open(&options(), &dir)
+    fn open_dir(dir: PathBuf, instance: String, expiry: Option<&Expiry>) -> Result<Self> {
+        let db = DB::open(&options(expiry), &dir)
             .map_err(|e| db_err(&format!("cannot open '{}'", dir.display()), e))?;
         Ok(Self {
             db,
@@ -128,7 +211,7 @@ impl StateDb {
 
     /// Opens the files of a restored checkpoint read-only (to re-key them).
     pub fn open_read_only(files: &Path) -> Result<DB> {
-        DB::open_for_read_only(&options(), files, false)
+        DB::open_for_read_only(&options(None), files, false)
             .map_err(|e| db_err(&format!("cannot open '{}'", files.display()), e))
     }
 

@@ -612,3 +612,45 @@ impl Operator for OverStream {
         self.size
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key's rows read back as stored, and RocksDB's compaction reads when they were written
+    /// (key space [`KEYS`](super::super::rocks::KEYS)).
+    #[test]
+    fn kept_rows_read_back() {
+        let mut kept = Kept {
+            rows: VecDeque::new(),
+            written: 4321,
+        };
+        for (time, seq, row) in [(5, 0, &b"a"[..]), (7, 1, b"")] {
+            kept.rows.push_back(Held {
+                time,
+                seq,
+                row: row.into(),
+            });
+        }
+        let value = kept.encode();
+        let back = Kept::decode(&value).unwrap();
+        assert_eq!(back.written, 4321);
+        let rows = |k: &Kept| -> Vec<(i64, u64, Vec<u8>)> {
+            k.rows
+                .iter()
+                .map(|h| (h.time, h.seq, h.row.to_vec()))
+                .collect()
+        };
+        assert_eq!(rows(&back), rows(&kept));
+        assert!(Kept::decode(&value[..value.len() - 1]).is_err());
+        assert_eq!(
+            crate::state::keyed_db::written_first_in_space_0(&[0, b'k'], &value),
+            Some(4321)
+        );
+        // A waiting row (key space 1) does not expire.
+        assert_eq!(
+            crate::state::keyed_db::written_first_in_space_0(&[1, b'k'], &value),
+            None
+        );
+    }
+}

@@ -174,6 +174,11 @@ mod tests {
             let value = r.encode();
             let back = Ranked::decode(&value, bound).unwrap();
             assert_eq!(back.written, 1234);
+            // As RocksDB's compaction reads it (key space 0).
+            assert_eq!(
+                crate::state::keyed_db::written_first_in_space_0(&[0, b'k'], &value),
+                Some(1234)
+            );
             let rows = |r: &Ranked| -> Vec<(u64, Vec<u8>)> {
                 r.iter().map(|(t, row)| (t, row.to_vec())).collect()
             };

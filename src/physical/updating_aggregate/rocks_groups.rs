@@ -22,7 +22,7 @@ use datafusion::common::{Result, ScalarValue, internal_err};
 use rocksdb::WriteBatch;
 
 use super::in_type;
-use crate::state::rocks::{RowCodec, StateDb, scan_prefix};
+use crate::state::rocks::{Expiry, RowCodec, StateDb, scan_prefix};
 
 /// Set in the stored row count of an entry that holds its write time.
 const HAS_WRITTEN: u64 = 1 << 63;
@@ -45,6 +45,8 @@ pub(super) struct RocksGroups {
     pub capacity: usize,
     /// When the database was restored from a checkpoint (processing time, ms).
     restored_at: i64,
+    /// How entries expire at compaction (`table.exec.state.ttl`), if they do.
+    expiry: Option<Expiry>,
 }
 
 /// A group as stored: its rows, when rows last came for it, and its accumulators' state
@@ -53,6 +55,14 @@ pub(super) struct StoredGroup {
     pub rows: i64,
     pub written: i64,
     pub state: Vec<ScalarValue>,
+}
+
+/// When an entry was last written, if it says (see [`Expiry`]).
+fn written_of(_key: &[u8], value: &[u8]) -> Option<i64> {
+    split_entry(value)
+        .ok()
+        .map(|(_, written, _)| written)
+        .filter(|&written| written != i64::MIN)
 }
 
 /// The row count and write time an entry starts with, and the rest (the state).
@@ -76,23 +86,31 @@ fn split_entry(value: &[u8]) -> Result<(i64, i64, &[u8])> {
 
 impl RocksGroups {
     /// An empty store in a new database under `root`; `state_types` are the state columns of
-    /// all aggregates, in order.
-    pub fn try_new(root: &Path, label: &str, state_types: Vec<DataType>) -> Result<Self> {
+    /// all aggregates, in order. With `ttl`, RocksDB's compactions drop the groups no rows came
+    /// for that long.
+    pub fn try_new(
+        root: &Path,
+        label: &str,
+        state_types: Vec<DataType>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Self> {
         let states = RowCodec::try_new(state_types.clone(), "the state of these aggregates")?;
+        let expiry = ttl.map(|ttl| Expiry::new(ttl, written_of));
         Ok(Self {
-            db: StateDb::create(root, label)?,
+            db: StateDb::create_expiring(root, label, expiry.as_ref())?,
             states,
             state_types,
             deleted: HashSet::new(),
             capacity: CACHE_GROUPS,
             restored_at: i64::MIN,
+            expiry,
         })
     }
 
     /// Replaces the (empty) database with one restored from a checkpoint (its files in
     /// `files`, moved under `root`).
     pub fn adopt(&mut self, root: &Path, label: &str, files: &Path) -> Result<()> {
-        self.db = StateDb::adopt(root, label, files)?;
+        self.db = StateDb::adopt_expiring(root, label, files, self.expiry.as_ref())?;
         self.deleted.clear();
         self.restored_at = crate::state::ttl::now_ms();
         Ok(())
@@ -206,6 +224,9 @@ impl RocksGroups {
     ) -> Result<()> {
         let old = StateDb::open_read_only(files)?;
         self.restored_at = crate::state::ttl::now_ms();
+        if let Some(expiry) = &self.expiry {
+            expiry.restored();
+        }
         let mut entries = scan_prefix(&old, []);
         loop {
             let chunk = entries
@@ -245,5 +266,9 @@ mod tests {
         assert_eq!(split_entry(&old).unwrap(), (7, i64::MIN, &b"state"[..]));
         assert!(split_entry(&new[..12]).is_err());
         assert!(split_entry(&old[..5]).is_err());
+        // RocksDB's compaction expires only entries that say when they were written.
+        assert_eq!(written_of(b"k", &new), Some(1234));
+        assert_eq!(written_of(b"k", &old), None);
+        assert_eq!(written_of(b"k", &new[..12]), None);
     }
 }

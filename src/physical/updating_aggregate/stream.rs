@@ -78,11 +78,11 @@ impl UpdatingAggregateStream {
             def.aggregates.argument_types(&input_schema)?,
             exec.schema(),
         )?;
+        groups = groups.with_ttl(def.ttl);
         let rocksdb = backend.rocksdb("updating", partition);
         if let Some((root, label)) = &rocksdb {
             groups = groups.with_rocksdb(root, label)?;
         }
-        let groups = groups.with_ttl(def.ttl);
         let stream = Self {
             def: def.clone(),
             groups,

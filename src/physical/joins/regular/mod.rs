@@ -302,7 +302,7 @@ impl StreamingExec for RegularJoinExec {
             warned: 0,
             ttl: self.ttl.map(TimeToLive::new),
             rocks: match self.backend.rocksdb("regular-join", partition) {
-                Some((root, label)) => Some(rocks::RocksSides::try_new(&root, &label)?),
+                Some((root, label)) => Some(rocks::RocksSides::try_new(&root, &label, self.ttl)?),
                 None => None,
             },
             partition,

@@ -21,7 +21,7 @@ use datafusion::common::Result;
 
 use super::side::{Entry, SideState};
 use crate::state::keyed_db::{KeyedDb, ValueReader, put_bytes};
-use crate::state::rocks::{RowCodec, StateDb};
+use crate::state::rocks::{Expiry, RowCodec, StateDb};
 
 /// Rows cached in memory (both sides) before they are written back.
 pub const CACHE_ROWS: u64 = 262_144;
@@ -59,11 +59,23 @@ fn decode(value: &[u8]) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// When a key's rows were last written: the latest of its entries' write times (the key goes
+/// at compaction once every row expired). See [`Expiry`].
+fn written_of(_key: &[u8], value: &[u8]) -> Option<i64> {
+    decode(value).ok()?.iter().map(|e| e.written).max()
+}
+
 impl RocksSides {
-    /// An empty store in a new database under `root`.
-    pub fn try_new(root: &Path, label: &str) -> Result<Self> {
+    /// An empty store in a new database under `root`; with `ttl`, RocksDB's compactions drop
+    /// keys whose rows all expired.
+    pub fn try_new(root: &Path, label: &str, ttl: Option<std::time::Duration>) -> Result<Self> {
         Ok(Self {
-            store: KeyedDb::try_new(root, label, 2)?,
+            store: KeyedDb::try_new_expiring(
+                root,
+                label,
+                2,
+                ttl.map(|ttl| Expiry::new(ttl, written_of)),
+            )?,
             capacity: CACHE_ROWS,
         })
     }
@@ -171,5 +183,11 @@ mod tests {
             decode(&encode(&entries)[..10]).is_err(),
             "a cut entry is an error"
         );
+        // A key's rows expire at compaction once the latest of them has.
+        assert_eq!(
+            written_of(b"\0k", &encode(&entries)),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(written_of(b"\0k", &encode(&entries)[..10]), None);
     }
 }

@@ -266,6 +266,11 @@ mod tests {
         t.put(b"k", 9, &row("c"), true, 100);
         let stored = t.encode(b"k").unwrap();
         assert!(t.encode(b"none").is_none());
+        // When the key was last put, as RocksDB's compaction reads it (key space 0).
+        assert_eq!(
+            crate::state::keyed_db::written_first_in_space_0(&[0, b'k'], &stored),
+            Some(100)
+        );
         t.prune(5);
         t.clear();
         assert_eq!((t.versions, t.bytes, t.as_of(b"k", 5)), (0, 0, None));

@@ -208,3 +208,32 @@ async fn ends_in_the_batch_answer_in_memory_and_in_rocksdb() {
     }
     assert!(updated > 30, "{updated} rows taken back");
 }
+
+/// A partition key's rows read back as stored, and RocksDB's compaction reads when they were
+/// written (key space 0).
+#[test]
+fn stored_partitions_read_back() {
+    let mut partition = Partition {
+        rows: BTreeMap::new(),
+        written: 99,
+    };
+    partition.rows.insert(
+        (b"kkrow"[..].into(), 1),
+        Held {
+            row_at: 2,
+            values: Some(b"vals"[..].into()),
+        },
+    );
+    let value = partition.encode();
+    let back = Partition::decode(&value).unwrap();
+    assert_eq!(back.written, 99);
+    let (place, held) = back.rows.iter().next().unwrap();
+    assert_eq!(
+        (&place.0[..], place.1, held.row_at, held.values.as_deref()),
+        (&b"kkrow"[..], 1, 2, Some(&b"vals"[..]))
+    );
+    assert_eq!(
+        crate::state::keyed_db::written_first_in_space_0(&[0, b'k'], &value),
+        Some(99)
+    );
+}

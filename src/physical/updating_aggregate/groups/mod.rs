@@ -115,7 +115,7 @@ pub struct GroupTable {
     /// Each aggregate's [`Fast`] accumulator kind, if it has one (never over a changelog).
     fast: Vec<Option<FastKind>>,
     /// `table.exec.state.ttl` in ms: groups no rows came for this long are dropped (those in
-    /// memory by [`Self::expire`], those in RocksDB when next read).
+    /// memory by [`Self::expire`], those in RocksDB when next read or compacted).
     ttl_ms: Option<i64>,
 }
 

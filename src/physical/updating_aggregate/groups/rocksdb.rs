@@ -14,13 +14,17 @@ use crate::state::rocks::StateDb;
 
 impl GroupTable {
     /// Keeps every group in a new RocksDB database under `root` (named after `label`), and
-    /// only a cache of them in memory.
+    /// only a cache of them in memory. (Set the time to live first: RocksDB's compactions
+    /// apply it too.)
     pub fn with_rocksdb(mut self, root: &Path, label: &str) -> Result<Self> {
         let mut types = Vec::new();
         for mut accumulator in self.new_accumulators()? {
             types.extend(accumulator.state()?.iter().map(|v| v.data_type()));
         }
-        self.store = Some(RocksGroups::try_new(root, label, types)?);
+        let ttl = self
+            .ttl_ms
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        self.store = Some(RocksGroups::try_new(root, label, types, ttl)?);
         Ok(self)
     }
 

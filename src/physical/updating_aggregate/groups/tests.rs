@@ -268,9 +268,9 @@ fn expired_groups_in_rocksdb_start_over() {
     let dir = tempfile::tempdir().unwrap();
     let ttl = std::time::Duration::from_millis(400);
     let mut t = table(false)
+        .with_ttl(Some(ttl))
         .with_rocksdb(dir.path(), "updating-ttl")
-        .unwrap()
-        .with_ttl(Some(ttl));
+        .unwrap();
     // Every batch goes through the database.
     t.set_cache_groups(0);
     apply(&mut t, &[(I, "a", 1), (I, "b", 2)]);

@@ -151,7 +151,7 @@ fn left_join_takes_padding_back_and_gives_it_back() {
 fn rocksdb_state_gives_the_same_changes() {
     let root = tempfile::tempdir().unwrap();
     let mut j = join(JoinType::Left);
-    let mut rocks = RocksSides::try_new(root.path(), "regular-join-test").unwrap();
+    let mut rocks = RocksSides::try_new(root.path(), "regular-join-test", None).unwrap();
     rocks.capacity = 0;
     j.rocks = Some(rocks);
     assert_eq!(feed(&mut j, 0, &[(Some(1), "a", I)]), ["+I|1|a||"]);
