@@ -103,6 +103,18 @@ impl KeyedDb {
         written.max(self.restored_at)
     }
 
+    /// [`Self::try_new_expiring`] for a store whose values in key space 0 start with their
+    /// write time ([`written_first_in_space_0`]), expiring after `ttl`.
+    pub fn try_new_with_ttl(
+        root: &Path,
+        label: &str,
+        spaces: usize,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Self> {
+        let expiry = ttl.map(|ttl| Expiry::new(ttl, written_first_in_space_0));
+        Self::try_new_expiring(root, label, spaces, expiry)
+    }
+
     /// Replaces the (empty) database with one restored from a checkpoint.
     pub fn adopt(&mut self, files: &Path) -> Result<()> {
         self.db = StateDb::adopt_expiring(&self.root, &self.label, files, self.expiry.as_ref())?;

@@ -28,8 +28,8 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, data_only, execute_input, time_attributes, window_columns,
 };
 use crate::state::backend::StateBackend;
-use crate::state::keyed_db::{KeyedDb, written_first_in_space_0};
-use crate::state::rocks::{Expiry, RowCodec};
+use crate::state::keyed_db::KeyedDb;
+use crate::state::rocks::RowCodec;
 
 /// What an OVER aggregation computes (the planner checked its frames).
 #[derive(Debug, Clone)]
@@ -315,14 +315,7 @@ impl StreamingExec for OverAggregateExec {
         let inputs = vec![input];
         let rocks = match self.backend.rocksdb("over", partition) {
             Some((root, label)) => Some(RocksState::new(
-                KeyedDb::try_new_expiring(
-                    &root,
-                    &label,
-                    2,
-                    self.def
-                        .ttl
-                        .map(|ttl| Expiry::new(ttl, written_first_in_space_0)),
-                )?,
+                KeyedDb::try_new_with_ttl(&root, &label, 2, self.def.ttl)?,
                 partition,
                 self.properties.partitioning.partition_count(),
             )),

@@ -29,8 +29,8 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input, time_attributes,
 };
 use crate::state::backend::StateBackend;
-use crate::state::keyed_db::{KeyedDb, written_first_in_space_0};
-use crate::state::rocks::{Expiry, RowCodec};
+use crate::state::keyed_db::KeyedDb;
+use crate::state::rocks::RowCodec;
 use crate::state::ttl::fmt_ttl;
 
 /// What a top-N keeps and emits.
@@ -294,14 +294,7 @@ impl StreamingExec for TopNExec {
         .with_event_time(self.keeps_event_time());
         let stream = match self.backend.rocksdb("top-n", partition) {
             Some((root, label)) => stream.with_rocksdb(
-                KeyedDb::try_new_expiring(
-                    &root,
-                    &label,
-                    1,
-                    self.def
-                        .ttl
-                        .map(|ttl| Expiry::new(ttl, written_first_in_space_0)),
-                )?,
+                KeyedDb::try_new_with_ttl(&root, &label, 1, self.def.ttl)?,
                 partition,
                 self.properties.partitioning.partition_count(),
             ),

@@ -26,8 +26,7 @@ use crate::physical::streaming::{
     OperatorState, StreamingExec, changelog_mode, data_only, execute_input, time_attributes,
 };
 use crate::state::backend::StateBackend;
-use crate::state::keyed_db::{KeyedDb, written_first_in_space_0};
-use crate::state::rocks::Expiry;
+use crate::state::keyed_db::KeyedDb;
 use crate::state::ttl::{TimeToLive, fmt_ttl};
 
 /// See the module docs of `temporal`.
@@ -368,13 +367,7 @@ impl StreamingExec for TemporalJoinExec {
         stream.ttl = self.ttl.map(TimeToLive::new);
         if let Some((root, label)) = self.backend.rocksdb("temporal-join", partition) {
             stream.rocks = Some(RocksState {
-                store: KeyedDb::try_new_expiring(
-                    &root,
-                    &label,
-                    2,
-                    self.ttl
-                        .map(|ttl| Expiry::new(ttl, written_first_in_space_0)),
-                )?,
+                store: KeyedDb::try_new_with_ttl(&root, &label, 2, self.ttl)?,
                 partition,
                 partitions: self.properties.partitioning.partition_count(),
                 capacity: CACHE_VERSIONS,
