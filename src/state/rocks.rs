@@ -118,8 +118,10 @@ fn options(expiry: Option<&Expiry>) -> Options {
     options.set_write_buffer_size(64 << 20);
     options.set_max_background_jobs(2);
     if let Some(expiry) = expiry.cloned() {
-        // Files are compacted at least once per time to live (at least hourly, at most
-        // monthly), so that expired entries in files no write reaches go too.
+        // Every file is compacted at least once per time to live (but not more often than
+        // hourly, and at least monthly), so that expired entries in files no write reaches go
+        // too. RocksDB may call the filter from several compactions at once: it keeps no
+        // state of its own.
         let seconds = (expiry.ttl_ms / 1000).clamp(3600, 30 * 24 * 3600);
         options.set_periodic_compaction_seconds(seconds as u64);
         options.set_compaction_filter("sabot-state-ttl", move |_level, key, value| {

@@ -57,12 +57,11 @@ pub(super) struct StoredGroup {
     pub state: Vec<ScalarValue>,
 }
 
-/// When an entry was last written, if it says (see [`Expiry`]).
+/// When an entry was last written (see [`Expiry`]). An entry without a write time comes from
+/// a restored database (written before write times were stored) and counts from the restore;
+/// one that cannot be read stays.
 fn written_of(_key: &[u8], value: &[u8]) -> Option<i64> {
-    split_entry(value)
-        .ok()
-        .map(|(_, written, _)| written)
-        .filter(|&written| written != i64::MIN)
+    split_entry(value).ok().map(|(_, written, _)| written)
 }
 
 /// The row count and write time an entry starts with, and the rest (the state).
@@ -266,9 +265,9 @@ mod tests {
         assert_eq!(split_entry(&old).unwrap(), (7, i64::MIN, &b"state"[..]));
         assert!(split_entry(&new[..12]).is_err());
         assert!(split_entry(&old[..5]).is_err());
-        // RocksDB's compaction expires only entries that say when they were written.
+        // As RocksDB's compaction reads them: an old entry counts from the restore.
         assert_eq!(written_of(b"k", &new), Some(1234));
-        assert_eq!(written_of(b"k", &old), None);
+        assert_eq!(written_of(b"k", &old), Some(i64::MIN));
         assert_eq!(written_of(b"k", &new[..12]), None);
     }
 }

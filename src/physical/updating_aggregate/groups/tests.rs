@@ -266,7 +266,9 @@ fn expired_groups_start_over() {
 #[test]
 fn expired_groups_in_rocksdb_start_over() {
     let dir = tempfile::tempdir().unwrap();
-    let ttl = std::time::Duration::from_millis(400);
+    // Wide margins: each check is 0.6 s or more away from an expiry.
+    let ttl = std::time::Duration::from_millis(2000);
+    let pause = std::time::Duration::from_millis(1300);
     let mut t = table(false)
         .with_ttl(Some(ttl))
         .with_rocksdb(dir.path(), "updating-ttl")
@@ -274,7 +276,7 @@ fn expired_groups_in_rocksdb_start_over() {
     // Every batch goes through the database.
     t.set_cache_groups(0);
     apply(&mut t, &[(I, "a", 1), (I, "b", 2)]);
-    std::thread::sleep(std::time::Duration::from_millis(250));
+    std::thread::sleep(pause);
     assert_eq!(
         apply(&mut t, &[(I, "b", 3)]),
         vec![
@@ -283,8 +285,8 @@ fn expired_groups_in_rocksdb_start_over() {
         ],
         "b is not expired yet"
     );
-    std::thread::sleep(std::time::Duration::from_millis(250));
-    // a was written 500 ms ago, b 250 ms ago.
+    std::thread::sleep(pause);
+    // a was written 2.6 s ago, b 1.3 s ago.
     assert_eq!(
         apply(&mut t, &[(I, "a", 10), (I, "b", 1)]),
         vec![
