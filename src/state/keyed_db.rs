@@ -41,9 +41,8 @@ pub struct KeyedDb {
     label: String,
     /// Per space, the keys loaded or changed since the last write-back (the cache's keys).
     touched: Vec<HashSet<Box<[u8]>>>,
-    /// When the database was restored from a checkpoint (processing time, ms).
-    restored_at: i64,
-    /// How its entries expire at compaction (`table.exec.state.ttl`), if they do.
+    /// How its entries expire (`table.exec.state.ttl`), if they do; it also knows when the
+    /// database was restored.
     expiry: Option<Expiry>,
 }
 
@@ -85,7 +84,6 @@ impl KeyedDb {
             root: root.to_path_buf(),
             label: label.to_string(),
             touched: vec![HashSet::new(); spaces],
-            restored_at: i64::MIN,
             expiry,
         })
     }
@@ -96,11 +94,10 @@ impl KeyedDb {
         rows > capacity || self.touched.iter().map(HashSet::len).sum::<usize>() > capacity
     }
 
-    /// The time a key last written at `written` counts its time to live from: a key restored
-    /// from a checkpoint lives a whole time to live from the restore, as state restored into
-    /// memory does.
+    /// The time a key last written at `written` counts its time to live from (see
+    /// [`Expiry::written`]; without a time to live, `written`).
     pub fn written(&self, written: i64) -> i64 {
-        written.max(self.restored_at)
+        self.expiry.as_ref().map_or(written, |e| e.written(written))
     }
 
     /// [`Self::try_new_expiring`] for a store whose values in key space 0 start with their
@@ -119,7 +116,6 @@ impl KeyedDb {
     pub fn adopt(&mut self, files: &Path) -> Result<()> {
         self.db = StateDb::adopt_expiring(&self.root, &self.label, files, self.expiry.as_ref())?;
         self.touched.iter_mut().for_each(HashSet::clear);
-        self.restored_at = crate::state::ttl::now_ms();
         Ok(())
     }
 
@@ -227,7 +223,6 @@ impl KeyedDb {
         mut owned: impl FnMut(&[(usize, &[u8])]) -> Result<Vec<bool>>,
     ) -> Result<()> {
         let old = StateDb::open_read_only(files)?;
-        self.restored_at = crate::state::ttl::now_ms();
         if let Some(expiry) = &self.expiry {
             expiry.restored();
         }

@@ -85,14 +85,20 @@ impl Expiry {
             .store(crate::state::ttl::now_ms(), Ordering::Relaxed);
     }
 
+    /// The time an entry last written at `written` counts its time to live from: an entry
+    /// restored from a checkpoint lives a whole time to live from the restore, as state
+    /// restored into memory does.
+    pub fn written(&self, written: i64) -> i64 {
+        written.max(self.restored_at.load(Ordering::Relaxed))
+    }
+
     /// Whether `key`'s entry `value` has expired by `now`. (Runs on RocksDB's threads: it must
     /// not panic.)
     fn expired(&self, key: &[u8], value: &[u8], now: i64) -> bool {
         let Some(written) = (self.written_of)(key, value) else {
             return false;
         };
-        let written = written.max(self.restored_at.load(Ordering::Relaxed));
-        written < now.saturating_sub(self.ttl_ms)
+        self.written(written) < now.saturating_sub(self.ttl_ms)
     }
 }
 

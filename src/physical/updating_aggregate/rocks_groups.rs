@@ -43,9 +43,8 @@ pub(super) struct RocksGroups {
     deleted: HashSet<Box<[u8]>>,
     /// [`CACHE_GROUPS`] (smaller in tests).
     pub capacity: usize,
-    /// When the database was restored from a checkpoint (processing time, ms).
-    restored_at: i64,
-    /// How entries expire at compaction (`table.exec.state.ttl`), if they do.
+    /// How entries expire (`table.exec.state.ttl`), if they do; it also knows when the
+    /// database was restored.
     expiry: Option<Expiry>,
 }
 
@@ -101,7 +100,6 @@ impl RocksGroups {
             state_types,
             deleted: HashSet::new(),
             capacity: CACHE_GROUPS,
-            restored_at: i64::MIN,
             expiry,
         })
     }
@@ -111,15 +109,13 @@ impl RocksGroups {
     pub fn adopt(&mut self, root: &Path, label: &str, files: &Path) -> Result<()> {
         self.db = StateDb::adopt_expiring(root, label, files, self.expiry.as_ref())?;
         self.deleted.clear();
-        self.restored_at = crate::state::ttl::now_ms();
         Ok(())
     }
 
-    /// The time a group last written at `written` counts its time to live from: a group
-    /// restored from a checkpoint lives a whole time to live from the restore, as groups
-    /// restored into memory do.
+    /// The time a group last written at `written` counts its time to live from (see
+    /// [`Expiry::written`]; without a time to live, `written`).
     pub fn written(&self, written: i64) -> i64 {
-        written.max(self.restored_at)
+        self.expiry.as_ref().map_or(written, |e| e.written(written))
     }
 
     /// The database (for checkpoints).
@@ -222,7 +218,6 @@ impl RocksGroups {
         mut owned: impl FnMut(&[Box<[u8]>]) -> Result<Vec<bool>>,
     ) -> Result<()> {
         let old = StateDb::open_read_only(files)?;
-        self.restored_at = crate::state::ttl::now_ms();
         if let Some(expiry) = &self.expiry {
             expiry.restored();
         }
