@@ -202,6 +202,19 @@ impl GroupTable {
         slot
     }
 
+    /// Takes the group in `slot` out (and, with RocksDB, out of the database at the next
+    /// write-back).
+    fn remove_group(&mut self, slot: usize) -> Option<Group> {
+        let group = self.groups.get_mut(slot)?.take()?;
+        self.bytes -= group.bytes.min(self.bytes);
+        self.index.remove(&group.key);
+        self.free.push(slot);
+        if let Some(store) = &mut self.store {
+            store.delete(&group.key);
+        }
+        Some(group)
+    }
+
     /// The key of each of `rows` rows, as rows of the converter.
     fn key_rows(&self, keys: &[ArrayRef], rows: usize) -> Result<Rows> {
         if self.global {
@@ -304,13 +317,7 @@ impl GroupTable {
             let expired = self.groups[slot]
                 .as_ref()
                 .is_some_and(|g| g.written < oldest);
-            if expired && let Some(group) = self.groups[slot].take() {
-                self.bytes -= group.bytes.min(self.bytes);
-                self.index.remove(&group.key);
-                self.free.push(slot);
-                if let Some(store) = &mut self.store {
-                    store.delete(&group.key);
-                }
+            if expired && self.remove_group(slot).is_some() {
                 gone += 1;
             }
         }
@@ -455,14 +462,7 @@ impl GroupTable {
             if let Some(old) = group.emitted.take() {
                 output.push(key_row, RowKind::Delete, &old)?;
             }
-            self.bytes -= group.bytes.min(self.bytes);
-            let key = group.key.clone();
-            self.index.remove(&key);
-            self.groups[slot] = None;
-            self.free.push(slot);
-            if let Some(store) = &mut self.store {
-                store.delete(&key);
-            }
+            self.remove_group(slot);
         }
         self.write_back(false)?;
         output.finish(keys)
