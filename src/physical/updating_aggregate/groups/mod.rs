@@ -12,24 +12,22 @@
 //! - this file: the groups and how a batch changes them ([`GroupTable::apply`]);
 //! - [`fast`]: accumulators of the common aggregates over an append-only input, which read
 //!   a batch's rows where they are;
+//! - [`output`]: a batch's changes, built column by column;
 //! - [`snapshot`]: checkpoints as rows, and groups rebuilt from stored state;
 //! - [`rocksdb`]: the table as a write-back cache of RocksDB's groups.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int8Array, Int64Builder, StringBuilder, UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int8Array, UInt32Array};
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::{filter, take};
+use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
 use datafusion::common::{HashMap, Result, ScalarValue, internal_err};
 use datafusion::logical_expr::Accumulator;
 
-use super::in_type;
 use super::rocks_groups::RocksGroups;
 use super::value_counts::{Guarded, Retraction, ValueCounts};
 use crate::changelog::RowKind;
@@ -543,104 +541,6 @@ struct Touched {
     rows: Vec<(u32, bool)>,
 }
 
-/// The changes of one batch, built column by column.
-struct Output {
-    schema: SchemaRef,
-    /// Per output row, an input row of its group (the keys are taken from there).
-    key_rows: Vec<u32>,
-    kinds: Vec<i8>,
-    values: Vec<Column>,
-}
-
-/// One aggregate's output column under construction: BIGINTs and VARCHARs (most aggregates'
-/// values) straight into arrays, others as scalars DataFusion turns into an array.
-enum Column {
-    Int64(Int64Builder),
-    Utf8(StringBuilder),
-    Scalars(Vec<ScalarValue>),
-}
-
-impl Column {
-    fn push(&mut self, value: &ScalarValue) -> Result<()> {
-        match (&mut *self, value) {
-            (Self::Int64(b), ScalarValue::Int64(v)) => b.append_option(*v),
-            (Self::Utf8(b), ScalarValue::Utf8(v)) => b.append_option(v.as_deref()),
-            (Self::Scalars(values), v) => values.push(v.clone()),
-            // A value of another type (not expected): the column goes on as scalars.
-            (_, v) => {
-                let built = self.finish()?;
-                let mut values = (0..built.len())
-                    .map(|i| ScalarValue::try_from_array(&built, i))
-                    .collect::<Result<Vec<_>>>()?;
-                values.push(v.clone());
-                *self = Self::Scalars(values);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<ArrayRef> {
-        Ok(match self {
-            Self::Int64(b) => Arc::new(b.finish()),
-            Self::Utf8(b) => Arc::new(b.finish()),
-            Self::Scalars(values) => ScalarValue::iter_to_array(std::mem::take(values))?,
-        })
-    }
-}
-
-impl Output {
-    /// Room for the changes of `groups` groups (a `-U`/`+U` pair each, at most) in rows of
-    /// `schema`: `key_count` keys, then the aggregates.
-    fn new(schema: &SchemaRef, key_count: usize, groups: usize) -> Self {
-        let rows = groups * 2;
-        let values = schema.fields()[key_count..]
-            .iter()
-            .map(|field| match field.data_type() {
-                DataType::Int64 => Column::Int64(Int64Builder::with_capacity(rows)),
-                DataType::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
-                _ => Column::Scalars(Vec::with_capacity(rows)),
-            })
-            .collect();
-        Self {
-            schema: Arc::clone(schema),
-            key_rows: Vec::with_capacity(rows),
-            kinds: Vec::with_capacity(rows),
-            values,
-        }
-    }
-
-    /// A row of kind `kind`: the keys of input row `key_row`, then `values`.
-    fn push(&mut self, key_row: u32, kind: RowKind, values: &[ScalarValue]) -> Result<()> {
-        self.key_rows.push(key_row);
-        self.kinds.push(kind as i8);
-        for (column, value) in self.values.iter_mut().zip(values) {
-            column.push(value)?;
-        }
-        Ok(())
-    }
-
-    /// The changes, with their keys taken from `keys` (the batch's key columns).
-    fn finish(mut self, keys: &[ArrayRef]) -> Result<Option<Changes>> {
-        if self.kinds.is_empty() {
-            return Ok(None);
-        }
-        let indices = UInt32Array::from(std::mem::take(&mut self.key_rows));
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        for (i, key) in keys.iter().enumerate() {
-            let key = take(key.as_ref(), &indices, None)?;
-            columns.push(in_type(key, self.schema.field(i).data_type())?);
-        }
-        for (j, column) in self.values.iter_mut().enumerate() {
-            let data_type = self.schema.field(keys.len() + j).data_type();
-            columns.push(in_type(column.finish()?, data_type)?);
-        }
-        Ok(Some(Changes {
-            rows: RecordBatch::try_new(Arc::clone(&self.schema), columns)?,
-            kinds: Int8Array::from(self.kinds),
-        }))
-    }
-}
-
 /// Rows `offset..offset + len` of an aggregate's arguments, without those its FILTER drops;
 /// `None` if it drops them all (the accumulator has nothing to do).
 fn slice(
@@ -673,9 +573,11 @@ fn slice(
 }
 
 mod fast;
+mod output;
 mod rocksdb;
 mod snapshot;
 
 use fast::{Fast, FastKind};
+use output::Output;
 #[cfg(test)]
 mod tests;
